@@ -1,0 +1,5 @@
+"""demo package (in progress)."""
+
+from __future__ import annotations
+
+__all__: list[str] = []

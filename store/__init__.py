@@ -1,0 +1,73 @@
+"""The event store: an append-only log of events in SQLite, the source of truth.
+
+Open one with `open_store(path)`; register event types on its `EventRegistry`; append
+with an expected version; read a stream, the global log, or a stream as it stood at a
+past version or moment; keep snapshots and subscriber checkpoints beside the events.
+This package imports nothing else of esactors.
+"""
+
+from __future__ import annotations
+
+from store._codec import EventRegistry, Upcaster
+from store._errors import (
+    ConcurrencyError,
+    CorruptEvent,
+    EventDecodeError,
+    EventTooLarge,
+    IdempotencyConflict,
+    InvalidAppend,
+    InvalidExpectedVersion,
+    InvalidStreamId,
+    StoreClosed,
+    StoreCorrupted,
+    StoreError,
+    StoreFull,
+    StoreUnavailable,
+    TooManyEvents,
+    UnknownEventType,
+    UnregisteredEventType,
+)
+from store._protocol import EventStore
+from store._records import (
+    ANY,
+    NO_STREAM,
+    STREAM_EXISTS,
+    AppendResult,
+    RecordedEvent,
+    Snapshot,
+    StoreStatistics,
+)
+from store._sqlite import CommitListener, SQLiteEventStore, StoreOptions, open_store
+
+__all__ = [
+    "ANY",
+    "NO_STREAM",
+    "STREAM_EXISTS",
+    "AppendResult",
+    "CommitListener",
+    "ConcurrencyError",
+    "CorruptEvent",
+    "EventDecodeError",
+    "EventRegistry",
+    "EventStore",
+    "EventTooLarge",
+    "IdempotencyConflict",
+    "InvalidAppend",
+    "InvalidExpectedVersion",
+    "InvalidStreamId",
+    "RecordedEvent",
+    "SQLiteEventStore",
+    "Snapshot",
+    "StoreClosed",
+    "StoreCorrupted",
+    "StoreError",
+    "StoreFull",
+    "StoreOptions",
+    "StoreStatistics",
+    "StoreUnavailable",
+    "TooManyEvents",
+    "UnknownEventType",
+    "UnregisteredEventType",
+    "Upcaster",
+    "open_store",
+]

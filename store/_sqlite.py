@@ -1,0 +1,1223 @@
+"""The SQLite event store: WAL, one writer task with group commit, a separate reader.
+
+The writer owns the write connection. Every append waiting when it wakes goes into one
+`BEGIN IMMEDIATE ... COMMIT`, run as a single call on aiosqlite's worker thread, so the
+per-commit cost (fsync under `synchronous=FULL`) and the thread hop are paid per batch,
+not per append. Expected versions are checked inside the transaction, under SQLite's
+write lock, against versions this connection knows are current: a cache that
+`PRAGMA data_version` invalidates whenever another connection (another process) has
+committed. A conflicting append is rejected alone; `UNIQUE(stream_id, version)` stays the
+final guard, and should it ever fire the batch is redone with one savepoint per append.
+Positions are assigned by the writer inside the transaction, so they follow commit order
+with no gaps. Callers' futures resolve only after `COMMIT` returned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+import sqlite3
+import time
+import zlib
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Final, Literal, TypeVar, cast
+
+import aiosqlite
+import anyio
+import msgspec
+import structlog
+
+from store._codec import EventRegistry
+from store._errors import (
+    ConcurrencyError,
+    CorruptEvent,
+    EventTooLarge,
+    IdempotencyConflict,
+    InvalidAppend,
+    InvalidExpectedVersion,
+    InvalidStreamId,
+    StoreClosed,
+    StoreCorrupted,
+    StoreError,
+    StoreFull,
+    StoreUnavailable,
+    TooManyEvents,
+    UnknownEventType,
+    UnregisteredEventType,
+)
+from store._records import (
+    ANY,
+    NO_STREAM,
+    STREAM_EXISTS,
+    AppendResult,
+    RecordedEvent,
+    Snapshot,
+    StoreStatistics,
+)
+from store._schema import migrate
+
+__all__ = ["CommitListener", "SQLiteEventStore", "StoreOptions", "open_store"]
+
+T = TypeVar("T")
+S = TypeVar("S")
+
+CommitListener = Callable[[Sequence[RecordedEvent]], None]
+"""Called by the writer, in position order, with the events of each committed batch."""
+
+Synchronous = Literal["FULL", "NORMAL"]
+
+_INSERT_EVENT: Final = (
+    "INSERT INTO events (position, stream_id, version, event_type, schema_version, data,"
+    " metadata, command_id, recorded_at, checksum) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_INSERT_COMMAND: Final = (
+    "INSERT INTO commands (command_id, stream_id, first_version, last_version,"
+    " first_position, last_position, digest, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_SELECT_COMMANDS: Final = (
+    "SELECT command_id, stream_id, first_version, last_version, first_position,"
+    " last_position, digest FROM commands WHERE command_id IN (SELECT value FROM json_each(?))"
+)
+_SELECT_VERSIONS: Final = (
+    "SELECT stream_id, max(version) FROM events"
+    " WHERE stream_id IN (SELECT value FROM json_each(?)) GROUP BY stream_id"
+)
+_SELECT_VERSION: Final = "SELECT max(version) FROM events WHERE stream_id = ?"
+_SELECT_LAST_POSITION: Final = "SELECT max(position) FROM events"
+_READ_STREAM: Final = (
+    "SELECT position, stream_id, version, event_type, schema_version, data, metadata,"
+    " command_id, recorded_at, checksum FROM events"
+    " WHERE stream_id = ? AND version >= ? AND version <= ? ORDER BY version LIMIT ?"
+)
+_READ_ALL: Final = (
+    "SELECT position, stream_id, version, event_type, schema_version, data, metadata,"
+    " command_id, recorded_at, checksum FROM events"
+    " WHERE position >= ? AND position <= ? ORDER BY position LIMIT ?"
+)
+_READ_ALL_TYPES: Final = (
+    "SELECT position, stream_id, version, event_type, schema_version, data, metadata,"
+    " command_id, recorded_at, checksum FROM events"
+    " WHERE position >= ? AND position <= ?"
+    " AND event_type IN (SELECT value FROM json_each(?)) ORDER BY position LIMIT ?"
+)
+_READ_ALL_PREFIX: Final = (
+    "SELECT position, stream_id, version, event_type, schema_version, data, metadata,"
+    " command_id, recorded_at, checksum FROM events"
+    " WHERE position >= ? AND position <= ?"
+    " AND substr(stream_id, 1, ?) = ? ORDER BY position LIMIT ?"
+)
+_READ_ALL_TYPES_PREFIX: Final = (
+    "SELECT position, stream_id, version, event_type, schema_version, data, metadata,"
+    " command_id, recorded_at, checksum FROM events"
+    " WHERE position >= ? AND position <= ?"
+    " AND event_type IN (SELECT value FROM json_each(?))"
+    " AND substr(stream_id, 1, ?) = ? ORDER BY position LIMIT ?"
+)
+_FIRST_VERSION_AFTER: Final = (
+    "SELECT min(version) FROM events WHERE stream_id = ? AND recorded_at > ?"
+)
+_UPSERT_SNAPSHOT: Final = (
+    "INSERT INTO snapshots (stream_id, version, state_type, schema_version, data, checksum,"
+    " recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (stream_id) DO UPDATE SET"
+    " version = excluded.version, state_type = excluded.state_type,"
+    " schema_version = excluded.schema_version, data = excluded.data,"
+    " checksum = excluded.checksum, recorded_at = excluded.recorded_at"
+    " WHERE excluded.version >= snapshots.version"
+)
+_SELECT_SNAPSHOT: Final = (
+    "SELECT version, state_type, schema_version, data, checksum, recorded_at"
+    " FROM snapshots WHERE stream_id = ?"
+)
+_UPSERT_CHECKPOINT: Final = (
+    "INSERT INTO checkpoints (name, position, updated_at) VALUES (?, ?, ?)"
+    " ON CONFLICT (name) DO UPDATE SET position = excluded.position,"
+    " updated_at = excluded.updated_at"
+)
+_SELECT_CHECKPOINT: Final = "SELECT position FROM checkpoints WHERE name = ?"
+_SELECT_COMMAND: Final = (
+    "SELECT stream_id, first_version, last_version, first_position, last_position"
+    " FROM commands WHERE command_id = ?"
+)
+
+_MAX_VERSION: Final = 2**62
+_IN_LIST_CHUNK: Final = 2_000
+_VERSION_CACHE_LIMIT: Final = 200_000
+_SQLITE_BUSY: Final = 5
+_SQLITE_LOCKED: Final = 6
+_SQLITE_READONLY: Final = 8
+_SQLITE_IOERR: Final = 10
+_SQLITE_CORRUPT: Final = 11
+_SQLITE_FULL: Final = 13
+_SQLITE_CANTOPEN: Final = 14
+_SQLITE_NOTADB: Final = 26
+
+_log = structlog.get_logger("store")
+_json = msgspec.json.Encoder()
+_meta_encoder = msgspec.msgpack.Encoder()
+_meta_decoder = msgspec.msgpack.Decoder(dict[str, str])
+
+
+@dataclass(frozen=True, slots=True)
+class StoreOptions:
+    """Tuning and limits of a SQLite event store; every limit is finite.
+
+    Attributes:
+        synchronous: "FULL" (default): an acknowledged append survives power loss.
+            "NORMAL": survives a crash of the process, may lose the last commits on
+            power loss, and commits faster.
+        busy_timeout: seconds a write waits for another process's lock before the
+            writer retries the batch (`busy_retries` times) and then fails it with
+            `StoreUnavailable`.
+        busy_retries: see `busy_timeout`.
+        max_event_bytes: the largest encoded event accepted (default 1 MiB).
+        max_events_per_append: the most events one append may carry.
+        max_stream_id_bytes: the longest stream id, in UTF-8 bytes.
+        max_pending_appends: appends queued for the writer before `append` waits.
+        max_batch_events: the most events the writer puts in one transaction.
+        max_read_limit: the largest page a read may ask for.
+    """
+
+    synchronous: Synchronous = "FULL"
+    busy_timeout: float = 5.0
+    busy_retries: int = 3
+    max_event_bytes: int = 1024 * 1024
+    max_events_per_append: int = 10_000
+    max_stream_id_bytes: int = 256
+    max_pending_appends: int = 100_000
+    max_batch_events: int = 20_000
+    max_read_limit: int = 100_000
+
+    def __post_init__(self) -> None:
+        if self.synchronous not in ("FULL", "NORMAL"):
+            raise ValueError(f"synchronous must be 'FULL' or 'NORMAL', not {self.synchronous!r}")
+        for name in (
+            "max_event_bytes",
+            "max_events_per_append",
+            "max_stream_id_bytes",
+            "max_pending_appends",
+            "max_batch_events",
+            "max_read_limit",
+            "busy_retries",
+        ):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, not {value!r}")
+        if not self.busy_timeout > 0:
+            raise ValueError(f"busy_timeout must be > 0 seconds, not {self.busy_timeout!r}")
+
+
+class _Append:
+    __slots__ = (
+        "command_id",
+        "digest",
+        "events",
+        "expected",
+        "future",
+        "metadata",
+        "metadata_bytes",
+        "rows",
+        "stream_id",
+    )
+
+    def __init__(
+        self,
+        stream_id: str,
+        expected: int,
+        events: Sequence[Any],
+        rows: list[tuple[str, int, bytes, int]],
+        metadata: dict[str, str],
+        metadata_bytes: bytes | None,
+        command_id: str | None,
+        digest: bytes | None,
+        future: asyncio.Future[AppendResult],
+    ) -> None:
+        self.stream_id = stream_id
+        self.expected = expected
+        self.events = events
+        self.rows = rows
+        self.metadata = metadata
+        self.metadata_bytes = metadata_bytes
+        self.command_id = command_id
+        self.digest = digest
+        self.future = future
+
+
+class _Write:
+    """A keyed upsert (snapshot, checkpoint) that rides in the next batch transaction."""
+
+    __slots__ = ("future", "params", "sql")
+
+    def __init__(self, sql: str, params: tuple[Any, ...], future: asyncio.Future[None]) -> None:
+        self.sql, self.params, self.future = sql, params, future
+
+
+_Outcome = AppendResult | StoreError
+
+
+class _BatchResult:
+    __slots__ = ("commit_seconds", "outcomes", "recorded_at", "write_error")
+
+    def __init__(
+        self,
+        outcomes: list[_Outcome],
+        recorded_at: float,
+        commit_seconds: float,
+        write_error: StoreError | None,
+    ) -> None:
+        self.outcomes = outcomes
+        self.recorded_at = recorded_at
+        self.commit_seconds = commit_seconds
+        self.write_error = write_error
+
+
+class SQLiteEventStore:
+    """An append-only event log in one SQLite file. Obtain one with `open_store`.
+
+    Every method is safe to call from many tasks at once. Appends are group-committed by
+    one writer task; reads use their own connection (WAL readers never block the writer).
+    """
+
+    def __init__(
+        self,
+        path: str,
+        registry: EventRegistry,
+        options: StoreOptions,
+        writer: aiosqlite.Connection,
+        reader: aiosqlite.Connection,
+        data_version: int,
+        last_position: int,
+    ) -> None:
+        self.path = path
+        self.registry = registry
+        self.options = options
+        self._writer = writer
+        self._reader = reader
+        self._pending: deque[_Append | _Write] = deque()
+        self._wake = asyncio.Event()
+        self._room = asyncio.Event()
+        self._room.set()
+        self._closing = False
+        self._writer_done = asyncio.Event()
+        self._listeners: list[CommitListener] = []
+        # writer-thread state: what this connection knows is current
+        self._data_version = data_version
+        self._versions: dict[str, int] = {}
+        self._last_position = last_position
+        # statistics (event-loop side)
+        self._appends = 0
+        self._events = 0
+        self._rejected = 0
+        self._batches = 0
+        self._commit_seconds = 0.0
+        self._commit_seconds_max = 0.0
+        self._snapshot_decoders: dict[type[Any], msgspec.msgpack.Decoder[Any]] = {}
+        self._reader_closed = False
+
+    # -- appending ----------------------------------------------------------------------
+
+    async def append(
+        self,
+        stream_id: str,
+        events: Sequence[msgspec.Struct],
+        *,
+        expected_version: int,
+        command_id: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> AppendResult:
+        """Append `events` to `stream_id` atomically, after checking its version.
+
+        Args:
+            stream_id: the stream (aggregate instance) to append to.
+            events: one or more registered event structs, in order.
+            expected_version: the stream's current version as the caller knows it, or
+                `NO_STREAM` (must not exist), `STREAM_EXISTS`, or `ANY` (no check).
+            command_id: makes the append idempotent: if an append with this id already
+                committed (same stream and events), its first result is returned with
+                `duplicate=True` and nothing is written.
+            metadata: string key/values stored with every event of this append.
+
+        Returns:
+            Where the events landed, once they are committed (durably, under
+            `synchronous=FULL`).
+
+        Raises:
+            ConcurrencyError: the stream is not at `expected_version`; nothing written.
+            IdempotencyConflict: `command_id` committed before with other events.
+            InvalidAppend: a bad argument (stream id, version, type, size); nothing written.
+            StoreFull, StoreUnavailable, StoreCorrupted: the file could not take the
+                write; nothing of this append was written.
+            StoreClosed: the store is closing.
+
+        Cancellation: cancelling the caller before the writer took the append withdraws
+        it; once the writer has it, it commits or fails as a unit and only the reply is
+        lost. Treat a cancelled append as of unknown outcome (retry with the same
+        `command_id`).
+        """
+        if self._closing:
+            raise StoreClosed(f"the store {self.path!r} is closed; append to {stream_id!r} refused")
+        self._check_stream_id(stream_id)
+        if type(expected_version) is not int or expected_version < STREAM_EXISTS:
+            raise InvalidExpectedVersion(stream_id, expected_version)
+        options = self.options
+        count = len(events)
+        if count == 0:
+            raise InvalidAppend(f"append to stream {stream_id!r} carries no events")
+        if count > options.max_events_per_append:
+            raise TooManyEvents(stream_id, count, options.max_events_per_append)
+        encode = self.registry.encode
+        limit = options.max_event_bytes
+        rows: list[tuple[str, int, bytes, int]] = []
+        for event in events:
+            encoded = encode(event)
+            if encoded is None:
+                raise UnregisteredEventType(stream_id, type(event))
+            tag, schema_version, data = encoded
+            if len(data) > limit:
+                raise EventTooLarge(stream_id, tag, len(data), limit)
+            rows.append((tag, schema_version, data, zlib.crc32(data)))
+        meta: dict[str, str] = {}
+        meta_bytes = None
+        if metadata:
+            meta = _check_metadata(stream_id, metadata)
+            meta_bytes = _meta_encoder.encode(meta)
+        digest = None
+        if command_id is not None:
+            if not isinstance(command_id, str) or not 0 < len(command_id) <= 256:
+                raise InvalidAppend(
+                    f"command_id for stream {stream_id!r} must be a non-empty str of at most"
+                    f" 256 characters, not {command_id!r}"
+                )
+            digest = _digest(stream_id, rows)
+        while len(self._pending) >= options.max_pending_appends:
+            self._room.clear()
+            await self._room.wait()
+            if self._closing:
+                raise StoreClosed(
+                    f"the store {self.path!r} closed; append to {stream_id!r} refused"
+                )
+        future: asyncio.Future[AppendResult] = asyncio.get_running_loop().create_future()
+        self._pending.append(
+            _Append(
+                stream_id,
+                expected_version,
+                events,
+                rows,
+                meta,
+                meta_bytes,
+                command_id,
+                digest,
+                future,
+            )
+        )
+        self._wake.set()
+        return await future
+
+    def _check_stream_id(self, stream_id: object) -> None:
+        if type(stream_id) is not str:
+            raise InvalidStreamId(stream_id, "it must be a str")
+        if not stream_id or stream_id.isspace():
+            raise InvalidStreamId(stream_id, "it is empty or blank")
+        if not stream_id.isprintable():
+            raise InvalidStreamId(stream_id, "it contains control, format or separator characters")
+        try:
+            size = len(stream_id.encode())
+        except UnicodeEncodeError:
+            raise InvalidStreamId(stream_id, "it is not valid Unicode (lone surrogate)") from None
+        if size > self.options.max_stream_id_bytes:
+            raise InvalidStreamId(
+                stream_id,
+                f"it is {size} bytes long, over the limit of"
+                f" {self.options.max_stream_id_bytes} (max_stream_id_bytes)",
+            )
+
+    async def _enqueue_write(self, sql: str, params: tuple[Any, ...]) -> None:
+        if self._closing:
+            raise StoreClosed(f"the store {self.path!r} is closed")
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append(_Write(sql, params, future))
+        self._wake.set()
+        await future
+
+    def add_commit_listener(self, listener: CommitListener) -> Callable[[], None]:
+        """Call `listener` after every commit with that batch's events, in position order.
+
+        The listener runs on the writer task, before the appenders are answered: it must
+        not block or await (hand the events to a queue). An exception it raises is logged
+        and otherwise ignored. Returns a function that removes the listener.
+        """
+        self._listeners.append(listener)
+
+        def remove() -> None:
+            with contextlib.suppress(ValueError):
+                self._listeners.remove(listener)
+
+        return remove
+
+    # -- the writer ---------------------------------------------------------------------
+
+    async def _run_writer(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
+        task_status.started()
+        pending = self._pending
+        max_events = self.options.max_batch_events
+        try:
+            while True:
+                if not pending:
+                    if self._closing:
+                        return
+                    self._wake.clear()
+                    await self._wake.wait()
+                    continue
+                appends: list[_Append] = []
+                writes: list[_Write] = []
+                taken = 0
+                while pending and taken < max_events:
+                    item = pending.popleft()
+                    if item.future.cancelled():
+                        continue
+                    if isinstance(item, _Append):
+                        appends.append(item)
+                        taken += len(item.rows)
+                    else:
+                        writes.append(item)
+                if not self._room.is_set():
+                    self._room.set()
+                if not appends and not writes:
+                    continue
+                with anyio.CancelScope(shield=True):
+                    await self._commit(appends, writes)
+        finally:
+            self._fail_pending(StoreClosed(f"the store {self.path!r} closed before the write"))
+            self._writer_done.set()
+
+    async def _commit(self, appends: list[_Append], writes: list[_Write]) -> None:
+        try:
+            result = await _in_thread(self._writer, self._write_batch, appends, writes)
+        except Exception as exc:  # noqa: BLE001 - the batch failed as a unit: tell each caller
+            error = _translate(exc, "commit")
+            for item in appends:
+                if not item.future.done():
+                    item.future.set_exception(error)
+            for write in writes:
+                if not write.future.done():
+                    write.future.set_exception(error)
+            return
+        if result.write_error is not None:
+            for write in writes:
+                if not write.future.done():
+                    write.future.set_exception(result.write_error)
+        else:
+            for write in writes:
+                if not write.future.done():
+                    write.future.set_result(None)
+        committed = 0
+        events = 0
+        published: list[RecordedEvent] = []
+        listeners = self._listeners
+        for item, outcome in zip(appends, result.outcomes, strict=True):
+            if isinstance(outcome, AppendResult):
+                if not outcome.duplicate:
+                    committed += 1
+                    events += len(item.rows)
+                    if listeners:
+                        _recorded(item, outcome, result.recorded_at, published)
+            else:
+                self._rejected += 1
+        if committed or writes:
+            self._batches += 1
+            self._appends += committed
+            self._events += events
+            self._commit_seconds += result.commit_seconds
+            self._commit_seconds_max = max(self._commit_seconds_max, result.commit_seconds)
+        if published:
+            for listener in tuple(listeners):
+                try:
+                    listener(published)
+                except Exception:  # noqa: BLE001 - isolated and reported; the writer goes on
+                    _log.error("store.listener_failed", listener=repr(listener), exc_info=True)
+        for item, outcome in zip(appends, result.outcomes, strict=True):
+            if item.future.done():
+                continue
+            if isinstance(outcome, AppendResult):
+                item.future.set_result(outcome)
+            else:
+                item.future.set_exception(outcome)
+
+    def _fail_pending(self, error: StoreError) -> None:
+        while self._pending:
+            item = self._pending.popleft()
+            if not item.future.done():
+                item.future.set_exception(error)
+        self._room.set()
+
+    # -- writer thread ------------------------------------------------------------------
+
+    def _write_batch(
+        self, conn: sqlite3.Connection, appends: list[_Append], writes: list[_Write]
+    ) -> _BatchResult:
+        """Runs on aiosqlite's thread: one transaction for the whole batch."""
+        started = time.perf_counter()
+        self._begin(conn)
+        try:
+            recorded_at = time.time()
+            outcomes = self._apply_appends(conn, appends, recorded_at, careful=False)
+            write_error = self._apply_writes(conn, writes)
+            conn.execute("COMMIT")
+        except sqlite3.IntegrityError:
+            # Only reachable if our view of versions was wrong; redo with savepoints.
+            self._rollback(conn)
+            self._begin(conn)
+            try:
+                recorded_at = time.time()
+                outcomes = self._apply_appends(conn, appends, recorded_at, careful=True)
+                write_error = self._apply_writes(conn, writes)
+                conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._rollback(conn)
+                raise _translate(exc, "append") from exc
+            except BaseException:
+                self._rollback(conn)
+                raise
+        except sqlite3.Error as exc:
+            self._rollback(conn)
+            raise _translate(exc, "append") from exc
+        except BaseException:
+            self._rollback(conn)
+            raise
+        return _BatchResult(outcomes, recorded_at, time.perf_counter() - started, write_error)
+
+    def _begin(self, conn: sqlite3.Connection) -> None:
+        for attempt in range(self.options.busy_retries + 1):
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                break
+            except sqlite3.OperationalError as exc:
+                if _code(exc) not in (_SQLITE_BUSY, _SQLITE_LOCKED):
+                    raise
+                if attempt == self.options.busy_retries:
+                    raise StoreUnavailable(
+                        f"the database {self.path!r} stayed locked by another connection for"
+                        f" {self.options.busy_retries + 1} x busy_timeout"
+                        f" ({self.options.busy_timeout}s); nothing was written"
+                    ) from exc
+        data_version = int(conn.execute("PRAGMA data_version").fetchone()[0])
+        if data_version != self._data_version:
+            # Another connection committed since we last looked: forget what we knew.
+            self._data_version = data_version
+            self._versions.clear()
+            row = conn.execute(_SELECT_LAST_POSITION).fetchone()
+            self._last_position = int(row[0] or 0)
+
+    def _rollback(self, conn: sqlite3.Connection) -> None:
+        self._versions.clear()
+        if conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+        with contextlib.suppress(sqlite3.Error):
+            row = conn.execute(_SELECT_LAST_POSITION).fetchone()
+            self._last_position = int(row[0] or 0)
+            self._data_version = int(conn.execute("PRAGMA data_version").fetchone()[0])
+
+    def _apply_appends(
+        self, conn: sqlite3.Connection, appends: list[_Append], recorded_at: float, *, careful: bool
+    ) -> list[_Outcome]:
+        if not appends:
+            return []
+        known = self._known_commands(conn, appends)
+        versions = self._current_versions(conn, appends, fresh=careful)
+        position = self._last_position
+        outcomes: list[_Outcome] = []
+        event_rows: list[tuple[Any, ...]] = []
+        command_rows: list[tuple[Any, ...]] = []
+        for item in appends:
+            stream_id = item.stream_id
+            command_id = item.command_id
+            if command_id is not None:
+                seen = known.get(command_id)
+                if seen is not None:
+                    seen_stream, seen_result, seen_digest = seen
+                    if seen_stream != stream_id or seen_digest != item.digest:
+                        outcomes.append(IdempotencyConflict(command_id, stream_id, seen_stream))
+                    else:
+                        outcomes.append(msgspec.structs.replace(seen_result, duplicate=True))
+                    continue
+            current = versions.get(stream_id, 0)
+            expected = item.expected
+            if expected != ANY and (
+                (expected == STREAM_EXISTS and current == 0)
+                or (expected >= NO_STREAM and expected != current)
+            ):
+                outcomes.append(ConcurrencyError(stream_id, expected, current))
+                continue
+            first_position = position + 1
+            metadata_bytes = item.metadata_bytes
+            rows = [
+                (
+                    position + i,
+                    stream_id,
+                    current + i,
+                    tag,
+                    schema_version,
+                    data,
+                    metadata_bytes,
+                    command_id,
+                    recorded_at,
+                    checksum,
+                )
+                for i, (tag, schema_version, data, checksum) in enumerate(item.rows, 1)
+            ]
+            if careful:
+                conn.execute("SAVEPOINT append")
+                try:
+                    conn.executemany(_INSERT_EVENT, rows)
+                except sqlite3.IntegrityError:
+                    conn.execute("ROLLBACK TO append")
+                    conn.execute("RELEASE append")
+                    actual = int(conn.execute(_SELECT_VERSION, (stream_id,)).fetchone()[0] or 0)
+                    versions[stream_id] = actual
+                    outcomes.append(ConcurrencyError(stream_id, expected, actual))
+                    continue
+                conn.execute("RELEASE append")
+            else:
+                event_rows.extend(rows)
+            count = len(rows)
+            position += count
+            versions[stream_id] = current + count
+            result = AppendResult(stream_id, current + 1, current + count, first_position, position)
+            outcomes.append(result)
+            if command_id is not None:
+                command_rows.append(
+                    (
+                        command_id,
+                        stream_id,
+                        result.first_version,
+                        result.last_version,
+                        result.first_position,
+                        result.last_position,
+                        item.digest,
+                        recorded_at,
+                    )
+                )
+                known[command_id] = (stream_id, result, item.digest)
+        if event_rows:
+            conn.executemany(_INSERT_EVENT, event_rows)
+        if command_rows:
+            conn.executemany(_INSERT_COMMAND, command_rows)
+        self._last_position = position
+        cache = self._versions
+        if len(cache) > _VERSION_CACHE_LIMIT:
+            cache.clear()
+        cache.update(versions)
+        return outcomes
+
+    def _known_commands(
+        self, conn: sqlite3.Connection, appends: list[_Append]
+    ) -> dict[str, tuple[str, AppendResult, bytes | None]]:
+        ids = [item.command_id for item in appends if item.command_id is not None]
+        known: dict[str, tuple[str, AppendResult, bytes | None]] = {}
+        for start in range(0, len(ids), _IN_LIST_CHUNK):
+            chunk = _json.encode(ids[start : start + _IN_LIST_CHUNK])
+            for cid, sid, fv, lv, fp, lp, digest in conn.execute(_SELECT_COMMANDS, (chunk,)):
+                known[cid] = (sid, AppendResult(sid, fv, lv, fp, lp), digest)
+        return known
+
+    def _current_versions(
+        self, conn: sqlite3.Connection, appends: list[_Append], *, fresh: bool
+    ) -> dict[str, int]:
+        cache = self._versions
+        versions: dict[str, int] = {}
+        missing: list[str] = []
+        for item in appends:
+            stream_id = item.stream_id
+            if stream_id in versions:
+                continue
+            cached = None if fresh else cache.get(stream_id)
+            if cached is None:
+                versions[stream_id] = 0
+                missing.append(stream_id)
+            else:
+                versions[stream_id] = cached
+        for start in range(0, len(missing), _IN_LIST_CHUNK):
+            chunk = _json.encode(missing[start : start + _IN_LIST_CHUNK])
+            for stream_id, version in conn.execute(_SELECT_VERSIONS, (chunk,)):
+                versions[stream_id] = int(version)
+        return versions
+
+    def _apply_writes(self, conn: sqlite3.Connection, writes: list[_Write]) -> StoreError | None:
+        if not writes:
+            return None
+        conn.execute("SAVEPOINT writes")
+        try:
+            for write in writes:
+                conn.execute(write.sql, write.params)
+        except sqlite3.Error as exc:
+            conn.execute("ROLLBACK TO writes")
+            conn.execute("RELEASE writes")
+            return _translate(exc, "write")
+        conn.execute("RELEASE writes")
+        return None
+
+    # -- reading ------------------------------------------------------------------------
+
+    async def read_stream(
+        self,
+        stream_id: str,
+        *,
+        from_version: int = 1,
+        to_version: int | None = None,
+        limit: int | None = None,
+    ) -> list[RecordedEvent]:
+        """Events of `stream_id` with `from_version <= version <= to_version`, in order.
+
+        Args:
+            limit: at most this many (default and cap: `max_read_limit`); page with
+                `from_version=last.version + 1` for longer streams.
+
+        Raises:
+            UnknownEventType, CorruptEvent: a stored event cannot be decoded.
+        """
+        self._check_stream_id(stream_id)
+        high = _MAX_VERSION if to_version is None else to_version
+        rows = await self._read(_READ_STREAM, (stream_id, from_version, high, self._limit(limit)))
+        return rows
+
+    async def read_stream_until(
+        self, stream_id: str, at: datetime | float, *, limit: int | None = None
+    ) -> list[RecordedEvent]:
+        """The stream as it stood at moment `at`: its longest prefix of events recorded at
+        or before `at` (an aware datetime, or POSIX seconds). Time travel by version is
+        `read_stream(stream_id, to_version=v)`."""
+        self._check_stream_id(stream_id)
+        moment = at.timestamp() if isinstance(at, datetime) else float(at)
+        first_after = await self._scalar(_FIRST_VERSION_AFTER, (stream_id, moment))
+        to_version = _MAX_VERSION if first_after is None else int(first_after) - 1
+        if to_version < 1:
+            return []
+        return await self.read_stream(stream_id, to_version=to_version, limit=limit)
+
+    async def read_all(
+        self,
+        *,
+        from_position: int = 0,
+        to_position: int | None = None,
+        limit: int | None = 1000,
+        event_types: Sequence[str] | None = None,
+        stream_prefix: str | None = None,
+    ) -> list[RecordedEvent]:
+        """Events of every stream in global (commit) order, `from_position` inclusive.
+
+        Args:
+            to_position: the last position to include (default: no bound).
+            limit: page size (default 1,000, capped by `max_read_limit`); page on with
+                `from_position=last.position + 1`.
+            event_types: only these tags.
+            stream_prefix: only streams whose id starts with this.
+        """
+        high = _MAX_VERSION if to_position is None else to_position
+        low = max(from_position, 0)
+        page = self._limit(limit)
+        if event_types is not None and stream_prefix:
+            types = _json.encode(list(event_types))
+            return await self._read(
+                _READ_ALL_TYPES_PREFIX,
+                (low, high, types, len(stream_prefix), stream_prefix, page),
+            )
+        if event_types is not None:
+            return await self._read(
+                _READ_ALL_TYPES, (low, high, _json.encode(list(event_types)), page)
+            )
+        if stream_prefix:
+            return await self._read(
+                _READ_ALL_PREFIX, (low, high, len(stream_prefix), stream_prefix, page)
+            )
+        return await self._read(_READ_ALL, (low, high, page))
+
+    async def stream_version(self, stream_id: str) -> int:
+        """The stream's current version (0 when it has no events)."""
+        self._check_stream_id(stream_id)
+        value = await self._scalar(_SELECT_VERSION, (stream_id,))
+        return int(value or 0)
+
+    async def last_position(self) -> int:
+        """The highest committed position in the file (0 when empty), whoever wrote it."""
+        value = await self._scalar(_SELECT_LAST_POSITION, ())
+        return int(value or 0)
+
+    async def find_command(self, command_id: str) -> AppendResult | None:
+        """The result of the committed append with `command_id`, or None."""
+        row = await self._row(_SELECT_COMMAND, (command_id,))
+        if row is None:
+            return None
+        stream_id, first_version, last_version, first_position, last_position = row
+        return AppendResult(
+            stream_id, first_version, last_version, first_position, last_position, duplicate=True
+        )
+
+    def _limit(self, limit: int | None) -> int:
+        cap = self.options.max_read_limit
+        if limit is None:
+            return cap
+        if type(limit) is not int or limit < 1:
+            raise InvalidAppend(f"read limit must be a positive int, not {limit!r}")
+        return min(limit, cap)
+
+    async def _read(self, sql: str, params: tuple[Any, ...]) -> list[RecordedEvent]:
+        self._check_readable()
+        decode = self._decode_rows
+
+        def run(conn: sqlite3.Connection) -> list[RecordedEvent]:
+            return decode(conn.execute(sql, params).fetchall())
+
+        return await self._read_call(run)
+
+    async def _scalar(self, sql: str, params: tuple[Any, ...]) -> Any:
+        row = await self._row(sql, params)
+        return None if row is None else row[0]
+
+    async def _row(self, sql: str, params: tuple[Any, ...]) -> Any:
+        self._check_readable()
+
+        def run(conn: sqlite3.Connection) -> Any:
+            return conn.execute(sql, params).fetchone()
+
+        return await self._read_call(run)
+
+    async def _read_call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        try:
+            return await _in_thread(self._reader, fn)
+        except StoreError:
+            raise
+        except sqlite3.Error as exc:
+            raise _translate(exc, "read") from exc
+
+    def _check_readable(self) -> None:
+        if self._reader_closed:
+            raise StoreClosed(f"the store {self.path!r} is closed")
+
+    def _decode_rows(self, rows: list[Any]) -> list[RecordedEvent]:
+        decode = self.registry.decode
+        out: list[RecordedEvent] = []
+        append = out.append
+        crc32 = zlib.crc32
+        for position, stream_id, version, tag, schema_version, data, meta, cid, at, crc in rows:
+            if type(data) is not bytes or crc32(data) != crc:
+                raise CorruptEvent.at(
+                    stream_id, version, tag, schema_version, "its payload fails its checksum"
+                )
+            try:
+                event = decode(tag, schema_version, data)
+                metadata = _meta_decoder.decode(meta) if meta else {}
+            except LookupError:
+                raise UnknownEventType.at(stream_id, version, tag, schema_version) from None
+            except (msgspec.DecodeError, msgspec.ValidationError, TypeError) as exc:
+                raise CorruptEvent.at(stream_id, version, tag, schema_version, str(exc)) from exc
+            append(
+                RecordedEvent(
+                    stream_id, version, position, tag, schema_version, event, metadata, at, cid
+                )
+            )
+        return out
+
+    # -- snapshots and checkpoints ------------------------------------------------------
+
+    async def save_snapshot(
+        self, stream_id: str, version: int, state: object, *, schema_version: int = 1
+    ) -> None:
+        """Save `state` as the state of `stream_id` at `version` (replacing an older one).
+
+        `schema_version` names the state's shape: `load_snapshot` ignores a snapshot saved
+        with another shape version or type, so a changed state type falls back to replay.
+        """
+        self._check_stream_id(stream_id)
+        data = self.registry.encode_state(state)
+        await self._enqueue_write(
+            _UPSERT_SNAPSHOT,
+            (
+                stream_id,
+                version,
+                _type_name(type(state)),
+                schema_version,
+                data,
+                zlib.crc32(data),
+                time.time(),
+            ),
+        )
+
+    async def load_snapshot(
+        self, stream_id: str, state_type: type[S], *, schema_version: int = 1
+    ) -> Snapshot[S] | None:
+        """The latest snapshot of `stream_id` if it has `state_type` at `schema_version`
+        and decodes cleanly; otherwise None (replay the stream from its start)."""
+        self._check_stream_id(stream_id)
+        row = await self._row(_SELECT_SNAPSHOT, (stream_id,))
+        if row is None:
+            return None
+        version, type_name, stored_schema, data, checksum, recorded_at = row
+        if type_name != _type_name(state_type) or stored_schema != schema_version:
+            return None
+        if type(data) is not bytes or zlib.crc32(data) != checksum:
+            _log.warning("store.snapshot_corrupt", stream_id=stream_id, version=version)
+            return None
+        decoder = self._snapshot_decoders.get(state_type)
+        if decoder is None:
+            decoder = self._snapshot_decoders[state_type] = msgspec.msgpack.Decoder(state_type)
+        try:
+            state = decoder.decode(data)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            _log.warning("store.snapshot_undecodable", stream_id=stream_id, version=version)
+            return None
+        return Snapshot(stream_id, int(version), state, int(stored_schema), float(recorded_at))
+
+    async def save_checkpoint(self, name: str, position: int) -> None:
+        """Durably record that subscriber `name` has handled everything up to `position`."""
+        await self._enqueue_write(_UPSERT_CHECKPOINT, (name, position, time.time()))
+
+    async def load_checkpoint(self, name: str) -> int:
+        """The last position saved for subscriber `name` (0 when none)."""
+        value = await self._scalar(_SELECT_CHECKPOINT, (name,))
+        return int(value or 0)
+
+    # -- statistics and lifecycle -------------------------------------------------------
+
+    def statistics(self) -> StoreStatistics:
+        """Counters since the store was opened (a frozen snapshot)."""
+        batches = self._batches
+        return StoreStatistics(
+            appends=self._appends,
+            events=self._events,
+            rejected=self._rejected,
+            batches=batches,
+            events_per_batch=self._events / batches if batches else 0.0,
+            appends_per_batch=self._appends / batches if batches else 0.0,
+            commit_ms_mean=1000 * self._commit_seconds / batches if batches else 0.0,
+            commit_ms_max=1000 * self._commit_seconds_max,
+            pending=len(self._pending),
+            last_position=self._last_position,
+        )
+
+    @property
+    def closed(self) -> bool:
+        """Whether the store stopped accepting appends."""
+        return self._closing
+
+    async def _drain_and_close(self) -> None:
+        self._closing = True
+        self._wake.set()
+        self._room.set()
+        await self._writer_done.wait()
+
+
+async def _in_thread(conn: aiosqlite.Connection, fn: Callable[..., T], *args: Any) -> T:
+    """Run `fn(sqlite3_connection, *args)` as one call on the connection's worker thread.
+
+    aiosqlite's public API costs one thread hop per statement; a batch transaction is
+    several statements, so the store hands the whole unit of work over at once.
+    """
+    raw: sqlite3.Connection = conn._conn
+    # aiosqlite leaves _execute unannotated; it returns what fn returns.
+    return cast(T, await conn._execute(fn, raw, *args))  # type: ignore[no-untyped-call]
+
+
+def _recorded(
+    item: _Append, result: AppendResult, recorded_at: float, out: list[RecordedEvent]
+) -> None:
+    stream_id = item.stream_id
+    metadata = item.metadata
+    command_id = item.command_id
+    version = result.first_version
+    position = result.first_position
+    for event, (tag, schema_version, _data, _crc) in zip(item.events, item.rows, strict=True):
+        out.append(
+            RecordedEvent(
+                stream_id,
+                version,
+                position,
+                tag,
+                schema_version,
+                event,
+                metadata,
+                recorded_at,
+                command_id,
+            )
+        )
+        version += 1
+        position += 1
+
+
+def _check_metadata(stream_id: str, metadata: Mapping[str, str]) -> dict[str, str]:
+    out = dict(metadata)
+    for key, value in out.items():
+        if type(key) is not str or type(value) is not str:
+            raise InvalidAppend(
+                f"metadata for stream {stream_id!r} must map str to str;"
+                f" got {key!r}: {type(value).__name__}"
+            )
+    return out
+
+
+def _digest(stream_id: str, rows: list[tuple[str, int, bytes, int]]) -> bytes:
+    h = hashlib.blake2b(stream_id.encode(), digest_size=16)
+    for tag, schema_version, data, _crc in rows:
+        h.update(b"\x00%s\x00%d\x00" % (tag.encode(), schema_version))
+        h.update(data)
+    return h.digest()
+
+
+def _type_name(tp: type[Any]) -> str:
+    return f"{tp.__module__}.{tp.__qualname__}"
+
+
+def _code(exc: sqlite3.Error) -> int:
+    return int(getattr(exc, "sqlite_errorcode", 0)) & 0xFF
+
+
+def _translate(exc: BaseException, what: str) -> StoreError:
+    if isinstance(exc, StoreError):
+        return exc
+    if not isinstance(exc, sqlite3.Error):
+        return StoreError(f"{what} failed: {type(exc).__name__}: {exc}")
+    code = _code(exc)
+    if code == _SQLITE_FULL:
+        return StoreFull(f"{what} failed, the database is full ({exc}); nothing was written")
+    if code in (_SQLITE_CORRUPT, _SQLITE_NOTADB):
+        return StoreCorrupted(f"{what} failed, the database file is damaged: {exc}")
+    if code in (_SQLITE_BUSY, _SQLITE_LOCKED):
+        return StoreUnavailable(
+            f"{what} failed, another connection held the database lock too long: {exc}"
+        )
+    if code in (_SQLITE_READONLY, _SQLITE_CANTOPEN, _SQLITE_IOERR):
+        return StoreUnavailable(f"{what} failed, the database file cannot be written: {exc}")
+    return StoreError(f"{what} failed: {type(exc).__name__}: {exc}")
+
+
+def _prepare_file(path: str) -> None:
+    if path == ":memory:":
+        return
+    target = Path(path)
+    if not target.parent.is_dir():
+        raise StoreUnavailable(f"cannot open the store {path!r}: its directory does not exist")
+    try:
+        fd = os.open(target, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise StoreUnavailable(f"cannot open the store {path!r}: {exc.strerror}") from exc
+    os.close(fd)
+
+
+def _configure(conn: sqlite3.Connection, options: StoreOptions, memory: bool) -> None:
+    # busy_timeout is set by sqlite3.connect(timeout=...): PRAGMAs take no parameters.
+    if not memory:
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise StoreUnavailable(f"could not switch the database to WAL mode (got {mode!r})")
+    conn.execute(_SYNCHRONOUS[options.synchronous])
+    conn.execute("PRAGMA cache_size = -32768")  # 32 MiB of page cache per connection
+    conn.execute("PRAGMA temp_store = MEMORY")
+
+
+_SYNCHRONOUS: Final = {"FULL": "PRAGMA synchronous = FULL", "NORMAL": "PRAGMA synchronous = NORMAL"}
+
+
+async def _connect(path: str, options: StoreOptions, *, memory: bool) -> aiosqlite.Connection:
+    conn = aiosqlite.connect(path, isolation_level=None, timeout=options.busy_timeout)
+    try:
+        opened = await conn
+    except sqlite3.Error as exc:
+        with anyio.CancelScope(shield=True):
+            await conn.close()
+        raise _translate(exc, f"opening {path!r}") from exc
+    try:
+        await _in_thread(opened, _configure, options, memory)
+    except BaseException as exc:
+        with anyio.CancelScope(shield=True):
+            await opened.close()
+        if isinstance(exc, sqlite3.Error):
+            raise _translate(exc, f"opening {path!r}") from exc
+        raise
+    return opened
+
+
+@contextlib.asynccontextmanager
+async def open_store(
+    path: str | os.PathLike[str],
+    *,
+    registry: EventRegistry | None = None,
+    **options: Any,
+) -> AsyncIterator[SQLiteEventStore]:
+    """Open (creating and migrating it if needed) the event store in SQLite file `path`.
+
+    Args:
+        path: a file path (created with mode 0600), or ":memory:" for a private
+            in-memory store that lives as long as the context.
+        registry: the event types the store can append and read (a new, empty one if
+            omitted; register types on `store.registry`).
+        **options: fields of `StoreOptions` (`synchronous`, `busy_timeout`, limits...).
+
+    On exit the writer commits every append it has accepted, the WAL is checkpointed
+    and both connections are closed; appends made after exit raise `StoreClosed`.
+
+    Raises:
+        StoreUnavailable: the file or its directory cannot be opened or written.
+        StoreCorrupted: the file is not a SQLite database or is damaged.
+    """
+    opts = StoreOptions(**options)
+    path = os.fspath(path)
+    memory = path == ":memory:"
+    _prepare_file(path)
+    writer = await _connect(path, opts, memory=memory)
+    reader = writer
+    try:
+        await _in_thread(writer, _migrate)
+        if not memory:
+            reader = await _connect(path, opts, memory=False)
+        data_version, last_position = await _in_thread(writer, _state)
+    except BaseException as exc:
+        with anyio.CancelScope(shield=True):
+            await writer.close()
+            if reader is not writer:
+                await reader.close()
+        if isinstance(exc, sqlite3.Error):
+            raise _translate(exc, f"opening {path!r}") from exc
+        if isinstance(exc, RuntimeError):
+            raise StoreUnavailable(str(exc)) from exc
+        raise
+    store = SQLiteEventStore(
+        path, registry or EventRegistry(), opts, writer, reader, data_version, last_position
+    )
+    _log.info("store.opened", path=path, synchronous=opts.synchronous, position=last_position)
+    try:
+        async with anyio.create_task_group() as tg:
+            await tg.start(store._run_writer)
+            try:
+                yield store
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await store._drain_and_close()
+    finally:
+        with anyio.CancelScope(shield=True):
+            store._reader_closed = True
+            if not memory:
+                with contextlib.suppress(Exception):
+                    await _in_thread(writer, _checkpoint_wal)
+            if reader is not writer:
+                await reader.close()
+            await writer.close()
+        _log.info("store.closed", path=path, position=store._last_position)
+
+
+def _migrate(conn: sqlite3.Connection) -> int:
+    return migrate(conn)
+
+
+def _state(conn: sqlite3.Connection) -> tuple[int, int]:
+    data_version = int(conn.execute("PRAGMA data_version").fetchone()[0])
+    last = conn.execute(_SELECT_LAST_POSITION).fetchone()[0]
+    return data_version, int(last or 0)
+
+
+def _checkpoint_wal(conn: sqlite3.Connection) -> None:
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
