@@ -27,6 +27,7 @@ from store._errors import (
     UnknownEventType,
     UnregisteredEventType,
 )
+from store._logging import get_logger
 from store._protocol import EventStore
 from store._records import (
     ANY,
@@ -69,5 +70,6 @@ __all__ = [
     "UnknownEventType",
     "UnregisteredEventType",
     "Upcaster",
+    "get_logger",
     "open_store",
 ]

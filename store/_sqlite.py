@@ -31,7 +31,6 @@ from typing import Any, Final, Literal, TypeVar, cast
 import aiosqlite
 import anyio
 import msgspec
-import structlog
 
 from store._codec import EventRegistry
 from store._errors import (
@@ -51,6 +50,7 @@ from store._errors import (
     UnknownEventType,
     UnregisteredEventType,
 )
+from store._logging import get_logger
 from store._records import (
     ANY,
     NO_STREAM,
@@ -157,7 +157,6 @@ _SQLITE_FULL: Final = 13
 _SQLITE_CANTOPEN: Final = 14
 _SQLITE_NOTADB: Final = 26
 
-_log = structlog.get_logger("store")
 _json = msgspec.json.Encoder()
 _meta_encoder = msgspec.msgpack.Encoder()
 _meta_decoder = msgspec.msgpack.Decoder(dict[str, str])
@@ -318,6 +317,7 @@ class SQLiteEventStore:
         self._commit_seconds_max = 0.0
         self._snapshot_decoders: dict[type[Any], msgspec.msgpack.Decoder[Any]] = {}
         self._reader_closed = False
+        self._log = get_logger("store", path=path)
 
     # -- appending ----------------------------------------------------------------------
 
@@ -539,7 +539,7 @@ class SQLiteEventStore:
                 try:
                     listener(published)
                 except Exception:  # noqa: BLE001 - isolated and reported; the writer goes on
-                    _log.error("store.listener_failed", listener=repr(listener), exc_info=True)
+                    self._log.error("store.listener_failed", listener=repr(listener), exc_info=True)
         for item, outcome in zip(appends, result.outcomes, strict=True):
             if item.future.done():
                 continue
@@ -961,7 +961,7 @@ class SQLiteEventStore:
         if type_name != _type_name(state_type) or stored_schema != schema_version:
             return None
         if type(data) is not bytes or zlib.crc32(data) != checksum:
-            _log.warning("store.snapshot_corrupt", stream_id=stream_id, version=version)
+            self._log.warning("store.snapshot_corrupt", stream_id=stream_id, version=version)
             return None
         decoder = self._snapshot_decoders.get(state_type)
         if decoder is None:
@@ -969,7 +969,7 @@ class SQLiteEventStore:
         try:
             state = decoder.decode(data)
         except (msgspec.DecodeError, msgspec.ValidationError):
-            _log.warning("store.snapshot_undecodable", stream_id=stream_id, version=version)
+            self._log.warning("store.snapshot_undecodable", stream_id=stream_id, version=version)
             return None
         return Snapshot(stream_id, int(version), state, int(stored_schema), float(recorded_at))
 
@@ -1188,7 +1188,7 @@ async def open_store(
     store = SQLiteEventStore(
         path, registry or EventRegistry(), opts, writer, reader, data_version, last_position
     )
-    _log.info("store.opened", path=path, synchronous=opts.synchronous, position=last_position)
+    store._log.info("store.opened", synchronous=opts.synchronous, position=last_position)
     try:
         async with anyio.create_task_group() as tg:
             await tg.start(store._run_writer)
@@ -1206,7 +1206,7 @@ async def open_store(
             if reader is not writer:
                 await reader.close()
             await writer.close()
-        _log.info("store.closed", path=path, position=store._last_position)
+        store._log.info("store.closed", position=store._last_position)
 
 
 def _migrate(conn: sqlite3.Connection) -> int:
