@@ -32,7 +32,7 @@ demo: $(STAMP)
 	$(BIN)/python -m demo
 
 bench: $(STAMP)
-	$(BIN)/python bench/store_append.py
+	$(BIN)/python -m bench.store_append
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .hypothesis
