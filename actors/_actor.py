@@ -256,7 +256,14 @@ class AggregateActor:
         state = self.state
         version = self.version
         evolve_failed: Exception | None = None
+        rest: list[Envelope] = []
         for index, envelope in enumerate(todo):
+            if envelope.command is READ_STATE:
+                if plan:  # answer after the commands before it are committed
+                    rest = todo[index:]
+                    break
+                envelope.reply(self.state)
+                continue
             command_id = envelope.command_id
             if command_id is not None:
                 if command_id in firsts:
@@ -312,8 +319,6 @@ class AggregateActor:
             plan.append(planned)
             if command_id is not None:
                 firsts[command_id] = planned
-        else:
-            rest = []
         retry: list[Envelope] = []
         reload = False
         if plan:
@@ -323,7 +328,7 @@ class AggregateActor:
             self._current = []
             self._requeue(retry + rest)
             raise _Restart from evolve_failed
-        return retry, reload
+        return retry + rest, reload
 
     def _requeue(self, envelopes: list[Envelope]) -> None:
         # Put them back at the head of the mailbox, in order, ahead of newer commands.
@@ -380,7 +385,12 @@ class AggregateActor:
                     for index, segment in enumerate(segments):
                         tg.start_soon(self._append_into, segment, expected, outcomes, index)
                         expected += sum(len(p.events) for p in segment)
-        return self._settle(segments, outcomes)
+        old = self.version
+        retry, reload = self._settle(segments, outcomes)
+        every = self.router.snapshot_every
+        if every is not None and not reload and self.version // every != old // every:
+            await self.router.save_snapshot(self)
+        return retry, reload
 
     def _segments(self, plan: list[_Planned]) -> list[list[_Planned]]:
         limit = self.router.options.max_events_per_append
@@ -447,11 +457,9 @@ class AggregateActor:
                 if outcome.duplicate:
                     reload = True  # another process stored this command id: state unknown
                 elif not failed:
-                    old = self.version
                     last = segment[-1]
                     self.state, self.version = last.state, last.version
                     self.position = outcome.last_position
-                    router.maybe_snapshot(self, old)
                 else:
                     reload = True
                 position = outcome.first_position - 1
@@ -522,6 +530,8 @@ class AggregateActor:
 
 
 _NO_EVENTS = AppendResult("", 0, 0, 0, 0)
+READ_STATE = object()
+"""A mailbox message asking the actor for its state (answered in mailbox order)."""
 
 
 class _Parked(Exception):

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Generic
 
 import anyio
 
-from actors._actor import AggregateActor
+from actors._actor import READ_STATE, AggregateActor
 from actors._aggregate import Aggregate, CommandResult, CommandT, EventT, StateT
 from actors._context import current_chain
 from actors._errors import (
@@ -198,12 +198,43 @@ class AggregateRouter(Generic[StateT, CommandT, EventT]):
     def forget(self, actor: AggregateActor) -> None:
         self.system._forget(actor)
 
-    def maybe_snapshot(self, actor: AggregateActor, old_version: int) -> None:
-        every = self.snapshot_every
-        if every is None or actor.version // every == old_version // every:
-            return
-        self.snapshots += 1
-        self.system.start_soon(_save_snapshot, self, actor.stream_id, actor.version, actor.state)
+    async def save_snapshot(self, actor: AggregateActor) -> None:
+        """Save the actor's state; a failure is reported, never raised (an optimisation)."""
+        try:
+            await self.system.store.save_snapshot(
+                actor.stream_id,
+                actor.version,
+                actor.state,
+                schema_version=self.aggregate.state_version,
+            )
+        except Exception:  # noqa: BLE001 - a snapshot is an optimisation: report and go on
+            self.system._log.warning(
+                "actor.snapshot_failed", stream_id=actor.stream_id, exc_info=True
+            )
+        else:
+            self.snapshots += 1
+
+    async def state(self, aggregate_id: str, *, timeout: float | None = None) -> StateT:  # noqa: ASYNC109
+        """The live state of `aggregate_id` as its actor holds it, after every command
+        sent to it before this call (it goes through the mailbox, in order).
+
+        Raises:
+            MailboxFull, AskTimeout, ShuttingDown, RecoveryError: as for `ask`.
+        """
+        actor = self._actor(aggregate_id)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[StateT] = loop.create_future()
+        envelope = Envelope(READ_STATE, None, future, ())
+        wait = self.options.ask_timeout if timeout is None else timeout
+        if not actor.mailbox.offer(envelope):
+            started = loop.time()
+            await self._wait_for_room(aggregate_id, actor, envelope, wait)
+            wait = max(wait - (loop.time() - started), 0.0)
+        handle = loop.call_later(wait, _expire, future, actor.stream_id, wait)
+        try:
+            return await future
+        finally:
+            handle.cancel()
 
     # -- time travel --------------------------------------------------------------------
 
@@ -272,17 +303,6 @@ class AggregateRouter(Generic[StateT, CommandT, EventT]):
             if len(events) < page:
                 return
             start = events[-1].version + 1
-
-
-async def _save_snapshot(
-    router: AggregateRouter[Any, Any, Any], stream_id: str, version: int, state: Any
-) -> None:
-    try:
-        await router.system.store.save_snapshot(
-            stream_id, version, state, schema_version=router.aggregate.state_version
-        )
-    except Exception:  # noqa: BLE001 - a snapshot is an optimisation: report and go on
-        router.system._log.warning("actor.snapshot_failed", stream_id=stream_id, exc_info=True)
 
 
 def _expire(future: asyncio.Future[Any], stream_id: str, timeout: float) -> None:
