@@ -1189,14 +1189,21 @@ async def open_store(
         path, registry or EventRegistry(), opts, writer, reader, data_version, last_position
     )
     store._log.info("store.opened", synchronous=opts.synchronous, position=last_position)
+    body_error: BaseException | None = None
     try:
         async with anyio.create_task_group() as tg:
             await tg.start(store._run_writer)
             try:
                 yield store
+            except BaseException as exc:  # noqa: BLE001 - re-raised below, unwrapped
+                # Raised in the caller's block: re-raise it as is after the writer
+                # stopped, not wrapped in the task group's ExceptionGroup.
+                body_error = exc
             finally:
                 with anyio.CancelScope(shield=True):
                     await store._drain_and_close()
+        if body_error is not None:
+            raise body_error
     finally:
         with anyio.CancelScope(shield=True):
             store._reader_closed = True
