@@ -121,6 +121,11 @@ class AggregateActor:
             await self._serve()
         except _Parked as parked:
             error = parked.error
+        except Exception as exc:  # noqa: BLE001 - a crash stays in this actor: reported
+            error = exc
+            router.restarts += 1
+            self._log.error("actor.crashed", exc_info=exc)
+            router.park(self.aggregate_id, exc)
         except BaseException as exc:
             error = exc
             raise

@@ -190,7 +190,7 @@ class AggregateRouter(Generic[StateT, CommandT, EventT]):
         options = self.options
         previous = self._parked.get(aggregate_id)
         count = 1 if previous is None else previous.count + 1
-        delay = min(options.restart_backoff * 2 ** (count - 1), options.max_backoff)
+        delay = min(options.park_for * 2 ** (count - 1), options.max_backoff)
         self._parked[aggregate_id] = _Parking(error, count, self._clock() + delay)
         if len(self._parked) > options.max_live_actors:
             self._parked.pop(next(iter(self._parked)))

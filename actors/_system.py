@@ -67,9 +67,13 @@ class SystemOptions:
             before the caller gets `TooManyAttempts`.
         max_restarts: consecutive restarts of an actor before it is parked
             (`RestartLimitExceeded`).
-        restart_backoff: the first restart delay, seconds; doubles per consecutive
-            failure up to `max_backoff`. A failed load parks the aggregate for as long.
-        max_backoff: the longest restart delay, seconds.
+        restart_backoff: the delay before the second restart in a row, seconds; it
+            doubles per further consecutive restart, up to `max_backoff` (the first
+            restart is immediate).
+        park_for: how long an aggregate whose load failed (or that hit
+            `max_restarts`) refuses commands with that error before the next command
+            tries again, seconds; doubles per consecutive failure up to `max_backoff`.
+        max_backoff: the longest restart delay or parking time, seconds.
         recent_command_ids: command results an actor remembers (beyond them, a resent
             command id is looked up in the store).
         load_page_size: events read per page when loading or reading history.
@@ -85,6 +89,7 @@ class SystemOptions:
     max_attempts: int = 3
     max_restarts: int = 5
     restart_backoff: float = 0.05
+    park_for: float = 0.5
     max_backoff: float = 10.0
     recent_command_ids: int = 64
     load_page_size: int = 1_000
@@ -106,7 +111,7 @@ class SystemOptions:
             value = getattr(self, name)
             if type(value) is not int or value < 0:
                 raise ValueError(f"{name} must be an int >= 0, not {value!r}")
-        for name in ("ask_timeout", "restart_backoff", "max_backoff", "grace"):
+        for name in ("ask_timeout", "restart_backoff", "park_for", "max_backoff", "grace"):
             value = getattr(self, name)
             if not isinstance(value, int | float) or not 0 <= value < float("inf"):
                 raise ValueError(f"{name} must be a finite number of seconds >= 0, not {value!r}")
@@ -406,10 +411,16 @@ async def open_system(
             idle = system_options.idle_timeout
             if idle is not None:
                 tg.start_soon(system._sweep, max(idle / 2, 0.05))
+            body_error: BaseException | None = None
             try:
                 yield system
+            except BaseException as exc:  # noqa: BLE001 - re-raised below, unwrapped
+                # The caller's own error comes out as itself, not in an ExceptionGroup.
+                body_error = exc
             finally:
                 with anyio.CancelScope(shield=True):
                     await system.shutdown()
                 tg.cancel_scope.cancel()
+        if body_error is not None:
+            raise body_error
         system._log.info("system.closed", **msgspec.structs.asdict(system.statistics()))
