@@ -38,7 +38,7 @@ EventT = TypeVar("EventT", bound=Event)
 _CATEGORY = re.compile(r"^[a-z0-9][a-z0-9_.]*$")
 
 
-class CommandResult(msgspec.Struct, Generic[EventT], frozen=True):
+class CommandResult(msgspec.Struct, Generic[EventT], frozen=True, gc=False):
     """The durable answer to a command: its events are committed.
 
     Attributes:

@@ -145,6 +145,24 @@ class Mailbox:
             if self._waiter is future:
                 self._waiter = None
 
+    async def wait_signal(self) -> None:
+        """Wait for the next offer, `poke` or close, even if envelopes are queued."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiter = future
+        try:
+            await future
+        finally:
+            if self._waiter is future:
+                self._waiter = None
+
+    def poke(self) -> None:
+        """Wake the actor if it waits (for work or for a signal)."""
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
     def close(self) -> None:
         """Stop accepting: the actor drains what is queued, then stops. Senders waiting
         for room are woken (they find it closed and go elsewhere)."""

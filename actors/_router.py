@@ -121,6 +121,12 @@ class AggregateRouter(Generic[StateT, CommandT, EventT]):
         loop = asyncio.get_running_loop()
         future: asyncio.Future[CommandResult[EventT]] = loop.create_future()
         envelope = Envelope(command, command_id, future, chain)
+        if timeout is None and actor.claim():
+            # Fast path: the actor is idle, so run the command on this task. It waits
+            # only on the store, whose own timeouts bound it.
+            await actor.run_inline(envelope)
+            if future.done():
+                return future.result()
         wait = self.options.ask_timeout if timeout is None else timeout
         if not actor.mailbox.offer(envelope):
             started = loop.time()

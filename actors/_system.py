@@ -293,7 +293,7 @@ class ActorSystem:
         for actor in self._live.values():  # least recently used first
             if now - actor.last_used < limit:
                 break
-            if not len(actor.mailbox):
+            if not len(actor.mailbox) and not actor.inline:
                 idle.append(actor)
         for actor in idle:
             self._passivate(actor)
