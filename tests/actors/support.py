@@ -85,3 +85,23 @@ class FailingStore(_Wrapper):
             self.times -= 1
             raise self.error
         return await self.inner.append(stream_id, events, **kw)
+
+
+class WithheldReplyStore(_Wrapper):
+    """Appends commit, then their reply is held until `gate` is set (`committed` is set
+    once one has committed): a caller cancelled meanwhile does not know the outcome."""
+
+    def __init__(self, inner: EventStore) -> None:
+        super().__init__(inner)
+        self.gate = anyio.Event()
+        self.committed = anyio.Event()
+        self.hold = False
+
+    async def append(
+        self, stream_id: str, events: Sequence[msgspec.Struct], **kw: Any
+    ) -> AppendResult:
+        result = await self.inner.append(stream_id, events, **kw)
+        if self.hold:
+            self.committed.set()
+            await self.gate.wait()
+        return result

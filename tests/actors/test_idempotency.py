@@ -19,7 +19,7 @@ from tests.actors.domain import (
     Increment,
     Noop,
 )
-from tests.actors.support import GatedStore
+from tests.actors.support import GatedStore, WithheldReplyStore
 
 
 async def test_a_resent_command_id_returns_the_first_result_without_deciding_again(
@@ -190,3 +190,21 @@ async def test_shutdown_that_runs_out_of_grace_refuses_what_is_left() -> None:
             assert system.statistics().queued == 0
         assert len(outcomes) == 6
         assert outcomes.count("ok") == await inner.stream_version("counter-stuck")
+
+
+async def test_a_caller_cancelled_after_its_command_committed_leaves_the_actor_consistent() -> None:
+    async with open_store(":memory:") as inner:
+        withheld = WithheldReplyStore(inner)
+        async with open_system(withheld.as_store()) as system:
+            counters = system.aggregates(Counter)
+            await counters.ask("w", Increment(by=1))  # the actor is loaded and idle
+            withheld.hold = True
+            async with anyio.create_task_group() as tg:
+                # runs on the caller's task (the actor is idle); committed, then cancelled
+                tg.start_soon(counters.ask, "w", Increment(by=10))
+                await withheld.committed.wait()
+                tg.cancel_scope.cancel()
+            withheld.hold = False
+            # the actor learned nothing of the outcome: it reloads before serving on
+            assert await counters.state("w") == CounterState(value=11, count=2)
+            assert (await counters.ask("w", Increment(by=1))).version == 3
