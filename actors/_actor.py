@@ -77,6 +77,7 @@ class AggregateActor:
         "busy",
         "done",
         "failure",
+        "in_a_row",
         "inline",
         "last_used",
         "mailbox",
@@ -117,6 +118,7 @@ class AggregateActor:
         self.busy = True
         self.inline = False
         self.failure: BaseException | None = None
+        self.in_a_row = 0  # restarts in a row, reset by a command that succeeds
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -156,7 +158,7 @@ class AggregateActor:
     async def _serve(self) -> None:
         mailbox = self.mailbox
         limit = self.router.options.max_batch
-        restarts = 0
+        self.in_a_row = 0
         while True:
             if self.inline:
                 await mailbox.wait_signal()  # the caller running inline pokes when done
@@ -165,8 +167,7 @@ class AggregateActor:
             if failure is not None:
                 self.failure = None
                 if isinstance(failure, _Restart):
-                    restarts += 1
-                    await self._restart(restarts)
+                    await self._restart()
                 elif isinstance(failure, _Reload):
                     await self._load()
                 else:
@@ -184,10 +185,9 @@ class AggregateActor:
                 continue
             try:
                 await self._handle(batch)
-                restarts = 0
+                self.in_a_row = 0
             except _Restart:
-                restarts += 1
-                await self._restart(restarts)
+                await self._restart()
 
     # -- the inline fast path -------------------------------------------------------------
 
@@ -220,6 +220,7 @@ class AggregateActor:
         self.position = position = result.last_position
         router.commands += 1
         envelope.reply(CommandResult(events, last, position))
+        self.in_a_row = 0
         every = router.snapshot_every
         if every is not None and last // every != version // every:
             await router.save_snapshot(self)
@@ -266,10 +267,13 @@ class AggregateActor:
             raise
         finally:
             self.inline = False
-            if self.failure is not None or len(self.mailbox):
+            # Wake the actor task if it waits for us (busy: it was woken meanwhile, by
+            # a command or by closing), or has work to do.
+            if self.busy or self.failure is not None or len(self.mailbox):
                 self.mailbox.poke()
 
-    async def _restart(self, restarts: int) -> None:
+    async def _restart(self) -> None:
+        self.in_a_row = restarts = self.in_a_row + 1
         router = self.router
         router.restarts += 1
         options = router.options
