@@ -374,7 +374,13 @@ class SQLiteEventStore:
         limit = options.max_event_bytes
         rows: list[tuple[str, int, bytes, int]] = []
         for event in events:
-            encoded = encode(event)
+            try:
+                encoded = encode(event)
+            except (TypeError, ValueError, OverflowError) as exc:
+                raise InvalidAppend(
+                    f"event {type(event).__qualname__} for stream {stream_id!r} cannot be"
+                    f" encoded: {exc}"
+                ) from exc
             if encoded is None:
                 raise UnregisteredEventType(stream_id, type(event))
             tag, schema_version, data = encoded
