@@ -429,12 +429,12 @@ class SQLiteEventStore:
             raise InvalidStreamId(stream_id, "it must be a str")
         if not stream_id or stream_id.isspace():
             raise InvalidStreamId(stream_id, "it is empty or blank")
-        if not stream_id.isprintable():
-            raise InvalidStreamId(stream_id, "it contains control, format or separator characters")
         try:
             size = len(stream_id.encode())
         except UnicodeEncodeError:
             raise InvalidStreamId(stream_id, "it is not valid Unicode (lone surrogate)") from None
+        if not stream_id.isprintable():
+            raise InvalidStreamId(stream_id, "it contains control, format or separator characters")
         if size > self.options.max_stream_id_bytes:
             raise InvalidStreamId(
                 stream_id,
