@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import math
 import os
 import sqlite3
 import time
@@ -205,9 +206,10 @@ class StoreOptions:
             "busy_retries",
         ):
             value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
+            if type(value) is not int or value < 1:
                 raise ValueError(f"{name} must be a positive int, not {value!r}")
-        if not self.busy_timeout > 0:
+        timeout = self.busy_timeout
+        if type(timeout) not in (int, float) or not 0 < timeout < math.inf:
             raise ValueError(f"busy_timeout must be > 0 seconds, not {self.busy_timeout!r}")
 
 
