@@ -942,6 +942,15 @@ class SQLiteEventStore:
         with another shape version or type, so a changed state type falls back to replay.
         """
         self._check_stream_id(stream_id)
+        if type(version) is not int or version < 0:
+            raise InvalidAppend(
+                f"snapshot version for stream {stream_id!r} must be an int >= 0, not {version!r}"
+            )
+        if type(schema_version) is not int or schema_version < 1:
+            raise InvalidAppend(
+                f"snapshot schema_version for stream {stream_id!r} must be an int >= 1,"
+                f" not {schema_version!r}"
+            )
         data = self.registry.encode_state(state)
         await self._enqueue_write(
             _UPSERT_SNAPSHOT,
@@ -983,6 +992,12 @@ class SQLiteEventStore:
 
     async def save_checkpoint(self, name: str, position: int) -> None:
         """Durably record that subscriber `name` has handled everything up to `position`."""
+        if type(name) is not str or not name:
+            raise InvalidAppend(f"checkpoint name must be a non-empty str, not {name!r}")
+        if type(position) is not int or position < 0:
+            raise InvalidAppend(
+                f"checkpoint {name!r} position must be an int >= 0, not {position!r}"
+            )
         await self._enqueue_write(_UPSERT_CHECKPOINT, (name, position, time.time()))
 
     async def load_checkpoint(self, name: str) -> int:
