@@ -27,7 +27,7 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Final, Literal, TypeVar, cast
+from typing import Any, Final, Literal, NoReturn, TypeVar, cast
 
 import aiosqlite
 import anyio
@@ -1220,6 +1220,12 @@ async def open_store(
             finally:
                 with anyio.CancelScope(shield=True):
                     await store._drain_and_close()
+    except BaseExceptionGroup as group:
+        # The writer task does not raise, so the group wraps the error the caller's own
+        # `async with` body raised: hand that back as it was raised, not wrapped.
+        if len(group.exceptions) != 1 or not isinstance(group.exceptions[0], Exception):
+            raise
+        _reraise(group.exceptions[0])
     finally:
         with anyio.CancelScope(shield=True):
             store._reader_closed = True
@@ -1230,6 +1236,16 @@ async def open_store(
                 await reader.close()
             await writer.close()
         store._log.info("store.closed", position=store._last_position)
+
+
+def _reraise(error: Exception) -> NoReturn:
+    """Raise `error` again, keeping the context it had (not the group it came out of)."""
+    context, suppress = error.__context__, error.__suppress_context__
+    try:
+        raise error
+    finally:
+        error.__context__, error.__suppress_context__ = context, suppress
+        del error, context
 
 
 def _migrate(conn: sqlite3.Connection) -> int:
