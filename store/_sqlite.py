@@ -790,8 +790,9 @@ class SQLiteEventStore:
             UnknownEventType, CorruptEvent: a stored event cannot be decoded.
         """
         self._check_stream_id(stream_id)
-        high = _MAX_VERSION if to_version is None else to_version
-        rows = await self._read(_READ_STREAM, (stream_id, from_version, high, self._limit(limit)))
+        low = _bound("from_version", from_version)
+        high = _MAX_VERSION if to_version is None else _bound("to_version", to_version)
+        rows = await self._read(_READ_STREAM, (stream_id, low, high, self._limit(limit)))
         return rows
 
     async def read_stream_until(
@@ -801,7 +802,20 @@ class SQLiteEventStore:
         or before `at` (an aware datetime, or POSIX seconds). Time travel by version is
         `read_stream(stream_id, to_version=v)`."""
         self._check_stream_id(stream_id)
-        moment = at.timestamp() if isinstance(at, datetime) else float(at)
+        if isinstance(at, datetime):
+            if at.tzinfo is None:
+                raise InvalidAppend(
+                    f"read_stream_until({stream_id!r}) needs an aware datetime, not the naive"
+                    f" {at!r}: give it a tzinfo (e.g. UTC)"
+                )
+            moment = at.timestamp()
+        elif type(at) in (int, float) and not math.isnan(at):
+            moment = float(at)
+        else:
+            raise InvalidAppend(
+                f"read_stream_until({stream_id!r}) needs an aware datetime or POSIX seconds,"
+                f" not {at!r}"
+            )
         first_after = await self._scalar(_FIRST_VERSION_AFTER, (stream_id, moment))
         to_version = _MAX_VERSION if first_after is None else int(first_after) - 1
         if to_version < 1:
@@ -826,9 +840,15 @@ class SQLiteEventStore:
             event_types: only these tags.
             stream_prefix: only streams whose id starts with this.
         """
-        high = _MAX_VERSION if to_position is None else to_position
-        low = max(from_position, 0)
+        high = _MAX_VERSION if to_position is None else _bound("to_position", to_position)
+        low = max(_bound("from_position", from_position), 0)
         page = self._limit(limit)
+        if event_types is not None and (
+            isinstance(event_types, str) or not all(type(t) is str for t in event_types)
+        ):
+            raise InvalidAppend(f"event_types must be a sequence of str tags, not {event_types!r}")
+        if stream_prefix is not None and type(stream_prefix) is not str:
+            raise InvalidAppend(f"stream_prefix must be a str, not {stream_prefix!r}")
         if event_types is not None and stream_prefix:
             types = _json.encode(list(event_types))
             return await self._read(
@@ -1070,6 +1090,13 @@ def _recorded(
         )
         version += 1
         position += 1
+
+
+def _bound(name: str, value: object) -> int:
+    """A version or position argument of a read, clamped to what SQLite can bind."""
+    if type(value) is not int:
+        raise InvalidAppend(f"{name} must be an int, not {value!r}")
+    return max(-_MAX_VERSION, min(value, _MAX_VERSION))
 
 
 def _check_metadata(stream_id: str, metadata: Mapping[str, str]) -> dict[str, str]:

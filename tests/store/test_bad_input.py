@@ -7,6 +7,7 @@ import os
 import sqlite3
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -383,3 +384,66 @@ async def test_a_payload_that_fails_its_checksum_is_a_corrupt_event(tmp_path: Pa
         assert "checksum" in str(error)
         assert "'s'" in str(error)
         assert "version 2" in str(error)
+
+
+# -- read arguments -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("arguments", "named"),
+    [
+        ({"from_version": "1"}, "from_version"),
+        ({"to_version": 2.0}, "to_version"),
+        ({"from_version": None}, "from_version"),
+    ],
+)
+async def test_read_stream_bounds_must_be_ints(
+    small_store: SQLiteEventStore, arguments: dict[str, Any], named: str
+) -> None:
+    with pytest.raises(InvalidAppend, match=named):
+        await small_store.read_stream("existing", **arguments)
+
+
+async def test_read_bounds_beyond_sqlite_integers_are_clamped(
+    small_store: SQLiteEventStore,
+) -> None:
+    assert len(await small_store.read_stream("existing", to_version=2**80)) == 1
+    assert await small_store.read_stream("existing", from_version=2**80) == []
+    assert len(await small_store.read_all(from_position=-(2**80), to_position=2**80)) == 1
+
+
+@pytest.mark.parametrize(
+    ("arguments", "named"),
+    [
+        ({"from_position": "0"}, "from_position"),
+        ({"to_position": 1.5}, "to_position"),
+        ({"event_types": "test.opened"}, "event_types"),
+        ({"event_types": ["test.opened", 3]}, "event_types"),
+        ({"stream_prefix": 3}, "stream_prefix"),
+    ],
+)
+async def test_read_all_arguments_are_checked(
+    small_store: SQLiteEventStore, arguments: dict[str, Any], named: str
+) -> None:
+    with pytest.raises(InvalidAppend, match=named):
+        await small_store.read_all(**arguments)
+
+
+@pytest.mark.parametrize(
+    ("at", "named"),
+    [
+        (datetime(2030, 1, 1), "naive"),  # no tzinfo: the bad input under test
+        (float("nan"), "nan"),
+        ("2030-01-01", "'2030-01-01'"),
+        (None, "None"),
+        (True, "True"),
+    ],
+)
+async def test_read_stream_until_needs_an_aware_moment(
+    small_store: SQLiteEventStore, at: Any, named: str
+) -> None:
+    with pytest.raises(InvalidAppend, match=named) as caught:
+        await small_store.read_stream_until("existing", at)
+    assert "'existing'" in str(caught.value)
+    aware = datetime(2030, 1, 1, tzinfo=UTC)
+    assert len(await small_store.read_stream_until("existing", aware)) == 1
