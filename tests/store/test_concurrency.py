@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.abc
 import pytest
 
 from store import (
@@ -15,10 +16,11 @@ from store import (
     AppendResult,
     ConcurrencyError,
     SQLiteEventStore,
+    StoreClosed,
     open_store,
 )
 from tests.store._events import Deposited, Noted, make_registry
-from tests.store._helpers import read_everything, writer_held
+from tests.store._helpers import read_everything, stored_rows, writer_held
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -161,3 +163,98 @@ async def test_two_processes_appending_to_one_file_lose_nothing(tmp_path: Path) 
     spans = {name: [r["first_position"] for r in records] for name, records in acks.items()}
     assert min(spans["a"]) < max(spans["b"])
     assert min(spans["b"]) < max(spans["a"])
+
+
+async def test_the_unique_constraint_is_the_final_guard_when_the_version_cache_is_wrong(
+    store: SQLiteEventStore,
+) -> None:
+    await store.append("s", [Deposited(1)], expected_version=NO_STREAM)
+    store._versions["s"] = 0  # test-only: the writer's cache now believes 's' is new
+    outcomes: dict[str, AppendResult | ConcurrencyError] = {}
+
+    async def append(stream_id: str) -> None:
+        try:
+            outcomes[stream_id] = await store.append(
+                stream_id, [Deposited(2), Deposited(3)], expected_version=NO_STREAM
+            )
+        except ConcurrencyError as exc:
+            outcomes[stream_id] = exc
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg, writer_held(store):
+            for stream_id in ("t", "s", "u"):
+                tg.start_soon(append, stream_id)
+                await anyio.wait_all_tasks_blocked()
+    refused = outcomes.pop("s")
+    assert isinstance(refused, ConcurrencyError)
+    assert (refused.expected, refused.actual) == (NO_STREAM, 1)
+    assert outcomes == {
+        "t": AppendResult("t", 1, 2, 2, 3),
+        "u": AppendResult("u", 1, 2, 4, 5),
+    }
+    assert [(e.stream_id, e.version) for e in await read_everything(store)] == [
+        ("s", 1),
+        ("t", 1),
+        ("t", 2),
+        ("u", 1),
+        ("u", 2),
+    ]
+    assert (await store.append("s", [Deposited(4)], expected_version=1)).last_version == 2
+
+
+async def test_appends_beyond_max_pending_appends_wait_for_room(store_path: str) -> None:
+    done: list[AppendResult] = []
+    async with open_store(store_path, registry=make_registry(), max_pending_appends=4) as store:
+
+        async def append(i: int) -> None:
+            done.append(await store.append(f"s-{i}", [Deposited(i)], expected_version=NO_STREAM))
+
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg, writer_held(store):
+                for i in range(6):
+                    tg.start_soon(append, i)
+                await anyio.wait_all_tasks_blocked()
+                assert store.statistics().pending == 4  # two callers wait for room
+                assert done == []
+        assert sorted(r.stream_id for r in done) == [f"s-{i}" for i in range(6)]
+        assert store.statistics().pending == 0
+
+
+async def test_closing_commits_accepted_appends_and_refuses_those_waiting_for_room(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "events.db"
+    close_requested = anyio.Event()
+    refused_one = anyio.Event()
+    outcomes: dict[int, AppendResult | StoreClosed] = {}
+
+    async def run_store(*, task_status: anyio.abc.TaskStatus[SQLiteEventStore]) -> None:
+        async with open_store(path, registry=make_registry(), max_pending_appends=2) as store:
+            task_status.started(store)
+            await close_requested.wait()
+
+    async def append(store: SQLiteEventStore, i: int) -> None:
+        try:
+            outcomes[i] = await store.append(f"s-{i}", [Noted("x")], expected_version=NO_STREAM)
+        except StoreClosed as exc:
+            outcomes[i] = exc
+            refused_one.set()
+
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as tg:
+            store = await tg.start(run_store)
+            async with writer_held(store):
+                for i in range(3):
+                    tg.start_soon(append, store, i)
+                    await anyio.wait_all_tasks_blocked()
+                assert store.statistics().pending == 2  # the third waits for room
+                close_requested.set()  # the store starts closing while its writer is held
+                await refused_one.wait()
+    assert isinstance(outcomes.pop(2), StoreClosed)
+    assert outcomes == {
+        0: AppendResult("s-0", 1, 1, 1, 1),
+        1: AppendResult("s-1", 1, 1, 2, 2),
+    }
+    assert stored_rows(str(path)) == [(1, "s-0", 1), (2, "s-1", 1)]
+    with pytest.raises(StoreClosed):
+        await store.append("s-3", [Noted("late")], expected_version=NO_STREAM)
