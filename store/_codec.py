@@ -168,6 +168,7 @@ class EventRegistry:
         """Decode a stored payload into its current type, upcasting old shapes.
 
         Raises:
+            UpcasterFailed: an upcaster on the way raised or returned a non-dict.
             LookupError: no type or upcaster for (tag, schema_version); the caller turns it
                 into `UnknownEventType` with the stream and version.
             msgspec.DecodeError, msgspec.ValidationError: the payload does not fit.
@@ -186,8 +187,14 @@ class EventRegistry:
             step = self._upcasters.get((tag, version))
             if step is None:
                 raise LookupError((tag, version))
+            source = (tag, version)
             tag, version, fn = step
-            payload = fn(payload)
+            try:
+                payload = fn(payload)
+            except Exception as exc:
+                raise UpcasterFailed(*source, repr(exc)) from exc
+            if not isinstance(payload, dict):
+                raise UpcasterFailed(*source, f"it returned {type(payload).__name__}, not a dict")
         raise LookupError((tag, version))
 
     # -- snapshots: any msgspec-encodable state ----------------------------------------
@@ -197,6 +204,16 @@ class EventRegistry:
 
     def decode_state(self, data: bytes, state_type: type[Any]) -> Any:
         return msgspec.msgpack.decode(data, type=state_type)
+
+
+class UpcasterFailed(Exception):
+    """An upcaster raised or returned a non-dict; the store reports it with the stream
+    and version as an `EventDecodeError` (kept apart from `LookupError`, which means
+    no upcaster at all)."""
+
+    def __init__(self, tag: str, version: int, reason: str) -> None:
+        super().__init__(f"the upcaster from {tag!r} schema {version} failed: {reason}")
+        self.tag, self.version, self.reason = tag, version, reason
 
 
 def _identity(payload: dict[str, Any]) -> dict[str, Any]:

@@ -33,10 +33,11 @@ import aiosqlite
 import anyio
 import msgspec
 
-from store._codec import EventRegistry
+from store._codec import EventRegistry, UpcasterFailed
 from store._errors import (
     ConcurrencyError,
     CorruptEvent,
+    EventDecodeError,
     EventTooLarge,
     IdempotencyConflict,
     InvalidAppend,
@@ -942,6 +943,15 @@ class SQLiteEventStore:
                 metadata = _meta_decoder.decode(meta) if meta else {}
             except LookupError:
                 raise UnknownEventType.at(stream_id, version, tag, schema_version) from None
+            except UpcasterFailed as exc:
+                raise EventDecodeError(
+                    f"stream {stream_id!r} version {version} ({tag!r} schema {schema_version})"
+                    f" cannot be read: {exc}; fix that upcaster",
+                    stream_id,
+                    version,
+                    tag,
+                    schema_version,
+                ) from exc
             except (msgspec.DecodeError, msgspec.ValidationError, TypeError) as exc:
                 raise CorruptEvent.at(stream_id, version, tag, schema_version, str(exc)) from exc
             append(

@@ -18,6 +18,8 @@ from store import (
     ANY,
     NO_STREAM,
     CorruptEvent,
+    EventDecodeError,
+    EventRegistry,
     EventTooLarge,
     InvalidAppend,
     InvalidStreamId,
@@ -447,3 +449,44 @@ async def test_read_stream_until_needs_an_aware_moment(
     assert "'existing'" in str(caught.value)
     aware = datetime(2030, 1, 1, tzinfo=UTC)
     assert len(await small_store.read_stream_until("existing", aware)) == 1
+
+
+# -- failing upcasters --------------------------------------------------------------------
+
+
+class PointV1(msgspec.Struct, frozen=True, tag="test.point"):
+    x: int
+
+
+class PointV2(msgspec.Struct, frozen=True, tag="test.point"):
+    x: int
+    y: int
+
+
+def _missing_key(payload: dict[str, Any]) -> dict[str, Any]:
+    return {"x": payload["x"], "y": payload["no-such-field"]}
+
+
+def _returns_none(payload: dict[str, Any]) -> dict[str, Any]:
+    return None  # type: ignore[return-value]  # the upcaster bug under test
+
+
+@pytest.mark.parametrize(
+    ("upcaster", "named"), [(_missing_key, "KeyError"), (_returns_none, "NoneType")]
+)
+async def test_a_failing_upcaster_is_reported_with_the_stream_and_version(
+    tmp_path: Path, upcaster: Callable[[dict[str, Any]], dict[str, Any]], named: str
+) -> None:
+    path = tmp_path / "events.db"
+    async with open_store(path, registry=EventRegistry([PointV1])) as store:
+        await store.append("p", [PointV1(1), PointV1(2)], expected_version=NO_STREAM)
+    registry = EventRegistry()
+    registry.register(PointV2, schema_version=2)
+    registry.upcaster("test.point", 1, upcaster)
+    async with open_store(path, registry=registry) as store:
+        with pytest.raises(EventDecodeError) as caught:
+            await store.read_stream("p")
+    error = caught.value
+    assert not isinstance(error, UnknownEventType)  # the upcaster exists; it is wrong
+    assert (error.stream_id, error.version, error.event_type) == ("p", 1, "test.point")
+    assert all(part in str(error) for part in ("'p'", "version 1", "upcaster", named))
