@@ -981,7 +981,13 @@ class SQLiteEventStore:
                 f"snapshot schema_version for stream {stream_id!r} must be an int >= 1,"
                 f" not {schema_version!r}"
             )
-        data = self.registry.encode_state(state)
+        try:
+            data = self.registry.encode_state(state)
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise InvalidAppend(
+                f"snapshot state {type(state).__qualname__} for stream {stream_id!r} cannot be"
+                f" encoded: {exc}"
+            ) from exc
         await self._enqueue_write(
             _UPSERT_SNAPSHOT,
             (

@@ -13,6 +13,7 @@ from typing import Any
 
 import msgspec
 import pytest
+import structlog
 
 from store import (
     ANY,
@@ -490,3 +491,36 @@ async def test_a_failing_upcaster_is_reported_with_the_stream_and_version(
     assert not isinstance(error, UnknownEventType)  # the upcaster exists; it is wrong
     assert (error.stream_id, error.version, error.event_type) == ("p", 1, "test.point")
     assert all(part in str(error) for part in ("'p'", "version 1", "upcaster", named))
+
+
+# -- snapshots ----------------------------------------------------------------------------
+
+
+class Tally(msgspec.Struct, frozen=True):
+    count: int
+
+
+async def test_a_snapshot_state_that_cannot_be_encoded_is_refused(
+    small_store: SQLiteEventStore,
+) -> None:
+    with pytest.raises(InvalidAppend) as caught:
+        await small_store.save_snapshot("s", 1, Holder(object()))
+    assert all(part in str(caught.value) for part in ("Holder", "'s'", "snapshot"))
+    assert await small_store.load_snapshot("s", Holder) is None
+
+
+@pytest.mark.parametrize("damage", ["checksum", "payload"])
+async def test_a_damaged_snapshot_is_ignored_with_a_warning(tmp_path: Path, damage: str) -> None:
+    path = tmp_path / "events.db"
+    async with open_store(path) as store:
+        await store.save_snapshot("s", 3, Tally(3))
+    if damage == "checksum":
+        _update(path, "UPDATE snapshots SET checksum = checksum + 1", ())
+    else:
+        garbage = b"\xc1"
+        _update(path, "UPDATE snapshots SET data = ?, checksum = ?", (garbage, zlib.crc32(garbage)))
+    with structlog.testing.capture_logs() as logs:
+        async with open_store(path) as store:
+            assert await store.load_snapshot("s", Tally) is None
+    warnings = [e for e in logs if e["log_level"] == "warning"]
+    assert [(e["stream_id"], e["version"]) for e in warnings] == [("s", 3)]
