@@ -1302,4 +1302,9 @@ def _state(conn: sqlite3.Connection) -> tuple[int, int]:
 
 
 def _checkpoint_wal(conn: sqlite3.Connection) -> None:
+    # Fold the WAL back into the file if no other connection is using it, without
+    # waiting: with busy_timeout, TRUNCATE waits out every other process's readers and
+    # writer, so closing took busy_timeout whenever another process had the file open.
+    # If it cannot run now, the last connection to close checkpoints the WAL anyway.
+    conn.execute("PRAGMA busy_timeout = 0")
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")

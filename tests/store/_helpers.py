@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from collections.abc import AsyncIterator
@@ -62,3 +63,11 @@ async def read_everything(store: SQLiteEventStore) -> list[RecordedEvent]:
         if not page:
             return out
         out.extend(page)
+
+
+def wal_size(path: str) -> int:
+    """The size of the database's -wal file (0 when there is none)."""
+    try:
+        return os.path.getsize(f"{path}-wal")
+    except FileNotFoundError:
+        return 0

@@ -24,7 +24,7 @@ from store import (
 )
 from store._sqlite import _in_thread
 from tests.store._events import Deposited, Noted, make_registry
-from tests.store._helpers import stored_rows
+from tests.store._helpers import stored_rows, wal_size
 
 
 @contextlib.contextmanager
@@ -188,3 +188,34 @@ async def test_cancelling_the_store_context_closes_it_cleanly(tmp_path: Path) ->
     assert scope.cancelled_caught
     assert store.closed
     assert stored_rows(str(path)) == [(1, "s", 1)]
+
+
+async def test_closing_folds_the_wal_back_into_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "events.db"
+    async with open_store(path, registry=make_registry()) as store:
+        for n in range(20):
+            await store.append(f"s-{n}", [Noted("x" * 500)] * 5, expected_version=NO_STREAM)
+        assert wal_size(str(path)) > 0
+    assert wal_size(str(path)) == 0
+    assert len(stored_rows(str(path))) == 100
+
+
+async def test_closing_does_not_wait_for_another_connections_reader(tmp_path: Path) -> None:
+    path = tmp_path / "events.db"
+    async with open_store(path, registry=make_registry()) as store:
+        await store.append("s", [Noted("first")], expected_version=NO_STREAM)
+    reader = sqlite3.connect(path, isolation_level=None)
+    try:
+        reader.execute("BEGIN")
+        assert reader.execute("SELECT count(*) FROM events").fetchone() == (1,)
+        # Closing used to wait busy_timeout (60 s here) for this reader. The close is
+        # shielded, so a deadline cannot cut it short: it only records the overrun.
+        with anyio.move_on_after(20) as deadline:
+            async with open_store(path, registry=make_registry(), busy_timeout=60) as store:
+                await store.append("s", [Noted("second")], expected_version=1)
+        assert not deadline.cancel_called, "closing waited for another connection's reader"
+        assert reader.execute("SELECT count(*) FROM events").fetchone() == (1,)
+        reader.execute("COMMIT")
+    finally:
+        reader.close()
+    assert [row[2] for row in stored_rows(str(path))] == [1, 2]
