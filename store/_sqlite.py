@@ -844,10 +844,13 @@ class SQLiteEventStore:
         high = _MAX_VERSION if to_position is None else _bound("to_position", to_position)
         low = max(_bound("from_position", from_position), 0)
         page = self._limit(limit)
-        if event_types is not None and (
-            isinstance(event_types, str) or not all(type(t) is str for t in event_types)
-        ):
-            raise InvalidAppend(f"event_types must be a sequence of str tags, not {event_types!r}")
+        if event_types is not None:
+            tags = [] if isinstance(event_types, str) else list(event_types)
+            if isinstance(event_types, str) or not all(type(t) is str for t in tags):
+                raise InvalidAppend(
+                    f"event_types must be a sequence of str tags, not {event_types!r}"
+                )
+            event_types = tags
         if stream_prefix is not None and type(stream_prefix) is not str:
             raise InvalidAppend(f"stream_prefix must be a str, not {stream_prefix!r}")
         if event_types is not None and stream_prefix:

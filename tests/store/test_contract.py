@@ -362,6 +362,8 @@ async def test_read_all_filters_by_event_type(store: SQLiteEventStore) -> None:
     both = await store.read_all(event_types=("test.opened", "test.noted"), limit=2)
     assert [e.position for e in both] == [1, 3]
     assert await store.read_all(event_types=[]) == []
+    tags = (t for t in ["test.noted"])  # any iterable of tags, read once
+    assert [e.position for e in await store.read_all(event_types=tags)] == [3]  # type: ignore[arg-type]  # a generator, not a Sequence
     assert await store.read_all(event_types=["no.such.type"]) == []
 
 
