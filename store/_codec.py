@@ -11,7 +11,7 @@ Decoding runs the chain on the plain msgpack map, then converts it to the curren
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, overload
 
 import msgspec
 
@@ -84,6 +84,28 @@ class EventRegistry:
             self._by_type[tp] = entry
             self._by_tag[tag] = entry
 
+    @overload
+    def upcaster(
+        self,
+        tag: str,
+        from_version: int,
+        fn: Upcaster,
+        *,
+        to_tag: str | None = None,
+        to_version: int | None = None,
+    ) -> Upcaster: ...
+
+    @overload
+    def upcaster(
+        self,
+        tag: str,
+        from_version: int,
+        fn: None = None,
+        *,
+        to_tag: str | None = None,
+        to_version: int | None = None,
+    ) -> Callable[[Upcaster], Upcaster]: ...
+
     def upcaster(
         self,
         tag: str,
@@ -92,20 +114,27 @@ class EventRegistry:
         *,
         to_tag: str | None = None,
         to_version: int | None = None,
-    ) -> Upcaster:
+    ) -> Upcaster | Callable[[Upcaster], Upcaster]:
         """Register `fn` to turn payloads of (`tag`, `from_version`) into the next shape.
 
         The result is read as (`to_tag` or `tag`, `to_version` or `from_version + 1`);
         chains run until a registered type at its current schema version is reached.
         An alias for a renamed tag is `upcaster(old_tag, v, to_tag=new_tag, to_version=w)`
-        with no function. Usable as a decorator: `@registry.upcaster("bank.opened", 1)`.
+        with no function. Usable as a decorator: `@registry.upcaster("bank.opened", 1)`
+        (without `fn`, the step is the identity until the decorated function replaces it).
         """
-        step: Upcaster = fn if fn is not None else _identity
         target = (to_tag or tag, to_version if to_version is not None else from_version + 1)
         if target == (tag, from_version):
             raise ValueError(f"upcaster for {tag!r} v{from_version} would not change anything")
-        self._upcasters[(tag, from_version)] = (target[0], target[1], step)
-        return step
+        self._upcasters[(tag, from_version)] = (target[0], target[1], fn or _identity)
+        if fn is not None:
+            return fn
+
+        def decorate(step: Upcaster) -> Upcaster:
+            self._upcasters[(tag, from_version)] = (target[0], target[1], step)
+            return step
+
+        return decorate
 
     def alias(self, old_tag: str, new_type: type[msgspec.Struct], *, old_version: int = 1) -> None:
         """Read events stored under `old_tag` (at `old_version`) as `new_type`, unchanged."""
@@ -139,6 +168,7 @@ class EventRegistry:
         """Decode a stored payload into its current type, upcasting old shapes.
 
         Raises:
+            UpcasterFailed: an upcaster on the way raised or returned a non-dict.
             LookupError: no type or upcaster for (tag, schema_version); the caller turns it
                 into `UnknownEventType` with the stream and version.
             msgspec.DecodeError, msgspec.ValidationError: the payload does not fit.
@@ -157,8 +187,14 @@ class EventRegistry:
             step = self._upcasters.get((tag, version))
             if step is None:
                 raise LookupError((tag, version))
+            source = (tag, version)
             tag, version, fn = step
-            payload = fn(payload)
+            try:
+                payload = fn(payload)
+            except Exception as exc:
+                raise UpcasterFailed(*source, repr(exc)) from exc
+            if not isinstance(payload, dict):
+                raise UpcasterFailed(*source, f"it returned {type(payload).__name__}, not a dict")
         raise LookupError((tag, version))
 
     # -- snapshots: any msgspec-encodable state ----------------------------------------
@@ -168,6 +204,16 @@ class EventRegistry:
 
     def decode_state(self, data: bytes, state_type: type[Any]) -> Any:
         return msgspec.msgpack.decode(data, type=state_type)
+
+
+class UpcasterFailed(Exception):
+    """An upcaster raised or returned a non-dict; the store reports it with the stream
+    and version as an `EventDecodeError` (kept apart from `LookupError`, which means
+    no upcaster at all)."""
+
+    def __init__(self, tag: str, version: int, reason: str) -> None:
+        super().__init__(f"the upcaster from {tag!r} schema {version} failed: {reason}")
+        self.tag, self.version, self.reason = tag, version, reason
 
 
 def _identity(payload: dict[str, Any]) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import math
 import os
 import sqlite3
 import time
@@ -26,16 +27,17 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Final, Literal, TypeVar, cast
+from typing import Any, Final, Literal, NoReturn, TypeVar, cast
 
 import aiosqlite
 import anyio
 import msgspec
 
-from store._codec import EventRegistry
+from store._codec import EventRegistry, UpcasterFailed
 from store._errors import (
     ConcurrencyError,
     CorruptEvent,
+    EventDecodeError,
     EventTooLarge,
     IdempotencyConflict,
     InvalidAppend,
@@ -205,9 +207,10 @@ class StoreOptions:
             "busy_retries",
         ):
             value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
+            if type(value) is not int or value < 1:
                 raise ValueError(f"{name} must be a positive int, not {value!r}")
-        if not self.busy_timeout > 0:
+        timeout = self.busy_timeout
+        if type(timeout) not in (int, float) or not 0 < timeout < math.inf:
             raise ValueError(f"busy_timeout must be > 0 seconds, not {self.busy_timeout!r}")
 
 
@@ -374,7 +377,13 @@ class SQLiteEventStore:
         limit = options.max_event_bytes
         rows: list[tuple[str, int, bytes, int]] = []
         for event in events:
-            encoded = encode(event)
+            try:
+                encoded = encode(event)
+            except (TypeError, ValueError, OverflowError) as exc:
+                raise InvalidAppend(
+                    f"event {type(event).__qualname__} for stream {stream_id!r} cannot be"
+                    f" encoded: {exc}"
+                ) from exc
             if encoded is None:
                 raise UnregisteredEventType(stream_id, type(event))
             tag, schema_version, data = encoded
@@ -423,12 +432,12 @@ class SQLiteEventStore:
             raise InvalidStreamId(stream_id, "it must be a str")
         if not stream_id or stream_id.isspace():
             raise InvalidStreamId(stream_id, "it is empty or blank")
-        if not stream_id.isprintable():
-            raise InvalidStreamId(stream_id, "it contains control, format or separator characters")
         try:
             size = len(stream_id.encode())
         except UnicodeEncodeError:
             raise InvalidStreamId(stream_id, "it is not valid Unicode (lone surrogate)") from None
+        if not stream_id.isprintable():
+            raise InvalidStreamId(stream_id, "it contains control, format or separator characters")
         if size > self.options.max_stream_id_bytes:
             raise InvalidStreamId(
                 stream_id,
@@ -782,8 +791,9 @@ class SQLiteEventStore:
             UnknownEventType, CorruptEvent: a stored event cannot be decoded.
         """
         self._check_stream_id(stream_id)
-        high = _MAX_VERSION if to_version is None else to_version
-        rows = await self._read(_READ_STREAM, (stream_id, from_version, high, self._limit(limit)))
+        low = _bound("from_version", from_version)
+        high = _MAX_VERSION if to_version is None else _bound("to_version", to_version)
+        rows = await self._read(_READ_STREAM, (stream_id, low, high, self._limit(limit)))
         return rows
 
     async def read_stream_until(
@@ -793,7 +803,20 @@ class SQLiteEventStore:
         or before `at` (an aware datetime, or POSIX seconds). Time travel by version is
         `read_stream(stream_id, to_version=v)`."""
         self._check_stream_id(stream_id)
-        moment = at.timestamp() if isinstance(at, datetime) else float(at)
+        if isinstance(at, datetime):
+            if at.tzinfo is None:
+                raise InvalidAppend(
+                    f"read_stream_until({stream_id!r}) needs an aware datetime, not the naive"
+                    f" {at!r}: give it a tzinfo (e.g. UTC)"
+                )
+            moment = at.timestamp()
+        elif type(at) in (int, float) and not math.isnan(at):
+            moment = float(at)
+        else:
+            raise InvalidAppend(
+                f"read_stream_until({stream_id!r}) needs an aware datetime or POSIX seconds,"
+                f" not {at!r}"
+            )
         first_after = await self._scalar(_FIRST_VERSION_AFTER, (stream_id, moment))
         to_version = _MAX_VERSION if first_after is None else int(first_after) - 1
         if to_version < 1:
@@ -818,9 +841,18 @@ class SQLiteEventStore:
             event_types: only these tags.
             stream_prefix: only streams whose id starts with this.
         """
-        high = _MAX_VERSION if to_position is None else to_position
-        low = max(from_position, 0)
+        high = _MAX_VERSION if to_position is None else _bound("to_position", to_position)
+        low = max(_bound("from_position", from_position), 0)
         page = self._limit(limit)
+        if event_types is not None:
+            tags = [] if isinstance(event_types, str) else list(event_types)
+            if isinstance(event_types, str) or not all(type(t) is str for t in tags):
+                raise InvalidAppend(
+                    f"event_types must be a sequence of str tags, not {event_types!r}"
+                )
+            event_types = tags
+        if stream_prefix is not None and type(stream_prefix) is not str:
+            raise InvalidAppend(f"stream_prefix must be a str, not {stream_prefix!r}")
         if event_types is not None and stream_prefix:
             types = _json.encode(list(event_types))
             return await self._read(
@@ -914,6 +946,15 @@ class SQLiteEventStore:
                 metadata = _meta_decoder.decode(meta) if meta else {}
             except LookupError:
                 raise UnknownEventType.at(stream_id, version, tag, schema_version) from None
+            except UpcasterFailed as exc:
+                raise EventDecodeError(
+                    f"stream {stream_id!r} version {version} ({tag!r} schema {schema_version})"
+                    f" cannot be read: {exc}; fix that upcaster",
+                    stream_id,
+                    version,
+                    tag,
+                    schema_version,
+                ) from exc
             except (msgspec.DecodeError, msgspec.ValidationError, TypeError) as exc:
                 raise CorruptEvent.at(stream_id, version, tag, schema_version, str(exc)) from exc
             append(
@@ -934,7 +975,22 @@ class SQLiteEventStore:
         with another shape version or type, so a changed state type falls back to replay.
         """
         self._check_stream_id(stream_id)
-        data = self.registry.encode_state(state)
+        if type(version) is not int or version < 0:
+            raise InvalidAppend(
+                f"snapshot version for stream {stream_id!r} must be an int >= 0, not {version!r}"
+            )
+        if type(schema_version) is not int or schema_version < 1:
+            raise InvalidAppend(
+                f"snapshot schema_version for stream {stream_id!r} must be an int >= 1,"
+                f" not {schema_version!r}"
+            )
+        try:
+            data = self.registry.encode_state(state)
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise InvalidAppend(
+                f"snapshot state {type(state).__qualname__} for stream {stream_id!r} cannot be"
+                f" encoded: {exc}"
+            ) from exc
         await self._enqueue_write(
             _UPSERT_SNAPSHOT,
             (
@@ -975,6 +1031,12 @@ class SQLiteEventStore:
 
     async def save_checkpoint(self, name: str, position: int) -> None:
         """Durably record that subscriber `name` has handled everything up to `position`."""
+        if type(name) is not str or not name:
+            raise InvalidAppend(f"checkpoint name must be a non-empty str, not {name!r}")
+        if type(position) is not int or position < 0:
+            raise InvalidAppend(
+                f"checkpoint {name!r} position must be an int >= 0, not {position!r}"
+            )
         await self._enqueue_write(_UPSERT_CHECKPOINT, (name, position, time.time()))
 
     async def load_checkpoint(self, name: str) -> int:
@@ -1047,6 +1109,13 @@ def _recorded(
         )
         version += 1
         position += 1
+
+
+def _bound(name: str, value: object) -> int:
+    """A version or position argument of a read, clamped to what SQLite can bind."""
+    if type(value) is not int:
+        raise InvalidAppend(f"{name} must be an int, not {value!r}")
+    return max(-_MAX_VERSION, min(value, _MAX_VERSION))
 
 
 def _check_metadata(stream_id: str, metadata: Mapping[str, str]) -> dict[str, str]:
@@ -1189,21 +1258,20 @@ async def open_store(
         path, registry or EventRegistry(), opts, writer, reader, data_version, last_position
     )
     store._log.info("store.opened", synchronous=opts.synchronous, position=last_position)
-    body_error: BaseException | None = None
     try:
         async with anyio.create_task_group() as tg:
             await tg.start(store._run_writer)
             try:
                 yield store
-            except BaseException as exc:  # noqa: BLE001 - re-raised below, unwrapped
-                # Raised in the caller's block: re-raise it as is after the writer
-                # stopped, not wrapped in the task group's ExceptionGroup.
-                body_error = exc
             finally:
                 with anyio.CancelScope(shield=True):
                     await store._drain_and_close()
-        if body_error is not None:
-            raise body_error
+    except BaseExceptionGroup as group:
+        # The writer task does not raise, so the group wraps the error the caller's own
+        # `async with` body raised: hand that back as it was raised, not wrapped.
+        if len(group.exceptions) != 1 or not isinstance(group.exceptions[0], Exception):
+            raise
+        _reraise(group.exceptions[0])
     finally:
         with anyio.CancelScope(shield=True):
             store._reader_closed = True
@@ -1214,6 +1282,16 @@ async def open_store(
                 await reader.close()
             await writer.close()
         store._log.info("store.closed", position=store._last_position)
+
+
+def _reraise(error: Exception) -> NoReturn:
+    """Raise `error` again, keeping the context it had (not the group it came out of)."""
+    context, suppress = error.__context__, error.__suppress_context__
+    try:
+        raise error
+    finally:
+        error.__context__, error.__suppress_context__ = context, suppress
+        del error, context
 
 
 def _migrate(conn: sqlite3.Connection) -> int:
@@ -1227,4 +1305,9 @@ def _state(conn: sqlite3.Connection) -> tuple[int, int]:
 
 
 def _checkpoint_wal(conn: sqlite3.Connection) -> None:
+    # Fold the WAL back into the file if no other connection is using it, without
+    # waiting: with busy_timeout, TRUNCATE waits out every other process's readers and
+    # writer, so closing took busy_timeout whenever another process had the file open.
+    # If it cannot run now, the last connection to close checkpoints the WAL anyway.
+    conn.execute("PRAGMA busy_timeout = 0")
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")

@@ -1,0 +1,73 @@
+"""Test-only helpers that reach into the store to make timing deterministic."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import anyio
+from anyio import wait_all_tasks_blocked
+from anyio.lowlevel import checkpoint
+
+from store import RecordedEvent, SQLiteEventStore
+from store._sqlite import _in_thread
+
+_HOLD_SECONDS = 30.0
+
+
+@asynccontextmanager
+async def writer_held(store: SQLiteEventStore) -> AsyncIterator[None]:
+    """Keep the store's writer busy until exit, so every append made meanwhile waits
+    in its queue and the writer takes them all as one batch when released.
+
+    A blocking call occupies the write connection's worker thread, and a checkpoint
+    write queued behind it keeps the writer task waiting on that thread; the appends
+    the body starts pile up in the writer's queue.
+    """
+    gate = threading.Event()
+
+    def block(_conn: sqlite3.Connection) -> None:
+        gate.wait(_HOLD_SECONDS)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(_in_thread, store._writer, block)
+        await checkpoint()
+        tg.start_soon(store.save_checkpoint, "test.writer-held", 0)
+        await wait_all_tasks_blocked()
+        try:
+            yield
+        finally:
+            gate.set()
+
+
+def stored_rows(path: str) -> list[tuple[int, str, int]]:
+    """(position, stream_id, version) of every row in the file, by position."""
+    with sqlite3.connect(path) as conn:
+        rows = conn.execute(
+            "SELECT position, stream_id, version FROM events ORDER BY position"
+        ).fetchall()
+    conn.close()
+    return [(int(p), str(s), int(v)) for p, s, v in rows]
+
+
+async def read_everything(store: SQLiteEventStore) -> list[RecordedEvent]:
+    """The whole global log, paged."""
+    out: list[RecordedEvent] = []
+    while True:
+        page = await store.read_all(
+            from_position=out[-1].position + 1 if out else 0, limit=store.options.max_read_limit
+        )
+        if not page:
+            return out
+        out.extend(page)
+
+
+def wal_size(path: str) -> int:
+    """The size of the database's -wal file (0 when there is none)."""
+    try:
+        return os.path.getsize(f"{path}-wal")
+    except FileNotFoundError:
+        return 0
