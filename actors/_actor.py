@@ -585,6 +585,7 @@ class AggregateActor:
                     for planned in segment:
                         self._answer(planned, CommandResult((), planned.version, self.position))
                     continue
+                known = self.position  # the stream's last event before this append
                 if outcome.duplicate:
                     reload = True  # another process stored this command id: state unknown
                 elif not failed:
@@ -597,14 +598,15 @@ class AggregateActor:
                 version = outcome.first_version - 1
                 for planned in segment:
                     n = len(planned.events)
+                    if n == 0:
+                        # no events: the position of the stream's last event so far
+                        last_event = known if version < outcome.first_version else position
+                        result: CommandResult[Any] = CommandResult((), version, last_event)
+                        self._answer(planned, result)
+                        continue
                     position += n
                     version += n
-                    if n == 0:
-                        result: CommandResult[Any] = CommandResult(
-                            (), version, max(position, self.position)
-                        )
-                    else:
-                        result = CommandResult(planned.events, version, position, outcome.duplicate)
+                    result = CommandResult(planned.events, version, position, outcome.duplicate)
                     self._answer(planned, result)
                 continue
             failed = True
