@@ -645,8 +645,11 @@ class AggregateActor:
         return retry, reload
 
     def _answer(self, planned: _Planned, result: CommandResult[Any]) -> None:
-        self.router.commands += 1
+        router = self.router
+        router.commands += 1
         envelope = planned.envelope
+        if envelope.future is not None and envelope.future.done():
+            router.dropped_replies += 1  # its caller gave up (timeout, cancellation)
         envelope.reply(result)
         command_id = envelope.command_id
         if command_id is not None:

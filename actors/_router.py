@@ -67,6 +67,7 @@ class AggregateRouter(Generic[StateT, CommandT, EventT]):
         self.restarts = 0
         self.passivations = 0
         self.snapshots = 0
+        self.dropped_replies = 0
 
     def stream_id(self, aggregate_id: str) -> str:
         """The stream id of instance `aggregate_id` (`"<category>-<aggregate_id>"`)."""

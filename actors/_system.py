@@ -138,6 +138,8 @@ class SystemStatistics(msgspec.Struct, frozen=True):
         restarts: actor restarts (evolve failures, unknown append outcomes, failed loads).
         passivations: actors stopped for idleness or by the live-actor cap.
         snapshots: snapshots taken.
+        dropped_replies: results of applied commands whose caller had gone (timed out
+            or cancelled after the actor took the command): dead letters, counted.
         accepting: whether new commands are accepted.
     """
 
@@ -151,6 +153,7 @@ class SystemStatistics(msgspec.Struct, frozen=True):
     restarts: int
     passivations: int
     snapshots: int
+    dropped_replies: int
     accepting: bool
 
 
@@ -276,6 +279,7 @@ class ActorSystem:
             restarts=sum(r.restarts for r in routers),
             passivations=sum(r.passivations for r in routers),
             snapshots=sum(r.snapshots for r in routers),
+            dropped_replies=sum(r.dropped_replies for r in routers),
             accepting=self._accepting,
         )
 
