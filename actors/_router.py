@@ -169,7 +169,7 @@ class AggregateRouter(Generic[StateT, CommandT, EventT]):
 
     def _actor(self, aggregate_id: str) -> AggregateActor:
         system = self.system
-        if not system.accepting:
+        if not system.accepting and not system.admits(current_chain()):
             raise ShuttingDown(
                 f"the actor system is shutting down; command for {self.name}"
                 f" {aggregate_id!r} refused (not applied)"

@@ -6,7 +6,7 @@ import contextlib
 import dataclasses
 import os
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar, TypeVarTuple, Unpack
 
@@ -16,6 +16,8 @@ import msgspec
 
 from actors._actor import AggregateActor
 from actors._aggregate import Aggregate, CommandT, EventT, StateT
+from actors._errors import ShuttingDown
+from actors._generic import ActorRef
 from actors._router import AggregateRouter
 from store import EventRegistry, EventStore, get_logger, open_store
 
@@ -157,8 +159,8 @@ class SystemStatistics(msgspec.Struct, frozen=True):
     accepting: bool
 
 
-A = TypeVar("A", bound=Aggregate[Any, Any, Any])
 R = TypeVar("R")
+M = TypeVar("M")
 
 
 class ActorSystem:
@@ -185,7 +187,9 @@ class ActorSystem:
         self._routers: dict[type[Any], AggregateRouter[Any, Any, Any]] = {}
         self._live: OrderedDict[str, AggregateActor] = OrderedDict()
         self._stopping: dict[str, AggregateActor] = {}
+        self._generic: dict[str, ActorRef[Any, Any]] = {}
         self._accepting = True
+        self._internal = False  # shutdown's first phase: actors may still send
         self._drained = anyio.Event()
         self._log: Any = get_logger("actors.system")
 
@@ -255,6 +259,38 @@ class ActorSystem:
         router = AggregateRouter(self, instance, router_options, every)
         self._routers[kind] = router
         return router
+
+    def spawn(
+        self,
+        name: str,
+        handler: Callable[[M], Awaitable[R]],
+        *,
+        mailbox_capacity: int | None = None,
+    ) -> ActorRef[M, R]:
+        """Start a plain actor: `handler` gets its messages one at a time, on the
+        actor's task, inside `handling(name)` (an ask back up the chain raises
+        `ReentrantAskError`). It runs until `ref.stop()` or shutdown, which drains it.
+
+        Raises:
+            ValueError: a live actor already has this name.
+            ShuttingDown: the system stopped accepting work.
+        """
+        if not self._accepting:
+            raise ShuttingDown(f"the actor system is shutting down; {name!r} not started")
+        if name in self._generic or name in self._live:
+            raise ValueError(f"an actor named {name!r} is already running")
+        capacity = self.options.mailbox_capacity if mailbox_capacity is None else mailbox_capacity
+        if type(capacity) is not int or capacity < 1:
+            raise ValueError(f"mailbox_capacity must be a positive int, not {capacity!r}")
+        ref: ActorRef[M, R] = ActorRef(self, name, handler, capacity)
+        self._generic[name] = ref
+        self._tg.start_soon(ref._run)
+        return ref
+
+    def _generic_done(self, ref: ActorRef[Any, Any]) -> None:
+        if self._generic.get(ref.name) is ref:
+            del self._generic[ref.name]
+        self._check_drained()
 
     async def project(self, projection: Projectable[R], *, from_position: int = 0) -> R:
         """Start `projection` in the system's task group, fed from `from_position`.
@@ -341,7 +377,16 @@ class ActorSystem:
             del self._live[stream_id]
         if self._stopping.get(stream_id) is actor:
             del self._stopping[stream_id]
-        if not self._accepting and not self._live and not self._stopping:
+        self._check_drained()
+
+    def _check_drained(self) -> None:
+        if (
+            not self._accepting
+            and not self._internal
+            and not self._live
+            and not self._stopping
+            and not self._generic
+        ):
             self._drained.set()
 
     # -- shutdown -----------------------------------------------------------------------
@@ -349,27 +394,46 @@ class ActorSystem:
     async def shutdown(self, *, grace: float | None = None) -> bool:
         """Stop accepting commands, let every mailbox drain, then return.
 
-        New asks and tells fail at once with `ShuttingDown`; commands already accepted
-        are decided, committed and answered. Waits at most `grace` seconds (default:
-        the system's `grace`); commands still queued then are refused with
-        `ShuttingDown` when the system's tasks are cancelled. Returns whether every
-        mailbox drained in time. Called by `open_system` on exit.
+        New asks and tells from outside the actors fail at once with `ShuttingDown`;
+        commands already accepted are decided, committed and answered. Plain actors
+        (`spawn`) drain first, and while they do, the messages their handlers send
+        are still accepted; then the aggregates' mailboxes are closed and drained.
+        Waits at most `grace` seconds in all (default: the system's `grace`); commands
+        still queued then are refused with `ShuttingDown` when the system's tasks are
+        cancelled. Returns whether everything drained in time. Called by
+        `open_system` on exit.
         """
+        if not self._accepting:
+            with anyio.move_on_after(self.options.grace if grace is None else grace):
+                await self._drained.wait()
+            return self._drained.is_set()
         self._accepting = False
-        for actor in list(self._live.values()):
-            self._passivate(actor)
-        if not self._live and not self._stopping:
-            self._drained.set()
+        self._internal = True
         with anyio.move_on_after(self.options.grace if grace is None else grace):
+            if self._generic:
+                for ref in list(self._generic.values()):
+                    ref.stop()
+                while self._generic:
+                    await next(iter(self._generic.values())).done.wait()
+            self._internal = False
+            for actor in list(self._live.values()):
+                self._passivate(actor)
+            self._check_drained()
             await self._drained.wait()
+        self._internal = False
         drained = self._drained.is_set()
         if not drained:
             self._log.warning(
                 "system.shutdown_timeout",
-                stopping=len(self._stopping),
+                stopping=len(self._stopping) + len(self._live),
                 queued=self.statistics().queued,
             )
         return drained
+
+    def admits(self, chain: tuple[str, ...]) -> bool:
+        """Whether a message sent along ask chain `chain` is accepted now: always
+        before shutdown; during the first phase of shutdown, only from actors."""
+        return self._accepting or (self._internal and bool(chain))
 
 
 @contextlib.asynccontextmanager
