@@ -93,6 +93,6 @@ async def test_a_plain_actor_can_drive_aggregates_and_is_drained_on_shutdown() -
         with pytest.raises(ShuttingDown):
             system.spawn("late", bump)
     async with open_system(":memory:") as system:
+        system.spawn("dup", bump)
         with pytest.raises(ValueError, match="already running"):
-            system.spawn("dup", bump)
             system.spawn("dup", bump)
