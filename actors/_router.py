@@ -157,13 +157,12 @@ class AggregateRouter(Generic[StateT, CommandT, EventT]):
     ) -> None:
         with anyio.move_on_after(seconds):
             while True:
-                await actor.mailbox.wait_room()
                 if actor.mailbox.closed:
                     actor = self._actor(aggregate_id)  # passivated meanwhile: its successor
                     if actor.mailbox.offer(envelope):
                         return
-                    continue
-                if actor.mailbox.offer_after_wait(envelope):
+                await actor.mailbox.wait_room()
+                if not actor.mailbox.closed and actor.mailbox.offer_after_wait(envelope):
                     return
         raise MailboxFull(actor.stream_id, actor.mailbox.capacity)
 
