@@ -218,7 +218,7 @@ class AggregateActor:
         else.
         """
         try:
-            todo: list[Envelope] = [envelope]
+            todo: list[Envelope]
             if envelope.command_id is None:
                 # The lean path (one decide, one append, one answer), written out here
                 # rather than in a helper: one coroutine frame less per command.
@@ -252,6 +252,8 @@ class AggregateActor:
                     if every is not None and last // every != version // every:
                         await router.save_snapshot(self)
                     return
+            else:
+                todo = [envelope]
             while todo:
                 todo, reload = await self._attempt(todo)
                 if reload:
