@@ -205,7 +205,9 @@ class ProjectionHandle(Generic[View]):
         self._rebuilds = 0
         self._waiters: list[tuple[int, int, anyio.Event]] = []
         self._seq = itertools.count()
-        self._apply_lock = anyio.Lock()
+        # fast_acquire: taking the free lock must not yield, or every batch would wait
+        # behind whatever else is ready to run (the appenders it was published for).
+        self._apply_lock = anyio.Lock(fast_acquire=True)
         self._rebuild_lock = anyio.Lock()
         self._scope = anyio.CancelScope()
         self._done = anyio.Event()
