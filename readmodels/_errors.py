@@ -58,9 +58,9 @@ class ProjectionStopped(ReadModelError):
     """
 
     def __init__(self, projection: str, target: int, reached: int, reason: str) -> None:
+        consequence = f"; it will not reach position {target}" if target else ""
         super().__init__(
-            f"projection {projection!r} stopped at position {reached} ({reason});"
-            f" it will not reach position {target}"
+            f"projection {projection!r} stopped at position {reached} ({reason}){consequence}"
         )
         self.projection, self.target, self.reached = projection, target, reached
 

@@ -70,8 +70,16 @@ async def test_live_subscription_yields_committed_events_in_position_order() -> 
     assert [(e.stream_id, e.version) for e in events] == [("a-1", 1), ("a-1", 2), ("a-2", 1)]
 
 
-async def test_handover_under_concurrent_load_with_a_tiny_queue_has_no_gap_or_duplicate() -> None:
-    async with open_store(":memory:", registry=registry()) as store, open_bus(store) as bus:
+@pytest.mark.parametrize("on_file", [False, True], ids=["memory", "file"])
+async def test_handover_under_concurrent_load_with_a_tiny_queue_has_no_gap_or_duplicate(
+    on_file: bool, tmp_path: Path
+) -> None:
+    # On a file the store reads on its own connection, concurrently with the writer.
+    path = tmp_path / "events.db" if on_file else ":memory:"
+    async with (
+        open_store(path, registry=registry(), synchronous="NORMAL") as store,
+        open_bus(store, catch_up_page=16) as bus,
+    ):
         for n in range(20):
             await append_deposits(store, f"pre-{n}", [1, 2, 3, 4, 5])
         existing = await store.last_position()
@@ -81,6 +89,7 @@ async def test_handover_under_concurrent_load_with_a_tiny_queue_has_no_gap_or_du
                 total = existing + await write_load(store, writers=8, appends=30, tg=tg)
                 got = await collect(subscription, total)
             stats = subscription.statistics()
+        assert await store.last_position() == total
     assert positions(got) == list(range(1, total + 1))
     assert stats.catch_ups > 1  # the initial catch-up and at least one after an overflow
     assert stats.overflows > 0

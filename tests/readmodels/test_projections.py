@@ -394,3 +394,24 @@ async def test_bad_positions_raise_a_clear_error() -> None:
         with pytest.raises(InvalidProjection, match="timeout"):
             await handle.wait_for(1, timeout=-1)
         await handle.stop()
+
+
+async def test_a_poison_event_in_one_projection_leaves_the_others_alone() -> None:
+    async with (
+        open_store(":memory:", registry=registry()) as store,
+        open_bus(store) as bus,
+        anyio.create_task_group() as tg,
+    ):
+        poisoned = await start_projection(tg, store, bus, Poisoned(), options=NO_WAIT)
+        healthy = await start_projection(tg, store, bus, Balances(), options=NO_WAIT)
+        last = await append_deposits(store, "acct-1", [1, 13, 2])
+        with anyio.fail_after(5):
+            await poisoned.wait_for(last)
+            await healthy.wait_for(last)
+        assert poisoned.view == {"acct-1": 3}
+        assert healthy.view == {"acct-1": 16}
+        assert [d.position for d in poisoned.dead_letters()] == [2]
+        assert healthy.dead_letters() == ()
+        assert healthy.statistics().tainted_streams == ()
+        await poisoned.stop()
+        await healthy.stop()
