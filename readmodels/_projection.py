@@ -310,7 +310,11 @@ class ProjectionHandle(Generic[View]):
         await self._done.wait()
 
     async def rebuild(self) -> None:
-        """Replay the log from the start into a fresh view, then swap it in atomically.
+        """Replay the log into a fresh view, then swap it in atomically.
+
+        The replay starts where the projection started: position 0, unless it was
+        started with a later `from_position` (so that the rebuilt view equals the live
+        one).
 
         Queries keep reading the old view, and the live projection keeps applying to
         it, until the swap. The fresh view catches up with the live position while
@@ -329,7 +333,8 @@ class ProjectionHandle(Generic[View]):
             page = self._options.page_size
             view = self.projection.initial_view()
             parked: list[DeadLetter] = []
-            view, position, applied = await self._replay(view, 0, self._position, page, parked)
+            start = max(self._from - 1, 0)
+            view, position, applied = await self._replay(view, start, self._position, page, parked)
             async with self._apply_lock:
                 self._raise_if_stopped(0)
                 target = self._position
@@ -530,6 +535,14 @@ async def start_projection(
         raise InvalidProjection(f"from_position must be an int >= 0, not {from_position!r}")
     if not isinstance(projection, Projection):
         raise InvalidProjection(f"expected a Projection, not {type(projection).__name__}")
+    types = projection.event_types
+    if types is not None and (
+        isinstance(types, str) or not all(type(t) is str and t for t in types)
+    ):
+        raise InvalidProjection(
+            f"projection {projection.name or type(projection).__name__!r}: event_types must"
+            f" be a collection of non-empty str tags or None, not {types!r}"
+        )
     handle = ProjectionHandle(projection, store, bus, options or ProjectionOptions(), from_position)
     await task_group.start(handle._run)
     return handle

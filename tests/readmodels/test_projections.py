@@ -137,6 +137,8 @@ async def test_from_position_starts_the_view_there_inclusive() -> None:
         with anyio.fail_after(5):
             await handle.wait_for(10)
         assert handle.view == list(range(4, 11))
+        await handle.rebuild()  # replays from where it started, not from before
+        assert handle.view == list(range(4, 11))
         await handle.stop()
 
 
@@ -388,6 +390,10 @@ async def test_bad_positions_raise_a_clear_error() -> None:
     ):
         with pytest.raises(InvalidProjection, match="from_position"):
             await start_projection(tg, store, bus, Balances(), from_position=-1)
+        wrong = Balances()
+        wrong.event_types = "test.deposited"  # type: ignore[assignment]  # wrong on purpose
+        with pytest.raises(InvalidProjection, match="event_types"):
+            await start_projection(tg, store, bus, wrong)
         handle = await start_projection(tg, store, bus, Balances())
         with pytest.raises(InvalidProjection, match="position"):
             await handle.wait_for(-3)
