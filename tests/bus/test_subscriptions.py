@@ -294,3 +294,14 @@ async def test_bad_bus_options_raise_a_clear_error() -> None:
         with pytest.raises(InvalidSubscription, match="catch_up_page"):
             async with open_bus(store, catch_up_page=0):
                 pass
+
+
+async def test_a_store_that_caps_pages_below_the_catch_up_page_loses_nothing() -> None:
+    async with (
+        open_store(":memory:", registry=registry(), max_read_limit=3) as store,
+        open_bus(store, catch_up_page=100) as bus,
+    ):
+        await append_deposits(store, "a", list(range(10)))
+        async with bus.subscribe(event_types=["test.deposited"]) as subscription:
+            events = await collect(subscription, 10)
+    assert positions(events) == list(range(1, 11))

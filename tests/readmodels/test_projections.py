@@ -421,3 +421,18 @@ async def test_a_poison_event_in_one_projection_leaves_the_others_alone() -> Non
         assert healthy.statistics().tainted_streams == ()
         await poisoned.stop()
         await healthy.stop()
+
+
+async def test_rebuild_with_pages_capped_by_the_store_loses_nothing() -> None:
+    async with (
+        open_store(":memory:", registry=registry(), max_read_limit=2) as store,
+        open_bus(store) as bus,
+        anyio.create_task_group() as tg,
+    ):
+        handle = await start_projection(tg, store, bus, Log())
+        last = await append_deposits(store, "acct-1", list(range(9)))
+        with anyio.fail_after(5):
+            await handle.wait_for(last)
+        await handle.rebuild()
+        assert handle.view == list(range(1, 10))
+        await handle.stop()
