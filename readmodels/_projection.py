@@ -304,7 +304,9 @@ class ProjectionHandle(Generic[View]):
     async def stop(self) -> None:
         """Stop following the log and wait until the task has ended. Idempotent.
 
-        The view stays readable at the position it reached.
+        The view stays readable at the position it reached. Waits in `wait_for` end
+        with `ProjectionStopped`. Cancellation: the projection is stopped anyway; only
+        the wait for its task to end is abandoned.
         """
         self._scope.cancel()
         await self._done.wait()
@@ -374,6 +376,9 @@ class ProjectionHandle(Generic[View]):
 
         Returns:
             How many were applied (and left the dead letters).
+
+        Cancellation: it waits only for the live task's current batch; once replaying
+        it does not await, so it either has not started or completes.
         """
         async with self._apply_lock:
             letters = sorted(self._parked, key=lambda d: d.position)
@@ -530,6 +535,8 @@ async def start_projection(
     Raises:
         InvalidProjection: a bad argument.
         BusClosed: the bus is closed.
+
+    Cancellation: before it returns, nothing is left running.
     """
     if type(from_position) is not int or from_position < 0:
         raise InvalidProjection(f"from_position must be an int >= 0, not {from_position!r}")

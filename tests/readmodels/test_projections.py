@@ -436,3 +436,55 @@ async def test_rebuild_with_pages_capped_by_the_store_loses_nothing() -> None:
         await handle.rebuild()
         assert handle.view == list(range(1, 10))
         await handle.stop()
+
+
+async def test_a_cancelled_rebuild_leaves_the_old_view_in_place() -> None:
+    async with (
+        open_store(":memory:", registry=registry()) as store,
+        anyio.create_task_group() as tg,
+    ):
+        gated = GatedStore(store)
+        async with open_bus(gated) as bus:
+            handle = await start_projection(tg, gated, bus, Balances())
+            first = await append_deposits(store, "acct-1", [1, 2])
+            await handle.wait_for(first)
+            old_view = handle.view
+            gated.close_gate()
+            async with anyio.create_task_group() as rebuilding:
+                rebuilding.start_soon(handle.rebuild)
+                await wait_all_tasks_blocked()
+                rebuilding.cancel_scope.cancel()
+            gated.open_gate()
+            assert handle.view is old_view
+            assert handle.statistics().rebuilds == 0
+            second = await append_deposits(store, "acct-1", [3])
+            with anyio.fail_after(5):
+                await handle.wait_for(second)
+            assert handle.view == {"acct-1": 6}
+            await handle.rebuild()  # the lock was released: a later rebuild works
+            assert handle.view == {"acct-1": 6}
+            await handle.stop()
+
+
+async def test_stopping_a_projection_ends_pending_waits_with_a_clear_error() -> None:
+    async with (
+        open_store(":memory:", registry=registry()) as store,
+        open_bus(store) as bus,
+        anyio.create_task_group() as tg,
+    ):
+        handle = await start_projection(tg, store, bus, Balances())
+        errors: list[ProjectionStopped] = []
+
+        async def waiter() -> None:
+            try:
+                await handle.wait_for(100)
+            except ProjectionStopped as exc:
+                errors.append(exc)
+
+        async with anyio.create_task_group() as waiting:
+            waiting.start_soon(waiter)
+            await wait_all_tasks_blocked()
+            await handle.stop()
+        (error,) = errors
+        assert (error.projection, error.target, error.reached) == ("Balances", 100, 0)
+        assert "will not reach position 100" in str(error)
