@@ -289,7 +289,11 @@ class Subscription:
             # round also reads is skipped by position when it is taken.
             self._stale = False
             self._overflowed = False
-            head = await source.last_position()
+            try:
+                head = await source.last_position()
+            except BaseException:
+                self._stale = True  # the round did not start: start it again next time
+                raise
             self._bus._observe_head(head)
             covered = self._covered
             if head <= covered:

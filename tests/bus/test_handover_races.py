@@ -10,9 +10,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import anyio
+import pytest
 
 from bus import Subscription, open_bus
-from store import RecordedEvent
+from store import RecordedEvent, StoreUnavailable
 from tests._events import Deposited, Withdrawn
 
 
@@ -23,6 +24,7 @@ class ManualLog:
         self.events: list[RecordedEvent] = []
         self.listeners: list[Callable[[Sequence[RecordedEvent]], None]] = []
         self.reads = 0
+        self.fail_next_head = False
 
     def commit(
         self, count: int, *, stream_id: str = "s-1", withdraw: bool = False
@@ -49,6 +51,9 @@ class ManualLog:
 
     async def last_position(self) -> int:
         await anyio.lowlevel.checkpoint()
+        if self.fail_next_head:
+            self.fail_next_head = False
+            raise StoreUnavailable("the log cannot be read right now")
         return len(self.events)
 
     async def read_all(
@@ -138,3 +143,13 @@ async def test_a_nudge_reads_what_another_process_wrote_before_the_buffered_batc
         assert await next_positions(sub) == ([], 4)  # 4 covered though filtered out
         log.publish(log.commit(1))
         assert await next_positions(sub) == ([5], 5)
+
+
+async def test_a_failed_catch_up_read_is_retried_by_the_next_call() -> None:
+    log = ManualLog()
+    async with open_bus(log) as bus, bus.subscribe(queue_size=1) as subscription:
+        log.publish(log.commit(3))  # over the queue size: dropped, the log must be read
+        log.fail_next_head = True
+        with pytest.raises(StoreUnavailable, match="cannot be read"):
+            await subscription.next_batch()
+        assert await next_positions(subscription) == ([1, 2, 3], 3)
