@@ -160,8 +160,9 @@ class ProjectionStatistics(msgspec.Struct, frozen=True):
         applied: events applied to the current view (since its last rebuild).
         parked: dead letters held now.
         rebuilds: completed rebuilds.
-        tainted_streams: streams with a parked event whose later events were applied
-            anyway: their part of the view may be wrong until a replay or rebuild.
+        tainted_streams: streams with a parked event. Their later events are applied
+            anyway (flagged, not held), so their part of the view may be wrong until
+            the dead letters are replayed or the projection is rebuilt.
         running: whether its task is still following the log.
     """
 
