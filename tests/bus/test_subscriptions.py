@@ -5,11 +5,11 @@ from pathlib import Path
 import anyio
 import pytest
 from anyio import wait_all_tasks_blocked
-from anyio.abc import TaskGroup
+from anyio.abc import TaskGroup, TaskStatus
 from anyio.lowlevel import checkpoint
 
 from bus import BusClosed, EventBus, InvalidSubscription, Subscription, open_bus
-from store import ANY, RecordedEvent, SQLiteEventStore, open_store
+from store import RecordedEvent, SQLiteEventStore, open_store
 from tests._events import Deposited, Opened, Withdrawn, append_deposits, registry
 
 
@@ -242,29 +242,32 @@ async def test_cancelling_a_waiting_subscriber_loses_nothing() -> None:
 
 
 async def test_closing_the_bus_ends_iteration_and_refuses_subscriptions() -> None:
+    ended = anyio.Event()
+    received: list[int] = []
+
+    async def consume(bus: EventBus, *, task_status: TaskStatus[Subscription]) -> None:
+        async with bus.subscribe() as subscription:
+            task_status.started(subscription)
+            received.extend([recorded.position async for recorded in subscription])
+        ended.set()
+
     async with open_store(":memory:", registry=registry()) as store:
-        async with open_bus(store) as bus, bus.subscribe() as subscription:
-            ended = anyio.Event()
-
-            async def consume() -> None:
-                async for _ in subscription:
-                    pass
-                ended.set()
-
-            outer_bus: EventBus = bus
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(consume)
+        async with anyio.create_task_group() as tg:
+            async with open_bus(store) as bus:
+                subscription = await tg.start(consume, bus)
+                await append_deposits(store, "a", [1])
                 await wait_all_tasks_blocked()
-                outer_bus._close()
-                with anyio.fail_after(5):
-                    await ended.wait()
-            assert subscription.closed
-            with pytest.raises(BusClosed):
-                await subscription.next_batch()
-            with pytest.raises(BusClosed, match="closed"):
-                async with bus.subscribe():
-                    pass
-        await store.append("a", [Deposited(1)], expected_version=ANY)  # no listener left
+            with anyio.fail_after(5):
+                await ended.wait()  # leaving open_bus ended the iteration
+        assert received == [1]
+        assert subscription.closed
+        with pytest.raises(BusClosed, match="closed"):
+            await subscription.next_batch()
+        with pytest.raises(BusClosed, match="closed"):
+            async with bus.subscribe():
+                pass
+        await append_deposits(store, "a", [2])  # the bus no longer listens
+        assert bus.head == 1
 
 
 @pytest.mark.parametrize(
