@@ -19,6 +19,7 @@ from actors._aggregate import Aggregate, CommandT, EventT, StateT
 from actors._errors import ShuttingDown
 from actors._generic import ActorRef
 from actors._router import AggregateRouter
+from bus import EventBus, open_bus
 from store import EventRegistry, EventStore, get_logger, open_store
 
 __all__ = [
@@ -45,7 +46,7 @@ class Projectable(Protocol[T_co]):
         self,
         task_group: anyio.abc.TaskGroup,
         store: EventStore,
-        bus: object | None,
+        bus: EventBus,
         *,
         from_position: int = 0,
     ) -> T_co: ...
@@ -173,15 +174,14 @@ class ActorSystem:
     def __init__(
         self,
         store: EventStore,
-        bus: object | None,
+        bus: EventBus,
         task_group: anyio.abc.TaskGroup,
         options: SystemOptions,
     ) -> None:
         self.store: EventStore = store
         """The event store the actors append to (the source of truth)."""
-        # TODO(bus): set to the `bus.open_bus(store)` event bus once `bus/` lands on main.
-        self.bus: object | None = bus
-        """The event bus committed events flow over (None until `bus/` lands)."""
+        self.bus: EventBus = bus
+        """The event bus over `store`: every commit is published to its subscriptions."""
         self.options = options
         self._tg = task_group
         self._routers: dict[type[Any], AggregateRouter[Any, Any, Any]] = {}
@@ -452,9 +452,11 @@ async def open_system(
         **options: `SystemOptions` fields (`mailbox_capacity`, `ask_timeout`...); the
             rest go to `open_store` when it opens the store (`synchronous`...).
 
-    On exit the system stops accepting commands (`ShuttingDown`), drains every mailbox
-    (up to `grace` seconds), lets the writer commit, cancels what is left in its task
-    group, then closes the bus and the store it opened. No task outlives the block.
+    It owns an event bus over the store (`system.bus`, from `bus.open_bus`). On exit
+    the system stops accepting commands (`ShuttingDown`), drains every mailbox (up to
+    `grace` seconds), lets the writer commit, cancels what is left in its task group
+    (projections included), then closes the bus, and the store if it opened it. No
+    task outlives the block.
     """
     system_options = SystemOptions(**{k: v for k, v in options.items() if k in _SYSTEM_FIELDS})
     store_options = {k: v for k, v in options.items() if k not in _SYSTEM_FIELDS}
@@ -470,9 +472,7 @@ async def open_system(
                     " open_system opens the store from a path"
                 )
             opened = store
-        # TODO(bus): `bus = await stack.enter_async_context(bus.open_bus(opened))` once
-        # `bus/` lands on main; the seam is `ActorSystem.bus`.
-        bus: object | None = None
+        bus = await stack.enter_async_context(open_bus(opened))
         async with anyio.create_task_group() as tg:
             system = ActorSystem(opened, bus, tg, system_options)
             system._log.info("system.opened")
