@@ -132,7 +132,7 @@ class AggregateActor:
                 await self.predecessor.done.wait()
                 self.predecessor = None
             await self._load()
-            router.loaded(self)
+            router._loaded(self)
             await self._serve()
         except _Parked as parked:
             error = parked.error
@@ -140,7 +140,7 @@ class AggregateActor:
             error = exc
             router.restarts += 1
             self._log.error("actor.crashed", exc_info=exc)
-            router.park(self.aggregate_id, exc)
+            router._park(self.aggregate_id, exc)
         except BaseException as exc:
             error = exc
             raise
@@ -148,7 +148,7 @@ class AggregateActor:
             leftover = self._current + self.mailbox.drain()
             self._current = []
             self.mailbox.close()
-            router.forget(self)
+            router._forget(self)
             if leftover:
                 refusal = _refusal(error, self.stream_id)
                 for envelope in leftover:
@@ -250,7 +250,7 @@ class AggregateActor:
                     self.in_a_row = 0
                     every = router.snapshot_every
                     if every is not None and last // every != version // every:
-                        await router.save_snapshot(self)
+                        await router._save_snapshot(self)
                     return
             else:
                 todo = [envelope]
@@ -280,7 +280,7 @@ class AggregateActor:
         if restarts > options.max_restarts:
             error = RestartLimitExceeded(self.stream_id, restarts)
             self._log.error("actor.restart_limit", restarts=restarts)
-            router.park(self.aggregate_id, error)
+            router._park(self.aggregate_id, error)
             raise _Parked(error)
         self._log.warning("actor.restarting", restarts=restarts)
         if restarts > 1:
@@ -346,7 +346,7 @@ class AggregateActor:
             event_type=error.event_type,
             exc_info=error,
         )
-        self.router.park(self.aggregate_id, error)
+        self.router._park(self.aggregate_id, error)
         raise _Parked(error)
 
     # -- one batch ----------------------------------------------------------------------
@@ -520,7 +520,7 @@ class AggregateActor:
         retry, reload = self._settle(segments, outcomes)
         every = self.router.snapshot_every
         if every is not None and not reload and self.version // every != old // every:
-            await self.router.save_snapshot(self)
+            await self.router._save_snapshot(self)
         return retry, reload
 
     def _segments(self, plan: list[_Planned]) -> list[list[_Planned]]:

@@ -96,7 +96,7 @@ class ActorRef(Generic[M, R]):
         self._mailbox.close()
 
     def _check_open(self) -> None:
-        if self._mailbox.closed or not self.system.admits(current_chain()):
+        if self._mailbox.closed or not self.system._admits(current_chain()):
             raise ShuttingDown(f"the actor {self.name!r} is stopping; message refused")
 
     async def _run(self) -> None:

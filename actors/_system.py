@@ -430,7 +430,7 @@ class ActorSystem:
             )
         return drained
 
-    def admits(self, chain: tuple[str, ...]) -> bool:
+    def _admits(self, chain: tuple[str, ...]) -> bool:
         """Whether a message sent along ask chain `chain` is accepted now: always
         before shutdown; during the first phase of shutdown, only from actors."""
         return self._accepting or (self._internal and bool(chain))
