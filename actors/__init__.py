@@ -1,5 +1,59 @@
-"""actors package (in progress)."""
+"""The actor runtime: pure aggregates served by actors with bounded mailboxes.
+
+Write an `Aggregate` (an initial state, `decide` and `evolve` over `Command` and `Event`
+structs), open a system on a store with `open_system`, and send commands through
+`system.aggregates(MyAggregate)`: `await router.ask(id, command)` returns once the
+events are committed. `actors.testing` has given/when/then helpers for aggregates.
+"""
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from actors._aggregate import Aggregate, Command, CommandResult, Event
+from actors._context import current_chain, handling
+from actors._errors import (
+    ActorError,
+    AskTimeout,
+    CommandFailed,
+    EvolveError,
+    MailboxFull,
+    RecoveryError,
+    ReentrantAskError,
+    Rejected,
+    RestartLimitExceeded,
+    ShuttingDown,
+    TooManyAttempts,
+)
+from actors._router import AggregateRouter
+from actors._system import (
+    ActorSystem,
+    Projectable,
+    SystemOptions,
+    SystemStatistics,
+    open_system,
+)
+
+__all__ = [
+    "ActorError",
+    "ActorSystem",
+    "Aggregate",
+    "AggregateRouter",
+    "AskTimeout",
+    "Command",
+    "CommandFailed",
+    "CommandResult",
+    "Event",
+    "EvolveError",
+    "MailboxFull",
+    "Projectable",
+    "RecoveryError",
+    "ReentrantAskError",
+    "Rejected",
+    "RestartLimitExceeded",
+    "ShuttingDown",
+    "SystemOptions",
+    "SystemStatistics",
+    "TooManyAttempts",
+    "current_chain",
+    "handling",
+    "open_system",
+]

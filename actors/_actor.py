@@ -1,0 +1,675 @@
+"""The aggregate actor: loads its stream, then serves its mailbox in batches.
+
+One actor per aggregate instance. It takes every command waiting in its mailbox (up to
+`max_batch`), decides them in order against the evolving state, and persists them in
+as few appends as possible: consecutive commands without a command id share one
+append; a command with a command id gets its own append (the store records the id with
+exactly that command's events, in the same transaction), submitted in order right
+behind the others so the store's writer still commits them together. Each caller gets
+its own result or error. Replies go out only after the store committed (durable ack).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from actors._aggregate import CommandResult
+from actors._errors import (
+    CommandFailed,
+    EvolveError,
+    RecoveryError,
+    Rejected,
+    RestartLimitExceeded,
+    ShuttingDown,
+    TooManyAttempts,
+)
+from actors._mailbox import Envelope, Mailbox
+from store import (
+    AppendResult,
+    ConcurrencyError,
+    EventDecodeError,
+    IdempotencyConflict,
+    InvalidAppend,
+    StoreClosed,
+    StoreError,
+    get_logger,
+)
+
+if TYPE_CHECKING:
+    from actors._router import AggregateRouter
+
+__all__: list[str] = []
+
+
+class _Planned:
+    """A decided command: its events and the state/version after them."""
+
+    __slots__ = ("envelope", "events", "followers", "state", "version")
+
+    def __init__(self, envelope: Envelope, events: tuple[Any, ...], state: Any, version: int):
+        self.envelope = envelope
+        self.events = events
+        self.state = state
+        self.version = version
+        self.followers: list[Envelope] | None = None
+
+
+class _Restart(Exception):
+    """Internal: evolve failed; restart the actor (reload from the store, with backoff)."""
+
+
+class _Reload(Exception):
+    """Internal: the outcome of an append is unknown; reload from the store."""
+
+
+class AggregateActor:
+    """Serves one aggregate instance. Created and owned by its `AggregateRouter`."""
+
+    __slots__ = (
+        "_current",
+        "_log",
+        "aggregate",
+        "aggregate_id",
+        "busy",
+        "done",
+        "failure",
+        "inline",
+        "last_used",
+        "mailbox",
+        "position",
+        "predecessor",
+        "recent",
+        "router",
+        "state",
+        "stream_id",
+        "version",
+    )
+
+    def __init__(
+        self,
+        router: AggregateRouter[Any, Any, Any],
+        aggregate_id: str,
+        stream_id: str,
+        predecessor: AggregateActor | None,
+        now: float,
+    ) -> None:
+        self.router = router
+        self.aggregate = router.aggregate
+        self.aggregate_id = aggregate_id
+        self.stream_id = stream_id
+        self.predecessor = predecessor
+        self.mailbox = Mailbox(router.options.mailbox_capacity)
+        self.done = anyio.Event()
+        self.state: Any = self.aggregate.initial
+        self.version = 0
+        self.position = 0
+        self.last_used = now
+        self.recent: OrderedDict[str, CommandResult[Any]] = OrderedDict()
+        self._log: Any = None
+        self._current: list[Envelope] = []
+        # The actor task is busy unless parked waiting for work; `inline` is set while a
+        # caller runs a command on its own task (see `claim`); `failure` is what such a
+        # caller leaves for the actor task to deal with (restart, reload, park).
+        self.busy = True
+        self.inline = False
+        self.failure: BaseException | None = None
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """The actor's task: wait for its predecessor, load, serve until closed."""
+        router = self.router
+        self._log = get_logger("actors", aggregate=router.name, stream_id=self.stream_id)
+        error: BaseException | None = None
+        try:
+            if self.predecessor is not None:
+                await self.predecessor.done.wait()
+                self.predecessor = None
+            await self._load()
+            router.loaded(self)
+            await self._serve()
+        except _Parked as parked:
+            error = parked.error
+        except Exception as exc:  # noqa: BLE001 - a crash stays in this actor: reported
+            error = exc
+            router.restarts += 1
+            self._log.error("actor.crashed", exc_info=exc)
+            router.park(self.aggregate_id, exc)
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            leftover = self._current + self.mailbox.drain()
+            self._current = []
+            self.mailbox.close()
+            router.forget(self)
+            if leftover:
+                refusal = _refusal(error, self.stream_id)
+                for envelope in leftover:
+                    envelope.fail(refusal)
+            self.done.set()
+
+    async def _serve(self) -> None:
+        mailbox = self.mailbox
+        limit = self.router.options.max_batch
+        restarts = 0
+        while True:
+            if self.inline:
+                await mailbox.wait_signal()  # the caller running inline pokes when done
+                continue
+            failure = self.failure
+            if failure is not None:
+                self.failure = None
+                if isinstance(failure, _Restart):
+                    restarts += 1
+                    await self._restart(restarts)
+                elif isinstance(failure, _Reload):
+                    await self._load()
+                else:
+                    raise failure
+                continue
+            batch = mailbox.take(limit)
+            if not batch:
+                if mailbox.closed:
+                    return
+                self.busy = False
+                try:
+                    await mailbox.wait()
+                finally:
+                    self.busy = True
+                continue
+            try:
+                await self._handle(batch)
+                restarts = 0
+            except _Restart:
+                restarts += 1
+                await self._restart(restarts)
+
+    # -- the inline fast path -------------------------------------------------------------
+
+    async def _run_one(self, envelope: Envelope) -> list[Envelope]:
+        """The lean path for one command without a command id: decide, one append,
+        answer. Returns what must go through the general path again (after a failed
+        append), having reloaded the state first if needed."""
+        decided = self._decide(envelope, self.state)
+        if decided is None:
+            return []
+        events, state = decided
+        router = self.router
+        version = self.version
+        if not events:
+            router.commands += 1
+            envelope.reply(CommandResult((), version, self.position))
+            return []
+        try:
+            result = await router.system.store.append(
+                self.stream_id, events, expected_version=version
+            )
+        except Exception as exc:  # noqa: BLE001 - settled like any failed append
+            planned = _Planned(envelope, events, state, version + len(events))
+            retry, reload = self._settle([[planned]], [exc])
+            if reload:
+                await self._load()
+            return retry
+        self.state = state
+        self.version = last = result.last_version
+        self.position = position = result.last_position
+        router.commands += 1
+        envelope.reply(CommandResult(events, last, position))
+        every = router.snapshot_every
+        if every is not None and last // every != version // every:
+            await router.save_snapshot(self)
+        return []
+
+    def claim(self) -> bool:
+        """Let the calling task run one command itself, if the actor is idle.
+
+        An idle actor (loaded, parked waiting for work, nothing queued) would only be
+        woken to run this one command: the caller runs it instead, on its own task,
+        which saves two task switches per command. Commands still never interleave:
+        while the caller runs, the actor task does not take work.
+        """
+        if (
+            self.busy
+            or self.inline
+            or self.failure is not None
+            or self.mailbox.closed
+            or len(self.mailbox)
+        ):
+            return False
+        self.inline = True
+        return True
+
+    async def run_inline(self, envelope: Envelope) -> None:
+        """Decide, persist and answer `envelope` on the caller's task (after `claim`).
+
+        Cancellation: the caller's command is then of unknown outcome (its append may
+        commit), so the actor task reloads from the store before it serves anything
+        else.
+        """
+        try:
+            todo = [envelope] if envelope.command_id is not None else await self._run_one(envelope)
+            while todo:
+                todo, reload = await self._attempt(todo)
+                if reload:
+                    await self._load()
+        except (_Restart, _Parked) as exc:
+            self.failure = exc
+        except Exception as exc:  # noqa: BLE001 - handed to the actor task, which reports it
+            self.failure = exc
+        except BaseException:
+            self.failure = _Reload()
+            raise
+        finally:
+            self.inline = False
+            if self.failure is not None or len(self.mailbox):
+                self.mailbox.poke()
+
+    async def _restart(self, restarts: int) -> None:
+        router = self.router
+        router.restarts += 1
+        options = router.options
+        if restarts > options.max_restarts:
+            error = RestartLimitExceeded(self.stream_id, restarts)
+            self._log.error("actor.restart_limit", restarts=restarts)
+            router.park(self.aggregate_id, error)
+            raise _Parked(error)
+        self._log.warning("actor.restarting", restarts=restarts)
+        if restarts > 1:
+            delay = min(options.restart_backoff * 2 ** (restarts - 2), options.max_backoff)
+            await anyio.sleep(delay)
+        await self._load()
+
+    async def _load(self) -> None:
+        """Rebuild state from the latest snapshot plus the events after it, page by page."""
+        router = self.router
+        aggregate = self.aggregate
+        store = router.system.store
+        stream_id = self.stream_id
+        evolve = aggregate.evolve
+        state: Any = aggregate.initial
+        version = 0
+        position = 0
+        start = 1
+        try:
+            if router.snapshot_every is not None:
+                snapshot = await store.load_snapshot(
+                    stream_id, type(state), schema_version=aggregate.state_version
+                )
+                if snapshot is not None:
+                    state, version, start = snapshot.state, snapshot.version, snapshot.version
+            page_size = router.options.load_page_size
+            while True:
+                page = await store.read_stream(stream_id, from_version=start, limit=page_size)
+                for recorded in page:
+                    position = recorded.position
+                    if recorded.version <= version:
+                        continue  # the snapshot's own event: read for its position only
+                    try:
+                        state = evolve(state, recorded.event)
+                    except Exception as exc:
+                        raise RecoveryError(
+                            stream_id, recorded.version, recorded.event_type, repr(exc)
+                        ) from exc
+                    version = recorded.version
+                if len(page) < page_size:
+                    break
+                start = page[-1].version + 1
+        except RecoveryError as exc:
+            self._fail_load(exc)
+        except EventDecodeError as exc:
+            error = RecoveryError(exc.stream_id, exc.version, exc.event_type, str(exc))
+            error.__cause__ = exc
+            self._fail_load(error)
+        except StoreClosed as exc:
+            raise _Parked(ShuttingDown(f"the store closed while loading {stream_id!r}")) from exc
+        except StoreError as exc:
+            error = RecoveryError(stream_id, version, "", f"{type(exc).__name__}: {exc}")
+            error.__cause__ = exc
+            self._fail_load(error)
+        self.state, self.version, self.position = state, version, position
+        self._log.debug("actor.loaded", version=version)
+
+    def _fail_load(self, error: RecoveryError) -> None:
+        self.router.restarts += 1
+        self._log.error(
+            "actor.recovery_failed",
+            version=error.version,
+            event_type=error.event_type,
+            exc_info=error,
+        )
+        self.router.park(self.aggregate_id, error)
+        raise _Parked(error)
+
+    # -- one batch ----------------------------------------------------------------------
+
+    async def _handle(self, batch: list[Envelope]) -> None:
+        todo = [envelope for envelope in batch if envelope.wanted()]
+        self._current = todo
+        while todo:
+            todo, reload = await self._attempt(todo)
+            if reload:
+                await self._load()
+        self._current = []
+
+    async def _attempt(self, todo: list[Envelope]) -> tuple[list[Envelope], bool]:
+        """Decide, persist and answer `todo`.
+
+        Returns the envelopes to decide again, and whether to reload from the store first.
+        Raises `_Restart` (after putting undecided envelopes back) when evolve failed.
+        """
+        recent = self.recent
+        firsts: dict[str, _Planned | None] = {}
+        plan: list[_Planned] = []
+        state = self.state
+        version = self.version
+        evolve_failed: Exception | None = None
+        rest: list[Envelope] = []
+        for index, envelope in enumerate(todo):
+            if envelope.command is READ_STATE:
+                if plan:  # answer after the commands before it are committed
+                    rest = todo[index:]
+                    break
+                envelope.reply(self.state)
+                continue
+            command_id = envelope.command_id
+            if command_id is not None:
+                if command_id in firsts:
+                    first = firsts[command_id]
+                    if first is not None:  # the same command id twice in one batch
+                        if first.followers is None:
+                            first.followers = []
+                        first.followers.append(envelope)
+                        continue
+                known = recent.get(command_id)
+                if known is None:
+                    known = await self._find_command(envelope, command_id)
+                if known is not None:
+                    envelope.reply(known)
+                    continue
+                if not envelope.wanted():
+                    continue
+            try:
+                decided = self._decide(envelope, state)
+            except _Restart as exc:
+                evolve_failed = exc
+                rest = todo[index + 1 :]
+                break
+            if decided is None:
+                continue
+            events, new_state = decided
+            state = new_state
+            version += len(events)
+            planned = _Planned(envelope, events, state, version)
+            plan.append(planned)
+            if command_id is not None:
+                firsts[command_id] = planned
+        retry: list[Envelope] = []
+        reload = False
+        if plan:
+            retry, reload = await self._persist(plan)
+        if evolve_failed is not None:
+            # What came before is committed; the rest waits for the reloaded state.
+            self._current = []
+            self._requeue(retry + rest)
+            raise _Restart from evolve_failed
+        return retry + rest, reload
+
+    def _decide(self, envelope: Envelope, state: Any) -> tuple[tuple[Any, ...], Any] | None:
+        """The events of `envelope`'s command and the state after them; None when the
+        command failed (its caller is answered). Raises `_Restart` when evolve failed."""
+        command = envelope.command
+        aggregate = self.aggregate
+        try:
+            events = tuple(aggregate.decide(state, command))
+        except Rejected as exc:
+            self.router.rejections += 1
+            envelope.fail(exc)
+            return None
+        except Exception as exc:  # noqa: BLE001 - isolated: goes to the caller, wrapped
+            router = self.router
+            router.failures += 1
+            error = CommandFailed(router.name, self.aggregate_id, type(command).__name__, repr(exc))
+            error.__cause__ = exc
+            self._log.debug("command.failed", command=type(command).__name__)
+            envelope.fail(error)
+            return None
+        evolve = aggregate.evolve
+        event: Any = None
+        try:
+            for event in events:
+                state = evolve(state, event)
+        except Exception as exc:
+            router = self.router
+            router.failures += 1
+            name = type(event).__name__
+            failure = EvolveError(router.name, self.aggregate_id, name, repr(exc))
+            failure.__cause__ = exc
+            self._log.error("actor.evolve_failed", event_type=name)
+            envelope.fail(failure)
+            raise _Restart from exc
+        return events, state
+
+    def _requeue(self, envelopes: list[Envelope]) -> None:
+        # Put them back at the head of the mailbox, in order, ahead of newer commands.
+        items = self.mailbox._items
+        items.extendleft(reversed(envelopes))
+
+    async def _find_command(self, envelope: Envelope, command_id: str) -> CommandResult[Any] | None:
+        store = self.router.system.store
+        try:
+            found = await store.find_command(command_id)
+            if found is None:
+                return None
+            if found.stream_id != self.stream_id:
+                envelope.fail(IdempotencyConflict(command_id, self.stream_id, found.stream_id))
+                return None
+            recorded = await store.read_stream(
+                self.stream_id,
+                from_version=found.first_version,
+                to_version=found.last_version,
+            )
+        except StoreError as exc:
+            envelope.fail(exc)
+            return None
+        result = CommandResult(
+            tuple(r.event for r in recorded), found.last_version, found.last_position, True
+        )
+        self._remember(command_id, result)
+        return result
+
+    def _remember(self, command_id: str, result: CommandResult[Any]) -> None:
+        recent = self.recent
+        recent[command_id] = (
+            result
+            if result.duplicate
+            else CommandResult(result.events, result.version, result.position, True)
+        )
+        if len(recent) > self.router.options.recent_command_ids:
+            recent.popitem(last=False)
+
+    async def _persist(self, plan: list[_Planned]) -> tuple[list[Envelope], bool]:
+        """Append the plan's events; answer the committed commands.
+
+        Returns the envelopes to decide again and whether the state must be reloaded.
+        """
+        segments = self._segments(plan)
+        outcomes: list[AppendResult | BaseException | None] = [None] * len(segments)
+        base = self.version
+        # On the actor task, the append is shielded: a cancelled actor (shutdown past
+        # its grace) still learns the outcome and answers. A caller running inline is
+        # not shielded; its cancellation makes the actor reload (see `run_inline`).
+        with anyio.CancelScope(shield=not self.inline):
+            if len(segments) == 1:
+                outcomes[0] = await self._append(segments[0], base)
+            else:
+                async with anyio.create_task_group() as tg:
+                    expected = base
+                    for index, segment in enumerate(segments):
+                        tg.start_soon(self._append_into, segment, expected, outcomes, index)
+                        expected += sum(len(p.events) for p in segment)
+        old = self.version
+        retry, reload = self._settle(segments, outcomes)
+        every = self.router.snapshot_every
+        if every is not None and not reload and self.version // every != old // every:
+            await self.router.save_snapshot(self)
+        return retry, reload
+
+    def _segments(self, plan: list[_Planned]) -> list[list[_Planned]]:
+        limit = self.router.options.max_events_per_append
+        segments: list[list[_Planned]] = []
+        current: list[_Planned] = []
+        count = 0
+        for planned in plan:
+            n = len(planned.events)
+            alone = planned.envelope.command_id is not None or planned.envelope.solo
+            if current and (alone or count + n > limit or current[-1].envelope.command_id):
+                segments.append(current)
+                current, count = [], 0
+            current.append(planned)
+            count += n
+            if alone:
+                segments.append(current)
+                current, count = [], 0
+        if current:
+            segments.append(current)
+        return segments
+
+    async def _append_into(
+        self,
+        segment: list[_Planned],
+        expected: int,
+        outcomes: list[AppendResult | BaseException | None],
+        index: int,
+    ) -> None:
+        outcomes[index] = await self._append(segment, expected)
+
+    async def _append(self, segment: list[_Planned], expected: int) -> AppendResult | BaseException:
+        events = [event for planned in segment for event in planned.events]
+        if not events:
+            return _NO_EVENTS
+        command_id = segment[0].envelope.command_id if len(segment) == 1 else None
+        try:
+            return await self.router.system.store.append(
+                self.stream_id, events, expected_version=expected, command_id=command_id
+            )
+        except Exception as exc:  # noqa: BLE001 - each segment's callers get their own outcome
+            return exc
+
+    def _settle(
+        self,
+        segments: list[list[_Planned]],
+        outcomes: Sequence[AppendResult | BaseException | None],
+    ) -> tuple[list[Envelope], bool]:
+        router = self.router
+        retry: list[Envelope] = []
+        reload = False
+        failed = False
+        max_attempts = router.options.max_attempts
+        for segment, outcome in zip(segments, outcomes, strict=True):
+            if isinstance(outcome, AppendResult):
+                if outcome is _NO_EVENTS:
+                    if failed:
+                        retry.extend(p.envelope for p in segment)
+                        continue
+                    last = segment[-1]
+                    self.state, self.version = last.state, last.version
+                    for planned in segment:
+                        self._answer(planned, CommandResult((), planned.version, self.position))
+                    continue
+                if outcome.duplicate:
+                    reload = True  # another process stored this command id: state unknown
+                elif not failed:
+                    last = segment[-1]
+                    self.state, self.version = last.state, last.version
+                    self.position = outcome.last_position
+                else:
+                    reload = True
+                position = outcome.first_position - 1
+                version = outcome.first_version - 1
+                for planned in segment:
+                    n = len(planned.events)
+                    position += n
+                    version += n
+                    if n == 0:
+                        result: CommandResult[Any] = CommandResult(
+                            (), version, max(position, self.position)
+                        )
+                    else:
+                        result = CommandResult(planned.events, version, position, outcome.duplicate)
+                    self._answer(planned, result)
+                continue
+            failed = True
+            error = outcome
+            if isinstance(error, ConcurrencyError):
+                reload = True
+                for planned in segment:
+                    envelope = planned.envelope
+                    envelope.attempts += 1
+                    if envelope.attempts >= max_attempts:
+                        failure = TooManyAttempts(self.stream_id, envelope.attempts)
+                        failure.__cause__ = error
+                        self._fail(planned, failure)
+                    else:
+                        retry.append(envelope)
+                        retry.extend(planned.followers or ())
+            elif isinstance(error, InvalidAppend) and len(segment) > 1:
+                # Nothing written; find the culprit by appending the commands one by one.
+                for planned in segment:
+                    planned.envelope.solo = True
+                    retry.append(planned.envelope)
+                    retry.extend(planned.followers or ())
+            elif isinstance(error, (IdempotencyConflict, InvalidAppend)):
+                for planned in segment:
+                    self._fail(planned, error)
+            else:
+                # Unknown outcome (StoreUnavailable, StoreFull, closed...): the caller gets
+                # the error and the actor reloads before anything else (R13).
+                reload = True
+                router.restarts += 1
+                assert isinstance(error, BaseException)
+                for planned in segment:
+                    self._fail(planned, error)
+        if failed:
+            self._log.debug("append.failed", retry=len(retry), reload=reload)
+        return retry, reload
+
+    def _answer(self, planned: _Planned, result: CommandResult[Any]) -> None:
+        self.router.commands += 1
+        envelope = planned.envelope
+        envelope.reply(result)
+        command_id = envelope.command_id
+        if command_id is not None:
+            self._remember(command_id, result)
+            if planned.followers:
+                duplicate = self.recent[command_id]
+                for follower in planned.followers:
+                    follower.reply(duplicate)
+
+    def _fail(self, planned: _Planned, error: BaseException) -> None:
+        planned.envelope.fail(error)
+        for follower in planned.followers or ():
+            follower.fail(error)
+
+
+_NO_EVENTS = AppendResult("", 0, 0, 0, 0)
+READ_STATE = object()
+"""A mailbox message asking the actor for its state (answered in mailbox order)."""
+
+
+class _Parked(Exception):
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _refusal(error: BaseException | None, stream_id: str) -> BaseException:
+    if error is None or not isinstance(error, Exception):
+        return ShuttingDown(
+            f"the actor for {stream_id!r} stopped before handling the command; it was not applied"
+        )
+    return error

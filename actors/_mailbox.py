@@ -1,0 +1,190 @@
+"""A bounded mailbox: a deque, one waiter future for the actor, FIFO waiters for room.
+
+This is the hottest path of the framework. An anyio memory object stream costs several
+times a plain deque per message here, so the mailbox is a deque with a non-blocking
+fast path (`offer`) and futures for the two kinds of waiting: the actor waiting for
+work, and senders waiting for room (backpressure). Closing is a flag, not a message,
+so "stop" is delivered even when the mailbox is full (control bypasses capacity).
+
+Cancel safety: a sender cancelled while waiting for room enqueues nothing, and passes
+on a wake-up it had already received so no room is lost. An envelope whose caller gave
+up (cancelled, timed out) stays in the deque until the actor takes it and skips it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import Any
+
+__all__ = ["Envelope", "Mailbox"]
+
+
+class Envelope:
+    """One command on its way to an actor, with the future its caller awaits."""
+
+    __slots__ = ("attempts", "chain", "command", "command_id", "future", "solo")
+
+    def __init__(
+        self,
+        command: Any,
+        command_id: str | None,
+        future: asyncio.Future[Any] | None,
+        chain: tuple[str, ...],
+    ) -> None:
+        self.command = command
+        self.command_id = command_id
+        self.future = future
+        self.chain = chain
+        self.attempts = 0
+        self.solo = False
+
+    def wanted(self) -> bool:
+        """Whether someone still waits for the outcome (or it was a tell)."""
+        future = self.future
+        return future is None or not future.done()
+
+    def reply(self, value: Any) -> None:
+        future = self.future
+        if future is not None and not future.done():
+            future.set_result(value)
+
+    def fail(self, error: BaseException) -> None:
+        future = self.future
+        if future is not None and not future.done():
+            future.set_exception(error)
+
+
+class Mailbox:
+    """A bounded FIFO of envelopes for one actor."""
+
+    __slots__ = ("_items", "_room", "_waiter", "capacity", "closed")
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.closed = False
+        self._items: deque[Envelope] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._room: deque[asyncio.Future[None]] = deque()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def offer(self, envelope: Envelope) -> bool:
+        """Enqueue without waiting; False when the mailbox is full."""
+        items = self._items
+        if len(items) >= self.capacity or self._room:
+            # Full, or senders already wait for room: they go first (FIFO fairness).
+            return False
+        items.append(envelope)
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+        return True
+
+    async def wait_room(self) -> None:
+        """Wait until there may be room (or the mailbox closed); the caller re-offers.
+
+        Cancellation: if a wake-up was already handed to this caller, it is passed on
+        to the next waiting sender, so no slot goes unused.
+        """
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._room.append(future)
+        try:
+            await future
+        except BaseException:
+            if future.done() and not future.cancelled():
+                self._wake_room(1)
+            else:
+                try:
+                    self._room.remove(future)
+                except ValueError:
+                    pass
+            raise
+
+    def offer_after_wait(self, envelope: Envelope) -> bool:
+        """Enqueue after `wait_room` returned (ignores other waiters, which come later)."""
+        items = self._items
+        if len(items) >= self.capacity:
+            return False
+        items.append(envelope)
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+        if self._room and len(items) < self.capacity:
+            self._wake_room(self.capacity - len(items))
+        return True
+
+    def take(self, limit: int) -> list[Envelope]:
+        """Up to `limit` envelopes, oldest first; wakes senders waiting for room."""
+        items = self._items
+        if not items:
+            return []
+        if len(items) <= limit:
+            batch = list(items)
+            items.clear()
+        else:
+            batch = [items.popleft() for _ in range(limit)]
+        if self._room:
+            self._wake_room(self.capacity - len(items))
+        return batch
+
+    async def wait(self) -> None:
+        """Wait until there is an envelope or the mailbox is closed."""
+        if self._items or self.closed:
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiter = future
+        try:
+            await future
+        finally:
+            if self._waiter is future:
+                self._waiter = None
+
+    async def wait_signal(self) -> None:
+        """Wait for the next offer, `poke` or close, even if envelopes are queued."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiter = future
+        try:
+            await future
+        finally:
+            if self._waiter is future:
+                self._waiter = None
+
+    def poke(self) -> None:
+        """Wake the actor if it waits (for work or for a signal)."""
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def close(self) -> None:
+        """Stop accepting: the actor drains what is queued, then stops. Senders waiting
+        for room are woken (they find it closed and go elsewhere)."""
+        self.closed = True
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+        self._wake_room(len(self._room))
+
+    def drain(self) -> list[Envelope]:
+        """Remove and return everything queued (used when the actor cannot serve it)."""
+        batch = list(self._items)
+        self._items.clear()
+        self._wake_room(len(self._room))
+        return batch
+
+    def _wake_room(self, count: int) -> None:
+        room = self._room
+        while count > 0 and room:
+            future = room.popleft()
+            if not future.done():
+                future.set_result(None)
+                count -= 1

@@ -1,0 +1,316 @@
+"""The router of one aggregate type: spawn on demand, ask/tell, time travel."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Generic
+
+import anyio
+
+from actors._actor import READ_STATE, AggregateActor
+from actors._aggregate import Aggregate, CommandResult, CommandT, EventT, StateT
+from actors._context import current_chain
+from actors._errors import (
+    AskTimeout,
+    MailboxFull,
+    RecoveryError,
+    ReentrantAskError,
+    ShuttingDown,
+)
+from actors._mailbox import Envelope
+from store import EventDecodeError, RecordedEvent
+
+if TYPE_CHECKING:
+    from actors._system import ActorSystem, SystemOptions
+
+__all__ = ["AggregateRouter"]
+
+
+@dataclass(slots=True)
+class _Parking:
+    error: BaseException
+    count: int
+    until: float
+
+
+class AggregateRouter(Generic[StateT, CommandT, EventT]):
+    """Sends commands to the instances of one aggregate type. Get it from
+    `system.aggregates(Account)`; it is cheap to keep and safe to share between tasks.
+
+    Instance `aggregate_id` lives in stream `f"{category}-{aggregate_id}"`; its actor is
+    spawned on the first command and passivated when idle or least recently used.
+    """
+
+    def __init__(
+        self,
+        system: ActorSystem,
+        aggregate: Aggregate[StateT, CommandT, EventT],
+        options: SystemOptions,
+        snapshot_every: int | None,
+    ) -> None:
+        self.system = system
+        self.aggregate = aggregate
+        self.options = options
+        self.snapshot_every = snapshot_every
+        self.name = type(aggregate).__name__
+        self.category = type(aggregate).category
+        self._prefix = self.category + "-"
+        self._parked: dict[str, _Parking] = {}
+        self._clock: Callable[[], float] = asyncio.get_running_loop().time
+        # counters (read by system.statistics())
+        self.commands = 0
+        self.rejections = 0
+        self.failures = 0
+        self.restarts = 0
+        self.passivations = 0
+        self.snapshots = 0
+
+    def stream_id(self, aggregate_id: str) -> str:
+        """The stream id of instance `aggregate_id` (`"<category>-<aggregate_id>"`)."""
+        if type(aggregate_id) is not str or not aggregate_id:
+            raise ValueError(
+                f"aggregate_id for {self.name} must be a non-empty str, not {aggregate_id!r}"
+            )
+        return self._prefix + aggregate_id
+
+    # -- sending ------------------------------------------------------------------------
+
+    async def ask(
+        self,
+        aggregate_id: str,
+        command: CommandT,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 - every ask has a finite deadline (R10)
+        command_id: str | None = None,
+    ) -> CommandResult[EventT]:
+        """Send `command` to instance `aggregate_id` and wait for its durable result.
+
+        Args:
+            timeout: seconds to wait in all, for mailbox room and for the reply (default:
+                the system's `ask_timeout`, finite).
+            command_id: makes the command idempotent: sending the same id again returns
+                the first result (`duplicate=True`) without deciding again.
+
+        Returns:
+            The command's events, the stream version after them and the global position
+            of the last one, once they are committed.
+
+        Raises:
+            Rejected: (a subclass) the aggregate refused the command; nothing stored.
+            CommandFailed: decide raised an unexpected error; nothing stored.
+            EvolveError: evolve refused the decided events; nothing stored.
+            MailboxFull: no room in the mailbox within the timeout; not enqueued.
+            AskTimeout: no reply within the timeout (the command may still be applied).
+            TooManyAttempts: the append kept conflicting with another writer.
+            RecoveryError, RestartLimitExceeded: the aggregate cannot be loaded now.
+            ShuttingDown: the system stopped accepting commands; not applied.
+            ReentrantAskError: the ask would wait on an actor up its own ask chain.
+            StoreError: the store failed the append (outcome unknown for
+                `StoreUnavailable`: resend with the same command id).
+
+        Cancellation: cancelling the caller drops the reply, never half a command: a
+        command not yet taken by the actor is skipped; one taken is applied whole.
+        """
+        actor = self._actor(aggregate_id)
+        chain = current_chain()
+        if chain and actor.stream_id in chain:
+            raise ReentrantAskError(actor.stream_id, chain)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[CommandResult[EventT]] = loop.create_future()
+        envelope = Envelope(command, command_id, future, chain)
+        if timeout is None and actor.claim():
+            # Fast path: the actor is idle, so run the command on this task. It waits
+            # only on the store, whose own timeouts bound it.
+            await actor.run_inline(envelope)
+            if future.done():
+                return future.result()
+        wait = self.options.ask_timeout if timeout is None else timeout
+        if not actor.mailbox.offer(envelope):
+            started = loop.time()
+            await self._wait_for_room(aggregate_id, actor, envelope, wait)
+            wait = max(wait - (loop.time() - started), 0.0)
+        handle = loop.call_later(wait, _expire, future, actor.stream_id, wait)
+        try:
+            return await future
+        finally:
+            handle.cancel()
+
+    def tell(self, aggregate_id: str, command: CommandT, *, command_id: str | None = None) -> None:
+        """Enqueue `command` for instance `aggregate_id` without waiting for it.
+
+        Nobody hears of its outcome (see `system.statistics()` for counts).
+
+        Raises:
+            MailboxFull: the mailbox is at capacity; the command was not enqueued.
+            ShuttingDown, RecoveryError, RestartLimitExceeded: as for `ask`.
+        """
+        actor = self._actor(aggregate_id)
+        if not actor.mailbox.offer(Envelope(command, command_id, None, current_chain())):
+            raise MailboxFull(actor.stream_id, actor.mailbox.capacity)
+
+    async def _wait_for_room(
+        self, aggregate_id: str, actor: AggregateActor, envelope: Envelope, seconds: float
+    ) -> None:
+        with anyio.move_on_after(seconds):
+            while True:
+                await actor.mailbox.wait_room()
+                if actor.mailbox.closed:
+                    actor = self._actor(aggregate_id)  # passivated meanwhile: its successor
+                    if actor.mailbox.offer(envelope):
+                        return
+                    continue
+                if actor.mailbox.offer_after_wait(envelope):
+                    return
+        raise MailboxFull(actor.stream_id, actor.mailbox.capacity)
+
+    def _actor(self, aggregate_id: str) -> AggregateActor:
+        system = self.system
+        if not system.accepting:
+            raise ShuttingDown(
+                f"the actor system is shutting down; command for {self.name}"
+                f" {aggregate_id!r} refused (not applied)"
+            )
+        stream_id = self.stream_id(aggregate_id)
+        live = system._live
+        actor = live.get(stream_id)
+        now = self._clock()
+        if actor is not None:
+            live.move_to_end(stream_id)
+            actor.last_used = now
+            return actor
+        parked = self._parked.get(aggregate_id)
+        if parked is not None and now < parked.until:
+            raise parked.error.with_traceback(None)
+        return system._spawn(self, aggregate_id, stream_id, now)
+
+    # -- called by actors ---------------------------------------------------------------
+
+    def loaded(self, actor: AggregateActor) -> None:
+        self._parked.pop(actor.aggregate_id, None)
+
+    def park(self, aggregate_id: str, error: BaseException) -> None:
+        """Refuse commands for `aggregate_id` with `error` for a backoff period."""
+        options = self.options
+        previous = self._parked.get(aggregate_id)
+        count = 1 if previous is None else previous.count + 1
+        delay = min(options.park_for * 2 ** (count - 1), options.max_backoff)
+        self._parked[aggregate_id] = _Parking(error, count, self._clock() + delay)
+        if len(self._parked) > options.max_live_actors:
+            self._parked.pop(next(iter(self._parked)))
+
+    def forget(self, actor: AggregateActor) -> None:
+        self.system._forget(actor)
+
+    async def save_snapshot(self, actor: AggregateActor) -> None:
+        """Save the actor's state; a failure is reported, never raised (an optimisation)."""
+        try:
+            await self.system.store.save_snapshot(
+                actor.stream_id,
+                actor.version,
+                actor.state,
+                schema_version=self.aggregate.state_version,
+            )
+        except Exception:  # noqa: BLE001 - a snapshot is an optimisation: report and go on
+            self.system._log.warning(
+                "actor.snapshot_failed", stream_id=actor.stream_id, exc_info=True
+            )
+        else:
+            self.snapshots += 1
+
+    async def state(self, aggregate_id: str, *, timeout: float | None = None) -> StateT:  # noqa: ASYNC109
+        """The live state of `aggregate_id` as its actor holds it, after every command
+        sent to it before this call (it goes through the mailbox, in order).
+
+        Raises:
+            MailboxFull, AskTimeout, ShuttingDown, RecoveryError: as for `ask`.
+        """
+        actor = self._actor(aggregate_id)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[StateT] = loop.create_future()
+        envelope = Envelope(READ_STATE, None, future, ())
+        wait = self.options.ask_timeout if timeout is None else timeout
+        if not actor.mailbox.offer(envelope):
+            started = loop.time()
+            await self._wait_for_room(aggregate_id, actor, envelope, wait)
+            wait = max(wait - (loop.time() - started), 0.0)
+        handle = loop.call_later(wait, _expire, future, actor.stream_id, wait)
+        try:
+            return await future
+        finally:
+            handle.cancel()
+
+    # -- time travel --------------------------------------------------------------------
+
+    async def state_at(
+        self, aggregate_id: str, *, version: int | None = None, at: datetime | float | None = None
+    ) -> StateT:
+        """The state of `aggregate_id` as of stream `version`, or as of moment `at` (an
+        aware datetime or POSIX seconds: the events recorded at or before it). With
+        neither, the current state as stored. Reads the store; the live actor is not
+        involved.
+
+        Raises:
+            RecoveryError: a stored event in the range cannot be decoded or evolved.
+        """
+        if version is not None and at is not None:
+            raise ValueError("give state_at either version or at, not both")
+        moment = at.timestamp() if isinstance(at, datetime) else at
+        state = self.aggregate.initial
+        evolve = self.aggregate.evolve
+        async for recorded in self._events(aggregate_id, 1, version):
+            if moment is not None and recorded.recorded_at > moment:
+                break
+            try:
+                state = evolve(state, recorded.event)
+            except Exception as exc:
+                raise RecoveryError(
+                    recorded.stream_id, recorded.version, recorded.event_type, repr(exc)
+                ) from exc
+        return state
+
+    async def history(
+        self,
+        aggregate_id: str,
+        *,
+        from_version: int = 1,
+        to_version: int | None = None,
+        limit: int = 10_000,
+    ) -> list[RecordedEvent]:
+        """The recorded events of `aggregate_id` (the audit trail), oldest first.
+
+        At most `limit` events from `from_version`; page on with
+        `from_version=last.version + 1`.
+        """
+        out: list[RecordedEvent] = []
+        async for recorded in self._events(aggregate_id, from_version, to_version):
+            out.append(recorded)
+            if len(out) >= limit:
+                break
+        return out
+
+    async def _events(
+        self, aggregate_id: str, start: int, to_version: int | None
+    ) -> AsyncIterator[RecordedEvent]:
+        stream_id = self.stream_id(aggregate_id)
+        page = self.options.load_page_size
+        store = self.system.store
+        while True:
+            try:
+                events = await store.read_stream(
+                    stream_id, from_version=start, to_version=to_version, limit=page
+                )
+            except EventDecodeError as exc:
+                raise RecoveryError(exc.stream_id, exc.version, exc.event_type, str(exc)) from exc
+            for recorded in events:
+                yield recorded
+            if len(events) < page:
+                return
+            start = events[-1].version + 1
+
+
+def _expire(future: asyncio.Future[Any], stream_id: str, timeout: float) -> None:
+    if not future.done():
+        future.set_exception(AskTimeout(stream_id, timeout))

@@ -1,0 +1,426 @@
+"""The actor system: one task group, the store, the bus, the live actors, shutdown."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar, TypeVarTuple, Unpack
+
+import anyio
+import anyio.abc
+import msgspec
+
+from actors._actor import AggregateActor
+from actors._aggregate import Aggregate, CommandT, EventT, StateT
+from actors._router import AggregateRouter
+from store import EventRegistry, EventStore, get_logger, open_store
+
+__all__ = [
+    "ActorSystem",
+    "Projectable",
+    "SystemOptions",
+    "SystemStatistics",
+    "open_system",
+]
+
+T_co = TypeVar("T_co", covariant=True)
+PosArgsT = TypeVarTuple("PosArgsT")
+
+
+class Projectable(Protocol[T_co]):
+    """What `ActorSystem.project` needs of a projection: a way to start it.
+
+    `start` starts the projection's tasks in `task_group`, reading `store` from
+    `from_position` and following `bus`, and returns the handle the caller uses (a
+    running projection). Read models implement it; actors never import them.
+    """
+
+    async def start(
+        self,
+        task_group: anyio.abc.TaskGroup,
+        store: EventStore,
+        bus: object | None,
+        *,
+        from_position: int = 0,
+    ) -> T_co: ...
+
+
+@dataclass(frozen=True, slots=True)
+class SystemOptions:
+    """Limits and tuning of an actor system; every limit is finite.
+
+    Attributes:
+        mailbox_capacity: commands waiting per actor before `tell` raises `MailboxFull`
+            and `ask` waits for room.
+        max_batch: the most commands an actor takes from its mailbox at once.
+        max_events_per_append: the most events one append of a batch carries.
+        ask_timeout: the default timeout of `ask`, seconds.
+        max_live_actors: live actors across the system; past it, the least recently
+            used one is passivated.
+        idle_timeout: seconds without a command after which an actor is passivated
+            (None: only the live-actor cap passivates).
+        max_attempts: tries of a command whose append conflicts with another writer
+            before the caller gets `TooManyAttempts`.
+        max_restarts: consecutive restarts of an actor before it is parked
+            (`RestartLimitExceeded`).
+        restart_backoff: the delay before the second restart in a row, seconds; it
+            doubles per further consecutive restart, up to `max_backoff` (the first
+            restart is immediate).
+        park_for: how long an aggregate whose load failed (or that hit
+            `max_restarts`) refuses commands with that error before the next command
+            tries again, seconds; doubles per consecutive failure up to `max_backoff`.
+        max_backoff: the longest restart delay or parking time, seconds.
+        recent_command_ids: command results an actor remembers (beyond them, a resent
+            command id is looked up in the store).
+        load_page_size: events read per page when loading or reading history.
+        grace: seconds shutdown waits for mailboxes to drain before cancelling.
+    """
+
+    mailbox_capacity: int = 1024
+    max_batch: int = 512
+    max_events_per_append: int = 5_000
+    ask_timeout: float = 30.0
+    max_live_actors: int = 100_000
+    idle_timeout: float | None = 600.0
+    max_attempts: int = 3
+    max_restarts: int = 5
+    restart_backoff: float = 0.05
+    park_for: float = 0.5
+    max_backoff: float = 10.0
+    recent_command_ids: int = 64
+    load_page_size: int = 1_000
+    grace: float = 10.0
+
+    def __post_init__(self) -> None:
+        for name in (
+            "mailbox_capacity",
+            "max_batch",
+            "max_events_per_append",
+            "max_live_actors",
+            "max_attempts",
+            "load_page_size",
+        ):
+            value = getattr(self, name)
+            if type(value) is not int or value < 1:
+                raise ValueError(f"{name} must be a positive int, not {value!r}")
+        for name in ("max_restarts", "recent_command_ids"):
+            value = getattr(self, name)
+            if type(value) is not int or value < 0:
+                raise ValueError(f"{name} must be an int >= 0, not {value!r}")
+        for name in ("ask_timeout", "restart_backoff", "park_for", "max_backoff", "grace"):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or not 0 <= value < float("inf"):
+                raise ValueError(f"{name} must be a finite number of seconds >= 0, not {value!r}")
+        if self.idle_timeout is not None and not 0 <= self.idle_timeout < float("inf"):
+            raise ValueError(
+                f"idle_timeout must be None or seconds >= 0, not {self.idle_timeout!r}"
+            )
+
+
+_SYSTEM_FIELDS = frozenset(f.name for f in dataclasses.fields(SystemOptions))
+
+
+class SystemStatistics(msgspec.Struct, frozen=True):
+    """A snapshot of the actor system's counters.
+
+    Attributes:
+        live_actors: actors serving commands now.
+        stopping_actors: passivated actors still draining their mailbox.
+        queued: commands waiting in all mailboxes.
+        max_mailbox_depth: the deepest mailbox right now.
+        commands: commands answered with a result (including duplicates).
+        rejections: commands refused by `decide` (`Rejected`).
+        failures: commands failed by a bug in decide or evolve.
+        restarts: actor restarts (evolve failures, unknown append outcomes, failed loads).
+        passivations: actors stopped for idleness or by the live-actor cap.
+        snapshots: snapshots taken.
+        accepting: whether new commands are accepted.
+    """
+
+    live_actors: int
+    stopping_actors: int
+    queued: int
+    max_mailbox_depth: int
+    commands: int
+    rejections: int
+    failures: int
+    restarts: int
+    passivations: int
+    snapshots: int
+    accepting: bool
+
+
+A = TypeVar("A", bound=Aggregate[Any, Any, Any])
+R = TypeVar("R")
+
+
+class ActorSystem:
+    """Owns the actors of one store: routers, live actors, their task group, shutdown.
+
+    Create it with `open_system`. Everything it starts runs in its task group and is
+    drained or cancelled when the `open_system` block exits.
+    """
+
+    def __init__(
+        self,
+        store: EventStore,
+        bus: object | None,
+        task_group: anyio.abc.TaskGroup,
+        options: SystemOptions,
+    ) -> None:
+        self.store: EventStore = store
+        """The event store the actors append to (the source of truth)."""
+        # TODO(bus): set to the `bus.open_bus(store)` event bus once `bus/` lands on main.
+        self.bus: object | None = bus
+        """The event bus committed events flow over (None until `bus/` lands)."""
+        self.options = options
+        self._tg = task_group
+        self._routers: dict[type[Any], AggregateRouter[Any, Any, Any]] = {}
+        self._live: OrderedDict[str, AggregateActor] = OrderedDict()
+        self._stopping: dict[str, AggregateActor] = {}
+        self._accepting = True
+        self._drained = anyio.Event()
+        self._log: Any = get_logger("actors.system")
+
+    @property
+    def accepting(self) -> bool:
+        """Whether the system accepts new commands (False once shutdown began)."""
+        return self._accepting
+
+    @property
+    def task_group(self) -> anyio.abc.TaskGroup:
+        """The system's task group: tasks started here are cancelled at shutdown, after
+        the mailboxes drained."""
+        return self._tg
+
+    def start_soon(
+        self, fn: Callable[[Unpack[PosArgsT]], Coroutine[Any, Any, Any]], *args: *PosArgsT
+    ) -> None:
+        """Run `fn(*args)` in the system's task group (cancelled at shutdown)."""
+        self._tg.start_soon(fn, *args)
+
+    def aggregates(
+        self,
+        aggregate: type[Aggregate[StateT, CommandT, EventT]] | Aggregate[StateT, CommandT, EventT],
+        *,
+        snapshot_every: int | None = None,
+        **options: Any,
+    ) -> AggregateRouter[StateT, CommandT, EventT]:
+        """The router of an aggregate type (a class, or an instance to use), created on
+        first use; its event types are registered with the store's registry then.
+
+        Args:
+            snapshot_every: overrides the class's `snapshot_every`.
+            **options: `SystemOptions` fields to override for this aggregate type
+                (`mailbox_capacity`, `max_batch`, `max_attempts`...).
+
+        Raises:
+            TypeError: the aggregate declares no event types.
+            ValueError: the router exists already with other options.
+        """
+        instance = aggregate() if isinstance(aggregate, type) else aggregate
+        kind = type(instance)
+        existing = self._routers.get(kind)
+        if existing is not None:
+            if options or (
+                snapshot_every is not None and snapshot_every != existing.snapshot_every
+            ):
+                raise ValueError(
+                    f"the router for {kind.__name__} exists already; give its options on"
+                    " the first call to aggregates()"
+                )
+            return existing
+        if not kind.event_types:
+            raise TypeError(
+                f"{kind.__qualname__} declares no event types: subclass Aggregate[State,"
+                " Command, Event] with concrete types, or set event_types = (...)"
+            )
+        if any(r.category == kind.category for r in self._routers.values()):
+            raise ValueError(
+                f"stream category {kind.category!r} of {kind.__qualname__} is used by"
+                " another aggregate type; set a distinct category"
+            )
+        self.store.registry.register(*kind.event_types)
+        router_options = dataclasses.replace(self.options, **options) if options else self.options
+        every = snapshot_every if snapshot_every is not None else kind.snapshot_every
+        if every is not None and (type(every) is not int or every < 1):
+            raise ValueError(f"snapshot_every must be a positive int or None, not {every!r}")
+        router = AggregateRouter(self, instance, router_options, every)
+        self._routers[kind] = router
+        return router
+
+    async def project(self, projection: Projectable[R], *, from_position: int = 0) -> R:
+        """Start `projection` in the system's task group, fed from `from_position`.
+
+        Returns what `projection.start(...)` returns (the running projection).
+        """
+        return await projection.start(self._tg, self.store, self.bus, from_position=from_position)
+
+    def statistics(self) -> SystemStatistics:
+        """The system's counters now (a frozen snapshot)."""
+        depths = [len(actor.mailbox) for actor in self._live.values()]
+        depths.extend(len(actor.mailbox) for actor in self._stopping.values())
+        routers = self._routers.values()
+        return SystemStatistics(
+            live_actors=len(self._live),
+            stopping_actors=len(self._stopping),
+            queued=sum(depths),
+            max_mailbox_depth=max(depths, default=0),
+            commands=sum(r.commands for r in routers),
+            rejections=sum(r.rejections for r in routers),
+            failures=sum(r.failures for r in routers),
+            restarts=sum(r.restarts for r in routers),
+            passivations=sum(r.passivations for r in routers),
+            snapshots=sum(r.snapshots for r in routers),
+            accepting=self._accepting,
+        )
+
+    # -- passivation ----------------------------------------------------------------------
+
+    def passivate_idle(self, older_than: float | None = None) -> int:
+        """Passivate every actor idle for at least `older_than` seconds (default: the
+        `idle_timeout`) with an empty mailbox. Returns how many. The next command for
+        one of them reloads it."""
+        limit = self.options.idle_timeout if older_than is None else older_than
+        if limit is None:
+            return 0
+        now = anyio.current_time()
+        idle: list[AggregateActor] = []
+        for actor in self._live.values():  # least recently used first
+            if now - actor.last_used < limit:
+                break
+            if not len(actor.mailbox) and not actor.inline:
+                idle.append(actor)
+        for actor in idle:
+            self._passivate(actor)
+        return len(idle)
+
+    def _passivate(self, actor: AggregateActor) -> None:
+        stream_id = actor.stream_id
+        if self._live.get(stream_id) is actor:
+            del self._live[stream_id]
+            self._stopping[stream_id] = actor
+            actor.router.passivations += 1
+        actor.mailbox.close()
+
+    async def _sweep(self, interval: float) -> None:
+        while True:
+            await anyio.sleep(interval)
+            self.passivate_idle()
+
+    # -- actors -------------------------------------------------------------------------
+
+    def _spawn(
+        self,
+        router: AggregateRouter[Any, Any, Any],
+        aggregate_id: str,
+        stream_id: str,
+        now: float,
+    ) -> AggregateActor:
+        live = self._live
+        while len(live) >= self.options.max_live_actors:
+            _, oldest = next(iter(live.items()))
+            self._passivate(oldest)
+        predecessor = self._stopping.get(stream_id)
+        actor = AggregateActor(router, aggregate_id, stream_id, predecessor, now)
+        live[stream_id] = actor
+        self._tg.start_soon(actor.run)
+        return actor
+
+    def _forget(self, actor: AggregateActor) -> None:
+        stream_id = actor.stream_id
+        if self._live.get(stream_id) is actor:
+            del self._live[stream_id]
+        if self._stopping.get(stream_id) is actor:
+            del self._stopping[stream_id]
+        if not self._accepting and not self._live and not self._stopping:
+            self._drained.set()
+
+    # -- shutdown -----------------------------------------------------------------------
+
+    async def shutdown(self, *, grace: float | None = None) -> bool:
+        """Stop accepting commands, let every mailbox drain, then return.
+
+        New asks and tells fail at once with `ShuttingDown`; commands already accepted
+        are decided, committed and answered. Waits at most `grace` seconds (default:
+        the system's `grace`); commands still queued then are refused with
+        `ShuttingDown` when the system's tasks are cancelled. Returns whether every
+        mailbox drained in time. Called by `open_system` on exit.
+        """
+        self._accepting = False
+        for actor in list(self._live.values()):
+            self._passivate(actor)
+        if not self._live and not self._stopping:
+            self._drained.set()
+        with anyio.move_on_after(self.options.grace if grace is None else grace):
+            await self._drained.wait()
+        drained = self._drained.is_set()
+        if not drained:
+            self._log.warning(
+                "system.shutdown_timeout",
+                stopping=len(self._stopping),
+                queued=self.statistics().queued,
+            )
+        return drained
+
+
+@contextlib.asynccontextmanager
+async def open_system(
+    store: str | os.PathLike[str] | EventStore,
+    *,
+    registry: EventRegistry | None = None,
+    **options: Any,
+) -> AsyncIterator[ActorSystem]:
+    """Open an actor system on an event store: a path (opened here, and closed on exit)
+    or an already open store (used, not closed).
+
+    Args:
+        store: a SQLite file path, ":memory:", or an open `EventStore`.
+        registry: the event registry of a store opened here.
+        **options: `SystemOptions` fields (`mailbox_capacity`, `ask_timeout`...); the
+            rest go to `open_store` when it opens the store (`synchronous`...).
+
+    On exit the system stops accepting commands (`ShuttingDown`), drains every mailbox
+    (up to `grace` seconds), lets the writer commit, cancels what is left in its task
+    group, then closes the bus and the store it opened. No task outlives the block.
+    """
+    system_options = SystemOptions(**{k: v for k, v in options.items() if k in _SYSTEM_FIELDS})
+    store_options = {k: v for k, v in options.items() if k not in _SYSTEM_FIELDS}
+    async with contextlib.AsyncExitStack() as stack:
+        if isinstance(store, str | os.PathLike):
+            opened: EventStore = await stack.enter_async_context(
+                open_store(store, registry=registry, **store_options)
+            )
+        else:
+            if store_options or registry is not None:
+                raise TypeError(
+                    f"options {sorted(store_options)} and registry apply only when"
+                    " open_system opens the store from a path"
+                )
+            opened = store
+        # TODO(bus): `bus = await stack.enter_async_context(bus.open_bus(opened))` once
+        # `bus/` lands on main; the seam is `ActorSystem.bus`.
+        bus: object | None = None
+        async with anyio.create_task_group() as tg:
+            system = ActorSystem(opened, bus, tg, system_options)
+            system._log.info("system.opened")
+            idle = system_options.idle_timeout
+            if idle is not None:
+                tg.start_soon(system._sweep, max(idle / 2, 0.05))
+            body_error: BaseException | None = None
+            try:
+                yield system
+            except BaseException as exc:  # noqa: BLE001 - re-raised below, unwrapped
+                # The caller's own error comes out as itself, not in an ExceptionGroup.
+                body_error = exc
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await system.shutdown()
+                tg.cancel_scope.cancel()
+        if body_error is not None:
+            raise body_error
+        system._log.info("system.closed", **msgspec.structs.asdict(system.statistics()))

@@ -1,0 +1,202 @@
+"""Commands through the actor runtime, side by side with bare store appends.
+
+The actor side: C concurrent callers send commands with `router.ask` to 1,000 counter
+aggregates (one event per command); caller c owns aggregates c, c + C, c + 2C... and
+cycles over them, so every command is acknowledged only after its event committed.
+The bare side: the same C callers append the same events straight to the store
+(`store.append` at the version each caller knows), which is the group-commit limit the
+runtime is built on. Both run on fresh files with synchronous=FULL, alternating actor,
+bare, actor, bare... so both see the machine at nearly the same moment; on a shared
+machine the ratio of the medians is the number to watch.
+
+    python -m bench.actors --runs 5 --concurrency 1 100 1000
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import assert_never
+
+import anyio
+import msgspec
+
+from actors import Aggregate, Command, Event, open_system
+from store import NO_STREAM, EventRegistry, open_store
+
+AGGREGATES = 1_000
+
+
+class Add(Command, tag="bench.add"):
+    amount: int
+
+
+class Added(Event, tag="bench.added"):
+    amount: int
+
+
+class Tally(msgspec.Struct, frozen=True):
+    total: int = 0
+
+
+class Counter(Aggregate[Tally, Add, Added]):
+    initial = Tally()
+    category = "counter"
+
+    def decide(self, state: Tally, command: Add) -> Sequence[Added]:
+        match command:
+            case Add(amount=amount):
+                return [Added(amount=amount)]
+            case _:
+                assert_never(command)
+
+    def evolve(self, state: Tally, event: Added) -> Tally:
+        return Tally(state.total + event.amount)
+
+
+@dataclass(frozen=True)
+class Run:
+    rate: float
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+
+
+def _owned(concurrency: int) -> list[list[int]]:
+    return [list(range(c, AGGREGATES, concurrency)) for c in range(concurrency)]
+
+
+def _summary(count: int, seconds: float, latencies: list[float]) -> Run:
+    latencies.sort()
+
+    def pct(p: float) -> float:
+        return 1000 * latencies[min(len(latencies) - 1, int(p * len(latencies)))]
+
+    return Run(count / seconds, pct(0.50), pct(0.95), pct(0.99))
+
+
+async def run_actors(path: Path, concurrency: int, commands: int) -> Run:
+    per_caller = max(commands // concurrency, 1)
+    latencies: list[float] = []
+    async with open_system(path, synchronous="FULL") as system:
+        router = system.aggregates(Counter)
+        owned = _owned(concurrency)
+
+        async def warm(ids: list[int]) -> None:
+            for i in ids:
+                await router.ask(str(i), Add(1))
+
+        async with anyio.create_task_group() as tg:  # load every actor first
+            for ids in owned:
+                tg.start_soon(warm, ids)
+
+        async def caller(ids: list[int]) -> None:
+            clock = time.perf_counter
+            record = latencies.append
+            n = len(ids)
+            for k in range(per_caller):
+                started = clock()
+                await router.ask(str(ids[k % n]), Add(1))
+                record(clock() - started)
+
+        started = time.perf_counter()
+        async with anyio.create_task_group() as tg:
+            for ids in owned:
+                tg.start_soon(caller, ids)
+        seconds = time.perf_counter() - started
+    return _summary(len(latencies), seconds, latencies)
+
+
+async def run_bare(path: Path, concurrency: int, commands: int) -> Run:
+    per_caller = max(commands // concurrency, 1)
+    latencies: list[float] = []
+    async with open_store(path, registry=EventRegistry([Added]), synchronous="FULL") as store:
+        owned = _owned(concurrency)
+        versions: dict[int, int] = {}
+
+        async def warm(ids: list[int]) -> None:
+            for i in ids:
+                await store.append(f"counter-{i}", [Added(1)], expected_version=NO_STREAM)
+                versions[i] = 1
+
+        async with anyio.create_task_group() as tg:
+            for ids in owned:
+                tg.start_soon(warm, ids)
+
+        async def caller(ids: list[int]) -> None:
+            clock = time.perf_counter
+            record = latencies.append
+            n = len(ids)
+            for k in range(per_caller):
+                i = ids[k % n]
+                started = clock()
+                result = await store.append(
+                    f"counter-{i}", [Added(1)], expected_version=versions[i]
+                )
+                record(clock() - started)
+                versions[i] = result.last_version
+
+        started = time.perf_counter()
+        async with anyio.create_task_group() as tg:
+            for ids in owned:
+                tg.start_soon(caller, ids)
+        seconds = time.perf_counter() - started
+    return _summary(len(latencies), seconds, latencies)
+
+
+def _median(runs: list[Run]) -> Run:
+    return Run(
+        statistics.median(r.rate for r in runs),
+        statistics.median(r.p50_ms for r in runs),
+        statistics.median(r.p95_ms for r in runs),
+        statistics.median(r.p99_ms for r in runs),
+    )
+
+
+async def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--runs", type=int, default=5, help="runs per side (median)")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 100, 1000])
+    parser.add_argument(
+        "--commands", type=int, default=20_000, help="commands per run (C=1: a tenth)"
+    )
+    args = parser.parse_args(argv)
+    rows: list[tuple[int, Run, Run]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for concurrency in args.concurrency:
+            commands = args.commands // 10 if concurrency == 1 else args.commands
+            actor_runs: list[Run] = []
+            bare_runs: list[Run] = []
+            for n in range(args.runs):
+                actor_runs.append(
+                    await run_actors(Path(tmp, f"a-{concurrency}-{n}.db"), concurrency, commands)
+                )
+                bare_runs.append(
+                    await run_bare(Path(tmp, f"b-{concurrency}-{n}.db"), concurrency, commands)
+                )
+            rows.append((concurrency, _median(actor_runs), _median(bare_runs)))
+    print(
+        f"{AGGREGATES} aggregates, 1 event per command, synchronous=FULL,"
+        f" median of {args.runs} runs (ask vs bare store.append)"
+    )
+    header = (
+        f"{'in flight':>9} | {'ask cmd/s':>9} | {'p50 ms':>6} | {'p95 ms':>6} | {'p99 ms':>6}"
+        f" | {'bare/s':>8} | {'bare p99':>8} | {'ratio':>5}"
+    )
+    print(header)
+    print("-" * len(header))
+    for concurrency, actor, bare in rows:
+        print(
+            f"{concurrency:>9} | {actor.rate:>9,.0f} | {actor.p50_ms:>6.2f} | {actor.p95_ms:>6.2f}"
+            f" | {actor.p99_ms:>6.2f} | {bare.rate:>8,.0f} | {bare.p99_ms:>8.2f}"
+            f" | {actor.rate / bare.rate:>5.2f}"
+        )
+
+
+if __name__ == "__main__":
+    anyio.run(main, backend="asyncio")

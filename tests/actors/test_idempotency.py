@@ -1,0 +1,210 @@
+"""Command ids (R5), cancellation mid-ask (CAN-1) and graceful shutdown (SHD-1, SHD-2)."""
+
+from __future__ import annotations
+
+from collections import Counter as Tally
+from pathlib import Path
+
+import anyio
+import anyio.lowlevel
+import pytest
+
+from actors import AggregateRouter, ShuttingDown, open_system
+from store import IdempotencyConflict, open_store
+from tests.actors.domain import (
+    Counter,
+    CounterCommand,
+    CounterEvent,
+    CounterState,
+    Increment,
+    Noop,
+)
+from tests.actors.support import GatedStore, WithheldReplyStore
+
+
+async def test_a_resent_command_id_returns_the_first_result_without_deciding_again(
+    store_path: str,
+) -> None:
+    async with open_system(store_path) as system:
+        counters = system.aggregates(Counter)
+        first = await counters.ask("i", Increment(by=3), command_id="cmd-1")
+        again = await counters.ask("i", Increment(by=3), command_id="cmd-1")
+        assert (again.events, again.version, again.position) == (
+            first.events,
+            first.version,
+            first.position,
+        )
+        assert (first.duplicate, again.duplicate) == (False, True)
+        system.passivate_idle(older_than=0)  # forget the actor's memory of it
+        from_store = await counters.ask("i", Increment(by=3), command_id="cmd-1")
+        assert from_store == again
+        assert (await counters.state("i")).value == 3
+        assert await system.store.stream_version("counter-i") == 1
+
+
+async def test_the_same_command_id_twice_in_one_batch_is_applied_once() -> None:
+    async with open_store(":memory:") as inner:
+        gated = GatedStore(inner)
+        async with open_system(gated.as_store()) as system:
+            counters = system.aggregates(Counter)
+            results = []
+
+            async def send(command_id: str) -> None:
+                results.append(await counters.ask("d", Increment(by=1), command_id=command_id))
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(send, "warm")
+                await gated.entered.wait()
+                for _ in range(3):
+                    tg.start_soon(send, "same")
+                tg.start_soon(send, "other")
+                await anyio.wait_all_tasks_blocked()
+                gated.gate.set()
+            same = [r for r in results if r.version == 2]
+            assert len(same) == 3
+            assert sum(not r.duplicate for r in same) == 1
+            assert (await counters.state("d")).value == 3
+            assert await inner.stream_version("counter-d") == 3
+
+
+async def test_a_command_id_reused_on_another_aggregate_is_a_conflict() -> None:
+    async with open_system(":memory:") as system:
+        counters = system.aggregates(Counter)
+        await counters.ask("one", Increment(by=1), command_id="shared")
+        with pytest.raises(IdempotencyConflict):
+            await counters.ask("two", Increment(by=1), command_id="shared")
+        assert await system.store.stream_version("counter-two") == 0
+
+
+async def test_a_cancelled_ask_applies_its_command_whole_or_not_at_all(store_path: str) -> None:
+    commands = 300
+    async with open_system(store_path, synchronous="NORMAL") as system:
+        counters = system.aggregates(Counter)
+        completed: set[str] = set()
+
+        async def ask(command_id: str, aggregate_id: str, scope: anyio.CancelScope) -> None:
+            with scope:
+                await counters.ask(
+                    aggregate_id, Increment(by=1, tag=command_id), command_id=command_id
+                )
+                completed.add(command_id)
+
+        async def cancel_after(scope: anyio.CancelScope, checkpoints: int) -> None:
+            for _ in range(checkpoints):
+                await anyio.lowlevel.checkpoint()
+            scope.cancel()
+
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as tg:
+                for i in range(commands):
+                    scope = anyio.CancelScope()
+                    tg.start_soon(ask, f"c{i}", f"agg{i % 7}", scope)
+                    if i % 4:  # one in four is left alone
+                        tg.start_soon(cancel_after, scope, i % 23)
+            # some were cut before the actor took them, some after
+            applied_before_resend = await _applied(counters)
+            assert max(applied_before_resend.values(), default=0) <= 1
+            assert completed <= set(applied_before_resend)
+            assert {f"c{i}" for i in range(0, commands, 4)} <= completed
+            assert len(completed) < commands
+            for i in range(commands):
+                await counters.ask(f"agg{i % 7}", Increment(by=1, tag=f"c{i}"), command_id=f"c{i}")
+        applied = await _applied(counters)
+        assert applied == Tally({f"c{i}": 1 for i in range(commands)})
+        for i in range(7):
+            state = await counters.state(f"agg{i}")
+            assert state.count == await system.store.stream_version(f"counter-agg{i}")
+
+
+async def _applied(
+    counters: AggregateRouter[CounterState, CounterCommand, CounterEvent],
+) -> Tally[str]:
+    tally: Tally[str] = Tally()
+    for i in range(7):
+        tally.update(e.event.tag for e in await counters.history(f"agg{i}"))
+    return tally
+
+
+async def test_shutdown_answers_or_refuses_every_command_and_loses_no_ack(tmp_path: Path) -> None:
+    path = tmp_path / "shutdown.db"
+    acked: list[tuple[str, int]] = []
+    refused = 0
+    enough = anyio.Event()
+
+    async def client(
+        counters: AggregateRouter[CounterState, CounterCommand, CounterEvent], c: int
+    ) -> None:
+        nonlocal refused
+        j = 0
+        while True:
+            tag = f"{c}:{j}"
+            try:
+                result = await counters.ask(f"s{c % 8}", Increment(by=1, tag=tag))
+            except ShuttingDown:
+                refused += 1
+                return
+            acked.append((tag, result.version))
+            if len(acked) >= 500:
+                enough.set()
+            j += 1
+
+    with anyio.fail_after(60):
+        async with anyio.create_task_group() as clients, open_system(path) as system:
+            counters = system.aggregates(Counter)
+            for c in range(64):
+                clients.start_soon(client, counters, c)
+            await enough.wait()
+            # the system closed while the clients were still sending
+    assert refused == 64  # each client ends on a refusal, never on a hang or a loss
+    async with open_system(path) as reopened:
+        counters = reopened.aggregates(Counter)
+        stored = {e.event.tag for i in range(8) for e in await counters.history(f"s{i}")}
+    assert {tag for tag, _ in acked} <= stored
+    assert len(stored) == len(acked)  # nothing applied that was not acknowledged
+
+
+async def test_shutdown_that_runs_out_of_grace_refuses_what_is_left() -> None:
+    async with open_store(":memory:") as inner:
+        gated = GatedStore(inner)
+        outcomes: list[str] = []
+        async with open_system(gated.as_store(), grace=0.05) as system:
+            counters = system.aggregates(Counter)
+
+            async def send(i: int) -> None:
+                try:
+                    await counters.ask("stuck", Increment(by=1, tag=str(i)))
+                    outcomes.append("ok")
+                except ShuttingDown:
+                    outcomes.append("refused")
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(send, 0)
+                await gated.entered.wait()
+                for i in range(1, 6):
+                    tg.start_soon(send, i)
+                await anyio.wait_all_tasks_blocked()
+                assert not await system.shutdown(grace=0.05)  # the append is stuck
+                with pytest.raises(ShuttingDown):
+                    await counters.ask("stuck", Noop())
+                gated.gate.set()  # the stuck append completes; the queue drains
+            assert system.statistics().queued == 0
+        assert len(outcomes) == 6
+        assert outcomes.count("ok") == await inner.stream_version("counter-stuck")
+
+
+async def test_a_caller_cancelled_after_its_command_committed_leaves_the_actor_consistent() -> None:
+    async with open_store(":memory:") as inner:
+        withheld = WithheldReplyStore(inner)
+        async with open_system(withheld.as_store()) as system:
+            counters = system.aggregates(Counter)
+            await counters.ask("w", Increment(by=1))  # the actor is loaded and idle
+            withheld.hold = True
+            async with anyio.create_task_group() as tg:
+                # runs on the caller's task (the actor is idle); committed, then cancelled
+                tg.start_soon(counters.ask, "w", Increment(by=10))
+                await withheld.committed.wait()
+                tg.cancel_scope.cancel()
+            withheld.hold = False
+            # the actor learned nothing of the outcome: it reloads before serving on
+            assert await counters.state("w") == CounterState(value=11, count=2)
+            assert (await counters.ask("w", Increment(by=1))).version == 3
