@@ -23,6 +23,14 @@ from actors._errors import (
     ShuttingDown,
     TooManyAttempts,
 )
+from actors._process import (
+    Dispatch,
+    ParkedStep,
+    ProcessManager,
+    ProcessManagerHandle,
+    ProcessManagerOptions,
+    ProcessManagerStatistics,
+)
 from actors._router import AggregateRouter
 from actors._system import (
     ActorSystem,
@@ -41,9 +49,15 @@ __all__ = [
     "Command",
     "CommandFailed",
     "CommandResult",
+    "Dispatch",
     "Event",
     "EvolveError",
     "MailboxFull",
+    "ParkedStep",
+    "ProcessManager",
+    "ProcessManagerHandle",
+    "ProcessManagerOptions",
+    "ProcessManagerStatistics",
     "Projectable",
     "RecoveryError",
     "ReentrantAskError",

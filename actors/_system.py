@@ -16,7 +16,10 @@ import msgspec
 
 from actors._actor import AggregateActor
 from actors._aggregate import Aggregate, CommandT, EventT, StateT
+from actors._errors import ShuttingDown
+from actors._process import ProcessManager, ProcessManagerHandle, ProcessManagerOptions
 from actors._router import AggregateRouter
+from bus import EventBus, open_bus
 from store import EventRegistry, EventStore, get_logger, open_store
 
 __all__ = [
@@ -43,7 +46,7 @@ class Projectable(Protocol[T_co]):
         self,
         task_group: anyio.abc.TaskGroup,
         store: EventStore,
-        bus: object | None,
+        bus: EventBus,
         *,
         from_position: int = 0,
     ) -> T_co: ...
@@ -168,15 +171,14 @@ class ActorSystem:
     def __init__(
         self,
         store: EventStore,
-        bus: object | None,
+        bus: EventBus,
         task_group: anyio.abc.TaskGroup,
         options: SystemOptions,
     ) -> None:
         self.store: EventStore = store
         """The event store the actors append to (the source of truth)."""
-        # TODO(bus): set to the `bus.open_bus(store)` event bus once `bus/` lands on main.
-        self.bus: object | None = bus
-        """The event bus committed events flow over (None until `bus/` lands)."""
+        self.bus: EventBus = bus
+        """The event bus committed events flow over (fed by the store after each commit)."""
         self.options = options
         self._tg = task_group
         self._routers: dict[type[Any], AggregateRouter[Any, Any, Any]] = {}
@@ -259,6 +261,32 @@ class ActorSystem:
         Returns what `projection.start(...)` returns (the running projection).
         """
         return await projection.start(self._tg, self.store, self.bus, from_position=from_position)
+
+    async def run_process_manager(
+        self, manager: ProcessManager, *, options: ProcessManagerOptions | None = None
+    ) -> ProcessManagerHandle:
+        """Start process manager `manager` in the system, resuming from its checkpoint.
+
+        Returns once it is subscribed; it then handles events (and sends the commands
+        they call for) until the system closes or `handle.stop()` is called.
+
+        Raises:
+            ValueError: `manager.name` is not a non-empty str.
+            ShuttingDown: the system is shutting down.
+        """
+        name = getattr(manager, "name", None)
+        if not isinstance(name, str) or not name:
+            raise ValueError(
+                f"{type(manager).__qualname__}.name must be a non-empty str: it names the"
+                " checkpoint and prefixes every command id the manager sends"
+            )
+        if not self._accepting:
+            raise ShuttingDown(f"the actor system is shutting down; {name!r} not started")
+        self.store.registry.register(*manager.event_types)
+        checkpoint = await self.store.load_checkpoint(f"process:{name}")
+        handle = ProcessManagerHandle(self, manager, options or ProcessManagerOptions(), checkpoint)
+        await self._tg.start(handle._run)
+        return handle
 
     def statistics(self) -> SystemStatistics:
         """The system's counters now (a frozen snapshot)."""
@@ -402,9 +430,7 @@ async def open_system(
                     " open_system opens the store from a path"
                 )
             opened = store
-        # TODO(bus): `bus = await stack.enter_async_context(bus.open_bus(opened))` once
-        # `bus/` lands on main; the seam is `ActorSystem.bus`.
-        bus: object | None = None
+        bus = await stack.enter_async_context(open_bus(opened))
         async with anyio.create_task_group() as tg:
             system = ActorSystem(opened, bus, tg, system_options)
             system._log.info("system.opened")
