@@ -18,6 +18,7 @@ from actors._actor import AggregateActor
 from actors._aggregate import Aggregate, CommandT, EventT, StateT
 from actors._errors import ShuttingDown
 from actors._generic import ActorRef
+from actors._process import ProcessManager, ProcessManagerHandle, ProcessManagerOptions
 from actors._router import AggregateRouter
 from bus import EventBus, open_bus
 from store import EventRegistry, EventStore, get_logger, open_store
@@ -298,6 +299,32 @@ class ActorSystem:
         Returns what `projection.start(...)` returns (the running projection).
         """
         return await projection.start(self._tg, self.store, self.bus, from_position=from_position)
+
+    async def run_process_manager(
+        self, manager: ProcessManager, *, options: ProcessManagerOptions | None = None
+    ) -> ProcessManagerHandle:
+        """Start process manager `manager` in the system, resuming from its checkpoint.
+
+        Returns once it is subscribed; it then handles events (and sends the commands
+        they call for) until the system closes or `handle.stop()` is called.
+
+        Raises:
+            ValueError: `manager.name` is not a non-empty str.
+            ShuttingDown: the system is shutting down.
+        """
+        name = getattr(manager, "name", None)
+        if not isinstance(name, str) or not name:
+            raise ValueError(
+                f"{type(manager).__qualname__}.name must be a non-empty str: it names the"
+                " checkpoint and prefixes every command id the manager sends"
+            )
+        if not self._accepting:
+            raise ShuttingDown(f"the actor system is shutting down; {name!r} not started")
+        self.store.registry.register(*manager.event_types)
+        checkpoint = await self.store.load_checkpoint(f"process:{name}")
+        handle = ProcessManagerHandle(self, manager, options or ProcessManagerOptions(), checkpoint)
+        await self._tg.start(handle._run)
+        return handle
 
     def statistics(self) -> SystemStatistics:
         """The system's counters now (a frozen snapshot)."""
