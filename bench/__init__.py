@@ -1,0 +1,3 @@
+"""Benchmarks: scripts that print figures (run with `make bench`)."""
+
+from __future__ import annotations
