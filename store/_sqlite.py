@@ -53,7 +53,6 @@ from store._errors import (
 )
 from store._records import (
     ANY,
-    NO_STREAM,
     STREAM_EXISTS,
     AppendResult,
     RecordedEvent,
@@ -634,6 +633,8 @@ class SQLiteEventStore:
         outcomes: list[_Outcome] = []
         event_rows: list[tuple[Any, ...]] = []
         command_rows: list[tuple[Any, ...]] = []
+        append_outcome = outcomes.append
+        add_event_row = event_rows.append
         for item in appends:
             stream_id = item.stream_id
             command_id = item.command_id
@@ -642,35 +643,47 @@ class SQLiteEventStore:
                 if seen is not None:
                     seen_stream, seen_result, seen_digest = seen
                     if seen_stream != stream_id or seen_digest != item.digest:
-                        outcomes.append(IdempotencyConflict(command_id, stream_id, seen_stream))
+                        append_outcome(IdempotencyConflict(command_id, stream_id, seen_stream))
                     else:
-                        outcomes.append(msgspec.structs.replace(seen_result, duplicate=True))
+                        append_outcome(msgspec.structs.replace(seen_result, duplicate=True))
                     continue
             current = versions.get(stream_id, 0)
             expected = item.expected
-            if expected != ANY and (
-                (expected == STREAM_EXISTS and current == 0)
-                or (expected >= NO_STREAM and expected != current)
+            # expected >= NO_STREAM must equal current; STREAM_EXISTS needs current > 0.
+            if (
+                expected != current
+                and expected != ANY
+                and (expected != STREAM_EXISTS or current == 0)
             ):
-                outcomes.append(ConcurrencyError(stream_id, expected, current))
+                append_outcome(ConcurrencyError(stream_id, expected, current))
                 continue
-            first_position = position + 1
             metadata_bytes = item.metadata_bytes
-            rows = [
-                (
-                    position + i,
-                    stream_id,
-                    current + i,
-                    tag,
-                    schema_version,
-                    data,
-                    metadata_bytes,
-                    command_id,
-                    recorded_at,
-                    checksum,
+            first_position = position + 1
+            version = current
+            if careful:
+                rows: list[tuple[Any, ...]] = []
+                add = rows.append
+            else:
+                add = add_event_row
+            # A plain loop, not a comprehension: most appends carry one event, and a
+            # comprehension per append costs more than the rows it builds.
+            for tag, schema_version, data, checksum in item.rows:
+                position += 1
+                version += 1
+                add(
+                    (
+                        position,
+                        stream_id,
+                        version,
+                        tag,
+                        schema_version,
+                        data,
+                        metadata_bytes,
+                        command_id,
+                        recorded_at,
+                        checksum,
+                    )
                 )
-                for i, (tag, schema_version, data, checksum) in enumerate(item.rows, 1)
-            ]
             if careful:
                 conn.execute("SAVEPOINT append")
                 try:
@@ -680,16 +693,13 @@ class SQLiteEventStore:
                     conn.execute("RELEASE append")
                     actual = int(conn.execute(_SELECT_VERSION, (stream_id,)).fetchone()[0] or 0)
                     versions[stream_id] = actual
-                    outcomes.append(ConcurrencyError(stream_id, expected, actual))
+                    position = first_position - 1
+                    append_outcome(ConcurrencyError(stream_id, expected, actual))
                     continue
                 conn.execute("RELEASE append")
-            else:
-                event_rows.extend(rows)
-            count = len(rows)
-            position += count
-            versions[stream_id] = current + count
-            result = AppendResult(stream_id, current + 1, current + count, first_position, position)
-            outcomes.append(result)
+            versions[stream_id] = version
+            result = AppendResult(stream_id, current + 1, version, first_position, position)
+            append_outcome(result)
             if command_id is not None:
                 command_rows.append(
                     (
