@@ -147,6 +147,7 @@ _SELECT_COMMAND: Final = (
 _MAX_VERSION: Final = 2**62
 _IN_LIST_CHUNK: Final = 2_000
 _VERSION_CACHE_LIMIT: Final = 200_000
+_VALID_STREAM_ID_CACHE_LIMIT: Final = 100_000
 _SQLITE_BUSY: Final = 5
 _SQLITE_LOCKED: Final = 6
 _SQLITE_READONLY: Final = 8
@@ -157,6 +158,8 @@ _SQLITE_CANTOPEN: Final = 14
 _SQLITE_NOTADB: Final = 26
 
 _log = structlog.get_logger("store")
+_Future = asyncio.Future
+_running_loop = asyncio.get_running_loop
 _json = msgspec.json.Encoder()
 _meta_encoder = msgspec.msgpack.Encoder()
 _meta_decoder = msgspec.msgpack.Decoder(dict[str, str])
@@ -230,7 +233,7 @@ class _Append:
         expected: int,
         events: Sequence[Any],
         rows: list[tuple[str, int, bytes, int]],
-        metadata: dict[str, str],
+        metadata: dict[str, str] | None,
         metadata_bytes: bytes | None,
         command_id: str | None,
         digest: bytes | None,
@@ -298,6 +301,8 @@ class SQLiteEventStore:
         self._writer = writer
         self._reader = reader
         self._pending: deque[_Append | _Write] = deque()
+        # Stream ids that passed `_check_stream_id` (exact str only; bounded).
+        self._valid_stream_ids: set[str] = set()
         self._wake = asyncio.Event()
         self._room = asyncio.Event()
         self._room.set()
@@ -360,7 +365,8 @@ class SQLiteEventStore:
         """
         if self._closing:
             raise StoreClosed(f"the store {self.path!r} is closed; append to {stream_id!r} refused")
-        self._check_stream_id(stream_id)
+        if type(stream_id) is not str or stream_id not in self._valid_stream_ids:
+            self._check_stream_id(stream_id)
         if type(expected_version) is not int or expected_version < STREAM_EXISTS:
             raise InvalidExpectedVersion(stream_id, expected_version)
         options = self.options
@@ -369,18 +375,22 @@ class SQLiteEventStore:
             raise InvalidAppend(f"append to stream {stream_id!r} carries no events")
         if count > options.max_events_per_append:
             raise TooManyEvents(stream_id, count, options.max_events_per_append)
-        encode = self.registry.encode
+        # The registry's encode, inlined: this loop runs once per event on the command path.
+        registry = self.registry
+        entries = registry._by_type
+        encode = registry._encoder.encode
         limit = options.max_event_bytes
+        crc32 = zlib.crc32
         rows: list[tuple[str, int, bytes, int]] = []
         for event in events:
-            encoded = encode(event)
-            if encoded is None:
+            entry = entries.get(type(event))
+            if entry is None:
                 raise UnregisteredEventType(stream_id, type(event))
-            tag, schema_version, data = encoded
+            data = encode(event)
             if len(data) > limit:
-                raise EventTooLarge(stream_id, tag, len(data), limit)
-            rows.append((tag, schema_version, data, zlib.crc32(data)))
-        meta: dict[str, str] = {}
+                raise EventTooLarge(stream_id, entry.tag, len(data), limit)
+            rows.append((entry.tag, entry.schema_version, data, crc32(data)))
+        meta: dict[str, str] | None = None
         meta_bytes = None
         if metadata:
             meta = _check_metadata(stream_id, metadata)
@@ -393,15 +403,11 @@ class SQLiteEventStore:
                     f" 256 characters, not {command_id!r}"
                 )
             digest = _digest(stream_id, rows)
-        while len(self._pending) >= options.max_pending_appends:
-            self._room.clear()
-            await self._room.wait()
-            if self._closing:
-                raise StoreClosed(
-                    f"the store {self.path!r} closed; append to {stream_id!r} refused"
-                )
-        future: asyncio.Future[AppendResult] = asyncio.get_running_loop().create_future()
-        self._pending.append(
+        pending = self._pending
+        if len(pending) >= options.max_pending_appends:
+            await self._wait_for_room(stream_id)
+        future: asyncio.Future[AppendResult] = _Future(loop=_running_loop())
+        pending.append(
             _Append(
                 stream_id,
                 expected_version,
@@ -414,10 +420,23 @@ class SQLiteEventStore:
                 future,
             )
         )
-        self._wake.set()
+        wake = self._wake
+        if not wake.is_set():
+            wake.set()
         return await future
 
+    async def _wait_for_room(self, stream_id: str) -> None:
+        while len(self._pending) >= self.options.max_pending_appends:
+            self._room.clear()
+            await self._room.wait()
+            if self._closing:
+                raise StoreClosed(
+                    f"the store {self.path!r} closed; append to {stream_id!r} refused"
+                )
+
     def _check_stream_id(self, stream_id: object) -> None:
+        if type(stream_id) is str and stream_id in self._valid_stream_ids:
+            return
         if type(stream_id) is not str:
             raise InvalidStreamId(stream_id, "it must be a str")
         if not stream_id or stream_id.isspace():
@@ -434,6 +453,10 @@ class SQLiteEventStore:
                 f"it is {size} bytes long, over the limit of"
                 f" {self.options.max_stream_id_bytes} (max_stream_id_bytes)",
             )
+        valid = self._valid_stream_ids
+        if len(valid) >= _VALID_STREAM_ID_CACHE_LIMIT:
+            valid.clear()
+        valid.add(stream_id)
 
     async def _enqueue_write(self, sql: str, params: tuple[Any, ...]) -> None:
         if self._closing:
@@ -514,38 +537,63 @@ class SQLiteEventStore:
             for write in writes:
                 if not write.future.done():
                     write.future.set_result(None)
+        outcomes = result.outcomes
+        listeners = self._listeners
         committed = 0
         events = 0
-        published: list[RecordedEvent] = []
-        listeners = self._listeners
-        for item, outcome in zip(appends, result.outcomes, strict=True):
+        rejected = 0
+        if listeners:
+            # Listeners see the batch before any appender is answered.
+            published: list[RecordedEvent] = []
+            recorded_at = result.recorded_at
+            for item, outcome in zip(appends, outcomes, strict=True):
+                if isinstance(outcome, AppendResult):
+                    if not outcome.duplicate:
+                        committed += 1
+                        events += len(item.rows)
+                        _recorded(item, outcome, recorded_at, published)
+                else:
+                    rejected += 1
+            self._count(committed, events, rejected, writes, result.commit_seconds)
+            if published:
+                for listener in tuple(listeners):
+                    try:
+                        listener(published)
+                    except Exception:  # noqa: BLE001 - isolated and reported; the writer goes on
+                        _log.error("store.listener_failed", listener=repr(listener), exc_info=True)
+            for item, outcome in zip(appends, outcomes, strict=True):
+                future = item.future
+                if not future.done():
+                    if isinstance(outcome, AppendResult):
+                        future.set_result(outcome)
+                    else:
+                        future.set_exception(outcome)
+            return
+        # No listener: count and answer in one pass.
+        for item, outcome in zip(appends, outcomes, strict=True):
+            future = item.future
             if isinstance(outcome, AppendResult):
                 if not outcome.duplicate:
                     committed += 1
                     events += len(item.rows)
-                    if listeners:
-                        _recorded(item, outcome, result.recorded_at, published)
+                if not future.done():
+                    future.set_result(outcome)
             else:
-                self._rejected += 1
+                rejected += 1
+                if not future.done():
+                    future.set_exception(outcome)
+        self._count(committed, events, rejected, writes, result.commit_seconds)
+
+    def _count(
+        self, committed: int, events: int, rejected: int, writes: list[_Write], seconds: float
+    ) -> None:
+        self._rejected += rejected
         if committed or writes:
             self._batches += 1
             self._appends += committed
             self._events += events
-            self._commit_seconds += result.commit_seconds
-            self._commit_seconds_max = max(self._commit_seconds_max, result.commit_seconds)
-        if published:
-            for listener in tuple(listeners):
-                try:
-                    listener(published)
-                except Exception:  # noqa: BLE001 - isolated and reported; the writer goes on
-                    _log.error("store.listener_failed", listener=repr(listener), exc_info=True)
-        for item, outcome in zip(appends, result.outcomes, strict=True):
-            if item.future.done():
-                continue
-            if isinstance(outcome, AppendResult):
-                item.future.set_result(outcome)
-            else:
-                item.future.set_exception(outcome)
+            self._commit_seconds += seconds
+            self._commit_seconds_max = max(self._commit_seconds_max, seconds)
 
     def _fail_pending(self, error: StoreError) -> None:
         while self._pending:
@@ -1037,7 +1085,8 @@ def _recorded(
     item: _Append, result: AppendResult, recorded_at: float, out: list[RecordedEvent]
 ) -> None:
     stream_id = item.stream_id
-    metadata = item.metadata
+    # Built only when a listener exists; one dict per append, shared by its events.
+    metadata = {} if item.metadata is None else item.metadata
     command_id = item.command_id
     version = result.first_version
     position = result.first_position
