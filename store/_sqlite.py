@@ -75,6 +75,12 @@ _INSERT_EVENT: Final = (
     "INSERT INTO events (position, stream_id, version, event_type, schema_version, data,"
     " metadata, command_id, recorded_at, checksum) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
+_INSERT_PLAIN_EVENT: Final = (
+    "INSERT INTO events (position, stream_id, version, event_type, schema_version, data,"
+    " recorded_at, checksum) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+"""The same row as `_INSERT_EVENT` when metadata and command_id are NULL: binding two
+fewer parameters makes executemany about a fifth cheaper."""
 _INSERT_COMMAND: Final = (
     "INSERT INTO commands (command_id, stream_id, first_version, last_version,"
     " first_position, last_position, digest, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
@@ -681,8 +687,10 @@ class SQLiteEventStore:
         outcomes: list[_Outcome] = []
         event_rows: list[tuple[Any, ...]] = []
         command_rows: list[tuple[Any, ...]] = []
+        plain_rows: list[tuple[Any, ...]] = []
         append_outcome = outcomes.append
         add_event_row = event_rows.append
+        add_plain_row = plain_rows.append
         for item in appends:
             stream_id = item.stream_id
             command_id = item.command_id
@@ -710,28 +718,59 @@ class SQLiteEventStore:
             version = current
             if careful:
                 rows: list[tuple[Any, ...]] = []
-                add = rows.append
-            else:
-                add = add_event_row
-            # A plain loop, not a comprehension: most appends carry one event, and a
-            # comprehension per append costs more than the rows it builds.
-            for tag, schema_version, data, checksum in item.rows:
-                position += 1
-                version += 1
-                add(
-                    (
-                        position,
-                        stream_id,
-                        version,
-                        tag,
-                        schema_version,
-                        data,
-                        metadata_bytes,
-                        command_id,
-                        recorded_at,
-                        checksum,
+                for tag, schema_version, data, checksum in item.rows:
+                    position += 1
+                    version += 1
+                    rows.append(
+                        (
+                            position,
+                            stream_id,
+                            version,
+                            tag,
+                            schema_version,
+                            data,
+                            metadata_bytes,
+                            command_id,
+                            recorded_at,
+                            checksum,
+                        )
                     )
-                )
+            elif metadata_bytes is None and command_id is None:
+                # A plain loop, not a comprehension: most appends carry one event, and a
+                # comprehension per append costs more than the rows it builds.
+                for tag, schema_version, data, checksum in item.rows:
+                    position += 1
+                    version += 1
+                    add_plain_row(
+                        (
+                            position,
+                            stream_id,
+                            version,
+                            tag,
+                            schema_version,
+                            data,
+                            recorded_at,
+                            checksum,
+                        )
+                    )
+            else:
+                for tag, schema_version, data, checksum in item.rows:
+                    position += 1
+                    version += 1
+                    add_event_row(
+                        (
+                            position,
+                            stream_id,
+                            version,
+                            tag,
+                            schema_version,
+                            data,
+                            metadata_bytes,
+                            command_id,
+                            recorded_at,
+                            checksum,
+                        )
+                    )
             if careful:
                 conn.execute("SAVEPOINT append")
                 try:
@@ -762,15 +801,18 @@ class SQLiteEventStore:
                     )
                 )
                 known[command_id] = (stream_id, result, item.digest)
+        if plain_rows:
+            conn.executemany(_INSERT_PLAIN_EVENT, plain_rows)
         if event_rows:
             conn.executemany(_INSERT_EVENT, event_rows)
         if command_rows:
             conn.executemany(_INSERT_COMMAND, command_rows)
         self._last_position = position
         cache = self._versions
-        if len(cache) > _VERSION_CACHE_LIMIT:
-            cache.clear()
-        cache.update(versions)
+        if versions is not cache:
+            if len(cache) > _VERSION_CACHE_LIMIT:
+                cache.clear()
+            cache.update(versions)
         return outcomes
 
     def _known_commands(
@@ -788,18 +830,24 @@ class SQLiteEventStore:
         self, conn: sqlite3.Connection, appends: list[_Append], *, fresh: bool
     ) -> dict[str, int]:
         cache = self._versions
-        versions: dict[str, int] = {}
         missing: list[str] = []
-        for item in appends:
-            stream_id = item.stream_id
-            if stream_id in versions:
-                continue
-            cached = None if fresh else cache.get(stream_id)
-            if cached is None:
-                versions[stream_id] = 0
-                missing.append(stream_id)
-            else:
-                versions[stream_id] = cached
+        if fresh:
+            versions: dict[str, int] = {}
+            for item in appends:
+                stream_id = item.stream_id
+                if stream_id not in versions:
+                    versions[stream_id] = 0
+                    missing.append(stream_id)
+        else:
+            # Work in the cache itself: a failed transaction clears it (`_rollback`).
+            if len(cache) > _VERSION_CACHE_LIMIT:
+                cache.clear()
+            versions = cache
+            for item in appends:
+                stream_id = item.stream_id
+                if stream_id not in cache:
+                    cache[stream_id] = 0
+                    missing.append(stream_id)
         for start in range(0, len(missing), _IN_LIST_CHUNK):
             chunk = _json.encode(missing[start : start + _IN_LIST_CHUNK])
             for stream_id, version in conn.execute(_SELECT_VERSIONS, (chunk,)):
