@@ -61,6 +61,7 @@ class Workload:
 class StoreRun:
     seconds: float
     events_per_second: float
+    cpu_us_per_event: float
     batches: int
     events_per_batch: float
     appends_per_batch: float
@@ -72,6 +73,7 @@ class StoreRun:
 class RawRun:
     seconds: float
     events_per_second: float
+    cpu_us_per_event: float
 
 
 def make_events(workload: Workload) -> list[Deposited]:
@@ -117,11 +119,13 @@ async def run_store(path: Path, workload: Workload) -> StoreRun:
                 result = await store.append(names[index], events, expected_version=version)
                 versions[index] = result.last_version
 
+        cpu = time.process_time()
         started = time.perf_counter()
         async with anyio.create_task_group() as tg:
             for streams in schedule:
                 tg.start_soon(caller, streams)
         seconds = time.perf_counter() - started
+        cpu = time.process_time() - cpu
         stats: StoreStatistics = store.statistics()
     total = sum(len(s) for s in schedule) * workload.events_per_append
     if stats.events != total or stats.last_position != total:
@@ -129,6 +133,7 @@ async def run_store(path: Path, workload: Workload) -> StoreRun:
     return StoreRun(
         seconds=seconds,
         events_per_second=total / seconds,
+        cpu_us_per_event=cpu / total * 1e6,
         batches=stats.batches,
         events_per_batch=stats.events_per_batch,
         appends_per_batch=stats.appends_per_batch,
@@ -180,18 +185,24 @@ def run_raw(path: Path, workload: Workload, rows: list[tuple[object, ...]]) -> R
     try:
         _configure(conn, options, False)
         migrate(conn)
+        cpu = time.process_time()
         started = time.perf_counter()
         for start in range(0, len(rows), RAW_TRANSACTION_ROWS):
             conn.execute("BEGIN IMMEDIATE")
             conn.executemany(_INSERT_PLAIN_EVENT, rows[start : start + RAW_TRANSACTION_ROWS])
             conn.execute("COMMIT")
         seconds = time.perf_counter() - started
+        cpu = time.process_time() - cpu
         (count,) = conn.execute("SELECT count(*) FROM events").fetchone()
     finally:
         conn.close()
     if count != len(rows):
         raise RuntimeError(f"raw inserted {count} rows, expected {len(rows)}")
-    return RawRun(seconds=seconds, events_per_second=len(rows) / seconds)
+    return RawRun(
+        seconds=seconds,
+        events_per_second=len(rows) / seconds,
+        cpu_us_per_event=cpu / len(rows) * 1e6,
+    )
 
 
 def cpu_model() -> str:
@@ -265,7 +276,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         print(
             f"{'run':>3}  {'store ev/s':>11}  {'raw ev/s':>11}  {'ratio':>6}"
-            f"  {'batches':>7}  {'ev/batch':>8}  {'commit ms':>9}  {'max ms':>7}"
+            f"  {'CPU us/ev':>13}  {'batches':>7}  {'ev/batch':>8}  {'commit ms':>9}"
+            f"  {'max ms':>7}"
         )
     rows = raw_rows(workload)
     store_runs: list[StoreRun] = []
@@ -278,15 +290,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         store_runs.append(s)
         raw_runs.append(r)
         if not quiet:
+            cpu = f"{s.cpu_us_per_event:.1f}/{r.cpu_us_per_event:.1f}"
             print(
                 f"{run:>3}  {s.events_per_second:>11,.0f}  {r.events_per_second:>11,.0f}"
-                f"  {s.events_per_second / r.events_per_second:>6.2f}  {s.batches:>7}"
-                f"  {s.events_per_batch:>8.1f}  {s.commit_ms_mean:>9.2f}  {s.commit_ms_max:>7.1f}",
+                f"  {s.events_per_second / r.events_per_second:>6.2f}  {cpu:>13}"
+                f"  {s.batches:>7}  {s.events_per_batch:>8.1f}  {s.commit_ms_mean:>9.2f}"
+                f"  {s.commit_ms_max:>7.1f}",
                 flush=True,
             )
     store_median = statistics.median(s.events_per_second for s in store_runs)
     raw_median = statistics.median(r.events_per_second for r in raw_runs)
     ratio = store_median / raw_median
+    pair_ratio = statistics.median(
+        s.events_per_second / r.events_per_second for s, r in zip(store_runs, raw_runs, strict=True)
+    )
+    store_cpu = statistics.median(s.cpu_us_per_event for s in store_runs)
+    raw_cpu = statistics.median(r.cpu_us_per_event for r in raw_runs)
     if quiet:
         document = {
             "machine": info,
@@ -297,13 +316,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             "store_median_events_per_second": store_median,
             "raw_median_events_per_second": raw_median,
             "ratio": ratio,
+            "median_pair_ratio": pair_ratio,
+            "store_median_cpu_us_per_event": store_cpu,
+            "raw_median_cpu_us_per_event": raw_cpu,
         }
         json.dump(document, sys.stdout, indent=2)
         print()
     else:
         print(
             f"median  store {store_median:,.0f} ev/s  raw {raw_median:,.0f} ev/s"
-            f"  ratio store/raw {ratio:.2f}"
+            f"  ratio store/raw {ratio:.2f}  (median of per-run ratios {pair_ratio:.2f})"
+        )
+        print(
+            f"CPU per event (process time, all threads): store {store_cpu:.1f} us,"
+            f" raw {raw_cpu:.1f} us, raw/store {raw_cpu / store_cpu:.2f}"
         )
     return 0
 
