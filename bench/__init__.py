@@ -1,3 +1,1 @@
-"""Benchmarks: scripts that print figures (run with `make bench`)."""
-
-from __future__ import annotations
+"""Benchmarks: run each as `python -m bench.<name>` from the repository root."""
