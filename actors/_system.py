@@ -140,6 +140,8 @@ class SystemStatistics(msgspec.Struct, frozen=True):
         rejections: commands refused by `decide` (`Rejected`).
         failures: commands failed by a bug in decide or evolve.
         restarts: actor restarts (evolve failures, unknown append outcomes, failed loads).
+        conflicts: appends refused because another writer (another process) had moved
+            the stream on; the actor reloaded and retried them.
         passivations: actors stopped for idleness or by the live-actor cap.
         snapshots: snapshots taken.
         dropped_replies: results of applied commands whose caller had gone (timed out
@@ -155,6 +157,7 @@ class SystemStatistics(msgspec.Struct, frozen=True):
     rejections: int
     failures: int
     restarts: int
+    conflicts: int
     passivations: int
     snapshots: int
     dropped_replies: int
@@ -340,6 +343,7 @@ class ActorSystem:
             rejections=sum(r.rejections for r in routers),
             failures=sum(r.failures for r in routers),
             restarts=sum(r.restarts for r in routers),
+            conflicts=sum(r.conflicts for r in routers),
             passivations=sum(r.passivations for r in routers),
             snapshots=sum(r.snapshots for r in routers),
             dropped_replies=sum(r.dropped_replies for r in routers),
