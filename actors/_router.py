@@ -189,6 +189,8 @@ class AggregateRouter(Generic[StateT, CommandT, EventT]):
     # -- called by actors ---------------------------------------------------------------
 
     def loaded(self, actor: AggregateActor) -> None:
+        """Called by an actor of this router once it has loaded: commands for its
+        aggregate are no longer refused with a parked load error. Not for users."""
         self._parked.pop(actor.aggregate_id, None)
 
     def park(self, aggregate_id: str, error: BaseException) -> None:
@@ -202,6 +204,8 @@ class AggregateRouter(Generic[StateT, CommandT, EventT]):
             self._parked.pop(next(iter(self._parked)))
 
     def forget(self, actor: AggregateActor) -> None:
+        """Called by an actor of this router when it stops: the system drops it from the
+        live (or stopping) actors. Not for users."""
         self.system._forget(actor)
 
     async def save_snapshot(self, actor: AggregateActor) -> None:

@@ -49,7 +49,9 @@ class Projectable(Protocol[T_co]):
         bus: EventBus,
         *,
         from_position: int = 0,
-    ) -> T_co: ...
+    ) -> T_co:
+        """Start the projection in `task_group` and return its running handle."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
