@@ -43,7 +43,8 @@ example: $(STAMP)
 # The API reference, generated from the docstrings into site/.
 docs: $(STAMP)
 	rm -rf site
-	$(BIN)/pdoc --docformat google --output-directory site store bus actors readmodels demo
+	$(BIN)/pdoc --docformat google --output-directory site \
+		store bus actors actors.testing readmodels readmodels.testing demo demo.bank demo.shop
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .hypothesis site

@@ -150,8 +150,9 @@ def _decode(decoder: msgspec.json.Decoder[T], body: bytes) -> T:
         raise _invalid(str(exc), "$") from exc
 
 
-def _error_response(exc: Exception, retry_after: int) -> tuple[int, ErrorReply, bool]:
-    """(status, body, whether to send Retry-After) for an error a handler raised."""
+def _error_response(exc: Exception) -> tuple[int, ErrorReply, bool] | None:
+    """(status, body, whether to send Retry-After) for an error a handler raised; None
+    for an error that is a bug here (it becomes a 500 from the server)."""
     match exc:
         case _HttpError(status=status, reply=reply):
             return status, reply, False
@@ -176,7 +177,7 @@ def _error_response(exc: Exception, retry_after: int) -> tuple[int, ErrorReply, 
         case CommandFailed() | EvolveError():
             return 500, ErrorReply("internal", str(exc), type=type(exc).__name__), False
         case _:
-            raise exc
+            return None
 
 
 _encode = msgspec.json.Encoder().encode
@@ -267,11 +268,15 @@ class _Service:
             try:
                 try:
                     response = await handler(request)
-                except Exception as exc:  # noqa: BLE001 - mapped below or re-raised
-                    status, reply, busy = _error_response(exc, retry_after)
+                except Exception as exc:  # mapped to a status below, or re-raised
+                    mapped = _error_response(exc)
+                    if mapped is None:
+                        _log.error("request.crashed", exc_info=True)
+                        raise
+                    status, reply, busy = mapped
                     headers = {"Retry-After": str(retry_after)} if busy else {}
                     response = _json(reply, status, headers)
-                    _log.info(
+                    (_log.warning if status >= 500 else _log.info)(
                         "request.refused", status=status, error=reply.error, detail=reply.detail
                     )
                 response.headers["X-Correlation-Id"] = correlation_id
@@ -353,7 +358,7 @@ class _Service:
         command_id = self.command_id(request, route, account_id)
         result = await self.running.accounts.ask(account_id, command, command_id=command_id)
         reply = CommandReply(account_id, result.version, result.position, _tags(result))
-        _log.info("command.accepted", command=route, position=result.position)
+        _log.debug("command.accepted", command=route, position=result.position)
         return _json(reply, 200, _replayed(result))
 
     async def open_account(self, request: Request) -> Response:
@@ -389,7 +394,7 @@ class _Service:
         command = RequestTransfer(transfer_id, body.source, body.target, body.amount)
         result = await self.running.transfers.ask(transfer_id, command, command_id=command_id)
         reply = TransferReply(transfer_id, result.version, result.position, _tags(result))
-        _log.info("command.accepted", command="transfer", position=result.position)
+        _log.debug("command.accepted", command="transfer", position=result.position)
         return _json(reply, 202, _replayed(result))
 
     # -- queries ----------------------------------------------------------------------------
