@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import socket
 import sys
 
 import structlog
@@ -52,17 +53,22 @@ def main(argv: list[str] | None = None) -> None:
     _configure_logging()
     settings = ServiceSettings(system_options={"grace": args.grace})
     app = create_app(args.database, settings)
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=args.host,
         port=args.port,
-        fd=args.fd,
         lifespan="on",
         access_log=False,
         log_config=None,
         timeout_graceful_shutdown=args.grace,
     )
-
+    server = uvicorn.Server(config)
+    if args.fd is None:
+        server.run()
+    else:
+        # A socket object of the fd's real family (uvicorn's own --fd assumes a Unix
+        # socket, and asyncio then leaves Nagle's algorithm on for TCP: +40 ms a reply).
+        server.run(sockets=[socket.socket(fileno=args.fd)])
 
 if __name__ == "__main__":
     main()
