@@ -76,7 +76,7 @@ class Running:
 
 @asynccontextmanager
 async def serve(
-    database: str | EventStore,
+    database: str | EventStore | None,
     *,
     settings: ServiceSettings | None = None,
     **system_options: Any,

@@ -16,7 +16,7 @@ from anyio.lowlevel import checkpoint
 
 from actors import open_system
 from demo.bank import Account, Deposited, TransferRequested
-from examples.bank_service import ServiceSettings
+from examples.bank_service import DATABASE_ENV, ServiceSettings
 from store import open_store
 from tests.actors.support import InterloperStore
 from tests.examples._asgi import HoldingStore, json_of, serve, settle
@@ -182,6 +182,31 @@ async def test_health_reports_the_system_projections_and_process(db: str) -> Non
         assert (process["name"], process["position"]) == ("bank.transfers", head)
         assert health["process_lag"] == {"bank.transfers": 0}
         assert health["store"]["last_position"] == head
+
+
+async def test_the_database_comes_from_the_environment_by_default(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "from-env.db"
+    monkeypatch.setenv(DATABASE_ENV, str(path))
+    async with serve(None) as service:
+        await open_account(service.http, "a1")
+    async with open_system(path) as system:
+        assert len(await system.aggregates(Account).history("a1")) == 1
+
+
+@pytest.mark.parametrize(
+    ("options", "field"),
+    [
+        ({"max_body_bytes": 0}, "max_body_bytes"),
+        ({"consistency_timeout": float("nan")}, "consistency_timeout"),
+        ({"consistency_timeout": -1.0}, "consistency_timeout"),
+        ({"retry_after": -1}, "retry_after"),
+    ],
+)
+def test_settings_refuse_bad_limits_naming_them(options: dict[str, Any], field: str) -> None:
+    with pytest.raises(ValueError, match=field):
+        ServiceSettings(**options)
 
 
 # -- errors ------------------------------------------------------------------------------
