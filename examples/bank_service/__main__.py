@@ -70,5 +70,6 @@ def main(argv: list[str] | None = None) -> None:
         # socket, and asyncio then leaves Nagle's algorithm on for TCP: +40 ms a reply).
         server.run(sockets=[socket.socket(fileno=args.fd)])
 
+
 if __name__ == "__main__":
     main()
