@@ -50,7 +50,9 @@ class Projectable(Protocol[T_co]):
         bus: EventBus,
         *,
         from_position: int = 0,
-    ) -> T_co: ...
+    ) -> T_co:
+        """Start the projection in `task_group` and return its running handle."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,7 +257,7 @@ class ActorSystem:
                 f"stream category {kind.category!r} of {kind.__qualname__} is used by"
                 " another aggregate type; set a distinct category"
             )
-        self.store.registry.register(*kind.event_types)
+        _register(self.store.registry, kind.event_types)
         router_options = dataclasses.replace(self.options, **options) if options else self.options
         every = snapshot_every if snapshot_every is not None else kind.snapshot_every
         if every is not None and (type(every) is not int or every < 1):
@@ -323,7 +325,7 @@ class ActorSystem:
             )
         if not self._accepting:
             raise ShuttingDown(f"the actor system is shutting down; {name!r} not started")
-        self.store.registry.register(*manager.event_types)
+        _register(self.store.registry, manager.event_types)
         checkpoint = await self.store.load_checkpoint(f"process:{name}")
         handle = ProcessManagerHandle(self, manager, options or ProcessManagerOptions(), checkpoint)
         await self._tg.start(handle._run)
@@ -465,6 +467,12 @@ class ActorSystem:
         """Whether a message sent along ask chain `chain` is accepted now: always
         before shutdown; during the first phase of shutdown, only from actors."""
         return self._accepting or (self._internal and bool(chain))
+
+
+def _register(registry: EventRegistry, types: tuple[type[Any], ...]) -> None:
+    # Only the types not registered yet, at version 1: one the user registered at a
+    # higher schema_version (with upcasters from older ones) keeps that version.
+    registry.register(*(tp for tp in types if not registry.is_registered(tp)))
 
 
 @contextlib.asynccontextmanager

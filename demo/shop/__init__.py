@@ -1,0 +1,117 @@
+"""The shop: orders requested, validated against the inventory, paid from the
+customer's bank account, shipped and delivered; and their read models.
+
+`PlaceOrder` records `OrderRequested` before any validation. `OrderFulfilment` (a
+stateless process manager) reserves the order's stock at its warehouse (`Inventory`,
+all lines in one command), records `OrderValidated` or `OrderRejected`, then charges
+the customer's `demo.bank.Account` (`OrderPaid`, or `OrderCancelled` with the stock
+released). `Shipping` ships each paid order with a tracking number derived from its id.
+`OrderHistory`, `OrderDetails` and `ShopAnalytics` are the read models.
+"""
+
+from __future__ import annotations
+
+from demo.shop._inventory import (
+    InvalidLines,
+    Inventory,
+    InventoryCommand,
+    InventoryEvent,
+    InventoryState,
+    OutOfStock,
+    ReleaseStock,
+    ReserveStock,
+    Restock,
+    Restocked,
+    StockReleased,
+    StockReserved,
+)
+from demo.shop._order import (
+    MAX_LINES,
+    CancelOrder,
+    DeliverOrder,
+    InvalidOrderState,
+    Order,
+    OrderAlreadyPlaced,
+    OrderCancelled,
+    OrderCommand,
+    OrderDelivered,
+    OrderEvent,
+    OrderLine,
+    OrderPaid,
+    OrderRejected,
+    OrderRequested,
+    OrderShipped,
+    OrderState,
+    OrderValidated,
+    PlaceOrder,
+    RecordPayment,
+    RejectOrder,
+    ShipOrder,
+    ValidateOrder,
+    order_problem,
+    tracking_number,
+)
+from demo.shop._process import OrderFulfilment, Shipping
+from demo.shop._views import (
+    AnalyticsView,
+    OrderDetail,
+    OrderDetails,
+    OrderDetailsView,
+    OrderHistory,
+    OrderHistoryView,
+    OrderSummary,
+    ProductSales,
+    ShopAnalytics,
+    StatusChange,
+)
+
+__all__ = [
+    "MAX_LINES",
+    "AnalyticsView",
+    "CancelOrder",
+    "DeliverOrder",
+    "InvalidLines",
+    "InvalidOrderState",
+    "Inventory",
+    "InventoryCommand",
+    "InventoryEvent",
+    "InventoryState",
+    "Order",
+    "OrderAlreadyPlaced",
+    "OrderCancelled",
+    "OrderCommand",
+    "OrderDelivered",
+    "OrderDetail",
+    "OrderDetails",
+    "OrderDetailsView",
+    "OrderEvent",
+    "OrderFulfilment",
+    "OrderHistory",
+    "OrderHistoryView",
+    "OrderLine",
+    "OrderPaid",
+    "OrderRejected",
+    "OrderRequested",
+    "OrderShipped",
+    "OrderState",
+    "OrderSummary",
+    "OrderValidated",
+    "OutOfStock",
+    "PlaceOrder",
+    "ProductSales",
+    "RecordPayment",
+    "RejectOrder",
+    "ReleaseStock",
+    "ReserveStock",
+    "Restock",
+    "Restocked",
+    "ShipOrder",
+    "Shipping",
+    "ShopAnalytics",
+    "StatusChange",
+    "StockReleased",
+    "StockReserved",
+    "ValidateOrder",
+    "order_problem",
+    "tracking_number",
+]
