@@ -1,0 +1,140 @@
+"""The domains on the real runtime: commands through `open_system` on ":memory:" and on
+a file, read models followed over the bus and waited on with `wait_for`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import anyio
+import pytest
+
+from actors import open_system
+from bus import open_bus
+from demo.bank import (
+    Account,
+    AccountClosed,
+    AccountOpened,
+    BalanceNotZero,
+    Balances,
+    BankTotals,
+    CloseAccount,
+    Deposit,
+    Deposited,
+    InsufficientFunds,
+    InvalidAmount,
+    OpenAccount,
+    Statements,
+    Withdraw,
+    Withdrawn,
+)
+from demo.shop import Order, OrderDetails, OrderHistory, OrderLine, OrderRequested, PlaceOrder
+from readmodels import start_projection
+
+
+@pytest.fixture(params=["memory", "file"])
+def store_path(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    return ":memory:" if request.param == "memory" else str(tmp_path / "demo.db")
+
+
+async def test_an_account_lives_through_the_runtime_and_its_read_models(store_path: str) -> None:
+    with anyio.fail_after(20):
+        async with (
+            open_system(store_path, synchronous="NORMAL") as system,
+            open_bus(system.store) as bus,
+            anyio.create_task_group() as tg,
+        ):
+            balances = await start_projection(tg, system.store, bus, Balances())
+            statements = await start_projection(tg, system.store, bus, Statements())
+            totals = await start_projection(tg, system.store, bus, BankTotals())
+            accounts = system.aggregates(Account)
+
+            await accounts.ask("a1", OpenAccount("a1", "ada"))
+            await accounts.ask("a1", Deposit("a1", 500))
+            with pytest.raises(InsufficientFunds):
+                await accounts.ask("a1", Withdraw("a1", 501))
+            with pytest.raises(InvalidAmount):
+                await accounts.ask("a1", Deposit("a1", -5))
+            await accounts.ask("a1", Withdraw("a1", 200))
+            with pytest.raises(BalanceNotZero):
+                await accounts.ask("a1", CloseAccount("a1"))
+            result = await accounts.ask("a1", Withdraw("a1", 300))
+            await balances.wait_for(result.position)
+            assert balances.view.balance_of("a1") == 0
+            closed = await accounts.ask("a1", CloseAccount("a1"))
+            assert (closed.version, closed.events) == (5, (AccountClosed(),))
+
+            for handle in (balances, statements, totals):
+                await handle.wait_for(closed.position)
+            assert not balances.view.is_open("a1")
+            kinds = [line.kind for line in statements.view.statement("a1")]
+            assert kinds == ["opened", "deposit", "withdrawal", "withdrawal", "closed"]
+            view = totals.view
+            assert (view.deposits, view.withdrawals, view.accounts_closed) == (500, 500, 1)
+            assert view.conserved()
+
+            history = await accounts.history("a1")
+            assert [r.event for r in history] == [
+                AccountOpened("ada"),
+                Deposited(500),
+                Withdrawn(200),
+                Withdrawn(300),
+                AccountClosed(),
+            ]
+            tg.cancel_scope.cancel()
+
+
+async def test_a_placed_order_is_stored_as_requested_before_anything_else(store_path: str) -> None:
+    lines = (OrderLine("pen", 2, 150), OrderLine("ink", 1, 400))
+    with anyio.fail_after(20):
+        async with (
+            open_system(store_path, synchronous="NORMAL") as system,
+            open_bus(system.store) as bus,
+            anyio.create_task_group() as tg,
+        ):
+            history = await start_projection(tg, system.store, bus, OrderHistory())
+            details = await start_projection(tg, system.store, bus, OrderDetails())
+            orders = system.aggregates(Order)
+            result = await orders.ask("o1", PlaceOrder("o1", "c1", "acc-c1", lines))
+            again = await orders.ask("o1", PlaceOrder("o1", "c1", "acc-c1", lines))
+            assert again.events == ()
+            assert again.version == 1
+
+            stored = await system.store.read_stream("order-o1")
+            assert [r.event for r in stored] == [OrderRequested("c1", "acc-c1", "main", lines, 700)]
+            await history.wait_for(result.position)
+            await details.wait_for(result.position)
+            assert [(o.order_id, o.status, o.total) for o in history.view.orders_of("c1")] == [
+                ("o1", "requested", 700)
+            ]
+            detail = details.view.order("o1")
+            assert detail is not None
+            assert (detail.lines, detail.status) == (lines, "requested")
+            tg.cancel_scope.cancel()
+
+
+async def test_accounts_and_read_models_come_back_the_same_from_the_file(tmp_path: Path) -> None:
+    path = str(tmp_path / "bank.db")
+    with anyio.fail_after(20):
+        async with open_system(path) as system:
+            accounts = system.aggregates(Account)
+            for name, amount in (("a", 70), ("b", 30), ("c", 5)):
+                await accounts.ask(name, OpenAccount(name, name))
+                await accounts.ask(name, Deposit(name, amount))
+            await accounts.ask("c", Withdraw("c", 5))
+            await accounts.ask("c", CloseAccount("c"))
+        async with (
+            open_system(path) as system,
+            open_bus(system.store) as bus,
+            anyio.create_task_group() as tg,
+        ):
+            accounts = system.aggregates(Account)
+            result = await accounts.ask("a", Deposit("a", 1))
+            balances = await start_projection(tg, system.store, bus, Balances())
+            await balances.wait_for(result.position)
+            assert balances.view.balances == {"a": 71, "b": 30, "c": 0}
+            assert balances.view.closed == {"c"}
+            state = await accounts.state("b")
+            assert state.balance == 30
+            with pytest.raises(InsufficientFunds):
+                await accounts.ask("b", Withdraw("b", 31))
+            tg.cancel_scope.cancel()
