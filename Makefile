@@ -33,6 +33,7 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.store_append
+	$(BIN)/python -m bench.projections
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .hypothesis

@@ -23,6 +23,7 @@ from actors._errors import (
     ShuttingDown,
     TooManyAttempts,
 )
+from actors._generic import ActorRef
 from actors._router import AggregateRouter
 from actors._system import (
     ActorSystem,
@@ -34,6 +35,7 @@ from actors._system import (
 
 __all__ = [
     "ActorError",
+    "ActorRef",
     "ActorSystem",
     "Aggregate",
     "AggregateRouter",

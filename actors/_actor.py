@@ -77,6 +77,7 @@ class AggregateActor:
         "busy",
         "done",
         "failure",
+        "in_a_row",
         "inline",
         "last_used",
         "mailbox",
@@ -117,6 +118,7 @@ class AggregateActor:
         self.busy = True
         self.inline = False
         self.failure: BaseException | None = None
+        self.in_a_row = 0  # restarts in a row, reset by a command that succeeds
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -130,7 +132,7 @@ class AggregateActor:
                 await self.predecessor.done.wait()
                 self.predecessor = None
             await self._load()
-            router.loaded(self)
+            router._loaded(self)
             await self._serve()
         except _Parked as parked:
             error = parked.error
@@ -138,7 +140,7 @@ class AggregateActor:
             error = exc
             router.restarts += 1
             self._log.error("actor.crashed", exc_info=exc)
-            router.park(self.aggregate_id, exc)
+            router._park(self.aggregate_id, exc)
         except BaseException as exc:
             error = exc
             raise
@@ -146,7 +148,7 @@ class AggregateActor:
             leftover = self._current + self.mailbox.drain()
             self._current = []
             self.mailbox.close()
-            router.forget(self)
+            router._forget(self)
             if leftover:
                 refusal = _refusal(error, self.stream_id)
                 for envelope in leftover:
@@ -156,7 +158,7 @@ class AggregateActor:
     async def _serve(self) -> None:
         mailbox = self.mailbox
         limit = self.router.options.max_batch
-        restarts = 0
+        self.in_a_row = 0
         while True:
             if self.inline:
                 await mailbox.wait_signal()  # the caller running inline pokes when done
@@ -165,8 +167,7 @@ class AggregateActor:
             if failure is not None:
                 self.failure = None
                 if isinstance(failure, _Restart):
-                    restarts += 1
-                    await self._restart(restarts)
+                    await self._restart()
                 elif isinstance(failure, _Reload):
                     await self._load()
                 else:
@@ -184,46 +185,11 @@ class AggregateActor:
                 continue
             try:
                 await self._handle(batch)
-                restarts = 0
+                self.in_a_row = 0
             except _Restart:
-                restarts += 1
-                await self._restart(restarts)
+                await self._restart()
 
     # -- the inline fast path -------------------------------------------------------------
-
-    async def _run_one(self, envelope: Envelope) -> list[Envelope]:
-        """The lean path for one command without a command id: decide, one append,
-        answer. Returns what must go through the general path again (after a failed
-        append), having reloaded the state first if needed."""
-        decided = self._decide(envelope, self.state)
-        if decided is None:
-            return []
-        events, state = decided
-        router = self.router
-        version = self.version
-        if not events:
-            router.commands += 1
-            envelope.reply(CommandResult((), version, self.position))
-            return []
-        try:
-            result = await router.system.store.append(
-                self.stream_id, events, expected_version=version
-            )
-        except Exception as exc:  # noqa: BLE001 - settled like any failed append
-            planned = _Planned(envelope, events, state, version + len(events))
-            retry, reload = self._settle([[planned]], [exc])
-            if reload:
-                await self._load()
-            return retry
-        self.state = state
-        self.version = last = result.last_version
-        self.position = position = result.last_position
-        router.commands += 1
-        envelope.reply(CommandResult(events, last, position))
-        every = router.snapshot_every
-        if every is not None and last // every != version // every:
-            await router.save_snapshot(self)
-        return []
 
     def claim(self) -> bool:
         """Let the calling task run one command itself, if the actor is idle.
@@ -252,7 +218,42 @@ class AggregateActor:
         else.
         """
         try:
-            todo = [envelope] if envelope.command_id is not None else await self._run_one(envelope)
+            todo: list[Envelope]
+            if envelope.command_id is None:
+                # The lean path (one decide, one append, one answer), written out here
+                # rather than in a helper: one coroutine frame less per command.
+                decided = self._decide(envelope, self.state)
+                if decided is None:
+                    return
+                events, state = decided
+                router = self.router
+                version = self.version
+                if not events:
+                    router.commands += 1
+                    envelope.reply(CommandResult((), version, self.position))
+                    return
+                try:
+                    result = await router.system.store.append(
+                        self.stream_id, events, expected_version=version
+                    )
+                except Exception as exc:  # noqa: BLE001 - settled like any failed append
+                    planned = _Planned(envelope, events, state, version + len(events))
+                    todo, reload = self._settle([[planned]], [exc])
+                    if reload:
+                        await self._load()
+                else:
+                    self.state = state
+                    self.version = last = result.last_version
+                    self.position = position = result.last_position
+                    router.commands += 1
+                    envelope.reply(CommandResult(events, last, position))
+                    self.in_a_row = 0
+                    every = router.snapshot_every
+                    if every is not None and last // every != version // every:
+                        await router._save_snapshot(self)
+                    return
+            else:
+                todo = [envelope]
             while todo:
                 todo, reload = await self._attempt(todo)
                 if reload:
@@ -266,17 +267,20 @@ class AggregateActor:
             raise
         finally:
             self.inline = False
-            if self.failure is not None or len(self.mailbox):
+            # Wake the actor task if it waits for us (busy: it was woken meanwhile, by
+            # a command or by closing), or has work to do.
+            if self.busy or self.failure is not None or len(self.mailbox):
                 self.mailbox.poke()
 
-    async def _restart(self, restarts: int) -> None:
+    async def _restart(self) -> None:
+        self.in_a_row = restarts = self.in_a_row + 1
         router = self.router
         router.restarts += 1
         options = router.options
         if restarts > options.max_restarts:
             error = RestartLimitExceeded(self.stream_id, restarts)
             self._log.error("actor.restart_limit", restarts=restarts)
-            router.park(self.aggregate_id, error)
+            router._park(self.aggregate_id, error)
             raise _Parked(error)
         self._log.warning("actor.restarting", restarts=restarts)
         if restarts > 1:
@@ -342,7 +346,7 @@ class AggregateActor:
             event_type=error.event_type,
             exc_info=error,
         )
-        self.router.park(self.aggregate_id, error)
+        self.router._park(self.aggregate_id, error)
         raise _Parked(error)
 
     # -- one batch ----------------------------------------------------------------------
@@ -516,7 +520,7 @@ class AggregateActor:
         retry, reload = self._settle(segments, outcomes)
         every = self.router.snapshot_every
         if every is not None and not reload and self.version // every != old // every:
-            await self.router.save_snapshot(self)
+            await self.router._save_snapshot(self)
         return retry, reload
 
     def _segments(self, plan: list[_Planned]) -> list[list[_Planned]]:
@@ -581,6 +585,7 @@ class AggregateActor:
                     for planned in segment:
                         self._answer(planned, CommandResult((), planned.version, self.position))
                     continue
+                known = self.position  # the stream's last event before this append
                 if outcome.duplicate:
                     reload = True  # another process stored this command id: state unknown
                 elif not failed:
@@ -593,14 +598,15 @@ class AggregateActor:
                 version = outcome.first_version - 1
                 for planned in segment:
                     n = len(planned.events)
+                    if n == 0:
+                        # no events: the position of the stream's last event so far
+                        last_event = known if version < outcome.first_version else position
+                        result: CommandResult[Any] = CommandResult((), version, last_event)
+                        self._answer(planned, result)
+                        continue
                     position += n
                     version += n
-                    if n == 0:
-                        result: CommandResult[Any] = CommandResult(
-                            (), version, max(position, self.position)
-                        )
-                    else:
-                        result = CommandResult(planned.events, version, position, outcome.duplicate)
+                    result = CommandResult(planned.events, version, position, outcome.duplicate)
                     self._answer(planned, result)
                 continue
             failed = True
@@ -639,8 +645,11 @@ class AggregateActor:
         return retry, reload
 
     def _answer(self, planned: _Planned, result: CommandResult[Any]) -> None:
-        self.router.commands += 1
+        router = self.router
+        router.commands += 1
         envelope = planned.envelope
+        if envelope.future is not None and envelope.future.done():
+            router.dropped_replies += 1  # its caller gave up (timeout, cancellation)
         envelope.reply(result)
         command_id = envelope.command_id
         if command_id is not None:

@@ -17,27 +17,25 @@ import asyncio
 from collections import deque
 from typing import Any
 
+import msgspec
+
 __all__ = ["Envelope", "Mailbox"]
 
 
-class Envelope:
-    """One command on its way to an actor, with the future its caller awaits."""
+class Envelope(msgspec.Struct, gc=False):
+    """One command on its way to an actor, with the future its caller awaits.
 
-    __slots__ = ("attempts", "chain", "command", "command_id", "future", "solo")
+    Not tracked by the garbage collector (it is part of no reference cycle): the
+    collector's cost grows with the objects alive, and one envelope per command in
+    flight is most of them.
+    """
 
-    def __init__(
-        self,
-        command: Any,
-        command_id: str | None,
-        future: asyncio.Future[Any] | None,
-        chain: tuple[str, ...],
-    ) -> None:
-        self.command = command
-        self.command_id = command_id
-        self.future = future
-        self.chain = chain
-        self.attempts = 0
-        self.solo = False
+    command: Any
+    command_id: str | None
+    future: asyncio.Future[Any] | None
+    chain: tuple[str, ...]
+    attempts: int = 0
+    solo: bool = False
 
     def wanted(self) -> bool:
         """Whether someone still waits for the outcome (or it was a tell)."""
@@ -71,9 +69,9 @@ class Mailbox:
         return len(self._items)
 
     def offer(self, envelope: Envelope) -> bool:
-        """Enqueue without waiting; False when the mailbox is full."""
+        """Enqueue without waiting; False when the mailbox is full (or closed)."""
         items = self._items
-        if len(items) >= self.capacity or self._room:
+        if len(items) >= self.capacity or self._room or self.closed:
             # Full, or senders already wait for room: they go first (FIFO fairness).
             return False
         items.append(envelope)
@@ -107,7 +105,7 @@ class Mailbox:
     def offer_after_wait(self, envelope: Envelope) -> bool:
         """Enqueue after `wait_room` returned (ignores other waiters, which come later)."""
         items = self._items
-        if len(items) >= self.capacity:
+        if len(items) >= self.capacity or self.closed:
             return False
         items.append(envelope)
         waiter = self._waiter

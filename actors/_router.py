@@ -67,6 +67,7 @@ class AggregateRouter(Generic[StateT, CommandT, EventT]):
         self.restarts = 0
         self.passivations = 0
         self.snapshots = 0
+        self.dropped_replies = 0
 
     def stream_id(self, aggregate_id: str) -> str:
         """The stream id of instance `aggregate_id` (`"<category>-<aggregate_id>"`)."""
@@ -156,19 +157,18 @@ class AggregateRouter(Generic[StateT, CommandT, EventT]):
     ) -> None:
         with anyio.move_on_after(seconds):
             while True:
-                await actor.mailbox.wait_room()
                 if actor.mailbox.closed:
                     actor = self._actor(aggregate_id)  # passivated meanwhile: its successor
                     if actor.mailbox.offer(envelope):
                         return
-                    continue
-                if actor.mailbox.offer_after_wait(envelope):
+                await actor.mailbox.wait_room()
+                if not actor.mailbox.closed and actor.mailbox.offer_after_wait(envelope):
                     return
         raise MailboxFull(actor.stream_id, actor.mailbox.capacity)
 
     def _actor(self, aggregate_id: str) -> AggregateActor:
         system = self.system
-        if not system.accepting:
+        if not system.accepting and not system._admits(current_chain()):
             raise ShuttingDown(
                 f"the actor system is shutting down; command for {self.name}"
                 f" {aggregate_id!r} refused (not applied)"
@@ -188,10 +188,10 @@ class AggregateRouter(Generic[StateT, CommandT, EventT]):
 
     # -- called by actors ---------------------------------------------------------------
 
-    def loaded(self, actor: AggregateActor) -> None:
+    def _loaded(self, actor: AggregateActor) -> None:
         self._parked.pop(actor.aggregate_id, None)
 
-    def park(self, aggregate_id: str, error: BaseException) -> None:
+    def _park(self, aggregate_id: str, error: BaseException) -> None:
         """Refuse commands for `aggregate_id` with `error` for a backoff period."""
         options = self.options
         previous = self._parked.get(aggregate_id)
@@ -201,10 +201,10 @@ class AggregateRouter(Generic[StateT, CommandT, EventT]):
         if len(self._parked) > options.max_live_actors:
             self._parked.pop(next(iter(self._parked)))
 
-    def forget(self, actor: AggregateActor) -> None:
+    def _forget(self, actor: AggregateActor) -> None:
         self.system._forget(actor)
 
-    async def save_snapshot(self, actor: AggregateActor) -> None:
+    async def _save_snapshot(self, actor: AggregateActor) -> None:
         """Save the actor's state; a failure is reported, never raised (an optimisation)."""
         try:
             await self.system.store.save_snapshot(

@@ -6,7 +6,7 @@ import contextlib
 import dataclasses
 import os
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar, TypeVarTuple, Unpack
 
@@ -16,7 +16,10 @@ import msgspec
 
 from actors._actor import AggregateActor
 from actors._aggregate import Aggregate, CommandT, EventT, StateT
+from actors._errors import ShuttingDown
+from actors._generic import ActorRef
 from actors._router import AggregateRouter
+from bus import EventBus, open_bus
 from store import EventRegistry, EventStore, get_logger, open_store
 
 __all__ = [
@@ -43,7 +46,7 @@ class Projectable(Protocol[T_co]):
         self,
         task_group: anyio.abc.TaskGroup,
         store: EventStore,
-        bus: object | None,
+        bus: EventBus,
         *,
         from_position: int = 0,
     ) -> T_co: ...
@@ -138,6 +141,8 @@ class SystemStatistics(msgspec.Struct, frozen=True):
         restarts: actor restarts (evolve failures, unknown append outcomes, failed loads).
         passivations: actors stopped for idleness or by the live-actor cap.
         snapshots: snapshots taken.
+        dropped_replies: results of applied commands whose caller had gone (timed out
+            or cancelled after the actor took the command): dead letters, counted.
         accepting: whether new commands are accepted.
     """
 
@@ -151,11 +156,12 @@ class SystemStatistics(msgspec.Struct, frozen=True):
     restarts: int
     passivations: int
     snapshots: int
+    dropped_replies: int
     accepting: bool
 
 
-A = TypeVar("A", bound=Aggregate[Any, Any, Any])
 R = TypeVar("R")
+M = TypeVar("M")
 
 
 class ActorSystem:
@@ -168,21 +174,22 @@ class ActorSystem:
     def __init__(
         self,
         store: EventStore,
-        bus: object | None,
+        bus: EventBus,
         task_group: anyio.abc.TaskGroup,
         options: SystemOptions,
     ) -> None:
         self.store: EventStore = store
         """The event store the actors append to (the source of truth)."""
-        # TODO(bus): set to the `bus.open_bus(store)` event bus once `bus/` lands on main.
-        self.bus: object | None = bus
-        """The event bus committed events flow over (None until `bus/` lands)."""
+        self.bus: EventBus = bus
+        """The event bus over `store`: every commit is published to its subscriptions."""
         self.options = options
         self._tg = task_group
         self._routers: dict[type[Any], AggregateRouter[Any, Any, Any]] = {}
         self._live: OrderedDict[str, AggregateActor] = OrderedDict()
         self._stopping: dict[str, AggregateActor] = {}
+        self._generic: dict[str, ActorRef[Any, Any]] = {}
         self._accepting = True
+        self._internal = False  # shutdown's first phase: actors may still send
         self._drained = anyio.Event()
         self._log: Any = get_logger("actors.system")
 
@@ -253,6 +260,38 @@ class ActorSystem:
         self._routers[kind] = router
         return router
 
+    def spawn(
+        self,
+        name: str,
+        handler: Callable[[M], Awaitable[R]],
+        *,
+        mailbox_capacity: int | None = None,
+    ) -> ActorRef[M, R]:
+        """Start a plain actor: `handler` gets its messages one at a time, on the
+        actor's task, inside `handling(name)` (an ask back up the chain raises
+        `ReentrantAskError`). It runs until `ref.stop()` or shutdown, which drains it.
+
+        Raises:
+            ValueError: a live actor already has this name.
+            ShuttingDown: the system stopped accepting work.
+        """
+        if not self._accepting:
+            raise ShuttingDown(f"the actor system is shutting down; {name!r} not started")
+        if name in self._generic or name in self._live:
+            raise ValueError(f"an actor named {name!r} is already running")
+        capacity = self.options.mailbox_capacity if mailbox_capacity is None else mailbox_capacity
+        if type(capacity) is not int or capacity < 1:
+            raise ValueError(f"mailbox_capacity must be a positive int, not {capacity!r}")
+        ref: ActorRef[M, R] = ActorRef(self, name, handler, capacity)
+        self._generic[name] = ref
+        self._tg.start_soon(ref._run)
+        return ref
+
+    def _generic_done(self, ref: ActorRef[Any, Any]) -> None:
+        if self._generic.get(ref.name) is ref:
+            del self._generic[ref.name]
+        self._check_drained()
+
     async def project(self, projection: Projectable[R], *, from_position: int = 0) -> R:
         """Start `projection` in the system's task group, fed from `from_position`.
 
@@ -276,6 +315,7 @@ class ActorSystem:
             restarts=sum(r.restarts for r in routers),
             passivations=sum(r.passivations for r in routers),
             snapshots=sum(r.snapshots for r in routers),
+            dropped_replies=sum(r.dropped_replies for r in routers),
             accepting=self._accepting,
         )
 
@@ -337,7 +377,16 @@ class ActorSystem:
             del self._live[stream_id]
         if self._stopping.get(stream_id) is actor:
             del self._stopping[stream_id]
-        if not self._accepting and not self._live and not self._stopping:
+        self._check_drained()
+
+    def _check_drained(self) -> None:
+        if (
+            not self._accepting
+            and not self._internal
+            and not self._live
+            and not self._stopping
+            and not self._generic
+        ):
             self._drained.set()
 
     # -- shutdown -----------------------------------------------------------------------
@@ -345,27 +394,46 @@ class ActorSystem:
     async def shutdown(self, *, grace: float | None = None) -> bool:
         """Stop accepting commands, let every mailbox drain, then return.
 
-        New asks and tells fail at once with `ShuttingDown`; commands already accepted
-        are decided, committed and answered. Waits at most `grace` seconds (default:
-        the system's `grace`); commands still queued then are refused with
-        `ShuttingDown` when the system's tasks are cancelled. Returns whether every
-        mailbox drained in time. Called by `open_system` on exit.
+        New asks and tells from outside the actors fail at once with `ShuttingDown`;
+        commands already accepted are decided, committed and answered. Plain actors
+        (`spawn`) drain first, and while they do, the messages their handlers send
+        are still accepted; then the aggregates' mailboxes are closed and drained.
+        Waits at most `grace` seconds in all (default: the system's `grace`); commands
+        still queued then are refused with `ShuttingDown` when the system's tasks are
+        cancelled. Returns whether everything drained in time. Called by
+        `open_system` on exit.
         """
+        if not self._accepting:
+            with anyio.move_on_after(self.options.grace if grace is None else grace):
+                await self._drained.wait()
+            return self._drained.is_set()
         self._accepting = False
-        for actor in list(self._live.values()):
-            self._passivate(actor)
-        if not self._live and not self._stopping:
-            self._drained.set()
+        self._internal = True
         with anyio.move_on_after(self.options.grace if grace is None else grace):
+            if self._generic:
+                for ref in list(self._generic.values()):
+                    ref.stop()
+                while self._generic:
+                    await next(iter(self._generic.values())).done.wait()
+            self._internal = False
+            for actor in list(self._live.values()):
+                self._passivate(actor)
+            self._check_drained()
             await self._drained.wait()
+        self._internal = False
         drained = self._drained.is_set()
         if not drained:
             self._log.warning(
                 "system.shutdown_timeout",
-                stopping=len(self._stopping),
+                stopping=len(self._stopping) + len(self._live),
                 queued=self.statistics().queued,
             )
         return drained
+
+    def _admits(self, chain: tuple[str, ...]) -> bool:
+        """Whether a message sent along ask chain `chain` is accepted now: always
+        before shutdown; during the first phase of shutdown, only from actors."""
+        return self._accepting or (self._internal and bool(chain))
 
 
 @contextlib.asynccontextmanager
@@ -384,9 +452,11 @@ async def open_system(
         **options: `SystemOptions` fields (`mailbox_capacity`, `ask_timeout`...); the
             rest go to `open_store` when it opens the store (`synchronous`...).
 
-    On exit the system stops accepting commands (`ShuttingDown`), drains every mailbox
-    (up to `grace` seconds), lets the writer commit, cancels what is left in its task
-    group, then closes the bus and the store it opened. No task outlives the block.
+    It owns an event bus over the store (`system.bus`, from `bus.open_bus`). On exit
+    the system stops accepting commands (`ShuttingDown`), drains every mailbox (up to
+    `grace` seconds), lets the writer commit, cancels what is left in its task group
+    (projections included), then closes the bus, and the store if it opened it. No
+    task outlives the block.
     """
     system_options = SystemOptions(**{k: v for k, v in options.items() if k in _SYSTEM_FIELDS})
     store_options = {k: v for k, v in options.items() if k not in _SYSTEM_FIELDS}
@@ -402,9 +472,7 @@ async def open_system(
                     " open_system opens the store from a path"
                 )
             opened = store
-        # TODO(bus): `bus = await stack.enter_async_context(bus.open_bus(opened))` once
-        # `bus/` lands on main; the seam is `ActorSystem.bus`.
-        bus: object | None = None
+        bus = await stack.enter_async_context(open_bus(opened))
         async with anyio.create_task_group() as tg:
             system = ActorSystem(opened, bus, tg, system_options)
             system._log.info("system.opened")

@@ -1,7 +1,7 @@
 """Projection benchmarks: rebuild speed over a large log, and live lag under write load.
 
-    python bench/projections.py                      # 1,000,000 events, 1,000 writers
-    python bench/projections.py --events 100000      # a quick run
+    python -m bench.projections                      # 1,000,000 events, 1,000 writers
+    python -m bench.projections --events 100000      # a quick run
 
 Rebuild: a log of `--events` events is written (large appends, `synchronous=NORMAL`),
 then a balance projection is started and `rebuild()` is timed three times; the median

@@ -158,6 +158,9 @@ _SQLITE_CORRUPT: Final = 11
 _SQLITE_FULL: Final = 13
 _SQLITE_CANTOPEN: Final = 14
 _SQLITE_NOTADB: Final = 26
+_SQLITE_PROTOCOL: Final = 15
+_RETRYABLE_READ: Final = frozenset({_SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_PROTOCOL})
+_READ_RETRIES: Final = 3
 
 _json = msgspec.json.Encoder()
 _meta_encoder = msgspec.msgpack.Encoder()
@@ -920,12 +923,20 @@ class SQLiteEventStore:
         return await self._read_call(run)
 
     async def _read_call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        try:
-            return await _in_thread(self._reader, fn)
-        except StoreError:
-            raise
-        except sqlite3.Error as exc:
-            raise _translate(exc, "read") from exc
+        # A read can meet a lock or a WAL-index race it could not wait out (SQLITE_BUSY,
+        # SQLITE_PROTOCOL) when other processes write hard; a read has no side effect,
+        # so it is simply tried again a few times before the error is reported.
+        for attempt in range(_READ_RETRIES + 1):
+            try:
+                return await _in_thread(self._reader, fn)
+            except StoreError:
+                raise
+            except sqlite3.OperationalError as exc:
+                if _code(exc) not in _RETRYABLE_READ or attempt == _READ_RETRIES:
+                    raise _translate(exc, "read") from exc
+            except sqlite3.Error as exc:
+                raise _translate(exc, "read") from exc
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _check_readable(self) -> None:
         if self._reader_closed:

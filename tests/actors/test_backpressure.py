@@ -7,7 +7,7 @@ import pytest
 
 from actors import AskTimeout, MailboxFull, Rejected, open_system
 from store import open_store
-from tests.actors.domain import Counter, Increment, InvalidAmount
+from tests.actors.domain import Counter, Increment, InvalidAmount, Noop
 from tests.actors.support import GatedStore
 
 
@@ -95,7 +95,8 @@ async def test_an_ask_that_times_out_leaves_nothing_pending() -> None:
             # the first command was taken by the actor: applied whole; the rest were
             # skipped when their callers had gone
             assert (await counters.state("slow")).value == 1
-            assert system.statistics().queued == 0
+            stats = system.statistics()
+            assert (stats.queued, stats.dropped_replies, stats.commands) == (0, 1, 1)
 
 
 async def test_one_thousand_concurrent_callers_are_serialised_per_aggregate(
@@ -154,3 +155,38 @@ async def test_rejections_in_a_batch_do_not_disturb_the_others() -> None:
                 tg.start_soon(send, by)
         assert sorted(o for o in outcomes if isinstance(o, int)) == [1, 2, 3]
         assert outcomes.count(InvalidAmount) == 2
+
+
+async def test_commands_without_events_in_a_batch_answer_the_stream_position_so_far() -> None:
+    async with open_store(":memory:") as inner:
+        gated = GatedStore(inner)
+        gated.gate.set()
+        async with open_system(gated.as_store()) as system:
+            counters = system.aggregates(Counter)
+            await counters.ask("n", Increment(by=1))  # version 1, position 1
+            await counters.ask("o", Increment(by=1))  # another stream: position 2
+            gated.gate = anyio.Event()
+            gated.entered = anyio.Event()
+            results: dict[str, tuple[int, int]] = {}
+
+            async def send(name: str, command: Increment | Noop) -> None:
+                result = await counters.ask("n", command, timeout=30)  # via the mailbox
+                results[name] = (result.version, result.position)
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(send, "stuck", Increment(by=1))
+                await gated.entered.wait()
+                for name, command in (
+                    ("noop1", Noop()),
+                    ("inc", Increment(by=1)),
+                    ("noop2", Noop()),
+                ):
+                    tg.start_soon(send, name, command)
+                    await anyio.wait_all_tasks_blocked()
+                gated.gate.set()
+        assert results == {
+            "stuck": (2, 3),
+            "noop1": (2, 3),  # decided in a batch with "inc", answered after its commit
+            "inc": (3, 4),
+            "noop2": (3, 4),
+        }

@@ -151,3 +151,15 @@ async def test_a_decide_bug_in_one_aggregate_leaves_the_others_alone() -> None:
 
 def _incremented(by: int) -> Incremented:
     return Incremented(by=by)
+
+
+async def test_restarts_separated_by_successes_do_not_park_the_actor() -> None:
+    async with open_system(":memory:", max_restarts=1, park_for=60) as system:
+        counters = system.aggregates(Counter)
+        await counters.ask("s", Increment(by=1))
+        for _ in range(4):
+            with pytest.raises(EvolveError):
+                await counters.ask("s", Poison())
+            await counters.ask("s", Increment(by=1))
+        assert (await counters.state("s")).value == 5
+        assert system.statistics().restarts == 4

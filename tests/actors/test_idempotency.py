@@ -208,3 +208,32 @@ async def test_a_caller_cancelled_after_its_command_committed_leaves_the_actor_c
             # the actor learned nothing of the outcome: it reloads before serving on
             assert await counters.state("w") == CounterState(value=11, count=2)
             assert (await counters.ask("w", Increment(by=1))).version == 3
+
+
+async def test_shutdown_waits_for_a_command_running_inline_and_drains() -> None:
+    async with open_store(":memory:") as inner:
+        gated = GatedStore(inner)
+        gated.gate.set()
+        async with open_system(gated.as_store(), grace=30) as system:
+            counters = system.aggregates(Counter)
+            await counters.ask("in", Increment(by=1))  # loaded and idle
+            gated.gate = anyio.Event()
+            gated.entered = anyio.Event()
+            drained: list[bool] = []
+            results: list[int] = []
+
+            async def ask() -> None:
+                results.append((await counters.ask("in", Increment(by=1))).version)
+
+            async def shutdown() -> None:
+                drained.append(await system.shutdown())
+
+            with anyio.fail_after(10):
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(ask)  # runs inline on this task, blocked in the store
+                    await gated.entered.wait()
+                    tg.start_soon(shutdown)
+                    await anyio.wait_all_tasks_blocked()
+                    assert not drained
+                    gated.gate.set()
+            assert (drained, results) == ([True], [2])

@@ -17,6 +17,7 @@ from actors import (
     handling,
     open_system,
 )
+from bus import EventBus
 from store import NO_STREAM, EventRegistry, open_store
 from tests.actors.domain import (
     Account,
@@ -185,7 +186,7 @@ class _Starter:
         self,
         task_group: anyio.abc.TaskGroup,
         store: object,
-        bus: object | None,
+        bus: EventBus,
         *,
         from_position: int = 0,
     ) -> str:
