@@ -16,7 +16,6 @@ in the store.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import random
@@ -25,15 +24,13 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Literal, TextIO
 
 import anyio
 import msgspec
 
-from actors import ActorSystem, AggregateRouter, Rejected, open_system
-from bus import EventBus, open_bus
+from actors import AggregateRouter, Rejected, open_system
 from demo.bank import (
     Account,
     AccountCommand,
@@ -44,7 +41,7 @@ from demo.bank import (
     Deposit,
     OpenAccount,
 )
-from readmodels import ProjectionHandle, start_projection
+from readmodels import ProjectionHandle
 from store import RecordedEvent
 
 __all__ = [
@@ -260,16 +257,6 @@ def _account_ids(count: int) -> list[str]:
     return [f"{n:0{width}d}" for n in range(count)]
 
 
-@contextlib.asynccontextmanager
-async def _bus_of(system: ActorSystem) -> AsyncIterator[EventBus]:
-    """The system's bus when it has one; otherwise one opened here over its store."""
-    if isinstance(system.bus, EventBus):
-        yield system.bus
-        return
-    async with open_bus(system.store) as bus:
-        yield bus
-
-
 class _Run:
     def __init__(
         self,
@@ -389,20 +376,16 @@ async def _run(
     progress: TextIO | None,
 ) -> LoadReport:
     sampler = _LagSampler()
-    async with (
-        open_system(
-            path,
-            synchronous=options.synchronous,
-            max_live_actors=max(options.aggregates, 1_000),
-            idle_timeout=None,
-        ) as system,
-        _bus_of(system) as bus,
-        anyio.create_task_group() as tg,
-    ):
+    async with open_system(
+        path,
+        synchronous=options.synchronous,
+        max_live_actors=max(options.aggregates, 1_000),
+        idle_timeout=None,
+    ) as system:
         router = system.aggregates(Account)
         handle: ProjectionHandle[BalancesView] | None = None
         if options.projection:
-            handle = await start_projection(tg, system.store, bus, _MeasuredBalances(sampler))
+            handle = await system.project(_MeasuredBalances(sampler))
         run = _Run(options, router, ack_log, progress)
         began = time.perf_counter()
         await run.open_accounts()
@@ -429,7 +412,6 @@ async def _run(
             sampler.measuring = False
             projection_ok = await _balances_agree(router, handle.view, run.accounts)
             await handle.stop()
-        tg.cancel_scope.cancel()
     counters = run.counters
     batches = after.batches - before.batches
     answered = counters.acknowledged + counters.rejected + counters.errors

@@ -5,10 +5,7 @@ from __future__ import annotations
 
 from typing import TextIO
 
-import anyio
-
 from actors import open_system
-from bus import open_bus
 from demo.bank import (
     Account,
     Balances,
@@ -20,21 +17,16 @@ from demo.bank import (
     Withdraw,
 )
 from demo.shop import Order, OrderHistory, OrderLine, PlaceOrder
-from readmodels import start_projection
 
 __all__ = ["tour"]
 
 
 async def tour(out: TextIO, path: str = ":memory:") -> None:
     """Run the walk-through on the store at `path`, printing to `out`."""
-    async with (
-        open_system(path) as system,
-        open_bus(system.store) as bus,
-        anyio.create_task_group() as tg,
-    ):
-        balances = await start_projection(tg, system.store, bus, Balances())
-        statements = await start_projection(tg, system.store, bus, Statements())
-        history = await start_projection(tg, system.store, bus, OrderHistory())
+    async with open_system(path) as system:
+        balances = await system.project(Balances())
+        statements = await system.project(Statements())
+        history = await system.project(OrderHistory())
         accounts = system.aggregates(Account)
         orders = system.aggregates(Order)
 
@@ -67,4 +59,3 @@ async def tour(out: TextIO, path: str = ":memory:") -> None:
             "(validation, payment and shipping are carried out by process managers,"
             " which run once the runtime for them is available)\n"
         )
-        tg.cancel_scope.cancel()

@@ -16,9 +16,7 @@ import pytest
 from anyio.streams.buffered import BufferedByteReceiveStream
 
 from actors import open_system
-from bus import open_bus
 from demo.bank import Account, AccountOpened, Balances, Deposit, Deposited, OpenAccount
-from readmodels import start_projection
 from tests.demo._acks import missing_acks, read_acks, version_gaps
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -67,11 +65,7 @@ async def test_a_killed_load_test_lost_no_acknowledged_command(tmp_path: Path, r
         assert missing_acks(logged, db) == []
         assert version_gaps(db) == []
 
-        async with (
-            open_system(str(db)) as system,
-            open_bus(system.store) as bus,
-            anyio.create_task_group() as tg,
-        ):
+        async with open_system(str(db)) as system:
             accounts = system.aggregates(Account)  # registers the account event types
             last = await system.store.last_position()
             expected: dict[str, int] = {}
@@ -88,12 +82,11 @@ async def test_a_killed_load_test_lost_no_acknowledged_command(tmp_path: Path, r
                         case other:
                             raise AssertionError(f"unexpected event {other!r}")
                 position = page[-1].position
-            balances = await start_projection(tg, system.store, bus, Balances())
+            balances = await system.project(Balances())
             await balances.wait_for(last)
             assert balances.view.balances == expected
             for account in sorted(expected)[:: max(1, len(expected) // 10)]:
                 assert (await accounts.state(account)).balance == expected[account]
-            tg.cancel_scope.cancel()
 
 
 async def test_the_checks_see_a_lost_ack_a_cut_line_and_a_version_gap(tmp_path: Path) -> None:

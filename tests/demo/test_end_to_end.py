@@ -9,7 +9,6 @@ import anyio
 import pytest
 
 from actors import open_system
-from bus import open_bus
 from demo.bank import (
     Account,
     AccountClosed,
@@ -28,7 +27,6 @@ from demo.bank import (
     Withdrawn,
 )
 from demo.shop import Order, OrderDetails, OrderHistory, OrderLine, OrderRequested, PlaceOrder
-from readmodels import start_projection
 
 
 @pytest.fixture(params=["memory", "file"])
@@ -38,14 +36,10 @@ def store_path(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 async def test_an_account_lives_through_the_runtime_and_its_read_models(store_path: str) -> None:
     with anyio.fail_after(20):
-        async with (
-            open_system(store_path, synchronous="NORMAL") as system,
-            open_bus(system.store) as bus,
-            anyio.create_task_group() as tg,
-        ):
-            balances = await start_projection(tg, system.store, bus, Balances())
-            statements = await start_projection(tg, system.store, bus, Statements())
-            totals = await start_projection(tg, system.store, bus, BankTotals())
+        async with open_system(store_path, synchronous="NORMAL") as system:
+            balances = await system.project(Balances())
+            statements = await system.project(Statements())
+            totals = await system.project(BankTotals())
             accounts = system.aggregates(Account)
 
             await accounts.ask("a1", OpenAccount("a1", "ada"))
@@ -80,19 +74,14 @@ async def test_an_account_lives_through_the_runtime_and_its_read_models(store_pa
                 Withdrawn(300),
                 AccountClosed(),
             ]
-            tg.cancel_scope.cancel()
 
 
 async def test_a_placed_order_is_stored_as_requested_before_anything_else(store_path: str) -> None:
     lines = (OrderLine("pen", 2, 150), OrderLine("ink", 1, 400))
     with anyio.fail_after(20):
-        async with (
-            open_system(store_path, synchronous="NORMAL") as system,
-            open_bus(system.store) as bus,
-            anyio.create_task_group() as tg,
-        ):
-            history = await start_projection(tg, system.store, bus, OrderHistory())
-            details = await start_projection(tg, system.store, bus, OrderDetails())
+        async with open_system(store_path, synchronous="NORMAL") as system:
+            history = await system.project(OrderHistory())
+            details = await system.project(OrderDetails())
             orders = system.aggregates(Order)
             result = await orders.ask("o1", PlaceOrder("o1", "c1", "acc-c1", lines))
             again = await orders.ask("o1", PlaceOrder("o1", "c1", "acc-c1", lines))
@@ -109,7 +98,6 @@ async def test_a_placed_order_is_stored_as_requested_before_anything_else(store_
             detail = details.view.order("o1")
             assert detail is not None
             assert (detail.lines, detail.status) == (lines, "requested")
-            tg.cancel_scope.cancel()
 
 
 async def test_accounts_and_read_models_come_back_the_same_from_the_file(tmp_path: Path) -> None:
@@ -122,14 +110,10 @@ async def test_accounts_and_read_models_come_back_the_same_from_the_file(tmp_pat
                 await accounts.ask(name, Deposit(name, amount))
             await accounts.ask("c", Withdraw("c", 5))
             await accounts.ask("c", CloseAccount("c"))
-        async with (
-            open_system(path) as system,
-            open_bus(system.store) as bus,
-            anyio.create_task_group() as tg,
-        ):
+        async with open_system(path) as system:
             accounts = system.aggregates(Account)
             result = await accounts.ask("a", Deposit("a", 1))
-            balances = await start_projection(tg, system.store, bus, Balances())
+            balances = await system.project(Balances())
             await balances.wait_for(result.position)
             assert balances.view.balances == {"a": 71, "b": 30, "c": 0}
             assert balances.view.closed == {"c"}
@@ -137,4 +121,3 @@ async def test_accounts_and_read_models_come_back_the_same_from_the_file(tmp_pat
             assert state.balance == 30
             with pytest.raises(InsufficientFunds):
                 await accounts.ask("b", Withdraw("b", 31))
-            tg.cancel_scope.cancel()
