@@ -30,17 +30,17 @@ from typing import Literal, TextIO
 import anyio
 import msgspec
 
-from actors import AggregateRouter, Rejected, open_system
-from demo.bank import (
-    Account,
-    AccountCommand,
-    AccountEvent,
-    AccountState,
-    Balances,
-    BalancesView,
-    Deposit,
-    OpenAccount,
+from actors import ActorSystem, Command, Rejected, open_system
+from demo._workloads import (
+    BankWorkload,
+    DepositWorkload,
+    Router,
+    ShopWorkload,
+    Step,
+    Workload,
+    process_managers_available,
 )
+from demo.bank import Account, Balances, BalancesView
 from readmodels import ProjectionHandle
 from store import RecordedEvent
 
@@ -57,6 +57,9 @@ __all__ = [
 
 Mix = Literal["deposit", "bank", "shop"]
 Synchronous = Literal["FULL", "NORMAL"]
+
+SETTLE_TIMEOUT = 300.0
+"""Seconds the process managers (and the read model) get to finish after the load."""
 
 MAX_LAG_SAMPLES = 200_000
 """Projection lag samples kept (every event's lag until then; evenly thinned beyond)."""
@@ -77,8 +80,9 @@ class LoadOptions:
         concurrency: commands in flight at once (one task each).
         db: the SQLite file (None: a temporary file, removed afterwards; ":memory:").
         synchronous: the store's durability mode.
-        mix: "deposit" (deposits only). "bank" and "shop" need the process-manager
-            runtime and are refused until it is available.
+        mix: "deposit" (deposits only), "bank" (transfers, deposits, withdrawals) or
+            "shop" (orders paid from bank accounts); see `demo._workloads`. "bank" and
+            "shop" need the process-manager runtime and are refused without it.
         projection: run a live `Balances` read model and measure its lag.
         seed: seeds the choice of accounts and amounts.
         ack_log: append one line per acknowledged command to this file.
@@ -111,7 +115,7 @@ class LoadOptions:
             raise LoadTestError(f"--synchronous must be FULL or NORMAL, not {self.synchronous!r}")
         if self.mix not in ("deposit", "bank", "shop"):
             raise LoadTestError(f"--mix must be deposit, bank or shop, not {self.mix!r}")
-        if self.mix != "deposit":
+        if self.mix != "deposit" and not process_managers_available():
             raise LoadTestError(
                 f"--mix {self.mix} sends transfers or orders, which are carried out by process"
                 " managers; the runtime that runs them (ActorSystem.run_process_manager) is"
@@ -152,7 +156,7 @@ class LoadReport(msgspec.Struct, frozen=True):
             "temporary" / ":memory:").
         commands: commands answered (acknowledged, rejected or failed).
         acknowledged: commands whose events were committed.
-        events: events those commands committed.
+        events: events committed while the commands ran (process managers' included).
         seconds: wall time of the measured phase.
         commands_per_s, events_per_s: throughput of the measured phase.
         latency_ms: per-command latency (send to durable reply).
@@ -166,6 +170,10 @@ class LoadReport(msgspec.Struct, frozen=True):
         projection_ok: the read model's final balances equal the actors' (None without
             a projection).
         setup_seconds: time to open the accounts (not measured).
+        settle_seconds: time the process managers needed after the last command to
+            finish what it started (0 for the deposit mix).
+        outcome: what the process managers achieved (transfers settled and refunded,
+            money conserved; orders per status, revenue...).
         peak_rss_mb: the process's peak resident set size.
         seed: the seed used.
     """
@@ -190,6 +198,8 @@ class LoadReport(msgspec.Struct, frozen=True):
     projection_lag_ms_p99: float | None
     projection_ok: bool | None
     setup_seconds: float
+    settle_seconds: float
+    outcome: dict[str, int | float | bool]
     peak_rss_mb: float
     seed: int
 
@@ -245,40 +255,43 @@ class _AckLog:
 class _Counters:
     issued: int = 0
     acknowledged: int = 0
-    events: int = 0
     rejected: int = 0
     errors: int = 0
     error_types: dict[str, int] = field(default_factory=dict)
     latencies: list[float] = field(default_factory=list)
 
 
-def _account_ids(count: int) -> list[str]:
-    width = len(str(count - 1))
-    return [f"{n:0{width}d}" for n in range(count)]
+def _workload(options: LoadOptions) -> Workload:
+    if options.mix == "bank":
+        return BankWorkload(options.aggregates, options.seed)
+    if options.mix == "shop":
+        return ShopWorkload(options.aggregates, options.commands, options.seed)
+    return DepositWorkload(options.aggregates)
 
 
 class _Run:
     def __init__(
         self,
         options: LoadOptions,
-        router: AggregateRouter[AccountState, AccountCommand, AccountEvent],
+        workload: Workload,
         ack_log: _AckLog | None,
         progress: TextIO | None,
     ) -> None:
         self.options = options
-        self.router = router
+        self.workload = workload
         self.ack_log = ack_log
         self.progress = progress
         self.counters = _Counters()
-        self.accounts = _account_ids(options.aggregates)
         self.started = 0.0
         self.deadline = math.inf
 
-    async def send(self, account: str, command: AccountCommand, measure: bool) -> None:
+    async def send(
+        self, router: Router, aggregate_id: str, command: Command, measure: bool
+    ) -> None:
         counters = self.counters
         began = time.perf_counter()
         try:
-            result = await self.router.ask(account, command)
+            result = await router.ask(aggregate_id, command)
         except Rejected:
             counters.rejected += 1
             return
@@ -288,37 +301,37 @@ class _Run:
             counters.error_types[name] = counters.error_types.get(name, 0) + 1
             return
         if self.ack_log is not None:
-            self.ack_log.write(self.router.stream_id(account), result.version, result.position)
+            self.ack_log.write(router.stream_id(aggregate_id), result.version, result.position)
         if measure:
             counters.latencies.append((time.perf_counter() - began) * 1000.0)
             counters.acknowledged += 1
-            counters.events += len(result.events)
 
-    async def open_accounts(self) -> None:
-        accounts = self.accounts
+    async def send_all(self, steps: list[Step]) -> None:
+        """Send `steps` (setup, not measured) with the run's concurrency."""
         next_index = 0
 
         async def worker() -> None:
             nonlocal next_index
-            while next_index < len(accounts):
-                account = accounts[next_index]
+            while next_index < len(steps):
+                router, aggregate_id, command = steps[next_index]
                 next_index += 1
-                await self.send(account, OpenAccount(account, f"owner-{account}"), False)
+                await self.send(router, aggregate_id, command, False)
 
         async with anyio.create_task_group() as tg:
-            for _ in range(min(self.options.concurrency, len(accounts))):
+            for _ in range(min(self.options.concurrency, len(steps))):
                 tg.start_soon(worker)
 
     async def worker(self, index: int) -> None:
         options = self.options
         rng = random.Random(f"{options.seed}-{index}")
-        accounts = self.accounts
+        step = self.workload.step
         counters = self.counters
         limit = math.inf if options.duration is not None else options.commands
         while counters.issued < limit and time.perf_counter() < self.deadline:
+            n = counters.issued
             counters.issued += 1
-            account = accounts[rng.randrange(len(accounts))]
-            await self.send(account, Deposit(account, rng.randint(1, 10_000)), True)
+            router, aggregate_id, command = step(rng, n)
+            await self.send(router, aggregate_id, command, True)
 
     async def report_progress(self) -> None:
         out = self.progress
@@ -382,13 +395,13 @@ async def _run(
         max_live_actors=max(options.aggregates, 1_000),
         idle_timeout=None,
     ) as system:
-        router = system.aggregates(Account)
         handle: ProjectionHandle[BalancesView] | None = None
         if options.projection:
             handle = await system.project(_MeasuredBalances(sampler))
-        run = _Run(options, router, ack_log, progress)
+        workload = _workload(options)
+        run = _Run(options, workload, ack_log, progress)
         began = time.perf_counter()
-        await run.open_accounts()
+        await workload.setup(system, run.send_all)
         setup = time.perf_counter() - began
         before = system.store.statistics()
         sampler.measuring = True
@@ -405,15 +418,20 @@ async def _run(
         if progress is not None and progress.isatty():
             progress.write("\n")
         after = system.store.statistics()
+        began = time.perf_counter()
+        with anyio.fail_after(SETTLE_TIMEOUT):
+            outcome = await workload.settle(system)
+        settle = time.perf_counter() - began
         projection_ok: bool | None = None
         if handle is not None:
             last = await system.store.last_position()
-            await handle.wait_for(last, timeout=60)
+            await handle.wait_for(last, timeout=SETTLE_TIMEOUT)
             sampler.measuring = False
-            projection_ok = await _balances_agree(router, handle.view, run.accounts)
+            projection_ok = await _balances_agree(system, handle.view, workload.accounts)
             await handle.stop()
     counters = run.counters
     batches = after.batches - before.batches
+    events = after.events - before.events
     answered = counters.acknowledged + counters.rejected + counters.errors
     return LoadReport(
         mix=options.mix,
@@ -423,10 +441,10 @@ async def _run(
         db=label,
         commands=answered,
         acknowledged=counters.acknowledged,
-        events=counters.events,
+        events=events,
         seconds=round(seconds, 3),
         commands_per_s=round(answered / seconds, 1) if seconds else 0.0,
-        events_per_s=round(counters.events / seconds, 1) if seconds else 0.0,
+        events_per_s=round(events / seconds, 1) if seconds else 0.0,
         latency_ms=Percentiles.of(counters.latencies),
         rejected=counters.rejected,
         errors=counters.errors,
@@ -436,17 +454,16 @@ async def _run(
         projection_lag_ms_p99=(Percentiles.of(sampler.samples).p99 if options.projection else None),
         projection_ok=projection_ok,
         setup_seconds=round(setup, 3),
+        settle_seconds=round(settle, 3),
+        outcome=outcome,
         peak_rss_mb=round(_peak_rss_mb(), 1),
         seed=options.seed,
     )
 
 
-async def _balances_agree(
-    router: AggregateRouter[AccountState, AccountCommand, AccountEvent],
-    view: BalancesView,
-    accounts: list[str],
-) -> bool:
+async def _balances_agree(system: ActorSystem, view: BalancesView, accounts: list[str]) -> bool:
     """Whether the read model's balances equal the actors' (sampled: up to 100)."""
+    router = system.aggregates(Account)
     step = max(1, len(accounts) // 100)
     for account in accounts[::step]:
         state = await router.state(account)
@@ -479,6 +496,10 @@ def render(report: LoadReport) -> str:
     projection = f"  projection lag p99 {lag}"
     if report.projection_ok is not None:
         projection += f", read model agrees: {report.projection_ok}"
+    settled = ""
+    if report.outcome:
+        pairs = ", ".join(f"{k} {v}" for k, v in report.outcome.items())
+        settled = f"  settled in {report.settle_seconds:.2f} s after the load: {pairs}"
     lines = [
         head,
         rate,
@@ -488,6 +509,8 @@ def render(report: LoadReport) -> str:
         projection,
         f"  peak RSS {report.peak_rss_mb} MB",
     ]
+    if settled:
+        lines.insert(-1, settled)
     return "\n".join(lines)
 
 

@@ -45,10 +45,12 @@ class ProcessManager:
     Class attributes:
         name: permanent: the checkpoint name and the prefix of its command ids.
         event_types: the event types it reacts to.
+        stream_prefix: only events of streams whose id starts with this (None: all).
     """
 
     name: ClassVar[str]
-    event_types: ClassVar[tuple[type[Event], ...]]
+    event_types: ClassVar[tuple[type[Event], ...]] = ()
+    stream_prefix: ClassVar[str | None] = None
 
     def react(self, recorded: RecordedEvent) -> Sequence[Dispatch]:
         """The commands to send because of `recorded` (pure; may be empty)."""

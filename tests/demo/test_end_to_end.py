@@ -3,12 +3,15 @@ a file, read models followed over the bus and waited on with `wait_for`."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
 
-from actors import open_system
+from actors import ActorSystem, open_system
+from demo._workloads import process_managers_available
 from demo.bank import (
     Account,
     AccountClosed,
@@ -22,11 +25,26 @@ from demo.bank import (
     InsufficientFunds,
     InvalidAmount,
     OpenAccount,
+    RequestTransfer,
     Statements,
+    Transfer,
+    TransferProcess,
     Withdraw,
     Withdrawn,
 )
-from demo.shop import Order, OrderDetails, OrderHistory, OrderLine, OrderRequested, PlaceOrder
+from demo.shop import (
+    Inventory,
+    Order,
+    OrderDetails,
+    OrderFulfilment,
+    OrderHistory,
+    OrderLine,
+    OrderRequested,
+    PlaceOrder,
+    Restock,
+    Shipping,
+    tracking_number,
+)
 
 
 @pytest.fixture(params=["memory", "file"])
@@ -121,3 +139,48 @@ async def test_accounts_and_read_models_come_back_the_same_from_the_file(tmp_pat
             assert state.balance == 30
             with pytest.raises(InsufficientFunds):
                 await accounts.ask("b", Withdraw("b", 31))
+
+
+async def settle(system: ActorSystem, handles: Sequence[Any]) -> None:
+    """Wait until the process managers have handled everything, their own commands'
+    events included."""
+    while True:
+        last = await system.store.last_position()
+        for handle in handles:
+            await handle.wait_for(last)
+        if await system.store.last_position() == last:
+            return
+
+
+@pytest.mark.skipif(
+    not process_managers_available(), reason="the process-manager runtime is not merged yet"
+)
+async def test_transfers_and_an_order_run_through_the_process_managers(store_path: str) -> None:
+    with anyio.fail_after(30):
+        async with open_system(store_path, synchronous="NORMAL") as system:
+            run = getattr(system, "run_process_manager")  # noqa: B009 - not typed before the merge
+            handles = [await run(m) for m in (TransferProcess(), OrderFulfilment(), Shipping())]
+            totals = await system.project(BankTotals())
+            accounts = system.aggregates(Account)
+            transfers = system.aggregates(Transfer)
+            for name in ("a", "b", "shut"):
+                await accounts.ask(name, OpenAccount(name, name))
+            await accounts.ask("a", Deposit("a", 1_000))
+            await accounts.ask("shut", CloseAccount("shut"))
+            await system.aggregates(Inventory).ask("main", Restock("main", "pen", 5))
+
+            await transfers.ask("t1", RequestTransfer("t1", "a", "b", 300))
+            await transfers.ask("t2", RequestTransfer("t2", "a", "shut", 200))
+            await transfers.ask("t3", RequestTransfer("t3", "b", "a", 5_000))
+            order = PlaceOrder("o1", "a", "a", (OrderLine("pen", 2, 100),))
+            await system.aggregates(Order).ask("o1", order)
+            await settle(system, [*handles, totals])
+
+            assert (await accounts.state("a")).balance == 1_000 - 300 - 200
+            assert (await accounts.state("b")).balance == 300
+            statuses = [(await transfers.state(t)).status for t in ("t1", "t2", "t3")]
+            assert statuses == ["completed", "failed", "failed"]
+            final = await system.aggregates(Order).state("o1")
+            assert (final.status, final.tracking) == ("shipped", tracking_number("o1"))
+            assert totals.view.conserved()
+            assert totals.view.in_flight == 0

@@ -15,6 +15,7 @@ import pytest
 
 from demo.__main__ import main
 from demo._loadtest import LoadOptions, LoadTestError, Percentiles, run_load
+from demo._workloads import process_managers_available
 from tests.demo._acks import missing_acks, read_acks, version_gaps
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -91,11 +92,54 @@ def test_a_subprocess_run_prints_one_json_object(tmp_path: Path) -> None:
     assert missing_acks(read_acks(acks), db) == []
 
 
+needs_process_managers = pytest.mark.skipif(
+    not process_managers_available(),
+    reason="the process-manager runtime is not in this build yet",
+)
+
+
+@pytest.mark.skipif(process_managers_available(), reason="process managers are available")
+@pytest.mark.parametrize("mix", ["bank", "shop"])
+def test_the_bank_and_shop_mixes_are_refused_without_process_managers(
+    mix: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["loadtest", "--mix", mix]) == 2
+    err = capsys.readouterr().err
+    assert f"--mix {mix} sends transfers or orders" in err
+    assert "not available in this build yet" in err
+
+
+@needs_process_managers
+@pytest.mark.slow
+@pytest.mark.parametrize("mix", ["bank", "shop"])
+def test_the_bank_and_shop_mixes_settle_consistently(
+    mix: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db, acks = tmp_path / "load.db", tmp_path / "acks.tsv"
+    argv = ["loadtest", "--mix", mix, "--aggregates", "30", "--commands", "300"]
+    argv += ["--concurrency", "24", "--db", str(db), "--ack-log", str(acks), "--json"]
+    assert main([*argv, "--synchronous", "NORMAL"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert KEYS <= report.keys()
+    assert (report["commands"], report["errors"], report["projection_ok"]) == (300, 0, True)
+    outcome = report["outcome"]
+    assert outcome["parked"] == 0
+    if mix == "bank":
+        assert outcome["money_conserved"] is True
+        assert outcome["in_flight"] == 0
+        assert outcome["transfers_settled"] > 0
+    else:
+        assert outcome["revenue_equals_charges"] is True
+        orders = sum(n for key, n in outcome.items() if key.startswith("orders_"))
+        assert orders == report["acknowledged"] == 300
+        assert outcome["orders_shipped"] > 0
+    assert missing_acks(read_acks(acks), db) == []
+    assert version_gaps(db) == []
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--mix", "bank"], "--mix bank sends transfers or orders"),
-        (["--mix", "shop"], "not available in this build yet"),
         (["--aggregates", "0"], "--aggregates must be a positive integer, not 0"),
         (["--duration", "-1"], "--duration must be > 0 seconds"),
         (["--sweep", "--db", "x.db"], "--sweep runs each row on a fresh store"),
