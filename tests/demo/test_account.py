@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from actors.testing import AggregateSpec
@@ -241,6 +241,7 @@ money_commands = st.one_of(
 )
 
 
+@settings(deadline=None)
 @given(st.lists(money_commands, max_size=40))
 def test_no_command_sequence_drives_the_balance_negative_or_loses_money(
     commands: list[AccountCommand],
