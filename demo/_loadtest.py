@@ -1,12 +1,13 @@
 """`python -m demo loadtest`: concurrent command throughput through the whole stack.
 
-Each run opens a store and an actor system, opens `aggregates` bank accounts (setup, not
-measured), then keeps `concurrency` commands in flight until `commands` were sent or
-`duration` seconds passed. Every command goes through the router (`ask`), is decided,
-committed (group commit) and acknowledged; with the projection on, a live `Balances`
-read model follows over the bus. The report gives throughput, latency percentiles,
-rejections and errors, the store's mean events per commit, the projection's
-committed-to-applied lag and the peak RSS.
+Each run opens a store and an actor system, sets up the mix's aggregates (accounts,
+warehouses; not measured), then keeps `concurrency` commands in flight until `commands`
+were sent or `duration` seconds passed. Every command goes through the router (`ask`),
+is decided, committed (group commit) and acknowledged; with the projection on, a live
+`Balances` read model follows over the bus. The bank and shop mixes run their process
+managers alongside and wait for them to finish afterwards. The report gives throughput,
+latency percentiles, rejections and errors, the store's mean events per commit, the
+projection's committed-to-applied lag, the process managers' outcome and the peak RSS.
 
 With `ack_log`, each acknowledged command appends `stream_id<TAB>version<TAB>position`
 to that file with one unbuffered `os.write` on an `O_APPEND` descriptor, before the
@@ -62,7 +63,7 @@ SETTLE_TIMEOUT = 300.0
 """Seconds the process managers (and the read model) get to finish after the load."""
 
 MAX_LAG_SAMPLES = 200_000
-"""Projection lag samples kept (every event's lag until then; evenly thinned beyond)."""
+"""Projection lag samples kept (a uniform reservoir sample beyond that many events)."""
 
 
 class LoadTestError(Exception):
@@ -205,24 +206,26 @@ class LoadReport(msgspec.Struct, frozen=True):
 
 
 class _LagSampler:
-    """Collects committed-to-applied lags of a live projection (ms), bounded."""
+    """Collects committed-to-applied lags of a live projection (ms): every one up to
+    `MAX_LAG_SAMPLES`, then a uniform reservoir sample of that size."""
 
     def __init__(self) -> None:
         self.samples: list[float] = []
         self.seen = 0
         self.measuring = False
+        self._rng = random.Random(0)
 
     def observe(self, recorded: RecordedEvent) -> None:
         if not self.measuring:
             return
         self.seen += 1
-        samples = self.samples
-        if len(samples) < MAX_LAG_SAMPLES:
-            samples.append((time.time() - recorded.recorded_at) * 1000.0)
-        elif self.seen % 2 == 0:  # keep sampling, thinner, without growing
-            samples[(self.seen // 2) % MAX_LAG_SAMPLES] = (
-                time.time() - recorded.recorded_at
-            ) * 1000.0
+        lag = (time.time() - recorded.recorded_at) * 1000.0
+        if len(self.samples) < MAX_LAG_SAMPLES:
+            self.samples.append(lag)
+            return
+        slot = self._rng.randrange(self.seen)
+        if slot < MAX_LAG_SAMPLES:
+            self.samples[slot] = lag
 
 
 class _MeasuredBalances(Balances):
