@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from actors.testing import AggregateSpec
 from demo.bank import (
+    MAX_AMOUNT,
     Account,
     AccountClosed,
     AccountCommand,
@@ -66,7 +67,7 @@ def test_a_deposit_raises_the_balance() -> None:
     assert state.balance == 15
 
 
-@pytest.mark.parametrize("amount", [0, -1])
+@pytest.mark.parametrize("amount", [0, -1, MAX_AMOUNT + 1])
 @pytest.mark.parametrize(
     "command",
     [

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from actors.testing import AggregateSpec
 from demo._pm_shim import Dispatch
 from demo.bank import (
+    MAX_AMOUNT,
     Account,
     AccountIsClosed,
     AccountNotOpen,
@@ -72,6 +73,9 @@ def test_a_transfer_id_reused_for_another_request_is_refused() -> None:
 
 def test_a_transfer_of_nothing_or_to_the_same_account_is_refused() -> None:
     transfer.given().when(RequestTransfer("t1", "a", "b", 0)).then_raises(InvalidAmount)
+    transfer.given().when(RequestTransfer("t1", "a", "b", MAX_AMOUNT + 1)).then_raises(
+        InvalidAmount
+    )
     transfer.given().when(RequestTransfer("t1", "a", "a", 5)).then_raises(SameAccount)
 
 
