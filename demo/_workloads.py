@@ -58,7 +58,8 @@ Router = AggregateRouter[Any, Any, Any]
 Step = tuple[Router, str, Command]
 """One command to send: (router, aggregate id, command)."""
 
-Send = Callable[[Router, str, Command], Awaitable[None]]
+SendAll = Callable[[list[Step]], Awaitable[None]]
+"""Sends a list of steps (setup; not measured) and returns when all are answered."""
 
 Outcome = dict[str, int | float | bool]
 
@@ -78,9 +79,7 @@ class Workload(Protocol):
     accounts: list[str]
     """Account ids whose balances the read model check samples."""
 
-    async def setup(
-        self, system: ActorSystem, send_all: Callable[[list[Step]], Awaitable[None]]
-    ) -> None:
+    async def setup(self, system: ActorSystem, send_all: SendAll) -> None:
         """Create what the commands need (not measured)."""
 
     def step(self, rng: random.Random, n: int) -> Step:
@@ -127,9 +126,7 @@ class DepositWorkload:
         self.accounts = _ids("", aggregates)
         self.router: Router | None = None
 
-    async def setup(
-        self, system: ActorSystem, send_all: Callable[[list[Step]], Awaitable[None]]
-    ) -> None:
+    async def setup(self, system: ActorSystem, send_all: SendAll) -> None:
         """Open every account."""
         router = self.router = system.aggregates(Account)
         await send_all([(router, a, OpenAccount(a, f"owner-{a}")) for a in self.accounts])
@@ -162,9 +159,7 @@ class BankWorkload:
         self.handles: list[Any] = []
         self.totals: ProjectionHandle[TotalsView] | None = None
 
-    async def setup(
-        self, system: ActorSystem, send_all: Callable[[list[Step]], Awaitable[None]]
-    ) -> None:
+    async def setup(self, system: ActorSystem, send_all: SendAll) -> None:
         """Open and fund every account; start the transfer process and bank totals."""
         accounts = self.accounts_router = system.aggregates(Account)
         self.transfers = system.aggregates(Transfer)
@@ -228,9 +223,7 @@ class ShopWorkload:
         self.analytics: Any = None
         self.totals: ProjectionHandle[TotalsView] | None = None
 
-    async def setup(
-        self, system: ActorSystem, send_all: Callable[[list[Step]], Awaitable[None]]
-    ) -> None:
+    async def setup(self, system: ActorSystem, send_all: SendAll) -> None:
         """Open and fund the customers' accounts, stock the warehouses, start the
         fulfilment and shipping processes and the analytics."""
         accounts = system.aggregates(Account)
