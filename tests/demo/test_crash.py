@@ -33,17 +33,20 @@ async def kill_once_acks_flow(argv: list[str], extra_lines: int) -> int:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     ) as process:
-        assert process.stderr is not None
-        lines = BufferedByteReceiveStream(process.stderr)
-        after = 0
-        while True:
-            line = (await lines.receive_until(b"\n", 4096)).decode()
-            assert line.startswith("progress acked="), line
-            acked = int(line.split()[1].removeprefix("acked="))
-            if acked and after >= extra_lines:
-                break
-            after += 1 if acked else 0
-        process.kill()
+        try:
+            assert process.stderr is not None
+            lines = BufferedByteReceiveStream(process.stderr)
+            after = 0
+            while True:
+                line = (await lines.receive_until(b"\n", 4096)).decode()
+                assert line.startswith("progress acked="), line
+                acked = int(line.split()[1].removeprefix("acked="))
+                if acked and after >= extra_lines:
+                    break
+                after += 1 if acked else 0
+        finally:
+            if process.returncode is None:  # also when a check failed: never leave it running
+                process.kill()
         assert await process.wait() == -9
     return acked
 
