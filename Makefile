@@ -3,13 +3,15 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+PORT ?= 8000
+BANK_SERVICE_DB ?= bank.db
 
-.PHONY: install test lint format check demo bench clean
+.PHONY: install test lint format check demo bench example docs clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,examples,docs]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -35,5 +37,15 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.store_append
 	$(BIN)/python -m bench.projections
 
+# The bank service example on 127.0.0.1:$(PORT) (make example PORT=9000 BANK_SERVICE_DB=x.db).
+example: $(STAMP)
+	$(BIN)/python -m examples.bank_service --host 127.0.0.1 --port $(PORT) --database $(BANK_SERVICE_DB)
+
+# The API reference, generated from the docstrings into site/.
+docs: $(STAMP)
+	rm -rf site
+	$(BIN)/pdoc --docformat google --output-directory site \
+		store bus actors actors.testing readmodels readmodels.testing demo demo.bank demo.shop
+
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .mypy_cache .ruff_cache .hypothesis site

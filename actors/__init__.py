@@ -24,6 +24,14 @@ from actors._errors import (
     TooManyAttempts,
 )
 from actors._generic import ActorRef
+from actors._process import (
+    Dispatch,
+    ParkedStep,
+    ProcessManager,
+    ProcessManagerHandle,
+    ProcessManagerOptions,
+    ProcessManagerStatistics,
+)
 from actors._router import AggregateRouter
 from actors._system import (
     ActorSystem,
@@ -43,9 +51,15 @@ __all__ = [
     "Command",
     "CommandFailed",
     "CommandResult",
+    "Dispatch",
     "Event",
     "EvolveError",
     "MailboxFull",
+    "ParkedStep",
+    "ProcessManager",
+    "ProcessManagerHandle",
+    "ProcessManagerOptions",
+    "ProcessManagerStatistics",
     "Projectable",
     "RecoveryError",
     "ReentrantAskError",

@@ -613,6 +613,7 @@ class AggregateActor:
             error = outcome
             if isinstance(error, ConcurrencyError):
                 reload = True
+                router.conflicts += 1
                 for planned in segment:
                     envelope = planned.envelope
                     envelope.attempts += 1

@@ -65,6 +65,7 @@ class AggregateRouter(Generic[StateT, CommandT, EventT]):
         self.rejections = 0
         self.failures = 0
         self.restarts = 0
+        self.conflicts = 0
         self.passivations = 0
         self.snapshots = 0
         self.dropped_replies = 0

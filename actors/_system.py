@@ -18,6 +18,7 @@ from actors._actor import AggregateActor
 from actors._aggregate import Aggregate, CommandT, EventT, StateT
 from actors._errors import ShuttingDown
 from actors._generic import ActorRef
+from actors._process import ProcessManager, ProcessManagerHandle, ProcessManagerOptions
 from actors._router import AggregateRouter
 from bus import EventBus, open_bus
 from store import EventRegistry, EventStore, get_logger, open_store
@@ -49,7 +50,9 @@ class Projectable(Protocol[T_co]):
         bus: EventBus,
         *,
         from_position: int = 0,
-    ) -> T_co: ...
+    ) -> T_co:
+        """Start the projection in `task_group` and return its running handle."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +142,8 @@ class SystemStatistics(msgspec.Struct, frozen=True):
         rejections: commands refused by `decide` (`Rejected`).
         failures: commands failed by a bug in decide or evolve.
         restarts: actor restarts (evolve failures, unknown append outcomes, failed loads).
+        conflicts: appends refused because another writer (another process) had moved
+            the stream on; the actor reloaded and retried them.
         passivations: actors stopped for idleness or by the live-actor cap.
         snapshots: snapshots taken.
         dropped_replies: results of applied commands whose caller had gone (timed out
@@ -154,6 +159,7 @@ class SystemStatistics(msgspec.Struct, frozen=True):
     rejections: int
     failures: int
     restarts: int
+    conflicts: int
     passivations: int
     snapshots: int
     dropped_replies: int
@@ -251,7 +257,7 @@ class ActorSystem:
                 f"stream category {kind.category!r} of {kind.__qualname__} is used by"
                 " another aggregate type; set a distinct category"
             )
-        self.store.registry.register(*kind.event_types)
+        _register(self.store.registry, kind.event_types)
         router_options = dataclasses.replace(self.options, **options) if options else self.options
         every = snapshot_every if snapshot_every is not None else kind.snapshot_every
         if every is not None and (type(every) is not int or every < 1):
@@ -299,6 +305,32 @@ class ActorSystem:
         """
         return await projection.start(self._tg, self.store, self.bus, from_position=from_position)
 
+    async def run_process_manager(
+        self, manager: ProcessManager, *, options: ProcessManagerOptions | None = None
+    ) -> ProcessManagerHandle:
+        """Start process manager `manager` in the system, resuming from its checkpoint.
+
+        Returns once it is subscribed; it then handles events (and sends the commands
+        they call for) until the system closes or `handle.stop()` is called.
+
+        Raises:
+            ValueError: `manager.name` is not a non-empty str.
+            ShuttingDown: the system is shutting down.
+        """
+        name = getattr(manager, "name", None)
+        if not isinstance(name, str) or not name:
+            raise ValueError(
+                f"{type(manager).__qualname__}.name must be a non-empty str: it names the"
+                " checkpoint and prefixes every command id the manager sends"
+            )
+        if not self._accepting:
+            raise ShuttingDown(f"the actor system is shutting down; {name!r} not started")
+        _register(self.store.registry, manager.event_types)
+        checkpoint = await self.store.load_checkpoint(f"process:{name}")
+        handle = ProcessManagerHandle(self, manager, options or ProcessManagerOptions(), checkpoint)
+        await self._tg.start(handle._run)
+        return handle
+
     def statistics(self) -> SystemStatistics:
         """The system's counters now (a frozen snapshot)."""
         depths = [len(actor.mailbox) for actor in self._live.values()]
@@ -313,6 +345,7 @@ class ActorSystem:
             rejections=sum(r.rejections for r in routers),
             failures=sum(r.failures for r in routers),
             restarts=sum(r.restarts for r in routers),
+            conflicts=sum(r.conflicts for r in routers),
             passivations=sum(r.passivations for r in routers),
             snapshots=sum(r.snapshots for r in routers),
             dropped_replies=sum(r.dropped_replies for r in routers),
@@ -434,6 +467,12 @@ class ActorSystem:
         """Whether a message sent along ask chain `chain` is accepted now: always
         before shutdown; during the first phase of shutdown, only from actors."""
         return self._accepting or (self._internal and bool(chain))
+
+
+def _register(registry: EventRegistry, types: tuple[type[Any], ...]) -> None:
+    # Only the types not registered yet, at version 1: one the user registered at a
+    # higher schema_version (with upcasters from older ones) keeps that version.
+    registry.register(*(tp for tp in types if not registry.is_registered(tp)))
 
 
 @contextlib.asynccontextmanager

@@ -15,6 +15,7 @@ machine the ratio of the medians is the number to watch.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import tempfile
 import time
@@ -27,7 +28,8 @@ import anyio
 import msgspec
 
 from actors import Aggregate, Command, Event, open_system
-from store import NO_STREAM, EventRegistry, open_store
+from readmodels import Projection
+from store import NO_STREAM, EventRegistry, RecordedEvent, open_store
 
 AGGREGATES = 1_000
 
@@ -59,12 +61,32 @@ class Counter(Aggregate[Tally, Add, Added]):
         return Tally(state.total + event.amount)
 
 
+class Totals(Projection[dict[str, int]]):
+    """A live read model over the load: each counter's total, and when each position
+    was applied (for committed-to-applied lag)."""
+
+    name = "bench.totals"
+    event_types = (Added,)
+
+    def __init__(self) -> None:
+        self.applied_at: dict[int, float] = {}
+
+    def initial_view(self) -> dict[str, int]:
+        return {}
+
+    def apply(self, view: dict[str, int], recorded: RecordedEvent) -> dict[str, int]:
+        self.applied_at[recorded.position] = time.perf_counter()
+        view[recorded.stream_id] = view.get(recorded.stream_id, 0) + recorded.event.amount
+        return view
+
+
 @dataclass(frozen=True)
 class Run:
     rate: float
     p50_ms: float
     p95_ms: float
     p99_ms: float
+    lag_p99_ms: float = 0.0
 
 
 def _owned(concurrency: int) -> list[list[int]]:
@@ -80,12 +102,23 @@ def _summary(count: int, seconds: float, latencies: list[float]) -> Run:
     return Run(count / seconds, pct(0.50), pct(0.95), pct(0.99))
 
 
-async def run_actors(path: Path, concurrency: int, commands: int) -> Run:
+async def run_actors(path: Path, concurrency: int, commands: int, *, projection: bool) -> Run:
     per_caller = max(commands // concurrency, 1)
     latencies: list[float] = []
+    commit_at: dict[int, float] = {}
+    totals = Totals()
     async with open_system(path, synchronous="FULL") as system:
         router = system.aggregates(Counter)
         owned = _owned(concurrency)
+        if projection:
+
+            def on_commit(batch: Sequence[RecordedEvent]) -> None:
+                now = time.perf_counter()
+                for recorded in batch:
+                    commit_at[recorded.position] = now
+
+            system.store.add_commit_listener(on_commit)
+            handle = await system.project(totals)
 
         async def warm(ids: list[int]) -> None:
             for i in ids:
@@ -109,7 +142,15 @@ async def run_actors(path: Path, concurrency: int, commands: int) -> Run:
             for ids in owned:
                 tg.start_soon(caller, ids)
         seconds = time.perf_counter() - started
-    return _summary(len(latencies), seconds, latencies)
+        if projection:
+            await handle.wait_for(await system.store.last_position(), timeout=60)
+    run = _summary(len(latencies), seconds, latencies)
+    if not projection:
+        return run
+    lags = sorted(
+        1000 * (at - commit_at[p]) for p, at in totals.applied_at.items() if p in commit_at
+    )
+    return dataclasses.replace(run, lag_p99_ms=lags[min(len(lags) - 1, int(0.99 * len(lags)))])
 
 
 async def run_bare(path: Path, concurrency: int, commands: int) -> Run:
@@ -155,6 +196,7 @@ def _median(runs: list[Run]) -> Run:
         statistics.median(r.p50_ms for r in runs),
         statistics.median(r.p95_ms for r in runs),
         statistics.median(r.p99_ms for r in runs),
+        statistics.median(r.lag_p99_ms for r in runs),
     )
 
 
@@ -165,6 +207,12 @@ async def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--commands", type=int, default=20_000, help="commands per run (C=1: a tenth)"
     )
+    parser.add_argument(
+        "--projection",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="a live read model follows the actor side (its lag is reported)",
+    )
     args = parser.parse_args(argv)
     rows: list[tuple[int, Run, Run]] = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -174,7 +222,12 @@ async def main(argv: Sequence[str] | None = None) -> None:
             bare_runs: list[Run] = []
             for n in range(args.runs):
                 actor_runs.append(
-                    await run_actors(Path(tmp, f"a-{concurrency}-{n}.db"), concurrency, commands)
+                    await run_actors(
+                        Path(tmp, f"a-{concurrency}-{n}.db"),
+                        concurrency,
+                        commands,
+                        projection=args.projection,
+                    )
                 )
                 bare_runs.append(
                     await run_bare(Path(tmp, f"b-{concurrency}-{n}.db"), concurrency, commands)
@@ -183,10 +236,11 @@ async def main(argv: Sequence[str] | None = None) -> None:
     print(
         f"{AGGREGATES} aggregates, 1 event per command, synchronous=FULL,"
         f" median of {args.runs} runs (ask vs bare store.append)"
+        + ("; a live projection follows the ask side" if args.projection else "")
     )
     header = (
         f"{'in flight':>9} | {'ask cmd/s':>9} | {'p50 ms':>6} | {'p95 ms':>6} | {'p99 ms':>6}"
-        f" | {'bare/s':>8} | {'bare p99':>8} | {'ratio':>5}"
+        f" | {'bare/s':>8} | {'bare p99':>8} | {'ratio':>5} | {'lag p99':>7}"
     )
     print(header)
     print("-" * len(header))
@@ -194,7 +248,7 @@ async def main(argv: Sequence[str] | None = None) -> None:
         print(
             f"{concurrency:>9} | {actor.rate:>9,.0f} | {actor.p50_ms:>6.2f} | {actor.p95_ms:>6.2f}"
             f" | {actor.p99_ms:>6.2f} | {bare.rate:>8,.0f} | {bare.p99_ms:>8.2f}"
-            f" | {actor.rate / bare.rate:>5.2f}"
+            f" | {actor.rate / bare.rate:>5.2f} | {actor.lag_p99_ms:>7.2f}"
         )
 
 

@@ -48,9 +48,13 @@ class EventSource(Protocol):
 
     def add_commit_listener(
         self, listener: Callable[[Sequence[RecordedEvent]], None]
-    ) -> Callable[[], None]: ...
+    ) -> Callable[[], None]:
+        """Call `listener` with the events of every commit; returns its remover."""
+        ...
 
-    async def last_position(self) -> int: ...
+    async def last_position(self) -> int:
+        """The highest committed global position."""
+        ...
 
     async def read_all(
         self,
@@ -60,7 +64,10 @@ class EventSource(Protocol):
         limit: int | None = 1000,
         event_types: Sequence[str] | None = None,
         stream_prefix: str | None = None,
-    ) -> list[RecordedEvent]: ...
+    ) -> list[RecordedEvent]:
+        """The global log from `from_position` (inclusive), in commit order (filtered like
+        `EventStore.read_all`)."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,7 +39,6 @@ from demo._workloads import (
     ShopWorkload,
     Step,
     Workload,
-    process_managers_available,
 )
 from demo.bank import Account, Balances, BalancesView
 from readmodels import ProjectionHandle
@@ -82,8 +81,7 @@ class LoadOptions:
         db: the SQLite file (None: a temporary file, removed afterwards; ":memory:").
         synchronous: the store's durability mode.
         mix: "deposit" (deposits only), "bank" (transfers, deposits, withdrawals) or
-            "shop" (orders paid from bank accounts); see `demo._workloads`. "bank" and
-            "shop" need the process-manager runtime and are refused without it.
+            "shop" (orders paid from bank accounts); see `demo._workloads`.
         projection: run a live `Balances` read model and measure its lag.
         seed: seeds the choice of accounts and amounts.
         ack_log: append one line per acknowledged command to this file.
@@ -116,12 +114,6 @@ class LoadOptions:
             raise LoadTestError(f"--synchronous must be FULL or NORMAL, not {self.synchronous!r}")
         if self.mix not in ("deposit", "bank", "shop"):
             raise LoadTestError(f"--mix must be deposit, bank or shop, not {self.mix!r}")
-        if self.mix != "deposit" and not process_managers_available():
-            raise LoadTestError(
-                f"--mix {self.mix} sends transfers or orders, which are carried out by process"
-                " managers; the runtime that runs them (ActorSystem.run_process_manager) is"
-                " not available in this build yet. Use --mix deposit."
-            )
         if not 0 < self.progress_interval < math.inf:
             raise LoadTestError(
                 f"--progress-interval must be > 0 seconds, not {self.progress_interval!r}"

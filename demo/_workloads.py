@@ -8,9 +8,6 @@
   accounts; `OrderFulfilment` and `Shipping` carry them to shipped, rejected (out of
   stock) or cancelled (funds short).
 
-The bank and shop workloads need the process-manager runtime
-(`ActorSystem.run_process_manager`); `process_managers_available()` says whether it is
-there.
 """
 
 from __future__ import annotations
@@ -20,8 +17,7 @@ import random
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
-from actors import ActorSystem, AggregateRouter, Command
-from demo._pm_shim import ProcessManager
+from actors import ActorSystem, AggregateRouter, Command, ProcessManager, ProcessManagerHandle
 from demo.bank import (
     Account,
     BankTotals,
@@ -34,6 +30,7 @@ from demo.bank import (
     Withdraw,
 )
 from demo.shop import (
+    AnalyticsView,
     Inventory,
     Order,
     OrderFulfilment,
@@ -51,7 +48,6 @@ __all__ = [
     "ShopWorkload",
     "Step",
     "Workload",
-    "process_managers_available",
 ]
 
 Router = AggregateRouter[Any, Any, Any]
@@ -62,11 +58,6 @@ SendAll = Callable[[list[Step]], Awaitable[None]]
 """Sends a list of steps (setup; not measured) and returns when all are answered."""
 
 Outcome = dict[str, int | float | bool]
-
-
-def process_managers_available() -> bool:
-    """Whether the actor runtime can run process managers (the bank and shop mixes)."""
-    return hasattr(ActorSystem, "run_process_manager")
 
 
 class _Waitable(Protocol):
@@ -108,15 +99,14 @@ async def _quiesce(system: ActorSystem, handles: Sequence[_Waitable]) -> None:
             return
 
 
-async def _run_managers(system: ActorSystem, *managers: ProcessManager) -> list[Any]:
-    run = getattr(system, "run_process_manager", None)
-    if run is None:
-        raise RuntimeError("this actor runtime cannot run process managers")
-    return [await run(manager) for manager in managers]
+async def _run_managers(
+    system: ActorSystem, *managers: ProcessManager
+) -> list[ProcessManagerHandle]:
+    return [await system.run_process_manager(manager) for manager in managers]
 
 
-def _parked(handles: Sequence[Any]) -> int:
-    return sum(int(handle.statistics().parked) for handle in handles)
+def _parked(handles: Sequence[ProcessManagerHandle]) -> int:
+    return sum(handle.statistics().parked for handle in handles)
 
 
 class DepositWorkload:
@@ -156,7 +146,7 @@ class BankWorkload:
         self.seed = seed
         self.accounts_router: Router | None = None
         self.transfers: Router | None = None
-        self.handles: list[Any] = []
+        self.handles: list[ProcessManagerHandle] = []
         self.totals: ProjectionHandle[TotalsView] | None = None
 
     async def setup(self, system: ActorSystem, send_all: SendAll) -> None:
@@ -219,8 +209,8 @@ class ShopWorkload:
         self.skus = _ids("sku-", self.PRODUCTS)
         self.prices = {sku: 100 + 47 * n % 900 for n, sku in enumerate(self.skus)}
         self.orders: Router | None = None
-        self.handles: list[Any] = []
-        self.analytics: Any = None
+        self.handles: list[ProcessManagerHandle] = []
+        self.analytics: ProjectionHandle[AnalyticsView] | None = None
         self.totals: ProjectionHandle[TotalsView] | None = None
 
     async def setup(self, system: ActorSystem, send_all: SendAll) -> None:
@@ -259,6 +249,7 @@ class ShopWorkload:
         """Wait for every order to ship or fail; report orders per status, revenue, and
         whether revenue equals what the bank charged."""
         assert self.totals is not None
+        assert self.analytics is not None
         await _quiesce(system, [*self.handles, self.totals, self.analytics])
         view = self.analytics.view
         outcome: Outcome = {f"orders_{s}": n for s, n in sorted(view.statuses.items()) if n}

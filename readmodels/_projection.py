@@ -24,11 +24,10 @@ import itertools
 from abc import ABC, abstractmethod
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import anyio
 import msgspec
-import structlog
 from anyio.abc import TaskGroup, TaskStatus
 from anyio.lowlevel import checkpoint
 
@@ -39,7 +38,7 @@ from readmodels._errors import (
     ProjectionStopped,
     TooManyParked,
 )
-from store import RecordedEvent
+from store import RecordedEvent, get_logger
 
 __all__ = [
     "DeadLetter",
@@ -52,8 +51,6 @@ __all__ = [
 
 View = TypeVar("View")
 
-_log = structlog.get_logger("readmodels")
-
 
 class Projection(ABC, Generic[View]):
     """A read model: a view folded from recorded events.
@@ -63,8 +60,9 @@ class Projection(ABC, Generic[View]):
 
     Attributes:
         name: shown in statistics and errors (default: the class name).
-        event_types: the event tags this projection wants (None: all). The bus filters
-            before queueing, so events it does not want cost it nothing.
+        event_types: the events this projection wants, as event types or their tags
+            (None: all). The bus filters before queueing, so events it does not want
+            cost it nothing.
         stream_prefix: only events of streams whose id starts with this (None: all).
 
     `apply` mutates the view in place and returns it (see the module docs): check
@@ -72,7 +70,7 @@ class Projection(ABC, Generic[View]):
     """
 
     name: str | None = None
-    event_types: Collection[str] | None = None
+    event_types: Collection[str | type[msgspec.Struct]] | None = None
     stream_prefix: str | None = None
 
     @abstractmethod
@@ -195,9 +193,9 @@ class ProjectionHandle(Generic[View]):
         self._store = store
         self._bus = bus
         self._options = options
-        self._types = (
-            None if projection.event_types is None else sorted(set(projection.event_types))
-        )
+        tags = event_tags(projection)
+        self._types = None if tags is None else sorted(tags)
+        self._log = get_logger("readmodels", projection=self.name)
         self._view = projection.initial_view()
         self._from = from_position
         self._position = max(from_position - 1, 0)
@@ -346,7 +344,7 @@ class ProjectionHandle(Generic[View]):
                 self._applied = applied + more
                 self._parked = parked
                 self._rebuilds += 1
-        _log.info("projection.rebuilt", projection=self.name, position=position)
+        self._log.info("projection.rebuilt", projection=self.name, position=position)
 
     async def _replay(
         self, view: View, position: int, target: int, page: int, parked: list[DeadLetter]
@@ -399,7 +397,9 @@ class ProjectionHandle(Generic[View]):
             self._parked = kept
             replayed = len(letters) - len(kept)
             self._applied += replayed
-        _log.info("projection.replayed", projection=self.name, replayed=replayed, kept=len(kept))
+        self._log.info(
+            "projection.replayed", projection=self.name, replayed=replayed, kept=len(kept)
+        )
         return replayed
 
     # -- the task ------------------------------------------------------------------------
@@ -426,7 +426,7 @@ class ProjectionHandle(Generic[View]):
             if not started:
                 raise
             self._failure = exc
-            _log.error(
+            self._log.error(
                 "projection.failed", projection=self.name, position=self._position, exc_info=True
             )
         finally:
@@ -497,7 +497,7 @@ class ProjectionHandle(Generic[View]):
                 recorded=recorded,
             )
         )
-        _log.warning(
+        self._log.warning(
             "projection.event_parked",
             projection=self.name,
             position=recorded.position,
@@ -543,14 +543,34 @@ async def start_projection(
         raise InvalidProjection(f"from_position must be an int >= 0, not {from_position!r}")
     if not isinstance(projection, Projection):
         raise InvalidProjection(f"expected a Projection, not {type(projection).__name__}")
-    types = projection.event_types
-    if types is not None and (
-        isinstance(types, str) or not all(type(t) is str and t for t in types)
-    ):
-        raise InvalidProjection(
-            f"projection {projection.name or type(projection).__name__!r}: event_types must"
-            f" be a collection of non-empty str tags or None, not {types!r}"
-        )
+    event_tags(projection)  # raises InvalidProjection for a bad event_types
     handle = ProjectionHandle(projection, store, bus, options or ProjectionOptions(), from_position)
     await task_group.start(handle._run)
     return handle
+
+
+def event_tags(projection: Projection[Any]) -> frozenset[str] | None:
+    """The tags of the events `projection` wants (None: all), from types or tags.
+
+    Raises:
+        InvalidProjection: an entry is neither a non-empty tag nor a tagged struct type.
+    """
+    wanted = projection.event_types
+    if wanted is None:
+        return None
+    tags: set[str] = set()
+    for entry in () if isinstance(wanted, str) else wanted:
+        if type(entry) is str and entry:
+            tags.add(entry)
+            continue
+        tag = getattr(getattr(entry, "__struct_config__", None), "tag", None)
+        if not (isinstance(entry, type) and isinstance(tag, str) and tag):
+            break
+        tags.add(tag)
+    else:
+        if not isinstance(wanted, str):
+            return frozenset(tags)
+    raise InvalidProjection(
+        f"projection {projection.name or type(projection).__name__!r}: event_types must"
+        f" be a collection of event types or non-empty tags, or None, not {wanted!r}"
+    )

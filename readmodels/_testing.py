@@ -7,7 +7,7 @@ from typing import Any, Generic, TypeVar
 
 import msgspec
 
-from readmodels._projection import Projection
+from readmodels._projection import Projection, event_tags
 from store import EventRegistry, RecordedEvent
 
 __all__ = ["ProjectionSpec"]
@@ -108,7 +108,7 @@ class ProjectionSpec(Generic[View]):
     def view(self) -> View:
         """Fold the given events (those the projection subscribes to) into a fresh view."""
         projection = self.projection
-        types = None if projection.event_types is None else frozenset(projection.event_types)
+        types = event_tags(projection)
         prefix = projection.stream_prefix
         view = projection.initial_view()
         for recorded in self.events:

@@ -200,9 +200,15 @@ class EventRegistry:
     # -- snapshots: any msgspec-encodable state ----------------------------------------
 
     def encode_state(self, state: object) -> bytes:
+        """`state` (a msgspec struct or plain data) as msgpack bytes, for a snapshot."""
         return self._encoder.encode(state)
 
     def decode_state(self, data: bytes, state_type: type[Any]) -> Any:
+        """A snapshot's bytes decoded as `state_type`.
+
+        Raises:
+            msgspec.ValidationError, msgspec.DecodeError: the bytes are not a `state_type`.
+        """
         return msgspec.msgpack.decode(data, type=state_type)
 
 

@@ -143,6 +143,8 @@ class UnknownEventType(EventDecodeError):
     def at(
         cls, stream_id: str, version: int, event_type: str, schema_version: int
     ) -> UnknownEventType:
+        """The error for the event at `version` of `stream_id`, with a message that
+        names the stream, version, type and schema version and says what to register."""
         return cls(
             f"stream {stream_id!r} version {version} holds event type {event_type!r}"
             f" schema {schema_version}, which is not registered: register the type,"
@@ -161,6 +163,8 @@ class CorruptEvent(EventDecodeError):
     def at(
         cls, stream_id: str, version: int, event_type: str, schema_version: int, reason: str
     ) -> CorruptEvent:
+        """The error for the undecodable event at `version` of `stream_id`, naming the
+        stream, version, type and schema version, with `reason` from the decoder."""
         return cls(
             f"stream {stream_id!r} version {version} ({event_type!r} schema {schema_version})"
             f" is corrupt: {reason}",

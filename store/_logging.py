@@ -15,32 +15,79 @@ from typing import Any
 
 import structlog
 
-__all__ = ["get_logger"]
+__all__ = ["LibraryLogger", "get_logger"]
 
 _fallback: Any = None
 
 
-def get_logger(name: str, **context: Any) -> Any:
+def get_logger(name: str, **context: Any) -> LibraryLogger:
     """A structlog logger named `name` with `context` bound, for library code.
 
-    Uses the application's structlog configuration when there is one (checked on each
-    call, so call it when an actor or store is created, not at import time); otherwise
-    a logger that writes warnings and errors to stderr and drops the rest.
+    Each call on it follows structlog's configuration as it is at that moment: the
+    application's, once it has configured structlog (so `capture_logs()` in tests sees
+    it too); otherwise warnings and errors on stderr, the rest dropped at no cost.
     """
-    if structlog.is_configured():
-        return structlog.get_logger(name).bind(**context)
-    global _fallback
-    if _fallback is None:
-        _fallback = structlog.wrap_logger(
-            structlog.PrintLogger(sys.stderr),
-            wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
-            processors=[
-                structlog.processors.add_log_level,
-                structlog.processors.TimeStamper(fmt="iso", utc=True),
-                structlog.processors.format_exc_info,
-                structlog.processors.KeyValueRenderer(
-                    key_order=["timestamp", "level", "event", "logger"]
-                ),
-            ],
-        )
-    return _fallback.bind(logger=name, **context)
+    return LibraryLogger(name, context)
+
+
+class LibraryLogger:
+    """A logger that resolves structlog's configuration when it logs, not when made."""
+
+    __slots__ = ("_context", "_name")
+
+    def __init__(self, name: str, context: dict[str, Any]) -> None:
+        self._name = name
+        self._context = context
+
+    def bind(self, **more: Any) -> LibraryLogger:
+        """A logger with `more` bound as well."""
+        return LibraryLogger(self._name, {**self._context, **more})
+
+    def debug(self, event: str, **values: Any) -> None:
+        """Log at debug level (dropped unless the application configured structlog)."""
+        if structlog.is_configured():
+            self._configured().debug(event, **values)
+
+    def info(self, event: str, **values: Any) -> None:
+        """Log at info level (dropped unless the application configured structlog)."""
+        if structlog.is_configured():
+            self._configured().info(event, **values)
+
+    def warning(self, event: str, **values: Any) -> None:
+        """Log at warning level."""
+        self._target().warning(event, **values)
+
+    def error(self, event: str, **values: Any) -> None:
+        """Log at error level (pass `exc_info=True` inside `except` for the traceback)."""
+        self._target().error(event, **values)
+
+    def _configured(self) -> Any:
+        return structlog.get_logger(self._name).bind(**self._context)
+
+    def _target(self) -> Any:
+        if structlog.is_configured():
+            return self._configured()
+        global _fallback
+        if _fallback is None:
+            _fallback = structlog.wrap_logger(
+                _Stderr(),
+                wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
+                processors=[
+                    structlog.processors.add_log_level,
+                    structlog.processors.TimeStamper(fmt="iso", utc=True),
+                    structlog.processors.format_exc_info,
+                    structlog.processors.KeyValueRenderer(
+                        key_order=["timestamp", "level", "event", "logger"]
+                    ),
+                ],
+            )
+        return _fallback.bind(logger=self._name, **self._context)
+
+
+class _Stderr:
+    """Writes each line to whatever `sys.stderr` is at that moment (it may be redirected)."""
+
+    def msg(self, message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    debug = info = warning = error = critical = exception = msg

@@ -24,7 +24,9 @@ class EventStore(Protocol):
     """
 
     @property
-    def registry(self) -> EventRegistry: ...
+    def registry(self) -> EventRegistry:
+        """The event types this store can append and read."""
+        ...
 
     async def append(
         self,
@@ -34,7 +36,15 @@ class EventStore(Protocol):
         expected_version: int,
         command_id: str | None = None,
         metadata: Mapping[str, str] | None = None,
-    ) -> AppendResult: ...
+    ) -> AppendResult:
+        """Append `events` to `stream_id` if it is at `expected_version` (or `ANY`,
+        `NO_STREAM`, `STREAM_EXISTS`); returns once they are committed. A `command_id`
+        seen before returns the first result (`duplicate=True`) and writes nothing.
+
+        Raises:
+            ConcurrencyError: the stream is at another version; nothing written.
+        """
+        ...
 
     async def read_stream(
         self,
@@ -43,11 +53,15 @@ class EventStore(Protocol):
         from_version: int = 1,
         to_version: int | None = None,
         limit: int | None = None,
-    ) -> list[RecordedEvent]: ...
+    ) -> list[RecordedEvent]:
+        """The events of `stream_id` from `from_version` to `to_version`, oldest first."""
+        ...
 
     async def read_stream_until(
         self, stream_id: str, at: datetime | float, *, limit: int | None = None
-    ) -> list[RecordedEvent]: ...
+    ) -> list[RecordedEvent]:
+        """The events of `stream_id` recorded at or before moment `at` (time travel)."""
+        ...
 
     async def read_all(
         self,
@@ -57,28 +71,52 @@ class EventStore(Protocol):
         limit: int | None = 1000,
         event_types: Sequence[str] | None = None,
         stream_prefix: str | None = None,
-    ) -> list[RecordedEvent]: ...
+    ) -> list[RecordedEvent]:
+        """The global log from `from_position` (inclusive) up to `to_position`, in commit
+        order; optionally only `event_types` tags and streams starting with `stream_prefix`.
+        """
+        ...
 
-    async def stream_version(self, stream_id: str) -> int: ...
+    async def stream_version(self, stream_id: str) -> int:
+        """The version of `stream_id` (0 when it has no events)."""
+        ...
 
-    async def last_position(self) -> int: ...
+    async def last_position(self) -> int:
+        """The highest committed global position (0 for an empty store)."""
+        ...
 
-    async def find_command(self, command_id: str) -> AppendResult | None: ...
+    async def find_command(self, command_id: str) -> AppendResult | None:
+        """The result of the append made with `command_id`, or None if there was none."""
+        ...
 
     async def save_snapshot(
         self, stream_id: str, version: int, state: object, *, schema_version: int = 1
-    ) -> None: ...
+    ) -> None:
+        """Keep `state` as the snapshot of `stream_id` at `version`."""
+        ...
 
     async def load_snapshot(
         self, stream_id: str, state_type: type[S], *, schema_version: int = 1
-    ) -> Snapshot[S] | None: ...
+    ) -> Snapshot[S] | None:
+        """The latest snapshot of `stream_id` as `state_type`, or None (none, or another
+        `schema_version`)."""
+        ...
 
-    async def save_checkpoint(self, name: str, position: int) -> None: ...
+    async def save_checkpoint(self, name: str, position: int) -> None:
+        """Durably record that subscriber `name` has handled everything up to `position`."""
+        ...
 
-    async def load_checkpoint(self, name: str) -> int: ...
+    async def load_checkpoint(self, name: str) -> int:
+        """The position saved for subscriber `name` (0 if none)."""
+        ...
 
     def add_commit_listener(
         self, listener: Callable[[Sequence[RecordedEvent]], None]
-    ) -> Callable[[], None]: ...
+    ) -> Callable[[], None]:
+        """Call `listener` with the events of every commit, in commit order; returns a
+        function that removes it."""
+        ...
 
-    def statistics(self) -> StoreStatistics: ...
+    def statistics(self) -> StoreStatistics:
+        """A frozen snapshot of the store's counters."""
+        ...

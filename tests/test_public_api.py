@@ -44,6 +44,76 @@ def test_all_is_sorted_and_every_name_is_importable_and_documented(package: str)
     assert undocumented == []
 
 
+def _ours(obj: object) -> bool:
+    return (getattr(obj, "__module__", None) or "").partition(".")[0] in PACKAGES
+
+
+def undocumented_methods(cls: type) -> list[str]:
+    """The public methods and properties of `cls` (and of its bases from our packages)
+    with no docstring; what it inherits from elsewhere (msgspec, Exception) is theirs."""
+    found = []
+    for klass in cls.__mro__:
+        if not _ours(klass):
+            continue
+        for attr, value in vars(klass).items():
+            if attr.startswith("_"):
+                continue
+            code: object
+            if isinstance(value, staticmethod | classmethod):
+                code = value.__func__
+            elif isinstance(value, property):
+                code = value.fget
+            elif inspect.isfunction(value):
+                code = value
+            else:
+                continue  # data, nested classes
+            if not (getattr(code, "__doc__", None) or "").strip():
+                found.append(f"{cls.__name__}.{attr} (defined in {klass.__qualname__})")
+    return found
+
+
+def test_the_method_check_finds_an_undocumented_method() -> None:
+    class Documented:
+        """Has a documented method and an undocumented one."""
+
+        def fine(self) -> None:
+            """Documented."""
+
+        def bare(self) -> None:
+            pass
+
+        @property
+        def value(self) -> int:
+            return 1
+
+        def _private(self) -> None:
+            pass
+
+    Documented.__module__ = "actors._fake"
+    where = f"(defined in {Documented.__qualname__})"
+    assert undocumented_methods(Documented) == [
+        f"Documented.bare {where}",
+        f"Documented.value {where}",
+    ]
+
+
+PUBLIC_MODULES = (*PACKAGES, "actors.testing", "readmodels.testing", "demo.bank", "demo.shop")
+"""Every module whose names are public API (and go into the API reference)."""
+
+
+@pytest.mark.parametrize("module_name", PUBLIC_MODULES)
+def test_every_exported_name_and_public_method_is_documented(module_name: str) -> None:
+    module = importlib.import_module(module_name)
+    undocumented = []
+    for name in module.__all__:
+        obj = getattr(module, name)
+        if (inspect.isclass(obj) or inspect.isfunction(obj)) and not (obj.__doc__ or "").strip():
+            undocumented.append(name)
+        if inspect.isclass(obj) and _ours(obj):
+            undocumented.extend(undocumented_methods(obj))
+    assert undocumented == []
+
+
 def forbidden_imports(source: str, package: str) -> list[str]:
     """The first-party packages `source` (a module of `package`) imports against the
     layering, whether at module level, in a function or under TYPE_CHECKING."""

@@ -24,8 +24,7 @@ from typing import ClassVar, assert_never
 
 import msgspec
 
-from actors import Aggregate, Command, Event, Rejected
-from demo._pm_shim import Dispatch, ProcessManager
+from actors import Aggregate, Command, Dispatch, Event, ProcessManager, Rejected
 from demo._streams import aggregate_id
 from demo.bank._account import (
     MAX_AMOUNT,

@@ -20,8 +20,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import ClassVar
 
-from actors import Event, Rejected
-from demo._pm_shim import Dispatch, ProcessManager
+from actors import Dispatch, Event, ProcessManager, Rejected
 from demo._streams import aggregate_id
 from demo.bank import Account, OrderCharged, PayForOrder
 from demo.shop._inventory import Inventory, ReleaseStock, ReserveStock, StockReserved

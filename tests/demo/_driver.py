@@ -15,8 +15,7 @@ import random
 from collections.abc import Sequence
 from typing import Any
 
-from actors import Aggregate, Command, Event, Rejected
-from demo._pm_shim import Dispatch, ProcessManager
+from actors import Aggregate, Command, Dispatch, Event, ProcessManager, Rejected
 from store import RecordedEvent
 
 

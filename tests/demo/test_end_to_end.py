@@ -10,8 +10,7 @@ from typing import Any
 import anyio
 import pytest
 
-from actors import ActorSystem, open_system
-from demo._workloads import process_managers_available
+from actors import ActorSystem, ProcessManagerHandle, open_system
 from demo.bank import (
     Account,
     AccountClosed,
@@ -45,6 +44,7 @@ from demo.shop import (
     Shipping,
     tracking_number,
 )
+from readmodels import ProjectionHandle
 
 
 @pytest.fixture(params=["memory", "file"])
@@ -141,7 +141,9 @@ async def test_accounts_and_read_models_come_back_the_same_from_the_file(tmp_pat
                 await accounts.ask("b", Withdraw("b", 31))
 
 
-async def settle(system: ActorSystem, handles: Sequence[Any]) -> None:
+async def settle(
+    system: ActorSystem, handles: Sequence[ProcessManagerHandle | ProjectionHandle[Any]]
+) -> None:
     """Wait until the process managers have handled everything, their own commands'
     events included."""
     while True:
@@ -152,14 +154,11 @@ async def settle(system: ActorSystem, handles: Sequence[Any]) -> None:
             return
 
 
-@pytest.mark.skipif(
-    not process_managers_available(), reason="the process-manager runtime is not merged yet"
-)
 async def test_transfers_and_an_order_run_through_the_process_managers(store_path: str) -> None:
     with anyio.fail_after(30):
         async with open_system(store_path, synchronous="NORMAL") as system:
-            run = getattr(system, "run_process_manager")  # noqa: B009 - not typed before the merge
-            handles = [await run(m) for m in (TransferProcess(), OrderFulfilment(), Shipping())]
+            managers = (TransferProcess(), OrderFulfilment(), Shipping())
+            handles = [await system.run_process_manager(m) for m in managers]
             totals = await system.project(BankTotals())
             accounts = system.aggregates(Account)
             transfers = system.aggregates(Transfer)

@@ -15,7 +15,6 @@ import pytest
 
 from demo.__main__ import main
 from demo._loadtest import LoadOptions, LoadTestError, Percentiles, run_load
-from demo._workloads import process_managers_available
 from tests.demo._acks import missing_acks, read_acks, version_gaps
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -92,24 +91,6 @@ def test_a_subprocess_run_prints_one_json_object(tmp_path: Path) -> None:
     assert missing_acks(read_acks(acks), db) == []
 
 
-needs_process_managers = pytest.mark.skipif(
-    not process_managers_available(),
-    reason="the process-manager runtime is not in this build yet",
-)
-
-
-@pytest.mark.skipif(process_managers_available(), reason="process managers are available")
-@pytest.mark.parametrize("mix", ["bank", "shop"])
-def test_the_bank_and_shop_mixes_are_refused_without_process_managers(
-    mix: str, capsys: pytest.CaptureFixture[str]
-) -> None:
-    assert main(["loadtest", "--mix", mix]) == 2
-    err = capsys.readouterr().err
-    assert f"--mix {mix} sends transfers or orders" in err
-    assert "not available in this build yet" in err
-
-
-@needs_process_managers
 @pytest.mark.slow
 @pytest.mark.parametrize("mix", ["bank", "shop"])
 def test_the_bank_and_shop_mixes_settle_consistently(

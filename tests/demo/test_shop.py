@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from actors import Dispatch
 from actors.testing import AggregateSpec
-from demo._pm_shim import Dispatch
 from demo.bank import (
     Account,
     AccountIsClosed,

@@ -8,8 +8,8 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from actors import Dispatch
 from actors.testing import AggregateSpec
-from demo._pm_shim import Dispatch
 from demo.bank import (
     MAX_AMOUNT,
     Account,

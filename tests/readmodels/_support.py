@@ -8,6 +8,7 @@ from typing import TypeVar
 import anyio
 
 from readmodels import Projection
+from readmodels._projection import event_tags
 from store import RecordedEvent, SQLiteEventStore
 from tests._events import Deposited, Opened, Withdrawn
 
@@ -17,7 +18,7 @@ V = TypeVar("V")
 class Balances(Projection[dict[str, int]]):
     """Balance per stream: deposits add, withdrawals subtract."""
 
-    event_types = ("test.deposited", "test.withdrawn")
+    event_types = (Deposited, Withdrawn)  # types; Owners names its events by tag
 
     def initial_view(self) -> dict[str, int]:
         return {}
@@ -129,7 +130,7 @@ class GatedStore:
 def fold(projection: Projection[V], events: Sequence[RecordedEvent]) -> V:
     """What `projection` gives over `events` applied directly (the oracle)."""
     view = projection.initial_view()
-    types = projection.event_types
+    types = event_tags(projection)
     prefix = projection.stream_prefix
     for recorded in events:
         if types is not None and recorded.event_type not in types:

@@ -390,10 +390,11 @@ async def test_bad_positions_raise_a_clear_error() -> None:
     ):
         with pytest.raises(InvalidProjection, match="from_position"):
             await start_projection(tg, store, bus, Balances(), from_position=-1)
-        wrong = Balances()
-        wrong.event_types = "test.deposited"  # type: ignore[assignment]  # wrong on purpose
-        with pytest.raises(InvalidProjection, match="event_types"):
-            await start_projection(tg, store, bus, wrong)
+        for bad in ("test.deposited", (Deposited, 3), (Deposited, ""), (ProjectionOptions,)):
+            wrong = Balances()
+            wrong.event_types = bad  # type: ignore[assignment]  # wrong on purpose
+            with pytest.raises(InvalidProjection, match="event_types"):
+                await start_projection(tg, store, bus, wrong)
         handle = await start_projection(tg, store, bus, Balances())
         with pytest.raises(InvalidProjection, match="position"):
             await handle.wait_for(-3)

@@ -1,0 +1,338 @@
+"""Append throughput of the event store, side by side with raw sqlite3 inserts.
+
+The store side is the command path: C concurrent callers, each owning a set of streams,
+append E events per call to one of its streams at the version it knows (the expected
+version check passes every time). The raw side is the limit: the stdlib `sqlite3`
+module inserting the same rows (already encoded, with the store's INSERT statement) with
+`executemany`, 1,000 rows per transaction, into a file with the same schema and PRAGMAs. Runs alternate store, raw,
+store, raw... on fresh temporary files, so both see the same machine at nearly the same
+moment; the ratio of the medians is the number to watch on a shared machine.
+
+    python bench/store_append.py --events 200000 --streams 10000 --callers 1000 --runs 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+import zlib
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import anyio
+import msgspec
+import structlog
+
+from store import NO_STREAM, EventRegistry, StoreStatistics, open_store
+from store._schema import migrate
+from store._sqlite import _INSERT_PLAIN_EVENT, StoreOptions, _configure
+
+
+class Deposited(msgspec.Struct, frozen=True, tag="bench.deposited"):
+    """A small, typical event: a few fields, about 40 bytes encoded."""
+
+    amount: int
+    currency: str
+    reference: str
+
+
+RAW_TRANSACTION_ROWS = 1_000
+
+
+@dataclass(frozen=True)
+class Workload:
+    events: int
+    streams: int
+    callers: int
+    events_per_append: int
+    synchronous: str
+
+
+@dataclass(frozen=True)
+class StoreRun:
+    seconds: float
+    events_per_second: float
+    cpu_us_per_event: float
+    batches: int
+    events_per_batch: float
+    appends_per_batch: float
+    commit_ms_mean: float
+    commit_ms_max: float
+
+
+@dataclass(frozen=True)
+class RawRun:
+    seconds: float
+    events_per_second: float
+    cpu_us_per_event: float
+
+
+def make_events(workload: Workload) -> list[Deposited]:
+    per = workload.events_per_append
+    return [
+        Deposited(amount=i % 1000 + 1, currency="EUR", reference=f"ref-{i}") for i in range(per)
+    ]
+
+
+def stream_name(index: int) -> str:
+    return f"account-{index}"
+
+
+def plan(workload: Workload) -> list[list[int]]:
+    """Appends per caller: a list of stream indexes, in the order the caller appends.
+
+    Caller c owns streams c, c + C, c + 2C...; it cycles over them. Total appends are
+    events / events_per_append, shared out as evenly as possible.
+    """
+    appends = workload.events // workload.events_per_append
+    callers = workload.callers
+    owned = [list(range(c, workload.streams, callers)) for c in range(callers)]
+    out: list[list[int]] = []
+    for c in range(callers):
+        share = appends // callers + (1 if c < appends % callers else 0)
+        mine = owned[c]
+        out.append([mine[i % len(mine)] for i in range(share)])
+    return out
+
+
+async def run_store(path: Path, workload: Workload) -> StoreRun:
+    events = make_events(workload)
+    schedule = plan(workload)
+    # An aggregate actor knows its stream id; build them before the clock starts.
+    names = [stream_name(index) for index in range(workload.streams)]
+    registry = EventRegistry([Deposited])
+    async with open_store(path, registry=registry, synchronous=workload.synchronous) as store:
+
+        async def caller(streams: Sequence[int]) -> None:
+            versions: dict[int, int] = {}
+            for index in streams:
+                version = versions.get(index, NO_STREAM)
+                result = await store.append(names[index], events, expected_version=version)
+                versions[index] = result.last_version
+
+        cpu = time.process_time()
+        started = time.perf_counter()
+        async with anyio.create_task_group() as tg:
+            for streams in schedule:
+                tg.start_soon(caller, streams)
+        seconds = time.perf_counter() - started
+        cpu = time.process_time() - cpu
+        stats: StoreStatistics = store.statistics()
+    total = sum(len(s) for s in schedule) * workload.events_per_append
+    if stats.events != total or stats.last_position != total:
+        raise RuntimeError(f"store committed {stats.events} events, expected {total}")
+    return StoreRun(
+        seconds=seconds,
+        events_per_second=total / seconds,
+        cpu_us_per_event=cpu / total * 1e6,
+        batches=stats.batches,
+        events_per_batch=stats.events_per_batch,
+        appends_per_batch=stats.appends_per_batch,
+        commit_ms_mean=stats.commit_ms_mean,
+        commit_ms_max=stats.commit_ms_max,
+    )
+
+
+def raw_rows(workload: Workload) -> list[tuple[object, ...]]:
+    """The rows the store writes for the same workload, in the same order (pre-encoded).
+
+    They have no metadata and no command id, so they are bound to the statement the
+    store uses for such rows (the two NULL columns left to their default).
+    """
+    encoder = msgspec.msgpack.Encoder()
+    encoded = [
+        (e.__struct_config__.tag, 1, data, zlib.crc32(data))
+        for e in make_events(workload)
+        for data in (encoder.encode(e),)
+    ]
+    schedule = plan(workload)
+    versions: dict[int, int] = {}
+    rows: list[tuple[object, ...]] = []
+    position = 0
+    recorded_at = time.time()
+    # Round-robin over callers approximates the store's interleaving; order does not
+    # change the cost of the inserts much, but keep it realistic.
+    longest = max(len(s) for s in schedule)
+    for turn in range(longest):
+        for streams in schedule:
+            if turn >= len(streams):
+                continue
+            index = streams[turn]
+            version = versions.get(index, 0)
+            stream_id = stream_name(index)
+            for tag, schema_version, data, crc in encoded:
+                position += 1
+                version += 1
+                rows.append(
+                    (position, stream_id, version, tag, schema_version, data, recorded_at, crc)
+                )
+            versions[index] = version
+    return rows
+
+
+def run_raw(path: Path, workload: Workload, rows: list[tuple[object, ...]]) -> RawRun:
+    options = StoreOptions(synchronous="FULL" if workload.synchronous == "FULL" else "NORMAL")
+    conn = sqlite3.connect(path, isolation_level=None, timeout=options.busy_timeout)
+    try:
+        _configure(conn, options, False)
+        migrate(conn)
+        cpu = time.process_time()
+        started = time.perf_counter()
+        for start in range(0, len(rows), RAW_TRANSACTION_ROWS):
+            conn.execute("BEGIN IMMEDIATE")
+            conn.executemany(_INSERT_PLAIN_EVENT, rows[start : start + RAW_TRANSACTION_ROWS])
+            conn.execute("COMMIT")
+        seconds = time.perf_counter() - started
+        cpu = time.process_time() - cpu
+        (count,) = conn.execute("SELECT count(*) FROM events").fetchone()
+    finally:
+        conn.close()
+    if count != len(rows):
+        raise RuntimeError(f"raw inserted {count} rows, expected {len(rows)}")
+    return RawRun(
+        seconds=seconds,
+        events_per_second=len(rows) / seconds,
+        cpu_us_per_event=cpu / len(rows) * 1e6,
+    )
+
+
+def cpu_model() -> str:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or platform.machine()
+    for line in text.splitlines():
+        if line.startswith("model name"):
+            return line.partition(":")[2].strip()
+    return platform.processor() or platform.machine()
+
+
+def machine() -> dict[str, object]:
+    return {
+        "cores": os.cpu_count(),
+        "cpu": cpu_model(),
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "sqlite": sqlite3.sqlite_version,
+        "platform": platform.platform(),
+    }
+
+
+def parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--events", type=int, default=200_000, help="events per run")
+    parser.add_argument("--streams", type=int, default=10_000, help="distinct streams")
+    parser.add_argument("--callers", type=int, default=1_000, help="concurrent appenders")
+    parser.add_argument("--runs", type=int, default=5, help="store/raw pairs, alternating")
+    parser.add_argument(
+        "--events-per-append", type=int, default=1, help="events in each append call"
+    )
+    parser.add_argument("--synchronous", choices=("FULL", "NORMAL"), default="FULL")
+    parser.add_argument("--dir", default=None, help="where the temporary files go")
+    parser.add_argument("--json", action="store_true", help="print one JSON document")
+    args = parser.parse_args(argv)
+    for name in ("events", "streams", "callers", "runs", "events_per_append"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1")
+    if args.callers > args.streams:
+        parser.error("--callers must be <= --streams: every caller owns at least one stream")
+    if args.events < args.events_per_append * args.callers:
+        parser.error("--events must give every caller at least one append")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse(argv)
+    # The store logs open/close at info; keep the figures readable.
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    workload = Workload(
+        events=args.events,
+        streams=args.streams,
+        callers=args.callers,
+        events_per_append=args.events_per_append,
+        synchronous=args.synchronous,
+    )
+    quiet = args.json
+    info = machine()
+    if not quiet:
+        print(
+            f"machine: {info['cores']} cores, {info['cpu']}, {info['platform']},"
+            f" Python {info['python']}, SQLite {info['sqlite']}"
+        )
+        print(
+            f"workload: {workload.events} events over {workload.streams} streams,"
+            f" {workload.callers} callers, {workload.events_per_append} event(s) per append,"
+            f" synchronous={workload.synchronous}; raw: executemany,"
+            f" {RAW_TRANSACTION_ROWS} rows per transaction"
+        )
+        print(
+            f"{'run':>3}  {'store ev/s':>11}  {'raw ev/s':>11}  {'ratio':>6}"
+            f"  {'CPU us/ev':>13}  {'batches':>7}  {'ev/batch':>8}  {'commit ms':>9}"
+            f"  {'max ms':>7}"
+        )
+    rows = raw_rows(workload)
+    store_runs: list[StoreRun] = []
+    raw_runs: list[RawRun] = []
+    for run in range(1, args.runs + 1):
+        with tempfile.TemporaryDirectory(prefix="store-bench-", dir=args.dir) as tmp:
+            s = anyio.run(run_store, Path(tmp) / "store.db", workload)
+        with tempfile.TemporaryDirectory(prefix="store-bench-", dir=args.dir) as tmp:
+            r = run_raw(Path(tmp) / "raw.db", workload, rows)
+        store_runs.append(s)
+        raw_runs.append(r)
+        if not quiet:
+            cpu = f"{s.cpu_us_per_event:.1f}/{r.cpu_us_per_event:.1f}"
+            print(
+                f"{run:>3}  {s.events_per_second:>11,.0f}  {r.events_per_second:>11,.0f}"
+                f"  {s.events_per_second / r.events_per_second:>6.2f}  {cpu:>13}"
+                f"  {s.batches:>7}  {s.events_per_batch:>8.1f}  {s.commit_ms_mean:>9.2f}"
+                f"  {s.commit_ms_max:>7.1f}",
+                flush=True,
+            )
+    store_median = statistics.median(s.events_per_second for s in store_runs)
+    raw_median = statistics.median(r.events_per_second for r in raw_runs)
+    ratio = store_median / raw_median
+    pair_ratio = statistics.median(
+        s.events_per_second / r.events_per_second for s, r in zip(store_runs, raw_runs, strict=True)
+    )
+    store_cpu = statistics.median(s.cpu_us_per_event for s in store_runs)
+    raw_cpu = statistics.median(r.cpu_us_per_event for r in raw_runs)
+    if quiet:
+        document = {
+            "machine": info,
+            "workload": asdict(workload),
+            "raw_transaction_rows": RAW_TRANSACTION_ROWS,
+            "store": [asdict(s) for s in store_runs],
+            "raw": [asdict(r) for r in raw_runs],
+            "store_median_events_per_second": store_median,
+            "raw_median_events_per_second": raw_median,
+            "ratio": ratio,
+            "median_pair_ratio": pair_ratio,
+            "store_median_cpu_us_per_event": store_cpu,
+            "raw_median_cpu_us_per_event": raw_cpu,
+        }
+        json.dump(document, sys.stdout, indent=2)
+        print()
+    else:
+        print(
+            f"median  store {store_median:,.0f} ev/s  raw {raw_median:,.0f} ev/s"
+            f"  ratio store/raw {ratio:.2f}  (median of per-run ratios {pair_ratio:.2f})"
+        )
+        print(
+            f"CPU per event (process time, all threads): store {store_cpu:.1f} us,"
+            f" raw {raw_cpu:.1f} us, raw/store {raw_cpu / store_cpu:.2f}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

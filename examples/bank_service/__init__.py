@@ -1,0 +1,20 @@
+"""The bank service: the demo bank behind an HTTP API, as a Starlette application.
+
+`create_app(path)` returns the ASGI app; its lifespan owns the actor system. Run it with
+`python -m examples.bank_service --port 8000` (or `make example`). Endpoints:
+
+- `POST /accounts/{id}/open` `{"owner": str}`, `POST /accounts/{id}/deposit` and
+  `POST /accounts/{id}/withdraw` `{"amount": int}`, `POST /transfers`
+  `{"source", "target", "amount", "transfer_id"?}`: the reply carries the committed
+  `version` and `position`. `Idempotency-Key` makes a retry safe.
+- `GET /accounts/{id}` (balance; `?at=<ISO-8601>` or `?version=N` for the past),
+  `GET /accounts/{id}/statement`, `GET /transfers/{id}`: pass a position as
+  `X-Consistent-With` (or `?after=`) to read your own write.
+- `GET /health`: the system's statistics.
+"""
+
+from __future__ import annotations
+
+from examples.bank_service._app import DATABASE_ENV, Bank, ServiceSettings, bank_of, create_app
+
+__all__ = ["DATABASE_ENV", "Bank", "ServiceSettings", "bank_of", "create_app"]

@@ -1,0 +1,567 @@
+"""The bank service: a Starlette application that embeds an esactors system.
+
+The app's lifespan opens the actor system on a SQLite file, starts the transfer process
+manager and the read models, and closes it all on shutdown: the system stops accepting
+commands (new ones get 503), lets every accepted command commit and answer, then closes
+the store. Commands go to the aggregates with `ask` (a durable acknowledgement); queries
+read the in-memory read models, optionally after waiting for a position the client got
+from a command (read your own writes).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, TypeVar
+
+import msgspec
+import structlog
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from actors import (
+    ActorSystem,
+    AggregateRouter,
+    AskTimeout,
+    CommandFailed,
+    CommandResult,
+    EvolveError,
+    MailboxFull,
+    ProcessManagerHandle,
+    RecoveryError,
+    Rejected,
+    RestartLimitExceeded,
+    ShuttingDown,
+    TooManyAttempts,
+    open_system,
+)
+from demo.bank import (
+    Account,
+    AccountCommand,
+    AccountEvent,
+    AccountState,
+    Balances,
+    BalancesView,
+    Deposit,
+    OpenAccount,
+    RequestTransfer,
+    Statements,
+    StatementsView,
+    Transfer,
+    TransferCommand,
+    TransferEvent,
+    TransferProcess,
+    TransferState,
+    Withdraw,
+)
+from examples.bank_service._api import (
+    AccountReply,
+    AccountStateReply,
+    AmountRequest,
+    CommandReply,
+    ErrorReply,
+    HealthReply,
+    OpenRequest,
+    PathParams,
+    StatementLineReply,
+    StatementReply,
+    TransferReply,
+    TransferRequest,
+    TransferStateReply,
+)
+from readmodels import ConsistencyTimeout, ProjectionHandle, ProjectionStopped
+from store import ConcurrencyError, EventStore, IdempotencyConflict, StoreUnavailable
+
+__all__ = ["DATABASE_ENV", "Bank", "ServiceSettings", "bank_of", "create_app"]
+
+DATABASE_ENV = "BANK_SERVICE_DB"
+"""The environment variable naming the SQLite file when `create_app` is given none."""
+
+_log = structlog.get_logger("bank_service")
+_KEY = re.compile(r"^[\x21-\x7e]{1,200}$")  # printable ASCII, no spaces
+_CORRELATION = re.compile(r"^[\x21-\x7e]{1,128}$")
+_BODY_PATH = re.compile(r" - at `(\$[^`]*)`$")
+_NAMED_FIELD = re.compile(r"(?:unknown|required) field `([^`]+)`")
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceSettings:
+    """How the service behaves at its edges; every limit is finite.
+
+    Attributes:
+        max_body_bytes: the largest request body accepted (413 beyond it).
+        consistency_timeout: seconds a query waits for the read model to reach the
+            position a client asked for (`X-Consistent-With`, `?after=`) before 503.
+        retry_after: seconds suggested in `Retry-After` on every 503.
+        system_options: options for `open_system` (`mailbox_capacity`, `ask_timeout`,
+            `max_live_actors`, `synchronous`, `grace`...).
+    """
+
+    max_body_bytes: int = 16_384
+    consistency_timeout: float = 2.0
+    retry_after: int = 1
+    system_options: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if type(self.max_body_bytes) is not int or self.max_body_bytes < 1:
+            raise ValueError(f"max_body_bytes must be a positive int, not {self.max_body_bytes!r}")
+        if not 0 <= self.consistency_timeout < float("inf"):
+            raise ValueError(
+                f"consistency_timeout must be finite seconds >= 0, not {self.consistency_timeout!r}"
+            )
+        if type(self.retry_after) is not int or self.retry_after < 0:
+            raise ValueError(f"retry_after must be an int >= 0, not {self.retry_after!r}")
+
+
+# -- errors at the edge -------------------------------------------------------------------
+
+
+class _HttpError(Exception):
+    def __init__(self, status: int, reply: ErrorReply) -> None:
+        super().__init__(reply.detail)
+        self.status = status
+        self.reply = reply
+
+
+def _invalid(detail: str, field: str) -> _HttpError:
+    return _HttpError(422, ErrorReply("invalid_request", detail, field=field))
+
+
+def _decode(decoder: msgspec.json.Decoder[T], body: bytes) -> T:
+    try:
+        return decoder.decode(body)
+    except msgspec.ValidationError as exc:
+        message = str(exc)
+        found = _BODY_PATH.search(message)
+        path = found.group(1) if found else "$"
+        named = _NAMED_FIELD.search(message)  # an unknown or missing field: name it
+        raise _invalid(message, f"{path}.{named.group(1)}" if named else path) from exc
+    except msgspec.DecodeError as exc:
+        raise _invalid(str(exc), "$") from exc
+
+
+def _error_response(exc: Exception) -> tuple[int, ErrorReply, bool] | None:
+    """(status, body, whether to send Retry-After) for an error a handler raised; None
+    for an error that is a bug here (it becomes a 500 from the server)."""
+    match exc:
+        case _HttpError(status=status, reply=reply):
+            return status, reply, False
+        case Rejected():
+            return 409, ErrorReply("rejected", str(exc), type=type(exc).__name__), False
+        case TooManyAttempts() | ConcurrencyError() | IdempotencyConflict():
+            return 409, ErrorReply("conflict", str(exc), type=type(exc).__name__), False
+        case MailboxFull():
+            return 503, ErrorReply("busy", str(exc), type="MailboxFull"), True
+        case AskTimeout():
+            detail = (
+                f"no reply within {exc.timeout:g}s; the command may still be applied: retry"
+                " with the same Idempotency-Key to learn its outcome"
+            )
+            return 503, ErrorReply("timeout", detail, type="AskTimeout"), True
+        case ShuttingDown() | ProjectionStopped():
+            return 503, ErrorReply("shutting_down", str(exc), type=type(exc).__name__), True
+        case ConsistencyTimeout():
+            return 503, ErrorReply("not_yet_consistent", str(exc), type="ConsistencyTimeout"), True
+        case RecoveryError() | RestartLimitExceeded() | StoreUnavailable():
+            return 503, ErrorReply("unavailable", str(exc), type=type(exc).__name__), True
+        case CommandFailed() | EvolveError():
+            return 500, ErrorReply("internal", str(exc), type=type(exc).__name__), False
+        case _:
+            return None
+
+
+_encode = msgspec.json.Encoder().encode
+
+
+def _json(
+    body: msgspec.Struct, status: int = 200, headers: Mapping[str, str] | None = None
+) -> Response:
+    return Response(_encode(body), status, headers, media_type="application/json")
+
+
+# -- the running service ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Bank:
+    """The parts of a running bank service (while its lifespan is open): the actor
+    system, the routers, the transfer process and the read models."""
+
+    system: ActorSystem
+    accounts: AggregateRouter[AccountState, AccountCommand, AccountEvent]
+    transfers: AggregateRouter[TransferState, TransferCommand, TransferEvent]
+    process: ProcessManagerHandle
+    balances: ProjectionHandle[BalancesView]
+    statements: ProjectionHandle[StatementsView]
+
+
+class _Service:
+    def __init__(self, database: str | os.PathLike[str] | EventStore, settings: ServiceSettings):
+        self.database = database
+        self.settings = settings
+        self._running: Bank | None = None
+        self._open = msgspec.json.Decoder(OpenRequest)
+        self._amount = msgspec.json.Decoder(AmountRequest)
+        self._transfer = msgspec.json.Decoder(TransferRequest)
+
+    @property
+    def running(self) -> Bank:
+        running = self._running
+        if running is None:
+            raise ShuttingDown("the bank service is not running (outside its lifespan)")
+        return running
+
+    @asynccontextmanager
+    async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        async with open_system(self.database, **self.settings.system_options) as system:
+            running = Bank(
+                system=system,
+                accounts=system.aggregates(Account),
+                transfers=system.aggregates(Transfer),
+                process=await system.run_process_manager(TransferProcess()),
+                balances=await system.project(Balances()),
+                statements=await system.project(Statements()),
+            )
+            app.state.bank = running
+            self._running = running
+            _log.info("service.started", position=await system.store.last_position())
+            try:
+                yield
+            finally:
+                # open_system's exit stops accepting, drains every mailbox (accepted
+                # commands commit and answer), then closes the store.
+                _log.info("service.stopping", **msgspec.structs.asdict(system.statistics()))
+        self._running = None
+        app.state.bank = None
+        _log.info("service.stopped")
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def endpoint(
+        self, handler: Callable[[Request], Awaitable[Response]]
+    ) -> Callable[[Request], Awaitable[Response]]:
+        """Wrap `handler`: bind the request's ids to the log context, map errors to
+        statuses, log the outcome, echo `X-Correlation-Id`."""
+        retry_after = self.settings.retry_after
+
+        async def wrapped(request: Request) -> Response:
+            correlation_id = request.headers.get("x-correlation-id") or ""
+            if not _CORRELATION.match(correlation_id):
+                correlation_id = uuid.uuid4().hex
+            tokens = structlog.contextvars.bind_contextvars(
+                correlation_id=correlation_id,
+                command_id=None,
+                method=request.method,
+                path=request.url.path,
+            )
+            started = time.perf_counter()
+            try:
+                try:
+                    response = await handler(request)
+                except Exception as exc:  # mapped to a status below, or re-raised
+                    mapped = _error_response(exc)
+                    if mapped is None:
+                        _log.error("request.crashed", exc_info=True)
+                        raise
+                    status, reply, busy = mapped
+                    headers = {"Retry-After": str(retry_after)} if busy else {}
+                    response = _json(reply, status, headers)
+                    (_log.warning if status >= 500 else _log.info)(
+                        "request.refused", status=status, error=reply.error, detail=reply.detail
+                    )
+                response.headers["X-Correlation-Id"] = correlation_id
+                _log.info(
+                    "request.handled",
+                    status=response.status_code,
+                    ms=round((time.perf_counter() - started) * 1000, 3),
+                )
+                return response
+            finally:
+                structlog.contextvars.reset_contextvars(**tokens)
+
+        return wrapped
+
+    async def body(self, request: Request) -> bytes:
+        """The request body, refused (413) beyond `max_body_bytes` before it is read whole."""
+        limit = self.settings.max_body_bytes
+        declared = request.headers.get("content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > limit):
+            raise _HttpError(
+                413, ErrorReply("too_large", f"request bodies are limited to {limit} bytes")
+            )
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise _HttpError(
+                    413, ErrorReply("too_large", f"request bodies are limited to {limit} bytes")
+                )
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def command_id(self, request: Request, route: str, target: str) -> str | None:
+        """The command id of an `Idempotency-Key`, namespaced by route and target so the
+        same key on two routes or accounts names two commands; None without a key.
+
+        (Without a key the command carries no id, so it batches freely with others; the
+        log context then gets a request-local id instead.)
+        """
+        key = request.headers.get("idempotency-key")
+        if key is None:
+            structlog.contextvars.bind_contextvars(command_id=f"req-{uuid.uuid4().hex}")
+            return None
+        if not _KEY.match(key):
+            raise _invalid(
+                "Idempotency-Key must be 1-200 printable ASCII characters without spaces",
+                "Idempotency-Key",
+            )
+        command_id = f"http:{route}:{target}:{key}"
+        structlog.contextvars.bind_contextvars(command_id=command_id)
+        return command_id
+
+    def after(self, request: Request) -> int | None:
+        """The position the client wants reflected (`X-Consistent-With` or `?after=`)."""
+        raw = request.headers.get("x-consistent-with")
+        field = "X-Consistent-With"
+        if raw is None:
+            raw, field = request.query_params.get("after"), "after"
+        if raw is None:
+            return None
+        if not raw.isdigit() or len(raw) > 19:
+            raise _invalid(f"{field} must be a global position (an int >= 0), not {raw!r}", field)
+        return int(raw)
+
+    async def consistent(self, handle: ProjectionHandle[Any], request: Request) -> None:
+        position = self.after(request)
+        if position is not None:
+            await handle.wait_for(position, timeout=self.settings.consistency_timeout)
+
+    # -- commands ---------------------------------------------------------------------------
+
+    async def _account_command(
+        self, request: Request, route: str, make: Callable[[str, bytes], AccountCommand]
+    ) -> Response:
+        account_id = _path_id(request)
+        body = await self.body(request)
+        command = make(account_id, body)
+        command_id = self.command_id(request, route, account_id)
+        result = await self.running.accounts.ask(account_id, command, command_id=command_id)
+        reply = CommandReply(account_id, result.version, result.position, _tags(result))
+        _log.debug("command.accepted", command=route, position=result.position)
+        return _json(reply, 200, _replayed(result))
+
+    async def open_account(self, request: Request) -> Response:
+        def make(account_id: str, body: bytes) -> AccountCommand:
+            return OpenAccount(account_id, _decode(self._open, body).owner)
+
+        return await self._account_command(request, "open", make)
+
+    async def deposit(self, request: Request) -> Response:
+        def make(account_id: str, body: bytes) -> AccountCommand:
+            return Deposit(account_id, _decode(self._amount, body).amount)
+
+        return await self._account_command(request, "deposit", make)
+
+    async def withdraw(self, request: Request) -> Response:
+        def make(account_id: str, body: bytes) -> AccountCommand:
+            return Withdraw(account_id, _decode(self._amount, body).amount)
+
+        return await self._account_command(request, "withdraw", make)
+
+    async def request_transfer(self, request: Request) -> Response:
+        body = _decode(self._transfer, await self.body(request))
+        key = request.headers.get("idempotency-key")
+        transfer_id = body.transfer_id
+        if transfer_id is None:
+            # A retry with the same key must name the same transfer.
+            transfer_id = (
+                "t-" + hashlib.sha256(key.encode()).hexdigest()[:32]
+                if key is not None
+                else "t-" + uuid.uuid4().hex
+            )
+        command_id = self.command_id(request, "transfer", transfer_id)
+        command = RequestTransfer(transfer_id, body.source, body.target, body.amount)
+        result = await self.running.transfers.ask(transfer_id, command, command_id=command_id)
+        reply = TransferReply(transfer_id, result.version, result.position, _tags(result))
+        _log.debug("command.accepted", command="transfer", position=result.position)
+        return _json(reply, 202, _replayed(result))
+
+    # -- queries ----------------------------------------------------------------------------
+
+    async def account(self, request: Request) -> Response:
+        account_id = _path_id(request)
+        query = request.query_params
+        at_raw, version_raw = query.get("at"), query.get("version")
+        if at_raw is not None or version_raw is not None:
+            return await self._account_as_of(account_id, at_raw, version_raw)
+        running = self.running
+        await self.consistent(running.balances, request)
+        view = running.balances.view
+        owner = view.owners.get(account_id)
+        if owner is None:
+            raise _HttpError(
+                404, ErrorReply("not_found", f"account {account_id!r} was never opened")
+            )
+        reply = AccountReply(
+            account_id,
+            owner,
+            view.balance_of(account_id),
+            view.is_open(account_id),
+            running.balances.position,
+        )
+        return _json(reply)
+
+    async def _account_as_of(
+        self, account_id: str, at_raw: str | None, version_raw: str | None
+    ) -> Response:
+        if at_raw is not None and version_raw is not None:
+            raise _invalid("give either at or version, not both", "at")
+        at: datetime | None = None
+        version: int | None = None
+        if at_raw is not None:
+            try:
+                at = datetime.fromisoformat(at_raw)
+            except ValueError as exc:
+                raise _invalid(f"at must be an ISO-8601 moment, not {at_raw!r}", "at") from exc
+            if at.tzinfo is None:
+                raise _invalid(f"at must carry a UTC offset (like Z or +02:00): {at_raw!r}", "at")
+        if version_raw is not None:
+            if not version_raw.isdigit() or len(version_raw) > 19 or int(version_raw) < 1:
+                raise _invalid(f"version must be an int >= 1, not {version_raw!r}", "version")
+            version = int(version_raw)
+        state = await self.running.accounts.state_at(account_id, version=version, at=at)
+        reply = AccountStateReply(
+            account_id,
+            state.owner,
+            state.balance,
+            state.closed,
+            len(state.pending),
+            at=None if at is None else at.isoformat(),
+            version=version,
+        )
+        return _json(reply)
+
+    async def statement(self, request: Request) -> Response:
+        account_id = _path_id(request)
+        running = self.running
+        await self.consistent(running.statements, request)
+        found = running.statements.view.accounts.get(account_id)
+        if found is None:
+            raise _HttpError(
+                404, ErrorReply("not_found", f"account {account_id!r} has no statement")
+            )
+        lines = tuple(
+            StatementLineReply(
+                line.position,
+                line.version,
+                line.recorded_at,
+                line.kind,
+                line.amount,
+                line.balance,
+                line.reference,
+                line.counterparty,
+                line.note,
+            )
+            for line in found.lines
+        )
+        reply = StatementReply(
+            account_id, found.balance, found.count, lines, running.statements.position
+        )
+        return _json(reply)
+
+    async def transfer(self, request: Request) -> Response:
+        transfer_id = _path_id(request)
+        state = await self.running.transfers.state_at(transfer_id)
+        if state.status == "new":
+            raise _HttpError(404, ErrorReply("not_found", f"no transfer {transfer_id!r}"))
+        reply = TransferStateReply(
+            transfer_id, state.status, state.source, state.target, state.amount, state.reason
+        )
+        return _json(reply)
+
+    async def health(self, request: Request) -> Response:
+        running = self.running
+        system = running.system
+        head = system.bus.head
+        process = running.process.statistics()
+        reply = HealthReply(
+            status="ok" if system.accepting else "stopping",
+            system=system.statistics(),
+            store=system.store.statistics(),
+            bus_head=head,
+            projections=(running.balances.statistics(), running.statements.statistics()),
+            process_managers=(process,),
+            process_lag={process.name: max(head - process.position, 0)},
+        )
+        return _json(reply, 200 if system.accepting else 503)
+
+
+def _path_id(request: Request) -> str:
+    raw = request.path_params["id"]
+    try:
+        return msgspec.convert({"id": raw}, PathParams).id
+    except msgspec.ValidationError as exc:
+        raise _HttpError(422, ErrorReply("invalid_request", str(exc), field="id")) from exc
+
+
+def _tags(result: CommandResult[Any]) -> tuple[str, ...]:
+    return tuple(str(type(event).__struct_config__.tag) for event in result.events)
+
+
+def _replayed(result: CommandResult[Any]) -> dict[str, str]:
+    return {"Idempotent-Replayed": "true"} if result.duplicate else {}
+
+
+def bank_of(app: Starlette) -> Bank:
+    """The running parts of a bank service app `app` (inside its lifespan).
+
+    Raises:
+        ShuttingDown: the app's lifespan is not open.
+    """
+    bank = getattr(app.state, "bank", None)
+    if not isinstance(bank, Bank):
+        raise ShuttingDown("the bank service is not running (outside its lifespan)")
+    return bank
+
+
+def create_app(
+    database: str | os.PathLike[str] | EventStore | None = None,
+    settings: ServiceSettings | None = None,
+) -> Starlette:
+    """The bank service as an ASGI application.
+
+    Args:
+        database: the SQLite file (opened and closed by the app's lifespan), or an open
+            `EventStore` (used, not closed). Default: the file named by the
+            `BANK_SERVICE_DB` environment variable, else `bank.db`.
+        settings: limits and `open_system` options (default: `ServiceSettings()`).
+
+    The actor system lives exactly as long as the app's lifespan: run the app under a
+    server that runs lifespans (uvicorn does).
+    """
+    if database is None:
+        database = os.environ.get(DATABASE_ENV, "bank.db")
+    service = _Service(database, settings or ServiceSettings())
+    wrap = service.endpoint
+    routes = [
+        Route("/accounts/{id}/open", wrap(service.open_account), methods=["POST"]),
+        Route("/accounts/{id}/deposit", wrap(service.deposit), methods=["POST"]),
+        Route("/accounts/{id}/withdraw", wrap(service.withdraw), methods=["POST"]),
+        Route("/accounts/{id}/statement", wrap(service.statement), methods=["GET"]),
+        Route("/accounts/{id}", wrap(service.account), methods=["GET"]),
+        Route("/transfers", wrap(service.request_transfer), methods=["POST"]),
+        Route("/transfers/{id}", wrap(service.transfer), methods=["GET"]),
+        Route("/health", wrap(service.health), methods=["GET"]),
+    ]
+    return Starlette(routes=routes, lifespan=service.lifespan)
