@@ -1,26 +1,157 @@
-"""`python -m demo`: a placeholder until the simulation lands; opens a store and shows it."""
+"""`python -m demo [tour | loadtest ...]`: the demo's command line.
+
+With no arguments it runs the tour (a short walk through the bank and the shop on an
+in-memory store). `loadtest --help` lists the load test's options.
+"""
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
+import importlib.util
 import sys
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import anyio
+import msgspec
 
-from store import open_store
+from demo._loadtest import (
+    SWEEP_HEADER,
+    LoadOptions,
+    LoadReport,
+    LoadTestError,
+    render,
+    run_load,
+    sweep_row,
+)
+from demo._logging import configured_logging
+from demo._tour import tour
+
+T = TypeVar("T")
+
+SWEEP = (1, 10, 100, 1_000)
+SWEEP_SECONDS = 5.0
 
 
-async def _show(path: str) -> None:
-    async with open_store(path) as store:
-        stats = store.statistics()
-        position = await store.last_position()
-        print(f"esactors demo store {path!r}: {position} events, last position {position}")
-        print(f"writer: {stats.appends} appends in {stats.batches} batches this run")
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m demo", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log info lines too")
+    sub = parser.add_subparsers(dest="command")
+    sub.add_parser("tour", help="a short walk through the bank and the shop (the default)")
+    load = sub.add_parser(
+        "loadtest",
+        help="concurrent command throughput and latency",
+        description="Send commands through the whole stack and report throughput, latency,"
+        " store batching, projection lag and memory.",
+    )
+    load.add_argument("--aggregates", type=int, default=1_000, help="accounts (default 1,000)")
+    amount = load.add_mutually_exclusive_group()
+    amount.add_argument("--commands", type=int, help="commands to send (default 100,000)")
+    amount.add_argument("--duration", type=float, help="seconds to send for, instead")
+    load.add_argument(
+        "--concurrency", type=int, default=1_000, help="commands in flight (default 1,000)"
+    )
+    load.add_argument("--db", help="SQLite file (default: a temporary file; ':memory:' works)")
+    load.add_argument("--synchronous", choices=("FULL", "NORMAL"), default="FULL")
+    load.add_argument("--mix", choices=("deposit", "bank", "shop"), default="deposit")
+    load.add_argument(
+        "--projection",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="follow with a live Balances read model (default on)",
+    )
+    load.add_argument("--uvloop", action="store_true", help="run on uvloop (must be installed)")
+    load.add_argument("--seed", type=int, default=0)
+    load.add_argument("--json", action="store_true", help="print one JSON object (per run)")
+    load.add_argument(
+        "--ack-log",
+        metavar="PATH",
+        help="append 'stream<TAB>version<TAB>position' per acknowledged command",
+    )
+    load.add_argument(
+        "--sweep",
+        action="store_true",
+        help=f"run at concurrency {', '.join(map(str, SWEEP))} (default {SWEEP_SECONDS:g} s each)",
+    )
+    load.add_argument(
+        "--progress",
+        choices=("auto", "always", "never"),
+        default="auto",
+        help="progress lines on stderr: auto (on a terminal only), always, never",
+    )
+    load.add_argument("--progress-interval", type=float, default=0.5, metavar="SECONDS")
+    return parser
+
+
+def _run(fn: Callable[[], Awaitable[T]], *, uvloop: bool) -> T:
+    options: dict[str, Any] = {"use_uvloop": True} if uvloop else {}
+    return anyio.run(fn, backend="asyncio", backend_options=options)
+
+
+def _loadtest(args: argparse.Namespace) -> int:
+    if args.uvloop and importlib.util.find_spec("uvloop") is None:
+        print("--uvloop: uvloop is not installed (pip install uvloop)", file=sys.stderr)
+        return 2
+    commands = 100_000 if args.commands is None else args.commands
+    duration = args.duration
+    if args.sweep and args.commands is None and duration is None:
+        duration = SWEEP_SECONDS
+    try:
+        options = LoadOptions(
+            aggregates=args.aggregates,
+            commands=commands,
+            duration=duration,
+            concurrency=args.concurrency,
+            db=args.db,
+            synchronous=args.synchronous,
+            mix=args.mix,
+            projection=args.projection,
+            seed=args.seed,
+            ack_log=args.ack_log,
+            progress=args.progress,
+            progress_interval=args.progress_interval,
+        )
+    except LoadTestError as error:
+        print(f"loadtest: {error}", file=sys.stderr)
+        return 2
+    if args.sweep and args.db not in (None, ":memory:"):
+        print("loadtest: --sweep runs each row on a fresh store; drop --db", file=sys.stderr)
+        return 2
+    runs = [dataclasses.replace(options, concurrency=c) for c in SWEEP] if args.sweep else [options]
+    if args.sweep and not args.json:
+        print(SWEEP_HEADER, flush=True)
+    for run in runs:
+
+        async def one(run: LoadOptions = run) -> LoadReport:
+            return await run_load(run)
+
+        report = _run(one, uvloop=args.uvloop)
+        if args.json:
+            print(msgspec.json.encode(report).decode(), flush=True)
+        elif args.sweep:
+            print(sweep_row(report), flush=True)
+        else:
+            print(render(report), flush=True)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    anyio.run(_show, args[0] if args else "demo.db")
-    return 0
+    """Run the demo command line with `argv` (default: the process's arguments).
+
+    Returns:
+        The exit status: 0, or 2 for options that cannot run (with a message on stderr).
+    """
+    args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
+    with configured_logging(verbose=args.verbose):
+        if args.command == "loadtest":
+            return _loadtest(args)
+
+        async def walk() -> None:
+            await tour(sys.stdout)
+
+        _run(walk, uvloop=False)
+        return 0
 
 
 if __name__ == "__main__":

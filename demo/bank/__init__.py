@@ -11,6 +11,7 @@ and `BankTotals` are the read models.
 from __future__ import annotations
 
 from demo.bank._account import (
+    MAX_AMOUNT,
     Account,
     AccountClosed,
     AccountCommand,
@@ -68,6 +69,7 @@ from demo.bank._views import (
 )
 
 __all__ = [
+    "MAX_AMOUNT",
     "Account",
     "AccountClosed",
     "AccountCommand",

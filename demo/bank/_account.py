@@ -1,7 +1,7 @@
 """The bank account: open, deposit, withdraw, close, and the legs of transfers and
 order payments.
 
-Money is an int of cents and every amount must be positive. Besides its balance an
+Money is an int of cents and every amount must be in 1..`MAX_AMOUNT`. Besides its balance an
 account remembers the outgoing transfers it was debited for and has not yet seen
 settled or refunded (`pending`). `CloseAccount` is refused while the balance is not
 zero or a transfer is pending, so a refund always finds the account open: refunds are
@@ -18,6 +18,7 @@ import msgspec
 from actors import Aggregate, Command, Event, Rejected
 
 __all__ = [
+    "MAX_AMOUNT",
     "Account",
     "AccountClosed",
     "AccountCommand",
@@ -48,6 +49,9 @@ __all__ = [
     "Withdraw",
     "Withdrawn",
 ]
+
+MAX_AMOUNT = 10**12
+"""The largest amount one command may move, in cents (ten billion in the currency)."""
 
 # -- commands ----------------------------------------------------------------------------
 
@@ -214,7 +218,7 @@ AccountEvent = (
 
 
 class InvalidAmount(Rejected):
-    """An amount was zero or negative."""
+    """An amount was not in 1..`MAX_AMOUNT` cents."""
 
 
 class AccountNotOpen(Rejected):
@@ -262,8 +266,10 @@ class AccountState(msgspec.Struct, frozen=True):
 
 
 def _positive(amount: int, what: str, account_id: str) -> None:
-    if amount <= 0:
-        raise InvalidAmount(f"{what} of {amount} cents on account {account_id!r}: must be > 0")
+    if not 0 < amount <= MAX_AMOUNT:
+        raise InvalidAmount(
+            f"{what} of {amount} cents on account {account_id!r}: must be 1..{MAX_AMOUNT}"
+        )
 
 
 def _usable(state: AccountState, account_id: str) -> None:

@@ -27,6 +27,7 @@ import msgspec
 from actors import Aggregate, Command, Dispatch, Event, ProcessManager, Rejected
 from demo._streams import aggregate_id
 from demo.bank._account import (
+    MAX_AMOUNT,
     Account,
     Credited,
     CreditForTransfer,
@@ -137,8 +138,10 @@ class Transfer(Aggregate[TransferState, TransferCommand, TransferEvent]):
             case RequestTransfer(
                 transfer_id=transfer_id, source=source, target=target, amount=amount
             ):
-                if amount <= 0:
-                    raise InvalidAmount(f"transfer {transfer_id!r} of {amount} cents: must be > 0")
+                if not 0 < amount <= MAX_AMOUNT:
+                    raise InvalidAmount(
+                        f"transfer {transfer_id!r} of {amount} cents: must be 1..{MAX_AMOUNT}"
+                    )
                 if source == target:
                     raise SameAccount(f"transfer {transfer_id!r} from {source!r} to itself")
                 if state.status == "new":

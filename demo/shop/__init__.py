@@ -27,9 +27,12 @@ from demo.shop._inventory import (
 )
 from demo.shop._order import (
     MAX_LINES,
+    MAX_QUANTITY,
+    MAX_UNIT_PRICE,
     CancelOrder,
     DeliverOrder,
     InvalidOrderState,
+    MalformedOrder,
     Order,
     OrderAlreadyPlaced,
     OrderCancelled,
@@ -67,6 +70,8 @@ from demo.shop._views import (
 
 __all__ = [
     "MAX_LINES",
+    "MAX_QUANTITY",
+    "MAX_UNIT_PRICE",
     "AnalyticsView",
     "CancelOrder",
     "DeliverOrder",
@@ -76,6 +81,7 @@ __all__ = [
     "InventoryCommand",
     "InventoryEvent",
     "InventoryState",
+    "MalformedOrder",
     "Order",
     "OrderAlreadyPlaced",
     "OrderCancelled",

@@ -12,7 +12,7 @@ from typing import assert_never
 import msgspec
 
 from actors import Aggregate, Command, Event, Rejected
-from demo.shop._order import OrderLine, order_problem
+from demo.shop._order import MAX_QUANTITY, OrderLine, order_problem
 
 __all__ = [
     "InvalidLines",
@@ -113,9 +113,10 @@ class Inventory(Aggregate[InventoryState, InventoryCommand, InventoryEvent]):
         """The events `command` produces, or a `Rejected`."""
         match command:
             case Restock(warehouse_id=warehouse_id, sku=sku, quantity=quantity):
-                if quantity <= 0:
+                if not 0 < quantity <= MAX_QUANTITY:
                     raise InvalidLines(
-                        f"restock of {quantity} units of {sku!r} at {warehouse_id!r}: must be > 0"
+                        f"restock of {quantity} units of {sku!r} at {warehouse_id!r}:"
+                        f" must be 1..{MAX_QUANTITY}"
                     )
                 return [Restocked(sku=sku, quantity=quantity)]
             case ReserveStock(warehouse_id=warehouse_id, order_id=order_id, lines=lines):

@@ -1,7 +1,8 @@
 """The order: requested first, validated or rejected, paid, shipped, delivered.
 
 `PlaceOrder` is recorded as `OrderRequested` before any validation: the request itself
-is the first fact. Validation (stock reserved at the warehouse) and payment (charged to
+is the first fact (only a request that cannot be stored at all, with numbers beyond
+their limits, is refused with `MalformedOrder`). Validation (stock reserved at the warehouse) and payment (charged to
 the customer's bank account) happen afterwards, driven by `OrderFulfilment`, and each
 outcome is a new event; the request is never edited.
 
@@ -26,9 +27,13 @@ import msgspec
 from actors import Aggregate, Command, Event, Rejected
 
 __all__ = [
+    "MAX_LINES",
+    "MAX_QUANTITY",
+    "MAX_UNIT_PRICE",
     "CancelOrder",
     "DeliverOrder",
     "InvalidOrderState",
+    "MalformedOrder",
     "Order",
     "OrderAlreadyPlaced",
     "OrderCancelled",
@@ -67,15 +72,33 @@ class OrderLine(msgspec.Struct, frozen=True):
 
 MAX_LINES = 100
 """The most lines an order may have."""
+MAX_QUANTITY = 1_000_000
+"""The most units of one product in an order line (or one restock)."""
+MAX_UNIT_PRICE = 10**10
+"""The highest unit price, in cents. With `MAX_LINES` and `MAX_QUANTITY` an order's total
+stays far inside a 64-bit integer, so every request can be stored."""
+
+
+def _unstorable(lines: Sequence[OrderLine]) -> str | None:
+    """Why a request with `lines` cannot even be recorded (None when it can)."""
+    if len(lines) > MAX_LINES:
+        return f"the order has {len(lines)} lines; at most {MAX_LINES}"
+    for line in lines:
+        if abs(line.quantity) > MAX_QUANTITY:
+            return f"quantity {line.quantity} of {line.sku!r} is beyond {MAX_QUANTITY}"
+        if abs(line.unit_price) > MAX_UNIT_PRICE:
+            return f"unit price {line.unit_price} of {line.sku!r} is beyond {MAX_UNIT_PRICE}"
+    return None
 
 
 def order_problem(lines: Sequence[OrderLine]) -> str | None:
     """Why `lines` cannot make an order (None when they can): no lines, too many, a
-    quantity or price not positive, or a product listed twice."""
+    quantity or price not positive or beyond its limit, or a product listed twice."""
     if not lines:
         return "the order has no lines"
-    if len(lines) > MAX_LINES:
-        return f"the order has {len(lines)} lines; at most {MAX_LINES}"
+    unstorable = _unstorable(lines)
+    if unstorable is not None:
+        return unstorable
     seen: set[str] = set()
     for line in lines:
         if line.quantity <= 0:
@@ -228,6 +251,11 @@ class OrderAlreadyPlaced(Rejected):
     """The order id is taken by another request."""
 
 
+class MalformedOrder(Rejected):
+    """The request cannot even be recorded: too many lines, or a quantity or price
+    beyond its limit (every other problem is found by validation, after recording)."""
+
+
 class InvalidOrderState(Rejected):
     """The command does not apply to the order in its current status."""
 
@@ -277,6 +305,9 @@ class Order(Aggregate[OrderState, OrderCommand, OrderEvent]):
                 warehouse_id=warehouse,
             ):
                 if state.status == "new":
+                    unstorable = _unstorable(lines)
+                    if unstorable is not None:
+                        raise MalformedOrder(f"order {order_id!r}: {unstorable}")
                     total = sum(line.amount for line in lines)
                     return [OrderRequested(customer_id, account, warehouse, lines, total)]
                 if (state.customer_id, state.payment_account, state.warehouse_id, state.lines) == (

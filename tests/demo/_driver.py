@@ -1,10 +1,12 @@
 """A pure, in-memory stand-in for the runtime that drives process managers.
 
 It decides commands against folded states, records events with versions and positions
-as the store would, and feeds process managers their events in position order, sending
-what they dispatch (and what they compensate with). No I/O, no tasks: tests of whole
-flows (transfers, orders) stay pure and deterministic, and Hypothesis can pick which
-process manager steps next to explore interleavings.
+as the store would, and feeds process managers their events, sending what they
+dispatch (and what they compensate with). Like the runtime, which handles events of
+different streams concurrently, it keeps each stream's events in order but may pick
+any stream's next event (at random with an `rng`); which manager steps next can be
+random too. No I/O, no tasks: whole flows (transfers, orders) stay pure and
+deterministic, and Hypothesis explores the interleavings.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ class World:
         self.states: dict[str, Any] = {}
         self.versions: dict[str, int] = {}
         self.managers = managers
-        self.cursors = [0] * len(managers)
+        self.cursors = [0] * len(managers)  # every event below is handled
+        self.handled: list[set[int]] = [set() for _ in managers]
         self.refusals: list[tuple[Command, Rejected]] = []
         self.unexpected: list[tuple[Command, Rejected]] = []
 
@@ -78,16 +81,34 @@ class World:
                     except Rejected as again:  # a compensation must never be refused
                         self.unexpected.append((extra.command, again))
 
-    def step(self, index: int) -> bool:
-        """Let manager `index` handle its next event; False when it has none left."""
+    def _ready(self, index: int) -> list[RecordedEvent]:
+        """The next unhandled event of each stream manager `index` reacts to."""
         manager = self.managers[index]
-        while self.cursors[index] < len(self.log):
+        done = self.handled[index]
+        while self.cursors[index] < len(self.log):  # move the watermark over done ones
             recorded = self.log[self.cursors[index]]
-            self.cursors[index] += 1
-            if isinstance(recorded.event, manager.event_types):
-                self._dispatch(manager, recorded, manager.react(recorded))
-                return True
-        return False
+            if recorded.position in done or not isinstance(recorded.event, manager.event_types):
+                done.discard(recorded.position)
+                self.cursors[index] += 1
+            else:
+                break
+        firsts: dict[str, RecordedEvent] = {}
+        for recorded in self.log[self.cursors[index] :]:
+            if recorded.position not in done and isinstance(recorded.event, manager.event_types):
+                firsts.setdefault(recorded.stream_id, recorded)
+        return list(firsts.values())
+
+    def step(self, index: int, rng: random.Random | None = None) -> bool:
+        """Let manager `index` handle one event (the oldest ready one, or a random ready
+        one with `rng`); False when it has none left."""
+        ready = self._ready(index)
+        if not ready:
+            return False
+        recorded = rng.choice(ready) if rng is not None else ready[0]
+        self.handled[index].add(recorded.position)
+        manager = self.managers[index]
+        self._dispatch(manager, recorded, manager.react(recorded))
+        return True
 
     def settle(self, rng: random.Random | None = None, limit: int = 100_000) -> int:
         """Step managers until none has work (in a random order with `rng`); returns
@@ -96,7 +117,7 @@ class World:
         busy = list(range(len(self.managers)))
         while busy:
             index = rng.choice(busy) if rng is not None else busy[0]
-            if self.step(index):
+            if self.step(index, rng):
                 steps += 1
                 busy = list(range(len(self.managers)))
                 if steps > limit:

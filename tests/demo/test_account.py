@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from actors.testing import AggregateSpec
 from demo.bank import (
+    MAX_AMOUNT,
     Account,
     AccountClosed,
     AccountCommand,
@@ -66,7 +67,7 @@ def test_a_deposit_raises_the_balance() -> None:
     assert state.balance == 15
 
 
-@pytest.mark.parametrize("amount", [0, -1])
+@pytest.mark.parametrize("amount", [0, -1, MAX_AMOUNT + 1])
 @pytest.mark.parametrize(
     "command",
     [
@@ -241,6 +242,7 @@ money_commands = st.one_of(
 )
 
 
+@settings(deadline=None)
 @given(st.lists(money_commands, max_size=40))
 def test_no_command_sequence_drives_the_balance_negative_or_loses_money(
     commands: list[AccountCommand],

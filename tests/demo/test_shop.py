@@ -22,11 +22,14 @@ from demo.bank import (
     Withdraw,
 )
 from demo.shop import (
+    MAX_QUANTITY,
+    MAX_UNIT_PRICE,
     CancelOrder,
     DeliverOrder,
     InvalidLines,
     InvalidOrderState,
     Inventory,
+    MalformedOrder,
     Order,
     OrderAlreadyPlaced,
     OrderCancelled,
@@ -81,6 +84,21 @@ def test_placing_an_order_records_the_request_with_its_total_before_any_validati
 def test_an_unusable_order_is_still_recorded_as_requested() -> None:
     bad = PlaceOrder("o1", "c1", "acc-c1", (OrderLine("pen", 0, 150),))
     order.given().when(bad).then(OrderRequested("c1", "acc-c1", "main", bad.lines, 0))
+
+
+@pytest.mark.parametrize(
+    ("lines", "problem"),
+    [
+        (tuple(OrderLine(f"s{i}", 1, 1) for i in range(101)), "101 lines; at most 100"),
+        ((OrderLine("pen", MAX_QUANTITY + 1, 1),), "quantity 1000001 of 'pen' is beyond"),
+        ((OrderLine("pen", 1, -MAX_UNIT_PRICE - 1),), "unit price -10000000001 of 'pen'"),
+    ],
+)
+def test_only_a_request_that_cannot_be_stored_is_refused(
+    lines: tuple[OrderLine, ...], problem: str
+) -> None:
+    error = order.given().when(PlaceOrder("o1", "c1", "a", lines)).then_raises(MalformedOrder)
+    assert problem in str(error)
 
 
 def test_placing_the_same_order_again_records_nothing_and_another_is_refused() -> None:
@@ -183,6 +201,7 @@ def test_restocking_adds_units_and_nothing_is_refused() -> None:
     )
     assert state.stock == {"pen": 5}
     inventory.given().when(Restock("main", "pen", 0)).then_raises(InvalidLines)
+    inventory.given().when(Restock("main", "pen", MAX_QUANTITY + 1)).then_raises(InvalidLines)
 
 
 def test_reserving_takes_every_line_at_once() -> None:
@@ -327,7 +346,7 @@ def test_an_order_the_customer_cannot_pay_is_cancelled_and_its_stock_released() 
     assert world.state(Account, "acc-c1").balance == 699
 
 
-@settings(max_examples=60)
+@settings(max_examples=60, deadline=None)
 @given(
     st.lists(
         st.tuples(st.sampled_from(["pen", "ink", "cap"]), st.integers(0, 3), st.integers(1, 300)),
@@ -359,7 +378,7 @@ def test_random_orders_end_paid_or_refused_and_stock_and_money_add_up(
         world.send(
             Order, f"o{n}", PlaceOrder(f"o{n}", "c", "acc", (OrderLine(sku, quantity, price),))
         )
-        world.step(rng.randrange(2))
+        world.step(rng.randrange(2), rng)
     world.settle(rng)
     assert world.unexpected == []
     shipped_units = {"pen": 0, "ink": 0, "cap": 0}

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from actors import Dispatch
 from actors.testing import AggregateSpec
 from demo.bank import (
+    MAX_AMOUNT,
     Account,
     AccountIsClosed,
     AccountNotOpen,
@@ -72,6 +73,9 @@ def test_a_transfer_id_reused_for_another_request_is_refused() -> None:
 
 def test_a_transfer_of_nothing_or_to_the_same_account_is_refused() -> None:
     transfer.given().when(RequestTransfer("t1", "a", "b", 0)).then_raises(InvalidAmount)
+    transfer.given().when(RequestTransfer("t1", "a", "b", MAX_AMOUNT + 1)).then_raises(
+        InvalidAmount
+    )
     transfer.given().when(RequestTransfer("t1", "a", "a", 5)).then_raises(SameAccount)
 
 
@@ -216,7 +220,7 @@ operations = st.lists(
 )
 
 
-@settings(max_examples=150)
+@settings(max_examples=150, deadline=None)
 @given(operations, st.integers(0, 2**32))
 def test_random_transfers_and_closures_conserve_money_and_every_transfer_ends(
     ops: list[tuple[str, str, str, int]], seed: int
@@ -266,7 +270,7 @@ def test_random_transfers_and_closures_conserve_money_and_every_transfer_ends(
                 withdrawn += amount if kind == "withdraw" else 0
         elif kind == "step":
             for _ in range(amount):
-                world.step(rng.randrange(len(world.managers)))
+                world.step(rng.randrange(len(world.managers)), rng)
         check()
     world.settle(rng)
     check()

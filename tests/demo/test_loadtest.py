@@ -1,0 +1,197 @@
+"""The load test CLI at small scale: its JSON report, its ack log against the store,
+its refusals, progress lines and the sweep."""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import anyio
+import pytest
+
+from demo.__main__ import main
+from demo._loadtest import LoadOptions, LoadTestError, Percentiles, run_load
+from tests.demo._acks import missing_acks, read_acks, version_gaps
+
+ROOT = Path(__file__).resolve().parents[2]
+KEYS = {
+    "commands",
+    "seconds",
+    "commands_per_s",
+    "events_per_s",
+    "latency_ms",
+    "errors",
+    "rejected",
+    "projection_lag_ms_p99",
+    "peak_rss_mb",
+    "events_per_commit",
+}
+
+
+def check_shape(report: dict[str, object], commands: int) -> None:
+    assert KEYS <= report.keys()
+    assert report["commands"] == commands
+    assert report["acknowledged"] == commands
+    assert (report["errors"], report["rejected"]) == (0, 0)
+    latency = report["latency_ms"]
+    assert isinstance(latency, dict)
+    assert set(latency) == {"p50", "p95", "p99", "max"}
+    assert 0 < latency["p50"] <= latency["p95"] <= latency["p99"] <= latency["max"]
+    for key in ("seconds", "commands_per_s", "events_per_s", "peak_rss_mb", "events_per_commit"):
+        value = report[key]
+        assert isinstance(value, float)
+        assert value > 0
+
+
+def test_an_in_process_run_reports_json_and_every_ack_is_in_the_store(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db, acks = tmp_path / "load.db", tmp_path / "acks.tsv"
+    argv = ["loadtest", "--aggregates", "20", "--commands", "400", "--concurrency", "32"]
+    argv += ["--db", str(db), "--ack-log", str(acks), "--json", "--seed", "7"]
+    assert main(argv) == 0
+    out, err = capsys.readouterr()
+    report = json.loads(out)
+    check_shape(report, 400)
+    assert report["projection_ok"] is True
+    assert isinstance(report["projection_lag_ms_p99"], float)
+    assert err == ""  # not a terminal: no progress line
+    logged = read_acks(acks)
+    assert len(logged) == 20 + 400  # the openings, then the measured deposits
+    assert missing_acks(logged, db) == []
+    assert len({position for _, _, position in logged}) == len(logged)
+    assert version_gaps(db) == []
+
+
+@pytest.mark.slow
+def test_a_subprocess_run_prints_one_json_object(tmp_path: Path) -> None:
+    acks = tmp_path / "acks.tsv"
+    db = tmp_path / "load.db"
+    argv = ["--aggregates", "10", "--commands", "200", "--concurrency", "10", "--no-projection"]
+    argv += ["--json", "--db", str(db), "--ack-log", str(acks), "--synchronous", "NORMAL"]
+    done = subprocess.run(
+        [sys.executable, "-m", "demo", "loadtest", *argv],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+    (line,) = done.stdout.splitlines()
+    report = json.loads(line)
+    check_shape(report, 200)
+    assert report["projection_lag_ms_p99"] is None
+    assert report["synchronous"] == "NORMAL"
+    assert missing_acks(read_acks(acks), db) == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mix", ["bank", "shop"])
+def test_the_bank_and_shop_mixes_settle_consistently(
+    mix: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db, acks = tmp_path / "load.db", tmp_path / "acks.tsv"
+    argv = ["loadtest", "--mix", mix, "--aggregates", "30", "--commands", "300"]
+    argv += ["--concurrency", "24", "--db", str(db), "--ack-log", str(acks), "--json"]
+    assert main([*argv, "--synchronous", "NORMAL"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert KEYS <= report.keys()
+    assert (report["commands"], report["errors"], report["projection_ok"]) == (300, 0, True)
+    outcome = report["outcome"]
+    assert outcome["parked"] == 0
+    if mix == "bank":
+        assert outcome["money_conserved"] is True
+        assert outcome["in_flight"] == 0
+        assert outcome["transfers_settled"] > 0
+    else:
+        assert outcome["revenue_equals_charges"] is True
+        orders = sum(n for key, n in outcome.items() if key.startswith("orders_"))
+        assert orders == report["acknowledged"] == 300
+        assert outcome["orders_shipped"] > 0
+    assert missing_acks(read_acks(acks), db) == []
+    assert version_gaps(db) == []
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--aggregates", "0"], "--aggregates must be a positive integer, not 0"),
+        (["--duration", "-1"], "--duration must be > 0 seconds"),
+        (["--sweep", "--db", "x.db"], "--sweep runs each row on a fresh store"),
+    ],
+)
+def test_options_that_cannot_run_are_refused_with_a_message(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["loadtest", *argv]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_uvloop_is_refused_clearly_when_it_is_not_installed(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    if importlib.util.find_spec("uvloop") is not None:
+        pytest.skip("uvloop is installed: the refusal cannot be seen")
+    assert main(["loadtest", "--uvloop", "--commands", "1"]) == 2
+    assert "uvloop is not installed" in capsys.readouterr().err
+
+
+def test_progress_lines_go_to_stderr_when_asked() -> None:
+    err = io.StringIO()
+    options = LoadOptions(
+        aggregates=4,
+        commands=10**9,
+        duration=0.3,
+        concurrency=4,
+        db=":memory:",
+        progress="always",
+        progress_interval=0.05,
+        projection=False,
+    )
+
+    async def run() -> None:
+        report = await run_load(options, stderr=err)
+        assert report.acknowledged == report.commands > 0
+
+    anyio.run(run)
+    lines = err.getvalue().splitlines()
+    assert lines
+    assert all(line.startswith("progress acked=") for line in lines)
+
+
+def test_the_sweep_prints_a_header_and_one_row_per_concurrency(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    argv = ["loadtest", "--sweep", "--aggregates", "5", "--commands", "40", "--no-projection"]
+    assert main([*argv, "--db", ":memory:"]) == 0
+    header, *rows = capsys.readouterr().out.splitlines()
+    assert header.split()[:2] == ["concurrency", "commands/s"]
+    assert [int(row.split()[0].replace(",", "")) for row in rows] == [1, 10, 100, 1000]
+
+
+def test_percentiles_take_the_nearest_rank() -> None:
+    samples = [float(n) for n in range(1, 101)]
+    assert Percentiles.of(samples) == Percentiles(50.0, 95.0, 99.0, 100.0)
+    assert Percentiles.of([]) == Percentiles(0.0, 0.0, 0.0, 0.0)
+    assert Percentiles.of([3.0]) == Percentiles(3.0, 3.0, 3.0, 3.0)
+
+
+def test_load_options_check_their_limits() -> None:
+    with pytest.raises(LoadTestError, match="--concurrency must be a positive integer"):
+        LoadOptions(concurrency=0)
+    with pytest.raises(LoadTestError, match="--progress-interval must be > 0"):
+        LoadOptions(progress_interval=0)
+
+
+def test_no_arguments_run_the_tour(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([]) == 0
+    out = capsys.readouterr().out
+    assert "refused, as it should be: account 'bob' holds 0 cents, not 500" in out
+    assert "ada holds 10000 cents; bob open: False" in out
+    assert "ada's order o-1: requested, 300 cents" in out
