@@ -105,8 +105,14 @@ async def _run_managers(
     return [await system.run_process_manager(manager) for manager in managers]
 
 
-def _parked(handles: Sequence[ProcessManagerHandle]) -> int:
-    return sum(handle.statistics().parked for handle in handles)
+def _manager_counts(handles: Sequence[ProcessManagerHandle]) -> Outcome:
+    """Steps the process managers saw refused, compensations sent, steps parked."""
+    stats = [handle.statistics() for handle in handles]
+    return {
+        "steps_refused": sum(s.rejected for s in stats),
+        "compensations": sum(s.compensations for s in stats),
+        "parked": sum(s.parked for s in stats),
+    }
 
 
 class DepositWorkload:
@@ -190,7 +196,7 @@ class BankWorkload:
             "transfers_refunded": view.transfers_refunded,
             "in_flight": view.in_flight,
             "money_conserved": view.conserved() and view.in_flight == 0,
-            "parked": _parked(self.handles),
+            **_manager_counts(self.handles),
         }
 
 
@@ -255,5 +261,5 @@ class ShopWorkload:
         outcome: Outcome = {f"orders_{s}": n for s, n in sorted(view.statuses.items()) if n}
         outcome["revenue"] = view.revenue
         outcome["revenue_equals_charges"] = view.revenue == self.totals.view.order_payments
-        outcome["parked"] = _parked(self.handles)
+        outcome.update(_manager_counts(self.handles))
         return outcome
