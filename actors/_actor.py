@@ -58,6 +58,15 @@ class _Planned:
         self.followers: list[Envelope] | None = None
 
 
+class _Refused(Exception):
+    """decide refused a command that carries a command id: it may be a resend of one
+    that already committed, which is answered with its first result instead."""
+
+    def __init__(self, error: Rejected) -> None:
+        super().__init__(error)
+        self.error = error
+
+
 class _Restart(Exception):
     """Internal: evolve failed; restart the actor (reload from the store, with backoff)."""
 
@@ -238,7 +247,7 @@ class AggregateActor:
                     )
                 except Exception as exc:  # noqa: BLE001 - settled like any failed append
                     planned = _Planned(envelope, events, state, version + len(events))
-                    todo, reload = self._settle([[planned]], [exc])
+                    todo, reload = self._settle([[planned]], [exc], [])
                     if reload:
                         await self._load()
                 else:
@@ -390,19 +399,29 @@ class AggregateActor:
                         first.followers.append(envelope)
                         continue
                 known = recent.get(command_id)
-                if known is None:
-                    known = await self._find_command(envelope, command_id)
                 if known is not None:
                     envelope.reply(known)
                     continue
                 if not envelope.wanted():
                     continue
+                # Not looked up in the store first: the append records the id and answers a
+                # resend with the first result (duplicate). Only a resend that decide now
+                # refuses, or that decides other events, needs the lookup (below).
             try:
                 decided = self._decide(envelope, state)
             except _Restart as exc:
                 evolve_failed = exc
                 rest = todo[index + 1 :]
                 break
+            except _Refused as refused:
+                assert command_id is not None
+                known = await self._find_command(envelope, command_id)
+                if known is not None:
+                    envelope.reply(known)  # a resend of a command that did commit
+                elif envelope.wanted():
+                    self.router.rejections += 1
+                    envelope.fail(refused.error)
+                continue
             if decided is None:
                 continue
             events, new_state = decided
@@ -431,6 +450,8 @@ class AggregateActor:
         try:
             events = tuple(aggregate.decide(state, command))
         except Rejected as exc:
+            if envelope.command_id is not None:
+                raise _Refused(exc) from exc  # maybe a resend of a committed command
             self.router.rejections += 1
             envelope.fail(exc)
             return None
@@ -517,7 +538,19 @@ class AggregateActor:
                         tg.start_soon(self._append_into, segment, expected, outcomes, index)
                         expected += sum(len(p.events) for p in segment)
         old = self.version
-        retry, reload = self._settle(segments, outcomes)
+        conflicted: list[tuple[_Planned, IdempotencyConflict]] = []
+        retry, reload = self._settle(segments, outcomes, conflicted)
+        for planned, error in conflicted:
+            command_id = planned.envelope.command_id
+            known = None
+            if command_id is not None:
+                known = await self._find_command(planned.envelope, command_id)
+            if known is not None:
+                planned.envelope.reply(known)
+                for follower in planned.followers or ():
+                    follower.reply(known)
+            elif planned.envelope.wanted():
+                self._fail(planned, error)
         every = self.router.snapshot_every
         if every is not None and not reload and self.version // every != old // every:
             await self.router._save_snapshot(self)
@@ -568,6 +601,7 @@ class AggregateActor:
         self,
         segments: list[list[_Planned]],
         outcomes: Sequence[AppendResult | BaseException | None],
+        conflicted: list[tuple[_Planned, IdempotencyConflict]],
     ) -> tuple[list[Envelope], bool]:
         router = self.router
         retry: list[Envelope] = []
@@ -630,7 +664,12 @@ class AggregateActor:
                     planned.envelope.solo = True
                     retry.append(planned.envelope)
                     retry.extend(planned.followers or ())
-            elif isinstance(error, (IdempotencyConflict, InvalidAppend)):
+            elif isinstance(error, IdempotencyConflict):
+                # A resend that decided other events than the first time: answered after
+                # a lookup (in _persist) with the first result, or with the conflict.
+                reload = True
+                conflicted.extend((planned, error) for planned in segment)
+            elif isinstance(error, InvalidAppend):
                 for planned in segment:
                     self._fail(planned, error)
             else:

@@ -104,7 +104,9 @@ class ProcessManagerOptions:
         retry_delay: first backoff between tries, in seconds (doubles, capped at 1 s).
         max_parked: dead letters kept; beyond it the oldest are dropped (and counted).
         queue_size: the bus subscription's live buffer, in events.
-        ask_timeout: timeout of each command sent.
+        ask_timeout: timeout of each command sent (None: the system's `ask_timeout`; an
+            idle aggregate then runs the command on the manager's task, bounded by the
+            store's own timeouts, which saves two task switches per command).
     """
 
     concurrency: int = 64
@@ -112,7 +114,7 @@ class ProcessManagerOptions:
     retry_delay: float = 0.01
     max_parked: int = 1_000
     queue_size: int = 10_000
-    ask_timeout: float = 30.0
+    ask_timeout: float | None = None
 
     def __post_init__(self) -> None:
         for field in ("concurrency", "max_attempts", "max_parked", "queue_size"):
@@ -121,6 +123,8 @@ class ProcessManagerOptions:
                 raise ValueError(f"{field} must be a positive int, not {value!r}")
         for field in ("retry_delay", "ask_timeout"):
             value = getattr(self, field)
+            if value is None and field == "ask_timeout":
+                continue
             if not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
                 raise ValueError(f"{field} must be a finite number >= 0, not {value!r}")
 

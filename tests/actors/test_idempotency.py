@@ -12,12 +12,16 @@ import pytest
 from actors import AggregateRouter, ShuttingDown, open_system
 from store import IdempotencyConflict, open_store
 from tests.actors.domain import (
+    Account,
     Counter,
     CounterCommand,
     CounterEvent,
     CounterState,
+    Deposit,
     Increment,
     Noop,
+    OpenAccount,
+    Withdraw,
 )
 from tests.actors.support import GatedStore, WithheldReplyStore
 
@@ -237,3 +241,33 @@ async def test_shutdown_waits_for_a_command_running_inline_and_drains() -> None:
                     assert not drained
                     gated.gate.set()
             assert (drained, results) == ([True], [2])
+
+
+async def test_a_resend_after_a_restart_is_answered_from_the_store_not_decided_anew(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "bank.db"
+    async with open_system(path) as system:
+        accounts = system.aggregates(Account)
+        await accounts.ask("a", OpenAccount(owner="ada"))
+        await accounts.ask("a", Deposit(amount=10), command_id="dep-1")
+        first = await accounts.ask("a", Withdraw(amount=10), command_id="wd-1")
+    async with open_system(path) as system:  # fresh actors: nothing answered from memory
+        accounts = system.aggregates(Account)
+        # decide would now refuse it (the balance is 0): the first result comes back
+        again = await accounts.ask("a", Withdraw(amount=10), command_id="wd-1")
+        assert (again.events, again.version, again.position) == (
+            first.events,
+            first.version,
+            first.position,
+        )
+        assert again.duplicate
+        # decide would accept it again: the store answers with the first result
+        deposit = await accounts.ask("a", Deposit(amount=10), command_id="dep-1")
+        assert deposit.duplicate
+        assert deposit.version == 2
+        assert (await accounts.state("a")).balance == 0
+        assert await system.store.stream_version("account-a") == 3
+        # a new id is decided as usual, on a state that counted nothing twice
+        assert (await accounts.ask("a", Deposit(amount=4), command_id="dep-2")).version == 4
+        assert (await accounts.state("a")).balance == 4
