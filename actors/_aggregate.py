@@ -49,7 +49,7 @@ class CommandResult(msgspec.Struct, Generic[EventT], frozen=True, gc=False):
             actor (0 for an empty stream): waiting for it on a read model still
             gives read-your-writes for this aggregate.
         duplicate: the command id was seen before; this is the first result again and
-            nothing was decided or stored this time.
+            nothing was stored this time.
     """
 
     events: tuple[EventT, ...]

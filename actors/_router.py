@@ -96,7 +96,7 @@ class AggregateRouter(Generic[StateT, CommandT, EventT]):
             timeout: seconds to wait in all, for mailbox room and for the reply (default:
                 the system's `ask_timeout`, finite).
             command_id: makes the command idempotent: sending the same id again returns
-                the first result (`duplicate=True`) without deciding again.
+                the first result (`duplicate=True`) and stores nothing again.
 
         Returns:
             The command's events, the stream version after them and the global position
