@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Generic
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import anyio
 
@@ -22,6 +22,8 @@ from actors._errors import (
 )
 from actors._mailbox import Envelope
 from store import EventDecodeError, RecordedEvent
+
+T = TypeVar("T")
 
 if TYPE_CHECKING:
     from actors._system import ActorSystem, SystemOptions
@@ -129,6 +131,19 @@ class AggregateRouter(Generic[StateT, CommandT, EventT]):
             await actor.run_inline(envelope)
             if future.done():
                 return future.result()
+        return await self._deliver(aggregate_id, actor, envelope, future, timeout)
+
+    async def _deliver(
+        self,
+        aggregate_id: str,
+        actor: AggregateActor,
+        envelope: Envelope,
+        future: asyncio.Future[T],
+        timeout: float | None,  # noqa: ASYNC109 - a deadline with two phases (room, reply)
+    ) -> T:
+        """Put `envelope` in the actor's mailbox (waiting for room) and wait for `future`,
+        both within one deadline: `timeout`, or the system's ask timeout."""
+        loop = asyncio.get_running_loop()
         wait = self.options.ask_timeout if timeout is None else timeout
         if not actor.mailbox.offer(envelope):
             started = loop.time()
@@ -232,16 +247,7 @@ class AggregateRouter(Generic[StateT, CommandT, EventT]):
         loop = asyncio.get_running_loop()
         future: asyncio.Future[StateT] = loop.create_future()
         envelope = Envelope(READ_STATE, None, future, ())
-        wait = self.options.ask_timeout if timeout is None else timeout
-        if not actor.mailbox.offer(envelope):
-            started = loop.time()
-            await self._wait_for_room(aggregate_id, actor, envelope, wait)
-            wait = max(wait - (loop.time() - started), 0.0)
-        handle = loop.call_later(wait, _expire, future, actor.stream_id, wait)
-        try:
-            return await future
-        finally:
-            handle.cancel()
+        return await self._deliver(aggregate_id, actor, envelope, future, timeout)
 
     # -- time travel --------------------------------------------------------------------
 
