@@ -368,7 +368,10 @@ class _Run:
     async def restock(self) -> None:
         """Stock every warehouse for roughly 80% of the units the orders will ask for."""
         options = self.options
-        planned = options.steps if options.steps is not None else int(options.duration or 0) * 1500
+        # With a duration, guess the pace (about 1,500 commands/s on a small machine).
+        planned = (
+            options.steps if options.steps is not None else int((options.duration or 0) * 1500)
+        )
         units = planned * 0.4 * 4  # 40% orders, ~4 units each
         quantity = max(5, min(1_000_000, int(0.8 * units / (len(WAREHOUSES) * len(SKUS)))))
         async with anyio.create_task_group() as tg:
@@ -551,9 +554,10 @@ def _money(fold: _Fold, states: dict[str, int]) -> Invariant:
             f"in flight after settling: {in_flight} cents (debited - credited - refunded), not 0"
         )
     summary = (
-        f"balances {total} = deposits {fold.deposits} - withdrawals {fold.withdrawals}"
-        f" - order payments {fold.charges} (= {expected}); in flight {in_flight};"
-        f" {len(fold.debits)} transfers debited, {sum(map(len, fold.refunds.values()))} refunded"
+        f"balances {total:,} = deposits {fold.deposits:,} - withdrawals {fold.withdrawals:,}"
+        f" - order payments {fold.charges:,} (= {expected:,}); in flight {in_flight:,};"
+        f" {len(fold.debits):,} transfers debited, {sum(map(len, fold.refunds.values())):,}"
+        " refunded"
     )
     checked = len(states) + len(fold.debits) + len(fold.charged)
     return Invariant(
@@ -568,7 +572,9 @@ def _no_negative(fold: _Fold, states: dict[str, int]) -> Invariant:
     ]
     problems += [f"account {a!r} holds {b} cents" for a, b in states.items() if b < 0]
     lowest = min(states.values(), default=0)
-    summary = f"{len(states)} accounts, lowest balance now {lowest}, never below 0 in any stream"
+    summary = (
+        f"{len(states):,} accounts, lowest balance now {lowest:,}, never below 0 in any stream"
+    )
     if problems:
         summary = f"{len(problems)} negative balance(s) in {len(states)} accounts"
     return Invariant(
@@ -581,7 +587,7 @@ def _orders_final(fold: _Fold) -> Invariant:
     open_orders = [
         f"order {o!r} is {s}" for o, s in fold.order_status.items() if s not in FINAL_ORDER
     ]
-    summary = ", ".join(f"{s} {n}" for s, n in sorted(statuses.items())) or "no orders"
+    summary = ", ".join(f"{s} {n:,}" for s, n in sorted(statuses.items())) or "no orders"
     return Invariant(
         "orders_final",
         not open_orders,
@@ -602,7 +608,7 @@ def _transfers_ended(fold: _Fold) -> Invariant:
             state = "credited" if credited else "not credited"
             problems.append(f"transfer {transfer_id!r} is {status} but {state}")
     statuses = Counter(fold.transfer_status.values())
-    summary = ", ".join(f"{s} {n}" for s, n in sorted(statuses.items())) or "no transfers"
+    summary = ", ".join(f"{s} {n:,}" for s, n in sorted(statuses.items())) or "no transfers"
     return Invariant(
         "transfers_ended",
         not problems,
