@@ -195,7 +195,7 @@ async def test_progress_goes_to_a_terminal_as_one_rewritten_line() -> None:
     assert text.endswith("\n")
     assert text.count("\n") == 1
     last = text.rsplit("\r", 1)[1]
-    assert f"{report.commands:,} commands" in last
+    assert f"  {report.steps:,} commands (" in last  # the customers', at the end
     assert "sagas in flight" in last
     assert "read model lag" in last
 
