@@ -96,7 +96,7 @@ from demo.shop import (
     ShopAnalytics,
 )
 from readmodels import Projection, ProjectionHandle
-from store import RecordedEvent
+from store import RecordedEvent, StoreError
 
 __all__ = [
     "Couriers",
@@ -957,7 +957,7 @@ def run_cli(args: argparse.Namespace) -> int:
 
     Returns:
         0 when every invariant holds, 1 when one does not, 2 for options that cannot
-        run (with a message on stderr).
+        run or a store that cannot be opened (with a message on stderr).
     """
     steps = args.steps
     if steps is None and args.duration is None:
@@ -979,7 +979,11 @@ def run_cli(args: argparse.Namespace) -> int:
     async def one() -> SimReport:
         return await simulate(options)
 
-    report = anyio.run(one, backend="asyncio")
+    try:
+        report = anyio.run(one, backend="asyncio")
+    except StoreError as error:  # the file cannot be opened or read: nothing was checked
+        print(f"simulate: {error}", file=sys.stderr)
+        return 2
     if args.json:
         print(msgspec.json.encode(report).decode(), flush=True)
     else:
