@@ -16,8 +16,15 @@ import pytest
 
 from actors import open_system
 from demo.__main__ import main
-from demo._simulate import SimOptions, SimReport, SimulationError, check_store, simulate
-from demo.bank import Account, Balances, Credited, Withdrawn
+from demo._simulate import (
+    SimOptions,
+    SimReport,
+    SimulationError,
+    _settled,
+    check_store,
+    simulate,
+)
+from demo.bank import Account, Balances, Credited, OpenAccount, TransferProcess, Withdrawn
 from store import ANY
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -251,3 +258,17 @@ def test_no_arguments_run_a_short_simulation_on_demo_db(
     assert out.startswith("simulate: 50 customers, 2,000 steps, seed 1, db demo.db\n")
     assert "every invariant holds" in out
     assert (tmp_path / "demo.db").exists()
+
+
+async def test_a_process_manager_that_stopped_short_fails_settled_and_is_named() -> None:
+    with anyio.fail_after(30):
+        async with open_system(":memory:") as system:
+            accounts = system.aggregates(Account)
+            transfers = await system.run_process_manager(TransferProcess())
+            await transfers.stop()
+            await accounts.ask("a1", OpenAccount("a1", "ada"))  # the head moves past it
+            settled = await _settled(system, [transfers], timeout=30)
+    assert not settled.ok
+    assert settled.name == "settled"
+    assert settled.summary.startswith("a process manager stopped: process manager 'bank.transfers'")
+    assert settled.examples == ("bank.transfers at 0 of 1 (0 in flight)",)
