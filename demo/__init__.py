@@ -4,9 +4,11 @@
   stateless process manager, with balances, statements and bank totals as read models.
 - `demo.shop`: orders requested, validated against the inventory, paid from the
   customer's bank account, shipped and delivered; order history, details, analytics.
-- `python -m demo`: a short tour; `python -m demo loadtest`: throughput and latency.
+- `python -m demo` (or `simulate`): concurrent simulated customers, then invariants
+  checked over the store; `tour`: a short walk-through; `loadtest`: throughput and latency.
 
-See docs/demo.md for the domain rules and the load test's options.
+See docs/demo.md for the domain rules, the simulation's invariants and the load test's
+options.
 """
 
 from __future__ import annotations

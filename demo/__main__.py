@@ -1,7 +1,8 @@
-"""`python -m demo [tour | loadtest ...]`: the demo's command line.
+"""`python -m demo [simulate ... | tour | loadtest ...]`: the demo's command line.
 
-With no arguments it runs the tour (a short walk through the bank and the shop on an
-in-memory store). `loadtest --help` lists the load test's options.
+With no arguments it runs a short simulation (`simulate`: 2,000 steps on demo.db).
+`tour` is a short walk through the bank and the shop on an in-memory store.
+`simulate --help` and `loadtest --help` list their options.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from demo._loadtest import (
     sweep_row,
 )
 from demo._logging import configured_logging
+from demo._simulate import add_arguments as add_simulate_arguments
+from demo._simulate import run_cli as run_simulate
 from demo._tour import tour
 
 T = TypeVar("T")
@@ -38,7 +41,18 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m demo", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log info lines too")
     sub = parser.add_subparsers(dest="command")
-    sub.add_parser("tour", help="a short walk through the bank and the shop (the default)")
+    sub.add_parser("tour", help="a short walk through the bank and the shop")
+    # -- simulate (demo/_simulate.py) --
+    add_simulate_arguments(
+        sub.add_parser(
+            "simulate",
+            help="many customers at once, then invariants checked (the default)",
+            description="Simulated customers open accounts, deposit, withdraw, transfer and"
+            " order concurrently; then the run settles and invariants are checked over the"
+            " whole store. Exit status 1 when one fails.",
+        )
+    )
+    # -- end simulate --
     load = sub.add_parser(
         "loadtest",
         help="concurrent command throughput and latency",
@@ -140,10 +154,16 @@ def main(argv: list[str] | None = None) -> int:
     """Run the demo command line with `argv` (default: the process's arguments).
 
     Returns:
-        The exit status: 0, or 2 for options that cannot run (with a message on stderr).
+        The exit status: 0, 1 when a simulation finds an invariant broken, or 2 for
+        options that cannot run (with a message on stderr).
     """
-    args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = _parser().parse_args(argv)
+    if args.command is None:  # simulate is the default (demo/_simulate.py)
+        args = _parser().parse_args([*argv, "simulate"])
     with configured_logging(verbose=args.verbose):
+        if args.command == "simulate":
+            return run_simulate(args)
         if args.command == "loadtest":
             return _loadtest(args)
 

@@ -189,8 +189,8 @@ def test_load_options_check_their_limits() -> None:
         LoadOptions(progress_interval=0)
 
 
-def test_no_arguments_run_the_tour(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main([]) == 0
+def test_the_tour_walks_through_the_bank_and_the_shop(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["tour"]) == 0
     out = capsys.readouterr().out
     assert "refused, as it should be: account 'bob' holds 0 cents, not 500" in out
     assert "ada holds 10000 cents; bob open: False" in out

@@ -61,7 +61,13 @@ async def test_cancelled_callers_leave_every_acknowledged_append_and_a_working_s
             for group in range(4):
                 tg.start_soon(cancelled_wholesale, 100 + 10 * group, rng.randrange(5, 400))
 
+    # An append whose caller was cancelled may still be queued for the writer: it
+    # commits anyway (cancelling drops the reply, not the append). One more append,
+    # queued after all of them, returns once every one of them has committed.
+    barrier = await store.append("barrier", [Noted("barrier")], expected_version=ANY)
     everything = await read_everything(store)
+    assert everything[-1].position == barrier.first_position
+    everything = everything[:-1]
     assert [e.position for e in everything] == list(range(1, len(everything) + 1))
     markers = Counter(e.event.text for e in everything)
     assert max(markers.values()) == 1
