@@ -1300,12 +1300,27 @@ def _prepare_file(path: str) -> None:
 def _configure(conn: sqlite3.Connection, options: StoreOptions, memory: bool) -> None:
     # busy_timeout is set by sqlite3.connect(timeout=...): PRAGMAs take no parameters.
     if not memory:
-        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        mode = _switch_to_wal(conn, options.busy_timeout)
         if str(mode).lower() != "wal":
             raise StoreUnavailable(f"could not switch the database to WAL mode (got {mode!r})")
     conn.execute(_SYNCHRONOUS[options.synchronous])
     conn.execute("PRAGMA cache_size = -32768")  # 32 MiB of page cache per connection
     conn.execute("PRAGMA temp_store = MEMORY")
+
+
+def _switch_to_wal(conn: sqlite3.Connection, busy_timeout: float) -> object:
+    # Two processes opening a new file at once both hold a shared lock and want an
+    # exclusive one to switch it to WAL; SQLite answers one of them SQLITE_BUSY at once,
+    # without the busy handler (it would deadlock). Try again within busy_timeout: by
+    # then the other has switched the file, and the switch is a no-op.
+    deadline = time.monotonic() + busy_timeout
+    while True:
+        try:
+            return conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        except sqlite3.OperationalError as exc:
+            if _code(exc) not in (_SQLITE_BUSY, _SQLITE_LOCKED) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.005)  # on the connection's own thread, while opening
 
 
 _SYNCHRONOUS: Final = {"FULL": "PRAGMA synchronous = FULL", "NORMAL": "PRAGMA synchronous = NORMAL"}

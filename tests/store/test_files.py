@@ -19,10 +19,11 @@ from store import (
     StoreClosed,
     StoreCorrupted,
     StoreFull,
+    StoreOptions,
     StoreUnavailable,
     open_store,
 )
-from store._sqlite import _in_thread
+from store._sqlite import _configure, _in_thread
 from tests.store._events import Deposited, Noted, make_registry
 from tests.store._helpers import stored_rows, wal_size
 
@@ -219,3 +220,32 @@ async def test_closing_does_not_wait_for_another_connections_reader(tmp_path: Pa
     finally:
         reader.close()
     assert [row[2] for row in stored_rows(str(path))] == [1, 2]
+
+
+class _BusyThenWal:
+    """A connection whose switch to WAL meets SQLITE_BUSY `busy` times first."""
+
+    def __init__(self, busy: int) -> None:
+        self.busy = busy
+        self.statements: list[str] = []
+
+    def execute(self, sql: str, *args: object) -> _BusyThenWal:
+        self.statements.append(sql)
+        if sql == "PRAGMA journal_mode = WAL" and self.busy:
+            self.busy -= 1
+            error = sqlite3.OperationalError("database is locked")
+            error.sqlite_errorcode = 5  # SQLITE_BUSY, as SQLite answers a lock race
+            raise error
+        return self
+
+    def fetchone(self) -> tuple[str]:
+        return ("wal",)
+
+
+def test_a_switch_to_wal_that_meets_another_opener_is_tried_again() -> None:
+    racing = _BusyThenWal(busy=3)
+    _configure(racing, StoreOptions(), False)  # type: ignore[arg-type]  # a stand-in
+    assert racing.statements.count("PRAGMA journal_mode = WAL") == 4
+    stuck = _BusyThenWal(busy=10**9)
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        _configure(stuck, StoreOptions(busy_timeout=0.05), False)  # type: ignore[arg-type]
