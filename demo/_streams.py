@@ -1,13 +1,13 @@
-"""Small helpers shared by the demo domains: stream ids back to aggregate ids, tags."""
+"""Small helpers shared by the demo domains: stream ids back to aggregate ids."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from actors import Aggregate, Event
+from actors import Aggregate
 from store import RecordedEvent
 
-__all__ = ["aggregate_id", "tags"]
+__all__ = ["aggregate_id"]
 
 
 def aggregate_id(recorded: RecordedEvent, aggregate: type[Aggregate[Any, Any, Any]]) -> str:
@@ -24,14 +24,3 @@ def aggregate_id(recorded: RecordedEvent, aggregate: type[Aggregate[Any, Any, An
             f" {stream_id!r}, not a {aggregate.__name__} stream ({prefix}...)"
         )
     return stream_id[len(prefix) :]
-
-
-def tags(*event_types: type[Event]) -> frozenset[str]:
-    """The permanent tags of `event_types` (what projections subscribe by)."""
-    out = set()
-    for tp in event_types:
-        tag = tp.__struct_config__.tag
-        if not isinstance(tag, str):
-            raise TypeError(f"event type {tp.__qualname__} has no string tag")
-        out.add(tag)
-    return frozenset(out)

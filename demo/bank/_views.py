@@ -11,7 +11,7 @@ from collections import deque
 
 import msgspec
 
-from demo._streams import aggregate_id, tags
+from demo._streams import aggregate_id
 from demo.bank._account import (
     Account,
     AccountClosed,
@@ -67,7 +67,7 @@ class Balances(Projection[BalancesView]):
     """Every account's balance, owner and status."""
 
     name = "bank.balances"
-    event_types = tags(
+    event_types = (
         AccountOpened,
         Deposited,
         Withdrawn,
@@ -185,7 +185,7 @@ class Statements(Projection[StatementsView]):
     """
 
     name = "bank.statements"
-    event_types = tags(
+    event_types = (
         AccountOpened,
         Deposited,
         Withdrawn,
@@ -260,7 +260,7 @@ class BankTotals(Projection[TotalsView]):
     """Bank-wide totals: money in, out, in flight, and accounts by status."""
 
     name = "bank.totals"
-    event_types = tags(
+    event_types = (
         AccountOpened,
         Deposited,
         Withdrawn,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import msgspec
 
-from demo._streams import aggregate_id, tags
+from demo._streams import aggregate_id
 from demo.shop._order import (
     Order,
     OrderCancelled,
@@ -45,7 +45,6 @@ _ORDER_EVENTS = (
     OrderShipped,
     OrderDelivered,
 )
-_ORDER_TAGS = tags(*_ORDER_EVENTS)
 _PREFIX = Order.category + "-"
 
 
@@ -94,7 +93,7 @@ class OrderHistory(Projection[OrderHistoryView]):
     """Order history per customer: the query side of `GetOrders(customer_id)`."""
 
     name = "shop.order_history"
-    event_types = _ORDER_TAGS
+    event_types = _ORDER_EVENTS
     stream_prefix = _PREFIX
 
     def initial_view(self) -> OrderHistoryView:
@@ -164,7 +163,7 @@ class OrderDetails(Projection[OrderDetailsView]):
     """Order details with their status timeline."""
 
     name = "shop.order_details"
-    event_types = _ORDER_TAGS
+    event_types = _ORDER_EVENTS
     stream_prefix = _PREFIX
 
     def initial_view(self) -> OrderDetailsView:
@@ -251,7 +250,7 @@ class ShopAnalytics(Projection[AnalyticsView]):
     """Revenue and units per product (counted when paid) and orders per status."""
 
     name = "shop.analytics"
-    event_types = _ORDER_TAGS
+    event_types = _ORDER_EVENTS
     stream_prefix = _PREFIX
 
     def initial_view(self) -> AnalyticsView:
