@@ -33,9 +33,12 @@ check: lint test
 demo: $(STAMP)
 	$(BIN)/python -m demo
 
+# The bench extra brings the peer library bench.compare measures against (only here).
 bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python -m bench.store_append
 	$(BIN)/python -m bench.projections
+	$(BIN)/python -m bench.compare
 
 # The bank service example on 127.0.0.1:$(PORT) (make example PORT=9000 BANK_SERVICE_DB=x.db).
 example: $(STAMP)
