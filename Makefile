@@ -37,6 +37,7 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python -m bench.store_append
+	$(BIN)/python -m bench.actors
 	$(BIN)/python -m bench.projections
 	$(BIN)/python -m bench.compare
 
