@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 PORT ?= 8000
 BANK_SERVICE_DB ?= bank.db
 
-.PHONY: install test lint format check demo bench example docs clean
+.PHONY: install test lint format check demo bench soak example docs clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,13 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.actors
 	$(BIN)/python -m bench.projections
 	$(BIN)/python -m bench.compare
+
+# The reliability suite at full sizes (tens of minutes): figures to reports/soak.jsonl,
+# summarised by `python -m tests.reliability.summary reports/soak.jsonl`.
+soak: $(STAMP)
+	mkdir -p reports
+	ES_SOAK=1 ES_REPORT=reports/soak.jsonl $(BIN)/python -m pytest -q tests/reliability \
+		--timeout 3600 -o faulthandler_timeout=3500
 
 # The bank service example on 127.0.0.1:$(PORT) (make example PORT=9000 BANK_SERVICE_DB=x.db).
 example: $(STAMP)

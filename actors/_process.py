@@ -40,7 +40,7 @@ from actors._errors import (
     ShuttingDown,
     TooManyAttempts,
 )
-from store import RecordedEvent, StoreUnavailable, get_logger
+from store import RecordedEvent, StoreUnavailable, faults, get_logger
 
 if TYPE_CHECKING:
     from actors._system import ActorSystem
@@ -324,6 +324,8 @@ class ProcessManagerHandle:
             if previous is not None:
                 await previous.wait()
             await self._carry_through(recorded)
+            if faults.enabled:
+                await faults.hit_async("after_projection_apply_before_checkpoint")
         except ShuttingDown:
             # Not handled: the checkpoint stays before this event; the next run redoes it.
             self._cancel.cancel()
@@ -396,6 +398,8 @@ class ProcessManagerHandle:
                 return
             else:
                 self._sent += 1
+                if faults.enabled:
+                    await faults.hit_async("process_after_send")
                 return
 
     def _park(

@@ -27,7 +27,7 @@ import anyio
 import msgspec
 
 from bus._errors import BusClosed, InvalidSubscription
-from store import RecordedEvent
+from store import RecordedEvent, faults
 
 __all__ = [
     "Batch",
@@ -375,6 +375,7 @@ class EventBus:
         self._head = head
         self._closed = False
         self._names = itertools.count(1)
+        self._held: Sequence[RecordedEvent] | None = None  # a `reorder` fault's batch
 
     @property
     def head(self) -> int:
@@ -384,11 +385,33 @@ class EventBus:
     def _publish(self, events: Sequence[RecordedEvent]) -> None:
         if not events:
             return
+        if faults.enabled:
+            self._publish_with_faults(events)
+            return
         first = events[0].position
         last = events[-1].position
         self._head = max(self._head, last)
         for subscription in self._subscriptions:
             subscription._offer(first, last, events)
+
+    def _publish_with_faults(self, events: Sequence[RecordedEvent]) -> None:
+        # The `bus_deliver` fault point: `dup` offers a batch twice, `reorder` holds it
+        # back and offers it after the next one. Both look like gaps to a subscription,
+        # which must then catch up from the store: nothing skipped, nothing doubled.
+        action = faults.hit("bus_deliver")
+        held, self._held = self._held, None
+        if action == "reorder" and held is None:
+            self._held = events
+            self._head = max(self._head, events[-1].position)
+            return
+        batches = [events, held] if held is not None else [events]
+        if action == "dup":
+            batches.append(events)
+        for batch in batches:
+            first, last = batch[0].position, batch[-1].position
+            self._head = max(self._head, last)
+            for subscription in self._subscriptions:
+                subscription._offer(first, last, batch)
 
     def _observe_head(self, head: int) -> None:
         self._head = max(self._head, head)

@@ -38,7 +38,7 @@ from readmodels._errors import (
     ProjectionStopped,
     TooManyParked,
 )
-from store import RecordedEvent, get_logger
+from store import RecordedEvent, faults, get_logger
 
 __all__ = [
     "DeadLetter",
@@ -463,6 +463,8 @@ class ProjectionHandle(Generic[View]):
         failed = 0
         for recorded in events:
             try:
+                if faults.enabled:
+                    faults.hit("projection_apply")
                 view = apply(view, recorded)
             except Exception as exc:  # noqa: BLE001 - poison: retried, then parked
                 view, ok = await self._retry(view, recorded, exc, parked)

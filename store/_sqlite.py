@@ -33,6 +33,7 @@ import aiosqlite
 import anyio
 import msgspec
 
+from store import faults
 from store._codec import EventRegistry, UpcasterFailed
 from store._errors import (
     ConcurrencyError,
@@ -555,6 +556,8 @@ class SQLiteEventStore:
             for write in writes:
                 if not write.future.done():
                     write.future.set_result(None)
+        if faults.enabled:
+            await faults.hit_async("after_commit_before_publish")
         outcomes = result.outcomes
         listeners = self._listeners
         committed = 0
@@ -581,6 +584,8 @@ class SQLiteEventStore:
                         self._log.error(
                             "store.listener_failed", listener=repr(listener), exc_info=True
                         )
+            if faults.enabled:
+                await faults.hit_async("after_commit_before_reply")
             for item, outcome in zip(appends, outcomes, strict=True):
                 future = item.future
                 if not future.done():
@@ -590,6 +595,8 @@ class SQLiteEventStore:
                         future.set_exception(outcome)
             return
         # No listener: count and answer in one pass.
+        if faults.enabled:
+            await faults.hit_async("after_commit_before_reply")
         for item, outcome in zip(appends, outcomes, strict=True):
             future = item.future
             if isinstance(outcome, AppendResult):
@@ -629,11 +636,17 @@ class SQLiteEventStore:
     ) -> _BatchResult:
         """Runs on aiosqlite's thread: one transaction for the whole batch."""
         started = time.perf_counter()
+        if faults.enabled:
+            faults.hit("before_begin")
         self._begin(conn)
         try:
+            if faults.enabled:
+                faults.hit("after_begin")
             recorded_at = time.time()
             outcomes = self._apply_appends(conn, appends, recorded_at, careful=False)
             write_error = self._apply_writes(conn, writes)
+            if faults.enabled:
+                faults.hit("after_insert_before_commit")
             conn.execute("COMMIT")
         except sqlite3.IntegrityError:
             # Only reachable if our view of versions was wrong; redo with savepoints.
@@ -1110,6 +1123,8 @@ class SQLiteEventStore:
                 f"snapshot state {type(state).__qualname__} for stream {stream_id!r} cannot be"
                 f" encoded: {exc}"
             ) from exc
+        if faults.enabled:
+            await faults.hit_async("snapshot_write")
         await self._enqueue_write(
             _UPSERT_SNAPSHOT,
             (
@@ -1156,6 +1171,8 @@ class SQLiteEventStore:
             raise InvalidAppend(
                 f"checkpoint {name!r} position must be an int >= 0, not {position!r}"
             )
+        if faults.enabled:
+            await faults.hit_async("checkpoint_write")
         await self._enqueue_write(_UPSERT_CHECKPOINT, (name, position, time.time()))
 
     async def load_checkpoint(self, name: str) -> int:
