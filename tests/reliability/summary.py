@@ -1,0 +1,75 @@
+"""Summarise a reliability report (JSON lines) as the markdown table of docs/reliability.md.
+
+    python -m tests.reliability.summary reports/soak.jsonl
+
+Records are grouped by check id (DUR-1, OCC-2, ...). Across the records of one id,
+integer figures are summed (violations, counts: `lost=0` in every round stays 0), float
+figures are shown as their range, and other values as the set seen.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections import defaultdict
+from collections.abc import Iterable
+from pathlib import Path
+
+
+def _merge(values: list[object]) -> str:
+    if all(type(v) is int for v in values):
+        return str(sum(v for v in values if type(v) is int))
+    if all(type(v) in (int, float) for v in values):
+        numbers = [float(v) for v in values if type(v) in (int, float)]
+        low, high = min(numbers), max(numbers)
+        return f"{low:.4g}" if low == high else f"{low:.4g}..{high:.4g}"
+    seen: list[str] = []
+    for v in values:
+        text = json.dumps(v, sort_keys=True) if not isinstance(v, str) else v
+        if text not in seen:
+            seen.append(text)
+    return ", ".join(seen)
+
+
+def summarise(lines: Iterable[str]) -> str:
+    """The markdown table for the report `lines` (one JSON object per line)."""
+    by_id: dict[str, list[dict[str, object]]] = defaultdict(list)
+    meta: dict[str, set[str]] = defaultdict(set)
+    for line in lines:
+        if not line.strip():
+            continue
+        record = json.loads(line)
+        by_id[str(record["id"])].append(record)
+        for key in ("tier", "sqlite", "python", "commit"):
+            if record.get(key):
+                meta[key].add(str(record[key]))
+    rows = ["| check | records | figures |", "|---|---|---|"]
+    for check in sorted(by_id, key=_order):
+        records = by_id[check]
+        figures: dict[str, list[object]] = defaultdict(list)
+        for record in records:
+            raw = record["figures"]
+            assert isinstance(raw, dict)
+            for name, value in raw.items():
+                figures[str(name)].append(value)
+        text = "; ".join(f"{name} {_merge(values)}" for name, values in figures.items())
+        rows.append(f"| {check} | {len(records)} | {text} |")
+    header = ", ".join(f"{key} {'/'.join(sorted(values))}" for key, values in meta.items())
+    return f"Run: {header}\n\n" + "\n".join(rows) + "\n"
+
+
+def _order(check: str) -> tuple[str, int]:
+    family, _, number = check.partition("-")
+    return family, int(number) if number.isdigit() else 0
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 1:
+        print("usage: python -m tests.reliability.summary REPORT.jsonl", file=sys.stderr)
+        return 2
+    sys.stdout.write(summarise(Path(argv[0]).read_text(encoding="utf-8").splitlines()))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

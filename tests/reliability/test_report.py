@@ -1,0 +1,43 @@
+"""The report plumbing: records land as JSON lines and the summary merges them per check."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.reliability._report import Report
+from tests.reliability.summary import summarise
+
+
+def test_records_are_appended_as_json_lines(tmp_path: Path) -> None:
+    target = tmp_path / "r.jsonl"
+    Report("t1", target).record("DUR-1", acked=10, lost=0)
+    Report("t2", target).record("DUR-1", acked=5, lost=0, recovery_seconds=0.25)
+    lines = [json.loads(line) for line in target.read_text().splitlines()]
+    assert [line["figures"] for line in lines] == [
+        {"acked": 10, "lost": 0},
+        {"acked": 5, "lost": 0, "recovery_seconds": 0.25},
+    ]
+    assert {line["id"] for line in lines} == {"DUR-1"}
+
+
+def test_the_summary_sums_counts_and_ranges_floats() -> None:
+    lines = [
+        json.dumps({"id": "OCC-2", "figures": {"lost": 0, "rate": 10.0}, "tier": "soak"}),
+        json.dumps({"id": "DUR-1", "figures": {"acked": 3, "lost": 1}, "tier": "soak"}),
+        json.dumps({"id": "DUR-1", "figures": {"acked": 4, "lost": 0}, "tier": "soak"}),
+        json.dumps({"id": "OCC-2", "figures": {"lost": 0, "rate": 12.5}, "tier": "soak"}),
+    ]
+    table = summarise(lines).splitlines()
+    assert table[0] == "Run: tier soak"
+    assert table[-2:] == [
+        "| DUR-1 | 2 | acked 7; lost 1 |",
+        "| OCC-2 | 2 | lost 0; rate 10..12.5 |",
+    ]
+
+
+def test_without_a_target_nothing_is_written(tmp_path: Path) -> None:
+    report = Report("t", None)
+    line = report.record("BP-1", dropped=0)
+    assert report.records == [line]
+    assert list(tmp_path.iterdir()) == []
