@@ -20,7 +20,7 @@ def _merge(values: list[object]) -> str:
     if all(type(v) is int for v in values):
         return str(sum(v for v in values if type(v) is int))
     if all(type(v) in (int, float) for v in values):
-        numbers = [float(v) for v in values if type(v) in (int, float)]
+        numbers = [float(v) for v in values if isinstance(v, int | float)]
         low, high = min(numbers), max(numbers)
         return f"{low:.4g}" if low == high else f"{low:.4g}..{high:.4g}"
     seen: list[str] = []
