@@ -22,7 +22,7 @@ from typing import TypeVar
 
 ROOT = Path(__file__).resolve().parents[2]
 SOAK = os.environ.get("ES_SOAK", "") not in ("", "0")
-T = TypeVar("T", int, float)
+T = TypeVar("T")
 
 
 def size(ci: T, soak: T) -> T:

@@ -1,0 +1,208 @@
+"""The child-process workload of the crash tests: the bank under load, reporting as it goes.
+
+    python -m tests.reliability.child --db F --seed S [--synchronous FULL|NORMAL]
+        [--accounts N] [--clients C] [--commands K] [--run TAG] [--snapshot-every V]
+        [--transfers] [--broken ack-before-commit]
+
+It opens `--accounts` accounts (ids `acc-<i>`, command ids `open-<i>`, `seed-<i>`: a
+restart resends them harmlessly), then `--clients` tasks send deposits, withdrawals and
+(with `--transfers`, carried out by the transfer process manager) transfers at full
+speed, `--commands` each (0: until killed). Faults come from `ES_FAULTS`, armed once the
+accounts are open (so `nth` counts hits of the load).
+
+Stdout carries one JSON line per event of interest, flushed at once, so every line the
+parent has read survives a SIGKILL of the child:
+
+- `{"send": id, "kind": k, "account": a, "target": t, "amount": n}` before each ask;
+- `{"ack": id, "stream": s, "version": v, "position": p, "events": n, "duplicate": b}`
+  once the ask returned (a durable acknowledgement);
+- `{"refused": id, "error": type}` for a refusal or failure (nothing stored);
+- `{"digest": p, "hash": h}` about every 200 ms: the hash of the live balances read
+  model at position p (see `oracle.balances_hash`);
+- `{"ready": true}` once the accounts are open, `{"done": true}` at a clean end.
+
+`--broken ack-before-commit` is the deliberately broken variant of the durability
+checker's self-test: the writer answers its callers but commits only every 8th batch,
+so a kill loses acknowledged commands.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sqlite3
+import sys
+from typing import Any
+
+import anyio
+
+from actors import ActorSystem, CommandResult, Rejected, open_system
+from demo.bank import (
+    Account,
+    Balances,
+    BalancesView,
+    Deposit,
+    OpenAccount,
+    RequestTransfer,
+    Transfer,
+    TransferProcess,
+    Withdraw,
+)
+from readmodels import ProjectionHandle
+from store import SQLiteEventStore, faults
+from tests.reliability.oracle import balances_hash
+
+SEED_BALANCE = 100_000
+
+
+def emit(**fields: object) -> None:
+    sys.stdout.write(json.dumps(fields, separators=(",", ":")) + "\n")
+    sys.stdout.flush()
+
+
+class _LazyCommit:
+    """A connection whose COMMIT lands only every `every`th time: the broken variant."""
+
+    def __init__(self, conn: sqlite3.Connection, state: dict[str, int], every: int) -> None:
+        self._conn, self._state, self._every = conn, state, every
+
+    @property
+    def in_transaction(self) -> bool:
+        return self._conn.in_transaction
+
+    def execute(self, sql: str, *args: Any) -> Any:
+        if sql == "BEGIN IMMEDIATE" and self._conn.in_transaction:
+            return None
+        if sql == "COMMIT":
+            self._state["batches"] += 1
+            if self._state["batches"] % self._every:
+                return None
+        return self._conn.execute(sql, *args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._conn, name)
+
+
+def break_acks_before_commit() -> None:
+    original = SQLiteEventStore._write_batch
+    state = {"batches": 0}
+
+    def write_batch(self: SQLiteEventStore, conn: sqlite3.Connection, *args: Any) -> Any:
+        return original(self, _LazyCommit(conn, state, 8), *args)  # type: ignore[arg-type]
+
+    SQLiteEventStore._write_batch = write_batch  # type: ignore[method-assign,assignment]
+
+
+async def client(system: ActorSystem, args: argparse.Namespace, number: int) -> None:
+    rng = random.Random(f"{args.seed}-{number}")
+    accounts = system.aggregates(Account)
+    transfers = system.aggregates(Transfer)
+    sent = 0
+    result: CommandResult[Any]
+    while args.commands == 0 or sent < args.commands:
+        sent += 1
+        command_id = f"{args.run}-{number}-{sent}"
+        account = f"{rng.randrange(args.accounts)}"
+        amount = rng.randint(1, 5_000)
+        roll = rng.random()
+        kind = (
+            "deposit"
+            if roll < 0.4
+            else "withdraw"
+            if roll < 0.7 or not args.transfers
+            else "transfer"
+        )
+        target = f"{rng.randrange(args.accounts)}"
+        if kind == "transfer" and target == account:
+            kind = "deposit"
+        emit(send=command_id, kind=kind, account=account, target=target, amount=amount)
+        try:
+            if kind == "transfer":
+                result = await transfers.ask(
+                    command_id,
+                    RequestTransfer(
+                        transfer_id=command_id, source=account, target=target, amount=amount
+                    ),
+                    command_id=command_id,
+                )
+                stream = f"{Transfer.category}-{command_id}"
+            else:
+                command = (Deposit if kind == "deposit" else Withdraw)(
+                    account_id=account, amount=amount
+                )
+                result = await accounts.ask(account, command, command_id=command_id)
+                stream = f"{Account.category}-{account}"
+        except Rejected as refusal:
+            emit(refused=command_id, error=type(refusal).__name__)
+            continue
+        emit(
+            ack=command_id,
+            stream=stream,
+            version=result.version,
+            position=result.position,
+            events=len(result.events),
+            duplicate=result.duplicate,
+        )
+
+
+async def digests(system: ActorSystem, handle: ProjectionHandle[BalancesView]) -> None:
+    while True:
+        await anyio.sleep(0.2)
+        emit(digest=handle.position, hash=balances_hash(handle.view.balances))
+
+
+async def main(args: argparse.Namespace) -> None:
+    if args.broken == "ack-before-commit":
+        break_acks_before_commit()
+    # Fault rules count from the start of the load, not from the accounts' opening.
+    spec = os.environ.get(faults.ENV)
+    faults.configure(None)
+    async with open_system(
+        args.db,
+        synchronous=args.synchronous,
+        idle_timeout=None,
+        max_live_actors=100_000,
+    ) as system:
+        accounts = system.aggregates(Account, snapshot_every=args.snapshot_every)
+        system.aggregates(Transfer)
+        if args.transfers:
+            await system.run_process_manager(TransferProcess())
+        for i in range(args.accounts):
+            await accounts.ask(
+                f"{i}", OpenAccount(account_id=f"{i}", owner=f"o{i}"), command_id=f"open-{i}"
+            )
+            await accounts.ask(
+                f"{i}", Deposit(account_id=f"{i}", amount=SEED_BALANCE), command_id=f"seed-{i}"
+            )
+        balances = await system.project(Balances())
+        faults.configure(spec, seed=args.seed)
+        emit(ready=True)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(digests, system, balances)
+            async with anyio.create_task_group() as clients:
+                for number in range(args.clients):
+                    clients.start_soon(client, system, args, number)
+            tg.cancel_scope.cancel()
+        emit(digest=balances.position, hash=balances_hash(balances.view.balances))
+    emit(done=True)
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m tests.reliability.child")
+    parser.add_argument("--db", required=True)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--synchronous", choices=("FULL", "NORMAL"), default="FULL")
+    parser.add_argument("--accounts", type=int, default=50)
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--commands", type=int, default=0)
+    parser.add_argument("--run", default="r0")
+    parser.add_argument("--snapshot-every", type=int, default=None)
+    parser.add_argument("--transfers", action="store_true")
+    parser.add_argument("--broken", choices=("ack-before-commit",), default=None)
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    anyio.run(main, parse(sys.argv[1:]))

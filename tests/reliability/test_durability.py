@@ -1,0 +1,360 @@
+"""Durability under kill -9 (DUR-1), crashes at every named fault point (DUR-2), and read
+models rebuilt after restart (RM-1, RM-3).
+
+A child process (`tests.reliability.child`) runs the bank under load and reports every
+acknowledged command on its stdout; the parent kills it (SIGKILL, or an `exit` fault
+point, which is `os._exit`), then checks the file against the acknowledgements and
+against the in-memory oracle, restarts the framework on the file and checks it serves.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import anyio
+import pytest
+from anyio.streams.buffered import BufferedByteReceiveStream
+
+from actors import open_system
+from demo.bank import (
+    Account,
+    Balances,
+    BankTotals,
+    Credited,
+    Debited,
+    Deposit,
+    Refunded,
+    Transfer,
+    TransferProcess,
+)
+from store import RecordedEvent, faults
+from tests.reliability._report import ROOT, Report, size
+from tests.reliability.oracle import (
+    digest_mismatches,
+    fold_balances,
+    integrity,
+    log_gaps,
+    lost_acks,
+    partial_commands,
+    read_lines,
+)
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+
+
+async def run_child(
+    db: Path,
+    *,
+    seed: int,
+    kill_after_acks: int | None,
+    env: dict[str, str] | None = None,
+    extra: tuple[str, ...] = (),
+) -> tuple[list[dict[str, object]], int]:
+    """Run the child until it has reported `kill_after_acks` acknowledgements (then
+    SIGKILL it) or until it exits; returns its complete stdout lines and exit code."""
+    argv = [sys.executable, "-m", "tests.reliability.child", "--db", str(db)]
+    argv += ["--seed", str(seed), "--run", f"r{seed}", *extra]
+    raw = bytearray()
+    acks = 0
+    killed = ended = False
+    async with await anyio.open_process(
+        argv,
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    ) as process:
+        try:
+            assert process.stdout is not None
+            stream = BufferedByteReceiveStream(process.stdout)
+            with anyio.fail_after(300):
+                while True:
+                    try:
+                        line = await stream.receive_until(b"\n", 1 << 20)
+                    except (anyio.EndOfStream, anyio.IncompleteRead):
+                        ended = True  # the child closed its stdout: it is exiting
+                        break
+                    raw += line + b"\n"
+                    if line.startswith(b'{"ack"'):
+                        acks += 1
+                        if kill_after_acks is not None and acks >= kill_after_acks:
+                            killed = True
+                            process.kill()
+                            break
+                # Whatever the child wrote before it died is in the pipe: read it all.
+                raw += await _drain(stream)
+        finally:
+            # Once only: a second kill() polls the dead child and reaps it under the
+            # event loop's watcher, which then reports exit code 255.
+            if not killed and not ended and process.returncode is None:
+                process.kill()
+        code = await process.wait()
+    return read_lines(bytes(raw)), code
+
+
+async def _drain(stream: BufferedByteReceiveStream) -> bytes:
+    rest = bytearray(stream.buffer)
+    while True:
+        try:
+            rest += await stream.receive()
+        except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
+            return bytes(rest)
+
+
+async def stored_events(db: Path) -> list[RecordedEvent]:
+    async with open_system(db) as system:
+        system.aggregates(Account)
+        system.aggregates(Transfer)
+        return await system.store.read_all(limit=1_000_000)
+
+
+def stored_command_ids(db: Path) -> set[object]:
+    with sqlite3.connect(db) as conn:
+        ids = {row[0] for row in conn.execute("SELECT command_id FROM commands")}
+    conn.close()
+    return ids
+
+
+def check_file(lines: list[dict[str, object]], db: Path) -> dict[str, list[object]]:
+    """Every durability checker over one killed run."""
+    return {
+        "lost": list(lost_acks(lines, db)),
+        "partial": list(partial_commands(db)),
+        "gaps": list(log_gaps(db)),
+        "integrity": list(integrity(db)),
+    }
+
+
+async def restart_and_check(db: Path) -> tuple[float, list[int], int]:
+    """Reopen the file: rebuild the read model, compare it with the oracle at the head,
+    and run one command. Returns (recovery seconds, mismatching positions, head)."""
+    started = time.perf_counter()
+    async with open_system(db) as system:
+        accounts = system.aggregates(Account)
+        system.aggregates(Transfer)
+        balances = await system.project(Balances())
+        head = await system.store.last_position()
+        await balances.wait_for(head, timeout=60)
+        recovery = time.perf_counter() - started
+        events = await system.store.read_all(limit=1_000_000)
+        mismatch = [] if balances.view.balances == fold_balances(events) else [head]
+        await accounts.ask("0", Deposit(account_id="0", amount=1), command_id="after-restart")
+    return recovery, mismatch, head
+
+
+# -- DUR-1 ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("synchronous", ["FULL", "NORMAL"])
+async def test_dur1_kill9_at_random_moments_loses_no_acknowledged_command(
+    tmp_path: Path, synchronous: str, report: Report
+) -> None:
+    rounds = size(8, 200)
+    rng = random.Random(f"dur1-{synchronous}")
+    totals = {"acked": 0, "lost": 0, "partial": 0, "gaps": 0, "integrity": 0}
+    digest_bad = rebuild_bad = indeterminate = 0
+    recovery = []
+    db = tmp_path / "bank.db"
+    for round_ in range(rounds):
+        # One file across the rounds: every restart resumes on what the kills left.
+        lines, code = await run_child(
+            db,
+            seed=round_,
+            kill_after_acks=rng.randint(20, size(400, 3_000)),
+            extra=("--synchronous", synchronous, "--accounts", "40", "--clients", "16"),
+        )
+        assert code == -9, f"round {round_}: the child ended with {code}, not SIGKILL"
+        found = check_file(lines, db)
+        totals["acked"] += sum(1 for line in lines if "ack" in line)
+        for name in ("lost", "partial", "gaps", "integrity"):
+            totals[name] += len(found[name])
+        events = await stored_events(db)
+        digest_bad += len(digest_mismatches(lines, events))
+        acked = {line["ack"] for line in lines if "ack" in line}
+        sent = {line["send"] for line in lines if "send" in line}
+        stored_ids = stored_command_ids(db)
+        indeterminate += len((sent - acked) & stored_ids)
+        seconds, mismatch, _ = await restart_and_check(db)
+        recovery.append(seconds)
+        rebuild_bad += len(mismatch)
+        assert found == {"lost": [], "partial": [], "gaps": [], "integrity": []}, round_
+    report.record(
+        "DUR-1",
+        synchronous=synchronous,
+        rounds=rounds,
+        **totals,
+        digest_mismatches=digest_bad,
+        indeterminate_committed=indeterminate,
+        recovery_seconds_max=max(recovery),
+    )
+    report.record("RM-1", variant="A (rebuilt at start)", rounds=rounds, mismatches=rebuild_bad)
+    report.record("RM-3", rounds=rounds, mismatches=digest_bad + rebuild_bad)
+    assert totals["acked"] > rounds * 20
+    assert digest_bad == 0
+    assert rebuild_bad == 0
+
+
+async def test_dur1_checker_catches_acks_before_commit(tmp_path: Path, report: Report) -> None:
+    """The self-test: a writer that answers before it commits loses acknowledged
+    commands under the same kill, and the checker sees it."""
+    lost = 0
+    for round_ in range(3):
+        db = tmp_path / f"broken-{round_}.db"
+        lines, code = await run_child(
+            db,
+            seed=round_,
+            kill_after_acks=300,
+            extra=("--accounts", "20", "--clients", "16", "--broken", "ack-before-commit"),
+        )
+        assert code == -9
+        lost += len(lost_acks(lines, db))
+        if lost:
+            break
+    report.record("DUR-1", broken_variant="ack before commit", caught=lost)
+    assert lost > 0
+
+
+# -- DUR-2 ------------------------------------------------------------------------------
+
+STORE_POINTS = [
+    "before_begin",
+    "after_begin",
+    "after_insert_before_commit",
+    "after_commit_before_publish",
+    "after_commit_before_reply",
+]
+SUBSCRIBER_POINTS = [
+    "bus_deliver",
+    "projection_apply",
+    "snapshot_write",
+    "checkpoint_write",
+    "process_after_send",
+    "after_projection_apply_before_checkpoint",
+]
+
+
+async def settle_and_resend(
+    db: Path, lines: list[dict[str, object]]
+) -> tuple[dict[str, int], dict[str, object]]:
+    """Restart: resume the transfer process to the head, resend every command that was
+    sent but not answered (same command id), and fold the outcome."""
+    acked = {line["ack"] for line in lines if "ack" in line}
+    refused = {line["refused"] for line in lines if "refused" in line}
+    in_flight = [line for line in lines if "send" in line and line["send"] not in acked | refused]
+    counts = {"resent": 0, "duplicate": 0}
+    async with open_system(db) as system:
+        accounts = system.aggregates(Account)
+        transfers = system.aggregates(Transfer)
+        process = await system.run_process_manager(TransferProcess())
+        totals = await system.project(BankTotals())
+        balances = await system.project(Balances())
+        for line in in_flight:
+            command_id = str(line["send"])
+            if line["kind"] == "transfer":
+                continue  # a transfer is resent by its own idempotent id below
+            command = Deposit(account_id=str(line["account"]), amount=int(str(line["amount"])))
+            if line["kind"] != "deposit":
+                continue  # a withdrawal may be refused now: only deposits are resent
+            result = await accounts.ask(str(line["account"]), command, command_id=command_id)
+            counts["resent"] += 1
+            counts["duplicate"] += result.duplicate
+        del transfers
+        head = await system.store.last_position()
+        await process.wait_for(head, timeout=60)
+        head = await system.store.last_position()
+        await totals.wait_for(head, timeout=60)
+        await balances.wait_for(head, timeout=60)
+        events = await system.store.read_all(limit=1_000_000)
+        view = totals.view
+        outcome: dict[str, object] = {
+            "conserved": view.conserved(),
+            "in_flight": view.in_flight,
+            "balances_equal_oracle": balances.view.balances == fold_balances(events),
+            "double_applied": double_applied(events),
+            "states_equal_oracle": await states_equal_oracle(system, events),
+        }
+    return counts, outcome
+
+
+def double_applied(events: list[RecordedEvent]) -> list[str]:
+    """Transfers debited, credited or refunded more than once, or both credited and
+    refunded."""
+    legs: dict[str, list[str]] = {}
+    for recorded in events:
+        match recorded.event:
+            case Debited(transfer_id=t):
+                legs.setdefault(t, []).append("debit")
+            case Credited(transfer_id=t):
+                legs.setdefault(t, []).append("credit")
+            case Refunded(transfer_id=t):
+                legs.setdefault(t, []).append("refund")
+    bad = []
+    for transfer, seen in legs.items():
+        if any(seen.count(leg) > 1 for leg in set(seen)) or {"credit", "refund"} <= set(seen):
+            bad.append(transfer)
+    return bad
+
+
+async def states_equal_oracle(system: object, events: list[RecordedEvent]) -> bool:
+    from actors import ActorSystem
+
+    assert isinstance(system, ActorSystem)
+    accounts = system.aggregates(Account)
+    expected = fold_balances(events)
+    for account, balance in expected.items():
+        state = await accounts.state(account)
+        if state.balance != balance:
+            return False
+    return True
+
+
+LOAD = ("--accounts", "20", "--clients", "16", "--commands", "400")
+
+
+def dur2_cases() -> list[tuple[str, int]]:
+    nths = size((1, 7, 100), (1, 7, 100, 1000))
+    return [(point, nth) for point in STORE_POINTS + SUBSCRIBER_POINTS for nth in nths]
+
+
+@pytest.mark.parametrize(("point", "nth"), dur2_cases())
+async def test_dur2_crash_at_a_named_point(
+    tmp_path: Path, point: str, nth: int, report: Report
+) -> None:
+    db = tmp_path / "bank.db"
+    lines, code = await run_child(
+        db,
+        seed=nth,
+        kill_after_acks=None,
+        env={faults.ENV: f"{point}:exit:{nth}"},
+        extra=(*LOAD, "--transfers", "--snapshot-every", "3"),
+    )
+    # The point must be reached, or the case proves nothing.
+    assert code == faults.EXIT_CODE, f"{point}:{nth} was never reached (exit {code})"
+    found = check_file(lines, db)
+    counts, outcome = await settle_and_resend(db, lines)
+    violations = {key: value for key, value in found.items() if value}
+    if outcome["double_applied"]:
+        violations["double_applied"] = list(outcome["double_applied"])  # type: ignore[call-overload]
+    for key in ("conserved", "balances_equal_oracle", "states_equal_oracle"):
+        if outcome[key] is not True:
+            violations[key] = [outcome[key]]
+    if outcome["in_flight"] != 0:
+        violations["stuck_in_flight"] = [outcome["in_flight"]]
+    report.record(
+        "DUR-2",
+        point=point,
+        nth=nth,
+        passed=int(not violations),
+        combos=1,
+        acked=sum(1 for line in lines if "ack" in line),
+        resent=counts["resent"],
+        resent_duplicate=counts["duplicate"],
+        double_applied=len(outcome["double_applied"]),  # type: ignore[arg-type]
+    )
+    assert not violations, f"{point}:{nth}: {violations}"
