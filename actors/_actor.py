@@ -118,7 +118,9 @@ class AggregateActor:
         self.version = 0
         self.position = 0
         self.last_used = now
-        self.recent: OrderedDict[str, CommandResult[Any]] = OrderedDict()
+        # command id -> (the command, its result): a resend of the same command is
+        # answered from here; the same id with another command is an IdempotencyConflict.
+        self.recent: OrderedDict[str, tuple[object, CommandResult[Any]]] = OrderedDict()
         self._log: Any = None
         self._current: list[Envelope] = []
         # The actor task is busy unless parked waiting for work; `inline` is set while a
@@ -394,13 +396,19 @@ class AggregateActor:
                 if command_id in firsts:
                     first = firsts[command_id]
                     if first is not None:  # the same command id twice in one batch
+                        if first.envelope.command != envelope.command:
+                            self._conflict(envelope, command_id)
+                            continue
                         if first.followers is None:
                             first.followers = []
                         first.followers.append(envelope)
                         continue
                 known = recent.get(command_id)
                 if known is not None:
-                    envelope.reply(known)
+                    if known[0] != envelope.command:
+                        self._conflict(envelope, command_id)
+                    else:
+                        envelope.reply(known[1])
                     continue
                 if not envelope.wanted():
                     continue
@@ -415,9 +423,9 @@ class AggregateActor:
                 break
             except _Refused as refused:
                 assert command_id is not None
-                known = await self._find_command(envelope, command_id)
-                if known is not None:
-                    envelope.reply(known)  # a resend of a command that did commit
+                found = await self._find_command(envelope, command_id)
+                if found is not None:
+                    envelope.reply(found)  # a resend of a command that did commit
                 elif envelope.wanted():
                     self.router.rejections += 1
                     envelope.fail(refused.error)
@@ -504,15 +512,21 @@ class AggregateActor:
         result = CommandResult(
             tuple(r.event for r in recorded), found.last_version, found.last_position, True
         )
-        self._remember(command_id, result)
+        self._remember(command_id, envelope.command, result)
         return result
 
-    def _remember(self, command_id: str, result: CommandResult[Any]) -> None:
+    def _conflict(self, envelope: Envelope, command_id: str) -> None:
+        if envelope.wanted():
+            self.router.rejections += 1
+            envelope.fail(IdempotencyConflict(command_id, self.stream_id, self.stream_id))
+
+    def _remember(self, command_id: str, command: object, result: CommandResult[Any]) -> None:
         recent = self.recent
         recent[command_id] = (
+            command,
             result
             if result.duplicate
-            else CommandResult(result.events, result.version, result.position, True)
+            else CommandResult(result.events, result.version, result.position, True),
         )
         if len(recent) > self.router.options.recent_command_ids:
             recent.popitem(last=False)
@@ -693,9 +707,9 @@ class AggregateActor:
         envelope.reply(result)
         command_id = envelope.command_id
         if command_id is not None:
-            self._remember(command_id, result)
+            self._remember(command_id, envelope.command, result)
             if planned.followers:
-                duplicate = self.recent[command_id]
+                duplicate = self.recent[command_id][1]
                 for follower in planned.followers:
                     follower.reply(duplicate)
 

@@ -112,6 +112,9 @@ class AggregateRouter(Generic[StateT, CommandT, EventT]):
             RecoveryError, RestartLimitExceeded: the aggregate cannot be loaded now.
             ShuttingDown: the system stopped accepting commands; not applied.
             ReentrantAskError: the ask would wait on an actor up its own ask chain.
+            IdempotencyConflict: `command_id` was used before for another command (on
+                another aggregate, or for another command on this one while the actor
+                remembers it: its last `recent_command_ids` ids).
             StoreError: the store failed the append (outcome unknown for
                 `StoreUnavailable`: resend with the same command id).
 

@@ -80,6 +80,51 @@ async def test_a_command_id_reused_on_another_aggregate_is_a_conflict() -> None:
         assert await system.store.stream_version("counter-two") == 0
 
 
+async def test_a_command_id_reused_for_another_command_is_a_conflict(store_path: str) -> None:
+    async with open_system(store_path) as system:
+        counters = system.aggregates(Counter)
+        await counters.ask("c", Increment(by=1), command_id="id-1")
+        # The actor remembers the command behind each recent command id.
+        with pytest.raises(IdempotencyConflict, match="'id-1'"):
+            await counters.ask("c", Increment(by=2), command_id="id-1")
+        assert (await counters.ask("c", Increment(by=1), command_id="id-1")).duplicate
+        # Once it forgot the id, the store knows only the events: a command deciding
+        # other events under a known id gets the first result (a resend may decide
+        # differently from a changed state, so the store cannot tell the two apart).
+        system.passivate_idle(older_than=0)
+        late = await counters.ask("c", Increment(by=2), command_id="id-1")
+        assert (late.duplicate, late.version) == (True, 1)
+        assert (await counters.state("c")).value == 1
+
+
+async def test_another_command_under_a_command_id_in_the_same_batch_is_a_conflict() -> None:
+    async with open_store(":memory:") as inner:
+        gated = GatedStore(inner)
+        async with open_system(gated.as_store()) as system:
+            counters = system.aggregates(Counter)
+            outcomes: list[object] = []
+
+            async def send(command_id: str, by: int) -> None:
+                try:
+                    outcomes.append(
+                        (await counters.ask("d", Increment(by=by), command_id=command_id)).version
+                    )
+                except IdempotencyConflict as conflict:
+                    outcomes.append(conflict)
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(send, "warm", 1)
+                await gated.entered.wait()
+                tg.start_soon(send, "same", 1)
+                await anyio.wait_all_tasks_blocked()
+                tg.start_soon(send, "same", 5)
+                await anyio.wait_all_tasks_blocked()
+                gated.gate.set()
+            assert sorted(o for o in outcomes if isinstance(o, int)) == [1, 2]
+            assert sum(isinstance(o, IdempotencyConflict) for o in outcomes) == 1
+            assert (await counters.state("d")).value == 2
+
+
 async def test_a_cancelled_ask_applies_its_command_whole_or_not_at_all(store_path: str) -> None:
     commands = 300
     async with open_system(store_path, synchronous="NORMAL") as system:
