@@ -464,7 +464,7 @@ class ProjectionHandle(Generic[View]):
         for recorded in events:
             try:
                 if faults.enabled:
-                    faults.hit("projection_apply")
+                    await faults.hit_async("projection_apply")
                 view = apply(view, recorded)
             except Exception as exc:  # noqa: BLE001 - poison: retried, then parked
                 view, ok = await self._retry(view, recorded, exc, parked)
