@@ -302,7 +302,13 @@ class ActorSystem:
         """Start `projection` in the system's task group, fed from `from_position`.
 
         Returns what `projection.start(...)` returns (the running projection).
+
+        Event classes the projection names in its `event_types` are registered with the
+        store's registry first (as `run_process_manager` does), so a projection started
+        before any aggregate was used can still decode the log.
         """
+        types = getattr(projection, "event_types", None) or ()
+        _register(self.store.registry, tuple(tp for tp in types if isinstance(tp, type)))
         return await projection.start(self._tg, self.store, self.bus, from_position=from_position)
 
     async def run_process_manager(
