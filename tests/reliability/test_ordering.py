@@ -17,11 +17,12 @@ from pathlib import Path
 import anyio
 import pytest
 
-from actors import ActorSystem, Rejected, open_system
+from actors import ActorSystem, Dispatch, ProcessManagerHandle, Rejected, open_system
 from bus import EventBus
 from demo.bank import (
     Account,
     Balances,
+    BalancesView,
     BankTotals,
     Deposit,
     OpenAccount,
@@ -74,6 +75,59 @@ class NaiveSubscriber:
         self.checkpoint = last
 
 
+def per_stream_violations(
+    seen: Sequence[RecordedEvent], stored: Sequence[RecordedEvent]
+) -> dict[str, int]:
+    """`delivery_violations` for a subscriber that runs streams concurrently (the saga):
+    positions exactly once, order checked within each stream only."""
+    streams: dict[str, list[RecordedEvent]] = {}
+    for recorded in seen:
+        streams.setdefault(recorded.stream_id, []).append(recorded)
+    found = {"skipped": 0, "duplicated": 0, "out_of_order": 0}
+    positions = [r.position for r in seen]
+    found["skipped"] = len({r.position for r in stored} - set(positions))
+    found["duplicated"] = len(positions) - len(set(positions))
+    for events in streams.values():
+        found["out_of_order"] += delivery_violations(events, events)["out_of_order"]
+    return found
+
+
+def tagged(
+    stored: Sequence[RecordedEvent], kinds: Sequence[type], prefix: str = ""
+) -> list[RecordedEvent]:
+    """The events of `stored` a subscriber to `kinds` (and stream `prefix`) should get."""
+    tags = {kind.__struct_config__.tag for kind in kinds}  # type: ignore[attr-defined]
+    return [r for r in stored if r.event_type in tags and r.stream_id.startswith(prefix)]
+
+
+class RecordingBalances(Balances):
+    """The balance projection, noting every event it applies."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[RecordedEvent] = []
+
+    def apply(self, view: BalancesView, recorded: RecordedEvent) -> BalancesView:
+        self.seen.append(recorded)
+        return super().apply(view, recorded)
+
+
+class RecordingProcess(TransferProcess):
+    """The transfer saga, noting each event it reacts to and where its checkpoint (the
+    low watermark) stood then: it must be below the event being handled."""
+
+    def __init__(self) -> None:
+        self.seen: list[RecordedEvent] = []
+        self.watermark_passed = 0
+        self.handle: ProcessManagerHandle | None = None
+
+    def react(self, recorded: RecordedEvent) -> Sequence[Dispatch]:
+        self.seen.append(recorded)
+        if self.handle is not None and self.handle.position >= recorded.position:
+            self.watermark_passed += 1
+        return super().react(recorded)
+
+
 async def bank_load(system: ActorSystem, accounts: int, commands: int, clients: int) -> int:
     """Open `accounts`, then `clients` tasks send deposits, withdrawals and transfers.
     Returns how many commands were answered."""
@@ -122,9 +176,12 @@ async def run_faulted_load(
             bus._subscriptions.append(naive)  # type: ignore[arg-type]
         system.aggregates(Account)
         system.aggregates(Transfer)
-        balances = await system.project(Balances())
+        recording = RecordingBalances()
+        balances = await system.project(recording)
         totals = await system.project(BankTotals())
-        process = await system.run_process_manager(TransferProcess())
+        saga = RecordingProcess()
+        process = await system.run_process_manager(saga)
+        saga.handle = process
         seen: list[RecordedEvent] = []
         target = [2**62]
         reached = anyio.Event()
@@ -164,6 +221,7 @@ async def run_faulted_load(
             bus._subscriptions.remove(naive)  # type: ignore[arg-type]
         stored = await system.store.read_all(limit=10_000_000)
         live = dict(balances.view.balances)
+        projection_seen = list(recording.seen)  # before the rebuild re-applies
         await balances.rebuild()
         return {
             "answered": answered,
@@ -176,6 +234,9 @@ async def run_faulted_load(
             "oracle": fold_balances(stored),
             "conserved": totals.view.conserved() and totals.view.in_flight == 0,
             "naive": naive.seen if naive is not None else [],
+            "projection_seen": projection_seen,
+            "saga_seen": saga.seen,
+            "watermark_passed": saga.watermark_passed,
             "catch_ups": sum(s.catch_ups for s in bus.statistics()),
         }
 
@@ -192,6 +253,15 @@ async def test_ord1_reordered_and_duplicated_delivery_is_seen_exactly_once(
     assert isinstance(stored, list)
     found = delivery_violations(outcome["seen"], stored)  # type: ignore[arg-type]
     control = delivery_violations(naive.seen, stored)
+    # The balance projection and the saga see their filtered share, each exactly once.
+    projected = delivery_violations(
+        outcome["projection_seen"],  # type: ignore[arg-type]
+        tagged(stored, Balances.event_types, "account-"),
+    )
+    sagas = per_stream_violations(
+        outcome["saga_seen"],  # type: ignore[arg-type]
+        tagged(stored, TransferProcess.event_types),
+    )
     report.record(
         "ORD-1",
         events=len(stored),
@@ -199,6 +269,9 @@ async def test_ord1_reordered_and_duplicated_delivery_is_seen_exactly_once(
         **found,
         catch_ups=outcome["catch_ups"],
         control_skipped=control["skipped"],
+        projection=projected,
+        saga=sagas,
+        saga_watermark_passed=outcome["watermark_passed"],
     )
     report.record(
         "RM-2",
@@ -207,6 +280,9 @@ async def test_ord1_reordered_and_duplicated_delivery_is_seen_exactly_once(
         + int(outcome["rebuilt"] != outcome["live"]),
     )
     assert found == {"skipped": 0, "duplicated": 0, "out_of_order": 0}
+    assert projected == {"skipped": 0, "duplicated": 0, "out_of_order": 0}
+    assert sagas == {"skipped": 0, "duplicated": 0, "out_of_order": 0}
+    assert outcome["watermark_passed"] == 0
     assert outcome["live"] == outcome["oracle"]
     assert outcome["rebuilt"] == outcome["live"]
     assert outcome["conserved"] is True
@@ -286,3 +362,29 @@ async def test_ord3_read_your_writes_and_a_clean_consistency_timeout(
         faults.configure(None)
     report.record("ORD-3", asks=rounds, stale_reads=stale, timeouts_correct=1)
     assert stale == 0
+
+
+def _event(stream: str, version: int, position: int) -> RecordedEvent:
+    return RecordedEvent(stream, version, position, "bank.deposited", 1, None, {}, 0.0)
+
+
+def test_ord1_the_saga_checkers_catch_a_double_a_skip_a_reorder_and_a_passed_watermark() -> None:
+    stored = [_event("a", 1, 1), _event("b", 1, 2), _event("a", 2, 3)]
+    # Streams handled concurrently may interleave across streams: not a violation.
+    assert per_stream_violations([stored[1], stored[0], stored[2]], stored) == {
+        "skipped": 0,
+        "duplicated": 0,
+        "out_of_order": 0,
+    }
+    broken = per_stream_violations([stored[2], stored[0], stored[0]], stored)
+    assert broken["skipped"] == 1
+    assert broken["duplicated"] == 1
+    assert broken["out_of_order"] > 0
+
+    class Ahead:
+        position = 3  # a checkpoint already past the event being handled
+
+    saga = RecordingProcess()
+    saga.handle = Ahead()  # type: ignore[assignment]
+    saga.react(_event("account-a", 1, 2))
+    assert saga.watermark_passed == 1
