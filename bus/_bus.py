@@ -398,6 +398,9 @@ class EventBus:
         # The `bus_deliver` fault point: `dup` offers a batch twice, `reorder` holds it
         # back and offers it after the next one. Both look like gaps to a subscription,
         # which must then catch up from the store: nothing skipped, nothing doubled.
+        # A held batch goes out only with the next commit: when nothing more is
+        # committed, `Subscription.nudge()` (or one more append) brings subscribers to
+        # the head.
         action = faults.hit("bus_deliver")
         held, self._held = self._held, None
         if action == "reorder" and held is None:
