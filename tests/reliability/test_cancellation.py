@@ -1,0 +1,268 @@
+"""Cancellation and deadlock: asks cancelled mid-flight and resent with the same command id
+(CAN-1), cancellation while the writer is inside its transaction, with another process
+writing to the file (CAN-2, with the unshielded-commit control), and ask cycles (CAN-4)."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import sqlite3
+import sys
+import threading
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import anyio
+import pytest
+
+import store._sqlite
+from actors import ActorRef, ReentrantAskError, open_system
+from store import EventRegistry, StoreError, faults, open_store
+from tests.actors.domain import Counter, Increment
+from tests.reliability._report import ROOT, Report, size
+from tests.store._events import Deposited
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+
+
+async def test_can1_cancelled_asks_resent_with_their_id_apply_once(
+    tmp_path: Path, report: Report
+) -> None:
+    asks = size(2_000, 200_000)
+    rng = random.Random(1)
+    cancelled: list[tuple[str, str]] = []
+    async with open_system(tmp_path / "can1.db", synchronous="NORMAL") as system:
+        counters = system.aggregates(Counter)
+
+        async def one(n: int) -> None:
+            aggregate = f"c{n % 50}"
+            command_id = f"cmd-{n}"
+            with anyio.move_on_after(rng.random() * 0.005) as scope:
+                await counters.ask(
+                    aggregate, Increment(by=1, tag=command_id), command_id=command_id
+                )
+            if scope.cancelled_caught:
+                cancelled.append((aggregate, command_id))
+
+        async with anyio.create_task_group() as tg:
+            for n in range(asks):
+                tg.start_soon(one, n)
+        for aggregate, command_id in cancelled:
+            await counters.ask(aggregate, Increment(by=1, tag=command_id), command_id=command_id)
+        divergence = 0
+        for a in range(50):
+            state = await counters.state(f"c{a}")
+            divergence += state.value != await system.store.stream_version(f"counter-c{a}")
+        events = await system.store.read_all(limit=10_000_000)
+    tags = [e.event.tag for e in events]
+    duplicates = len(tags) - len(set(tags))
+    report.record(
+        "CAN-1",
+        asks=asks,
+        cancelled=len(cancelled),
+        duplicates_after_retry=duplicates,
+        applied=len(set(tags)),
+        divergence=divergence,
+    )
+    assert len(cancelled) > 0
+    assert duplicates == 0
+    assert len(set(tags)) == asks  # every command applied exactly once after the resends
+    assert divergence == 0
+
+
+FOREIGN = """
+import sqlite3, sys, time
+conn = sqlite3.connect(sys.argv[1], timeout=10, isolation_level=None)
+worst = 0.0
+deadline = time.monotonic() + float(sys.argv[2])
+n = 0
+while time.monotonic() < deadline:
+    started = time.monotonic()
+    conn.execute("BEGIN IMMEDIATE")
+    conn.execute("INSERT INTO checkpoints VALUES (?, ?, ?)", (f"foreign-{n}", n, 0.0))
+    conn.execute("COMMIT")
+    worst = max(worst, time.monotonic() - started)
+    n += 1
+    time.sleep(0.001)
+print(n, worst, flush=True)
+"""
+
+POINTS = ("before_begin", "after_begin", "after_insert_before_commit")
+
+
+async def _one_trial(
+    db: Path, command_id: str, amount: int, entered: threading.Event, patience: float
+) -> dict[str, object]:
+    outcome: dict[str, object] = {}
+    opened: list[Any] = []
+    ready = anyio.Event()
+    owner = anyio.CancelScope()
+
+    async def own() -> None:
+        with owner:
+            async with open_store(db, registry=EventRegistry([Deposited])) as s:
+                opened.append(s)
+                ready.set()
+                await anyio.sleep_forever()
+
+    async def append(version: int) -> None:
+        with anyio.move_on_after(patience):
+            try:
+                outcome["result"] = await opened[0].append(
+                    "s", [Deposited(amount=amount)], expected_version=version, command_id=command_id
+                )
+            except StoreError as exc:
+                outcome["error"] = exc
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(own)
+        await ready.wait()
+        tg.start_soon(append, await opened[0].stream_version("s"))
+        await anyio.to_thread.run_sync(entered.wait)
+        owner.cancel()
+    return outcome
+
+
+async def cancel_mid_commit(
+    db: Path, point: str, trials: int, monkeypatch: pytest.MonkeyPatch, patience: float = 10
+) -> dict[str, int]:
+    """For each trial: hold the writer inside its transaction at `point`, cancel the
+    task that owns the store (the store closes), and see what the appending caller, who
+    is outside that scope, is told. Counts callers left with no answer, answers that
+    disagree with the file (told written but absent, told failed but stored), and a
+    file still locked afterwards."""
+    found = {"unanswered": 0, "divergent": 0, "wedged": 0}
+    entered = threading.Event()
+    original = faults.hit
+
+    def hold(name: str) -> faults.Returned:
+        if name == point:
+            entered.set()
+            time.sleep(0.1)  # the writer thread sits inside the transaction
+            return None
+        return original(name)
+
+    monkeypatch.setattr(faults, "hit", hold)
+    for trial in range(trials):
+        entered.clear()
+        faults.configure("bus_deliver:dup:1000000000")  # any rule: turns the points on
+        command_id = f"{point}-{trial}"
+        outcome = await _one_trial(db, command_id, trial, entered, patience)
+        faults.configure(None)
+        with sqlite3.connect(db, timeout=5, isolation_level=None) as conn:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                conn.execute("ROLLBACK")
+            except sqlite3.OperationalError:
+                found["wedged"] += 1
+            stored = conn.execute(
+                "SELECT count(*) FROM commands WHERE command_id = ?", (command_id,)
+            ).fetchone()[0]
+        conn.close()
+        if not outcome:
+            found["unanswered"] += 1
+        elif ("result" in outcome) != bool(stored):
+            found["divergent"] += 1
+    return found
+
+
+async def test_can2_cancelling_inside_the_transaction_leaves_a_consistent_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, report: Report
+) -> None:
+    db = tmp_path / "can2.db"
+    async with open_store(db) as s:
+        await s.stream_version("s")  # create the schema
+    trials = size(5, 100)
+    seconds = 3 * len(POINTS) * trials * 0.2 + 5
+    totals = {"unanswered": 0, "divergent": 0, "wedged": 0}
+    async with await anyio.open_process(
+        [sys.executable, "-c", FOREIGN, str(db), str(seconds)], cwd=ROOT
+    ) as foreign:
+        for point in POINTS:
+            found = await cancel_mid_commit(db, point, trials, monkeypatch)
+            for key in totals:
+                totals[key] += found[key]
+        assert foreign.stdout is not None
+        line = (await foreign.stdout.receive()).decode().split()
+        assert await foreign.wait() == 0
+    writes, worst = int(line[0]), float(line[1])
+    report.record(
+        "CAN-2",
+        trials=trials * len(POINTS),
+        wedged_connections=totals["wedged"],
+        divergence=totals["divergent"],
+        unanswered=totals["unanswered"],
+        foreign_writes=writes,
+        foreign_max_stall_ms=round(worst * 1000, 1),
+    )
+    assert totals == {"unanswered": 0, "divergent": 0, "wedged": 0}
+    assert worst < 5.0  # never blocked past busy_timeout
+    assert writes > 0
+
+
+async def _unshielded_run(db: Path) -> dict[str, int]:
+    """The broken variant: the store's `anyio` swapped for one whose CancelScope ignores
+    `shield`. Run in a child process (`python -m tests.reliability.test_cancellation
+    DB`), since the abandoned worker threads outlive the event loop they answer to."""
+
+    class Unshielded(anyio.CancelScope):
+        def __new__(cls, *, deadline: float = float("inf"), shield: bool = False) -> Any:
+            return anyio.CancelScope(deadline=deadline, shield=False)
+
+    names = {name: getattr(anyio, name) for name in dir(anyio) if not name.startswith("__")}
+    proxy = SimpleNamespace(**{**names, "CancelScope": Unshielded})
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.setattr(store._sqlite, "anyio", proxy)
+        async with open_store(db) as s:
+            await s.stream_version("s")
+        return await cancel_mid_commit(db, "after_insert_before_commit", 2, monkeypatch, 1.0)
+
+
+async def test_can2_the_checker_catches_an_unshielded_commit(
+    tmp_path: Path, report: Report
+) -> None:
+    """Without the shield, closing the store mid-commit abandons the batch's callers
+    (the worker thread commits it anyway): they never hear back."""
+    done = await anyio.run_process(
+        [sys.executable, "-m", "tests.reliability.test_cancellation", str(tmp_path / "b.db")],
+        cwd=ROOT,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    found = json.loads(done.stdout.decode().splitlines()[-1])
+    caught = found["unanswered"] + found["divergent"]
+    report.record("CAN-2", broken_variant="unshielded commit", caught=caught)
+    assert caught > 0
+
+
+@pytest.mark.parametrize("cycle", [("a",), ("a", "b"), ("a", "b", "c")])
+async def test_can4_ask_cycles_fail_fast_and_the_actors_serve_again(
+    cycle: tuple[str, ...], report: Report
+) -> None:
+    async with open_system(":memory:", ask_timeout=5.0) as system:
+        refs: dict[str, ActorRef[int, int]] = {}
+
+        def forwarder(target: str) -> Any:
+            async def handle(n: int) -> int:
+                return n if n < 0 else await refs[target].ask(n + 1)
+
+            return handle
+
+        for index, name in enumerate(cycle):
+            refs[name] = system.spawn(name, forwarder(cycle[(index + 1) % len(cycle)]))
+        started = time.perf_counter()
+        with anyio.fail_after(10), pytest.raises(ReentrantAskError) as caught:
+            await refs["a"].ask(1)
+        elapsed = time.perf_counter() - started
+        served = [await refs[name].ask(-1) for name in cycle]
+    report.record("CAN-4", cycle="->".join((*cycle, "a")), hung=0, seconds_to_error=elapsed)
+    assert caught.value.chain[0] == "a"
+    assert served == [-1] * len(cycle)
+
+
+if __name__ == "__main__":
+    print(json.dumps(anyio.run(_unshielded_run, Path(sys.argv[1]))), flush=True)
+    os._exit(0)  # the abandoned worker threads never end: do not wait for them
