@@ -11,7 +11,7 @@ from typing import Any
 
 import anyio
 import msgspec
-import psutil
+import psutil  # type: ignore[import-untyped]
 import pytest
 
 from actors import AskTimeout, MailboxFull, open_system
@@ -175,7 +175,7 @@ async def test_bp4_ask_timeout_cleanup(report: Report) -> None:
 
 
 def _fds() -> int:
-    return psutil.Process().num_fds()
+    return int(psutil.Process().num_fds())
 
 
 def _rss() -> int:
