@@ -298,6 +298,7 @@ async def test_bp2_overload_10x(tmp_path: Any, report: Report) -> None:
     assert stats.queued == 0
 
 
+@pytest.mark.slow
 async def test_bp3_many_aggregates_passivation(report: Report) -> None:
     ids, cap = size(20_000, 1_000_000), size(2_000, 10_000)
     rss0 = _rss()
