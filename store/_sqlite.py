@@ -1323,6 +1323,10 @@ def _configure(conn: sqlite3.Connection, options: StoreOptions, memory: bool) ->
     conn.execute(_SYNCHRONOUS[options.synchronous])
     conn.execute("PRAGMA cache_size = -32768")  # 32 MiB of page cache per connection
     conn.execute("PRAGMA temp_store = MEMORY")
+    # A long reader keeps the WAL from being recycled, so it grows; once a checkpoint
+    # has folded it back, the next write truncates the file to this size (64 MiB)
+    # instead of keeping its high-water mark until the store closes.
+    conn.execute("PRAGMA journal_size_limit = 67108864")
 
 
 def _switch_to_wal(conn: sqlite3.Connection, busy_timeout: float) -> object:

@@ -1,0 +1,347 @@
+"""Backpressure and overload (BP-1, BP-4): bounded mailboxes refuse visibly, nothing leaks."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import time
+from collections import deque
+from collections.abc import Sequence
+from typing import Any
+
+import anyio
+import msgspec
+import psutil  # type: ignore[import-untyped]
+import pytest
+
+from actors import AskTimeout, MailboxFull, open_system
+from actors._mailbox import Envelope, Mailbox
+from store import open_store
+from tests.actors.domain import Counter, Increment
+from tests.actors.support import GatedStore, _Wrapper
+from tests.reliability._report import Report, size
+
+CAPACITY = 16
+
+
+def check_mailbox(sent: int, accepted: list[str], rejected: int, processed: list[str]) -> list[str]:
+    """Violations of BP-1: every send has one visible outcome and accepted ones run FIFO."""
+    violations: list[str] = []
+    if len(accepted) + rejected != sent:
+        violations.append(f"accepted {len(accepted)} + rejected {rejected} != sent {sent}")
+    dropped = len(accepted) - len(processed)
+    if dropped:
+        violations.append(f"silently dropped {dropped} accepted commands")
+    if processed != accepted[: len(processed)]:
+        violations.append("accepted commands not processed in FIFO order")
+    return violations
+
+
+async def _flood(report: Report | None) -> list[str]:
+    async with open_store(":memory:") as inner:
+        gated = GatedStore(inner)
+        async with open_system(gated.as_store()) as system:
+            counters = system.aggregates(Counter, mailbox_capacity=CAPACITY)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(counters.ask, "hot", Increment(by=1, tag="first"))
+                with anyio.fail_after(5):
+                    await gated.entered.wait()  # "first" is in the actor, not the mailbox
+                sent = 1000
+                accepted: list[str] = []
+                rejected = 0
+                reject_times: list[float] = []
+                for i in range(sent):
+                    started = time.perf_counter()
+                    try:
+                        counters.tell("hot", Increment(by=1, tag=f"t{i}"))
+                        accepted.append(f"t{i}")
+                    except MailboxFull:
+                        rejected += 1
+                        reject_times.append(time.perf_counter() - started)
+                late = 0
+                for _ in range(3):  # an ask with a short timeout is refused the same way
+                    with anyio.fail_after(5):
+                        try:
+                            await counters.ask("hot", Increment(by=1), timeout=0.05)
+                        except (MailboxFull, AskTimeout):
+                            late += 1
+                gated.gate.set()
+            state = await counters.state("hot")
+        processed = [t for t in state.tags if t != "first"]
+        violations = check_mailbox(sent, accepted, rejected, processed)
+        if report is not None:
+            reject_times.sort()
+            report.record(
+                "BP-1",
+                sent=sent,
+                accepted=len(accepted),
+                rejected=rejected,
+                silently_dropped=len(accepted) - len(processed),
+                processed=f"{len(processed)}/{len(accepted)}",
+                late_asks_refused=f"{late}/3",
+                p99_reject_us=round(reject_times[int(len(reject_times) * 0.99)] * 1e6, 2),
+                violations=len(violations),
+            )
+            # The first command goes inline to the actor (it is in its append), so the
+            # mailbox then holds exactly `CAPACITY` more.
+            assert len(accepted) == CAPACITY
+            assert late == 3
+        return violations
+
+
+async def test_bp1_mailbox_full_is_visible(report: Report) -> None:
+    assert await _flood(report) == []
+
+
+async def test_bp1_checker_catches_a_drop_head_mailbox(monkeypatch: pytest.MonkeyPatch) -> None:
+    def drop_head(self: Mailbox, envelope: Envelope) -> bool:
+        items: deque[Envelope] = self._items
+        if len(items) >= self.capacity:
+            items.popleft()  # evict the oldest without telling anyone
+        items.append(envelope)
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+        return True
+
+    monkeypatch.setattr(Mailbox, "offer", drop_head)
+    violations = await _flood(None)
+    assert any("silently dropped" in v for v in violations)
+
+
+class SlowStore(_Wrapper):
+    """Every append takes `delay` seconds: longer than the callers' ask timeout."""
+
+    def __init__(self, inner: Any, delay: float) -> None:
+        super().__init__(inner)
+        self.delay = delay
+
+    async def append(self, stream_id: str, events: Sequence[msgspec.Struct], **kw: Any) -> Any:
+        await anyio.sleep(self.delay)  # simulated slow disk, not a wait in the test
+        return await self.inner.append(stream_id, events, **kw)
+
+
+async def test_bp4_ask_timeout_cleanup(report: Report) -> None:
+    total = size(1_000, 10_000)
+    wave = 100
+    async with open_store(":memory:") as inner:
+        slow = SlowStore(inner, delay=0.02)
+        async with open_system(slow.as_store(), max_batch=1) as system:
+            counters = system.aggregates(Counter)
+            await counters.ask("slow", Increment(by=1))
+            tasks_before = len(asyncio.all_tasks())
+            timeouts = 0
+            other = 0
+
+            async def one() -> None:
+                nonlocal timeouts, other
+                try:
+                    await counters.ask("slow", Increment(by=1), timeout=0.01)
+                except AskTimeout:
+                    timeouts += 1
+                except Exception:  # noqa: BLE001 - counted: must stay 0
+                    other += 1
+
+            with anyio.fail_after(120):
+                for _ in range(total // wave):
+                    async with anyio.create_task_group() as tg:
+                        for _ in range(wave):
+                            tg.start_soon(one)
+                    # a barrier: FIFO, so every earlier command was taken or skipped
+                    await counters.ask("slow", Increment(by=1))
+            stats = system.statistics()
+            tasks_after = len(asyncio.all_tasks())
+            state = await counters.state("slow")
+        barriers = total // wave + 1
+    applied = state.value - barriers
+    report.record(
+        "BP-4",
+        asks=total,
+        timeouts=timeouts,
+        other_errors=other,
+        dead_letters=stats.dropped_replies,
+        applied_late=applied,
+        leaked_tasks=tasks_after - tasks_before,
+        queued_after=stats.queued,
+    )
+    assert (timeouts, other) == (total, 0)
+    assert stats.queued == 0
+    assert tasks_after == tasks_before
+    # every command the actor took after its caller had gone is a counted dead letter
+    assert stats.dropped_replies == applied
+    assert applied > 0
+
+
+def _fds() -> int:
+    return int(psutil.Process().num_fds())
+
+
+def _rss() -> int:
+    return int(psutil.Process().memory_info().rss)
+
+
+@pytest.mark.slow
+async def test_bp2_overload_10x(tmp_path: Any, report: Report) -> None:
+    calibrate, duration, clients, timeout = size(2.0, 10.0), size(5.0, 30.0), 256, 1.0
+    aggregates = 64
+    async with open_system(tmp_path / "o.db", synchronous="NORMAL", mailbox_capacity=64) as system:
+        counters = system.aggregates(Counter)
+        for i in range(aggregates):  # load every actor before the baseline
+            await counters.ask(f"a{i}", Increment(by=1))
+        gc.collect()
+        tasks0, fds0, rss0 = len(asyncio.all_tasks()), _fds(), _rss()
+
+        # closed loop: what the system sustains
+        done = 0
+
+        async def closed(i: int, until: float) -> None:
+            nonlocal done
+            while time.perf_counter() < until:
+                await counters.ask(f"a{i % aggregates}", Increment(by=1, tag="x" * 180))
+                done += 1
+
+        until = time.perf_counter() + calibrate
+        async with anyio.create_task_group() as tg:
+            for i in range(32):
+                tg.start_soon(closed, i, until)
+        sustained = done / calibrate
+        rate = 10 * sustained
+
+        outcomes: dict[str, int] = {"ok": 0, "MailboxFull": 0, "timeout": 0, "other": 0}
+        hangs = 0
+        latencies: list[float] = []
+        rss: list[tuple[float, int]] = []
+        next_slot = issued = 0
+        start = time.perf_counter()
+        end = start + duration
+
+        async def client() -> None:
+            nonlocal next_slot, hangs, issued
+            while True:
+                slot = next_slot
+                next_slot += 1
+                due = start + slot / rate
+                now = time.perf_counter()
+                if due >= end or now >= end:
+                    return  # arrivals 256 clients could not issue in time are not offered
+                issued += 1
+                if due > now:
+                    await anyio.sleep(due - now)  # the arrival schedule (open loop)
+                began = time.perf_counter()
+                with anyio.move_on_after(timeout + 1) as guard:
+                    try:
+                        await counters.ask(
+                            f"a{slot % aggregates}",
+                            Increment(by=1, tag="x" * 180),
+                            timeout=timeout,
+                        )
+                        outcomes["ok"] += 1
+                        latencies.append(time.perf_counter() - began)
+                    except MailboxFull:
+                        outcomes["MailboxFull"] += 1
+                    except AskTimeout:
+                        outcomes["timeout"] += 1
+                    except Exception:  # noqa: BLE001 - counted: must stay 0
+                        outcomes["other"] += 1
+                if guard.cancelled_caught:
+                    hangs += 1
+
+        async def sampler(stop: anyio.Event) -> None:
+            while not stop.is_set():
+                rss.append((time.perf_counter() - start, _rss()))
+                with anyio.move_on_after(0.1):
+                    await stop.wait()
+
+        stop = anyio.Event()
+        with anyio.fail_after(duration + 60):
+            async with anyio.create_task_group() as outer:
+                outer.start_soon(sampler, stop)
+                async with anyio.create_task_group() as tg:
+                    for _ in range(clients):
+                        tg.start_soon(client)
+                stop.set()
+        wall = time.perf_counter() - start
+        gc.collect()
+        tasks1, fds1 = len(asyncio.all_tasks()), _fds()
+        stats = system.statistics()
+    sent = sum(outcomes.values()) + hangs
+    peak = max(r for _, r in rss) - rss0
+    half = [(t, r) for t, r in rss if t >= duration / 2]
+    slope = (half[-1][1] - half[0][1]) / max(half[-1][0] - half[0][0], 1e-9) if half else 0.0
+    latencies.sort()
+    report.record(
+        "BP-2",
+        sustained_per_s=round(sustained),
+        offered_target_per_s=round(rate),
+        offered_per_s=round(sent / wall),
+        behind_schedule_not_issued=round(rate * duration) - issued,
+        goodput_per_s=round(outcomes["ok"] / wall),
+        rejected_percent=round(100 * (sent - outcomes["ok"]) / max(sent, 1), 1),
+        outcomes=outcomes,
+        hangs=hangs,
+        peak_rss_mib=round(peak / 2**20, 1),
+        rss_slope_mib_per_s=round(slope / 2**20, 2),
+        p50_ms=round(latencies[len(latencies) // 2] * 1e3, 1) if latencies else None,
+        p99_ms=round(latencies[int(len(latencies) * 0.99)] * 1e3, 1) if latencies else None,
+        leaked_tasks=tasks1 - tasks0,
+        leaked_fds=fds1 - fds0,
+        queued_after=stats.queued,
+    )
+    assert hangs == 0
+    assert outcomes["other"] == 0
+    assert sent == issued  # every arrival issued got exactly one outcome
+    assert peak <= 256 * 2**20
+    assert tasks1 == tasks0
+    assert fds1 <= fds0
+    assert stats.queued == 0
+
+
+@pytest.mark.slow
+async def test_bp3_many_aggregates_passivation(report: Report) -> None:
+    ids, cap = size(20_000, 1_000_000), size(2_000, 10_000)
+    rss0 = _rss()
+    max_live = 0
+    peak_rss = rss0
+    async with open_system(":memory:", max_live_actors=cap) as system:
+        counters = system.aggregates(Counter)
+
+        async def worker(first: int) -> None:
+            nonlocal max_live, peak_rss
+            for n in range(first, ids, 50):
+                await counters.ask(f"id{n}", Increment(by=1))
+                live = system.statistics().live_actors
+                max_live = max(max_live, live)
+                if n % 1_000 == 0:
+                    peak_rss = max(peak_rss, _rss())
+
+        with anyio.fail_after(300):
+            async with anyio.create_task_group() as tg:
+                for first in range(50):
+                    tg.start_soon(worker, first)
+        stats = system.statistics()
+        reload_ms: list[float] = []
+        wrong = 0
+        for n in range(0, ids, max(ids // 500, 1)):  # long passivated by now
+            began = time.perf_counter()
+            result = await counters.ask(f"id{n}", Increment(by=1))
+            reload_ms.append((time.perf_counter() - began) * 1e3)
+            wrong += result.version != 2
+            wrong += (await counters.state(f"id{n}")).value != 2
+    reload_ms.sort()
+    report.record(
+        "BP-3",
+        ids=ids,
+        cap=cap,
+        max_live_actors=max_live,
+        passivations=stats.passivations,
+        reloads_checked=len(reload_ms),
+        wrong_after_reload=wrong,
+        reload_p99_ms=round(reload_ms[int(len(reload_ms) * 0.99)], 2),
+        rss_growth_mib=round((peak_rss - rss0) / 2**20, 1),
+    )
+    assert max_live <= cap
+    assert stats.passivations >= ids - cap
+    assert wrong == 0
+    assert peak_rss - rss0 <= 256 * 2**20

@@ -1,0 +1,265 @@
+"""Poison commands, poison events, recovery failures and restart backoff (POI-1..4)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import anyio
+import pytest
+
+from actors import CommandFailed, RecoveryError, open_system
+from bus import open_bus
+from readmodels import ProjectionOptions, start_projection
+from readmodels._projection import ProjectionHandle
+from store import NO_STREAM, RecordedEvent, StoreUnavailable, open_store
+from tests._events import append_deposits, registry
+from tests.actors.domain import Boom, Counter, Increment, Incremented, Poisoned
+from tests.actors.support import _Wrapper
+from tests.readmodels._support import Log
+from tests.readmodels._support import Poisoned as PoisonedBalances
+from tests.reliability._report import Report, size
+
+
+async def test_poi1_poison_command_isolated(report: Report) -> None:
+    aggregates, commands, booms = 100, size(100, 1_000), 10
+    async with open_system(":memory:", synchronous="NORMAL") as system:
+        counters = system.aggregates(Counter)
+        collateral: list[str] = []
+        boom_errors = 0
+        x_versions: list[int] = []
+        restart_ms: list[float] = []
+
+        async def bystander(name: str) -> None:
+            for _ in range(commands):
+                try:
+                    await counters.ask(name, Increment(by=1))
+                except Exception as exc:  # noqa: BLE001 - counted: must stay 0
+                    collateral.append(f"{name}: {exc!r}")
+
+        async def victim() -> None:
+            nonlocal boom_errors
+            for i in range(commands):
+                if i % (commands // booms) == 0:
+                    before = await system.store.stream_version("counter-x")
+                    try:
+                        await counters.ask("x", Boom())
+                    except CommandFailed as exc:
+                        # the original error travels with it (type and message)
+                        boom_errors += "boom in decide" in str(exc)
+                    assert await system.store.stream_version("counter-x") == before
+                    started = time.perf_counter()
+                    x_versions.append((await counters.ask("x", Increment(by=1))).version)
+                    restart_ms.append((time.perf_counter() - started) * 1e3)
+                else:
+                    x_versions.append((await counters.ask("x", Increment(by=1))).version)
+
+        with anyio.fail_after(120):
+            async with anyio.create_task_group() as tg:
+                for i in range(aggregates - 1):
+                    tg.start_soon(bystander, f"b{i}")
+                tg.start_soon(victim)
+        stats = system.statistics()
+        x_state = await counters.state("x")
+        others_ok = 0
+        for i in range(aggregates - 1):
+            others_ok += (await counters.state(f"b{i}")).value == commands
+    restart_ms.sort()
+    report.record(
+        "POI-1",
+        aggregates=aggregates,
+        commands_each=commands,
+        boom_errors=f"{boom_errors}/{booms}",
+        collateral_failures=len(collateral),
+        events_from_boom=x_state.value - len(x_versions),
+        x_restarts=stats.restarts,
+        failures=stats.failures,
+        first_command_after_boom_p99_ms=round(restart_ms[-1], 2),
+    )
+    assert boom_errors == booms
+    assert collateral == []
+    assert others_ok == aggregates - 1
+    # nothing appended for a Boom: X's versions run on without gaps
+    assert x_versions == list(range(1, len(x_versions) + 1))
+    assert x_state.value == len(x_versions)
+    assert stats.failures == booms
+
+
+def check_poison_projection(
+    handle: ProjectionHandle[dict[str, int]],
+    log: list[int],
+    last: int,
+    poison_position: int,
+    calls_on_poison: int,
+    max_attempts: int,
+) -> list[str]:
+    """Violations of POI-2 before the replay: parked once, the rest applied, bounded retries."""
+    violations: list[str] = []
+    letters = handle.dead_letters()
+    if [d.position for d in letters] != [poison_position]:
+        violations.append(f"parked {[d.position for d in letters]}, not [{poison_position}]")
+    elif letters[0].attempts != max_attempts or "unlucky" not in letters[0].error:
+        violations.append(f"dead letter lacks attempts/error: {letters[0]!r}")
+    if calls_on_poison > max_attempts:
+        violations.append(f"poison redelivered {calls_on_poison} > {max_attempts} times")
+    if log != list(range(1, last + 1)):
+        violations.append("the other projection missed or repeated events")
+    if handle.position != last:
+        violations.append(f"projection stopped at {handle.position}, not {last}")
+    return violations
+
+
+async def _poison_run(report: Report | None, monkeypatch: pytest.MonkeyPatch | None) -> list[str]:
+    events = size(500, 5_000)
+    max_attempts = 3
+    async with (
+        open_store(":memory:", registry=registry()) as store,
+        open_bus(store) as bus,
+        anyio.create_task_group() as tg,
+    ):
+        poisoned = PoisonedBalances()
+        options = ProjectionOptions(max_attempts=max_attempts, retry_delay=0.001)
+        handle = await start_projection(tg, store, bus, poisoned, options=options)
+        log = await start_projection(tg, store, bus, Log())
+        if monkeypatch is not None:
+            # broken variant: a failing apply is skipped without parking (lost silently)
+            async def skip(self: Any, view: Any, recorded: Any, error: Any, parked: Any) -> Any:
+                return view, True
+
+            monkeypatch.setattr(ProjectionHandle, "_retry", skip)
+        half = events // 2
+        await append_deposits(store, "acct-1", [1] * half)
+        poison_position = await append_deposits(store, "acct-1", [13])
+        last = await append_deposits(store, "acct-2", [1] * (events - half - 1))
+        with anyio.fail_after(30):
+            await handle.wait_for(last)
+            await log.wait_for(last)
+        violations = check_poison_projection(
+            handle, log.view, last, poison_position, poisoned.calls_on_poison, max_attempts
+        )
+        redeliveries = poisoned.calls_on_poison
+        poisoned.broken = False
+        replayed = await handle.replay_parked()
+        again = await handle.replay_parked()
+        expected = {"acct-1": half + 13, "acct-2": events - half - 1}
+        if report is not None:
+            report.record(
+                "POI-2",
+                events=events,
+                parked=len(handle.dead_letters()) + replayed,
+                events_after_p_processed=f"{last - poison_position}/{last - poison_position}"
+                if handle.position == last
+                else "incomplete",
+                redeliveries_of_p=redeliveries,
+                max_attempts=max_attempts,
+                replayed=replayed,
+                replay_duplicates=again,
+                violations=len(violations),
+            )
+            assert (replayed, again) == (1, 0)
+            assert handle.view == expected
+            assert handle.dead_letters() == ()
+        await handle.stop()
+        await log.stop()
+    return violations
+
+
+async def test_poi2_poison_event_in_a_projection(report: Report) -> None:
+    assert await _poison_run(report, None) == []
+
+
+async def test_poi2_checker_catches_a_projection_that_skips_poison(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    violations = await _poison_run(None, monkeypatch)
+    assert any("parked" in v for v in violations)
+
+
+async def test_poi3_recovery_failure(report: Report) -> None:
+    async with open_system(":memory:", park_for=60, ask_timeout=5) as system:
+        counters = system.aggregates(Counter)
+        await system.store.append(
+            "counter-bad", [Incremented(by=1), Incremented(by=2)], expected_version=NO_STREAM
+        )
+        await system.store.append("counter-bad", [Poisoned()], expected_version=2)
+        started = time.perf_counter()
+        with anyio.fail_after(6), pytest.raises(RecoveryError) as caught:
+            await counters.ask("bad", Increment(by=1))
+        elapsed_ms = (time.perf_counter() - started) * 1e3
+        error = caught.value
+        named = (error.stream_id, error.version, error.event_type) == (
+            "counter-bad",
+            3,
+            "test.counter.poisoned",
+        )
+        others = [(await counters.ask(f"ok{i}", Increment(by=1))).version for i in range(20)]
+        with anyio.fail_after(6), pytest.raises(RecoveryError):  # parked: refused fast
+            await counters.ask("bad", Increment(by=1))
+        version = await system.store.stream_version("counter-bad")
+    report.record(
+        "POI-3",
+        hangs=0,
+        error_names_stream_version_type="1/1" if named else "0/1",
+        error_after_ms=round(elapsed_ms, 2),
+        other_aggregates_ok=f"{others.count(1)}/20",
+    )
+    assert named
+    assert others == [1] * 20
+    assert version == 3  # nothing appended to the broken stream
+
+
+class DeadStreamStore(_Wrapper):
+    """Reads of one stream always fail (a broken disk page); counts the load attempts."""
+
+    def __init__(self, inner: Any, stream_id: str) -> None:
+        super().__init__(inner)
+        self.stream_id = stream_id
+        self.loads = 0
+
+    async def read_stream(self, stream_id: str, **kw: Any) -> list[RecordedEvent]:
+        if stream_id == self.stream_id:
+            self.loads += 1
+            raise StoreUnavailable(f"cannot read {stream_id}")
+        result: list[RecordedEvent] = await self.inner.read_stream(stream_id, **kw)
+        return result
+
+
+async def test_poi4_restart_backoff(report: Report) -> None:
+    window = size(2.0, 10.0)
+    async with open_store(":memory:") as inner:
+        dead = DeadStreamStore(inner, "counter-dead")
+        async with open_system(
+            dead.as_store(), park_for=0.05, max_backoff=2.0, ask_timeout=2
+        ) as system:
+            counters = system.aggregates(Counter)
+            sent = refused = other = 0
+            good: list[int] = []
+            cpu0, wall0 = time.process_time(), time.perf_counter()
+            with anyio.fail_after(window + 30):
+                while time.perf_counter() - wall0 < window:
+                    sent += 1
+                    try:
+                        await counters.ask("dead", Increment(by=1))
+                    except RecoveryError:
+                        refused += 1
+                    except Exception:  # noqa: BLE001 - counted: must stay 0
+                        other += 1
+                    good.append((await counters.ask("alive", Increment(by=1))).version)
+                    await anyio.sleep(0.01)  # the arrival rate: one command per 10 ms
+            cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+            stats = system.statistics()
+    report.record(
+        "POI-4",
+        window_s=window,
+        commands=sent,
+        load_attempts=dead.loads,
+        restarts=stats.restarts,
+        cpu_percent_of_one_core=round(100 * cpu / wall, 1),
+        other_aggregate_ok=f"{len(good)}/{sent}",
+    )
+    assert refused == sent
+    assert other == 0
+    assert good == list(range(1, sent + 1))
+    # parking doubles per failure: ~log2(window / park_for) loads, far fewer than commands
+    assert 1 <= dead.loads <= 12
+    assert dead.loads * 10 < sent
