@@ -1,0 +1,266 @@
+"""Security checks (SEC-1, SEC-2, SEC-6): static scans of the source and the limits of
+every options class. Each scan is a plain function returning its violations, and each
+has a self-test on a small bad source proving it finds what it looks for."""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from actors import SystemOptions
+from actors._process import ProcessManagerOptions
+from bus._bus import BusOptions
+from readmodels._projection import ProjectionOptions
+from store import StoreOptions
+from tests.reliability._report import ROOT, Report
+
+PACKAGES = ("store", "bus", "actors", "readmodels", "demo")
+EVERYWHERE = (*PACKAGES, "examples", "bench")
+# Names that carry SQL handed over from a literal elsewhere, each with its reason:
+# `statement` iterates the module constant _MIGRATIONS (store/_schema.py); `write.sql`
+# is the literal a store method passed to _enqueue_write (store/_sqlite.py).
+PASSED_THROUGH = frozenset({"statement", "write.sql"})
+_SQL_METHODS = frozenset({"execute", "executemany", "executescript"})
+
+
+def _sources(roots: tuple[str, ...]) -> list[Path]:
+    return sorted(p for root in roots for p in (ROOT / root).rglob("*.py"))
+
+
+def _module_constants(tree: ast.Module) -> set[str]:
+    """Names bound at module level to literals only (strings, ints, tables of them)."""
+    names: set[str] = set()
+    for node in tree.body:
+        value = node.value if isinstance(node, ast.Assign | ast.AnnAssign) else None
+        if (
+            value is None
+            or not all(
+                isinstance(n, ast.Constant) and isinstance(n.value, str | int)
+                for n in ast.walk(value)
+                if isinstance(n, ast.Constant)
+            )
+            or any(isinstance(n, ast.JoinedStr | ast.BinOp | ast.Call) for n in ast.walk(value))
+        ):
+            continue
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target]  # type: ignore[union-attr]
+        names.update(t.id for t in targets if isinstance(t, ast.Name))
+    return names
+
+
+def sql_violations(source: str, name: str = "<source>") -> list[str]:
+    """SEC-1: calls of execute/executemany/executescript whose SQL is not a string
+    literal or a module-level string constant (so never an f-string, %, .format or +).
+    A plain parameter name passed through (as in a helper taking `sql`) is allowed only
+    when it is a parameter of the enclosing function, whose callers are then scanned."""
+    tree = ast.parse(source)
+    constants = _module_constants(tree)
+    found: list[str] = []
+
+    def visit(node: ast.AST, params: frozenset[str]) -> None:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda):
+            args = node.args
+            params = params | {a.arg for a in (*args.posonlyargs, *args.args, *args.kwonlyargs)}
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr in _SQL_METHODS
+            and node.args
+        ):
+            sql = node.args[0]
+            if isinstance(sql, ast.Subscript) and isinstance(sql.value, ast.Name):
+                sql = sql.value  # a lookup in a module-constant table of statements
+            ok = (
+                (isinstance(sql, ast.Constant) and isinstance(sql.value, str))
+                or ast.unparse(sql) in PASSED_THROUGH
+                or (isinstance(sql, ast.Name) and (sql.id in constants or sql.id in params))
+                or (isinstance(sql, ast.Attribute) and sql.attr.isupper())
+            )
+            if not ok:
+                found.append(f"{name}:{node.lineno}: {ast.unparse(sql)[:60]}")
+        for child in ast.iter_child_nodes(node):
+            visit(child, params)
+
+    visit(tree, frozenset())
+    return found
+
+
+_BANNED_MODULES = frozenset({"pickle", "marshal", "shelve", "cPickle", "dill"})
+_BANNED_CALLS = frozenset({"eval", "exec"})
+
+
+def dangerous_calls(source: str, name: str = "<source>") -> list[str]:
+    """SEC-2: imports of pickle/marshal/shelve, eval/exec calls, yaml.load, shell=True."""
+    found: list[str] = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            mods = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+            )
+            found += [
+                f"{name}:{node.lineno}: import {m}"
+                for m in mods
+                if m.split(".")[0] in _BANNED_MODULES
+            ]
+        elif isinstance(node, ast.Call):
+            func = node.func
+            if isinstance(func, ast.Name) and func.id in _BANNED_CALLS:
+                found.append(f"{name}:{node.lineno}: {func.id}()")
+            if (
+                isinstance(func, ast.Attribute)
+                and func.attr == "load"
+                and ast.unparse(func.value) == "yaml"
+            ):
+                found.append(f"{name}:{node.lineno}: yaml.load()")
+            for kw in node.keywords:
+                if kw.arg == "shell" and not (
+                    isinstance(kw.value, ast.Constant) and kw.value.value is False
+                ):
+                    found.append(f"{name}:{node.lineno}: shell={ast.unparse(kw.value)}")
+    return found
+
+
+def untyped_decoders(source: str, name: str = "<source>") -> list[str]:
+    """SEC-2: msgspec decoders built without a type or with `Any` (untrusted bytes must
+    decode into a declared shape). Calls of msgspec.json.decode/msgpack.decode without
+    `type=` count too."""
+    found: list[str] = []
+    for node in ast.walk(ast.parse(source)):
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+            continue
+        text = ast.unparse(node.func)
+        if text.endswith(("json.Decoder", "msgpack.Decoder")):
+            typ = (
+                node.args[0]
+                if node.args
+                else next((k.value for k in node.keywords if k.arg == "type"), None)
+            )
+            if typ is None or ast.unparse(typ) in ("Any", "typing.Any", "object"):
+                found.append(
+                    f"{name}:{node.lineno}: {text}({'' if typ is None else ast.unparse(typ)})"
+                )
+        elif text.endswith(("json.decode", "msgpack.decode")) and text.startswith("msgspec"):
+            typ = next((k.value for k in node.keywords if k.arg == "type"), None)
+            if typ is None or ast.unparse(typ) in ("Any", "typing.Any", "object"):
+                found.append(f"{name}:{node.lineno}: {text} without a type")
+    return found
+
+
+def _scan(check: Any, roots: tuple[str, ...]) -> tuple[int, list[str]]:
+    files = _sources(roots)
+    found: list[str] = []
+    for path in files:
+        found += check(path.read_text(encoding="utf-8"), str(path.relative_to(ROOT)))
+    return len(files), found
+
+
+def test_sec1_sql_is_only_literals_or_constants(report: Report) -> None:
+    files, found = _scan(sql_violations, PACKAGES)
+    report.record("SEC-1", files=files, violations=len(found))
+    assert files > 20
+    assert found == []
+
+
+def test_sec1_scan_finds_built_sql() -> None:
+    bad = (
+        "TABLE = 'events'\n"
+        "def f(conn, name):\n"
+        "    conn.execute(f'SELECT * FROM {name}')\n"
+        "    conn.execute('SELECT %s' % name)\n"
+        "    conn.executemany('SELECT {}'.format(name), [])\n"
+        "    conn.executescript('DROP ' + name)\n"
+        "    conn.execute(TABLE)\n"
+        "    conn.execute('SELECT 1')\n"
+    )
+    assert len(sql_violations(bad)) == 4
+
+
+def test_sec2_no_pickle_eval_exec_shell_or_untyped_decoders(report: Report) -> None:
+    files, dangerous = _scan(dangerous_calls, EVERYWHERE)
+    _, untyped = _scan(untyped_decoders, EVERYWHERE)
+    report.record("SEC-2", files=files, dangerous=len(dangerous), untyped_decoders=len(untyped))
+    assert dangerous == []
+    assert untyped == []
+
+
+def test_sec2_scans_find_the_bad_things() -> None:
+    bad = (
+        "import pickle\nfrom marshal import loads\nimport shelve\nimport yaml, subprocess\n"
+        "eval('1')\nexec('x=1')\nyaml.load(s)\nsubprocess.run('ls', shell=True)\n"
+    )
+    assert len(dangerous_calls(bad)) == 7
+    decoders = (
+        "import msgspec\nfrom typing import Any\n"
+        "a = msgspec.json.Decoder()\nb = msgspec.msgpack.Decoder(Any)\n"
+        "c = msgspec.json.decode(raw)\nd = msgspec.json.Decoder(dict[str, int])\n"
+    )
+    assert len(untyped_decoders(decoders)) == 3
+
+
+# -- SEC-6: every limit finite by default -------------------------------------------------
+
+OPTIONS: tuple[type[Any], ...] = (
+    StoreOptions,
+    SystemOptions,
+    BusOptions,
+    ProjectionOptions,
+    ProcessManagerOptions,
+)
+# Defaults that may be None, each with the reason (a reviewer checks this list).
+UNBOUNDED_ALLOWED = {
+    # the process manager's asks use the system's ask_timeout when None
+    ("ProcessManagerOptions", "ask_timeout"),
+    # None turns idle passivation off; the actor count is still capped by max_live_actors
+    ("SystemOptions", "idle_timeout"),
+}
+_NOT_LIMITS = frozenset({"synchronous"})
+
+
+def unbounded_defaults(classes: tuple[type[Any], ...]) -> list[str]:
+    """SEC-6: option fields whose default is not a finite number > 0."""
+    found: list[str] = []
+    for cls in classes:
+        for f in dataclasses.fields(cls):
+            if f.name in _NOT_LIMITS or (cls.__name__, f.name) in UNBOUNDED_ALLOWED:
+                continue
+            value = f.default
+            ok = type(value) in (int, float) and 0 < value < math.inf
+            if not ok:
+                found.append(f"{cls.__name__}.{f.name} = {value!r}")
+    return found
+
+
+def test_sec6_every_size_queue_and_timeout_limit_is_finite(report: Report) -> None:
+    fields = sum(len(dataclasses.fields(cls)) for cls in OPTIONS)
+    found = unbounded_defaults(OPTIONS)
+    report.record("SEC-6", classes=len(OPTIONS), fields=fields, unbounded=len(found))
+    assert found == []
+
+
+def test_sec6_check_finds_an_unbounded_default() -> None:
+    @dataclasses.dataclass(frozen=True)
+    class Loose:
+        queue_size: int = 0
+        timeout: float = math.inf
+        max_items: int | None = None
+        fine: int = 10
+
+    assert len(unbounded_defaults((Loose,))) == 3
+
+
+@pytest.mark.parametrize("cls", OPTIONS, ids=lambda c: c.__name__)
+def test_sec6_options_refuse_unbounded_values(cls: type[Any]) -> None:
+    """Options classes with validation refuse 0 for a size limit."""
+    name = next(
+        f.name
+        for f in dataclasses.fields(cls)
+        if type(f.default) is int and f.name not in _NOT_LIMITS
+    )
+    with pytest.raises((ValueError, TypeError)):
+        cls(**{name: 0})
