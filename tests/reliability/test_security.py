@@ -47,7 +47,11 @@ def _module_constants(tree: ast.Module) -> set[str]:
             or any(isinstance(n, ast.JoinedStr | ast.BinOp | ast.Call) for n in ast.walk(value))
         ):
             continue
-        targets = node.targets if isinstance(node, ast.Assign) else [node.target]  # type: ignore[union-attr]
+        if isinstance(node, ast.Assign):
+            targets = node.targets
+        else:
+            assert isinstance(node, ast.AnnAssign)
+            targets = [node.target]
         names.update(t.id for t in targets if isinstance(t, ast.Name))
     return names
 
@@ -229,7 +233,7 @@ def unbounded_defaults(classes: tuple[type[Any], ...]) -> list[str]:
         for f in dataclasses.fields(cls):
             if f.name in _NOT_LIMITS or (cls.__name__, f.name) in UNBOUNDED_ALLOWED:
                 continue
-            value = f.default
+            value: Any = f.default
             ok = type(value) in (int, float) and 0 < value < math.inf
             if not ok:
                 found.append(f"{cls.__name__}.{f.name} = {value!r}")
