@@ -15,11 +15,12 @@ __all__ = ["Aggregate", "Command", "CommandResult", "Event"]
 
 # Subclasses inherit `frozen=True` at runtime; this tells type checkers so too.
 @typing.dataclass_transform(frozen_default=True, field_specifiers=(msgspec.field,))
-class Command(msgspec.Struct, frozen=True, tag_field="type"):
+class Command(msgspec.Struct, frozen=True, tag_field="type", forbid_unknown_fields=True):
     """Base of commands: frozen, tagged structs (`class Deposit(Command, tag="bank.deposit")`).
 
     A command carries everything `decide` needs: ids, amounts, timestamps. Give each
-    subclass an explicit, dotted, permanent tag.
+    subclass an explicit, dotted, permanent tag. Decoding refuses unknown fields (commands
+    often come from untrusted input; see `CommandDecoder`).
     """
 
 
