@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from actors._aggregate import Aggregate, Command, CommandResult, Event
 from actors._context import current_chain, handling
+from actors._decode import CommandDecoder, InvalidCommand
 from actors._errors import (
     ActorError,
     AskTimeout,
@@ -50,10 +51,12 @@ __all__ = [
     "AskTimeout",
     "Command",
     "CommandFailed",
+    "CommandDecoder",
     "CommandResult",
     "Dispatch",
     "Event",
     "EvolveError",
+    "InvalidCommand",
     "MailboxFull",
     "ParkedStep",
     "ProcessManager",
