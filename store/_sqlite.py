@@ -1093,7 +1093,12 @@ class SQLiteEventStore:
                     tag,
                     schema_version,
                 ) from exc
-            except (msgspec.DecodeError, msgspec.ValidationError, TypeError) as exc:
+            except (
+                msgspec.DecodeError,
+                msgspec.ValidationError,
+                TypeError,
+                UnicodeDecodeError,
+            ) as exc:
                 raise CorruptEvent.at(stream_id, version, tag, schema_version, str(exc)) from exc
             append(
                 RecordedEvent(
