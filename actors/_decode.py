@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import typing
-from typing import Any, Final, Literal
+from typing import Any, Final, Generic, Literal, cast
 
 import msgspec
 
-from actors._aggregate import Aggregate, Command
+from actors._aggregate import Aggregate, Command, CommandT
 
 __all__ = ["CommandDecoder", "InvalidCommand"]
 
@@ -45,7 +45,7 @@ def _command_union(aggregate: type[Aggregate[Any, Any, Any]]) -> Any:
     )
 
 
-class CommandDecoder:
+class CommandDecoder(Generic[CommandT]):
     """Decodes bytes from an untrusted source into one of an aggregate's commands.
 
     The input is a tagged object (`{"type": "bank.deposit", "account_id": "a", "amount":
@@ -65,7 +65,7 @@ class CommandDecoder:
 
     def __init__(
         self,
-        aggregate: type[Aggregate[Any, Any, Any]],
+        aggregate: type[Aggregate[Any, CommandT, Any]],
         *,
         format: Literal["json", "msgpack"] = "json",
         max_bytes: int = DEFAULT_MAX_COMMAND_BYTES,
@@ -84,7 +84,7 @@ class CommandDecoder:
         else:
             raise ValueError(f"format must be 'json' or 'msgpack', not {format!r}")
 
-    def decode(self, data: bytes | bytearray | memoryview) -> Command:
+    def decode(self, data: bytes | bytearray | memoryview) -> CommandT:
         """The command `data` encodes.
 
         Raises:
@@ -106,4 +106,4 @@ class CommandDecoder:
             raise InvalidCommand(self._name, f"cannot be decoded ({type(exc).__name__})") from None
         if not isinstance(command, Command):  # pragma: no cover - the union holds commands
             raise InvalidCommand(self._name, "it is not a command")
-        return command
+        return cast(CommandT, command)
