@@ -154,7 +154,7 @@ async def test_sec5_files_are_private_under_umask_022_with_the_system(
         async with open_system(path) as system:
             await system.aggregates(Account).ask("a", OpenAccount("a", "ada"))
             modes = {
-                suffix: os.stat(f"{path}{suffix}").st_mode & 0o777  # noqa: ASYNC240 - a stat
+                suffix: os.stat(f"{path}{suffix}").st_mode & 0o777
                 for suffix in ("", "-wal", "-shm")
             }
     finally:
