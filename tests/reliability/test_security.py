@@ -10,14 +10,18 @@ import math
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from actors import SystemOptions
 from actors._process import ProcessManagerOptions
 from bus._bus import BusOptions
 from readmodels._projection import ProjectionOptions
-from store import StoreOptions
-from tests.reliability._report import ROOT, Report
+from store import NO_STREAM, EventRegistry, InvalidStreamId, StoreOptions, open_store
+from store._codec import UpcasterFailed
+from tests.reliability._report import ROOT, Report, size
 
 PACKAGES = ("store", "bus", "actors", "readmodels", "demo")
 EVERYWHERE = (*PACKAGES, "examples", "bench")
@@ -268,3 +272,91 @@ def test_sec6_options_refuse_unbounded_values(cls: type[Any]) -> None:
     )
     with pytest.raises((ValueError, TypeError)):
         cls(**{name: 0})
+
+
+# -- SEC-3: fuzz of the decode paths (no extra fuzzing dependency) ---------------------------
+
+_FUZZ = settings(
+    max_examples=size(300, 20_000),
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+
+
+class _Point(msgspec.Struct, frozen=True, tag="fuzz.point"):
+    x: int
+    label: str = ""
+
+
+def _fuzz_registry() -> EventRegistry:
+    registry = EventRegistry()
+    registry.register(_Point, schema_version=3)
+    registry.upcaster("fuzz.point", 1, lambda d: {"x": d["x"], "label": str(d.get("l", ""))})
+    registry.upcaster("fuzz.point", 2, lambda d: {**d, "x": int(d["x"])})
+    return registry
+
+
+def fuzz_decode_escapes(decode: Any, inputs: list[tuple[int, bytes]]) -> list[str]:
+    """Anything but the framework's typed decode errors escaping the registry decode."""
+    typed = (
+        LookupError,
+        UpcasterFailed,
+        msgspec.DecodeError,
+        msgspec.ValidationError,
+        UnicodeDecodeError,
+        TypeError,
+    )
+    found = []
+    for version, data in inputs:
+        try:
+            decode("fuzz.point", version, data)
+        except typed:
+            continue
+        except Exception as exc:  # noqa: BLE001 - what the checker counts
+            found.append(f"v{version} {data[:20]!r}: {type(exc).__name__}")
+    return found
+
+
+@_FUZZ
+@given(
+    st.integers(0, 4),
+    st.binary(max_size=80)
+    | st.builds(
+        msgspec.msgpack.encode,
+        st.dictionaries(
+            st.sampled_from(["x", "l", "label", "y"]),
+            st.integers().filter(lambda n: -(2**63) <= n < 2**64)
+            | st.text(max_size=5)
+            | st.none()
+            | st.floats(),
+            max_size=4,
+        ),
+    ),
+)
+def test_sec3_event_decode_of_arbitrary_bytes_raises_only_typed_errors(
+    version: int, data: bytes
+) -> None:
+    assert fuzz_decode_escapes(_fuzz_registry().decode, [(version, data)]) == []
+
+
+def test_sec3_checker_sees_an_untyped_escape() -> None:
+    """Broken variant: a decode path that lets a raw KeyError-free crash through."""
+
+    def broken(tag: str, version: int, data: bytes) -> Any:
+        raise ZeroDivisionError
+
+    assert len(fuzz_decode_escapes(broken, [(1, b"")])) == 1
+
+
+@_FUZZ
+@given(st.text(max_size=300) | st.binary(max_size=40).map(lambda b: b.decode("latin-1")))
+async def test_sec3_stream_id_validation_raises_only_invalid_stream_id(stream_id: str) -> None:
+    async with open_store(":memory:", registry=_fuzz_registry()) as store:
+        try:
+            await store.append(stream_id, [_Point(1)], expected_version=NO_STREAM)
+        except InvalidStreamId:
+            assert await store.read_all() == []
+            return
+        [event] = await store.read_all()
+        assert event.stream_id == stream_id
