@@ -6,16 +6,30 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import logging
 import math
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 import pytest
+import structlog
+import structlog.testing
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from actors import SystemOptions
+from actors import (
+    SECRET,
+    ActorError,
+    Aggregate,
+    Command,
+    CommandDecoder,
+    Event,
+    InvalidCommand,
+    Rejected,
+    SystemOptions,
+    open_system,
+)
 from actors._process import ProcessManagerOptions
 from bus._bus import BusOptions
 from readmodels._projection import ProjectionOptions
@@ -360,3 +374,93 @@ async def test_sec3_stream_id_validation_raises_only_invalid_stream_id(stream_id
             return
         [event] = await store.read_all()
         assert event.stream_id == stream_id
+
+
+# -- SEC-4: secret fields never reach logs, stderr or error messages -------------------------
+
+CANARY = "CANARY-7f3a"
+
+
+class Charge(Command, tag="sec.charge"):
+    card: Annotated[str, SECRET]
+    amount: int
+
+
+class Charged(Event, tag="sec.charged"):
+    card: Annotated[str, SECRET]
+    amount: int
+
+
+class Refused(Rejected):
+    pass
+
+
+class Till(Aggregate[int, Charge, Charged]):
+    initial = 0
+    category = "till"
+
+    def decide(self, state: int, command: Charge) -> list[Charged]:
+        if command.amount < 0:
+            raise Refused(f"refused {command!r}")
+        if command.amount == 13:
+            raise RuntimeError(f"poison {command!r}")
+        return [Charged(command.card, command.amount)]
+
+    def evolve(self, state: int, event: Charged) -> int:
+        return state + event.amount
+
+
+def canary_leaks(texts: list[str]) -> int:
+    """SEC-4 checker: occurrences of the canary in captured text."""
+    return sum(text.count(CANARY) for text in texts)
+
+
+async def _run_with_canary(tmp_path: Path) -> list[str]:
+    texts: list[str] = []
+    decoder = CommandDecoder(Till)
+    with structlog.testing.capture_logs() as logs:
+        structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG))
+        try:
+            async with open_system(
+                tmp_path / "till.db", max_attempts=1, max_restarts=100
+            ) as system:
+                till = system.aggregates(Till)
+                for amount in (5, -1, 13, 7):
+                    try:
+                        result = await till.ask("t", Charge(CANARY, amount))
+                        texts.append(repr(result))
+                    except (Rejected, ActorError) as exc:
+                        texts += [str(exc), repr(exc), repr(exc.__cause__)]
+                for body in (
+                    b'{"type":"sec.charge","card":"' + CANARY.encode() + b'","amount":1.5}',
+                    b'{"type":"sec.charge","card":"' + CANARY.encode() + b'","amount":1,"x":0}',
+                ):
+                    try:
+                        decoder.decode(body)
+                    except InvalidCommand as exc:
+                        texts.append(str(exc))
+                texts += [repr(e) for e in await till.history("t")]
+        finally:
+            structlog.reset_defaults()
+    texts += [repr(entry) for entry in logs]
+    return texts
+
+
+async def test_sec4_a_secret_field_never_shows_in_logs_errors_or_stderr(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], report: Report
+) -> None:
+    texts = await _run_with_canary(tmp_path)
+    out, err = capfd.readouterr()
+    leaks = canary_leaks([*texts, out, err])
+    report.record("SEC-4", texts=len(texts), leaks=leaks)
+    assert len(texts) > 8
+    assert leaks == 0
+    # stored as usual: the value is only hidden, not lost
+    async with open_store(tmp_path / "till.db", registry=EventRegistry([Charged])) as store:
+        assert {e.event.card for e in await store.read_all()} == {CANARY}
+
+
+def test_sec4_checker_sees_a_leak_without_redaction(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Broken variant: the default repr of msgspec structs shows the secret."""
+    monkeypatch.setattr(Charge, "__repr__", msgspec.Struct.__repr__)
+    assert canary_leaks([repr(Charge(CANARY, 1))]) == 1
