@@ -8,8 +8,9 @@ events are committed. `actors.testing` has given/when/then helpers for aggregate
 
 from __future__ import annotations
 
-from actors._aggregate import Aggregate, Command, CommandResult, Event
+from actors._aggregate import SECRET, Aggregate, Command, CommandResult, Event
 from actors._context import current_chain, handling
+from actors._decode import CommandDecoder, InvalidCommand
 from actors._errors import (
     ActorError,
     AskTimeout,
@@ -42,6 +43,7 @@ from actors._system import (
 )
 
 __all__ = [
+    "SECRET",
     "ActorError",
     "ActorRef",
     "ActorSystem",
@@ -49,11 +51,13 @@ __all__ = [
     "AggregateRouter",
     "AskTimeout",
     "Command",
+    "CommandDecoder",
     "CommandFailed",
     "CommandResult",
     "Dispatch",
     "Event",
     "EvolveError",
+    "InvalidCommand",
     "MailboxFull",
     "ParkedStep",
     "ProcessManager",

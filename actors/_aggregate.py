@@ -6,21 +6,61 @@ import re
 import types
 import typing
 from collections.abc import Sequence
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import Any, ClassVar, Final, Generic, TypeVar
 
 import msgspec
 
-__all__ = ["Aggregate", "Command", "CommandResult", "Event"]
+__all__ = ["SECRET", "Aggregate", "Command", "CommandResult", "Event"]
+
+SECRET: Final = msgspec.Meta(extra={"secret": True})
+"""Marks a command or event field secret: `card: Annotated[str, SECRET]`. Its value is
+shown as `***` in `repr()` (and so in error messages and logs that show the command or
+event); it is stored and encoded as usual."""
+
+_secret_fields: dict[type, tuple[str, ...]] = {}
+
+
+def _secrets_of(cls: type) -> tuple[str, ...]:
+    found = _secret_fields.get(cls)
+    if found is None:
+        try:
+            hints = typing.get_type_hints(cls, include_extras=True)
+        except Exception:  # noqa: BLE001 - unresolvable hints: redact nothing, never fail repr
+            hints = {}
+        found = tuple(
+            name
+            for name, hint in hints.items()
+            if typing.get_origin(hint) is typing.Annotated
+            and any(
+                isinstance(m, msgspec.Meta) and (m.extra or {}).get("secret")
+                for m in hint.__metadata__
+            )
+        )
+        _secret_fields[cls] = found
+    return found
+
+
+def _redacted_repr(self: msgspec.Struct) -> str:
+    secrets = _secrets_of(type(self))
+    parts = [
+        f"{name}={'***' if name in secrets else repr(getattr(self, name))}"
+        for name in self.__struct_fields__
+    ]
+    return f"{type(self).__name__}({', '.join(parts)})"
 
 
 # Subclasses inherit `frozen=True` at runtime; this tells type checkers so too.
 @typing.dataclass_transform(frozen_default=True, field_specifiers=(msgspec.field,))
-class Command(msgspec.Struct, frozen=True, tag_field="type"):
+class Command(msgspec.Struct, frozen=True, tag_field="type", forbid_unknown_fields=True):
     """Base of commands: frozen, tagged structs (`class Deposit(Command, tag="bank.deposit")`).
 
     A command carries everything `decide` needs: ids, amounts, timestamps. Give each
-    subclass an explicit, dotted, permanent tag.
+    subclass an explicit, dotted, permanent tag. Decoding refuses unknown fields (commands
+    often come from untrusted input; see `CommandDecoder`). Fields marked `SECRET` show as
+    `***` in `repr()`.
     """
+
+    __repr__ = _redacted_repr
 
 
 @typing.dataclass_transform(frozen_default=True, field_specifiers=(msgspec.field,))
@@ -28,7 +68,10 @@ class Event(msgspec.Struct, frozen=True, tag_field="type"):
     """Base of events: frozen, tagged structs (`class Deposited(Event, tag="bank.deposited")`).
 
     The tag is stored with every event and must never change (rename the class freely).
+    Fields marked `SECRET` show as `***` in `repr()`.
     """
+
+    __repr__ = _redacted_repr
 
 
 StateT = TypeVar("StateT")

@@ -171,7 +171,8 @@ class EventRegistry:
             UpcasterFailed: an upcaster on the way raised or returned a non-dict.
             LookupError: no type or upcaster for (tag, schema_version); the caller turns it
                 into `UnknownEventType` with the stream and version.
-            msgspec.DecodeError, msgspec.ValidationError: the payload does not fit.
+            msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError: the payload
+                does not fit (a str that is not UTF-8 is a UnicodeDecodeError).
         """
         entry = self._by_tag.get(tag)
         if entry is not None and entry.schema_version == schema_version:

@@ -413,7 +413,13 @@ class SQLiteEventStore:
         meta_bytes = None
         if metadata:
             meta = _check_metadata(stream_id, metadata)
-            meta_bytes = _meta_encoder.encode(meta)
+            try:
+                meta_bytes = _meta_encoder.encode(meta)
+            except UnicodeEncodeError as exc:
+                raise InvalidAppend(
+                    f"metadata for stream {stream_id!r} is not valid Unicode"
+                    f" (lone surrogate): {exc}"
+                ) from None
         digest = None
         if command_id is not None:
             if not isinstance(command_id, str) or not 0 < len(command_id) <= 256:
@@ -1087,7 +1093,12 @@ class SQLiteEventStore:
                     tag,
                     schema_version,
                 ) from exc
-            except (msgspec.DecodeError, msgspec.ValidationError, TypeError) as exc:
+            except (
+                msgspec.DecodeError,
+                msgspec.ValidationError,
+                TypeError,
+                UnicodeDecodeError,
+            ) as exc:
                 raise CorruptEvent.at(stream_id, version, tag, schema_version, str(exc)) from exc
             append(
                 RecordedEvent(
