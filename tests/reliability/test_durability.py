@@ -1,0 +1,153 @@
+"""DUR-1 (with RM-1 A and RM-3): SIGKILL the bank child at a seeded random moment once
+acknowledgements flow, then check the file against the child's acks and the oracle."""
+
+from __future__ import annotations
+
+import json
+import random
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import anyio
+import pytest
+from anyio.streams.buffered import BufferedByteReceiveStream
+
+from actors import open_system
+from demo.bank import Account, Balances, Deposit
+from tests.reliability import oracle
+from tests.reliability._report import ROOT, Report, size
+from tests.reliability.child import balances_hash
+
+
+async def kill_after(argv: list[str], acks_before_kill: int) -> bytes:
+    """Run the child until it printed `acks_before_kill` lines, SIGKILL it, return stdout."""
+    out = bytearray()
+    async with await anyio.open_process(
+        [sys.executable, "-m", "tests.reliability.child", *argv],
+        cwd=ROOT,
+        stderr=subprocess.DEVNULL,
+    ) as process:
+        try:
+            assert process.stdout is not None
+            lines = BufferedByteReceiveStream(process.stdout)
+            for _ in range(acks_before_kill):
+                out += await lines.receive_until(b"\n", 1 << 16) + b"\n"
+        finally:
+            if process.returncode is None:
+                process.kill()
+        await process.wait()
+        with anyio.move_on_after(5):  # whatever the pipe still holds was printed before the kill
+            async for chunk in lines:
+                out += chunk
+    return bytes(out)
+
+
+def violations(acks: list[dict[str, object]], db: Path) -> dict[str, list[object]]:
+    return {
+        "lost": list(oracle.acked_then_lost(acks, db)),
+        "partial": list(oracle.partial_commands(db)),
+        "gaps": list(oracle.version_gaps(db)),
+        "positions": list(oracle.position_violations(db)),
+        "integrity": list(oracle.integrity_failures(db)),
+    }
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("synchronous", ["FULL", "NORMAL"])
+async def test_dur1_kill9_random_during_load(
+    tmp_path: Path, synchronous: str, report: Report
+) -> None:
+    rounds = size(2, 100)
+    totals = dict.fromkeys(
+        ["acked", "lost", "partial", "gaps", "digest_mismatch", "integrity_failures"], 0
+    )
+    rm1 = rm3 = 0
+    recovery = 0.0
+    for round_ in range(rounds):
+        rng = random.Random(f"dur1-{synchronous}-{round_}")
+        db = tmp_path / f"r{round_}.db"
+        argv = ["--db", str(db), "--seed", str(rng.randrange(2**31)), "--synchronous", synchronous]
+        argv += ["--accounts", "20", "--clients", "16", "--digest-interval", "0.05"]
+        with anyio.fail_after(60):
+            raw = await kill_after(argv, 20 + rng.randrange(50, 1500))
+        acks, digests = oracle.read_lines(raw)
+        found = violations(acks, db)
+        events = oracle.stored_events(db)
+        # Each digest the child printed equals the oracle's fold at that position.
+        mismatched = [
+            d
+            for d in digests
+            if oracle.fold_balances(events, int(str(d["digest"]))) != {}
+            and balances_hash(oracle.fold_balances(events, int(str(d["digest"])))) != d["hash"]
+        ]
+        started = time.perf_counter()
+        async with open_system(str(db)) as system:
+            accounts = system.aggregates(Account)
+            head = await system.store.last_position()
+            balances = await system.project(Balances())
+            await balances.wait_for(head)
+            recovery += time.perf_counter() - started
+            expected = oracle.fold_balances(events)
+            rm1 += balances.view.balances != expected
+            rebuilt = await system.project(Balances())
+            await rebuilt.wait_for(head)
+            rm3 += rebuilt.view.balances != balances.view.balances
+            result = await accounts.ask("acct-0", Deposit("acct-0", 1), command_id="after-restart")
+            assert result.position > head
+        totals["acked"] += sum(a["outcome"] == "ok" for a in acks)
+        totals["lost"] += len(found["lost"])
+        totals["partial"] += len(found["partial"])
+        totals["gaps"] += len(found["gaps"]) + len(found["positions"])
+        totals["integrity_failures"] += len(found["integrity"])
+        totals["digest_mismatch"] += len(mismatched)
+        assert found == dict.fromkeys(found, []), found
+        assert mismatched == []
+    assert totals["acked"] > 0
+    assert rm1 == 0 and rm3 == 0
+    report.record(
+        "DUR-1",
+        rounds=rounds,
+        synchronous=synchronous,
+        recovery_seconds=round(recovery / rounds, 3),
+        **totals,
+    )
+    report.record("RM-1", variant="A", rounds=rounds, mismatches=rm1)
+    report.record("RM-3", rounds=rounds, mismatches=rm3)
+
+
+async def test_dur1_checkers_see_broken_evidence(tmp_path: Path) -> None:
+    """Each checker reports violations on a deliberately broken store: an ack whose event
+    was lost (as with an ack before COMMIT), a cut command, a version gap."""
+    db = tmp_path / "b.db"
+    async with open_system(str(db)) as system:
+        accounts = system.aggregates(Account)
+        from demo.bank import OpenAccount
+
+        await accounts.ask("a", OpenAccount("a", "ada"), command_id="o")
+        results = [await accounts.ask("a", Deposit("a", n), command_id=f"d{n}") for n in (1, 2, 3)]
+    acks: list[dict[str, object]] = [
+        {
+            "cmd_id": f"d{n}",
+            "stream": "account-a",
+            "outcome": "ok",
+            "first_version": r.version,
+            "last_version": r.version,
+            "position": r.position,
+        }
+        for n, r in zip((1, 2, 3), results, strict=True)
+    ]
+    assert violations(acks, db) == dict.fromkeys(
+        ["lost", "partial", "gaps", "positions", "integrity"], []
+    )
+    with sqlite3.connect(db) as conn:
+        conn.execute("DELETE FROM events WHERE command_id = 'd2'")
+    conn.close()
+    found = violations(acks, db)
+    assert found["lost"] == ["d2 account-a@3"]
+    assert found["partial"] == ["d2"]
+    assert found["gaps"] == ["account-a"]
+    assert oracle.fold_balances(oracle.stored_events(db)) == {"a": 4}
+    assert json.dumps(found)
