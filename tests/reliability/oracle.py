@@ -8,6 +8,7 @@ runs on real and on deliberately broken evidence alike.
 
 from __future__ import annotations
 
+import itertools
 import json
 import sqlite3
 from collections import defaultdict
@@ -122,7 +123,7 @@ def version_gaps(db: Path) -> list[str]:
 def position_violations(db: Path) -> list[int]:
     """Positions that do not increase strictly in log order (must be empty)."""
     positions = [p for p, *_ in stored_events(db)]
-    return [b for a, b in zip(positions, positions[1:], strict=False) if b <= a]
+    return [b for a, b in itertools.pairwise(positions) if b <= a]
 
 
 def integrity_failures(db: Path) -> list[str]:
