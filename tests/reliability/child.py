@@ -17,6 +17,11 @@ stdout::
 (versions and position only for "ok"), and about every `--digest-interval` seconds (and
 at the end) a digest line `{"digest": position, "hash": h}` with `h` = `balances_hash` of
 the projection's view at that position. Faults come from `ES_FAULTS` in its environment.
+
+`--ack-before-commit` (with `--clients 1`) is a deliberately broken variant for checker
+self-tests: each client command is a deposit whose "ok" line (with the version and
+position it will get) is printed before it is sent, so a crash before its commit leaves
+an acknowledged command that was never stored.
 """
 
 from __future__ import annotations
@@ -65,6 +70,8 @@ async def run(args: argparse.Namespace) -> None:
                 }
             )
         budget = [args.commands]
+        versions = dict.fromkeys(ids, 1)  # for --ack-before-commit (one client: exact)
+        position = [await system.store.last_position()]
         done = anyio.Event()
 
         async def client(n: int) -> None:
@@ -81,6 +88,21 @@ async def run(args: argparse.Namespace) -> None:
                 )
                 cmd_id = f"c{n}-{k}"
                 line: dict[str, object] = {"cmd_id": cmd_id, "stream": f"account-{account}"}
+                if args.ack_before_commit:  # the broken variant: a deposit acked, then sent
+                    command = Deposit(account, amount)
+                    versions[account] += 1
+                    position[0] += 1
+                    _emit(
+                        line
+                        | {
+                            "outcome": "ok",
+                            "first_version": versions[account],
+                            "last_version": versions[account],
+                            "position": position[0],
+                        }
+                    )
+                    await accounts.ask(account, command, command_id=cmd_id)
+                    continue
                 try:
                     result = await accounts.ask(account, command, command_id=cmd_id)
                 except Rejected:
@@ -120,7 +142,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--commands", type=int, default=-1)
     parser.add_argument("--digest-interval", type=float, default=0.5)
-    anyio.run(run, parser.parse_args(argv))
+    parser.add_argument("--ack-before-commit", action="store_true")
+    args = parser.parse_args(argv)
+    if args.ack_before_commit and args.clients != 1:
+        parser.error("--ack-before-commit needs --clients 1 (it predicts versions and positions)")
+    anyio.run(run, args)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ acknowledgements flow, then check the file against the child's acks and the orac
 from __future__ import annotations
 
 import json
+import os
 import random
 import shutil
 import sqlite3
@@ -24,7 +25,9 @@ from tests.reliability._report import ROOT, Report, size
 from tests.reliability.child import balances_hash
 
 
-async def kill_after(argv: list[str], acks_before_kill: int) -> bytes:
+async def kill_after(
+    argv: list[str], acks_before_kill: int, env: dict[str, str] | None = None
+) -> bytes:
     """Run the child until it printed `acks_before_kill` lines, SIGKILL it, return stdout."""
     out = bytearray()
     async with await anyio.open_process(
@@ -36,7 +39,10 @@ async def kill_after(argv: list[str], acks_before_kill: int) -> bytes:
             assert process.stdout is not None
             lines = BufferedByteReceiveStream(process.stdout)
             for _ in range(acks_before_kill):
-                out += await lines.receive_until(b"\n", 1 << 16) + b"\n"
+                try:
+                    out += await lines.receive_until(b"\n", 1 << 16) + b"\n"
+                except anyio.EndOfStream:
+                    break  # the child exited by itself (a fault rule's exit)
         finally:
             if process.returncode is None:
                 process.kill()
@@ -62,7 +68,7 @@ def violations(acks: list[dict[str, object]], db: Path) -> dict[str, list[object
 async def test_dur1_kill9_random_during_load(
     tmp_path: Path, synchronous: str, report: Report
 ) -> None:
-    rounds = size(2, 100)
+    rounds = size(4, 200)
     totals = dict.fromkeys(
         ["acked", "lost", "partial", "gaps", "digest_mismatch", "integrity_failures"], 0
     )
@@ -248,3 +254,19 @@ async def test_dur3_wal_sidecars_and_backup(tmp_path: Path, report: Report) -> N
         naive_copy_events_info=naive_events,
         naive_copy_consistent_info=naive_ok,
     )
+
+
+@pytest.mark.slow
+async def test_dur1_acked_then_lost_sees_an_ack_before_commit(tmp_path: Path) -> None:
+    """The broken variant: the child acknowledges each deposit before sending it and dies
+    right before the commit of its 30th write; the checker must report the lost ack."""
+    db = tmp_path / "broken.db"
+    argv = ["--db", str(db), "--accounts", "3", "--clients", "1", "--ack-before-commit"]
+    env = dict(os.environ, ES_FAULTS="after_insert_before_commit:exit:30")
+    with anyio.fail_after(60):
+        raw = await kill_after(argv, 10_000, env)
+    acks, _ = oracle.read_lines(raw)
+    assert len(acks) >= 30
+    lost = oracle.acked_then_lost(acks, db)
+    last = acks[-1]  # acknowledged, sent, and cut by the exit before its commit
+    assert lost == [f"{last['cmd_id']} {last['stream']}@{last['first_version']}"]
