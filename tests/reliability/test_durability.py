@@ -30,10 +30,12 @@ async def kill_after(
 ) -> bytes:
     """Run the child until it printed `acks_before_kill` lines, SIGKILL it, return stdout."""
     out = bytearray()
+    ended = False
     async with await anyio.open_process(
         [sys.executable, "-m", "tests.reliability.child", *argv],
         cwd=ROOT,
         stderr=subprocess.DEVNULL,
+        env=env,
     ) as process:
         try:
             assert process.stdout is not None
@@ -41,15 +43,17 @@ async def kill_after(
             for _ in range(acks_before_kill):
                 try:
                     out += await lines.receive_until(b"\n", 1 << 16) + b"\n"
-                except anyio.EndOfStream:
+                except (anyio.EndOfStream, anyio.IncompleteRead):
+                    ended = True
                     break  # the child exited by itself (a fault rule's exit)
         finally:
             if process.returncode is None:
                 process.kill()
         await process.wait()
-        with anyio.move_on_after(5):  # whatever the pipe still holds was printed before the kill
-            async for chunk in lines:
-                out += chunk
+        if not ended:
+            with anyio.move_on_after(5):  # what the pipe still holds was printed before the kill
+                async for chunk in lines:
+                    out += chunk
     return bytes(out)
 
 
