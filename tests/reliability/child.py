@@ -18,6 +18,12 @@ stdout::
 at the end) a digest line `{"digest": position, "hash": h}` with `h` = `balances_hash` of
 the projection's view at that position. Faults come from `ES_FAULTS` in its environment.
 
+Before each client ask it prints `{"sent": cmd_id, "deposit"|"withdraw": [account,
+amount]}` or `{"sent": cmd_id, "transfer": [source, target, amount]}`, so a test can
+resend a command whose reply was lost. `--transfers P` makes a fraction P of the commands
+transfers (`RequestTransfer` on the transfer aggregate, id = command id) carried out by a
+running `TransferProcess`; `--snapshot-every N` snapshots accounts every N events.
+
 `--ack-before-commit` (with `--clients 1`) is a deliberately broken variant for checker
 self-tests: each client command is a deposit whose "ok" line (with the version and
 position it will get) is printed before it is sent, so a crash before its commit leaves
@@ -31,11 +37,22 @@ import hashlib
 import json
 import random
 import sys
+from collections.abc import Awaitable
+from typing import Any
 
 import anyio
 
-from actors import Rejected, open_system
-from demo.bank import Account, Balances, Deposit, OpenAccount, Withdraw
+from actors import CommandResult, Rejected, open_system
+from demo.bank import (
+    Account,
+    Balances,
+    Deposit,
+    OpenAccount,
+    RequestTransfer,
+    Transfer,
+    TransferProcess,
+    Withdraw,
+)
 
 
 def balances_hash(balances: dict[str, int]) -> str:
@@ -49,11 +66,31 @@ def _emit(line: dict[str, object]) -> None:
     sys.stdout.flush()
 
 
+async def _ask(line: dict[str, object], ask: Awaitable[CommandResult[Any]]) -> None:
+    try:
+        result = await ask
+    except Rejected:
+        line["outcome"] = "rejected"
+    except Exception as exc:  # noqa: BLE001 - reported by type, the test judges
+        line["outcome"] = type(exc).__name__
+    else:
+        line["outcome"] = "ok"
+        line["first_version"] = result.version - len(result.events) + 1
+        line["last_version"] = result.version
+        line["position"] = result.position
+    _emit(line)
+
+
 async def run(args: argparse.Namespace) -> None:
     """Open the system, the accounts, and run the clients (see the module docstring)."""
+    if args.snapshot_every:
+        Account.snapshot_every = args.snapshot_every  # this process only
     async with open_system(args.db, synchronous=args.synchronous) as system:
         accounts = system.aggregates(Account)
+        transfers = system.aggregates(Transfer)
         balances = await system.project(Balances())
+        if args.transfers > 0:
+            await system.run_process_manager(TransferProcess())
         ids = [f"acct-{i}" for i in range(args.accounts)]
         for account in ids:
             result = await accounts.ask(
@@ -88,6 +125,14 @@ async def run(args: argparse.Namespace) -> None:
                 )
                 cmd_id = f"c{n}-{k}"
                 line: dict[str, object] = {"cmd_id": cmd_id, "stream": f"account-{account}"}
+                if rng.random() < args.transfers:
+                    target = rng.choice(ids)
+                    if target != account:
+                        transfer = RequestTransfer(cmd_id, account, target, amount)
+                        line["stream"] = f"transfer-{cmd_id}"
+                        _emit({"sent": cmd_id, "transfer": [account, target, amount]})
+                        await _ask(line, transfers.ask(cmd_id, transfer, command_id=cmd_id))
+                        continue
                 if args.ack_before_commit:  # the broken variant: a deposit acked, then sent
                     command = Deposit(account, amount)
                     versions[account] += 1
@@ -103,18 +148,9 @@ async def run(args: argparse.Namespace) -> None:
                     )
                     await accounts.ask(account, command, command_id=cmd_id)
                     continue
-                try:
-                    result = await accounts.ask(account, command, command_id=cmd_id)
-                except Rejected:
-                    line["outcome"] = "rejected"
-                except Exception as exc:  # noqa: BLE001 - reported by type, the test judges
-                    line["outcome"] = type(exc).__name__
-                else:
-                    line["outcome"] = "ok"
-                    line["first_version"] = result.version - len(result.events) + 1
-                    line["last_version"] = result.version
-                    line["position"] = result.position
-                _emit(line)
+                kind = "deposit" if isinstance(command, Deposit) else "withdraw"
+                _emit({"sent": cmd_id, kind: [account, amount]})
+                await _ask(line, accounts.ask(account, command, command_id=cmd_id))
 
         async def digests() -> None:
             while not done.is_set():
@@ -143,6 +179,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--commands", type=int, default=-1)
     parser.add_argument("--digest-interval", type=float, default=0.5)
     parser.add_argument("--ack-before-commit", action="store_true")
+    parser.add_argument("--transfers", type=float, default=0.0)
+    parser.add_argument("--snapshot-every", type=int, default=0)
     args = parser.parse_args(argv)
     if args.ack_before_commit and args.clients != 1:
         parser.error("--ack-before-commit needs --clients 1 (it predicts versions and positions)")

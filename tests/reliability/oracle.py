@@ -29,8 +29,20 @@ def read_lines(raw: bytes) -> tuple[list[dict[str, object]], list[dict[str, obje
         if not line.endswith("\n"):
             continue
         record = json.loads(line)
+        if "sent" in record:
+            continue
         (digests if "digest" in record else acks).append(record)
     return acks, digests
+
+
+def sent_commands(raw: bytes) -> dict[str, dict[str, object]]:
+    """A child's "sent" lines by command id."""
+    sent = {}
+    for line in raw.decode().splitlines(keepends=True):
+        if line.endswith("\n") and line.startswith('{"sent"'):
+            record = json.loads(line)
+            sent[str(record["sent"])] = record
+    return sent
 
 
 def stored_events(db: Path) -> list[tuple[int, str, int, str, bytes, str | None]]:
@@ -132,3 +144,46 @@ def integrity_failures(db: Path) -> list[str]:
         rows = [str(r[0]) for r in conn.execute("PRAGMA integrity_check")]
     conn.close()
     return [r for r in rows if r != "ok"]
+
+
+def transfer_legs(
+    events: list[tuple[int, str, int, str, bytes, str | None]],
+) -> dict[str, dict[str, int]]:
+    """Per transfer id: how many times each leg and outcome event was stored."""
+    legs: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for _p, stream, _v, event_type, data, _c in events:
+        if event_type in ("bank.debited", "bank.credited", "bank.refunded"):
+            transfer_id = str(msgspec.msgpack.decode(data)["transfer_id"])
+            legs[transfer_id][event_type] += 1
+        elif event_type in (
+            "bank.transfer_requested",
+            "bank.transfer_completed",
+            "bank.transfer_failed",
+        ):
+            legs[stream.removeprefix("transfer-")][event_type] += 1
+    return legs
+
+
+def saga_violations(
+    events: list[tuple[int, str, int, str, bytes, str | None]],
+) -> tuple[list[str], list[str]]:
+    """(double-applied, never-applied) transfers of a settled store: a leg stored more
+    than once, or a requested transfer that neither completed nor failed."""
+    double, never = [], []
+    for transfer_id, counts in sorted(transfer_legs(events).items()):
+        if any(n > 1 for n in counts.values()):
+            double.append(transfer_id)
+        ended = counts["bank.transfer_completed"] + counts["bank.transfer_failed"]
+        if counts["bank.transfer_requested"] and ended != 1:
+            never.append(transfer_id)
+    return double, never
+
+
+def money_violations(events: list[tuple[int, str, int, str, bytes, str | None]]) -> list[str]:
+    """Transfers must conserve money once settled: debited = credited + refunded."""
+    totals: dict[str, int] = defaultdict(int)
+    for _p, _s, _v, event_type, data, _c in events:
+        if event_type in ("bank.debited", "bank.credited", "bank.refunded"):
+            totals[event_type] += _amount(data)
+    moved = totals["bank.debited"] - totals["bank.credited"] - totals["bank.refunded"]
+    return [] if moved == 0 else [f"debited - credited - refunded = {moved}"]

@@ -29,6 +29,15 @@ async def kill_after(
     argv: list[str], acks_before_kill: int, env: dict[str, str] | None = None
 ) -> bytes:
     """Run the child until it printed `acks_before_kill` lines, SIGKILL it, return stdout."""
+    out, _ = await run_child(argv, acks_before_kill, env)
+    return out
+
+
+async def run_child(
+    argv: list[str], lines_before_kill: int, env: dict[str, str] | None = None
+) -> tuple[bytes, int]:
+    """Run the child until it printed `lines_before_kill` lines or exited; SIGKILL it if it
+    still runs. Returns its stdout and exit status."""
     out = bytearray()
     ended = False
     async with await anyio.open_process(
@@ -40,7 +49,7 @@ async def kill_after(
         try:
             assert process.stdout is not None
             lines = BufferedByteReceiveStream(process.stdout)
-            for _ in range(acks_before_kill):
+            for _ in range(lines_before_kill):
                 try:
                     out += await lines.receive_until(b"\n", 1 << 16) + b"\n"
                 except (anyio.EndOfStream, anyio.IncompleteRead):
@@ -49,12 +58,12 @@ async def kill_after(
         finally:
             if process.returncode is None:
                 process.kill()
-        await process.wait()
+        status = await process.wait()
         if not ended:
             with anyio.move_on_after(5):  # what the pipe still holds was printed before the kill
                 async for chunk in lines:
                     out += chunk
-    return bytes(out)
+    return bytes(out), status
 
 
 def violations(acks: list[dict[str, object]], db: Path) -> dict[str, list[object]]:
