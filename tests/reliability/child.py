@@ -23,6 +23,8 @@ amount]}` or `{"sent": cmd_id, "transfer": [source, target, amount]}`, so a test
 resend a command whose reply was lost. `--transfers P` makes a fraction P of the commands
 transfers (`RequestTransfer` on the transfer aggregate, id = command id) carried out by a
 running `TransferProcess`; `--snapshot-every N` snapshots accounts every N events.
+`--faults SPEC` configures fault rules (the `ES_FAULTS` syntax) once the accounts are
+open, so their hits count from the client load on.
 
 `--ack-before-commit` (with `--clients 1`) is a deliberately broken variant for checker
 self-tests: each client command is a deposit whose "ok" line (with the version and
@@ -53,6 +55,7 @@ from demo.bank import (
     TransferProcess,
     Withdraw,
 )
+from store import faults
 
 
 def balances_hash(balances: dict[str, int]) -> str:
@@ -106,6 +109,8 @@ async def run(args: argparse.Namespace) -> None:
                     "position": result.position,
                 }
             )
+        if args.faults:
+            faults.configure(args.faults, seed=args.seed)  # counted from the load on
         budget = [args.commands]
         versions = dict.fromkeys(ids, 1)  # for --ack-before-commit (one client: exact)
         position = [await system.store.last_position()]
@@ -179,6 +184,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--commands", type=int, default=-1)
     parser.add_argument("--digest-interval", type=float, default=0.5)
     parser.add_argument("--ack-before-commit", action="store_true")
+    parser.add_argument("--faults", default="")
     parser.add_argument("--transfers", type=float, default=0.0)
     parser.add_argument("--snapshot-every", type=int, default=0)
     args = parser.parse_args(argv)

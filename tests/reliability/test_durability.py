@@ -34,16 +34,20 @@ async def kill_after(
 
 
 async def run_child(
-    argv: list[str], lines_before_kill: int, env: dict[str, str] | None = None
+    argv: list[str],
+    lines_before_kill: int,
+    env: dict[str, str] | None = None,
+    stderr: Path | None = None,
 ) -> tuple[bytes, int]:
     """Run the child until it printed `lines_before_kill` lines or exited; SIGKILL it if it
     still runs. Returns its stdout and exit status."""
     out = bytearray()
     ended = False
+    errors = subprocess.DEVNULL if stderr is None else stderr.open("wb")
     async with await anyio.open_process(
         [sys.executable, "-m", "tests.reliability.child", *argv],
         cwd=ROOT,
-        stderr=subprocess.DEVNULL,
+        stderr=errors,
         env=env,
     ) as process:
         try:
@@ -63,6 +67,8 @@ async def run_child(
             with anyio.move_on_after(5):  # what the pipe still holds was printed before the kill
                 async for chunk in lines:
                     out += chunk
+    if not isinstance(errors, int):
+        errors.close()
     return bytes(out), status
 
 
