@@ -433,6 +433,15 @@ class AggregateActor:
             if decided is None:
                 continue
             events, new_state = decided
+            if not events and command_id is not None:
+                # A resend that decide now answers with no events (a no-op) stores
+                # nothing, so no append can recognise its id: look it up here.
+                known = await self._find_command(envelope, command_id)
+                if known is not None:
+                    envelope.reply(known)
+                    continue
+                if not envelope.wanted():
+                    continue
             state = new_state
             version += len(events)
             planned = _Planned(envelope, events, state, version)

@@ -1191,6 +1191,49 @@ class SQLiteEventStore:
         value = await self._scalar(_SELECT_CHECKPOINT, (name,))
         return int(value or 0)
 
+    async def backup(self, path: str | os.PathLike[str]) -> int:
+        """Copy a consistent snapshot of the store into a new SQLite file at `path`.
+
+        The copy uses SQLite's online backup API on the reader connection in one step,
+        inside one read transaction: it holds every transaction committed before it
+        started and none after, while appends go on. The copy opens with `open_store`.
+
+        Args:
+            path: the new file; it must not exist yet.
+
+        Returns:
+            The last position in the copy (0 for an empty store).
+
+        Raises:
+            FileExistsError: `path` already exists (a backup never overwrites a file).
+            StoreClosed: the store is closed.
+            StoreError: SQLite failed the copy (the partial file is removed).
+
+        Cancellation: the copy runs on the reader's thread and completes; the caller
+        stops waiting for it.
+        """
+        target = os.fspath(path)
+        self._check_readable()
+
+        def run(conn: sqlite3.Connection) -> int:
+            try:  # created empty, exclusively: a backup never overwrites a file
+                os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+            except FileExistsError:
+                raise FileExistsError(f"backup target {target!r} already exists") from None
+            copy = sqlite3.connect(target)
+            try:
+                conn.backup(copy)
+                row = copy.execute(_SELECT_LAST_POSITION).fetchone()
+            except BaseException:
+                copy.close()
+                with contextlib.suppress(OSError):
+                    os.remove(target)
+                raise
+            copy.close()
+            return int(row[0] or 0) if row is not None else 0
+
+        return await self._read_call(run)
+
     # -- statistics and lifecycle -------------------------------------------------------
 
     def statistics(self) -> StoreStatistics:

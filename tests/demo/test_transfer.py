@@ -4,11 +4,12 @@ flows driven by an in-memory stand-in for the runtime."""
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from actors import Dispatch
+from actors import Dispatch, open_system
 from actors.testing import AggregateSpec
 from demo.bank import (
     MAX_AMOUNT,
@@ -279,3 +280,23 @@ def test_random_transfers_and_closures_conserve_money_and_every_transfer_ends(
         assert world.state(Account, account).pending == ()
     for transfer_id, *_ in requested:
         assert world.state(Transfer, transfer_id).status in ("completed", "failed")
+
+
+async def test_a_resent_transfer_request_after_a_restart_returns_its_first_result(
+    tmp_path: Path,
+) -> None:
+    """Decide answers a resent RequestTransfer with no events; with the same command id
+    the resend still gets the first result (duplicate), also when the actor that saw it
+    first is gone (a restart)."""
+    db = str(tmp_path / "t.db")
+    request = RequestTransfer("t1", "a", "b", 5)
+    async with open_system(db) as system:
+        first = await system.aggregates(Transfer).ask("t1", request, command_id="req-1")
+    async with open_system(db) as system:
+        again = await system.aggregates(Transfer).ask("t1", request, command_id="req-1")
+    assert again.duplicate
+    assert (again.events, again.version, again.position) == (
+        first.events,
+        first.version,
+        first.position,
+    )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -29,11 +30,12 @@ from demo.bank import (
     Credited,
     Debited,
     Deposit,
+    OpenAccount,
     Refunded,
     Transfer,
     TransferProcess,
 )
-from store import RecordedEvent, faults
+from store import RecordedEvent, SQLiteEventStore, faults
 from tests.reliability._report import ROOT, Report, size
 from tests.reliability.oracle import (
     digest_mismatches,
@@ -358,3 +360,103 @@ async def test_dur2_crash_at_a_named_point(
         double_applied=len(outcome["double_applied"]),  # type: ignore[arg-type]
     )
     assert not violations, f"{point}:{nth}: {violations}"
+
+
+# -- DUR-3 ------------------------------------------------------------------------------
+
+
+def _raw_log(db: Path) -> list[tuple[object, ...]]:
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        rows = conn.execute(
+            "SELECT position, stream_id, version, event_type, data FROM events ORDER BY position"
+        ).fetchall()
+    conn.close()
+    return rows
+
+
+def has_sidecars(db: Path) -> bool:
+    return Path(f"{db}-wal").exists() and Path(f"{db}-shm").exists()
+
+
+def prefix_violations(copy: Path, live: Path) -> list[str]:
+    """Events of `copy` that differ from the live log at the same position, or a copy
+    longer than the live log (a backup must hold exactly positions 1..n of it)."""
+    live_rows, copied = _raw_log(live), _raw_log(copy)
+    bad = [f"position {c[0]}" for c, w in zip(copied, live_rows, strict=False) if c != w]
+    if len(copied) > len(live_rows):
+        bad.append(f"copy has {len(copied)} events, the live log {len(live_rows)}")
+    return bad
+
+
+async def test_dur3_wal_sidecars_survive_a_kill_and_a_backup_is_a_consistent_prefix(
+    tmp_path: Path, report: Report
+) -> None:
+    rounds = size(2, 20)
+    sidecars_missing = lost = 0
+    for round_ in range(rounds):
+        db = tmp_path / f"k{round_}.db"
+        lines, code = await run_child(
+            db,
+            seed=round_,
+            kill_after_acks=300 + 200 * round_,
+            extra=("--accounts", "10", "--clients", "8"),
+        )
+        assert code == -9
+        sidecars_missing += not has_sidecars(db)
+        lost += len(lost_acks(lines, db))
+        assert integrity(db) == []
+    live, copy, naive = tmp_path / "live.db", tmp_path / "backup.db", tmp_path / "naive.db"
+    async with open_system(live) as system:
+        accounts = system.aggregates(Account)
+        ids = [f"a{n}" for n in range(16)]
+        for account in ids:
+            await accounts.ask(account, OpenAccount(account_id=account, owner="o"))
+        stop = anyio.Event()
+
+        async def client(account: str) -> None:
+            k = 0
+            while not stop.is_set():
+                k += 1
+                await accounts.ask(
+                    account, Deposit(account_id=account, amount=1), command_id=f"{account}-{k}"
+                )
+
+        with anyio.fail_after(120):
+            async with anyio.create_task_group() as tg:
+                for account in ids:
+                    tg.start_soon(client, account)
+                while await system.store.last_position() < size(500, 5_000):
+                    await anyio.wait_all_tasks_blocked()
+                store = system.store
+                assert isinstance(store, SQLiteEventStore)
+                backed_up = await store.backup(copy)
+                await anyio.to_thread.run_sync(shutil.copyfile, live, naive)
+                while await system.store.last_position() < backed_up + 200:
+                    await anyio.wait_all_tasks_blocked()
+                stop.set()
+    prefix = prefix_violations(copy, live)
+    assert prefix == []
+    assert integrity(copy) == []
+    assert partial_commands(copy) == []
+    assert len(_raw_log(copy)) == backed_up
+    async with open_system(copy) as restored:
+        restored.aggregates(Account)
+        balances = await restored.project(Balances())
+        await balances.wait_for(backed_up)
+        events = await restored.store.read_all(limit=10_000_000)
+        assert balances.view.balances == fold_balances(events)
+    try:
+        naive_info: object = len(_raw_log(naive)) if not prefix_violations(naive, live) else "torn"
+    except sqlite3.DatabaseError as exc:
+        naive_info = f"unreadable: {exc}"
+    report.record(
+        "DUR-3",
+        kill_rounds=rounds,
+        sidecars_missing=sidecars_missing,
+        lost_after_reopen=lost,
+        backup_events=backed_up,
+        backup_prefix_violations=len(prefix),
+        naive_copy_info=str(naive_info),
+    )
+    assert sidecars_missing == 0
+    assert lost == 0
