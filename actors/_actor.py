@@ -436,9 +436,9 @@ class AggregateActor:
             if not events and command_id is not None:
                 # A resend that decide now answers with no events (a no-op) stores
                 # nothing, so no append can recognise its id: look it up here.
-                known = await self._find_command(envelope, command_id)
-                if known is not None:
-                    envelope.reply(known)
+                first_result = await self._find_command(envelope, command_id)
+                if first_result is not None:
+                    envelope.reply(first_result)
                     continue
                 if not envelope.wanted():
                     continue
