@@ -23,7 +23,7 @@ from demo.bank import (
     Refunded,
     Withdrawn,
 )
-from store import RecordedEvent
+from store import EventStore, RecordedEvent
 
 ACCOUNT_PREFIX = "account-"
 
@@ -137,3 +137,15 @@ def digest_mismatches(lines: list[dict[str, object]], events: list[RecordedEvent
         if line["hash"] != expected:
             bad.append(position)
     return bad
+
+
+async def whole_log(store: EventStore) -> list[RecordedEvent]:
+    """Every event of `store` in position order, read page by page (reads are capped at
+    `max_read_limit` events, so one call never returns a long log whole)."""
+    events: list[RecordedEvent] = []
+    while True:
+        start = events[-1].position + 1 if events else 0
+        page = await store.read_all(from_position=start, limit=10_000)
+        if not page:
+            return events
+        events.extend(page)

@@ -30,6 +30,7 @@ from demo.bank import (
 )
 from store import RecordedEvent, faults
 from tests.reliability._report import Report, size
+from tests.reliability.oracle import whole_log
 from tests.reliability.test_durability import run_child
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
@@ -168,7 +169,7 @@ async def test_bank1_transfers_conserve_money_under_duplicates_and_cancelled_ask
                 head = await system.store.last_position()
                 await process.wait_for(head, timeout=60)
             await totals.wait_for(head, timeout=60)
-        events = await system.store.read_all(limit=10_000_000)
+        events = await whole_log(system.store)
         found = conservation_violations(events)
         view = totals.view
     report.record(
@@ -211,7 +212,7 @@ async def test_bank1_transfers_conserve_money_across_kill9(tmp_path: Path, repor
             while head != await system.store.last_position():
                 head = await system.store.last_position()
                 await process.wait_for(head, timeout=60)
-        events = await system.store.read_all(limit=10_000_000)
+        events = await whole_log(system.store)
     found = conservation_violations(events)
     report.record(
         "BANK-1",

@@ -23,6 +23,7 @@ from actors import ActorRef, ReentrantAskError, open_system
 from store import EventRegistry, StoreError, faults, open_store
 from tests.actors.domain import Counter, Increment
 from tests.reliability._report import ROOT, Report, size
+from tests.reliability.oracle import whole_log
 from tests.store._events import Deposited
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
@@ -56,7 +57,7 @@ async def test_can1_cancelled_asks_resent_with_their_id_apply_once(
         for a in range(50):
             state = await counters.state(f"c{a}")
             divergence += state.value != await system.store.stream_version(f"counter-c{a}")
-        events = await system.store.read_all(limit=10_000_000)
+        events = await whole_log(system.store)
     tags = [e.event.tag for e in events]
     duplicates = len(tags) - len(set(tags))
     report.record(

@@ -24,7 +24,7 @@ from actors import AskTimeout, open_system
 from demo.bank import Account, Balances, Deposit, OpenAccount
 from store import RecordedEvent
 from tests.reliability._report import Report, size
-from tests.reliability.oracle import fold_balances
+from tests.reliability.oracle import fold_balances, whole_log
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
@@ -114,7 +114,7 @@ async def test_clk1_wall_clock_jumps_change_no_order_and_fire_no_timeout(
                     tg.start_soon(client, ids[k::16])
             head = await system.store.last_position()
             await live.wait_for(head, timeout=60)
-            stored = await system.store.read_all(limit=None)
+            stored = await whole_log(system.store)
             live_view = dict(live.view.balances)
             # A projection started now catches up by position alone.
             late = await system.project(Balances())

@@ -45,6 +45,7 @@ from tests.reliability.oracle import (
     lost_acks,
     partial_commands,
     read_lines,
+    whole_log,
 )
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
@@ -113,7 +114,7 @@ async def stored_events(db: Path) -> list[RecordedEvent]:
     async with open_system(db) as system:
         system.aggregates(Account)
         system.aggregates(Transfer)
-        return await system.store.read_all(limit=1_000_000)
+        return await whole_log(system.store)
 
 
 def stored_command_ids(db: Path) -> set[object]:
@@ -144,7 +145,7 @@ async def restart_and_check(db: Path) -> tuple[float, list[int], int]:
         head = await system.store.last_position()
         await balances.wait_for(head, timeout=60)
         recovery = time.perf_counter() - started
-        events = await system.store.read_all(limit=1_000_000)
+        events = await whole_log(system.store)
         mismatch = [] if balances.view.balances == fold_balances(events) else [head]
         await accounts.ask("0", Deposit(account_id="0", amount=1), command_id="after-restart")
     return recovery, mismatch, head
@@ -272,7 +273,7 @@ async def settle_and_resend(
         head = await system.store.last_position()
         await totals.wait_for(head, timeout=60)
         await balances.wait_for(head, timeout=60)
-        events = await system.store.read_all(limit=1_000_000)
+        events = await whole_log(system.store)
         view = totals.view
         outcome: dict[str, object] = {
             "conserved": view.conserved(),
@@ -443,7 +444,7 @@ async def test_dur3_wal_sidecars_survive_a_kill_and_a_backup_is_a_consistent_pre
         restored.aggregates(Account)
         balances = await restored.project(Balances())
         await balances.wait_for(backed_up)
-        events = await restored.store.read_all(limit=10_000_000)
+        events = await whole_log(restored.store)
         assert balances.view.balances == fold_balances(events)
     try:
         naive_info: object = len(_raw_log(naive)) if not prefix_violations(naive, live) else "torn"

@@ -34,7 +34,7 @@ from demo.bank import (
 from readmodels import ConsistencyTimeout
 from store import RecordedEvent, faults
 from tests.reliability._report import Report, size
-from tests.reliability.oracle import fold_balances
+from tests.reliability.oracle import fold_balances, whole_log
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -219,7 +219,7 @@ async def run_faulted_load(
             tg.cancel_scope.cancel()
         if naive is not None:
             bus._subscriptions.remove(naive)  # type: ignore[arg-type]
-        stored = await system.store.read_all(limit=10_000_000)
+        stored = await whole_log(system.store)
         live = dict(balances.view.balances)
         projection_seen = list(recording.seen)  # before the rebuild re-applies
         await balances.rebuild()
@@ -323,7 +323,7 @@ async def test_ord2_catch_up_hands_over_to_live_with_no_gap(tmp_path: Path, repo
                         stop.set()
                         break
         head = seen[-1].position
-        stored = [r for r in await store.read_all(limit=10_000_000) if r.position <= head]
+        stored = [r for r in await whole_log(store) if r.position <= head]
         found = delivery_violations(seen, stored)
         report.record("ORD-2", backlog=backlog, seconds_to_catch_up=caught_up, **found)
         assert found == {"skipped": 0, "duplicated": 0, "out_of_order": 0}
