@@ -2,9 +2,10 @@
 
     python -m tests.reliability.summary reports/soak.jsonl
 
-Records are grouped by check id (DUR-1, OCC-2, ...). Across the records of one id,
-integer figures are summed (violations, counts: `lost=0` in every round stays 0), float
-figures are shown as their range, and other values as the set seen.
+Records are grouped by check id (DUR-1, OCC-2, ...), a broken-variant control on its
+own row. Across the records of one row, integer figures are summed (violations, counts:
+`lost=0` in every round stays 0) except run settings such as `nth`, float figures are
+shown as their range, and other values as the set seen.
 """
 
 from __future__ import annotations
@@ -15,9 +16,12 @@ from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path
 
+# Integer figures that are settings of a run, not counts: shown as the values seen.
+SETTINGS = frozenset({"nth", "processes", "limit", "cap", "window_s", "max_attempts"})
 
-def _merge(values: list[object]) -> str:
-    if all(type(v) is int for v in values):
+
+def _merge(values: list[object], name: str = "") -> str:
+    if name not in SETTINGS and all(type(v) is int for v in values):
         return str(sum(v for v in values if type(v) is int))
     if all(type(v) in (int, float) for v in values):
         numbers = [float(v) for v in values if isinstance(v, int | float)]
@@ -39,7 +43,11 @@ def summarise(lines: Iterable[str]) -> str:
         if not line.strip():
             continue
         record = json.loads(line)
-        by_id[str(record["id"])].append(record)
+        figures_of = record["figures"]
+        check = str(record["id"])
+        if isinstance(figures_of, dict) and "broken_variant" in figures_of:
+            check += f" control: {figures_of['broken_variant']}"
+        by_id[check].append(record)
         for key in ("tier", "sqlite", "python", "commit"):
             if record.get(key):
                 meta[key].add(str(record[key]))
@@ -52,15 +60,20 @@ def summarise(lines: Iterable[str]) -> str:
             assert isinstance(raw, dict)
             for name, value in raw.items():
                 figures[str(name)].append(value)
-        text = "; ".join(f"{name} {_merge(values)}" for name, values in figures.items())
+        text = "; ".join(
+            f"{name} {_merge(values, name)}"
+            for name, values in figures.items()
+            if name != "broken_variant"
+        )
         rows.append(f"| {check} | {len(records)} | {text} |")
     header = ", ".join(f"{key} {'/'.join(sorted(values))}" for key, values in meta.items())
     return f"Run: {header}\n\n" + "\n".join(rows) + "\n"
 
 
-def _order(check: str) -> tuple[str, int]:
-    family, _, number = check.partition("-")
-    return family, int(number) if number.isdigit() else 0
+def _order(check: str) -> tuple[str, int, str]:
+    family, _, rest = check.partition("-")
+    number, _, variant = rest.partition(" ")
+    return family, int(number) if number.isdigit() else 0, variant
 
 
 def main(argv: list[str]) -> int:

@@ -41,3 +41,16 @@ def test_without_a_target_nothing_is_written(tmp_path: Path) -> None:
     line = report.record("BP-1", dropped=0)
     assert report.records == [line]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_control_run_gets_its_own_row_and_settings_are_not_summed() -> None:
+    lines = [
+        json.dumps({"id": "OCC-2", "figures": {"processes": 2, "lost": 0}}),
+        json.dumps({"id": "OCC-2", "figures": {"processes": 4, "lost": 0}}),
+        json.dumps({"id": "OCC-2", "figures": {"broken_variant": "plain BEGIN", "busy": 9}}),
+    ]
+    table = summarise(lines).splitlines()
+    assert table[-2:] == [
+        "| OCC-2 | 2 | processes 2..4; lost 0 |",
+        "| OCC-2 control: plain BEGIN | 1 | busy 9 |",
+    ]
