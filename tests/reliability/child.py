@@ -16,7 +16,9 @@ parent has read survives a SIGKILL of the child:
 - `{"send": id, "kind": k, "account": a, "target": t, "amount": n}` before each ask;
 - `{"ack": id, "stream": s, "version": v, "position": p, "events": n, "duplicate": b}`
   once the ask returned (a durable acknowledgement);
-- `{"refused": id, "error": type}` for a refusal or failure (nothing stored);
+- `{"refused": id, "error": type}` for a refusal (nothing stored);
+- `{"failed": id, "error": type}` for a failure of unknown outcome (a timeout under
+  load, the store unavailable): the command may or may not be stored;
 - `{"digest": p, "hash": h}` about every 200 ms: the hash of the live balances read
   model at position p (see `oracle.balances_hash`);
 - `{"ready": true}` once the accounts are open, `{"done": true}` at a clean end.
@@ -136,6 +138,9 @@ async def client(system: ActorSystem, args: argparse.Namespace, number: int) -> 
                 stream = f"{Account.category}-{account}"
         except Rejected as refusal:
             emit(refused=command_id, error=type(refusal).__name__)
+            continue
+        except Exception as exc:  # noqa: BLE001 - outcome unknown (timeout...): reported
+            emit(failed=command_id, error=type(exc).__name__)
             continue
         emit(
             ack=command_id,
