@@ -30,7 +30,10 @@ ACCOUNT_PREFIX = "account-"
 
 def fold_balances(events: Iterable[RecordedEvent]) -> dict[str, int]:
     """Every account's balance after `events` (which must be in position order)."""
-    balances: dict[str, int] = {}
+    return _fold_into({}, events)
+
+
+def _fold_into(balances: dict[str, int], events: Iterable[RecordedEvent]) -> dict[str, int]:
     for recorded in events:
         if not recorded.stream_id.startswith(ACCOUNT_PREFIX):
             continue
@@ -126,15 +129,21 @@ def integrity(db: Path) -> list[str]:
 
 def digest_mismatches(lines: list[dict[str, object]], events: list[RecordedEvent]) -> list[int]:
     """Positions at which the child's live read model differed from the oracle fold of
-    the stored events up to that position."""
+    the stored events up to that position (one pass over the log, digests in order)."""
+    digests = sorted(
+        (int(str(line["digest"])), str(line["hash"])) for line in lines if "digest" in line
+    )
     bad = []
-    for line in lines:
-        if "digest" not in line:
-            continue
-        position = line["digest"]
-        assert isinstance(position, int)
-        expected = balances_hash(fold_balances(e for e in events if e.position <= position))
-        if line["hash"] != expected:
+    folded: list[RecordedEvent] = []
+    index = 0
+    balances: dict[str, int] = {}
+    for position, expected_hash in digests:
+        while index < len(events) and events[index].position <= position:
+            folded.append(events[index])
+            index += 1
+        balances = _fold_into(balances, folded)
+        folded.clear()
+        if balances_hash(balances) != expected_hash:
             bad.append(position)
     return bad
 
