@@ -181,9 +181,9 @@ def _delay(rule: _Rule) -> float:
         return _rng.uniform(rule.low_ms, rule.high_ms) / 1000.0
 
 
-def hit(point: str) -> Returned:
-    """A synchronous fault point (the writer thread, sync callbacks): `delay` sleeps the
-    thread, `cancel` is not available here and raises `FaultInjected` instead."""
+def _act(point: str, *, can_cancel: bool) -> Returned | float:
+    """Run the action of the rule `point` fires, if any: returns what the caller acts
+    on, or the seconds a `delay` should sleep (the caller sleeps its own way)."""
     fired = _fire(point)
     if fired is None:
         return None
@@ -192,30 +192,8 @@ def hit(point: str) -> Returned:
         case "exit":
             os._exit(EXIT_CODE)
         case "delay":
-            time.sleep(_delay(rule))
-            return None
-        case "dup":
-            return "dup"
-        case "reorder":
-            return "reorder"
-        case _:
-            raise FaultInjected(point, nth)
-
-
-async def hit_async(point: str) -> Returned:
-    """An asynchronous fault point: `delay` sleeps the task, `cancel` raises the current
-    backend's cancellation exception (as if the surrounding scope were cancelled)."""
-    fired = _fire(point)
-    if fired is None:
-        return None
-    rule, nth = fired
-    match rule.action:
-        case "exit":
-            os._exit(EXIT_CODE)
-        case "delay":
-            await anyio.sleep(_delay(rule))
-            return None
-        case "cancel":
+            return _delay(rule)
+        case "cancel" if can_cancel:
             raise anyio.get_cancelled_exc_class()()
         case "dup":
             return "dup"
@@ -223,6 +201,26 @@ async def hit_async(point: str) -> Returned:
             return "reorder"
         case _:
             raise FaultInjected(point, nth)
+
+
+def hit(point: str) -> Returned:
+    """A synchronous fault point (the writer thread, sync callbacks): `delay` sleeps the
+    thread, `cancel` is not available here and raises `FaultInjected` instead."""
+    action = _act(point, can_cancel=False)
+    if isinstance(action, float):
+        time.sleep(action)
+        return None
+    return action
+
+
+async def hit_async(point: str) -> Returned:
+    """An asynchronous fault point: `delay` sleeps the task, `cancel` raises the current
+    backend's cancellation exception (as if the surrounding scope were cancelled)."""
+    action = _act(point, can_cancel=True)
+    if isinstance(action, float):
+        await anyio.sleep(action)
+        return None
+    return action
 
 
 configure(os.environ.get(ENV), seed=int(os.environ.get(SEED_ENV, "0")))

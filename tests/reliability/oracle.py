@@ -14,6 +14,7 @@ import sqlite3
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+from actors import ProcessManagerHandle
 from demo.bank import (
     AccountOpened,
     Credited,
@@ -158,3 +159,14 @@ async def whole_log(store: EventStore) -> list[RecordedEvent]:
         if not page:
             return events
         events.extend(page)
+
+
+async def settle(store: EventStore, process: ProcessManagerHandle, step_limit: float = 60) -> int:
+    """Wait until `process` has handled every event, including those its own commands
+    appended meanwhile (each saga step appends what the saga reacts to next); returns
+    the quiet head position."""
+    head = -1
+    while head != (last := await store.last_position()):
+        head = last
+        await process.wait_for(head, timeout=step_limit)
+    return head

@@ -30,7 +30,7 @@ from demo.bank import (
 )
 from store import RecordedEvent, faults
 from tests.reliability._report import Report, size
-from tests.reliability.oracle import whole_log
+from tests.reliability.oracle import settle, whole_log
 from tests.reliability.test_durability import run_child
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
@@ -164,10 +164,7 @@ async def test_bank1_transfers_conserve_money_under_duplicates_and_cancelled_ask
                 tg.start_soon(client, number)
         faults.configure(None)
         with anyio.fail_after(120):
-            head = -1
-            while head != await system.store.last_position():
-                head = await system.store.last_position()
-                await process.wait_for(head, timeout=60)
+            head = await settle(system.store, process)
             await totals.wait_for(head, timeout=60)
         events = await whole_log(system.store)
         found = conservation_violations(events)
@@ -208,10 +205,7 @@ async def test_bank1_transfers_conserve_money_across_kill9(tmp_path: Path, repor
         system.aggregates(Transfer)
         process = await system.run_process_manager(TransferProcess())
         with anyio.fail_after(120):
-            head = -1
-            while head != await system.store.last_position():
-                head = await system.store.last_position()
-                await process.wait_for(head, timeout=60)
+            await settle(system.store, process)
         events = await whole_log(system.store)
     found = conservation_violations(events)
     report.record(

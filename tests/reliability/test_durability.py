@@ -45,6 +45,7 @@ from tests.reliability.oracle import (
     lost_acks,
     partial_commands,
     read_lines,
+    settle,
     whole_log,
 )
 
@@ -268,9 +269,7 @@ async def settle_and_resend(
             counts["resent"] += 1
             counts["duplicate"] += result.duplicate
         del transfers
-        head = await system.store.last_position()
-        await process.wait_for(head, timeout=60)
-        head = await system.store.last_position()
+        head = await settle(system.store, process)
         await totals.wait_for(head, timeout=60)
         await balances.wait_for(head, timeout=60)
         events = await whole_log(system.store)

@@ -46,6 +46,7 @@ from demo.bank import (
 )
 from store import RecordedEvent
 from tests.reliability._report import SOAK, Report, size
+from tests.reliability.oracle import settle
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -58,10 +59,7 @@ stats = {"steps": 0, "examples": 0, "recovered": 0}
 
 async def _settle(system: ActorSystem, saga: Any) -> None:
     """Wait until the saga has handled everything, including what it appended itself."""
-    head = -1
-    while head != await system.store.last_position():
-        head = await system.store.last_position()
-        await saga.wait_for(head, timeout=STEP_LIMIT)
+    await settle(system.store, saga, STEP_LIMIT)
 
 
 class BankMachine(RuleBasedStateMachine):

@@ -34,7 +34,7 @@ from demo.bank import (
 from readmodels import ConsistencyTimeout
 from store import RecordedEvent, faults
 from tests.reliability._report import Report, size
-from tests.reliability.oracle import fold_balances, whole_log
+from tests.reliability.oracle import fold_balances, settle, whole_log
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -206,10 +206,7 @@ async def run_faulted_load(
             await system.aggregates(Account).ask("0", Deposit(account_id="0", amount=1))
             with anyio.fail_after(60):
                 # Quiescence: each saga step appends events the saga then reacts to.
-                head = -1
-                while head != await system.store.last_position():
-                    head = await system.store.last_position()
-                    await process.wait_for(head, timeout=60)
+                head = await settle(system.store, process)
                 await balances.wait_for(head, timeout=60)
                 await totals.wait_for(head, timeout=60)
                 target[0] = head
