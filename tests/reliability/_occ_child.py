@@ -13,49 +13,23 @@ from __future__ import annotations
 
 import json
 import random
-import sqlite3
 import sys
 from collections import Counter as Tally
-from typing import Any
 
 import anyio
 
 from actors import TooManyAttempts, open_system
-from store import SQLiteEventStore
 from tests.actors.domain import Counter, Increment
+from tests.reliability._broken import deferred_begin
 
 CLIENTS = 16
 HOT = 10
 COLD = 1_000
 
 
-class _Deferred:
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self._conn = conn
-
-    @property
-    def in_transaction(self) -> bool:
-        return self._conn.in_transaction
-
-    def execute(self, sql: str, *args: Any) -> Any:
-        return self._conn.execute("BEGIN" if sql == "BEGIN IMMEDIATE" else sql, *args)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._conn, name)
-
-
-def break_begin() -> None:
-    original = SQLiteEventStore._write_batch
-
-    def write_batch(self: SQLiteEventStore, conn: sqlite3.Connection, *args: Any) -> Any:
-        return original(self, _Deferred(conn), *args)  # type: ignore[arg-type]
-
-    SQLiteEventStore._write_batch = write_batch  # type: ignore[method-assign,assignment]
-
-
 async def main(path: str, name: str, commands: int, broken: bool) -> None:
     if broken:
-        break_begin()
+        deferred_begin()
     acked: Tally[str] = Tally()
     errors: Tally[str] = Tally()
     gave_up = 0

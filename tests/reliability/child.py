@@ -34,7 +34,6 @@ import argparse
 import json
 import os
 import random
-import sqlite3
 import sys
 from typing import Any
 
@@ -53,7 +52,8 @@ from demo.bank import (
     Withdraw,
 )
 from readmodels import ProjectionHandle
-from store import SQLiteEventStore, faults
+from store import faults
+from tests.reliability._broken import acks_before_commit
 from tests.reliability.oracle import balances_hash
 
 SEED_BALANCE = 100_000
@@ -62,39 +62,6 @@ SEED_BALANCE = 100_000
 def emit(**fields: object) -> None:
     sys.stdout.write(json.dumps(fields, separators=(",", ":")) + "\n")
     sys.stdout.flush()
-
-
-class _LazyCommit:
-    """A connection whose COMMIT lands only every `every`th time: the broken variant."""
-
-    def __init__(self, conn: sqlite3.Connection, state: dict[str, int], every: int) -> None:
-        self._conn, self._state, self._every = conn, state, every
-
-    @property
-    def in_transaction(self) -> bool:
-        return self._conn.in_transaction
-
-    def execute(self, sql: str, *args: Any) -> Any:
-        if sql == "BEGIN IMMEDIATE" and self._conn.in_transaction:
-            return None
-        if sql == "COMMIT":
-            self._state["batches"] += 1
-            if self._state["batches"] % self._every:
-                return None
-        return self._conn.execute(sql, *args)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._conn, name)
-
-
-def break_acks_before_commit() -> None:
-    original = SQLiteEventStore._write_batch
-    state = {"batches": 0}
-
-    def write_batch(self: SQLiteEventStore, conn: sqlite3.Connection, *args: Any) -> Any:
-        return original(self, _LazyCommit(conn, state, 8), *args)  # type: ignore[arg-type]
-
-    SQLiteEventStore._write_batch = write_batch  # type: ignore[method-assign,assignment]
 
 
 async def client(system: ActorSystem, args: argparse.Namespace, number: int) -> None:
@@ -160,7 +127,7 @@ async def digests(system: ActorSystem, handle: ProjectionHandle[BalancesView]) -
 
 async def main(args: argparse.Namespace) -> None:
     if args.broken == "ack-before-commit":
-        break_acks_before_commit()
+        acks_before_commit()
     # Fault rules count from the start of the load, not from the accounts' opening.
     spec = os.environ.get(faults.ENV)
     faults.configure(None)
