@@ -112,7 +112,7 @@ class AggregateActor:
         self.aggregate_id = aggregate_id
         self.stream_id = stream_id
         self.predecessor = predecessor
-        self.mailbox = Mailbox(router.options.mailbox_capacity)
+        self.mailbox = Mailbox(router.options.mailbox_capacity, router.system._load)
         self.done = anyio.Event()
         self.state: Any = self.aggregate.initial
         self.version = 0
@@ -498,8 +498,7 @@ class AggregateActor:
 
     def _requeue(self, envelopes: list[Envelope]) -> None:
         # Put them back at the head of the mailbox, in order, ahead of newer commands.
-        items = self.mailbox._items
-        items.extendleft(reversed(envelopes))
+        self.mailbox.requeue(envelopes)
 
     async def _find_command(self, envelope: Envelope, command_id: str) -> CommandResult[Any] | None:
         store = self.router.system.store

@@ -4,6 +4,7 @@
 Rejected                       decide refused the command (domain; subclass it)
 ActorError
 ├── MailboxFull                tell (or an ask out of time) found the mailbox full
+├── Overloaded                 too many commands wait across the system's mailboxes
 ├── ShuttingDown               the system stopped accepting commands
 ├── AskTimeout                 no reply within the ask's timeout (TimeoutError too)
 ├── CommandFailed              decide raised something other than Rejected
@@ -25,6 +26,7 @@ __all__ = [
     "CommandFailed",
     "EvolveError",
     "MailboxFull",
+    "Overloaded",
     "Rejected",
     "RecoveryError",
     "ReentrantAskError",
@@ -60,6 +62,26 @@ class MailboxFull(ActorError):
             " slow down, use ask (which waits for room), or raise mailbox_capacity"
         )
         self.stream_id, self.capacity = stream_id, capacity
+
+
+class Overloaded(ActorError):
+    """Too many commands wait in the system's mailboxes (`max_queued_commands`); this one
+    was refused at once and not enqueued. Back off and resend it (with the same command
+    id), or shed the load upstream.
+
+    Attributes:
+        stream_id: the aggregate instance the command was for.
+        queued: commands waiting across the system when it was refused.
+        limit: the system's `max_queued_commands`.
+    """
+
+    def __init__(self, stream_id: str, queued: int, limit: int) -> None:
+        super().__init__(
+            f"the actor system is overloaded: {queued} commands wait in its mailboxes"
+            f" (max_queued_commands={limit}); the command for {stream_id!r} was refused,"
+            " not enqueued: back off and resend it"
+        )
+        self.stream_id, self.queued, self.limit = stream_id, queued, limit
 
 
 class ShuttingDown(ActorError):

@@ -19,7 +19,7 @@ from typing import Any
 
 import msgspec
 
-__all__ = ["Envelope", "Mailbox"]
+__all__ = ["Envelope", "Load", "Mailbox"]
 
 
 class Envelope(msgspec.Struct, gc=False):
@@ -53,13 +53,28 @@ class Envelope(msgspec.Struct, gc=False):
             future.set_exception(error)
 
 
+class Load:
+    """Envelopes queued in a set of mailboxes (the system's global bound counts them)."""
+
+    __slots__ = ("queued",)
+
+    def __init__(self) -> None:
+        self.queued = 0
+
+
 class Mailbox:
-    """A bounded FIFO of envelopes for one actor."""
+    """A bounded FIFO of envelopes for one actor.
 
-    __slots__ = ("_items", "_room", "_waiter", "capacity", "closed")
+    `load` is shared by the mailboxes of one actor system: every envelope entering or
+    leaving the deque is counted there, so the system can refuse work (`Overloaded`)
+    once too many commands wait across all its actors.
+    """
 
-    def __init__(self, capacity: int) -> None:
+    __slots__ = ("_items", "_room", "_waiter", "capacity", "closed", "load")
+
+    def __init__(self, capacity: int, load: Load | None = None) -> None:
         self.capacity = capacity
+        self.load = Load() if load is None else load
         self.closed = False
         self._items: deque[Envelope] = deque()
         self._waiter: asyncio.Future[None] | None = None
@@ -75,6 +90,7 @@ class Mailbox:
             # Full, or senders already wait for room: they go first (FIFO fairness).
             return False
         items.append(envelope)
+        self.load.queued += 1
         waiter = self._waiter
         if waiter is not None:
             self._waiter = None
@@ -108,6 +124,7 @@ class Mailbox:
         if len(items) >= self.capacity or self.closed:
             return False
         items.append(envelope)
+        self.load.queued += 1
         waiter = self._waiter
         if waiter is not None:
             self._waiter = None
@@ -127,6 +144,7 @@ class Mailbox:
             items.clear()
         else:
             batch = [items.popleft() for _ in range(limit)]
+        self.load.queued -= len(batch)
         if self._room:
             self._wake_room(self.capacity - len(items))
         return batch
@@ -176,8 +194,14 @@ class Mailbox:
         """Remove and return everything queued (used when the actor cannot serve it)."""
         batch = list(self._items)
         self._items.clear()
+        self.load.queued -= len(batch)
         self._wake_room(len(self._room))
         return batch
+
+    def requeue(self, envelopes: list[Envelope]) -> None:
+        """Put taken envelopes back at the head, in order, ahead of newer ones."""
+        self._items.extendleft(reversed(envelopes))
+        self.load.queued += len(envelopes)
 
     def _wake_room(self, count: int) -> None:
         room = self._room

@@ -36,6 +36,7 @@ from actors._aggregate import Aggregate, Command, Event
 from actors._errors import (
     AskTimeout,
     MailboxFull,
+    Overloaded,
     Rejected,
     ShuttingDown,
     TooManyAttempts,
@@ -54,7 +55,7 @@ __all__ = [
     "ProcessManagerStatistics",
 ]
 
-_TRANSIENT = (MailboxFull, AskTimeout, TooManyAttempts, StoreUnavailable)
+_TRANSIENT = (MailboxFull, Overloaded, AskTimeout, TooManyAttempts, StoreUnavailable)
 
 
 class Dispatch(msgspec.Struct, frozen=True):

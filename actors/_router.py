@@ -16,6 +16,7 @@ from actors._context import current_chain
 from actors._errors import (
     AskTimeout,
     MailboxFull,
+    Overloaded,
     RecoveryError,
     ReentrantAskError,
     ShuttingDown,
@@ -71,6 +72,7 @@ class AggregateRouter(Generic[StateT, CommandT, EventT]):
         self.passivations = 0
         self.snapshots = 0
         self.dropped_replies = 0
+        self.overloaded = 0
 
     def stream_id(self, aggregate_id: str) -> str:
         """The stream id of instance `aggregate_id` (`"<category>-<aggregate_id>"`)."""
@@ -107,6 +109,8 @@ class AggregateRouter(Generic[StateT, CommandT, EventT]):
             CommandFailed: decide raised an unexpected error; nothing stored.
             EvolveError: evolve refused the decided events; nothing stored.
             MailboxFull: no room in the mailbox within the timeout; not enqueued.
+            Overloaded: the actor is busy and `max_queued_commands` commands already
+                wait across the system; refused at once, not enqueued.
             AskTimeout: no reply within the timeout (the command may still be applied).
             TooManyAttempts: the append kept conflicting with another writer.
             RecoveryError, RestartLimitExceeded: the aggregate cannot be loaded now.
@@ -148,6 +152,7 @@ class AggregateRouter(Generic[StateT, CommandT, EventT]):
         both within one deadline: `timeout`, or the system's ask timeout."""
         loop = asyncio.get_running_loop()
         wait = self.options.ask_timeout if timeout is None else timeout
+        self._check_load(actor)
         if not actor.mailbox.offer(envelope):
             started = loop.time()
             await self._wait_for_room(aggregate_id, actor, envelope, wait)
@@ -165,11 +170,21 @@ class AggregateRouter(Generic[StateT, CommandT, EventT]):
 
         Raises:
             MailboxFull: the mailbox is at capacity; the command was not enqueued.
-            ShuttingDown, RecoveryError, RestartLimitExceeded: as for `ask`.
+            Overloaded, ShuttingDown, RecoveryError, RestartLimitExceeded: as for `ask`.
         """
         actor = self._actor(aggregate_id)
+        self._check_load(actor)
         if not actor.mailbox.offer(Envelope(command, command_id, None, current_chain())):
             raise MailboxFull(actor.stream_id, actor.mailbox.capacity)
+
+    def _check_load(self, actor: AggregateActor) -> None:
+        """Refuse a command that would wait in a mailbox once `max_queued_commands`
+        wait across the system (R9: bounded, and refused rather than dropped)."""
+        queued = actor.mailbox.load.queued
+        limit = self.system.options.max_queued_commands
+        if queued >= limit:
+            self.overloaded += 1
+            raise Overloaded(actor.stream_id, queued, limit)
 
     async def _wait_for_room(
         self, aggregate_id: str, actor: AggregateActor, envelope: Envelope, seconds: float

@@ -18,6 +18,7 @@ from actors._actor import AggregateActor
 from actors._aggregate import Aggregate, CommandT, EventT, StateT
 from actors._errors import ShuttingDown
 from actors._generic import ActorRef
+from actors._mailbox import Load
 from actors._process import ProcessManager, ProcessManagerHandle, ProcessManagerOptions
 from actors._router import AggregateRouter
 from bus import EventBus, open_bus
@@ -62,6 +63,10 @@ class SystemOptions:
     Attributes:
         mailbox_capacity: commands waiting per actor before `tell` raises `MailboxFull`
             and `ask` waits for room.
+        max_queued_commands: commands waiting across all mailboxes of the system; past
+            it, a command that would wait in a mailbox is refused at once with
+            `Overloaded` (an `ask` to an idle actor runs on the caller's task and is
+            not queued).
         max_batch: the most commands an actor takes from its mailbox at once.
         max_events_per_append: the most events one append of a batch carries.
         ask_timeout: the default timeout of `ask`, seconds.
@@ -87,6 +92,7 @@ class SystemOptions:
     """
 
     mailbox_capacity: int = 1024
+    max_queued_commands: int = 10_000
     max_batch: int = 512
     max_events_per_append: int = 5_000
     ask_timeout: float = 30.0
@@ -104,6 +110,7 @@ class SystemOptions:
     def __post_init__(self) -> None:
         for name in (
             "mailbox_capacity",
+            "max_queued_commands",
             "max_batch",
             "max_events_per_append",
             "max_live_actors",
@@ -148,6 +155,7 @@ class SystemStatistics(msgspec.Struct, frozen=True):
         snapshots: snapshots taken.
         dropped_replies: results of applied commands whose caller had gone (timed out
             or cancelled after the actor took the command): dead letters, counted.
+        overloaded: commands refused with `Overloaded` (`max_queued_commands`).
         accepting: whether new commands are accepted.
     """
 
@@ -163,6 +171,7 @@ class SystemStatistics(msgspec.Struct, frozen=True):
     passivations: int
     snapshots: int
     dropped_replies: int
+    overloaded: int
     accepting: bool
 
 
@@ -192,6 +201,7 @@ class ActorSystem:
         self._tg = task_group
         self._routers: dict[type[Any], AggregateRouter[Any, Any, Any]] = {}
         self._live: OrderedDict[str, AggregateActor] = OrderedDict()
+        self._load = Load()  # envelopes queued across the aggregate actors' mailboxes
         self._stopping: dict[str, AggregateActor] = {}
         self._generic: dict[str, ActorRef[Any, Any]] = {}
         self._accepting = True
@@ -355,6 +365,7 @@ class ActorSystem:
             passivations=sum(r.passivations for r in routers),
             snapshots=sum(r.snapshots for r in routers),
             dropped_replies=sum(r.dropped_replies for r in routers),
+            overloaded=sum(r.overloaded for r in routers),
             accepting=self._accepting,
         )
 

@@ -36,6 +36,7 @@ from actors import (
     CommandResult,
     EvolveError,
     MailboxFull,
+    Overloaded,
     ProcessManagerHandle,
     RecoveryError,
     Rejected,
@@ -160,8 +161,8 @@ def _error_response(exc: Exception) -> tuple[int, ErrorReply, bool] | None:
             return 409, ErrorReply("rejected", str(exc), type=type(exc).__name__), False
         case TooManyAttempts() | ConcurrencyError() | IdempotencyConflict():
             return 409, ErrorReply("conflict", str(exc), type=type(exc).__name__), False
-        case MailboxFull():
-            return 503, ErrorReply("busy", str(exc), type="MailboxFull"), True
+        case MailboxFull() | Overloaded():
+            return 503, ErrorReply("busy", str(exc), type=type(exc).__name__), True
         case AskTimeout():
             detail = (
                 f"no reply within {exc.timeout:g}s; the command may still be applied: retry"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from actors import AskTimeout, MailboxFull, Rejected, open_system
+from actors import AskTimeout, MailboxFull, Overloaded, Rejected, open_system
 from store import open_store
 from tests.actors.domain import Counter, Increment, InvalidAmount, Noop
 from tests.actors.support import GatedStore
@@ -190,3 +190,46 @@ async def test_commands_without_events_in_a_batch_answer_the_stream_position_so_
             "inc": (3, 4),
             "noop2": (3, 4),
         }
+
+
+async def test_past_the_global_bound_commands_that_would_queue_are_refused_as_overloaded() -> None:
+    async with open_store(":memory:") as inner:
+        gated = GatedStore(inner)
+        async with open_system(gated.as_store(), max_queued_commands=10) as system:
+            counters = system.aggregates(Counter, mailbox_capacity=8)
+
+            async def first(aggregate_id: str) -> None:
+                await counters.ask(aggregate_id, Increment(by=1, tag="first"))
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(first, "a")
+                with anyio.fail_after(5):
+                    await gated.entered.wait()  # "a" holds its first command in the append
+                accepted = refused = 0
+                for i in range(8):  # "a" fills its own mailbox: 8 of the 10 allowed
+                    counters.tell("a", Increment(by=1, tag=f"a{i}"))
+                    accepted += 1
+                assert system.statistics().queued == 8
+                # "b" is busy too (a command queued behind its load), so its commands queue
+                counters.tell("b", Increment(by=1, tag="b0"))
+                counters.tell("b", Increment(by=1, tag="b1"))
+                accepted += 2
+                for i in range(5):
+                    with pytest.raises(Overloaded) as caught:
+                        counters.tell("b", Increment(by=1, tag=f"late{i}"))
+                    refused += 1
+                assert (caught.value.queued, caught.value.limit) == (10, 10)
+                assert "max_queued_commands=10" in str(caught.value)
+                with pytest.raises(Overloaded):
+                    await counters.ask("a", Increment(by=1), timeout=1.0)
+                refused += 1
+                stats = system.statistics()
+                assert (stats.queued, stats.overloaded) == (10, 6)
+                gated.gate.set()
+            # the refused were never enqueued; the accepted all applied; the bound frees up
+            assert (await counters.state("a")).tags == ("first", *(f"a{i}" for i in range(8)))
+            assert (await counters.state("b")).tags == ("b0", "b1")
+            assert system.statistics().queued == 0
+            counters.tell("b", Increment(by=1, tag="again"))
+            assert (await counters.state("b")).value == 3
+            assert accepted + refused == 16
