@@ -1404,7 +1404,11 @@ _SYNCHRONOUS: Final = {"FULL": "PRAGMA synchronous = FULL", "NORMAL": "PRAGMA sy
 async def _connect(path: str, options: StoreOptions, *, memory: bool) -> aiosqlite.Connection:
     conn = aiosqlite.connect(path, isolation_level=None, timeout=options.busy_timeout)
     try:
-        opened = await conn
+        # Shielded: a cancellation here would strand the connection the worker thread is
+        # opening (aiosqlite drops it without closing it). Opening takes no lock, so it
+        # is quick; the configuration below is the cancellation point.
+        with anyio.CancelScope(shield=True):
+            opened = await conn
     except sqlite3.Error as exc:
         with anyio.CancelScope(shield=True):
             await conn.close()

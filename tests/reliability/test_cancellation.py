@@ -1,6 +1,7 @@
 """Cancellation and deadlock: asks cancelled mid-flight and resent with the same command id
 (CAN-1), cancellation while the writer is inside its transaction, with another process
-writing to the file (CAN-2, with the unshielded-commit control), and ask cycles (CAN-4)."""
+writing to the file (CAN-2, with the unshielded-commit control), cancelled opens and
+closes (CAN-3), and ask cycles (CAN-4)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 import store._sqlite
@@ -240,6 +242,117 @@ async def test_can2_the_checker_catches_an_unshielded_commit(
 
 
 @pytest.mark.parametrize("cycle", [("a",), ("a", "b"), ("a", "b", "c")])
+def _handles(path: Path) -> tuple[int, int]:
+    """(open fds of this process, of which on `path` or its -wal/-shm files)."""
+    fds = os.listdir("/proc/self/fd")
+    on_file = 0
+    for fd in fds:
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue  # closed between listdir and readlink (the listdir's own fd)
+        on_file += target.startswith(str(path))
+    return len(fds), on_file
+
+
+async def _join_new_threads(before: set[threading.Thread], seconds: float = 5.0) -> int:
+    """Wait (`seconds` at most each) for threads started since `before`; how many stay
+    alive."""
+    alive = 0
+    for thread in set(threading.enumerate()) - before:
+        await anyio.to_thread.run_sync(thread.join, seconds)
+        alive += thread.is_alive()
+    return alive
+
+
+async def _cancelled_opens(
+    path: Path, trials: int, join_seconds: float, scopes: list[anyio.CancelScope] | None = None
+) -> dict[str, Any]:
+    """Open and use the system `trials` times, each cancelled after a random 0-30 ms
+    (each trial's scope is appended to `scopes`, for a control to cancel it itself);
+    then count the threads, fds and file handles left behind, and reopen."""
+    async with open_system(path) as system:
+        await system.aggregates(Counter).ask("c", Increment(by=1))
+    threads0 = set(threading.enumerate())
+    fds0, on_file0 = _handles(path)
+    rng = random.Random(3)
+    phases = {"opening": 0, "serving": 0, "closing": 0, "completed": 0}
+    for _ in range(trials):
+        phase = "opening"
+        with anyio.move_on_after(rng.random() * 0.03) as scope:
+            if scopes is not None:
+                scopes.append(scope)
+            async with open_system(path) as system:
+                phase = "serving"
+                counters = system.aggregates(Counter)
+                for _ in range(rng.randrange(1, 20)):
+                    await counters.ask("c", Increment(by=1))
+                phase = "closing"
+            phase = "completed"
+        phases[phase] += 1
+    leaked_threads = await _join_new_threads(threads0, join_seconds)
+    fds1, on_file1 = _handles(path)
+    # A later open works, and the actor's state is the stored stream's.
+    async with open_system(path) as system:
+        state = await system.aggregates(Counter).state("c")
+        stored = len(await system.store.read_stream("counter-c"))
+    return {
+        "trials": trials,
+        "cancelled_while": phases,
+        "leaked_threads": leaked_threads,
+        "leaked_fds": max(fds1 - fds0, 0),
+        "leaked_file_handles": max(on_file1 - on_file0, 0),
+        "reopen_state_matches_store": state.value == stored,
+    }
+
+
+def can3_violations(figures: dict[str, Any]) -> list[str]:
+    leaks = {k: figures[k] for k in ("leaked_threads", "leaked_fds", "leaked_file_handles")}
+    found = [f"{name} {count}" for name, count in leaks.items() if count]
+    if not figures["reopen_state_matches_store"]:
+        found.append("after reopening, the actor's state is not the stored stream's")
+    return found
+
+
+async def test_can3_cancelled_opens_and_closes_leak_no_thread_or_handle(
+    tmp_path: Path, report: Report
+) -> None:
+    figures = await _cancelled_opens(tmp_path / "can3.db", size(60, 200), 5.0)
+    report.record("CAN-3", **figures)
+    phases = figures["cancelled_while"]
+    assert phases["opening"] + phases["serving"] + phases["closing"] > 0  # it did cancel
+    assert can3_violations(figures) == []
+
+
+async def test_can3_the_checker_catches_a_connection_leaked_by_a_cancelled_open(
+    tmp_path: Path, report: Report, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Broken variant: a cancellation point between opening a connection and handing
+    it to the code that closes it."""
+    connect = store._sqlite._connect
+    leaked: list[Any] = []
+    scopes: list[anyio.CancelScope] = []
+
+    async def leaky_connect(path: str, options: Any, *, memory: bool) -> Any:
+        conn = await connect(path, options, memory=memory)
+        leaked.append(conn)
+        if scopes and len(scopes) % 4 == 0:
+            scopes[-1].cancel()  # the cancellation arrives right here, in one trial of 4
+        await anyio.lowlevel.checkpoint()  # cancelled here, nobody closes `conn`
+        return conn
+
+    monkeypatch.setattr(store._sqlite, "_connect", leaky_connect)
+    try:
+        figures = await _cancelled_opens(tmp_path / "leak.db", 20, 0.2, scopes)
+    finally:
+        for conn in leaked:
+            with anyio.CancelScope(shield=True):
+                await conn.close()  # end the leaked threads (closing twice is harmless)
+    violations = can3_violations(figures)
+    report.record("CAN-3", broken_variant="unclosed connection", caught=len(violations))
+    assert any(v.startswith("leaked_threads") for v in violations)
+
+
 async def test_can4_ask_cycles_fail_fast_and_the_actors_serve_again(
     cycle: tuple[str, ...], report: Report
 ) -> None:
