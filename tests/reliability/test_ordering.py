@@ -8,17 +8,19 @@ as a gap and read the store: every position exactly once, in order."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import random
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
 
 from actors import ActorSystem, Dispatch, ProcessManagerHandle, Rejected, open_system
-from bus import EventBus
+from bus import EventBus, open_bus
 from demo.bank import (
     Account,
     Balances,
@@ -32,7 +34,17 @@ from demo.bank import (
     Withdraw,
 )
 from readmodels import ConsistencyTimeout
-from store import RecordedEvent, faults
+from store import (
+    ANY,
+    AppendResult,
+    EventRegistry,
+    RecordedEvent,
+    StoreError,
+    faults,
+    open_store,
+)
+from store._sqlite import SQLiteEventStore
+from tests._events import Deposited
 from tests.reliability._report import Report, size
 from tests.reliability.oracle import fold_balances, settle, whole_log
 
@@ -43,9 +55,17 @@ def delivery_violations(
     seen: Sequence[RecordedEvent], stored: Sequence[RecordedEvent]
 ) -> dict[str, int]:
     """What a subscriber that saw `seen` got wrong against the log `stored`: positions
-    never delivered, delivered twice, and events out of position or stream order."""
+    never delivered, delivered twice, events out of position or stream order, and
+    phantoms (events that are not in the committed log: published before a commit that
+    then rolled back)."""
     positions = [r.position for r in seen]
     expected = {r.position for r in stored}
+    committed = {r.position: (r.stream_id, r.version, r.event_type, r.event) for r in stored}
+    phantom = sum(
+        1
+        for r in seen
+        if committed.get(r.position) != (r.stream_id, r.version, r.event_type, r.event)
+    )
     versions: dict[str, int] = {}
     out_of_order = sum(1 for a, b in itertools.pairwise(positions) if b <= a)
     for recorded in seen:
@@ -56,6 +76,7 @@ def delivery_violations(
         "skipped": len(expected - set(positions)),
         "duplicated": len(positions) - len(set(positions)),
         "out_of_order": out_of_order,
+        "phantom": phantom,
     }
 
 
@@ -276,8 +297,8 @@ async def test_ord1_reordered_and_duplicated_delivery_is_seen_exactly_once(
         divergence=int(outcome["live"] != outcome["oracle"])
         + int(outcome["rebuilt"] != outcome["live"]),
     )
-    assert found == {"skipped": 0, "duplicated": 0, "out_of_order": 0}
-    assert projected == {"skipped": 0, "duplicated": 0, "out_of_order": 0}
+    assert found == {"skipped": 0, "duplicated": 0, "out_of_order": 0, "phantom": 0}
+    assert projected == {"skipped": 0, "duplicated": 0, "out_of_order": 0, "phantom": 0}
     assert sagas == {"skipped": 0, "duplicated": 0, "out_of_order": 0}
     assert outcome["watermark_passed"] == 0
     assert outcome["live"] == outcome["oracle"]
@@ -286,6 +307,103 @@ async def test_ord1_reordered_and_duplicated_delivery_is_seen_exactly_once(
     assert outcome["catch_ups"] != 0  # the faults did reach the subscriptions
     # The same checker catches the naive dedupe losing what came late.
     assert control["skipped"] > 0
+
+
+async def _early_and_live(
+    path: Path, monkeypatch: pytest.MonkeyPatch | None
+) -> tuple[list[RecordedEvent], list[RecordedEvent], list[RecordedEvent], int]:
+    """Writers append while a third of the batches fail after their INSERT, before
+    COMMIT. A bus subscription records what it is given; with `monkeypatch`, the broken
+    variant also publishes each batch from the writer thread as soon as it is inserted
+    (before COMMIT) to a second list. Returns (live, early, stored, failed appends)."""
+    early: list[RecordedEvent] = []
+    live: list[RecordedEvent] = []
+    failed = 0
+    registry = EventRegistry([Deposited])
+    async with open_store(path, registry=registry) as store:
+        if monkeypatch is not None:
+            loop = asyncio.get_running_loop()
+            apply = SQLiteEventStore._apply_appends
+
+            def publish_before_commit(
+                self: SQLiteEventStore, conn: Any, appends: list[Any], at: float, **kw: Any
+            ) -> list[Any]:
+                outcomes = apply(self, conn, appends, at, **kw)
+                batch = [
+                    RecordedEvent(
+                        item.stream_id,
+                        outcome.first_version + i,
+                        outcome.first_position + i,
+                        tag,
+                        schema,
+                        event,
+                        {},
+                        at,
+                    )
+                    for item, outcome in zip(appends, outcomes, strict=True)
+                    if isinstance(outcome, AppendResult)
+                    for i, (event, (tag, schema, _data, _crc)) in enumerate(
+                        zip(item.events, item.rows, strict=True)
+                    )
+                ]
+                loop.call_soon_threadsafe(early.extend, batch)
+                return outcomes
+
+            monkeypatch.setattr(SQLiteEventStore, "_apply_appends", publish_before_commit)
+        target = [2**62]
+        reached = anyio.Event()
+        async with open_bus(store) as bus, anyio.create_task_group() as tg:
+
+            async def listen(*, task_status: anyio.abc.TaskStatus[None]) -> None:
+                async with bus.subscribe(name="live") as subscription:
+                    task_status.started()
+                    async for recorded in subscription:
+                        live.append(recorded)
+                        if recorded.position >= target[0]:
+                            reached.set()
+
+            await tg.start(listen)
+
+            async def writer(i: int) -> None:
+                nonlocal failed
+                for n in range(size(20, 200)):
+                    try:
+                        await store.append(f"w-{i}", [Deposited(n)], expected_version=ANY)
+                    except StoreError:
+                        failed += 1  # the injected failure: nothing of it committed
+
+            faults.configure("after_insert_before_commit:raise:p0.3", seed=5)
+            async with anyio.create_task_group() as writers:
+                for i in range(32):
+                    writers.start_soon(writer, i)
+            faults.configure(None)
+            target[0] = head = await store.last_position()
+            if live and live[-1].position >= head:
+                reached.set()
+            with anyio.fail_after(30):
+                await reached.wait()
+            tg.cancel_scope.cancel()
+        stored = await whole_log(store)
+    return live, early, stored, failed
+
+
+async def test_ord1_publish_before_commit_is_caught_as_phantoms(
+    tmp_path: Path, report: Report, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    live, early, stored, failed = await _early_and_live(tmp_path / "p.db", monkeypatch)
+    found = delivery_violations(live, stored)
+    control = delivery_violations(early, stored)
+    report.record(
+        "ORD-1",
+        broken_variant="publish before commit",
+        appends_failed_before_commit=failed,
+        events=len(stored),
+        live=found,
+        caught_phantoms=control["phantom"],
+    )
+    assert failed > 0
+    assert found == {"skipped": 0, "duplicated": 0, "out_of_order": 0, "phantom": 0}
+    assert control["phantom"] > 0
 
 
 async def test_ord2_catch_up_hands_over_to_live_with_no_gap(tmp_path: Path, report: Report) -> None:
@@ -323,7 +441,7 @@ async def test_ord2_catch_up_hands_over_to_live_with_no_gap(tmp_path: Path, repo
         stored = [r for r in await whole_log(store) if r.position <= head]
         found = delivery_violations(seen, stored)
         report.record("ORD-2", backlog=backlog, seconds_to_catch_up=caught_up, **found)
-        assert found == {"skipped": 0, "duplicated": 0, "out_of_order": 0}
+        assert found == {"skipped": 0, "duplicated": 0, "out_of_order": 0, "phantom": 0}
 
 
 class SlowBalances(Balances):
