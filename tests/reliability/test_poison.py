@@ -8,7 +8,8 @@ from typing import Any
 import anyio
 import pytest
 
-from actors import CommandFailed, RecoveryError, open_system
+from actors import AggregateRouter, CommandFailed, RecoveryError, open_system
+from actors._router import _Parking
 from bus import open_bus
 from readmodels import ProjectionOptions, start_projection
 from readmodels._projection import ProjectionHandle
@@ -224,8 +225,9 @@ class DeadStreamStore(_Wrapper):
         return result
 
 
-async def test_poi4_restart_backoff(report: Report) -> None:
-    window = size(2.0, 10.0)
+async def _dead_stream(window: float) -> dict[str, Any]:
+    """One command per 10 ms for `window` seconds to an aggregate whose stream cannot
+    be read, each followed by one to a healthy aggregate."""
     async with open_store(":memory:") as inner:
         dead = DeadStreamStore(inner, "counter-dead")
         async with open_system(
@@ -248,18 +250,47 @@ async def test_poi4_restart_backoff(report: Report) -> None:
                     await anyio.sleep(0.01)  # the arrival rate: one command per 10 ms
             cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
             stats = system.statistics()
-    report.record(
-        "POI-4",
-        window_s=window,
-        commands=sent,
-        load_attempts=dead.loads,
-        restarts=stats.restarts,
-        cpu_percent_of_one_core=round(100 * cpu / wall, 1),
-        other_aggregate_ok=f"{len(good)}/{sent}",
-    )
-    assert refused == sent
-    assert other == 0
-    assert good == list(range(1, sent + 1))
-    # parking doubles per failure: ~log2(window / park_for) loads, far fewer than commands
-    assert 1 <= dead.loads <= 12
-    assert dead.loads * 10 < sent
+    return {
+        "window_s": window,
+        "commands": sent,
+        "refused": refused,
+        "other_errors": other,
+        "load_attempts": dead.loads,
+        "restarts": stats.restarts,
+        "cpu_percent_of_one_core": round(100 * cpu / wall, 1),
+        "other_aggregate_ok": good == list(range(1, sent + 1)),
+    }
+
+
+def check_backoff(figures: dict[str, Any]) -> list[str]:
+    """Violations of POI-4: every command to the broken aggregate refused with its
+    error, the healthy one untouched, and loads backing off (parking doubles per failure:
+    about log2(window / park_for) loads, far fewer than commands)."""
+    found: list[str] = []
+    if figures["refused"] != figures["commands"] or figures["other_errors"]:
+        found.append(f"refused {figures['refused']} of {figures['commands']}")
+    if not figures["other_aggregate_ok"]:
+        found.append("the healthy aggregate was disturbed")
+    loads = figures["load_attempts"]
+    if not 1 <= loads <= 12 or loads * 10 >= figures["commands"]:
+        found.append(f"no backoff: {loads} load attempts for {figures['commands']} commands")
+    return found
+
+
+async def test_poi4_restart_backoff(report: Report) -> None:
+    figures = await _dead_stream(size(2.0, 10.0))
+    report.record("POI-4", **figures)
+    assert check_backoff(figures) == []
+
+
+async def test_poi4_checker_catches_a_restart_loop_without_backoff(
+    report: Report, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def park_flat(self: AggregateRouter[Any, Any, Any], aggregate_id: str, error: Any) -> None:
+        self._parked[aggregate_id] = _Parking(error, 1, self._clock() + self.options.park_for)
+
+    monkeypatch.setattr(AggregateRouter, "_park", park_flat)
+    figures = await _dead_stream(1.0)
+    violations = check_backoff(figures)
+    report.record("POI-4", broken_variant="no backoff", caught=len(violations))
+    assert any(v.startswith("no backoff") for v in violations)
