@@ -11,6 +11,7 @@ StoreError
 ├── EventDecodeError           a stored event cannot be turned back into its type
 │   ├── UnknownEventType       no registered type (or upcaster) for its tag and version
 │   └── CorruptEvent           its payload fails the checksum or does not decode
+├── ReadTooLarge               a whole-stream read over the read limit (page it)
 └── InvalidAppend              a bad argument; nothing was written
     ├── InvalidStreamId        empty, too long, or with characters the policy refuses
     ├── InvalidExpectedVersion not an int, or an int no stream can have
@@ -36,6 +37,7 @@ __all__ = [
     "InvalidAppend",
     "InvalidExpectedVersion",
     "InvalidStreamId",
+    "ReadTooLarge",
     "StoreClosed",
     "StoreCorrupted",
     "StoreError",
@@ -233,6 +235,19 @@ class TooManyEvents(InvalidAppend):
             f" {limit} (max_events_per_append)"
         )
         self.stream_id, self.count, self.limit = stream_id, count, limit
+
+
+class ReadTooLarge(StoreError, ValueError):
+    """A read without a `limit` would return more than `max_read_limit` events; nothing
+    is returned rather than a silently shortened stream."""
+
+    def __init__(self, stream_id: str, from_version: int, limit: int) -> None:
+        super().__init__(
+            f"stream {stream_id!r} holds more than {limit} events from version"
+            f" {from_version} (max_read_limit): read it in pages, passing limit= and"
+            " from_version=last.version + 1"
+        )
+        self.stream_id, self.from_version, self.limit = stream_id, from_version, limit
 
 
 def _describe_expected(expected: int) -> str:

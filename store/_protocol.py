@@ -54,7 +54,9 @@ class EventStore(Protocol):
         to_version: int | None = None,
         limit: int | None = None,
     ) -> list[RecordedEvent]:
-        """The events of `stream_id` from `from_version` to `to_version`, oldest first."""
+        """The events of `stream_id` from `from_version` to `to_version`, oldest first: at
+        most `limit` (a page), or without it the whole range (`ReadTooLarge` past the
+        store's read limit)."""
         ...
 
     async def read_stream_until(

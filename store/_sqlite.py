@@ -44,6 +44,7 @@ from store._errors import (
     InvalidAppend,
     InvalidExpectedVersion,
     InvalidStreamId,
+    ReadTooLarge,
     StoreClosed,
     StoreCorrupted,
     StoreError,
@@ -914,16 +915,24 @@ class SQLiteEventStore:
         """Events of `stream_id` with `from_version <= version <= to_version`, in order.
 
         Args:
-            limit: at most this many (default and cap: `max_read_limit`); page with
-                `from_version=last.version + 1` for longer streams.
+            limit: at most this many (capped by `max_read_limit`); page with
+                `from_version=last.version + 1`. Without it, the whole range is
+                returned, or `ReadTooLarge` raised if it holds more than
+                `max_read_limit` events (never a silently shortened stream).
 
         Raises:
             UnknownEventType, CorruptEvent: a stored event cannot be decoded.
+            ReadTooLarge: no `limit`, and the range is longer than `max_read_limit`.
         """
         self._check_stream_id(stream_id)
         low = _bound("from_version", from_version)
         high = _MAX_VERSION if to_version is None else _bound("to_version", to_version)
-        rows = await self._read(_READ_STREAM, (stream_id, low, high, self._limit(limit)))
+        if limit is not None:
+            return await self._read(_READ_STREAM, (stream_id, low, high, self._limit(limit)))
+        cap = self.options.max_read_limit
+        rows = await self._read(_READ_STREAM, (stream_id, low, high, cap + 1))
+        if len(rows) > cap:
+            raise ReadTooLarge(stream_id, low, cap)
         return rows
 
     async def read_stream_until(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import time
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
@@ -24,6 +25,7 @@ from store import (
     EventTooLarge,
     InvalidAppend,
     InvalidStreamId,
+    ReadTooLarge,
     SQLiteEventStore,
     StoreOptions,
     TooManyEvents,
@@ -242,6 +244,24 @@ async def test_a_read_limit_must_be_a_positive_int(
         assert repr(limit) in str(caught.value)
         assert "limit" in str(caught.value)
     await assert_unchanged_and_working(small_store)
+
+
+async def test_a_whole_stream_read_over_the_read_limit_is_refused_not_shortened(
+    store_path: str,
+) -> None:
+    async with open_store(store_path, registry=make_registry(), max_read_limit=5) as store:
+        await store.append("long", [Deposited(i) for i in range(6)], expected_version=NO_STREAM)
+        with pytest.raises(ReadTooLarge) as caught:
+            await store.read_stream("long")
+        error = caught.value
+        assert (error.stream_id, error.from_version, error.limit) == ("long", 1, 5)
+        assert "max_read_limit" in str(error)
+        with pytest.raises(ReadTooLarge):
+            await store.read_stream_until("long", time.time() + 60)
+        # at the limit, from a later version, or paged: served whole
+        assert len(await store.read_stream("long", from_version=2)) == 5
+        assert [e.version for e in await store.read_stream("long", limit=4)] == [1, 2, 3, 4]
+        assert len(await store.read_stream("long", limit=50)) == 5  # an explicit page is capped
 
 
 @pytest.mark.parametrize(
