@@ -428,6 +428,14 @@ class SQLiteEventStore:
                     f"command_id for stream {stream_id!r} must be a non-empty str of at most"
                     f" 256 characters, not {command_id!r}"
                 )
+            try:
+                command_id.encode()
+            except UnicodeEncodeError:
+                # Caught here, not at the INSERT, where it would fail the whole batch.
+                raise InvalidAppend(
+                    f"command_id {command_id!r} for stream {stream_id!r} is not valid"
+                    " Unicode (lone surrogate)"
+                ) from None
             digest = _digest(stream_id, rows)
         pending = self._pending
         if len(pending) >= options.max_pending_appends:

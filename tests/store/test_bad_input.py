@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import anyio
 import msgspec
 import pytest
 import structlog
@@ -138,13 +139,34 @@ async def test_metadata_must_map_str_to_str(
     await assert_unchanged_and_working(small_store)
 
 
-@pytest.mark.parametrize("command_id", ["", "c" * 257, 5, b"c"])
+@pytest.mark.parametrize("command_id", ["", "c" * 257, 5, b"c", "c\udc80"])
 async def test_a_bad_command_id_is_refused(small_store: SQLiteEventStore, command_id: Any) -> None:
     with pytest.raises(InvalidAppend) as caught:
         await small_store.append("s", [Deposited(1)], expected_version=ANY, command_id=command_id)
     assert "command_id" in str(caught.value)
     assert "'s'" in str(caught.value)
     await assert_unchanged_and_working(small_store)
+
+
+async def test_a_bad_command_id_fails_alone_not_the_batch_it_would_have_joined(
+    small_store: SQLiteEventStore,
+) -> None:
+    outcomes: dict[str, object] = {}
+
+    async def append(name: str, command_id: str) -> None:
+        try:
+            result = await small_store.append(
+                name, [Deposited(1)], expected_version=ANY, command_id=command_id
+            )
+            outcomes[name] = result.last_version
+        except InvalidAppend as exc:
+            outcomes[name] = type(exc).__name__
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(append, "a", "ok-a")
+        tg.start_soon(append, "bad", "c\udc80")  # a lone surrogate cannot be stored
+        tg.start_soon(append, "b", "ok-b")
+    assert outcomes == {"a": 1, "bad": "InvalidAppend", "b": 1}
 
 
 # -- stream ids ---------------------------------------------------------------------------
