@@ -46,7 +46,7 @@ bench: $(STAMP)
 soak: $(STAMP)
 	mkdir -p reports
 	ES_SOAK=1 ES_REPORT=reports/soak.jsonl $(BIN)/python -m pytest -q tests/reliability \
-		--timeout 3600 -o faulthandler_timeout=3500
+		--timeout 7200 -o faulthandler_timeout=7100
 
 # The bank service example on 127.0.0.1:$(PORT) (make example PORT=9000 BANK_SERVICE_DB=x.db).
 example: $(STAMP)

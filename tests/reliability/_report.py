@@ -30,6 +30,12 @@ def size(ci: T, soak: T) -> T:
     return soak if SOAK else ci
 
 
+def time_limit(ci_seconds: int) -> int:
+    """A module's per-test timeout: `ci_seconds` in the CI tier; at soak sizes (tens of
+    times the work) two hours, since a marker overrides the command line's --timeout."""
+    return size(ci_seconds, 7_200)
+
+
 def _commit() -> str:
     try:
         out = subprocess.run(

@@ -29,11 +29,11 @@ from demo.bank import (
     Withdrawn,
 )
 from store import RecordedEvent, faults
-from tests.reliability._report import Report, size
+from tests.reliability._report import Report, size, time_limit
 from tests.reliability.oracle import settle, whole_log
 from tests.reliability.test_durability import run_child
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(time_limit(600))]
 
 START = 1_000_000
 

@@ -24,11 +24,11 @@ import store._sqlite
 from actors import ActorRef, ReentrantAskError, open_system
 from store import EventRegistry, StoreError, faults, open_store
 from tests.actors.domain import Counter, Increment
-from tests.reliability._report import ROOT, Report, size
+from tests.reliability._report import ROOT, Report, size, time_limit
 from tests.reliability.oracle import whole_log
 from tests.store._events import Deposited
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(time_limit(300))]
 
 
 async def test_can1_cancelled_asks_resent_with_their_id_apply_once(

@@ -23,10 +23,10 @@ import pytest
 from actors import AskTimeout, open_system
 from demo.bank import Account, Balances, Deposit, OpenAccount
 from store import RecordedEvent
-from tests.reliability._report import Report, size
+from tests.reliability._report import Report, size, time_limit
 from tests.reliability.oracle import fold_balances, whole_log
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(time_limit(180))]
 
 HOUR = 3600.0
 DAY = 86400.0

@@ -17,11 +17,11 @@ from actors import open_system
 from store import ConcurrencyError, EventRegistry, open_store
 from tests.actors.domain import Counter as CounterAggregate
 from tests.actors.domain import Increment
-from tests.reliability._report import ROOT, Report, size
+from tests.reliability._report import ROOT, Report, size, time_limit
 from tests.reliability.oracle import integrity, log_gaps
 from tests.store._events import Deposited
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(time_limit(300))]
 
 
 async def test_occ1_racing_read_then_append_on_one_stream(tmp_path: Path, report: Report) -> None:

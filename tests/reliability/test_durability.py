@@ -36,7 +36,7 @@ from demo.bank import (
     TransferProcess,
 )
 from store import RecordedEvent, SQLiteEventStore, faults
-from tests.reliability._report import ROOT, Report, size
+from tests.reliability._report import ROOT, Report, size, time_limit
 from tests.reliability.oracle import (
     digest_mismatches,
     fold_balances,
@@ -49,7 +49,7 @@ from tests.reliability.oracle import (
     whole_log,
 )
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(time_limit(600))]
 
 
 async def run_child(

@@ -45,10 +45,10 @@ from demo.bank import (
     Withdraw,
 )
 from store import RecordedEvent
-from tests.reliability._report import SOAK, Report, size
+from tests.reliability._report import SOAK, Report, size, time_limit
 from tests.reliability.oracle import settle
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(time_limit(600))]
 
 IDS = ("p0", "p1", "p2", "p3", "p4")
 account_ids = st.sampled_from(IDS)

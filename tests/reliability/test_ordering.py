@@ -45,10 +45,10 @@ from store import (
 )
 from store._sqlite import SQLiteEventStore
 from tests._events import Deposited
-from tests.reliability._report import Report, size
+from tests.reliability._report import Report, size, time_limit
 from tests.reliability.oracle import fold_balances, settle, whole_log
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(time_limit(300))]
 
 
 def delivery_violations(

@@ -16,10 +16,10 @@ from demo.bank import Account, Balances, Deposit, OpenAccount
 from store import open_store
 from tests.actors.domain import Counter, Increment
 from tests.actors.support import GatedStore
-from tests.reliability._report import Report, size
+from tests.reliability._report import Report, size, time_limit
 from tests.reliability.oracle import whole_log
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(time_limit(300))]
 
 ACCOUNTS = 16
 CLIENTS = 64
