@@ -259,7 +259,8 @@ class AggregateRouter(Generic[StateT, CommandT, EventT]):
         sent to it before this call (it goes through the mailbox, in order).
 
         Raises:
-            MailboxFull, AskTimeout, ShuttingDown, RecoveryError: as for `ask`.
+            MailboxFull, Overloaded, AskTimeout, ShuttingDown, RecoveryError: as for
+                `ask`.
         """
         actor = self._actor(aggregate_id)
         loop = asyncio.get_running_loop()
