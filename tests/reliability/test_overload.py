@@ -19,7 +19,7 @@ import actors._router
 from actors import ActorSystem, AggregateRouter, AskTimeout, MailboxFull, Overloaded, open_system
 from actors._mailbox import Envelope, Mailbox
 from store import open_store
-from tests.actors.domain import Counter, Increment
+from tests.actors.domain import Counter, Increment, Noop
 from tests.actors.support import GatedStore, _Wrapper
 from tests.reliability._report import Report, size
 
@@ -236,15 +236,27 @@ def check_overload(figures: dict[str, Any], limit: int) -> list[str]:
     return violations
 
 
-async def _overload(path: Any, calibrate: float, duration: float, **options: Any) -> dict[str, Any]:
+async def _overload(
+    path: Any, calibrate: float, duration: float, *, slow: float = 0.0, **options: Any
+) -> dict[str, Any]:
     """Calibrate the closed-loop rate T, then offer 10 x T open loop: one task per
-    arrival, spawned on schedule whatever the replies do."""
+    arrival, spawned on schedule whatever the replies do. `slow` > 0 delays every
+    append by that many seconds (a slow disk: the controls need a queue to build)."""
+    async with open_store(path) as inner:
+        store: Any = SlowStore(inner, slow).as_store() if slow else inner
+        return await _overload_on(store, calibrate, duration, **options)
+
+
+async def _overload_on(
+    store: Any, calibrate: float, duration: float, **options: Any
+) -> dict[str, Any]:
     aggregates, timeout, tick, burst = 1_000, 1.0, 0.005, 2_000
-    async with open_system(path, mailbox_capacity=64, **options) as system:
+    async with open_system(store, mailbox_capacity=64, **options) as system:
         counters = system.aggregates(Counter)
         limit = system.options.max_queued_commands
-        for i in range(aggregates):  # load every actor before the baseline
-            await counters.ask(f"a{i}", Increment(by=1))
+        async with anyio.create_task_group() as warm:  # every actor loaded before the baseline
+            for i in range(aggregates):
+                warm.start_soon(counters.ask, f"a{i}", Increment(by=1))
 
         async def closed(i: int, until: float, latencies: list[float]) -> None:
             while time.perf_counter() < until:
@@ -310,6 +322,25 @@ async def _overload(path: Any, calibrate: float, duration: float, **options: Any
                     rss.append((now - start, _rss()))
                     await anyio.sleep(tick)
             wall = time.perf_counter() - start
+            refused = system.statistics().overloaded  # before the barrier's own refusals
+
+            async def barrier(i: int) -> None:
+                # FIFO: once a command sent now is answered, every one queued before it
+                # was taken. Refused while the queue is over its bound: back off, resend
+                # (what the error tells a client to do).
+                backoff = 0.01
+                while True:
+                    try:
+                        await counters.ask(f"a{i}", Noop(), timeout=60)
+                        return
+                    except Overloaded:
+                        await anyio.sleep(backoff)
+                        backoff = min(backoff * 2, 0.5)
+
+            async with anyio.create_task_group() as barriers:
+                for i in range(aggregates):
+                    barriers.start_soon(barrier, i)
+            settled = time.perf_counter() - start - wall
             recovered = await closed_loop(min(calibrate, 2.0))
         gc.collect()
         tasks1, fds1 = len(asyncio.all_tasks()), _fds()
@@ -339,10 +370,11 @@ async def _overload(path: Any, calibrate: float, duration: float, **options: Any
         "p99_ms": p99(latencies),
         "baseline_p99_ms": p99(baseline),
         "after_p99_ms": p99(recovered),
+        "seconds_to_settle": round(settled, 2),
         "leaked_tasks": tasks1 - tasks0,
         "leaked_fds": fds1 - fds0,
         "queued_after": stats.queued,
-        "overloaded_counted": stats.overloaded,
+        "overloaded_counted": refused,
     }
 
 
@@ -367,7 +399,9 @@ async def test_bp2_checker_catches_an_unbounded_system(
 ) -> None:
     """Broken variant: the global bound is not enforced (every command queues)."""
     monkeypatch.setattr(AggregateRouter, "_check_load", lambda self, actor: None)
-    figures = await _overload(tmp_path / "o.db", 1.0, 2.0, max_queued_commands=LIMIT)
+    figures = await _overload(
+        tmp_path / "o.db", 1.0, 2.0, slow=0.2, max_batch=1, max_queued_commands=LIMIT
+    )
     violations = check_overload(figures, figures["limit"])
     report.record("BP-2", broken_variant="no global bound", caught=len(violations), **figures)
     assert any("over the bound" in v for v in violations)
