@@ -2,10 +2,11 @@
 
     python -m tests.reliability.summary reports/soak.jsonl
 
-Records are grouped by check id (DUR-1, OCC-2, ...), a broken-variant control on its
-own row. Across the records of one row, integer figures are summed (violations, counts:
-`lost=0` in every round stays 0) except run settings such as `nth`, float figures are
-shown as their range, and other values as the set seen.
+Records are grouped by check id (DUR-1, OCC-2, ...); a broken-variant control, and a
+run whose figures name a `setup`, get rows of their own. Across the records of one row,
+integer figures are summed (violations, counts: `lost=0` in every round stays 0) except
+run settings such as `nth`, float figures are shown as their range, and other values as
+the set seen.
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ def summarise(lines: Iterable[str]) -> str:
         record = json.loads(line)
         figures_of = record["figures"]
         check = str(record["id"])
+        if isinstance(figures_of, dict) and "setup" in figures_of:
+            check += f" ({figures_of['setup']})"
         if isinstance(figures_of, dict) and "broken_variant" in figures_of:
             check += f" control: {figures_of['broken_variant']}"
         by_id[check].append(record)
@@ -63,7 +66,7 @@ def summarise(lines: Iterable[str]) -> str:
         text = "; ".join(
             f"{name} {_merge(values, name)}"
             for name, values in figures.items()
-            if name != "broken_variant"
+            if name not in ("broken_variant", "setup")
         )
         rows.append(f"| {check} | {len(records)} | {text} |")
     header = ", ".join(f"{key} {'/'.join(sorted(values))}" for key, values in meta.items())

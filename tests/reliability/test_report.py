@@ -54,3 +54,13 @@ def test_a_control_run_gets_its_own_row_and_settings_are_not_summed() -> None:
         "| OCC-2 | 2 | processes 2..4; lost 0 |",
         "| OCC-2 control: plain BEGIN | 1 | busy 9 |",
     ]
+
+
+def test_a_run_with_a_setup_gets_its_own_row() -> None:
+    lines = [
+        json.dumps({"id": "BP-2", "figures": {"ok": 5}}),
+        json.dumps({"id": "BP-2", "figures": {"setup": "slow disk", "ok": 7}}),
+        json.dumps({"id": "BP-2", "figures": {"setup": "slow disk", "ok": 1}}),
+    ]
+    table = summarise(lines).splitlines()
+    assert table[-2:] == ["| BP-2 | 1 | ok 5 |", "| BP-2 (slow disk) | 2 | ok 8 |"]
