@@ -8,6 +8,7 @@ import ast
 import dataclasses
 import logging
 import math
+import re
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -35,6 +36,12 @@ from bus._bus import BusOptions
 from readmodels._projection import ProjectionOptions
 from store import NO_STREAM, EventRegistry, InvalidStreamId, StoreOptions, open_store
 from store._codec import UpcasterFailed
+from store._sqlite import (
+    _INSERT_COMMANDS,
+    _INSERT_EVENTS,
+    _INSERT_PLAIN_EVENTS,
+    _ROWS_PER_STATEMENT,
+)
 from tests.reliability._report import ROOT, Report, size
 
 PACKAGES = ("store", "bus", "actors", "readmodels", "demo")
@@ -187,6 +194,23 @@ def test_sec1_sql_is_only_literals_or_constants(report: Report) -> None:
     report.record("SEC-1", files=files, violations=len(found))
     assert files > 20
     assert found == []
+
+
+# One row of placeholders, then the same row repeated: nothing else may be repeated.
+_MULTI_ROW = re.compile(r"INSERT INTO \w+ \([\w, ]+\) VALUES (\((\?, )*\?\))(, \1)*")
+
+
+def test_sec1_multi_row_statements_repeat_only_placeholders() -> None:
+    """The batch inserts are the one place SQL text is assembled (at import): the scan
+    above accepts them as a table handed to a helper, so their text is checked here."""
+    tables = (_INSERT_EVENTS, _INSERT_PLAIN_EVENTS, _INSERT_COMMANDS)
+    for table in tables:
+        assert sorted(table) == sorted(_ROWS_PER_STATEMENT)
+        for rows, sql in table.items():
+            match = _MULTI_ROW.fullmatch(sql)
+            assert match is not None, sql[:80]
+            assert sql.count(match.group(1)) == rows
+    assert not _MULTI_ROW.fullmatch("INSERT INTO t (a) VALUES (?), ('x')")
 
 
 def test_sec1_scan_finds_built_sql() -> None:

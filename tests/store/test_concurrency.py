@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import sys
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ import anyio.abc
 import pytest
 
 from store import (
+    ANY,
     NO_STREAM,
     AppendResult,
     ConcurrencyError,
@@ -19,6 +21,7 @@ from store import (
     StoreClosed,
     open_store,
 )
+from store._sqlite import _in_thread
 from tests.store._events import Deposited, Noted, make_registry
 from tests.store._helpers import read_everything, stored_rows, writer_held
 
@@ -110,6 +113,60 @@ async def test_one_stale_append_in_a_batch_of_64_fails_alone(store: SQLiteEventS
     ]
     assert await store.stream_version("stale") == 1
     assert await store.stream_version("chain") == 16
+
+
+@pytest.mark.parametrize("placeholders", [None, 25])
+async def test_a_batch_of_mixed_appends_is_stored_row_for_row(
+    store: SQLiteEventStore, placeholders: int | None
+) -> None:
+    """One batch of 1,200 rows in appends of every shape (plain, with metadata, with a
+    command id), inserted as multi-row statements; with a low placeholder limit
+    (25: two rows per statement at most) as well."""
+    if placeholders is not None:
+
+        def limit(conn: sqlite3.Connection) -> None:
+            conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, placeholders)
+
+        await _in_thread(store._writer, limit)
+    plan: list[tuple[str, list[Deposited], dict[str, str] | None, str | None]] = []
+    for i in range(600):
+        events = [Deposited(i * 10 + k) for k in range(1 + i % 3)]
+        metadata = {"n": str(i)} if i % 5 == 1 else None
+        command_id = f"c{i}" if i % 7 == 2 else None
+        plan.append((f"s-{i % 150}", events, metadata, command_id))
+    rows = sum(len(events) for _, events, _, _ in plan)
+    assert rows == 1_200
+    batches = store.statistics().batches
+    results: dict[int, AppendResult] = {}
+
+    async def append(i: int) -> None:
+        stream_id, events, metadata, command_id = plan[i]
+        results[i] = await store.append(
+            stream_id, events, expected_version=ANY, metadata=metadata, command_id=command_id
+        )
+
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as tg, writer_held(store):
+            for i in range(len(plan)):
+                tg.start_soon(append, i)
+            await anyio.wait_all_tasks_blocked()
+    assert store.statistics().batches == batches + 2  # the held checkpoint, then all 600
+    everything = await read_everything(store)
+    assert [e.position for e in everything] == list(range(1, rows + 1))
+    expected: list[tuple[str, int, Deposited, dict[str, str]]] = []
+    versions: dict[str, int] = {}
+    for stream_id, events, metadata, _ in plan:
+        for event in events:
+            versions[stream_id] = versions.get(stream_id, 0) + 1
+            expected.append((stream_id, versions[stream_id], event, metadata or {}))
+    assert [(e.stream_id, e.version, e.event, dict(e.metadata)) for e in everything] == expected
+    for i, (stream_id, events, _, command_id) in enumerate(plan):
+        if command_id is not None:  # the commands table took every id, with its result
+            again = await store.append(
+                stream_id, events, expected_version=ANY, command_id=command_id
+            )
+            assert again.duplicate
+            assert again.first_position == results[i].first_position
 
 
 @pytest.mark.slow
