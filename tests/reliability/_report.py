@@ -10,6 +10,7 @@ docs/reliability.md.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -36,7 +37,9 @@ def time_limit(ci_seconds: int) -> int:
     return size(ci_seconds, 7_200)
 
 
+@functools.cache
 def _commit() -> str:
+    """The commit checked out when the run started (read once: a run takes minutes)."""
     try:
         out = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"],
