@@ -9,6 +9,7 @@ import anyio
 import pytest
 
 from actors import AggregateRouter, CommandFailed, RecoveryError, open_system
+from actors._actor import AggregateActor, _Restart
 from actors._router import _Parking
 from bus import open_bus
 from readmodels import ProjectionOptions, start_projection
@@ -22,12 +23,16 @@ from tests.readmodels._support import Poisoned as PoisonedBalances
 from tests.reliability._report import Report, size
 
 
-async def test_poi1_poison_command_isolated(report: Report) -> None:
-    aggregates, commands, booms = 100, size(100, 1_000), 10
+async def _poison_commands(commands: int, booms: int) -> dict[str, Any]:
+    """100 aggregates take `commands` increments each; one of them, x, also gets `booms`
+    commands whose `decide` raises. Every outcome is counted, none escapes."""
+    aggregates = 100
     async with open_system(":memory:", synchronous="NORMAL") as system:
         counters = system.aggregates(Counter)
         collateral: list[str] = []
+        victim_errors: list[str] = []
         boom_errors = 0
+        appended_by_boom = 0
         x_versions: list[int] = []
         restart_ms: list[float] = []
 
@@ -38,8 +43,14 @@ async def test_poi1_poison_command_isolated(report: Report) -> None:
                 except Exception as exc:  # noqa: BLE001 - counted: must stay 0
                     collateral.append(f"{name}: {exc!r}")
 
+        async def increment_x() -> None:
+            try:
+                x_versions.append((await counters.ask("x", Increment(by=1))).version)
+            except Exception as exc:  # noqa: BLE001 - counted: must stay 0
+                victim_errors.append(repr(exc))
+
         async def victim() -> None:
-            nonlocal boom_errors
+            nonlocal boom_errors, appended_by_boom
             for i in range(commands):
                 if i % (commands // booms) == 0:
                     before = await system.store.stream_version("counter-x")
@@ -48,12 +59,14 @@ async def test_poi1_poison_command_isolated(report: Report) -> None:
                     except CommandFailed as exc:
                         # the original error travels with it (type and message)
                         boom_errors += "boom in decide" in str(exc)
-                    assert await system.store.stream_version("counter-x") == before
+                    except Exception as exc:  # noqa: BLE001 - counted: must stay 0
+                        victim_errors.append(f"Boom: {exc!r}")
+                    appended_by_boom += await system.store.stream_version("counter-x") - before
                     started = time.perf_counter()
-                    x_versions.append((await counters.ask("x", Increment(by=1))).version)
+                    await increment_x()
                     restart_ms.append((time.perf_counter() - started) * 1e3)
                 else:
-                    x_versions.append((await counters.ask("x", Increment(by=1))).version)
+                    await increment_x()
 
         with anyio.fail_after(120):
             async with anyio.create_task_group() as tg:
@@ -61,29 +74,84 @@ async def test_poi1_poison_command_isolated(report: Report) -> None:
                     tg.start_soon(bystander, f"b{i}")
                 tg.start_soon(victim)
         stats = system.statistics()
-        x_state = await counters.state("x")
+        x_value = await system.store.stream_version("counter-x")
         others_ok = 0
         for i in range(aggregates - 1):
             others_ok += (await counters.state(f"b{i}")).value == commands
     restart_ms.sort()
+    return {
+        "aggregates": aggregates,
+        "commands_each": commands,
+        "booms": booms,
+        "boom_errors": boom_errors,
+        "collateral_failures": len(collateral),
+        "victim_errors": len(victim_errors),
+        "others_ok": others_ok,
+        "events_from_boom": appended_by_boom,
+        "x_versions_contiguous": x_versions == list(range(1, len(x_versions) + 1)),
+        "x_stored_version": x_value,
+        "x_increments_acked": len(x_versions),
+        "x_restarts": stats.restarts,
+        "failures": stats.failures,
+        "first_command_after_boom_p99_ms": round(restart_ms[-1], 2) if restart_ms else None,
+    }
+
+
+def check_poison_command(figures: dict[str, Any]) -> list[str]:
+    """Violations of POI-1: each poison command fails alone with its error named, nothing
+    stored for it, its aggregate serving on without a restart, the others untouched."""
+    found: list[str] = []
+    booms = figures["booms"]
+    if figures["boom_errors"] != booms:
+        found.append(f"{figures['boom_errors']} of {booms} poison commands failed by name")
+    if figures["events_from_boom"]:
+        found.append(f"{figures['events_from_boom']} events stored for poison commands")
+    if figures["collateral_failures"] or figures["others_ok"] != figures["aggregates"] - 1:
+        found.append(
+            f"collateral: {figures['collateral_failures']} failed commands, other aggregates"
+            f" right {figures['others_ok']}/{figures['aggregates'] - 1}"
+        )
+    if figures["victim_errors"] or not figures["x_versions_contiguous"]:
+        found.append(f"the poisoned aggregate's own commands failed: {figures['victim_errors']}")
+    if figures["x_stored_version"] != figures["x_increments_acked"]:
+        found.append(
+            f"x stored {figures['x_stored_version']} events for"
+            f" {figures['x_increments_acked']} acknowledged increments"
+        )
+    if figures["x_restarts"]:
+        found.append(f"the poisoned actor restarted {figures['x_restarts']} times")
+    if figures["failures"] != booms:
+        found.append(f"{figures['failures']} failures counted for {booms} poison commands")
+    return found
+
+
+async def test_poi1_poison_command_isolated(report: Report) -> None:
+    figures = await _poison_commands(size(100, 1_000), 10)
     report.record(
         "POI-1",
-        aggregates=aggregates,
-        commands_each=commands,
-        boom_errors=f"{boom_errors}/{booms}",
-        collateral_failures=len(collateral),
-        events_from_boom=x_state.value - len(x_versions),
-        x_restarts=stats.restarts,
-        failures=stats.failures,
-        first_command_after_boom_p99_ms=round(restart_ms[-1], 2),
+        **{k: v for k, v in figures.items() if k not in ("booms", "x_versions_contiguous")},
     )
-    assert boom_errors == booms
-    assert collateral == []
-    assert others_ok == aggregates - 1
-    # nothing appended for a Boom: X's versions run on without gaps
-    assert x_versions == list(range(1, len(x_versions) + 1))
-    assert x_state.value == len(x_versions)
-    assert stats.failures == booms
+    assert check_poison_command(figures) == []
+
+
+async def test_poi1_checker_catches_a_poison_command_that_crashes_its_actor(
+    report: Report, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The broken variant: a decide error is treated like an evolve error, as a crash of
+    # the actor (answered, then reloaded from the store and, past max_restarts, parked).
+    decide = AggregateActor._decide
+
+    def crash_on_failure(self: AggregateActor, envelope: Any, state: Any) -> Any:
+        failures = self.router.failures
+        outcome = decide(self, envelope, state)
+        if outcome is None and self.router.failures > failures:
+            raise _Restart
+        return outcome
+
+    monkeypatch.setattr(AggregateActor, "_decide", crash_on_failure)
+    violations = check_poison_command(await _poison_commands(100, 10))
+    report.record("POI-1", broken_variant="decide error crashes the actor", caught=len(violations))
+    assert any("restarted" in v for v in violations)
 
 
 def check_poison_projection(
