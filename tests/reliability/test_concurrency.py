@@ -1,6 +1,7 @@
 """Optimistic concurrency: many writers on one stream in one process (OCC-1), two and
 four OS processes on one file with hot and cold aggregates (OCC-2, with the plain-BEGIN
-control), and one stale append in a group commit (OCC-5)."""
+control). One stale append in a group commit (OCC-5) is checked with the store's own
+tests, in tests/store/test_concurrency.py."""
 
 from __future__ import annotations
 
