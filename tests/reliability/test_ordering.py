@@ -34,6 +34,7 @@ from demo.bank import (
     Withdraw,
 )
 from readmodels import ConsistencyTimeout
+from readmodels._projection import ProjectionHandle
 from store import (
     ANY,
     AppendResult,
@@ -448,12 +449,12 @@ class SlowBalances(Balances):
     name = "slow.balances"
 
 
-async def test_ord3_read_your_writes_and_a_clean_consistency_timeout(
-    tmp_path: Path, report: Report
-) -> None:
+async def _read_your_writes(path: Path, rounds: int) -> dict[str, int]:
+    """Deposits, each followed by `wait_for(its position)` and a read of the balance,
+    on a projection slowed by 0-5 ms per event; then a command with no events, and a
+    projection slower than the wait's timeout."""
     stale = 0
-    rounds = size(50, 500)
-    async with open_system(tmp_path / "ryw.db") as system:
+    async with open_system(path) as system:
         router = system.aggregates(Account)
         await router.ask("a", OpenAccount(account_id="a", owner="o"))
         balances = await system.project(SlowBalances())
@@ -466,17 +467,60 @@ async def test_ord3_read_your_writes_and_a_clean_consistency_timeout(
             stale += balances.view.balance_of("a") != expected
         # A command that produced no events: its position is already covered.
         again = await router.ask("a", OpenAccount(account_id="a", owner="o"))
-        assert again.events == ()
-        with anyio.fail_after(1):
+        no_events_answered = 0
+        with anyio.move_on_after(1):
             await balances.wait_for(again.position, timeout=1)
+            no_events_answered = int(again.events == ())
         # A projection slower than the timeout: ConsistencyTimeout, not a hang.
         faults.configure("projection_apply:delay:300:*")
         late = await router.ask("a", Deposit(account_id="a", amount=1))
-        with anyio.fail_after(5), pytest.raises(ConsistencyTimeout):
-            await balances.wait_for(late.position, timeout=0.05)
+        timeout_raised = 0
+        with anyio.move_on_after(5):
+            try:
+                await balances.wait_for(late.position, timeout=0.05)
+            except ConsistencyTimeout:
+                timeout_raised = 1
         faults.configure(None)
-    report.record("ORD-3", asks=rounds, stale_reads=stale, timeouts_correct=1)
-    assert stale == 0
+    return {
+        "asks": rounds,
+        "stale_reads": stale,
+        "no_event_command_answered": no_events_answered,
+        "timeouts_correct": timeout_raised,
+    }
+
+
+def check_read_your_writes(figures: dict[str, int]) -> list[str]:
+    """Violations of ORD-3: a read after `wait_for` that misses the write; a wait on a
+    no-event command that does not return; a slow projection that does not time out."""
+    found: list[str] = []
+    if figures["stale_reads"]:
+        found.append(f"{figures['stale_reads']} of {figures['asks']} reads were stale")
+    if not figures["no_event_command_answered"]:
+        found.append("wait_for on a command without events did not return")
+    if not figures["timeouts_correct"]:
+        found.append("a projection slower than the timeout raised no ConsistencyTimeout")
+    return found
+
+
+async def test_ord3_read_your_writes_and_a_clean_consistency_timeout(
+    tmp_path: Path, report: Report
+) -> None:
+    figures = await _read_your_writes(tmp_path / "ryw.db", size(50, 500))
+    report.record("ORD-3", **figures)
+    assert check_read_your_writes(figures) == []
+
+
+async def test_ord3_the_checker_catches_a_wait_that_does_not_wait(
+    tmp_path: Path, report: Report, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The broken variant: wait_for returns at once (as if the view were up to date).
+    async def no_wait(self: Any, position: int, *, timeout: float = 10.0) -> None:  # noqa: ASYNC109
+        return None
+
+    monkeypatch.setattr(ProjectionHandle, "wait_for", no_wait)
+    violations = check_read_your_writes(await _read_your_writes(tmp_path / "ryw.db", 50))
+    report.record("ORD-3", broken_variant="wait_for does not wait", caught=len(violations))
+    assert any("stale" in v for v in violations)
 
 
 def _event(stream: str, version: int, position: int) -> RecordedEvent:
