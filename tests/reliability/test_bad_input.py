@@ -591,48 +591,99 @@ def _schema(path: Path) -> list[tuple[str, ...]]:
     return rows
 
 
-async def test_bad5_hostile_stream_ids_are_refused_or_round_trip(
-    tmp_path: Path, report: Report
-) -> None:
-    path = tmp_path / "events.db"
+def _must_refuse(stream_id: object) -> bool:
+    """The ids a store must refuse: not a str, blank, over 256 bytes, or holding a NUL,
+    a lone surrogate or a bidirectional override."""
+    return (
+        not isinstance(stream_id, str)
+        or not stream_id.strip()
+        or "\x00" in stream_id
+        or "\udc80" in stream_id
+        or "\u202e" in stream_id
+        or len(stream_id.encode(errors="surrogatepass")) > 256
+    )
+
+
+async def _hostile_ids(path: Path) -> dict[str, Any]:
+    """Append one event to each hostile id; read everything back."""
     async with open_store(path, registry=make_registry()) as store:
         await store.append("seed", [Noted("x")], expected_version=NO_STREAM)
     before = _schema(path)
-    refused: dict[str, str] = {}
+    refused: list[object] = []
+    escaped: list[str] = []
     stored: list[str] = []
     async with open_store(path, registry=make_registry()) as store:
         for stream_id in HOSTILE_IDS:
             try:
                 await store.append(stream_id, [Noted(repr(stream_id))], expected_version=NO_STREAM)
-            except InvalidStreamId as exc:
-                refused[repr(stream_id)[:30]] = str(exc)
+            except InvalidStreamId:
+                refused.append(stream_id)
+                continue
+            except Exception as exc:  # noqa: BLE001 - counted: only InvalidStreamId may escape
+                escaped.append(f"{stream_id!r:.30}: {type(exc).__name__}")
                 continue
             stored.append(stream_id)
         by_stream = {e.stream_id: e for e in await store.read_all()}
-    for stream_id in stored:
-        event = by_stream[stream_id]
-        assert event.stream_id.encode() == stream_id.encode()
-        assert event.event == Noted(repr(stream_id))
-    assert _schema(path) == before
-    # NFC and NFD forms, and case variants, are different streams: ids are byte-exact.
-    assert {"caf\u00e9", "cafe\u0301", "Case", "case"} <= set(stored)
-    assert all(
-        not isinstance(s, str)
-        or not s.strip()
-        or "\x00" in s
-        or "\udc80" in s
-        or "\u202e" in s
-        or len(s.encode()) > 256
-        for s in HOSTILE_IDS
-        if s not in stored
-    )
+    mangled = [
+        s
+        for s in stored
+        if s not in by_stream
+        or type(by_stream[s].stream_id) is not str
+        or by_stream[s].stream_id != s
+        or by_stream[s].event != Noted(repr(s))
+    ]
+    return {
+        "ids": len(HOSTILE_IDS),
+        "refused": len(refused),
+        "round_trip": len(stored) - len(mangled),
+        "escaped": escaped,
+        "mangled": len(mangled),
+        "stored_but_hostile": sum(_must_refuse(s) for s in stored),
+        "refused_but_fine": sum(not _must_refuse(s) for s in refused),
+        "distinct_forms_kept": {"caf\u00e9", "cafe\u0301", "Case", "case"} <= set(stored),
+        "schema_changed": int(_schema(path) != before),
+    }
+
+
+def check_hostile_ids(figures: dict[str, Any]) -> list[str]:
+    """Violations of BAD-5: an error other than `InvalidStreamId`, a hostile id stored, a
+    fine id refused, a stored id that reads back different, NFC/NFD or case variants
+    merged, the schema touched."""
+    found = [f"escaped: {e}" for e in figures["escaped"]]
+    found += [
+        f"{name} {figures[name]}"
+        for name in ("stored_but_hostile", "refused_but_fine", "mangled", "schema_changed")
+        if figures[name]
+    ]
+    if not figures["distinct_forms_kept"]:
+        found.append("NFC/NFD or case variants were not kept as distinct streams")
+    return found
+
+
+async def test_bad5_hostile_stream_ids_are_refused_or_round_trip(
+    tmp_path: Path, report: Report
+) -> None:
+    figures = await _hostile_ids(tmp_path / "events.db")
     report.record(
         "BAD-5",
-        ids=len(HOSTILE_IDS),
-        refused=len(refused),
-        round_trip=len(stored),
-        schema_changed=0,
+        **{k: v for k, v in figures.items() if k not in ("escaped", "distinct_forms_kept")},
+        escaped_errors=len(figures["escaped"]),
     )
+    assert check_hostile_ids(figures) == []
+
+
+async def test_bad5_the_checker_catches_a_store_without_stream_id_validation(
+    tmp_path: Path, report: Report, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The broken variant: stream ids reach the SQL unchecked.
+    import store._sqlite as sqlite_module
+
+    monkeypatch.setattr(
+        sqlite_module.SQLiteEventStore, "_check_stream_id", lambda self, stream_id: None
+    )
+    violations = check_hostile_ids(await _hostile_ids(tmp_path / "events.db"))
+    report.record("BAD-5", broken_variant="no stream id validation", caught=len(violations))
+    assert any(v.startswith("stored_but_hostile") for v in violations)
 
 
 # -- BAD-6: non-UTF-8 text ---------------------------------------------------------------------

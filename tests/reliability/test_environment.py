@@ -14,6 +14,7 @@ from typing import Any
 import anyio
 import pytest
 
+import store._sqlite
 from actors import CommandFailed, open_system
 from demo.bank import Account, Deposit, OpenAccount
 from store import SQLiteEventStore, StoreError, StoreFull, StoreUnavailable
@@ -145,19 +146,41 @@ async def test_env2_read_only_file_and_missing_dir_fail_when_the_system_opens(
     report.record("ENV-2", cases=len(cases), clear_error_at_open=len(cases))
 
 
-async def test_sec5_files_are_private_under_umask_022_with_the_system(
-    tmp_path: Path, report: Report
-) -> None:
+async def _file_modes(path: Path) -> dict[str, int]:
+    """The modes of the database, WAL and shared-memory files the system creates under
+    umask 022 (which would give 0644 to a file created without an explicit mode)."""
     old = os.umask(0o022)
     try:
-        path = tmp_path / "events.db"
         async with open_system(path) as system:
             await system.aggregates(Account).ask("a", OpenAccount("a", "ada"))
-            modes = {
+            return {
                 suffix: os.stat(f"{path}{suffix}").st_mode & 0o777
                 for suffix in ("", "-wal", "-shm")
             }
     finally:
         os.umask(old)
-    report.record("SEC-5", files=len(modes), not_0600=sum(m != 0o600 for m in modes.values()))
-    assert modes == {"": 0o600, "-wal": 0o600, "-shm": 0o600}
+
+
+def not_private(modes: dict[str, int]) -> list[str]:
+    """SEC-5 checker: every file readable or writable by anyone but the owner."""
+    return [f"events.db{suffix} is {mode:o}" for suffix, mode in modes.items() if mode != 0o600]
+
+
+async def test_sec5_files_are_private_under_umask_022_with_the_system(
+    tmp_path: Path, report: Report
+) -> None:
+    modes = await _file_modes(tmp_path / "events.db")
+    report.record("SEC-5", files=len(modes), not_0600=len(not_private(modes)))
+    assert len(modes) == 3
+    assert not_private(modes) == []
+
+
+async def test_sec5_the_checker_catches_a_file_created_with_the_default_mode(
+    tmp_path: Path, report: Report, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The broken variant: the store lets SQLite create the file (mode 0644 under umask
+    # 022); SQLite gives the -wal and -shm files the database file's mode.
+    monkeypatch.setattr(store._sqlite, "_prepare_file", lambda path: None)
+    violations = not_private(await _file_modes(tmp_path / "events.db"))
+    report.record("SEC-5", broken_variant="file created without mode 0600", caught=len(violations))
+    assert len(violations) == 3
