@@ -15,7 +15,8 @@ import anyio
 import pytest
 
 from actors import open_system
-from store import ConcurrencyError, EventRegistry, open_store
+from store import ANY, ConcurrencyError, EventRegistry, open_store
+from store._sqlite import SQLiteEventStore
 from tests.actors.domain import Counter as CounterAggregate
 from tests.actors.domain import Increment
 from tests.reliability._report import ROOT, Report, size, time_limit
@@ -25,42 +26,80 @@ from tests.store._events import Deposited
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(time_limit(300))]
 
 
-async def test_occ1_racing_read_then_append_on_one_stream(tmp_path: Path, report: Report) -> None:
-    tasks, rounds = size(8, 32), size(200, 500)
-    successes = conflicts = 0
-    async with open_store(tmp_path / "occ.db", registry=EventRegistry([Deposited])) as store:
+async def _read_then_append(path: Path, tasks: int, rounds: int) -> dict[str, Any]:
+    """`tasks` writers each read the version of one hot stream and append at it,
+    `rounds` times, counting conflicts; each success is checked to have landed right
+    after the version its writer read."""
+    successes = conflicts = stale_accepted = 0
+    async with open_store(path, registry=EventRegistry([Deposited])) as store:
 
         async def writer(index: int) -> None:
-            nonlocal successes, conflicts
+            nonlocal successes, conflicts, stale_accepted
             for n in range(rounds):
                 version = await store.stream_version("hot")
                 try:
-                    await store.append(
+                    result = await store.append(
                         "hot", [Deposited(amount=index * rounds + n)], expected_version=version
                     )
                 except ConcurrencyError:
                     conflicts += 1
                 else:
                     successes += 1
+                    # Anywhere else, it overwrote a decision taken on a state it never saw.
+                    stale_accepted += result.first_version != version + 1
 
         async with anyio.create_task_group() as tg:
             for index in range(tasks):
                 tg.start_soon(writer, index)
         final = await store.stream_version("hot")
         stored = [e.version for e in await store.read_stream("hot")]
-    report.record(
-        "OCC-1",
-        level="store",
-        attempts=tasks * rounds,
-        successes=successes,
-        conflicts=conflicts,
-        lost_updates=successes - final,
-        duplicate_versions=len(stored) - len(set(stored)),
-    )
-    assert successes + conflicts == tasks * rounds
-    assert final == successes
-    assert stored == list(range(1, final + 1))
-    assert conflicts > 0  # the race was real
+    return {
+        "level": "store",
+        "attempts": tasks * rounds,
+        "successes": successes,
+        "conflicts": conflicts,
+        "lost_updates": stale_accepted + successes - final,
+        "duplicate_versions": len(stored) - len(set(stored)),
+        "contiguous": stored == list(range(1, final + 1)),
+    }
+
+
+def check_read_then_append(figures: dict[str, Any]) -> list[str]:
+    """Violations of OCC-1 (store): an append accepted on a stale version (a lost
+    update), a duplicate or missing version, an attempt neither accepted nor refused, or
+    no race at all (no conflict: the check would prove nothing)."""
+    found: list[str] = []
+    if figures["lost_updates"]:
+        found.append(f"lost updates {figures['lost_updates']}")
+    if figures["duplicate_versions"] or not figures["contiguous"]:
+        found.append(f"versions: {figures['duplicate_versions']} duplicates, or a gap")
+    if figures["successes"] + figures["conflicts"] != figures["attempts"]:
+        found.append("an attempt was neither accepted nor refused")
+    if not figures["conflicts"]:
+        found.append("no conflict: the writers never raced")
+    return found
+
+
+async def test_occ1_racing_read_then_append_on_one_stream(tmp_path: Path, report: Report) -> None:
+    figures = await _read_then_append(tmp_path / "occ.db", size(8, 32), size(200, 500))
+    report.record("OCC-1", **{k: v for k, v in figures.items() if k != "contiguous"})
+    assert check_read_then_append(figures) == []
+
+
+async def test_occ1_the_checker_catches_a_store_that_ignores_the_expected_version(
+    tmp_path: Path, report: Report, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The broken variant: every append is taken as if expected_version were ANY.
+    append = SQLiteEventStore.append
+
+    async def blind(self: Any, stream_id: str, events: Any, **kw: Any) -> Any:
+        kw["expected_version"] = ANY
+        return await append(self, stream_id, events, **kw)
+
+    monkeypatch.setattr(SQLiteEventStore, "append", blind)
+    violations = check_read_then_append(await _read_then_append(tmp_path / "occ.db", 8, 200))
+    report.record("OCC-1", broken_variant="expected version ignored", caught=len(violations))
+    assert any(v.startswith("lost updates") for v in violations)
 
 
 async def test_occ1_actor_serialises_increments_on_one_aggregate(
