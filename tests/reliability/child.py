@@ -2,7 +2,7 @@
 
     python -m tests.reliability.child --db F --seed S [--synchronous FULL|NORMAL]
         [--accounts N] [--clients C] [--commands K] [--run TAG] [--snapshot-every V]
-        [--transfers] [--broken ack-before-commit]
+        [--transfers] [--broken ack-before-commit] [--on-sigterm]
 
 It opens `--accounts` accounts (ids `acc-<i>`, command ids `open-<i>`, `seed-<i>`: a
 restart resends them harmlessly), then `--clients` tasks send deposits, withdrawals and
@@ -23,6 +23,11 @@ parent has read survives a SIGKILL of the child:
   model at position p (see `oracle.balances_hash`);
 - `{"ready": true}` once the accounts are open, `{"done": true}` at a clean end.
 
+With `--on-sigterm`, SIGTERM shuts the system down gracefully, as a service's handler
+would: `{"sigterm": true}`, then `system.shutdown(grace=5)` and `{"shutdown": drained}`
+once it returned; clients end on their first `ShuttingDown` (reported as refused), the
+last digest is printed and the child exits 0.
+
 `--broken ack-before-commit` is the deliberately broken variant of the durability
 checker's self-test: the writer answers its callers but commits only every 8th batch,
 so a kill loses acknowledged commands.
@@ -34,12 +39,13 @@ import argparse
 import json
 import os
 import random
+import signal
 import sys
 from typing import Any
 
 import anyio
 
-from actors import ActorSystem, CommandResult, Rejected, open_system
+from actors import ActorSystem, CommandResult, Rejected, ShuttingDown, open_system
 from demo.bank import (
     Account,
     Balances,
@@ -106,6 +112,9 @@ async def client(system: ActorSystem, args: argparse.Namespace, number: int) -> 
         except Rejected as refusal:
             emit(refused=command_id, error=type(refusal).__name__)
             continue
+        except ShuttingDown:
+            emit(refused=command_id, error="ShuttingDown")
+            return
         except Exception as exc:  # noqa: BLE001 - outcome unknown (timeout...): reported
             emit(failed=command_id, error=type(exc).__name__)
             continue
@@ -123,6 +132,15 @@ async def digests(system: ActorSystem, handle: ProjectionHandle[BalancesView]) -
     while True:
         await anyio.sleep(0.2)
         emit(digest=handle.position, hash=balances_hash(handle.view.balances))
+
+
+async def on_sigterm(system: ActorSystem) -> None:
+    """Shut the system down gracefully at the first SIGTERM."""
+    with anyio.open_signal_receiver(signal.SIGTERM) as signals:
+        async for _ in signals:
+            emit(sigterm=True)
+            emit(shutdown=await system.shutdown(grace=5))
+            return
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -153,10 +171,14 @@ async def main(args: argparse.Namespace) -> None:
         emit(ready=True)
         async with anyio.create_task_group() as tg:
             tg.start_soon(digests, system, balances)
+            if args.on_sigterm:
+                tg.start_soon(on_sigterm, system)
             async with anyio.create_task_group() as clients:
                 for number in range(args.clients):
                     clients.start_soon(client, system, args, number)
             tg.cancel_scope.cancel()
+        if args.on_sigterm:  # the read model reaches the head before the process exits
+            await balances.wait_for(await system.store.last_position(), timeout=30)
         emit(digest=balances.position, hash=balances_hash(balances.view.balances))
     emit(done=True)
 
@@ -173,6 +195,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--snapshot-every", type=int, default=None)
     parser.add_argument("--transfers", action="store_true")
     parser.add_argument("--broken", choices=("ack-before-commit",), default=None)
+    parser.add_argument("--on-sigterm", action="store_true")
     return parser.parse_args(argv)
 
 

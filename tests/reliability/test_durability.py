@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import random
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -59,9 +60,12 @@ async def run_child(
     kill_after_acks: int | None,
     env: dict[str, str] | None = None,
     extra: tuple[str, ...] = (),
+    sigterm_after_acks: int | None = None,
 ) -> tuple[list[dict[str, object]], int]:
     """Run the child until it has reported `kill_after_acks` acknowledgements (then
-    SIGKILL it) or until it exits; returns its complete stdout lines and exit code."""
+    SIGKILL it) or until it exits; returns its complete stdout lines and exit code.
+    With `sigterm_after_acks`, the child gets a SIGTERM after that many acks and is
+    read on until it exits by itself."""
     argv = [sys.executable, "-m", "tests.reliability.child", "--db", str(db)]
     argv += ["--seed", str(seed), "--run", f"r{seed}", *extra]
     raw = bytearray()
@@ -87,6 +91,8 @@ async def run_child(
                     raw += line + b"\n"
                     if line.startswith(b'{"ack"'):
                         acks += 1
+                        if sigterm_after_acks is not None and acks == sigterm_after_acks:
+                            process.send_signal(signal.SIGTERM)
                         if kill_after_acks is not None and acks >= kill_after_acks:
                             killed = True
                             process.kill()

@@ -4,6 +4,8 @@ grace runs out returns on time and leaves a consistent file."""
 
 from __future__ import annotations
 
+import signal
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,15 @@ from store import open_store
 from tests.actors.domain import Counter, Increment
 from tests.actors.support import GatedStore
 from tests.reliability._report import Report, size, time_limit
-from tests.reliability.oracle import whole_log
+from tests.reliability.oracle import (
+    digest_mismatches,
+    integrity,
+    log_gaps,
+    lost_acks,
+    partial_commands,
+    whole_log,
+)
+from tests.reliability.test_durability import run_child, stored_events
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(time_limit(300))]
 
@@ -142,6 +152,93 @@ async def test_shd1_the_checker_catches_a_shutdown_that_returns_before_the_drain
     violations = check_shutdown(await _shutdown_under_load(tmp_path / "shd1.db", 2_000))
     report.record("SHD-1", broken_variant="returns before the drain", caught=len(violations))
     assert any(v.startswith("acked_after_close") for v in violations)
+
+
+def check_sigterm_run(lines: list[dict[str, object]], code: int, db: Path) -> list[str]:
+    """Violations of SHD-1's SIGTERM variant: the child must exit 0 after a drained
+    shutdown; every command it sent must end acknowledged or refused (none failed or
+    unanswered); no ack may follow the shutdown's return; every ack must be in the file,
+    whole and without gaps; the last digest must be the fold of the whole file; the WAL
+    must be empty after the exit."""
+    found: list[str] = []
+    if code != 0:
+        found.append(f"exit code {code}")
+    kinds = [next(iter(line)) for line in lines]
+    if "shutdown" not in kinds or not lines[kinds.index("shutdown")]["shutdown"]:
+        found.append("no drained shutdown reported")
+    else:
+        after = kinds[kinds.index("shutdown") :].count("ack")
+        if after:
+            found.append(f"{after} acks after shutdown returned")
+    sent = {line["send"] for line in lines if "send" in line}
+    answered = {line.get("ack", line.get("refused")) for line in lines} - {None}
+    if sent - answered:
+        found.append(f"{len(sent - answered)} commands unanswered or failed")
+    if "done" not in kinds:
+        found.append("the child did not end cleanly")
+    found += [f"lost {a}" for a in lost_acks(lines, db)]
+    found += partial_commands(db) + log_gaps(db) + integrity(db)
+    digests = [line for line in lines if "digest" in line]
+    with sqlite3.connect(db) as conn:
+        head = conn.execute("SELECT coalesce(max(position), 0) FROM events").fetchone()[0]
+    conn.close()
+    if not digests or digests[-1]["digest"] != head:
+        found.append(f"the read model ended at {digests[-1:]} , not at the head {head}")
+    wal = Path(f"{db}-wal")
+    if wal.exists() and wal.stat().st_size:
+        found.append(f"WAL of {wal.stat().st_size} bytes left after exit")
+    return found
+
+
+async def test_shd1_sigterm_to_a_child_with_a_handler_drains_and_exits_cleanly(
+    tmp_path: Path, report: Report
+) -> None:
+    db = tmp_path / "sigterm.db"
+    rounds = size(3, 20)
+    violations: list[str] = []
+    acked = refused = 0
+    mismatches = 0
+    for round_ in range(rounds):
+        lines, code = await run_child(
+            db,
+            seed=round_,
+            kill_after_acks=None,
+            sigterm_after_acks=200 + 97 * round_,
+            extra=("--accounts", "16", "--clients", "64", "--on-sigterm"),
+        )
+        violations += check_sigterm_run(lines, code, db)
+        mismatches += len(digest_mismatches(lines, await stored_events(db)))
+        acked += sum("ack" in line for line in lines)
+        refused += sum(line.get("error") == "ShuttingDown" for line in lines)
+    report.record(
+        "SHD-1",
+        setup="SIGTERM to a child with a handler",
+        rounds=rounds,
+        acked=acked,
+        refused_with_shutting_down=refused,
+        digest_mismatches=mismatches,
+        violations=len(violations),
+    )
+    assert violations == []
+    assert mismatches == 0
+    assert refused > 0  # the signal came while commands were in flight
+
+
+async def test_shd1_the_sigterm_checker_catches_a_child_without_a_handler(
+    tmp_path: Path, report: Report
+) -> None:
+    # The broken variant: no handler, so SIGTERM ends the process at once.
+    db = tmp_path / "sigterm.db"
+    lines, code = await run_child(
+        db,
+        seed=0,
+        kill_after_acks=None,
+        sigterm_after_acks=200,
+        extra=("--accounts", "16", "--clients", "64"),
+    )
+    violations = check_sigterm_run(lines, code, db)
+    report.record("SHD-1", broken_variant="no SIGTERM handler", caught=len(violations))
+    assert f"exit code {-signal.SIGTERM}" in violations
 
 
 async def _stuck_shutdown() -> dict[str, Any]:
