@@ -6,7 +6,8 @@ Records are grouped by check id (DUR-1, OCC-2, ...); a broken-variant control, a
 run whose figures name a `setup`, get rows of their own. Across the records of one row,
 integer figures are summed (violations, counts: `lost=0` in every round stays 0) except
 run settings such as `nth`, float figures are shown as their range, and other values as
-the set seen.
+the set seen. The last column names the tests that produced the row, as the pytest
+command that runs them again (add `ES_SOAK=1` for the soak sizes).
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ def summarise(lines: Iterable[str]) -> str:
         for key in ("tier", "sqlite", "python", "commit"):
             if record.get(key):
                 meta[key].add(str(record[key]))
-    rows = ["| check | records | figures |", "|---|---|---|"]
+    rows = ["| check | records | figures | reproduce |", "|---|---|---|---|"]
     for check in sorted(by_id, key=_order):
         records = by_id[check]
         figures: dict[str, list[object]] = defaultdict(list)
@@ -68,9 +69,20 @@ def summarise(lines: Iterable[str]) -> str:
             for name, values in figures.items()
             if name not in ("broken_variant", "setup")
         )
-        rows.append(f"| {check} | {len(records)} | {text} |")
+        rows.append(f"| {check} | {len(records)} | {text} | {_command(records)} |")
     header = ", ".join(f"{key} {'/'.join(sorted(values))}" for key, values in meta.items())
     return f"Run: {header}\n\n" + "\n".join(rows) + "\n"
+
+
+def _command(records: list[dict[str, object]]) -> str:
+    """`pytest FILE::TEST ...` for the test functions behind `records` (parameters left
+    out: the function runs every case)."""
+    tests: list[str] = []
+    for record in records:
+        test = str(record.get("test", "")).partition("[")[0]
+        if test and test not in tests:
+            tests.append(test)
+    return f"`pytest {' '.join(tests)}`" if tests else ""
 
 
 def _order(check: str) -> tuple[str, int, str]:

@@ -31,8 +31,8 @@ def test_the_summary_sums_counts_and_ranges_floats() -> None:
     table = summarise(lines).splitlines()
     assert table[0] == "Run: tier soak"
     assert table[-2:] == [
-        "| DUR-1 | 2 | acked 7; lost 1 |",
-        "| OCC-2 | 2 | lost 0; rate 10..12.5 |",
+        "| DUR-1 | 2 | acked 7; lost 1 |  |",
+        "| OCC-2 | 2 | lost 0; rate 10..12.5 |  |",
     ]
 
 
@@ -51,8 +51,8 @@ def test_a_control_run_gets_its_own_row_and_settings_are_not_summed() -> None:
     ]
     table = summarise(lines).splitlines()
     assert table[-2:] == [
-        "| OCC-2 | 2 | processes 2..4; lost 0 |",
-        "| OCC-2 control: plain BEGIN | 1 | busy 9 |",
+        "| OCC-2 | 2 | processes 2..4; lost 0 |  |",
+        "| OCC-2 control: plain BEGIN | 1 | busy 9 |  |",
     ]
 
 
@@ -63,4 +63,16 @@ def test_a_run_with_a_setup_gets_its_own_row() -> None:
         json.dumps({"id": "BP-2", "figures": {"setup": "slow disk", "ok": 1}}),
     ]
     table = summarise(lines).splitlines()
-    assert table[-2:] == ["| BP-2 | 1 | ok 5 |", "| BP-2 (slow disk) | 2 | ok 8 |"]
+    assert table[-2:] == ["| BP-2 | 1 | ok 5 |  |", "| BP-2 (slow disk) | 2 | ok 8 |  |"]
+
+
+def test_each_row_names_the_tests_that_reproduce_it() -> None:
+    test = "tests/reliability/test_durability.py::test_dur1_kill9"
+    lines = [
+        json.dumps({"id": "DUR-1", "figures": {"lost": 0}, "test": f"{test}[FULL]"}),
+        json.dumps({"id": "DUR-1", "figures": {"lost": 0}, "test": f"{test}[NORMAL]"}),
+        json.dumps({"id": "DUR-1", "figures": {"lost": 0}, "test": "t.py::test_other"}),
+    ]
+    assert summarise(lines).splitlines()[-1] == (
+        f"| DUR-1 | 3 | lost 0 | `pytest {test} t.py::test_other` |"
+    )
