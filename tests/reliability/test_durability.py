@@ -17,6 +17,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import anyio
@@ -26,11 +27,13 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 from actors import open_system
 from demo.bank import (
     Account,
+    AccountOpened,
     Balances,
     BankTotals,
     Credited,
     Debited,
     Deposit,
+    Deposited,
     OpenAccount,
     Refunded,
     Transfer,
@@ -39,6 +42,7 @@ from demo.bank import (
 from store import RecordedEvent, SQLiteEventStore, faults
 from tests.reliability._report import ROOT, Report, size, time_limit
 from tests.reliability.oracle import (
+    balances_hash,
     digest_mismatches,
     fold_balances,
     integrity,
@@ -466,3 +470,52 @@ async def test_dur3_wal_sidecars_survive_a_kill_and_a_backup_is_a_consistent_pre
     )
     assert sidecars_missing == 0
     assert lost == 0
+
+
+# -- the checkers above, on evidence made to fail them ------------------------------------
+
+
+def _recorded(stream_id: str, version: int, position: int, event: object) -> RecordedEvent:
+    return RecordedEvent(stream_id, version, position, "t", 1, event, {}, 0.0)
+
+
+def test_dur2_double_applied_catches_a_doubled_leg_and_a_credit_with_a_refund() -> None:
+    events = [
+        _recorded("account-a", 1, 1, Debited(transfer_id="t1", target="b", amount=5)),
+        _recorded("account-a", 2, 2, Debited(transfer_id="t1", target="b", amount=5)),
+        _recorded("account-b", 1, 3, Credited(transfer_id="t2", source="a", amount=5)),
+        _recorded("account-a", 3, 4, Refunded(transfer_id="t2", amount=5, reason="x")),
+        _recorded("account-a", 4, 5, Debited(transfer_id="t3", target="b", amount=5)),
+        _recorded("account-b", 2, 6, Credited(transfer_id="t3", source="a", amount=5)),
+    ]
+    assert double_applied(events) == ["t1", "t2"]
+
+
+def test_rm3_digest_mismatches_catches_a_read_model_that_differs_from_the_fold() -> None:
+    events = [
+        _recorded("account-a", 1, 1, AccountOpened(owner="o")),
+        _recorded("account-a", 2, 2, Deposited(amount=10)),
+        _recorded("account-a", 3, 3, Deposited(amount=5)),
+    ]
+    lines: list[dict[str, object]] = [
+        {"digest": 2, "hash": balances_hash({"a": 10})},
+        {"digest": 3, "hash": balances_hash({"a": 10})},  # missed the deposit at 3
+    ]
+    assert digest_mismatches(lines, events) == [3]
+
+
+def test_dur3_prefix_violations_catches_a_torn_and_a_longer_copy(tmp_path: Path) -> None:
+    def log(path: Path, rows: Sequence[tuple[object, ...]]) -> Path:
+        with sqlite3.connect(path) as conn:
+            conn.execute("CREATE TABLE events (position, stream_id, version, event_type, data)")
+            conn.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?)", rows)
+        conn.close()
+        return path
+
+    rows = [(p, "s", p, "t", b"%d" % p) for p in range(1, 5)]
+    live = log(tmp_path / "live.db", rows)
+    assert prefix_violations(log(tmp_path / "prefix.db", rows[:2]), live) == []
+    torn = log(tmp_path / "torn.db", [rows[0], (2, "s", 2, "t", b"other")])
+    assert prefix_violations(torn, live) == ["position 2"]
+    longer = log(tmp_path / "longer.db", [*rows, (5, "s", 5, "t", b"5")])
+    assert prefix_violations(longer, live) == ["copy has 5 events, the live log 4"]
