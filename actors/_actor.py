@@ -180,7 +180,7 @@ class AggregateActor:
                 if isinstance(failure, _Restart):
                     await self._restart()
                 elif isinstance(failure, _Reload):
-                    await self._load()
+                    await self._load(catch_up=True)
                 else:
                     raise failure
                 continue
@@ -251,7 +251,7 @@ class AggregateActor:
                     planned = _Planned(envelope, events, state, version + len(events))
                     todo, reload = self._settle([[planned]], [exc], [])
                     if reload:
-                        await self._load()
+                        await self._load(catch_up=True)
                 else:
                     self.state = state
                     self.version = last = result.last_version
@@ -268,7 +268,7 @@ class AggregateActor:
             while todo:
                 todo, reload = await self._attempt(todo)
                 if reload:
-                    await self._load()
+                    await self._load(catch_up=True)
         except (_Restart, _Parked) as exc:
             self.failure = exc
         except Exception as exc:  # noqa: BLE001 - handed to the actor task, which reports it
@@ -299,8 +299,15 @@ class AggregateActor:
             await anyio.sleep(delay)
         await self._load()
 
-    async def _load(self) -> None:
-        """Rebuild state from the latest snapshot plus the events after it, page by page."""
+    async def _load(self, *, catch_up: bool = False) -> None:
+        """Rebuild state from the latest snapshot plus the events after it, page by page.
+
+        With `catch_up`, fold only the events after the actor's own version onto its
+        state instead: after a conflict or an append of unknown outcome, the state is
+        still the fold of the stream up to `self.version` (it moves only with committed
+        events), and the stream can only have grown. A reload then costs the events
+        written since, not the whole stream.
+        """
         router = self.router
         aggregate = self.aggregate
         store = router.system.store
@@ -310,8 +317,11 @@ class AggregateActor:
         version = 0
         position = 0
         start = 1
+        if catch_up:
+            state, version, position = self.state, self.version, self.position
+            start = version + 1
         try:
-            if router.snapshot_every is not None:
+            if router.snapshot_every is not None and not catch_up:
                 snapshot = await store.load_snapshot(
                     stream_id, type(state), schema_version=aggregate.state_version
                 )
@@ -368,7 +378,7 @@ class AggregateActor:
         while todo:
             todo, reload = await self._attempt(todo)
             if reload:
-                await self._load()
+                await self._load(catch_up=True)
         self._current = []
 
     async def _attempt(self, todo: list[Envelope]) -> tuple[list[Envelope], bool]:

@@ -14,7 +14,7 @@ from actors import (
 )
 from store import ANY, ConcurrencyError, StoreUnavailable, open_store
 from tests.actors.domain import Boom, Counter, CounterState, Increment, Incremented, Poison
-from tests.actors.support import FailingStore, GatedStore, InterloperStore
+from tests.actors.support import CountingStore, FailingStore, GatedStore, InterloperStore
 
 
 async def test_a_failing_evolve_restarts_the_actor_from_the_store(store_path: str) -> None:
@@ -163,3 +163,18 @@ async def test_restarts_separated_by_successes_do_not_park_the_actor() -> None:
             await counters.ask("s", Increment(by=1))
         assert (await counters.state("s")).value == 5
         assert system.statistics().restarts == 4
+
+
+async def test_a_conflict_reload_reads_only_what_the_other_writer_added() -> None:
+    async with open_store(":memory:") as inner:
+        counting = CountingStore(inner)
+        async with open_system(counting.as_store(), load_page_size=10) as system:
+            counters = system.aggregates(Counter)
+            for _ in range(30):
+                await counters.ask("c", Increment(by=1))  # live at version 30
+            await inner.append("counter-c", [_incremented(100)] * 3, expected_version=30)
+            counting.reads.clear()
+            assert (await counters.ask("c", Increment(by=1))).version == 34
+            assert counting.reads == [("counter-c", 31)]  # not from version 1
+            assert await counters.state("c") == CounterState(value=331, count=34)
+            assert await counters.state_at("c") == await counters.state("c")

@@ -23,7 +23,7 @@ from tests.actors.domain import (
     OpenAccount,
     Withdraw,
 )
-from tests.actors.support import GatedStore, WithheldReplyStore
+from tests.actors.support import CountingStore, GatedStore, WithheldReplyStore
 
 
 async def test_a_resent_command_id_returns_the_first_result_without_deciding_again(
@@ -316,3 +316,24 @@ async def test_a_resend_after_a_restart_is_answered_from_the_store_not_decided_a
         # a new id is decided as usual, on a state that counted nothing twice
         assert (await accounts.ask("a", Deposit(amount=4), command_id="dep-2")).version == 4
         assert (await accounts.state("a")).balance == 4
+
+
+async def test_after_an_unknown_outcome_the_actor_reads_only_the_events_since_its_version() -> None:
+    async with open_store(":memory:") as inner:
+        withheld = WithheldReplyStore(inner)
+        counting = CountingStore(withheld.as_store())
+        async with open_system(counting.as_store(), load_page_size=10) as system:
+            counters = system.aggregates(Counter)
+            for _ in range(50):
+                await counters.ask("long", Increment(by=1))  # loaded, idle, at version 50
+            counting.reads.clear()
+            withheld.hold = True
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(counters.ask, "long", Increment(by=10))
+                await withheld.committed.wait()
+                tg.cancel_scope.cancel()  # committed, but the actor never heard it
+            withheld.hold = False
+            assert await counters.state("long") == CounterState(value=60, count=51)
+            # the reload caught up from version 51: it did not replay the 50 events before
+            assert counting.reads == [("counter-long", 51)]
+            assert (await counters.ask("long", Increment(by=1))).version == 52
