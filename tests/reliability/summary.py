@@ -6,8 +6,9 @@ Records are grouped by check id (DUR-1, OCC-2, ...); a broken-variant control, a
 run whose figures name a `setup`, get rows of their own. Across the records of one row,
 integer figures are summed (violations, counts: `lost=0` in every round stays 0) except
 run settings such as `nth`, float figures are shown as their range, and other values as
-the set seen. The last column names the tests that produced the row, as the pytest
-command that runs them again (add `ES_SOAK=1` for the soak sizes).
+the set seen. A column names the tests that produced the row, as the pytest command
+that runs them again (add `ES_SOAK=1` for the soak sizes); when the report holds records
+of several commits (checks rerun after a change), a last column says which.
 """
 
 from __future__ import annotations
@@ -55,7 +56,10 @@ def summarise(lines: Iterable[str]) -> str:
         for key in ("tier", "sqlite", "python", "commit"):
             if record.get(key):
                 meta[key].add(str(record[key]))
+    mixed = len(meta.get("commit", ())) > 1  # checks rerun later: say which commit each is
     rows = ["| check | records | figures | reproduce |", "|---|---|---|---|"]
+    if mixed:
+        rows = ["| check | records | figures | reproduce | commit |", "|---|---|---|---|---|"]
     for check in sorted(by_id, key=_order):
         records = by_id[check]
         figures: dict[str, list[object]] = defaultdict(list)
@@ -69,7 +73,10 @@ def summarise(lines: Iterable[str]) -> str:
             for name, values in figures.items()
             if name not in ("broken_variant", "setup")
         )
-        rows.append(f"| {check} | {len(records)} | {text} | {_command(records)} |")
+        row = f"| {check} | {len(records)} | {text} | {_command(records)} |"
+        if mixed:
+            row += f" {', '.join(sorted({str(r.get('commit', '')) for r in records}))} |"
+        rows.append(row)
     header = ", ".join(f"{key} {'/'.join(sorted(values))}" for key, values in meta.items())
     return f"Run: {header}\n\n" + "\n".join(rows) + "\n"
 

@@ -76,3 +76,13 @@ def test_each_row_names_the_tests_that_reproduce_it() -> None:
     assert summarise(lines).splitlines()[-1] == (
         f"| DUR-1 | 3 | lost 0 | `pytest {test} t.py::test_other` |"
     )
+
+
+def test_a_report_of_several_commits_says_which_commit_each_row_is_from() -> None:
+    lines = [
+        json.dumps({"id": "DUR-1", "figures": {"lost": 0}, "commit": "aaa"}),
+        json.dumps({"id": "CAN-1", "figures": {"dup": 0}, "commit": "bbb"}),
+    ]
+    table = summarise(lines).splitlines()
+    assert table[2] == "| check | records | figures | reproduce | commit |"
+    assert table[-2:] == ["| CAN-1 | 1 | dup 0 |  | bbb |", "| DUR-1 | 1 | lost 0 |  | aaa |"]
