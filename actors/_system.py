@@ -513,6 +513,10 @@ async def open_system(
     `grace` seconds), lets the writer commit, cancels what is left in its task group
     (projections included), then closes the bus, and the store if it opened it. No
     task outlives the block.
+
+    Raises:
+        ValueError: an option is out of range, or `load_page_size` is over the store's
+            `max_read_limit`.
     """
     system_options = SystemOptions(**{k: v for k, v in options.items() if k in _SYSTEM_FIELDS})
     store_options = {k: v for k, v in options.items() if k not in _SYSTEM_FIELDS}
@@ -528,6 +532,14 @@ async def open_system(
                     " open_system opens the store from a path"
                 )
             opened = store
+        # A page larger than the store serves would fail every load: say so now.
+        cap = getattr(getattr(opened, "options", None), "max_read_limit", None)
+        if type(cap) is int and system_options.load_page_size > cap:
+            raise ValueError(
+                f"load_page_size {system_options.load_page_size} is over the store's"
+                f" max_read_limit ({cap}): lower it, or open the store with a larger"
+                " max_read_limit"
+            )
         bus = await stack.enter_async_context(open_bus(opened))
         async with anyio.create_task_group() as tg:
             system = ActorSystem(opened, bus, tg, system_options)

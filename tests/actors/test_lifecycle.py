@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import anyio
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -102,6 +103,21 @@ async def test_loading_pages_through_a_long_stream() -> None:
                 ("counter-long", 8),
                 ("counter-long", 15),
             ]
+
+
+async def test_a_load_page_over_the_stores_read_limit_is_refused_when_the_system_opens() -> None:
+    # The store refuses a page over its max_read_limit rather than cut it short (a load
+    # would take the cut for the end of the stream); the system says so at once.
+    async with open_store(":memory:", max_read_limit=100) as store:
+        with pytest.raises(ValueError, match=r"load_page_size 101 is over .* \(100\)"):
+            async with open_system(store, load_page_size=101):
+                pass
+        async with open_system(store, load_page_size=100) as system:
+            counters = system.aggregates(Counter)
+            for _ in range(150):
+                await counters.ask("long", Increment(by=1))
+            system.passivate_idle(older_than=0)
+            assert (await counters.state("long")).value == 150  # two full pages and a half
 
 
 commands = st.lists(

@@ -29,7 +29,8 @@ class SnapCounter(Counter):
 async def _cold_load(
     path: Path, aggregate: type[Counter], page: int
 ) -> tuple[CounterState, float, int]:
-    async with open_system(path, load_page_size=page) as system:
+    # A page over the store's max_read_limit (100,000) needs a store that serves it.
+    async with open_system(path, load_page_size=page, max_read_limit=max(page, 100_000)) as system:
         counters = system.aggregates(aggregate)
         tracemalloc.start()
         started = time.perf_counter()
