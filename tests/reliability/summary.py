@@ -26,6 +26,10 @@ SETTINGS = frozenset({"nth", "processes", "limit", "cap", "window_s", "max_attem
 def _merge(values: list[object], name: str = "") -> str:
     if name not in SETTINGS and all(type(v) is int for v in values):
         return str(sum(v for v in values if type(v) is int))
+    if all(type(v) is int for v in values):  # a setting: the values seen, as a range
+        whole = [v for v in values if type(v) is int]
+        low_int, high_int = min(whole), max(whole)
+        return str(low_int) if low_int == high_int else f"{low_int}..{high_int}"
     if all(type(v) in (int, float) for v in values):
         numbers = [float(v) for v in values if isinstance(v, int | float)]
         low, high = min(numbers), max(numbers)

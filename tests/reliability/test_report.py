@@ -86,3 +86,8 @@ def test_a_report_of_several_commits_says_which_commit_each_row_is_from() -> Non
     table = summarise(lines).splitlines()
     assert table[2] == "| check | records | figures | reproduce | commit |"
     assert table[-2:] == ["| CAN-1 | 1 | dup 0 |  | bbb |", "| DUR-1 | 1 | lost 0 |  | aaa |"]
+
+
+def test_an_integer_setting_is_shown_whole() -> None:
+    lines = [json.dumps({"id": "BP-3", "figures": {"cap": 10_000, "ids": 1_000_000}})]
+    assert summarise(lines).splitlines()[-1] == "| BP-3 | 1 | cap 10000; ids 1000000 |  |"
