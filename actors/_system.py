@@ -532,7 +532,8 @@ async def open_system(
                     " open_system opens the store from a path"
                 )
             opened = store
-        # A page larger than the store serves would fail every load: say so now.
+        # The store cuts a larger page to its limit, and a load stops at the first short
+        # page: the actor would serve a state missing the end of its stream.
         cap = getattr(getattr(opened, "options", None), "max_read_limit", None)
         if type(cap) is int and system_options.load_page_size > cap:
             raise ValueError(

@@ -60,10 +60,9 @@ async def _cancel_and_resend(path: Path, asks: int) -> dict[str, int]:
             if scope.cancelled_caught:
                 cancelled.append((aggregate, command_id))
 
-        wave = WAVE
-        for first in range(0, asks, wave):
+        for first in range(0, asks, WAVE):
             async with anyio.create_task_group() as tg:
-                for n in range(first, min(first + wave, asks)):
+                for n in range(first, min(first + WAVE, asks)):
                     tg.start_soon(one, n)
             # A cancelled ask's command stays queued (it may still be applied): a barrier
             # per aggregate (FIFO) lets the wave drain before the next one.
@@ -441,7 +440,8 @@ async def _ask_cycle(cycle: tuple[str, ...], ask_timeout: float) -> dict[str, An
         "chain_starts_at_a": isinstance(error, ReentrantAskError) and error.chain[0] == "a",
         "hung": int(scope.cancelled_caught),
         "seconds_to_error": elapsed,
-        "served_after": f"{served}/{len(cycle)}",
+        "actors": len(cycle),
+        "served_after": served,
     }
 
 
@@ -455,9 +455,11 @@ def check_cycle(figures: dict[str, Any]) -> list[str]:
         )
     elif not figures["chain_starts_at_a"] or figures["seconds_to_error"] > 0.1:
         found.append(f"{figures['cycle']}: chain or time wrong ({figures['seconds_to_error']} s)")
-    served, total = figures["served_after"].split("/")
-    if served != total:
-        found.append(f"{figures['cycle']}: {figures['served_after']} actors served again")
+    if figures["served_after"] != figures["actors"]:
+        found.append(
+            f"{figures['cycle']}: {figures['served_after']} of {figures['actors']} actors"
+            " served again"
+        )
     return found
 
 

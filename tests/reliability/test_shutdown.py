@@ -183,7 +183,7 @@ def check_sigterm_run(lines: list[dict[str, object]], code: int, db: Path) -> li
         head = conn.execute("SELECT coalesce(max(position), 0) FROM events").fetchone()[0]
     conn.close()
     if not digests or digests[-1]["digest"] != head:
-        found.append(f"the read model ended at {digests[-1:]} , not at the head {head}")
+        found.append(f"the read model ended at {digests[-1:]}, not at the head {head}")
     wal = Path(f"{db}-wal")
     if wal.exists() and wal.stat().st_size:
         found.append(f"WAL of {wal.stat().st_size} bytes left after exit")
