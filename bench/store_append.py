@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import platform
+import resource
 import sqlite3
 import statistics
 import sys
@@ -46,6 +47,7 @@ class Deposited(msgspec.Struct, frozen=True, tag="bench.deposited"):
 
 
 RAW_TRANSACTION_ROWS = 1_000
+WRITERS = ("thread", "process")
 
 
 @dataclass(frozen=True)
@@ -104,13 +106,16 @@ def plan(workload: Workload) -> list[list[int]]:
     return out
 
 
-async def run_store(path: Path, workload: Workload) -> StoreRun:
+async def run_store(path: Path, workload: Workload, writer: str = "thread") -> StoreRun:
     events = make_events(workload)
     schedule = plan(workload)
     # An aggregate actor knows its stream id; build them before the clock starts.
     names = [stream_name(index) for index in range(workload.streams)]
     registry = EventRegistry([Deposited])
-    async with open_store(path, registry=registry, synchronous=workload.synchronous) as store:
+    children = _children_cpu()
+    async with open_store(
+        path, registry=registry, synchronous=workload.synchronous, writer=writer
+    ) as store:
 
         async def caller(streams: Sequence[int]) -> None:
             versions: dict[int, int] = {}
@@ -127,6 +132,8 @@ async def run_store(path: Path, workload: Workload) -> StoreRun:
         seconds = time.perf_counter() - started
         cpu = time.process_time() - cpu
         stats: StoreStatistics = store.statistics()
+    # The writer process's CPU time (its start included), once it has exited.
+    cpu += _children_cpu() - children
     total = sum(len(s) for s in schedule) * workload.events_per_append
     if stats.events != total or stats.last_position != total:
         raise RuntimeError(f"store committed {stats.events} events, expected {total}")
@@ -140,6 +147,11 @@ async def run_store(path: Path, workload: Workload) -> StoreRun:
         commit_ms_mean=stats.commit_ms_mean,
         commit_ms_max=stats.commit_ms_max,
     )
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def raw_rows(workload: Workload) -> list[tuple[object, ...]]:
@@ -237,6 +249,12 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
         "--events-per-append", type=int, default=1, help="events in each append call"
     )
     parser.add_argument("--synchronous", choices=("FULL", "NORMAL"), default="FULL")
+    parser.add_argument(
+        "--writer",
+        choices=(*WRITERS, "both"),
+        default="both",
+        help="the store's writer (open_store's writer option); both: alternate them",
+    )
     parser.add_argument("--dir", default=None, help="where the temporary files go")
     parser.add_argument("--json", action="store_true", help="print one JSON document")
     args = parser.parse_args(argv)
@@ -261,6 +279,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         events_per_append=args.events_per_append,
         synchronous=args.synchronous,
     )
+    writers: tuple[str, ...] = WRITERS if args.writer == "both" else (args.writer,)
     quiet = args.json
     info = machine()
     if not quiet:
@@ -272,65 +291,74 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"workload: {workload.events} events over {workload.streams} streams,"
             f" {workload.callers} callers, {workload.events_per_append} event(s) per append,"
             f" synchronous={workload.synchronous}; raw: executemany,"
-            f" {RAW_TRANSACTION_ROWS} rows per transaction"
+            f" {RAW_TRANSACTION_ROWS} rows per transaction; store writer:"
+            f" {' and '.join(writers)}"
         )
         print(
-            f"{'run':>3}  {'store ev/s':>11}  {'raw ev/s':>11}  {'ratio':>6}"
+            f"{'run':>3}  {'writer':>7}  {'store ev/s':>11}  {'raw ev/s':>11}  {'ratio':>6}"
             f"  {'CPU us/ev':>13}  {'batches':>7}  {'ev/batch':>8}  {'commit ms':>9}"
             f"  {'max ms':>7}"
         )
     rows = raw_rows(workload)
-    store_runs: list[StoreRun] = []
+    store_runs: dict[str, list[StoreRun]] = {writer: [] for writer in writers}
     raw_runs: list[RawRun] = []
     for run in range(1, args.runs + 1):
-        with tempfile.TemporaryDirectory(prefix="store-bench-", dir=args.dir) as tmp:
-            s = anyio.run(run_store, Path(tmp) / "store.db", workload)
+        this_run: dict[str, StoreRun] = {}
+        for writer in writers:
+            with tempfile.TemporaryDirectory(prefix="store-bench-", dir=args.dir) as tmp:
+                this_run[writer] = anyio.run(run_store, Path(tmp) / "store.db", workload, writer)
         with tempfile.TemporaryDirectory(prefix="store-bench-", dir=args.dir) as tmp:
             r = run_raw(Path(tmp) / "raw.db", workload, rows)
-        store_runs.append(s)
         raw_runs.append(r)
-        if not quiet:
-            cpu = f"{s.cpu_us_per_event:.1f}/{r.cpu_us_per_event:.1f}"
-            print(
-                f"{run:>3}  {s.events_per_second:>11,.0f}  {r.events_per_second:>11,.0f}"
-                f"  {s.events_per_second / r.events_per_second:>6.2f}  {cpu:>13}"
-                f"  {s.batches:>7}  {s.events_per_batch:>8.1f}  {s.commit_ms_mean:>9.2f}"
-                f"  {s.commit_ms_max:>7.1f}",
-                flush=True,
-            )
-    store_median = statistics.median(s.events_per_second for s in store_runs)
+        for writer, s in this_run.items():
+            store_runs[writer].append(s)
+            if not quiet:
+                cpu = f"{s.cpu_us_per_event:.1f}/{r.cpu_us_per_event:.1f}"
+                print(
+                    f"{run:>3}  {writer:>7}  {s.events_per_second:>11,.0f}"
+                    f"  {r.events_per_second:>11,.0f}"
+                    f"  {s.events_per_second / r.events_per_second:>6.2f}  {cpu:>13}"
+                    f"  {s.batches:>7}  {s.events_per_batch:>8.1f}  {s.commit_ms_mean:>9.2f}"
+                    f"  {s.commit_ms_max:>7.1f}",
+                    flush=True,
+                )
     raw_median = statistics.median(r.events_per_second for r in raw_runs)
-    ratio = store_median / raw_median
-    pair_ratio = statistics.median(
-        s.events_per_second / r.events_per_second for s, r in zip(store_runs, raw_runs, strict=True)
-    )
-    store_cpu = statistics.median(s.cpu_us_per_event for s in store_runs)
     raw_cpu = statistics.median(r.cpu_us_per_event for r in raw_runs)
+    summaries: dict[str, dict[str, float]] = {}
+    for writer, runs in store_runs.items():
+        store_median = statistics.median(s.events_per_second for s in runs)
+        summaries[writer] = {
+            "store_median_events_per_second": store_median,
+            "ratio": store_median / raw_median,
+            "median_pair_ratio": statistics.median(
+                s.events_per_second / r.events_per_second
+                for s, r in zip(runs, raw_runs, strict=True)
+            ),
+            "store_median_cpu_us_per_event": statistics.median(s.cpu_us_per_event for s in runs),
+        }
     if quiet:
         document = {
             "machine": info,
             "workload": asdict(workload),
             "raw_transaction_rows": RAW_TRANSACTION_ROWS,
-            "store": [asdict(s) for s in store_runs],
+            "store": {writer: [asdict(s) for s in runs] for writer, runs in store_runs.items()},
             "raw": [asdict(r) for r in raw_runs],
-            "store_median_events_per_second": store_median,
             "raw_median_events_per_second": raw_median,
-            "ratio": ratio,
-            "median_pair_ratio": pair_ratio,
-            "store_median_cpu_us_per_event": store_cpu,
             "raw_median_cpu_us_per_event": raw_cpu,
+            "writers": summaries,
         }
         json.dump(document, sys.stdout, indent=2)
         print()
     else:
-        print(
-            f"median  store {store_median:,.0f} ev/s  raw {raw_median:,.0f} ev/s"
-            f"  ratio store/raw {ratio:.2f}  (median of per-run ratios {pair_ratio:.2f})"
-        )
-        print(
-            f"CPU per event (process time, all threads): store {store_cpu:.1f} us,"
-            f" raw {raw_cpu:.1f} us, raw/store {raw_cpu / store_cpu:.2f}"
-        )
+        print(f"median  raw {raw_median:,.0f} ev/s, CPU {raw_cpu:.1f} us per event")
+        for writer, summary in summaries.items():
+            print(
+                f"median  store ({writer} writer)"
+                f" {summary['store_median_events_per_second']:,.0f} ev/s"
+                f"  ratio store/raw {summary['ratio']:.2f}"
+                f"  (median of per-run ratios {summary['median_pair_ratio']:.2f})"
+                f"  CPU {summary['store_median_cpu_us_per_event']:.1f} us per event"
+            )
     return 0
 
 

@@ -16,10 +16,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
+import marshal
 import math
 import os
 import sqlite3
+import struct
+import subprocess
+import sys
 import time
 import zlib
 from collections import deque
@@ -74,6 +79,7 @@ CommitListener = Callable[[Sequence[RecordedEvent]], None]
 """Called by the writer, in position order, with the events of each committed batch."""
 
 Synchronous = Literal["FULL", "NORMAL"]
+Writer = Literal["thread", "process"]
 
 _INSERT_EVENT: Final = (
     "INSERT INTO events (position, stream_id, version, event_type, schema_version, data,"
@@ -180,6 +186,12 @@ _MAX_VERSION: Final = 2**62
 _IN_LIST_CHUNK: Final = 2_000
 _VERSION_CACHE_LIMIT: Final = 200_000
 _VALID_STREAM_ID_CACHE_LIMIT: Final = 100_000
+_MAX_IN_FLIGHT: Final = 2
+"""Batches the writer process may hold at once: one committing, one queued behind it."""
+_MIN_SPLIT: Final = 64
+"""With nothing in flight, a queue of at least twice this many appends goes to the
+writer process in two halves, so one half is answered while the other commits."""
+_FRAME: Final = struct.Struct("<I")
 _SQLITE_BUSY: Final = 5
 _SQLITE_LOCKED: Final = 6
 _SQLITE_READONLY: Final = 8
@@ -217,6 +229,12 @@ class StoreOptions:
         max_pending_appends: appends queued for the writer before `append` waits.
         max_batch_events: the most events the writer puts in one transaction.
         max_read_limit: the largest page a read may ask for.
+        writer: where the write transactions run. "thread" (default): on the write
+            connection's worker thread, one batch at a time. "process": in a writer
+            process of their own (files only, not ":memory:"), with up to two batches
+            in flight, so the event loop answers one batch while the next commits; it
+            takes about 0.2 s to start and trades the GIL's serialisation for one
+            more process (see docs/architecture.md, "The writer process").
     """
 
     synchronous: Synchronous = "FULL"
@@ -228,10 +246,13 @@ class StoreOptions:
     max_pending_appends: int = 100_000
     max_batch_events: int = 20_000
     max_read_limit: int = 100_000
+    writer: Writer = "thread"
 
     def __post_init__(self) -> None:
         if self.synchronous not in ("FULL", "NORMAL"):
             raise ValueError(f"synchronous must be 'FULL' or 'NORMAL', not {self.synchronous!r}")
+        if self.writer not in ("thread", "process"):
+            raise ValueError(f"writer must be 'thread' or 'process', not {self.writer!r}")
         for name in (
             "max_event_bytes",
             "max_events_per_append",
@@ -298,7 +319,7 @@ _Outcome = AppendResult | StoreError
 
 
 class _BatchResult:
-    __slots__ = ("commit_seconds", "outcomes", "recorded_at", "write_error")
+    __slots__ = ("commit_seconds", "last_position", "outcomes", "recorded_at", "write_error")
 
     def __init__(
         self,
@@ -306,368 +327,33 @@ class _BatchResult:
         recorded_at: float,
         commit_seconds: float,
         write_error: StoreError | None,
+        last_position: int,
     ) -> None:
         self.outcomes = outcomes
         self.recorded_at = recorded_at
         self.commit_seconds = commit_seconds
         self.write_error = write_error
+        self.last_position = last_position
 
 
-class SQLiteEventStore:
-    """An append-only event log in one SQLite file. Obtain one with `open_store`.
+class _BatchWriter:
+    """The write transaction of a batch, and what the connection it runs on knows.
 
-    Every method is safe to call from many tasks at once. Appends are group-committed by
-    one writer task; reads use their own connection (WAL readers never block the writer).
+    Runs where the write connection lives: on aiosqlite's worker thread (the default
+    writer) or in the writer process (`writer="process"`). Its state is that
+    connection's: the streams' current versions (a cache that `PRAGMA data_version`
+    invalidates when another connection commits) and the last position.
     """
 
     def __init__(
-        self,
-        path: str,
-        registry: EventRegistry,
-        options: StoreOptions,
-        writer: aiosqlite.Connection,
-        reader: aiosqlite.Connection,
-        data_version: int,
-        last_position: int,
+        self, path: str, options: StoreOptions, data_version: int, last_position: int
     ) -> None:
         self.path = path
-        self.registry = registry
         self.options = options
-        self._writer = writer
-        self._reader = reader
-        self._pending: deque[_Append | _Write] = deque()
-        # Stream ids that passed `_check_stream_id` (exact str only; bounded).
-        self._valid_stream_ids: set[str] = set()
-        self._wake = asyncio.Event()
-        self._room = asyncio.Event()
-        self._room.set()
-        self._closing = False
-        self._writer_done = asyncio.Event()
-        self._listeners: list[CommitListener] = []
-        # writer-thread state: what this connection knows is current
         self._data_version = data_version
         self._versions: dict[str, int] = {}
         self._last_position = last_position
         self._max_rows_per_statement = 0  # read from the connection by the first insert
-        # statistics (event-loop side)
-        self._appends = 0
-        self._events = 0
-        self._rejected = 0
-        self._batches = 0
-        self._commit_seconds = 0.0
-        self._commit_seconds_max = 0.0
-        self._snapshot_decoders: dict[type[Any], msgspec.msgpack.Decoder[Any]] = {}
-        self._reader_closed = False
-        self._log = get_logger("store", path=path)
-
-    # -- appending ----------------------------------------------------------------------
-
-    async def append(
-        self,
-        stream_id: str,
-        events: Sequence[msgspec.Struct],
-        *,
-        expected_version: int,
-        command_id: str | None = None,
-        metadata: Mapping[str, str] | None = None,
-    ) -> AppendResult:
-        """Append `events` to `stream_id` atomically, after checking its version.
-
-        Args:
-            stream_id: the stream (aggregate instance) to append to.
-            events: one or more registered event structs, in order.
-            expected_version: the stream's current version as the caller knows it, or
-                `NO_STREAM` (must not exist), `STREAM_EXISTS`, or `ANY` (no check).
-            command_id: makes the append idempotent: if an append with this id already
-                committed (same stream and events), its first result is returned with
-                `duplicate=True` and nothing is written.
-            metadata: string key/values stored with every event of this append.
-
-        Returns:
-            Where the events landed, once they are committed (durably, under
-            `synchronous=FULL`).
-
-        Raises:
-            ConcurrencyError: the stream is not at `expected_version`; nothing written.
-            IdempotencyConflict: `command_id` committed before with other events.
-            InvalidAppend: a bad argument (stream id, version, type, size); nothing written.
-            StoreFull, StoreUnavailable, StoreCorrupted: the file could not take the
-                write; nothing of this append was written.
-            StoreClosed: the store is closing.
-
-        Cancellation: cancelling the caller before the writer took the append withdraws
-        it; once the writer has it, it commits or fails as a unit and only the reply is
-        lost. Treat a cancelled append as of unknown outcome (retry with the same
-        `command_id`).
-        """
-        if self._closing:
-            raise StoreClosed(f"the store {self.path!r} is closed; append to {stream_id!r} refused")
-        if type(stream_id) is not str or stream_id not in self._valid_stream_ids:
-            self._check_stream_id(stream_id)
-        if type(expected_version) is not int or expected_version < STREAM_EXISTS:
-            raise InvalidExpectedVersion(stream_id, expected_version)
-        options = self.options
-        count = len(events)
-        if count == 0:
-            raise InvalidAppend(f"append to stream {stream_id!r} carries no events")
-        if count > options.max_events_per_append:
-            raise TooManyEvents(stream_id, count, options.max_events_per_append)
-        # The registry's encode, inlined: this loop runs once per event on the command path.
-        registry = self.registry
-        entries = registry._by_type
-        encode = registry._encoder.encode
-        limit = options.max_event_bytes
-        crc32 = zlib.crc32
-        rows: list[tuple[str, int, bytes, int]] = []
-        for event in events:
-            entry = entries.get(type(event))
-            if entry is None:
-                raise UnregisteredEventType(stream_id, type(event))
-            try:
-                data = encode(event)
-            except (TypeError, ValueError, OverflowError) as exc:
-                raise InvalidAppend(
-                    f"event {type(event).__qualname__} for stream {stream_id!r} cannot be"
-                    f" encoded: {exc}"
-                ) from exc
-            if len(data) > limit:
-                raise EventTooLarge(stream_id, entry.tag, len(data), limit)
-            rows.append((entry.tag, entry.schema_version, data, crc32(data)))
-        meta: dict[str, str] | None = None
-        meta_bytes = None
-        if metadata:
-            meta = _check_metadata(stream_id, metadata)
-            try:
-                meta_bytes = _meta_encoder.encode(meta)
-            except UnicodeEncodeError as exc:
-                raise InvalidAppend(
-                    f"metadata for stream {stream_id!r} is not valid Unicode"
-                    f" (lone surrogate): {exc}"
-                ) from None
-        digest = None
-        if command_id is not None:
-            if not isinstance(command_id, str) or not 0 < len(command_id) <= 256:
-                raise InvalidAppend(
-                    f"command_id for stream {stream_id!r} must be a non-empty str of at most"
-                    f" 256 characters, not {command_id!r}"
-                )
-            try:
-                command_id.encode()
-            except UnicodeEncodeError:
-                # Caught here, not at the INSERT, where it would fail the whole batch.
-                raise InvalidAppend(
-                    f"command_id {command_id!r} for stream {stream_id!r} is not valid"
-                    " Unicode (lone surrogate)"
-                ) from None
-            digest = _digest(stream_id, rows)
-        pending = self._pending
-        if len(pending) >= options.max_pending_appends:
-            await self._wait_for_room(stream_id)
-        future: asyncio.Future[AppendResult] = _Future(loop=_running_loop())
-        pending.append(
-            _Append(
-                stream_id,
-                expected_version,
-                events,
-                rows,
-                meta,
-                meta_bytes,
-                command_id,
-                digest,
-                future,
-            )
-        )
-        wake = self._wake
-        if not wake.is_set():
-            wake.set()
-        return await future
-
-    async def _wait_for_room(self, stream_id: str) -> None:
-        while len(self._pending) >= self.options.max_pending_appends:
-            self._room.clear()
-            await self._room.wait()
-            if self._closing:
-                raise StoreClosed(
-                    f"the store {self.path!r} closed; append to {stream_id!r} refused"
-                )
-
-    def _check_stream_id(self, stream_id: object) -> None:
-        if type(stream_id) is str and stream_id in self._valid_stream_ids:
-            return
-        if type(stream_id) is not str:
-            raise InvalidStreamId(stream_id, "it must be a str")
-        if not stream_id or stream_id.isspace():
-            raise InvalidStreamId(stream_id, "it is empty or blank")
-        try:
-            size = len(stream_id.encode())
-        except UnicodeEncodeError:
-            raise InvalidStreamId(stream_id, "it is not valid Unicode (lone surrogate)") from None
-        if not stream_id.isprintable():
-            raise InvalidStreamId(stream_id, "it contains control, format or separator characters")
-        if size > self.options.max_stream_id_bytes:
-            raise InvalidStreamId(
-                stream_id,
-                f"it is {size} bytes long, over the limit of"
-                f" {self.options.max_stream_id_bytes} (max_stream_id_bytes)",
-            )
-        valid = self._valid_stream_ids
-        if len(valid) >= _VALID_STREAM_ID_CACHE_LIMIT:
-            valid.clear()
-        valid.add(stream_id)
-
-    async def _enqueue_write(self, sql: str, params: tuple[Any, ...]) -> None:
-        if self._closing:
-            raise StoreClosed(f"the store {self.path!r} is closed")
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.append(_Write(sql, params, future))
-        self._wake.set()
-        await future
-
-    def add_commit_listener(self, listener: CommitListener) -> Callable[[], None]:
-        """Call `listener` after every commit with that batch's events, in position order.
-
-        The listener runs on the writer task, before the appenders are answered: it must
-        not block or await (hand the events to a queue). An exception it raises is logged
-        and otherwise ignored. Returns a function that removes the listener.
-        """
-        self._listeners.append(listener)
-
-        def remove() -> None:
-            with contextlib.suppress(ValueError):
-                self._listeners.remove(listener)
-
-        return remove
-
-    # -- the writer ---------------------------------------------------------------------
-
-    async def _run_writer(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
-        task_status.started()
-        pending = self._pending
-        max_events = self.options.max_batch_events
-        try:
-            while True:
-                if not pending:
-                    if self._closing:
-                        return
-                    self._wake.clear()
-                    await self._wake.wait()
-                    continue
-                appends: list[_Append] = []
-                writes: list[_Write] = []
-                taken = 0
-                while pending and taken < max_events:
-                    item = pending.popleft()
-                    if item.future.cancelled():
-                        continue
-                    if isinstance(item, _Append):
-                        appends.append(item)
-                        taken += len(item.rows)
-                    else:
-                        writes.append(item)
-                if not self._room.is_set():
-                    self._room.set()
-                if not appends and not writes:
-                    continue
-                with anyio.CancelScope(shield=True):
-                    await self._commit(appends, writes)
-        finally:
-            self._fail_pending(StoreClosed(f"the store {self.path!r} closed before the write"))
-            self._writer_done.set()
-
-    async def _commit(self, appends: list[_Append], writes: list[_Write]) -> None:
-        try:
-            result = await _in_thread(self._writer, self._write_batch, appends, writes)
-        except Exception as exc:  # noqa: BLE001 - the batch failed as a unit: tell each caller
-            error = _translate(exc, "commit")
-            for item in appends:
-                if not item.future.done():
-                    item.future.set_exception(error)
-            for write in writes:
-                if not write.future.done():
-                    write.future.set_exception(error)
-            return
-        if result.write_error is not None:
-            for write in writes:
-                if not write.future.done():
-                    write.future.set_exception(result.write_error)
-        else:
-            for write in writes:
-                if not write.future.done():
-                    write.future.set_result(None)
-        if faults.enabled:
-            await faults.hit_async("after_commit_before_publish")
-        outcomes = result.outcomes
-        listeners = self._listeners
-        committed = 0
-        events = 0
-        rejected = 0
-        if listeners:
-            # Listeners see the batch before any appender is answered.
-            published: list[RecordedEvent] = []
-            recorded_at = result.recorded_at
-            for item, outcome in zip(appends, outcomes, strict=True):
-                if isinstance(outcome, AppendResult):
-                    if not outcome.duplicate:
-                        committed += 1
-                        events += len(item.rows)
-                        _recorded(item, outcome, recorded_at, published)
-                else:
-                    rejected += 1
-            self._count(committed, events, rejected, writes, result.commit_seconds)
-            if published:
-                for listener in tuple(listeners):
-                    try:
-                        listener(published)
-                    except Exception:  # noqa: BLE001 - isolated and reported; the writer goes on
-                        self._log.error(
-                            "store.listener_failed", listener=repr(listener), exc_info=True
-                        )
-            if faults.enabled:
-                await faults.hit_async("after_commit_before_reply")
-            for item, outcome in zip(appends, outcomes, strict=True):
-                future = item.future
-                if not future.done():
-                    if isinstance(outcome, AppendResult):
-                        future.set_result(outcome)
-                    else:
-                        future.set_exception(outcome)
-            return
-        # No listener: count and answer in one pass.
-        if faults.enabled:
-            await faults.hit_async("after_commit_before_reply")
-        for item, outcome in zip(appends, outcomes, strict=True):
-            future = item.future
-            if isinstance(outcome, AppendResult):
-                if not outcome.duplicate:
-                    committed += 1
-                    events += len(item.rows)
-                if not future.done():
-                    future.set_result(outcome)
-            else:
-                rejected += 1
-                if not future.done():
-                    future.set_exception(outcome)
-        self._count(committed, events, rejected, writes, result.commit_seconds)
-
-    def _count(
-        self, committed: int, events: int, rejected: int, writes: list[_Write], seconds: float
-    ) -> None:
-        self._rejected += rejected
-        if committed or writes:
-            self._batches += 1
-            self._appends += committed
-            self._events += events
-            self._commit_seconds += seconds
-            self._commit_seconds_max = max(self._commit_seconds_max, seconds)
-
-    def _fail_pending(self, error: StoreError) -> None:
-        while self._pending:
-            item = self._pending.popleft()
-            if not item.future.done():
-                item.future.set_exception(error)
-        self._room.set()
-
-    # -- writer thread ------------------------------------------------------------------
 
     def _write_batch(
         self, conn: sqlite3.Connection, appends: list[_Append], writes: list[_Write]
@@ -707,7 +393,13 @@ class SQLiteEventStore:
         except BaseException:
             self._rollback(conn)
             raise
-        return _BatchResult(outcomes, recorded_at, time.perf_counter() - started, write_error)
+        return _BatchResult(
+            outcomes,
+            recorded_at,
+            time.perf_counter() - started,
+            write_error,
+            self._last_position,
+        )
 
     def _begin(self, conn: sqlite3.Connection) -> None:
         for attempt in range(self.options.busy_retries + 1):
@@ -950,6 +642,495 @@ class SQLiteEventStore:
             return _translate(exc, "write")
         conn.execute("RELEASE writes")
         return None
+
+
+class SQLiteEventStore:
+    """An append-only event log in one SQLite file. Obtain one with `open_store`.
+
+    Every method is safe to call from many tasks at once. Appends are group-committed by
+    one writer task; reads use their own connection (WAL readers never block the writer).
+    """
+
+    def __init__(
+        self,
+        path: str,
+        registry: EventRegistry,
+        options: StoreOptions,
+        writer: aiosqlite.Connection,
+        reader: aiosqlite.Connection,
+        data_version: int,
+        last_position: int,
+        process: anyio.abc.Process | None = None,
+    ) -> None:
+        self.path = path
+        self.registry = registry
+        self.options = options
+        self._writer = writer
+        self._reader = reader
+        self._pending: deque[_Append | _Write] = deque()
+        # Stream ids that passed `_check_stream_id` (exact str only; bounded).
+        self._valid_stream_ids: set[str] = set()
+        self._wake = asyncio.Event()
+        self._room = asyncio.Event()
+        self._room.set()
+        self._closing = False
+        self._writer_done = asyncio.Event()
+        self._listeners: list[CommitListener] = []
+        # what the write connection knows is current: the writer thread's state
+        self._batch = _BatchWriter(path, options, data_version, last_position)
+        self._last_position = last_position  # of the last batch answered
+        # the writer process (writer="process"): batches sent and not yet answered
+        self._process = process
+        self._in_flight: deque[tuple[list[_Append], list[_Write]]] = deque()
+        self._slot = asyncio.Event()
+        self._failure: StoreError | None = None
+        # statistics (event-loop side)
+        self._appends = 0
+        self._events = 0
+        self._rejected = 0
+        self._batches = 0
+        self._commit_seconds = 0.0
+        self._commit_seconds_max = 0.0
+        self._snapshot_decoders: dict[type[Any], msgspec.msgpack.Decoder[Any]] = {}
+        self._reader_closed = False
+        self._log = get_logger("store", path=path)
+
+    # -- appending ----------------------------------------------------------------------
+
+    async def append(
+        self,
+        stream_id: str,
+        events: Sequence[msgspec.Struct],
+        *,
+        expected_version: int,
+        command_id: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> AppendResult:
+        """Append `events` to `stream_id` atomically, after checking its version.
+
+        Args:
+            stream_id: the stream (aggregate instance) to append to.
+            events: one or more registered event structs, in order.
+            expected_version: the stream's current version as the caller knows it, or
+                `NO_STREAM` (must not exist), `STREAM_EXISTS`, or `ANY` (no check).
+            command_id: makes the append idempotent: if an append with this id already
+                committed (same stream and events), its first result is returned with
+                `duplicate=True` and nothing is written.
+            metadata: string key/values stored with every event of this append.
+
+        Returns:
+            Where the events landed, once they are committed (durably, under
+            `synchronous=FULL`).
+
+        Raises:
+            ConcurrencyError: the stream is not at `expected_version`; nothing written.
+            IdempotencyConflict: `command_id` committed before with other events.
+            InvalidAppend: a bad argument (stream id, version, type, size); nothing written.
+            StoreFull, StoreUnavailable, StoreCorrupted: the file could not take the
+                write; nothing of this append was written.
+            StoreClosed: the store is closing.
+
+        Cancellation: cancelling the caller before the writer took the append withdraws
+        it; once the writer has it, it commits or fails as a unit and only the reply is
+        lost. Treat a cancelled append as of unknown outcome (retry with the same
+        `command_id`).
+        """
+        if self._closing:
+            raise self._failure or StoreClosed(
+                f"the store {self.path!r} is closed; append to {stream_id!r} refused"
+            )
+        if type(stream_id) is not str or stream_id not in self._valid_stream_ids:
+            self._check_stream_id(stream_id)
+        if type(expected_version) is not int or expected_version < STREAM_EXISTS:
+            raise InvalidExpectedVersion(stream_id, expected_version)
+        options = self.options
+        count = len(events)
+        if count == 0:
+            raise InvalidAppend(f"append to stream {stream_id!r} carries no events")
+        if count > options.max_events_per_append:
+            raise TooManyEvents(stream_id, count, options.max_events_per_append)
+        # The registry's encode, inlined: this loop runs once per event on the command path.
+        registry = self.registry
+        entries = registry._by_type
+        encode = registry._encoder.encode
+        limit = options.max_event_bytes
+        crc32 = zlib.crc32
+        rows: list[tuple[str, int, bytes, int]] = []
+        for event in events:
+            entry = entries.get(type(event))
+            if entry is None:
+                raise UnregisteredEventType(stream_id, type(event))
+            try:
+                data = encode(event)
+            except (TypeError, ValueError, OverflowError) as exc:
+                raise InvalidAppend(
+                    f"event {type(event).__qualname__} for stream {stream_id!r} cannot be"
+                    f" encoded: {exc}"
+                ) from exc
+            if len(data) > limit:
+                raise EventTooLarge(stream_id, entry.tag, len(data), limit)
+            rows.append((entry.tag, entry.schema_version, data, crc32(data)))
+        meta: dict[str, str] | None = None
+        meta_bytes = None
+        if metadata:
+            meta = _check_metadata(stream_id, metadata)
+            try:
+                meta_bytes = _meta_encoder.encode(meta)
+            except UnicodeEncodeError as exc:
+                raise InvalidAppend(
+                    f"metadata for stream {stream_id!r} is not valid Unicode"
+                    f" (lone surrogate): {exc}"
+                ) from None
+        digest = None
+        if command_id is not None:
+            if not isinstance(command_id, str) or not 0 < len(command_id) <= 256:
+                raise InvalidAppend(
+                    f"command_id for stream {stream_id!r} must be a non-empty str of at most"
+                    f" 256 characters, not {command_id!r}"
+                )
+            try:
+                command_id.encode()
+            except UnicodeEncodeError:
+                # Caught here, not at the INSERT, where it would fail the whole batch.
+                raise InvalidAppend(
+                    f"command_id {command_id!r} for stream {stream_id!r} is not valid"
+                    " Unicode (lone surrogate)"
+                ) from None
+            digest = _digest(stream_id, rows)
+        pending = self._pending
+        if len(pending) >= options.max_pending_appends:
+            await self._wait_for_room(stream_id)
+        future: asyncio.Future[AppendResult] = _Future(loop=_running_loop())
+        pending.append(
+            _Append(
+                stream_id,
+                expected_version,
+                events,
+                rows,
+                meta,
+                meta_bytes,
+                command_id,
+                digest,
+                future,
+            )
+        )
+        wake = self._wake
+        if not wake.is_set():
+            wake.set()
+        return await future
+
+    async def _wait_for_room(self, stream_id: str) -> None:
+        while len(self._pending) >= self.options.max_pending_appends:
+            self._room.clear()
+            await self._room.wait()
+            if self._closing:
+                raise StoreClosed(
+                    f"the store {self.path!r} closed; append to {stream_id!r} refused"
+                )
+
+    def _check_stream_id(self, stream_id: object) -> None:
+        if type(stream_id) is str and stream_id in self._valid_stream_ids:
+            return
+        if type(stream_id) is not str:
+            raise InvalidStreamId(stream_id, "it must be a str")
+        if not stream_id or stream_id.isspace():
+            raise InvalidStreamId(stream_id, "it is empty or blank")
+        try:
+            size = len(stream_id.encode())
+        except UnicodeEncodeError:
+            raise InvalidStreamId(stream_id, "it is not valid Unicode (lone surrogate)") from None
+        if not stream_id.isprintable():
+            raise InvalidStreamId(stream_id, "it contains control, format or separator characters")
+        if size > self.options.max_stream_id_bytes:
+            raise InvalidStreamId(
+                stream_id,
+                f"it is {size} bytes long, over the limit of"
+                f" {self.options.max_stream_id_bytes} (max_stream_id_bytes)",
+            )
+        valid = self._valid_stream_ids
+        if len(valid) >= _VALID_STREAM_ID_CACHE_LIMIT:
+            valid.clear()
+        valid.add(stream_id)
+
+    async def _enqueue_write(self, sql: str, params: tuple[Any, ...]) -> None:
+        if self._closing:
+            raise self._failure or StoreClosed(f"the store {self.path!r} is closed")
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append(_Write(sql, params, future))
+        self._wake.set()
+        await future
+
+    def add_commit_listener(self, listener: CommitListener) -> Callable[[], None]:
+        """Call `listener` after every commit with that batch's events, in position order.
+
+        The listener runs on the writer task, before the appenders are answered: it must
+        not block or await (hand the events to a queue). An exception it raises is logged
+        and otherwise ignored. Returns a function that removes the listener.
+        """
+        self._listeners.append(listener)
+
+        def remove() -> None:
+            with contextlib.suppress(ValueError):
+                self._listeners.remove(listener)
+
+        return remove
+
+    # -- the writer ---------------------------------------------------------------------
+
+    async def _run_writer(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
+        task_status.started()
+        pending = self._pending
+        try:
+            while True:
+                if not pending:
+                    if self._closing:
+                        return
+                    self._wake.clear()
+                    await self._wake.wait()
+                    continue
+                appends, writes = self._take(len(pending))
+                if not appends and not writes:
+                    continue
+                with anyio.CancelScope(shield=True):
+                    await self._commit(appends, writes)
+        finally:
+            self._fail_pending(StoreClosed(f"the store {self.path!r} closed before the write"))
+            self._writer_done.set()
+
+    def _take(self, most: int) -> tuple[list[_Append], list[_Write]]:
+        """Take up to `most` queued items (and at most `max_batch_events` events)."""
+        pending = self._pending
+        max_events = self.options.max_batch_events
+        appends: list[_Append] = []
+        writes: list[_Write] = []
+        taken = 0
+        while pending and taken < max_events and most > 0:
+            item = pending.popleft()
+            most -= 1
+            if item.future.cancelled():
+                continue
+            if isinstance(item, _Append):
+                appends.append(item)
+                taken += len(item.rows)
+            else:
+                writes.append(item)
+        if not self._room.is_set():
+            self._room.set()
+        return appends, writes
+
+    async def _commit(self, appends: list[_Append], writes: list[_Write]) -> None:
+        try:
+            result = await _in_thread(self._writer, self._batch._write_batch, appends, writes)
+        except Exception as exc:  # noqa: BLE001 - the batch failed as a unit: tell each caller
+            _fail_batch(appends, writes, _translate(exc, "commit"))
+            return
+        await self._answer(appends, writes, result)
+
+    # -- the writer process (writer="process") ------------------------------------------
+
+    async def _run_process_writer(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
+        """Send batches to the writer process (at most `_MAX_IN_FLIGHT` unanswered) while
+        `_receive_replies` answers them, in order, as the process commits them."""
+        process = self._process
+        assert process is not None
+        assert process.stdin is not None
+        task_status.started()
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._receive_replies)
+                await self._send_batches(process.stdin)
+                with anyio.CancelScope(shield=True):
+                    while self._in_flight and self._failure is None:
+                        self._slot.clear()
+                        await self._slot.wait()
+                    # End of input: the process finishes and exits; the reader sees EOF.
+                    with contextlib.suppress(anyio.BrokenResourceError):
+                        await process.stdin.aclose()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await _stop_process(process, self.options.busy_timeout)
+            error = self._failure or StoreClosed(
+                f"the store {self.path!r} closed before the write was answered"
+            )
+            while self._in_flight:
+                _fail_batch(*self._in_flight.popleft(), error)
+            self._fail_pending(error)
+            self._writer_done.set()
+
+    async def _send_batches(self, stdin: anyio.abc.ByteSendStream) -> None:
+        pending = self._pending
+        in_flight = self._in_flight
+        while self._failure is None:
+            if not pending:
+                if self._closing:
+                    return
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            if len(in_flight) >= _MAX_IN_FLIGHT:
+                self._slot.clear()
+                await self._slot.wait()
+                continue
+            most = len(pending)
+            free = _MAX_IN_FLIGHT - len(in_flight)
+            if free > 1 and most >= 2 * _MIN_SPLIT:
+                most = -(-most // free)  # share the queue out over the free slots
+            appends, writes = self._take(most)
+            if not appends and not writes:
+                continue
+            payload = marshal.dumps(
+                (
+                    [
+                        (
+                            item.stream_id,
+                            item.expected,
+                            item.rows,
+                            item.metadata_bytes,
+                            item.command_id,
+                            item.digest,
+                        )
+                        for item in appends
+                    ],
+                    [(write.sql, write.params) for write in writes],
+                )
+            )
+            in_flight.append((appends, writes))
+            try:
+                with anyio.CancelScope(shield=True):
+                    await stdin.send(_FRAME.pack(len(payload)) + payload)
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                return  # the process is gone: the reader reports it and fails the batches
+
+    async def _receive_replies(self) -> None:
+        process = self._process
+        assert process is not None
+        assert process.stdout is not None
+        frames = _Frames(process.stdout)
+        try:
+            while (reply := await frames.next()) is not None:
+                appends, writes = self._in_flight.popleft()
+                self._slot.set()
+                with anyio.CancelScope(shield=True):
+                    if reply[0] == "ok":
+                        _, raw, recorded_at, seconds, write_error, last_position = reply
+                        result = _BatchResult(
+                            _outcomes(appends, raw),
+                            recorded_at,
+                            seconds,
+                            None if write_error is None else _store_error(*write_error),
+                            last_position,
+                        )
+                        await self._answer(appends, writes, result)
+                    else:
+                        _fail_batch(appends, writes, _store_error(reply[1], reply[2]))
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            pass
+        if self._in_flight or not self._closing:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(self.options.busy_timeout):
+                await process.wait()  # its exit code, for the report
+            code = process.returncode
+            exited = (
+                f"the writer process of the store {self.path!r} exited"
+                f"{'' if code is None else f' (code {code})'}"
+            )
+            sent = sum(len(appends) + len(writes) for appends, writes in self._in_flight)
+            self._failure = StoreUnavailable(f"{exited}; the store takes no more writes: reopen it")
+            self._closing = True
+            self._log.error("store.writer_process_failed", returncode=code, in_flight=sent)
+            unknown = StoreUnavailable(
+                f"{exited} while it held this write: its outcome is unknown (one of {sent}"
+                " sent to it); reopen the store and retry with the same command id"
+            )
+            while self._in_flight:
+                _fail_batch(*self._in_flight.popleft(), unknown)
+            self._fail_pending(self._failure)
+            self._slot.set()
+            self._wake.set()
+
+    async def _answer(
+        self, appends: list[_Append], writes: list[_Write], result: _BatchResult
+    ) -> None:
+        self._last_position = result.last_position
+        if result.write_error is not None:
+            for write in writes:
+                if not write.future.done():
+                    write.future.set_exception(result.write_error)
+        else:
+            for write in writes:
+                if not write.future.done():
+                    write.future.set_result(None)
+        if faults.enabled:
+            await faults.hit_async("after_commit_before_publish")
+        outcomes = result.outcomes
+        listeners = self._listeners
+        committed = 0
+        events = 0
+        rejected = 0
+        if listeners:
+            # Listeners see the batch before any appender is answered.
+            published: list[RecordedEvent] = []
+            recorded_at = result.recorded_at
+            for item, outcome in zip(appends, outcomes, strict=True):
+                if isinstance(outcome, AppendResult):
+                    if not outcome.duplicate:
+                        committed += 1
+                        events += len(item.rows)
+                        _recorded(item, outcome, recorded_at, published)
+                else:
+                    rejected += 1
+            self._count(committed, events, rejected, writes, result.commit_seconds)
+            if published:
+                for listener in tuple(listeners):
+                    try:
+                        listener(published)
+                    except Exception:  # noqa: BLE001 - isolated and reported; the writer goes on
+                        self._log.error(
+                            "store.listener_failed", listener=repr(listener), exc_info=True
+                        )
+            if faults.enabled:
+                await faults.hit_async("after_commit_before_reply")
+            for item, outcome in zip(appends, outcomes, strict=True):
+                future = item.future
+                if not future.done():
+                    if isinstance(outcome, AppendResult):
+                        future.set_result(outcome)
+                    else:
+                        future.set_exception(outcome)
+            return
+        # No listener: count and answer in one pass.
+        if faults.enabled:
+            await faults.hit_async("after_commit_before_reply")
+        for item, outcome in zip(appends, outcomes, strict=True):
+            future = item.future
+            if isinstance(outcome, AppendResult):
+                if not outcome.duplicate:
+                    committed += 1
+                    events += len(item.rows)
+                if not future.done():
+                    future.set_result(outcome)
+            else:
+                rejected += 1
+                if not future.done():
+                    future.set_exception(outcome)
+        self._count(committed, events, rejected, writes, result.commit_seconds)
+
+    def _count(
+        self, committed: int, events: int, rejected: int, writes: list[_Write], seconds: float
+    ) -> None:
+        self._rejected += rejected
+        if committed or writes:
+            self._batches += 1
+            self._appends += committed
+            self._events += events
+            self._commit_seconds += seconds
+            self._commit_seconds_max = max(self._commit_seconds_max, seconds)
+
+    def _fail_pending(self, error: StoreError) -> None:
+        while self._pending:
+            item = self._pending.popleft()
+            if not item.future.done():
+                item.future.set_exception(error)
+        self._room.set()
 
     # -- reading ------------------------------------------------------------------------
 
@@ -1333,6 +1514,129 @@ async def _in_thread(conn: aiosqlite.Connection, fn: Callable[..., T], *args: An
     return cast(T, await conn._execute(fn, raw, *args))  # type: ignore[no-untyped-call]
 
 
+def _fail_batch(appends: list[_Append], writes: list[_Write], error: StoreError) -> None:
+    for item in appends:
+        if not item.future.done():
+            item.future.set_exception(error)
+    for write in writes:
+        if not write.future.done():
+            write.future.set_exception(error)
+
+
+def _outcomes(appends: list[_Append], raw: list[tuple[Any, ...]]) -> list[_Outcome]:
+    """The writer process's outcomes (see `store._writer_process`) as the thread's."""
+    outcomes: list[_Outcome] = []
+    add = outcomes.append
+    for item, outcome in zip(appends, raw, strict=True):
+        kind = outcome[0]
+        if type(kind) is int:
+            add(AppendResult(item.stream_id, kind, outcome[1], outcome[2], outcome[3]))
+        elif kind == "duplicate":
+            _, first_version, last_version, first_position, last_position = outcome
+            add(
+                AppendResult(
+                    item.stream_id,
+                    first_version,
+                    last_version,
+                    first_position,
+                    last_position,
+                    duplicate=True,
+                )
+            )
+        elif kind == "conflict":
+            add(ConcurrencyError(item.stream_id, outcome[1], outcome[2]))
+        elif kind == "idempotency":
+            add(IdempotencyConflict(cast(str, item.command_id), item.stream_id, outcome[1]))
+        else:
+            add(_store_error(outcome[1], outcome[2]))
+    return outcomes
+
+
+_ERRORS_BY_NAME: Final[dict[str, type[StoreError]]] = {
+    cls.__name__: cls for cls in (StoreError, StoreFull, StoreCorrupted, StoreUnavailable)
+}
+
+
+def _store_error(name: str, message: str) -> StoreError:
+    """An error the writer process reported (its class by name, its message)."""
+    return _ERRORS_BY_NAME.get(name, StoreError)(message)
+
+
+class _Frames:
+    """Length-prefixed `marshal` frames from the writer process's output."""
+
+    def __init__(self, stream: anyio.abc.ByteReceiveStream) -> None:
+        self._stream = stream
+        self._buffer = bytearray()
+
+    async def next(self) -> Any:
+        """The next frame's payload, or None at end of output."""
+        buffer = self._buffer
+        while True:
+            if len(buffer) >= _FRAME.size:
+                (size,) = _FRAME.unpack_from(buffer)
+                end = _FRAME.size + size
+                if len(buffer) >= end:
+                    payload = bytes(buffer[_FRAME.size : end])
+                    del buffer[:end]
+                    return marshal.loads(payload)
+            try:
+                buffer += await self._stream.receive()
+            except anyio.EndOfStream:
+                return None
+
+
+async def _start_process(path: str, options: StoreOptions) -> anyio.abc.Process:
+    """Start the writer process and wait until its connection is open."""
+    env = dict(os.environ)
+    # The child imports this package the way this process did.
+    env["PYTHONPATH"] = os.pathsep.join(entry for entry in sys.path if entry)
+    spec, seed = faults.current()
+    if spec:  # the fault rules this process runs with apply to the writer's points too
+        env[faults.ENV], env[faults.SEED_ENV] = spec, str(seed)
+    process = await anyio.open_process(
+        [sys.executable, "-m", "store._writer_process"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=None,
+        env=env,
+    )
+    assert process.stdin is not None
+    assert process.stdout is not None
+    try:
+        setup = marshal.dumps((path, dataclasses.asdict(options)))
+        await process.stdin.send(_FRAME.pack(len(setup)) + setup)
+        ready = await _Frames(process.stdout).next()
+    except BaseException:
+        with anyio.CancelScope(shield=True):
+            await _stop_process(process, 0)
+        raise
+    if ready is None or ready[0] != "ready":
+        with anyio.CancelScope(shield=True):
+            code = await _stop_process(process, options.busy_timeout)
+        raise StoreUnavailable(
+            f"the writer process for the store {path!r} did not start (exit code {code});"
+            " its error is on standard error"
+        )
+    return process
+
+
+async def _stop_process(process: anyio.abc.Process, grace: float) -> int | None:
+    """Close the process's input, wait for it to exit (killing it after `grace`
+    seconds) and close its output; returns its exit code."""
+    if process.stdin is not None:
+        with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
+            await process.stdin.aclose()
+    with anyio.move_on_after(grace):
+        await process.wait()
+    if process.returncode is None:
+        process.kill()
+        await process.wait()
+    if process.stdout is not None:
+        await process.stdout.aclose()
+    return process.returncode
+
+
 def _recorded(
     item: _Append, result: AppendResult, recorded_at: float, out: list[RecordedEvent]
 ) -> None:
@@ -1508,14 +1812,22 @@ async def open_store(
     opts = StoreOptions(**options)
     path = os.fspath(path)
     memory = path == ":memory:"
+    if memory and opts.writer == "process":
+        raise ValueError(
+            "writer='process' needs a database file: a ':memory:' database lives in one"
+            " connection, which another process cannot share"
+        )
     _prepare_file(path)
     writer = await _connect(path, opts, memory=memory)
     reader = writer
+    process = None
     try:
         await _in_thread(writer, _migrate)
         if not memory:
             reader = await _connect(path, opts, memory=False)
         data_version, last_position = await _in_thread(writer, _state)
+        if opts.writer == "process":
+            process = await _start_process(path, opts)
     except BaseException as exc:
         with anyio.CancelScope(shield=True):
             await writer.close()
@@ -1527,12 +1839,19 @@ async def open_store(
             raise StoreUnavailable(str(exc)) from exc
         raise
     store = SQLiteEventStore(
-        path, registry or EventRegistry(), opts, writer, reader, data_version, last_position
+        path,
+        registry or EventRegistry(),
+        opts,
+        writer,
+        reader,
+        data_version,
+        last_position,
+        process,
     )
     store._log.info("store.opened", synchronous=opts.synchronous, position=last_position)
     try:
         async with anyio.create_task_group() as tg:
-            await tg.start(store._run_writer)
+            await tg.start(store._run_writer if process is None else store._run_process_writer)
             try:
                 yield store
             finally:

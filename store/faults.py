@@ -40,6 +40,7 @@ __all__ = [
     "POINTS",
     "FaultInjected",
     "configure",
+    "current",
     "enabled",
     "hit",
     "hit_async",
@@ -102,6 +103,7 @@ enabled: bool = False
 _rules: dict[str, list[_Rule]] = {}
 _lock = threading.Lock()
 _rng = random.Random(0)
+_spec: tuple[str, int] = ("", 0)
 
 
 def _parse(spec: str) -> dict[str, list[_Rule]]:
@@ -151,10 +153,18 @@ def configure(spec: str | None, *, seed: int = 0) -> None:
     The process reads `ES_FAULTS` and `ES_FAULTS_SEED` once, at import; tests in one
     process call this instead (and `configure(None)` after).
     """
-    global enabled, _rules, _rng
+    global enabled, _rules, _rng, _spec
     parsed = _parse(spec or "")
     with _lock:
         _rules, _rng, enabled = parsed, random.Random(seed), bool(parsed)
+        _spec = (spec or "", seed)
+
+
+def current() -> tuple[str, int]:
+    """The spec and seed last configured ("" when none): what a child process of the
+    store (its writer process) is started with, so the writer's points fire there."""
+    with _lock:
+        return _spec
 
 
 def hits(point: str) -> int:

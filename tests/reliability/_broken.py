@@ -7,7 +7,7 @@ import sqlite3
 from collections.abc import Callable
 from typing import Any
 
-from store import SQLiteEventStore
+from store._sqlite import _BatchWriter
 
 # (statement, connection) -> the statement to run instead, or None to skip it.
 Rewrite = Callable[[str, sqlite3.Connection], str | None]
@@ -31,12 +31,12 @@ class _Rewriting:
 
 def rewrite_writer_sql(rewrite: Rewrite) -> None:
     """Make every store in this process run its write batches through `rewrite`."""
-    original = SQLiteEventStore._write_batch
+    original = _BatchWriter._write_batch
 
-    def write_batch(self: SQLiteEventStore, conn: sqlite3.Connection, *args: Any) -> Any:
+    def write_batch(self: _BatchWriter, conn: sqlite3.Connection, *args: Any) -> Any:
         return original(self, _Rewriting(conn, rewrite), *args)  # type: ignore[arg-type]
 
-    SQLiteEventStore._write_batch = write_batch  # type: ignore[method-assign,assignment]
+    _BatchWriter._write_batch = write_batch  # type: ignore[method-assign,assignment]
 
 
 def acks_before_commit(every: int = 8) -> None:

@@ -44,7 +44,7 @@ from store import (
     faults,
     open_store,
 )
-from store._sqlite import SQLiteEventStore
+from store._sqlite import _BatchWriter
 from tests._events import Deposited
 from tests.reliability._report import Report, size, time_limit
 from tests.reliability.oracle import fold_balances, settle, whole_log
@@ -324,10 +324,10 @@ async def _early_and_live(
     async with open_store(path, registry=registry) as store:
         if monkeypatch is not None:
             loop = asyncio.get_running_loop()
-            apply = SQLiteEventStore._apply_appends
+            apply = _BatchWriter._apply_appends
 
             def publish_before_commit(
-                self: SQLiteEventStore, conn: Any, appends: list[Any], at: float, **kw: Any
+                self: _BatchWriter, conn: Any, appends: list[Any], at: float, **kw: Any
             ) -> list[Any]:
                 outcomes = apply(self, conn, appends, at, **kw)
                 batch = [
@@ -350,7 +350,7 @@ async def _early_and_live(
                 loop.call_soon_threadsafe(early.extend, batch)
                 return outcomes
 
-            monkeypatch.setattr(SQLiteEventStore, "_apply_appends", publish_before_commit)
+            monkeypatch.setattr(_BatchWriter, "_apply_appends", publish_before_commit)
         target = [2**62]
         reached = anyio.Event()
         async with open_bus(store) as bus, anyio.create_task_group() as tg:

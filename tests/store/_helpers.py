@@ -19,14 +19,21 @@ _HOLD_SECONDS = 30.0
 
 
 @asynccontextmanager
-async def writer_held(store: SQLiteEventStore) -> AsyncIterator[None]:
+async def writer_held(store: SQLiteEventStore) -> AsyncIterator[int]:
     """Keep the store's writer busy until exit, so every append made meanwhile waits
-    in its queue and the writer takes them all as one batch when released.
+    in its queue and the writer takes them all as one batch when released. Yields how
+    many batches the hold itself commits (checkpoint writes) before that one.
 
-    A blocking call occupies the write connection's worker thread, and a checkpoint
-    write queued behind it keeps the writer task waiting on that thread; the appends
-    the body starts pile up in the writer's queue.
+    Writer thread: a blocking call occupies the write connection's worker thread, and a
+    checkpoint write queued behind it keeps the writer task waiting on that thread.
+    Writer process: another connection holds the database's write lock, and two
+    checkpoint writes fill the writer's two batches in flight (the first waits for the
+    lock in the process). Either way the appends the body starts pile up in the queue.
     """
+    if store._process is not None:
+        async with _process_writer_held(store):
+            yield 2
+        return
     gate = threading.Event()
 
     def block(_conn: sqlite3.Connection) -> None:
@@ -38,9 +45,26 @@ async def writer_held(store: SQLiteEventStore) -> AsyncIterator[None]:
         tg.start_soon(store.save_checkpoint, "test.writer-held", 0)
         await wait_all_tasks_blocked()
         try:
-            yield
+            yield 1
         finally:
             gate.set()
+
+
+@asynccontextmanager
+async def _process_writer_held(store: SQLiteEventStore) -> AsyncIterator[None]:
+    lock = sqlite3.connect(store.path, isolation_level=None)
+    try:
+        lock.execute("BEGIN IMMEDIATE")
+        async with anyio.create_task_group() as tg:
+            for n in range(2):
+                tg.start_soon(store.save_checkpoint, f"test.writer-held-{n}", 0)
+                await wait_all_tasks_blocked()
+            try:
+                yield
+            finally:
+                lock.execute("ROLLBACK")
+    finally:
+        lock.close()
 
 
 def stored_rows(path: str) -> list[tuple[int, str, int]]:

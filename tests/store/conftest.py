@@ -9,13 +9,26 @@ from store import SQLiteEventStore, open_store
 from tests.store._events import make_registry
 
 
-@pytest.fixture(params=["file", "memory"])
-def store_path(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """Where a contract test's store lives: a file in tmp_path, or ":memory:"."""
-    return str(tmp_path / "events.db") if request.param == "file" else ":memory:"
+@pytest.fixture(params=["file", "memory", "process"])
+def store_kind(request: pytest.FixtureRequest) -> str:
+    """Which store a contract test runs on: a file with the in-process writer thread,
+    ":memory:", or a file with the writer process (`writer="process"`)."""
+    return str(request.param)
 
 
 @pytest.fixture
-async def store(store_path: str) -> AsyncIterator[SQLiteEventStore]:
-    async with open_store(store_path, registry=make_registry()) as opened:
+def store_path(store_kind: str, tmp_path: Path) -> str:
+    """Where a contract test's store lives: a file in tmp_path, or ":memory:"."""
+    return ":memory:" if store_kind == "memory" else str(tmp_path / "events.db")
+
+
+@pytest.fixture
+def store_writer(store_kind: str) -> str:
+    """The `writer` option that goes with `store_path`."""
+    return "process" if store_kind == "process" else "thread"
+
+
+@pytest.fixture
+async def store(store_path: str, store_writer: str) -> AsyncIterator[SQLiteEventStore]:
+    async with open_store(store_path, registry=make_registry(), writer=store_writer) as opened:
         yield opened

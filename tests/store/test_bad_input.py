@@ -38,7 +38,7 @@ from tests.store._events import Deposited, Noted, Opened, Unregistered, Untagged
 
 
 @pytest.fixture
-async def small_store(store_path: str) -> AsyncIterator[SQLiteEventStore]:
+async def small_store(store_path: str, store_writer: str) -> AsyncIterator[SQLiteEventStore]:
     """A store with small limits and one event already in it."""
     async with open_store(
         store_path,
@@ -46,6 +46,7 @@ async def small_store(store_path: str) -> AsyncIterator[SQLiteEventStore]:
         max_event_bytes=100,
         max_events_per_append=3,
         max_stream_id_bytes=16,
+        writer=store_writer,
     ) as store:
         await store.append("existing", [Opened("ada")], expected_version=NO_STREAM)
         yield store
@@ -110,11 +111,11 @@ async def test_an_empty_append_is_refused(small_store: SQLiteEventStore) -> None
     ids=["int-over-u64", "int-under-i64", "lone-surrogate", "object"],
 )
 async def test_an_event_that_cannot_be_encoded_is_refused(
-    store_path: str, value: object, named: str
+    store_path: str, store_writer: str, value: object, named: str
 ) -> None:
     registry = make_registry()
     registry.register(Holder)
-    async with open_store(store_path, registry=registry) as store:
+    async with open_store(store_path, registry=registry, writer=store_writer) as store:
         with pytest.raises(InvalidAppend) as caught:
             await store.append("s", [Holder(value)], expected_version=ANY)
         assert "Holder" in str(caught.value)
@@ -270,8 +271,11 @@ async def test_a_read_limit_must_be_a_positive_int(
 
 async def test_a_whole_stream_read_over_the_read_limit_is_refused_not_shortened(
     store_path: str,
+    store_writer: str,
 ) -> None:
-    async with open_store(store_path, registry=make_registry(), max_read_limit=5) as store:
+    async with open_store(
+        store_path, registry=make_registry(), max_read_limit=5, writer=store_writer
+    ) as store:
         await store.append("long", [Deposited(i) for i in range(6)], expected_version=NO_STREAM)
         with pytest.raises(ReadTooLarge) as caught:
             await store.read_stream("long")

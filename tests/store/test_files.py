@@ -156,9 +156,11 @@ async def test_a_full_database_refuses_whole_appends_and_recovers_when_there_is_
 # -- lifecycle ----------------------------------------------------------------------------
 
 
-async def test_an_error_in_the_store_context_propagates_unwrapped(store_path: str) -> None:
+async def test_an_error_in_the_store_context_propagates_unwrapped(
+    store_path: str, store_writer: str
+) -> None:
     async def conflict_inside_the_store() -> None:
-        async with open_store(store_path, registry=make_registry()) as store:
+        async with open_store(store_path, registry=make_registry(), writer=store_writer) as store:
             await store.append("s", [Deposited(1)], expected_version=NO_STREAM)
             await store.append("s", [Deposited(1)], expected_version=NO_STREAM)
 
@@ -168,8 +170,8 @@ async def test_an_error_in_the_store_context_propagates_unwrapped(store_path: st
     assert caught.value.__context__ is None
 
 
-async def test_a_closed_store_refuses_appends_and_reads(store_path: str) -> None:
-    async with open_store(store_path, registry=make_registry()) as store:
+async def test_a_closed_store_refuses_appends_and_reads(store_path: str, store_writer: str) -> None:
+    async with open_store(store_path, registry=make_registry(), writer=store_writer) as store:
         await store.append("s", [Deposited(1)], expected_version=NO_STREAM)
     assert store.closed
     with pytest.raises(StoreClosed, match="'s'"):
