@@ -1,31 +1,23 @@
 """The writer process of `open_store(path, writer="process")`.
 
-The parent starts it with `python -m store._writer_process` and talks to it over its
-standard input and output in frames: a 4-byte little-endian length, then a `marshal`
-payload (plain tuples, lists, str, bytes, int, float and None; both ends are the same
-program, so nothing else ever crosses). The first frame is the store's path and
-options; the process opens its own write connection, answers `("ready", pid)`, then
-runs one batch transaction per frame, in order, with the same `_BatchWriter` the
-in-process writer uses, and answers each with its outcomes. End of input is the signal
-to stop: it closes its connection and exits. A parent that dies closes that input too,
-so the process never outlives it by more than the batch it is running.
-
-Outcomes travel as tuples and are rebuilt by the parent (`SQLiteEventStore`):
-`(first_version, last_version, first_position, last_position)` for a committed append,
-`("duplicate", ...)` with the same four for an idempotent repeat, `("conflict",
-expected, actual)`, `("idempotency", recorded_stream_id)`, `("error", class name,
-message)`. A batch that failed as a unit answers `("fail", class name, message)`.
+The store starts it with `python -m store._writer_process` and talks to it over its
+standard input and output in the frames of `store._wire`. The first frame is the
+store's path and options; the process opens its own write connection, answers `Ready`,
+then runs one batch transaction per frame, in order, with the same `_BatchWriter` the
+in-process writer uses, and answers each with its outcomes (`Done`) or its error
+(`Failed`). End of input is the signal to stop: it closes its connection and exits. A
+store whose process dies closes that input too, so the writer never outlives it by
+more than the batch it is running.
 """
 
 from __future__ import annotations
 
-import marshal
 import os
 import sqlite3
-import struct
 import sys
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
+from store import _wire
 from store._errors import ConcurrencyError, IdempotencyConflict
 from store._records import AppendResult
 from store._sqlite import (
@@ -33,55 +25,63 @@ from store._sqlite import (
     _Append,
     _BatchWriter,
     _configure,
+    _Outcome,
     _state,
     _translate,
     _Write,
 )
 
-_HEADER = struct.Struct("<I")
-_NO_FUTURE: Any = None  # the futures stay in the parent; the transaction never reads them
+_NO_FUTURE: Any = None  # the futures stay in the store's process; the batch never reads them
+_NOT_COMMITTED: tuple[int, int, int, int] = (0, 0, 0, 0)
 
 
-def read_frame(stream: BinaryIO) -> Any:
+def read_frame(stream: BinaryIO) -> bytes | None:
     """The next frame's payload, or None at end of input."""
-    header = stream.read(_HEADER.size)
-    if len(header) < _HEADER.size:
+    header = stream.read(_wire.HEADER.size)
+    if len(header) < _wire.HEADER.size:
         return None
-    (size,) = _HEADER.unpack(header)
+    (size,) = _wire.HEADER.unpack(header)
     payload = stream.read(size)
-    if len(payload) < size:
-        return None
-    return marshal.loads(payload)
+    return payload if len(payload) == size else None
 
 
-def write_frame(stream: BinaryIO, value: tuple[Any, ...]) -> None:
-    payload = marshal.dumps(value)
-    stream.write(_HEADER.pack(len(payload)) + payload)
-    stream.flush()
-
-
-def _outcome(outcome: object) -> tuple[Any, ...]:
-    if isinstance(outcome, AppendResult):
-        numbers = (
-            outcome.first_version,
-            outcome.last_version,
-            outcome.first_position,
-            outcome.last_position,
-        )
-        return ("duplicate", *numbers) if outcome.duplicate else numbers
-    if isinstance(outcome, ConcurrencyError):
-        return ("conflict", outcome.expected, outcome.actual)
-    if isinstance(outcome, IdempotencyConflict):
-        return ("idempotency", outcome.recorded_stream_id)
-    return ("error", type(outcome).__name__, str(outcome))
+def done(
+    outcomes: list[_Outcome], others: list[tuple[int, str, str, int, int]]
+) -> list[tuple[int, int, int, int]]:
+    """`Done.results` for `outcomes`, adding to `others` what a tuple cannot say."""
+    results: list[tuple[int, int, int, int]] = []
+    for index, outcome in enumerate(outcomes):
+        if isinstance(outcome, AppendResult):
+            results.append(
+                (
+                    outcome.first_version,
+                    outcome.last_version,
+                    outcome.first_position,
+                    outcome.last_position,
+                )
+            )
+            if outcome.duplicate:
+                others.append((index, "duplicate", "", 0, 0))
+            continue
+        results.append(_NOT_COMMITTED)
+        if isinstance(outcome, ConcurrencyError):
+            others.append((index, "conflict", "", outcome.expected, outcome.actual))
+        elif isinstance(outcome, IdempotencyConflict):
+            others.append((index, "idempotency", outcome.recorded_stream_id, 0, 0))
+        else:
+            others.append((index, type(outcome).__name__, str(outcome), 0, 0))
+    return results
 
 
 def serve(inp: BinaryIO, out: BinaryIO) -> None:
-    setup = read_frame(inp)
-    if setup is None:
+    payload = read_frame(inp)
+    if payload is None:
         return
-    path, fields = setup
-    options = StoreOptions(**fields)
+    setup = _wire.to_writer.decode(payload)
+    if not isinstance(setup, _wire.Setup):
+        raise SystemExit(f"writer process: expected the setup frame, got {type(setup).__name__}")
+    path = setup.path
+    options = StoreOptions(**cast(dict[str, Any], setup.options))
     conn = sqlite3.connect(
         path, isolation_level=None, timeout=options.busy_timeout, check_same_thread=False
     )
@@ -89,32 +89,36 @@ def serve(inp: BinaryIO, out: BinaryIO) -> None:
         _configure(conn, options, False)
         data_version, last_position = _state(conn)
         writer = _BatchWriter(path, options, data_version, last_position)
-        write_frame(out, ("ready", os.getpid()))
-        while (batch := read_frame(inp)) is not None:
-            raw_appends, raw_writes = batch
+        out.write(_wire.frame(_wire.Ready(os.getpid())))
+        out.flush()
+        while (payload := read_frame(inp)) is not None:
+            batch = _wire.to_writer.decode(payload)
+            if not isinstance(batch, _wire.Batch):
+                raise SystemExit(f"writer process: expected a batch, got {type(batch).__name__}")
             appends = [
                 _Append(stream_id, expected, (), rows, None, meta, command_id, digest, _NO_FUTURE)
-                for stream_id, expected, rows, meta, command_id, digest in raw_appends
+                for stream_id, expected, rows, meta, command_id, digest in batch.appends
             ]
-            writes = [_Write(sql, params, _NO_FUTURE) for sql, params in raw_writes]
+            writes = [_Write(sql, tuple(params), _NO_FUTURE) for sql, params in batch.writes]
+            reply: _wire.Done | _wire.Failed
             try:
                 result = writer._write_batch(conn, appends, writes)
             except Exception as exc:  # noqa: BLE001 - the batch failed as a unit: say so
                 error = _translate(exc, "commit")
-                write_frame(out, ("fail", type(error).__name__, str(error)))
-                continue
-            write_error = result.write_error
-            write_frame(
-                out,
-                (
-                    "ok",
-                    [_outcome(outcome) for outcome in result.outcomes],
+                reply = _wire.Failed(type(error).__name__, str(error))
+            else:
+                others: list[tuple[int, str, str, int, int]] = []
+                write_error = result.write_error
+                reply = _wire.Done(
+                    done(result.outcomes, others),
+                    others,
                     result.recorded_at,
                     result.commit_seconds,
                     None if write_error is None else (type(write_error).__name__, str(write_error)),
                     result.last_position,
-                ),
-            )
+                )
+            out.write(_wire.frame(reply))
+            out.flush()
     finally:
         conn.close()
 

@@ -1,0 +1,81 @@
+"""The frames between a store and its writer process (`writer="process"`).
+
+Each frame is a 4-byte little-endian length, then one msgpack-encoded struct below,
+decoded with its type: a malformed frame fails to decode instead of being trusted.
+The store sends `Setup` once, then one `Batch` per transaction; the writer process
+answers `Ready` once, then `Done` or `Failed` per batch, in the order it got them.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any, Final
+
+import msgspec
+
+HEADER: Final = struct.Struct("<I")
+
+Param = Any
+"""A value bound to a keyed write's statement (snapshot, checkpoint): str, int, float,
+bytes or None. msgpack keeps these apart by itself (a union of str and bytes is not a
+type msgspec decodes), and the values only ever go to sqlite3's binding, which takes
+exactly these types: anything else fails that batch's write, as in the store's own
+process."""
+
+AppendWire = tuple[
+    str,  # stream id
+    int,  # expected version
+    list[tuple[str, int, bytes, int]],  # rows: tag, schema version, payload, checksum
+    bytes | None,  # metadata, encoded
+    str | None,  # command id
+    bytes | None,  # digest of the command's events
+]
+
+
+class Setup(msgspec.Struct, frozen=True, array_like=True, tag="setup"):
+    path: str
+    options: dict[str, str | int | float]
+
+
+class Batch(msgspec.Struct, frozen=True, array_like=True, tag="batch"):
+    appends: list[AppendWire]
+    writes: list[tuple[str, list[Param]]]  # statement, parameters
+
+
+class Ready(msgspec.Struct, frozen=True, array_like=True, tag="ready"):
+    pid: int
+
+
+class Done(msgspec.Struct, frozen=True, array_like=True, tag="done"):
+    """A committed batch. `results[i]` is append i's (first version, last version, first
+    position, last position); an append that did not commit has zeros there and a row
+    in `others`: (index, kind, text, a, b), kind "duplicate" (results[i] holds the first
+    commit), "conflict" (a = expected, b = actual), "idempotency" (text = the stream
+    the command id was recorded on) or an error class name (text = its message)."""
+
+    results: list[tuple[int, int, int, int]]
+    others: list[tuple[int, str, str, int, int]]
+    recorded_at: float
+    seconds: float
+    write_error: tuple[str, str] | None  # class name, message
+    last_position: int
+
+
+class Failed(msgspec.Struct, frozen=True, array_like=True, tag="failed"):
+    """The batch failed as a unit: nothing of it was written."""
+
+    error: str  # class name
+    message: str
+
+
+ToWriter = Setup | Batch
+FromWriter = Ready | Done | Failed
+
+encoder: Final = msgspec.msgpack.Encoder()
+to_writer: Final = msgspec.msgpack.Decoder(ToWriter)
+from_writer: Final = msgspec.msgpack.Decoder(FromWriter)
+
+
+def frame(message: ToWriter | FromWriter) -> bytes:
+    payload = encoder.encode(message)
+    return HEADER.pack(len(payload)) + payload
