@@ -8,8 +8,11 @@ rules, and the batches it keeps in flight.
 from __future__ import annotations
 
 import os
+import select
 import signal
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import anyio
@@ -157,3 +160,36 @@ async def test_another_process_writing_the_file_meanwhile_is_seen_by_the_writer(
             await store.append("mine", [Deposited(2)], expected_version=1)
         result = await store.append("mine", [Deposited(3)], expected_version=2)
         assert (result.first_version, result.first_position) == (3, 3)
+
+
+_ORPHAN_PARENT = """
+import sys, anyio
+from store import open_store
+
+async def main() -> None:
+    async with open_store(sys.argv[1], writer="process") as store:
+        print(store._process.pid, flush=True)
+        await anyio.sleep_forever()
+
+anyio.run(main)
+"""
+
+
+def test_the_writer_process_exits_when_the_store_process_is_killed(tmp_path: Path) -> None:
+    with subprocess.Popen(
+        [sys.executable, "-c", _ORPHAN_PARENT, str(tmp_path / "events.db")],
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as parent:
+        try:
+            assert parent.stdout is not None
+            writer_pid = int(parent.stdout.readline())
+            # A handle on the writer process that becomes readable when it exits.
+            handle = os.pidfd_open(writer_pid)
+        finally:
+            parent.kill()
+    try:
+        readable, _, _ = select.select([handle], [], [], 30.0)
+        assert readable == [handle], "the writer process outlived the store's process by 30 s"
+    finally:
+        os.close(handle)
