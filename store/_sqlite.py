@@ -1042,11 +1042,9 @@ class SQLiteEventStore:
         """`_answer` for the writer process's common batch (every append committed, no
         keyed write, no commit listener, no fault rule): built and answered in one pass."""
         self._last_position = done.last_position
-        events = 0
         for item, (first_version, last_version, first_position, last_position) in zip(
             appends, done.results, strict=True
         ):
-            events += len(item.rows)
             future = item.future
             if not future.done():
                 future.set_result(
@@ -1054,6 +1052,8 @@ class SQLiteEventStore:
                         item.stream_id, first_version, last_version, first_position, last_position
                     )
                 )
+        # Every append committed, so their positions are one contiguous run.
+        events = done.results[-1][3] - done.results[0][2] + 1 if appends else 0
         self._count(len(appends), events, 0, [], done.seconds)
 
     async def _answer(

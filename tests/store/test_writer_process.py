@@ -129,7 +129,9 @@ async def test_a_long_queue_is_split_so_one_half_commits_while_the_other_is_answ
     async with open_store(tmp_path / "events.db", registry=make_registry(), writer="process") as s:
 
         async def append(i: int) -> None:
-            results.append(await s.append(f"s-{i}", [Deposited(i)], expected_version=NO_STREAM))
+            results.append(
+                await s.append(f"s-{i}", [Deposited(i), Deposited(-i)], expected_version=NO_STREAM)
+            )
 
         async with anyio.create_task_group() as tg:
             for i in range(300):
@@ -137,8 +139,8 @@ async def test_a_long_queue_is_split_so_one_half_commits_while_the_other_is_answ
         statistics = s.statistics()
     # All 300 were queued before the writer woke, with nothing in flight: two halves.
     assert statistics.batches == 2
-    assert statistics.appends == 300
-    assert sorted(r.first_position for r in results) == list(range(1, 301))
+    assert (statistics.appends, statistics.events, statistics.last_position) == (300, 600, 600)
+    assert sorted(r.first_position for r in results) == list(range(1, 601, 2))
 
 
 async def test_another_process_writing_the_file_meanwhile_is_seen_by_the_writer(
