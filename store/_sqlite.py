@@ -186,7 +186,7 @@ _VERSION_CACHE_LIMIT: Final = 200_000
 _VALID_STREAM_ID_CACHE_LIMIT: Final = 100_000
 _MAX_IN_FLIGHT: Final = 2
 """Batches the writer process may hold at once: one committing, one queued behind it."""
-_MIN_SPLIT: Final = 64
+_MIN_SPLIT: Final = 8
 """With nothing in flight, a queue of at least twice this many appends goes to the
 writer process in two halves, so one half is answered while the other commits."""
 _SQLITE_BUSY: Final = 5
@@ -202,7 +202,6 @@ _RETRYABLE_READ: Final = frozenset({_SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_PROTOC
 _READ_RETRIES: Final = 3
 
 _Future = asyncio.Future
-_running_loop = asyncio.get_running_loop
 _json = msgspec.json.Encoder()
 _meta_encoder = msgspec.msgpack.Encoder()
 _meta_decoder = msgspec.msgpack.Decoder(dict[str, str])
@@ -671,6 +670,8 @@ class SQLiteEventStore:
         self._commit_seconds_max = 0.0
         self._snapshot_decoders: dict[type[Any], msgspec.msgpack.Decoder[Any]] = {}
         self._reader_closed = False
+        # The loop the store was opened on: its writer task and every future live there.
+        self._loop = asyncio.get_running_loop()
         self._log = get_logger("store", path=path)
 
     # -- appending ----------------------------------------------------------------------
@@ -778,7 +779,7 @@ class SQLiteEventStore:
         pending = self._pending
         if len(pending) >= options.max_pending_appends:
             await self._wait_for_room(stream_id)
-        future: asyncio.Future[AppendResult] = _Future(loop=_running_loop())
+        future: asyncio.Future[AppendResult] = _Future(loop=self._loop)
         pending.append(
             _Append(
                 stream_id,
