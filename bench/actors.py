@@ -102,12 +102,14 @@ def _summary(count: int, seconds: float, latencies: list[float]) -> Run:
     return Run(count / seconds, pct(0.50), pct(0.95), pct(0.99))
 
 
-async def run_actors(path: Path, concurrency: int, commands: int, *, projection: bool) -> Run:
+async def run_actors(
+    path: Path, concurrency: int, commands: int, *, projection: bool, writer: str = "thread"
+) -> Run:
     per_caller = max(commands // concurrency, 1)
     latencies: list[float] = []
     commit_at: dict[int, float] = {}
     totals = Totals()
-    async with open_system(path, synchronous="FULL") as system:
+    async with open_system(path, synchronous="FULL", writer=writer) as system:
         router = system.aggregates(Counter)
         owned = _owned(concurrency)
         if projection:
@@ -153,10 +155,12 @@ async def run_actors(path: Path, concurrency: int, commands: int, *, projection:
     return dataclasses.replace(run, lag_p99_ms=lags[min(len(lags) - 1, int(0.99 * len(lags)))])
 
 
-async def run_bare(path: Path, concurrency: int, commands: int) -> Run:
+async def run_bare(path: Path, concurrency: int, commands: int, writer: str = "thread") -> Run:
     per_caller = max(commands // concurrency, 1)
     latencies: list[float] = []
-    async with open_store(path, registry=EventRegistry([Added]), synchronous="FULL") as store:
+    async with open_store(
+        path, registry=EventRegistry([Added]), synchronous="FULL", writer=writer
+    ) as store:
         owned = _owned(concurrency)
         versions: dict[int, int] = {}
 
@@ -213,6 +217,12 @@ async def main(argv: Sequence[str] | None = None) -> None:
         default=True,
         help="a live read model follows the actor side (its lag is reported)",
     )
+    parser.add_argument(
+        "--writer",
+        choices=("thread", "process"),
+        default="thread",
+        help="the store's writer, on both sides (open_store's writer option)",
+    )
     args = parser.parse_args(argv)
     rows: list[tuple[int, Run, Run]] = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -227,14 +237,18 @@ async def main(argv: Sequence[str] | None = None) -> None:
                         concurrency,
                         commands,
                         projection=args.projection,
+                        writer=args.writer,
                     )
                 )
                 bare_runs.append(
-                    await run_bare(Path(tmp, f"b-{concurrency}-{n}.db"), concurrency, commands)
+                    await run_bare(
+                        Path(tmp, f"b-{concurrency}-{n}.db"), concurrency, commands, args.writer
+                    )
                 )
             rows.append((concurrency, _median(actor_runs), _median(bare_runs)))
     print(
         f"{AGGREGATES} aggregates, 1 event per command, synchronous=FULL,"
+        f" {args.writer} writer,"
         f" median of {args.runs} runs (ask vs bare store.append)"
         + ("; a live projection follows the ask side" if args.projection else "")
     )
