@@ -68,6 +68,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     load.add_argument("--db", help="SQLite file (default: a temporary file; ':memory:' works)")
     load.add_argument("--synchronous", choices=("FULL", "NORMAL"), default="FULL")
+    load.add_argument(
+        "--writer",
+        choices=("thread", "process"),
+        default="thread",
+        help="the store's writer: thread (default) or process (faster under load; files only)",
+    )
     load.add_argument("--mix", choices=("deposit", "bank", "shop"), default="deposit")
     load.add_argument(
         "--projection",
@@ -119,6 +125,7 @@ def _loadtest(args: argparse.Namespace) -> int:
             concurrency=args.concurrency,
             db=args.db,
             synchronous=args.synchronous,
+            writer=args.writer,
             mix=args.mix,
             projection=args.projection,
             seed=args.seed,

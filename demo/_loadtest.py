@@ -80,6 +80,8 @@ class LoadOptions:
         concurrency: commands in flight at once (one task each).
         db: the SQLite file (None: a temporary file, removed afterwards; ":memory:").
         synchronous: the store's durability mode.
+        writer: the store's writer, "thread" or "process" (`open_store`'s option; not
+            with ":memory:").
         mix: "deposit" (deposits only), "bank" (transfers, deposits, withdrawals) or
             "shop" (orders paid from bank accounts); see `demo._workloads`.
         projection: run a live `Balances` read model and measure its lag.
@@ -96,6 +98,7 @@ class LoadOptions:
     concurrency: int = 1_000
     db: str | None = None
     synchronous: Synchronous = "FULL"
+    writer: Literal["thread", "process"] = "thread"
     mix: Mix = "deposit"
     projection: bool = True
     seed: int = 0
@@ -112,6 +115,10 @@ class LoadOptions:
             raise LoadTestError(f"--duration must be > 0 seconds, not {self.duration!r}")
         if self.synchronous not in ("FULL", "NORMAL"):
             raise LoadTestError(f"--synchronous must be FULL or NORMAL, not {self.synchronous!r}")
+        if self.writer not in ("thread", "process"):
+            raise LoadTestError(f"--writer must be thread or process, not {self.writer!r}")
+        if self.writer == "process" and self.db == ":memory:":
+            raise LoadTestError("--writer process needs a database file, not --db :memory:")
         if self.mix not in ("deposit", "bank", "shop"):
             raise LoadTestError(f"--mix must be deposit, bank or shop, not {self.mix!r}")
         if not 0 < self.progress_interval < math.inf:
@@ -145,8 +152,8 @@ class LoadReport(msgspec.Struct, frozen=True):
     """The figures of one load test run (`--json` prints it as one object).
 
     Attributes:
-        mix, concurrency, aggregates, synchronous, db: what ran (db: the path, or
-            "temporary" / ":memory:").
+        mix, concurrency, aggregates, synchronous, writer, db: what ran (db: the path,
+            or "temporary" / ":memory:").
         commands: commands answered (acknowledged, rejected or failed).
         acknowledged: commands whose events were committed.
         events: events committed while the commands ran (process managers' included).
@@ -175,6 +182,7 @@ class LoadReport(msgspec.Struct, frozen=True):
     concurrency: int
     aggregates: int
     synchronous: str
+    writer: str
     db: str
     commands: int
     acknowledged: int
@@ -387,6 +395,7 @@ async def _run(
     async with open_system(
         path,
         synchronous=options.synchronous,
+        writer=options.writer,
         max_live_actors=max(options.aggregates, 1_000),
         idle_timeout=None,
     ) as system:
@@ -433,6 +442,7 @@ async def _run(
         concurrency=options.concurrency,
         aggregates=options.aggregates,
         synchronous=options.synchronous,
+        writer=options.writer,
         db=label,
         commands=answered,
         acknowledged=counters.acknowledged,
@@ -479,7 +489,8 @@ def render(report: LoadReport) -> str:
     lag = "off" if report.projection_lag_ms_p99 is None else f"{report.projection_lag_ms_p99} ms"
     head = (
         f"mix {report.mix}: {report.commands:,} commands over {report.aggregates:,} aggregates,"
-        f" concurrency {report.concurrency:,}, synchronous={report.synchronous}, db {report.db}"
+        f" concurrency {report.concurrency:,}, synchronous={report.synchronous},"
+        f" {report.writer} writer, db {report.db}"
     )
     rate = (
         f"  {report.commands_per_s:,.0f} commands/s, {report.events_per_s:,.0f} events/s"

@@ -59,6 +59,7 @@ def test_an_in_process_run_reports_json_and_every_ack_is_in_the_store(
     check_shape(report, 400)
     assert report["projection_ok"] is True
     assert isinstance(report["projection_lag_ms_p99"], float)
+    assert report["writer"] == "thread"
     assert err == ""  # not a terminal: no progress line
     logged = read_acks(acks)
     assert len(logged) == 20 + 400  # the openings, then the measured deposits
@@ -73,6 +74,7 @@ def test_a_subprocess_run_prints_one_json_object(tmp_path: Path) -> None:
     db = tmp_path / "load.db"
     argv = ["--aggregates", "10", "--commands", "200", "--concurrency", "10", "--no-projection"]
     argv += ["--json", "--db", str(db), "--ack-log", str(acks), "--synchronous", "NORMAL"]
+    argv += ["--writer", "process"]
     done = subprocess.run(
         [sys.executable, "-m", "demo", "loadtest", *argv],
         cwd=ROOT,
@@ -87,7 +89,7 @@ def test_a_subprocess_run_prints_one_json_object(tmp_path: Path) -> None:
     report = json.loads(line)
     check_shape(report, 200)
     assert report["projection_lag_ms_p99"] is None
-    assert report["synchronous"] == "NORMAL"
+    assert (report["synchronous"], report["writer"]) == ("NORMAL", "process")
     assert missing_acks(read_acks(acks), db) == []
 
 
@@ -124,6 +126,10 @@ def test_the_bank_and_shop_mixes_settle_consistently(
         (["--aggregates", "0"], "--aggregates must be a positive integer, not 0"),
         (["--duration", "-1"], "--duration must be > 0 seconds"),
         (["--sweep", "--db", "x.db"], "--sweep runs each row on a fresh store"),
+        (
+            ["--writer", "process", "--db", ":memory:"],
+            "--writer process needs a database file, not --db :memory:",
+        ),
     ],
 )
 def test_options_that_cannot_run_are_refused_with_a_message(
