@@ -30,7 +30,7 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Final, Literal, NoReturn, TypeVar, cast
+from typing import Any, Final, Literal, NoReturn, Protocol, TypeVar, cast
 
 import aiosqlite
 import anyio
@@ -275,12 +275,30 @@ class _Append(msgspec.Struct, gc=False):
     stream_id: str
     expected: int
     events: Sequence[Any]
-    rows: Sequence[tuple[str, int, bytes, int]]
+    rows: list[tuple[str, int, bytes, int]]
     metadata: dict[str, str] | None
     metadata_bytes: bytes | None
     command_id: str | None
     digest: bytes | None
     future: asyncio.Future[AppendResult]
+
+
+class _BatchAppend(Protocol):
+    """What the batch transaction reads of an append: an `_Append` on the writer
+    thread, a decoded `_wire.AppendWire` in the writer process."""
+
+    @property
+    def stream_id(self) -> str: ...
+    @property
+    def expected(self) -> int: ...
+    @property
+    def rows(self) -> list[tuple[str, int, bytes, int]]: ...
+    @property
+    def metadata_bytes(self) -> bytes | None: ...
+    @property
+    def command_id(self) -> str | None: ...
+    @property
+    def digest(self) -> bytes | None: ...
 
 
 class _Write:
@@ -333,7 +351,7 @@ class _BatchWriter:
         self._max_rows_per_statement = 0  # read from the connection by the first insert
 
     def _write_batch(
-        self, conn: sqlite3.Connection, appends: list[_Append], writes: list[_Write]
+        self, conn: sqlite3.Connection, appends: Sequence[_BatchAppend], writes: list[_Write]
     ) -> _BatchResult:
         """Runs on aiosqlite's thread: one transaction for the whole batch."""
         started = time.perf_counter()
@@ -411,7 +429,12 @@ class _BatchWriter:
             self._data_version = int(conn.execute("PRAGMA data_version").fetchone()[0])
 
     def _apply_appends(
-        self, conn: sqlite3.Connection, appends: list[_Append], recorded_at: float, *, careful: bool
+        self,
+        conn: sqlite3.Connection,
+        appends: Sequence[_BatchAppend],
+        recorded_at: float,
+        *,
+        careful: bool,
     ) -> list[_Outcome]:
         if not appends:
             return []
@@ -568,7 +591,7 @@ class _BatchWriter:
                 done += size
 
     def _known_commands(
-        self, conn: sqlite3.Connection, appends: list[_Append]
+        self, conn: sqlite3.Connection, appends: Sequence[_BatchAppend]
     ) -> dict[str, tuple[str, AppendResult, bytes | None]]:
         ids = [item.command_id for item in appends if item.command_id is not None]
         known: dict[str, tuple[str, AppendResult, bytes | None]] = {}
@@ -579,7 +602,7 @@ class _BatchWriter:
         return known
 
     def _current_versions(
-        self, conn: sqlite3.Connection, appends: list[_Append], *, fresh: bool
+        self, conn: sqlite3.Connection, appends: Sequence[_BatchAppend], *, fresh: bool
     ) -> dict[str, int]:
         cache = self._versions
         missing: list[str] = []
@@ -661,6 +684,8 @@ class SQLiteEventStore:
         self._in_flight: deque[tuple[list[_Append], list[_Write]]] = deque()
         self._slot = asyncio.Event()
         self._failure: StoreError | None = None
+        # kept here, not in the reader: a reader cancelled mid-frame resumes it
+        self._frames = None if process is None else _Frames(cast(Any, process.stdout))
         # statistics (event-loop side)
         self._appends = 0
         self._events = 0
@@ -927,6 +952,16 @@ class SQLiteEventStore:
                         await process.stdin.aclose()
         finally:
             with anyio.CancelScope(shield=True):
+                self._closing = True
+                if self._in_flight and self._failure is None:
+                    # Cancelled with batches in flight: the process commits or fails
+                    # each as a unit, as the writer thread's shielded commit does; read
+                    # its answers before stopping it, so no outcome goes unreported.
+                    with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
+                        await process.stdin.aclose()
+                    options = self.options
+                    with anyio.move_on_after(options.busy_timeout * (options.busy_retries + 1)):
+                        await self._receive_replies()
                 await _stop_process(process, self.options.busy_timeout)
             error = self._failure or StoreClosed(
                 f"the store {self.path!r} closed before the write was answered"
@@ -957,21 +992,19 @@ class SQLiteEventStore:
             appends, writes = self._take(most)
             if not appends and not writes:
                 continue
+            wire = _wire.AppendWire
             batch = _wire.Batch(
-                cast(
-                    list[_wire.AppendWire],
-                    [
-                        (
-                            item.stream_id,
-                            item.expected,
-                            item.rows,
-                            item.metadata_bytes,
-                            item.command_id,
-                            item.digest,
-                        )
-                        for item in appends
-                    ],
-                ),
+                [
+                    wire(
+                        item.stream_id,
+                        item.expected,
+                        item.rows,
+                        item.metadata_bytes,
+                        item.command_id,
+                        item.digest,
+                    )
+                    for item in appends
+                ],
                 [(write.sql, list(write.params)) for write in writes],
             )
             in_flight.append((appends, writes))
@@ -982,10 +1015,9 @@ class SQLiteEventStore:
                 return  # the process is gone: the reader reports it and fails the batches
 
     async def _receive_replies(self) -> None:
-        process = self._process
+        process, frames = self._process, self._frames
         assert process is not None
-        assert process.stdout is not None
-        frames = _Frames(process.stdout)
+        assert frames is not None
         try:
             while (payload := await frames.next()) is not None:
                 try:

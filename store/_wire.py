@@ -22,14 +22,17 @@ type msgspec decodes), and the values only ever go to sqlite3's binding, which t
 exactly these types: anything else fails that batch's write, as in the store's own
 process."""
 
-AppendWire = tuple[
-    str,  # stream id
-    int,  # expected version
-    list[tuple[str, int, bytes, int]],  # rows: tag, schema version, payload, checksum
-    bytes | None,  # metadata, encoded
-    str | None,  # command id
-    bytes | None,  # digest of the command's events
-]
+
+class AppendWire(msgspec.Struct, frozen=True, array_like=True, gc=False):
+    """One append as the writer's transaction sees it (the fields `_BatchWriter` reads):
+    the writer process runs its batch on these as decoded, without copying them."""
+
+    stream_id: str
+    expected: int
+    rows: list[tuple[str, int, bytes, int]]  # tag, schema version, payload, checksum
+    metadata_bytes: bytes | None  # the append's metadata, encoded
+    command_id: str | None
+    digest: bytes | None  # of the command's events, when it has a command id
 
 
 class Setup(msgspec.Struct, frozen=True, array_like=True, tag="setup"):

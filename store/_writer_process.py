@@ -22,7 +22,6 @@ from store._errors import ConcurrencyError, IdempotencyConflict
 from store._records import AppendResult
 from store._sqlite import (
     StoreOptions,
-    _Append,
     _BatchWriter,
     _configure,
     _Outcome,
@@ -95,14 +94,10 @@ def serve(inp: BinaryIO, out: BinaryIO) -> None:
             batch = _wire.to_writer.decode(payload)
             if not isinstance(batch, _wire.Batch):
                 raise SystemExit(f"writer process: expected a batch, got {type(batch).__name__}")
-            appends = [
-                _Append(stream_id, expected, (), rows, None, meta, command_id, digest, _NO_FUTURE)
-                for stream_id, expected, rows, meta, command_id, digest in batch.appends
-            ]
             writes = [_Write(sql, tuple(params), _NO_FUTURE) for sql, params in batch.writes]
             reply: _wire.Done | _wire.Failed
             try:
-                result = writer._write_batch(conn, appends, writes)
+                result = writer._write_batch(conn, batch.appends, writes)
             except Exception as exc:  # noqa: BLE001 - the batch failed as a unit: say so
                 error = _translate(exc, "commit")
                 reply = _wire.Failed(type(error).__name__, str(error))

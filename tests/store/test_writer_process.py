@@ -195,3 +195,38 @@ def test_the_writer_process_exits_when_the_store_process_is_killed(tmp_path: Pat
         assert readable == [handle], "the writer process outlived the store's process by 30 s"
     finally:
         os.close(handle)
+
+
+async def test_a_writer_cancelled_with_a_batch_in_flight_still_publishes_its_commit(
+    tmp_path: Path,
+) -> None:
+    published: list[int] = []
+    faults.configure("after_begin:delay:300:1")  # the first batch takes 300 ms in the process
+    try:
+        with anyio.CancelScope() as scope:
+            async with open_store(
+                tmp_path / "events.db", registry=make_registry(), writer="process"
+            ) as store:
+                store.add_commit_listener(lambda batch: published.extend(e.position for e in batch))
+
+                async def append(i: int) -> None:
+                    await store.append(f"s-{i}", [Deposited(i)], expected_version=NO_STREAM)
+
+                async with anyio.create_task_group() as tg:
+                    for i in range(3):
+                        tg.start_soon(append, i)
+                    await anyio.wait_all_tasks_blocked()
+                    assert len(store._in_flight) == 1  # sent; the process is in its delay
+                    scope.cancel()  # everything, the store's writer task included
+                    await anyio.sleep_forever()
+        process = store._process
+        assert process is not None
+    finally:
+        faults.configure(None)
+    # The batch committed in the process and the store read its answer before stopping
+    # it: the commit listener (the bus, in a system) saw it, as with the writer thread.
+    assert sorted(published) == [1, 2, 3]
+    rows = stored_rows(str(tmp_path / "events.db"))
+    assert sorted(stream for _, stream, _ in rows) == ["s-0", "s-1", "s-2"]
+    assert [position for position, _, _ in rows] == [1, 2, 3]
+    assert process.returncode == 0
