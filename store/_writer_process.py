@@ -7,7 +7,7 @@ then runs one batch transaction per frame, in order, with the same `_BatchWriter
 in-process writer uses, and answers each with its outcomes (`Done`) or its error
 (`Failed`). End of input is the signal to stop: it closes its connection and exits. A
 store whose process dies closes that input too, so the writer never outlives it by
-more than the batch it is running.
+more than the batches already sent to it (two at most).
 """
 
 from __future__ import annotations

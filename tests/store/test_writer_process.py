@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 import anyio
+import msgspec
 import pytest
 
 from store import (
@@ -23,6 +24,7 @@ from store import (
     AppendResult,
     StoreError,
     StoreUnavailable,
+    _wire,
     faults,
     open_store,
 )
@@ -230,3 +232,24 @@ async def test_a_writer_cancelled_with_a_batch_in_flight_still_publishes_its_com
     assert sorted(stream for _, stream, _ in rows) == ["s-0", "s-1", "s-2"]
     assert [position for position, _, _ in rows] == [1, 2, 3]
     assert process.returncode == 0
+
+
+class _Garbled:
+    """Stands in for the store's decoder of the writer process's answers."""
+
+    def decode(self, payload: bytes) -> object:
+        raise msgspec.DecodeError(f"garbled ({len(payload)} bytes)")
+
+
+async def test_an_answer_that_does_not_decode_stops_the_writer_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with open_store(tmp_path / "events.db", registry=make_registry(), writer="process") as s:
+        await s.append("a", [Deposited(1)], expected_version=NO_STREAM)
+        process = s._process
+        assert process is not None
+        monkeypatch.setattr(_wire, "from_writer", _Garbled())
+        with pytest.raises(StoreUnavailable, match="its outcome is unknown"):
+            await s.append("b", [Deposited(2)], expected_version=NO_STREAM)
+        assert s.closed
+    assert process.returncode == -signal.SIGKILL  # not trusted with another batch
