@@ -76,6 +76,7 @@ def test_perf2_checker_sees_a_failed_command_and_a_diverging_read_model() -> Non
         concurrency=1,
         aggregates=1,
         synchronous="FULL",
+        writer="thread",
         db="temporary",
         commands=10,
         acknowledged=10,
