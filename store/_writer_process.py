@@ -12,6 +12,8 @@ more than the batches already sent to it (two at most).
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import sqlite3
 import sys
@@ -32,6 +34,7 @@ from store._sqlite import (
 
 _NO_FUTURE: Any = None  # the futures stay in the store's process; the batch never reads them
 _NOT_COMMITTED: tuple[int, int, int, int] = (0, 0, 0, 0)
+_PIPE_BYTES = 1 << 20  # Linux's default limit for an unprivileged process
 
 
 def read_frame(stream: BinaryIO) -> bytes | None:
@@ -118,7 +121,22 @@ def serve(inp: BinaryIO, out: BinaryIO) -> None:
         conn.close()
 
 
+def widen_pipes(*fds: int) -> None:
+    """Give the pipes to and from the store room for whole batches (Linux; elsewhere,
+    or past the system's limit, they keep their size). With the default 64 KiB, a
+    batch of a few thousand rows does not fit: the store's send then waits until this
+    process reads, and this process reads it only as fast as the store's busy event
+    loop refills the pipe, so the batch in flight stops overlapping the loop's work."""
+    resize = getattr(fcntl, "F_SETPIPE_SZ", None)
+    if resize is None:
+        return
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            fcntl.fcntl(fd, resize, _PIPE_BYTES)
+
+
 def main() -> None:
+    widen_pipes(0, 1)
     # Frames go out on a private copy of stdout; anything else written to fd 1 (a stray
     # print, a library's warning) lands on stderr instead of corrupting a frame.
     out = os.fdopen(os.dup(1), "wb")

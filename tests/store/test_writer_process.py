@@ -7,6 +7,7 @@ rules, and the batches it keeps in flight.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import select
 import signal
@@ -28,6 +29,7 @@ from store import (
     faults,
     open_store,
 )
+from store._writer_process import widen_pipes
 from tests.store._events import Deposited, make_registry
 from tests.store._helpers import stored_rows
 
@@ -253,3 +255,16 @@ async def test_an_answer_that_does_not_decode_stops_the_writer_process(
             await s.append("b", [Deposited(2)], expected_version=NO_STREAM)
         assert s.closed
     assert process.returncode == -signal.SIGKILL  # not trusted with another batch
+
+
+@pytest.mark.skipif(not hasattr(fcntl, "F_GETPIPE_SZ"), reason="pipe sizes are Linux's")
+def test_the_writer_process_widens_its_pipes_to_hold_whole_batches() -> None:
+    read_end, write_end = os.pipe()
+    try:
+        before = fcntl.fcntl(write_end, fcntl.F_GETPIPE_SZ)
+        widen_pipes(read_end)
+        after = fcntl.fcntl(write_end, fcntl.F_GETPIPE_SZ)  # one pipe: either end tells
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+    assert before < after == 1 << 20
