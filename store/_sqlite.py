@@ -353,7 +353,8 @@ class _BatchWriter:
     def _write_batch(
         self, conn: sqlite3.Connection, appends: Sequence[_BatchAppend], writes: list[_Write]
     ) -> _BatchResult:
-        """Runs on aiosqlite's thread: one transaction for the whole batch."""
+        """One transaction for the whole batch, where the write connection lives (the
+        connection's worker thread, or the writer process)."""
         started = time.perf_counter()
         if faults.enabled:
             faults.hit("before_begin")
