@@ -152,6 +152,7 @@ async def main(args: argparse.Namespace) -> None:
     async with open_system(
         args.db,
         synchronous=args.synchronous,
+        writer=args.writer,
         idle_timeout=None,
         max_live_actors=100_000,
     ) as system:
@@ -188,6 +189,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--db", required=True)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--synchronous", choices=("FULL", "NORMAL"), default="FULL")
+    parser.add_argument("--writer", choices=("thread", "process"), default="thread")
     parser.add_argument("--accounts", type=int, default=50)
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--commands", type=int, default=0)

@@ -165,12 +165,17 @@ async def restart_and_check(db: Path) -> tuple[float, list[int], int]:
 # -- DUR-1 ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("synchronous", ["FULL", "NORMAL"])
+@pytest.mark.parametrize(
+    ("synchronous", "writer"), [("FULL", "thread"), ("NORMAL", "thread"), ("FULL", "process")]
+)
 async def test_dur1_kill9_at_random_moments_loses_no_acknowledged_command(
-    tmp_path: Path, synchronous: str, report: Report
+    tmp_path: Path, synchronous: str, writer: str, report: Report
 ) -> None:
+    """The writer process variant kills the program and leaves its writer process to
+    finish what it was sent (and exit) while the next round opens the same file."""
     rounds = size(8, 200)
-    rng = random.Random(f"dur1-{synchronous}")
+    # The thread variants keep the seed they had before the writer process existed.
+    rng = random.Random(f"dur1-{synchronous}" + ("" if writer == "thread" else f"-{writer}"))
     totals = {"acked": 0, "lost": 0, "partial": 0, "gaps": 0, "integrity": 0}
     digest_bad = rebuild_bad = indeterminate = 0
     recovery = []
@@ -181,7 +186,10 @@ async def test_dur1_kill9_at_random_moments_loses_no_acknowledged_command(
             db,
             seed=round_,
             kill_after_acks=rng.randint(20, size(400, 3_000)),
-            extra=("--synchronous", synchronous, "--accounts", "40", "--clients", "16"),
+            extra=(
+                *("--synchronous", synchronous, "--writer", writer),
+                *("--accounts", "40", "--clients", "16"),
+            ),
         )
         assert code == -9, f"round {round_}: the child ended with {code}, not SIGKILL"
         found = check_file(lines, db)
@@ -201,6 +209,7 @@ async def test_dur1_kill9_at_random_moments_loses_no_acknowledged_command(
     report.record(
         "DUR-1",
         synchronous=synchronous,
+        writer=writer,
         rounds=rounds,
         **totals,
         digest_mismatches=digest_bad,
