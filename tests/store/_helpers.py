@@ -19,10 +19,13 @@ _HOLD_SECONDS = 30.0
 
 
 @asynccontextmanager
-async def writer_held(store: SQLiteEventStore) -> AsyncIterator[int]:
+async def writer_held(store: SQLiteEventStore) -> AsyncIterator[frozenset[int]]:
     """Keep the store's writer busy until exit, so every append made meanwhile waits
-    in its queue and the writer takes them all as one batch when released. Yields how
-    many batches the hold itself commits (checkpoint writes) before that one.
+    in its queue and the writer takes them all as one batch when released. Yields the
+    numbers of batches the hold and that queue may commit: the hold's own (checkpoint
+    writes), then the queue as one batch. The writer process may instead send a queue
+    of 16 or more in two halves, when both of its held batches are answered before it
+    takes the queue (it then finds nothing in flight).
 
     Writer thread: a blocking call occupies the write connection's worker thread, and a
     checkpoint write queued behind it keeps the writer task waiting on that thread.
@@ -32,7 +35,7 @@ async def writer_held(store: SQLiteEventStore) -> AsyncIterator[int]:
     """
     if store._process is not None:
         async with _process_writer_held(store):
-            yield 2
+            yield frozenset({3, 4})
         return
     gate = threading.Event()
 
@@ -45,7 +48,7 @@ async def writer_held(store: SQLiteEventStore) -> AsyncIterator[int]:
         tg.start_soon(store.save_checkpoint, "test.writer-held", 0)
         await wait_all_tasks_blocked()
         try:
-            yield 1
+            yield frozenset({2})
         finally:
             gate.set()
 

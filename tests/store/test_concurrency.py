@@ -98,7 +98,7 @@ async def test_one_stale_append_in_a_batch_of_64_fails_alone(store: SQLiteEventS
             for i, (stream_id, expected) in enumerate(plan):
                 tg.start_soon(append, i, stream_id, expected)
                 await anyio.wait_all_tasks_blocked()  # queued in plan order
-    assert store.statistics().batches == batches + held + 1  # the hold's, then all 64
+    assert (store.statistics().batches - batches) in held  # the hold's, then all 64
     stale = outcomes.pop(41)
     assert isinstance(stale, ConcurrencyError)
     assert (stale.stream_id, stale.expected, stale.actual) == ("stale", NO_STREAM, 1)
@@ -150,7 +150,7 @@ async def test_a_batch_of_mixed_appends_is_stored_row_for_row(
             for i in range(len(plan)):
                 tg.start_soon(append, i)
             await anyio.wait_all_tasks_blocked()
-    assert store.statistics().batches == batches + held + 1  # the hold's, then all 600
+    assert (store.statistics().batches - batches) in held  # the hold's, then all 600
     everything = await read_everything(store)
     assert [e.position for e in everything] == list(range(1, rows + 1))
     expected: list[tuple[str, int, Deposited, dict[str, str]]] = []
