@@ -1625,9 +1625,10 @@ async def _start_process(path: str, options: StoreOptions) -> anyio.abc.Process:
     env = dict(os.environ)
     # The child imports this package the way this process did.
     env["PYTHONPATH"] = os.pathsep.join(entry for entry in sys.path if entry)
+    # The fault rules this process runs with now (not those it was started with, which
+    # it may have replaced) apply to the writer's points too; "" means none.
     spec, seed = faults.current()
-    if spec:  # the fault rules this process runs with apply to the writer's points too
-        env[faults.ENV], env[faults.SEED_ENV] = spec, str(seed)
+    env[faults.ENV], env[faults.SEED_ENV] = spec, str(seed)
     process = await anyio.open_process(
         [sys.executable, "-m", "store._writer_process"],
         stdin=subprocess.PIPE,

@@ -268,3 +268,15 @@ def test_the_writer_process_widens_its_pipes_to_hold_whole_batches() -> None:
         os.close(read_end)
         os.close(write_end)
     assert before < after == 1 << 20
+
+
+async def test_the_writer_process_gets_the_rules_in_force_not_those_inherited(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # This process was started with a rule that it has since cleared (as the
+    # reliability suite's child does before it sets up): the writer must not inherit it.
+    monkeypatch.setenv(faults.ENV, "after_begin:raise:*")
+    faults.configure(None)
+    async with open_store(tmp_path / "events.db", registry=make_registry(), writer="process") as s:
+        result = await s.append("a", [Deposited(1)], expected_version=NO_STREAM)
+    assert result.first_position == 1
