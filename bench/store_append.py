@@ -4,11 +4,13 @@ The store side is the command path: C concurrent callers, each owning a set of s
 append E events per call to one of its streams at the version it knows (the expected
 version check passes every time). The raw side is the limit: the stdlib `sqlite3`
 module inserting the same rows (already encoded, with the store's INSERT statement) with
-`executemany`, 1,000 rows per transaction, into a file with the same schema and PRAGMAs. Runs alternate store, raw,
-store, raw... on fresh temporary files, so both see the same machine at nearly the same
-moment; the ratio of the medians is the number to watch on a shared machine.
+`executemany`, 1,000 rows per transaction, into a file with the same schema and PRAGMAs.
+The store runs with each of its writers (the writer thread, the default, and the writer
+process, `writer="process"`). Runs alternate thread, process, raw, thread, process,
+raw... on fresh temporary files, so all see the same machine at nearly the same moment;
+the ratio of the medians is the number to watch on a shared machine.
 
-    python bench/store_append.py --events 200000 --streams 10000 --callers 1000 --runs 5
+    python -m bench.store_append --events 200000 --streams 10000 --callers 1000 --runs 5
 """
 
 from __future__ import annotations
@@ -244,7 +246,9 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--events", type=int, default=200_000, help="events per run")
     parser.add_argument("--streams", type=int, default=10_000, help="distinct streams")
     parser.add_argument("--callers", type=int, default=1_000, help="concurrent appenders")
-    parser.add_argument("--runs", type=int, default=5, help="store/raw pairs, alternating")
+    parser.add_argument(
+        "--runs", type=int, default=5, help="rounds: each writer, then raw, alternating"
+    )
     parser.add_argument(
         "--events-per-append", type=int, default=1, help="events in each append call"
     )
