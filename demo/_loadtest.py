@@ -57,6 +57,7 @@ __all__ = [
 
 Mix = Literal["deposit", "bank", "shop"]
 Synchronous = Literal["FULL", "NORMAL"]
+Writer = Literal["thread", "process"]
 
 SETTLE_TIMEOUT = 300.0
 """Seconds the process managers (and the read model) get to finish after the load."""
@@ -98,7 +99,7 @@ class LoadOptions:
     concurrency: int = 1_000
     db: str | None = None
     synchronous: Synchronous = "FULL"
-    writer: Literal["thread", "process"] = "thread"
+    writer: Writer = "thread"
     mix: Mix = "deposit"
     projection: bool = True
     seed: int = 0

@@ -229,7 +229,7 @@ class StoreOptions:
             connection's worker thread, one batch at a time. "process": in a writer
             process of their own (files only, not ":memory:"), with up to two batches
             in flight, so the event loop answers one batch while the next commits; it
-            takes about 0.2 s to start and trades the GIL's serialisation for one
+            takes 0.1-0.2 s to start and trades the GIL's serialisation for one
             more process (see docs/architecture.md, "The writer process").
     """
 
@@ -686,7 +686,10 @@ class SQLiteEventStore:
         self._slot = asyncio.Event()
         self._failure: StoreError | None = None
         # kept here, not in the reader: a reader cancelled mid-frame resumes it
-        self._frames = None if process is None else _Frames(cast(Any, process.stdout))
+        self._frames = None
+        if process is not None:
+            assert process.stdout is not None  # opened with stdout=PIPE
+            self._frames = _Frames(process.stdout)
         # statistics (event-loop side)
         self._appends = 0
         self._events = 0
