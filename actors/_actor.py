@@ -46,25 +46,29 @@ __all__: list[str] = []
 
 
 class _Planned:
-    """A decided command: its events and the state/version after them."""
+    """A decided command: its events and the state/version after them.
 
-    __slots__ = ("envelope", "events", "followers", "state", "version")
+    `error` is a verdict held back: a refusal (or a failure in decide) reached on a
+    state that still waits for earlier commands of the batch to commit. It is given
+    only if they commit as decided; otherwise the command is decided again.
+    """
 
-    def __init__(self, envelope: Envelope, events: tuple[Any, ...], state: Any, version: int):
+    __slots__ = ("envelope", "error", "events", "followers", "state", "version")
+
+    def __init__(
+        self,
+        envelope: Envelope,
+        events: tuple[Any, ...],
+        state: Any,
+        version: int,
+        error: Exception | None = None,
+    ):
         self.envelope = envelope
         self.events = events
         self.state = state
         self.version = version
-        self.followers: list[Envelope] | None = None
-
-
-class _Refused(Exception):
-    """decide refused a command that carries a command id: it may be a resend of one
-    that already committed, which is answered with its first result instead."""
-
-    def __init__(self, error: Rejected) -> None:
-        super().__init__(error)
         self.error = error
+        self.followers: list[Envelope] | None = None
 
 
 class _Restart(Exception):
@@ -234,7 +238,10 @@ class AggregateActor:
                 # The lean path (one decide, one append, one answer), written out here
                 # rather than in a helper: one coroutine frame less per command.
                 decided = self._decide(envelope, self.state)
-                if decided is None:
+                if not isinstance(decided, tuple):
+                    self._refuse(envelope, decided)
+                    if isinstance(decided, EvolveError):
+                        raise _Restart from decided
                     return
                 events, state = decided
                 router = self.router
@@ -384,15 +391,20 @@ class AggregateActor:
     async def _attempt(self, todo: list[Envelope]) -> tuple[list[Envelope], bool]:
         """Decide, persist and answer `todo`.
 
+        Each command is decided on the state the commands before it leave, before any
+        of them is committed. A command that writes nothing (a refusal, a no-op, a
+        failure in decide) behind one that writes is answered only once those commit
+        as decided (see `_settle`): every answer rests on committed state.
+
         Returns the envelopes to decide again, and whether to reload from the store first.
         Raises `_Restart` (after putting undecided envelopes back) when evolve failed.
         """
         recent = self.recent
-        firsts: dict[str, _Planned | None] = {}
+        firsts: dict[str, _Planned] = {}
         plan: list[_Planned] = []
         state = self.state
         version = self.version
-        evolve_failed: Exception | None = None
+        evolve_failed: EvolveError | None = None
         rest: list[Envelope] = []
         for index, envelope in enumerate(todo):
             if envelope.command is READ_STATE:
@@ -403,16 +415,15 @@ class AggregateActor:
                 continue
             command_id = envelope.command_id
             if command_id is not None:
-                if command_id in firsts:
-                    first = firsts[command_id]
-                    if first is not None:  # the same command id twice in one batch
-                        if first.envelope.command != envelope.command:
-                            self._conflict(envelope, command_id)
-                            continue
-                        if first.followers is None:
-                            first.followers = []
-                        first.followers.append(envelope)
+                first = firsts.get(command_id)
+                if first is not None:  # the same command id twice in one batch
+                    if first.envelope.command != envelope.command:
+                        self._conflict(envelope, command_id)
                         continue
+                    if first.followers is None:
+                        first.followers = []
+                    first.followers.append(envelope)
+                    continue
                 known = recent.get(command_id)
                 if known is not None:
                     if known[0] != envelope.command:
@@ -424,37 +435,45 @@ class AggregateActor:
                     continue
                 # Not looked up in the store first: the append records the id and answers a
                 # resend with the first result (duplicate). Only a resend that decide now
-                # refuses, or that decides other events, needs the lookup (below).
-            try:
-                decided = self._decide(envelope, state)
-            except _Restart as exc:
-                evolve_failed = exc
-                rest = todo[index + 1 :]
-                break
-            except _Refused as refused:
-                assert command_id is not None
-                found = await self._find_command(envelope, command_id)
-                if found is not None:
-                    envelope.reply(found)  # a resend of a command that did commit
-                elif envelope.wanted():
-                    self.router.rejections += 1
-                    envelope.fail(refused.error)
-                continue
-            if decided is None:
-                continue
-            events, new_state = decided
-            if not events and command_id is not None:
-                # A resend that decide now answers with no events (a no-op) stores
-                # nothing, so no append can recognise its id: look it up here.
-                first_result = await self._find_command(envelope, command_id)
-                if first_result is not None:
-                    envelope.reply(first_result)
+                # refuses, or that decides no events, needs the lookup (below).
+            decided = self._decide(envelope, state)
+            speculative = version != self.version  # behind commands not yet committed
+            held: Exception | None = None
+            if isinstance(decided, tuple):
+                events, new_state = decided
+                if not events and command_id is not None:
+                    # A resend that decide now answers with no events (a no-op) stores
+                    # nothing, so no append can recognise its id: look it up here.
+                    first_result = await self._find_command(envelope, command_id)
+                    if first_result is not None:
+                        envelope.reply(first_result)
+                        continue
+                    if not envelope.wanted():
+                        continue
+            else:
+                if isinstance(decided, EvolveError):
+                    if speculative:  # decided on an uncommitted state: decide it again
+                        rest = todo[index:]
+                        break
+                    self._refuse(envelope, decided)
+                    evolve_failed = decided
+                    rest = todo[index + 1 :]
+                    break
+                if command_id is not None and isinstance(decided, Rejected):
+                    # Maybe a resend of a command that did commit: its first result.
+                    found = await self._find_command(envelope, command_id)
+                    if found is not None:
+                        envelope.reply(found)
+                        continue
+                    if not envelope.wanted():
+                        continue  # the lookup answered it (another stream's id, a store error)
+                if not speculative:
+                    self._refuse(envelope, decided)
                     continue
-                if not envelope.wanted():
-                    continue
+                held, events, new_state = decided, (), state
             state = new_state
             version += len(events)
-            planned = _Planned(envelope, events, state, version)
+            planned = _Planned(envelope, events, state, version, held)
             plan.append(planned)
             if command_id is not None:
                 firsts[command_id] = planned
@@ -469,42 +488,47 @@ class AggregateActor:
             raise _Restart from evolve_failed
         return retry + rest, reload
 
-    def _decide(self, envelope: Envelope, state: Any) -> tuple[tuple[Any, ...], Any] | None:
-        """The events of `envelope`'s command and the state after them; None when the
-        command failed (its caller is answered). Raises `_Restart` when evolve failed."""
+    def _decide(
+        self, envelope: Envelope, state: Any
+    ) -> tuple[tuple[Any, ...], Any] | Rejected | CommandFailed | EvolveError:
+        """The events of `envelope`'s command and the state after them, or the verdict
+        that refuses it (`Rejected`, `CommandFailed`, `EvolveError`); answers nobody."""
         command = envelope.command
         aggregate = self.aggregate
         try:
             events = tuple(aggregate.decide(state, command))
         except Rejected as exc:
-            if envelope.command_id is not None:
-                raise _Refused(exc) from exc  # maybe a resend of a committed command
-            self.router.rejections += 1
-            envelope.fail(exc)
-            return None
+            return exc
         except Exception as exc:  # noqa: BLE001 - isolated: goes to the caller, wrapped
-            router = self.router
-            router.failures += 1
-            error = CommandFailed(router.name, self.aggregate_id, type(command).__name__, repr(exc))
-            error.__cause__ = exc
-            self._log.debug("command.failed", command=type(command).__name__)
-            envelope.fail(error)
-            return None
+            failed = CommandFailed(
+                self.router.name, self.aggregate_id, type(command).__name__, repr(exc)
+            )
+            failed.__cause__ = exc
+            return failed
         evolve = aggregate.evolve
         event: Any = None
         try:
             for event in events:
                 state = evolve(state, event)
-        except Exception as exc:
-            router = self.router
-            router.failures += 1
+        except Exception as exc:  # noqa: BLE001 - code and history disagree: restart
             name = type(event).__name__
-            failure = EvolveError(router.name, self.aggregate_id, name, repr(exc))
+            failure = EvolveError(self.router.name, self.aggregate_id, name, repr(exc))
             failure.__cause__ = exc
-            self._log.error("actor.evolve_failed", event_type=name)
-            envelope.fail(failure)
-            raise _Restart from exc
+            return failure
         return events, state
+
+    def _refuse(self, envelope: Envelope, error: Exception) -> None:
+        """Answer `envelope` with the verdict `_decide` reached, counted by kind."""
+        router = self.router
+        if isinstance(error, Rejected):
+            router.rejections += 1
+        elif isinstance(error, EvolveError):
+            router.failures += 1
+            self._log.error("actor.evolve_failed", event_type=error.event_type)
+        else:
+            router.failures += 1
+            self._log.debug("command.failed", command=type(envelope.command).__name__)
+        envelope.fail(error)
 
     def _requeue(self, envelopes: list[Envelope]) -> None:
         # Put them back at the head of the mailbox, in order, ahead of newer commands.
@@ -538,16 +562,20 @@ class AggregateActor:
             self.router.rejections += 1
             envelope.fail(IdempotencyConflict(command_id, self.stream_id, self.stream_id))
 
-    def _remember(self, command_id: str, command: object, result: CommandResult[Any]) -> None:
-        recent = self.recent
-        recent[command_id] = (
-            command,
-            result
-            if result.duplicate
-            else CommandResult(result.events, result.version, result.position, True),
-        )
-        if len(recent) > self.router.options.recent_command_ids:
-            recent.popitem(last=False)
+    def _remember(
+        self, command_id: str, command: object, result: CommandResult[Any]
+    ) -> CommandResult[Any]:
+        """Keep `result` as the answer to a resend of `command_id`; returns that answer
+        (the result marked duplicate)."""
+        if not result.duplicate:
+            result = CommandResult(result.events, result.version, result.position, True)
+        limit = self.router.options.recent_command_ids
+        if limit:
+            recent = self.recent
+            recent[command_id] = (command, result)
+            if len(recent) > limit:
+                recent.popitem(last=False)
+        return result
 
     async def _persist(self, plan: list[_Planned]) -> tuple[list[Envelope], bool]:
         """Append the plan's events; answer the committed commands.
@@ -635,86 +663,149 @@ class AggregateActor:
         outcomes: Sequence[AppendResult | BaseException | None],
         conflicted: list[tuple[_Planned, IdempotencyConflict]],
     ) -> tuple[list[Envelope], bool]:
-        router = self.router
+        """Answer each segment by its append's outcome, in order.
+
+        The plan was decided as if every segment commits. Up to the first segment that
+        did not commit exactly as decided (a duplicate, or any failure), state and
+        answers follow the plan; from there on the plan rests on a state that was never
+        committed, so nothing after it is answered from it: those commands are decided
+        again (`_diverged`).
+
+        Returns the envelopes to decide again, and whether to reload from the store first.
+        """
         retry: list[Envelope] = []
         reload = False
-        failed = False
-        max_attempts = router.options.max_attempts
+        diverged = False
         for segment, outcome in zip(segments, outcomes, strict=True):
-            if isinstance(outcome, AppendResult):
-                if outcome is _NO_EVENTS:
-                    if failed:
-                        retry.extend(p.envelope for p in segment)
-                        continue
-                    last = segment[-1]
-                    self.state, self.version = last.state, last.version
-                    for planned in segment:
-                        self._answer(planned, CommandResult((), planned.version, self.position))
-                    continue
-                known = self.position  # the stream's last event before this append
+            if diverged:
+                reload = self._diverged(segment, outcome, retry) or reload
+            elif outcome is _NO_EVENTS:
+                last = segment[-1]
+                self.state, self.version = last.state, last.version
+                for planned in segment:
+                    self._give(planned, CommandResult((), planned.version, self.position))
+            elif isinstance(outcome, AppendResult):
                 if outcome.duplicate:
-                    reload = True  # another process stored this command id: state unknown
-                elif not failed:
+                    # Stored before (by an earlier life of this actor or another
+                    # process): its events are not the ones the plan went on from.
+                    diverged = reload = True
+                    self._answer_segment(segment, outcome)
+                else:
                     last = segment[-1]
                     self.state, self.version = last.state, last.version
+                    self._answer_segment(segment, outcome)
                     self.position = outcome.last_position
-                else:
-                    reload = True
-                position = outcome.first_position - 1
-                version = outcome.first_version - 1
-                for planned in segment:
-                    n = len(planned.events)
-                    if n == 0:
-                        # no events: the position of the stream's last event so far
-                        last_event = known if version < outcome.first_version else position
-                        result: CommandResult[Any] = CommandResult((), version, last_event)
-                        self._answer(planned, result)
-                        continue
-                    position += n
-                    version += n
-                    result = CommandResult(planned.events, version, position, outcome.duplicate)
-                    self._answer(planned, result)
+            else:
+                diverged = True
+                assert isinstance(outcome, BaseException)
+                reload = self._failed(segment, outcome, retry, conflicted) or reload
+        if diverged:
+            self._log.debug("append.failed", retry=len(retry), reload=reload)
+        return retry, reload
+
+    def _answer_segment(self, segment: list[_Planned], outcome: AppendResult) -> None:
+        """Answer the commands of a committed (or duplicate) segment, each with its
+        share of the append: versions and positions counted from the append's first."""
+        known = self.position  # the stream's last event before this append
+        position = outcome.first_position - 1
+        version = outcome.first_version - 1
+        for planned in segment:
+            n = len(planned.events)
+            if n == 0:
+                # no events: the position of the stream's last event so far
+                last_event = known if version < outcome.first_version else position
+                self._give(planned, CommandResult((), version, last_event))
                 continue
-            failed = True
-            error = outcome
-            if isinstance(error, ConcurrencyError):
-                reload = True
-                router.conflicts += 1
-                for planned in segment:
-                    envelope = planned.envelope
+            position += n
+            version += n
+            self._give(planned, CommandResult(planned.events, version, position, outcome.duplicate))
+
+    def _diverged(
+        self,
+        segment: list[_Planned],
+        outcome: AppendResult | BaseException | None,
+        retry: list[Envelope],
+    ) -> bool:
+        """Settle a segment behind one that did not commit as decided; True: reload.
+
+        What it wrote (it can only have matched the stream's version by chance, when
+        another process wrote as many events) is answered as committed; what it did
+        not write is decided again, without counting an attempt; an unknown outcome
+        goes to its callers.
+        """
+        if isinstance(outcome, AppendResult) and outcome is not _NO_EVENTS:
+            self._answer_segment(segment, outcome)
+            return True
+        if outcome is _NO_EVENTS or isinstance(
+            outcome, ConcurrencyError | IdempotencyConflict | InvalidAppend
+        ):
+            for planned in segment:
+                retry.append(planned.envelope)
+                retry.extend(planned.followers or ())
+            return False
+        assert isinstance(outcome, BaseException)
+        self.router.restarts += 1
+        for planned in segment:
+            self._fail(planned, outcome)
+        return True
+
+    def _failed(
+        self,
+        segment: list[_Planned],
+        error: BaseException,
+        retry: list[Envelope],
+        conflicted: list[tuple[_Planned, IdempotencyConflict]],
+    ) -> bool:
+        """Settle the first segment whose append failed; True: reload first."""
+        router = self.router
+        if isinstance(error, ConcurrencyError):
+            router.conflicts += 1
+            max_attempts = router.options.max_attempts
+            for planned in segment:
+                envelope = planned.envelope
+                if planned.events:
                     envelope.attempts += 1
-                    if envelope.attempts >= max_attempts:
-                        failure = TooManyAttempts(self.stream_id, envelope.attempts)
-                        failure.__cause__ = error
-                        self._fail(planned, failure)
-                    else:
-                        retry.append(envelope)
-                        retry.extend(planned.followers or ())
-            elif isinstance(error, InvalidAppend) and len(segment) > 1:
+                if envelope.attempts >= max_attempts:
+                    failure = TooManyAttempts(self.stream_id, envelope.attempts)
+                    failure.__cause__ = error
+                    self._fail(planned, failure)
+                else:
+                    retry.append(envelope)
+                    retry.extend(planned.followers or ())
+            return True
+        if isinstance(error, IdempotencyConflict):
+            # A resend that decided other events than the first time: answered after
+            # a lookup (in _persist) with the first result, or with the conflict.
+            conflicted.extend((planned, error) for planned in segment)
+            return True
+        if isinstance(error, InvalidAppend):
+            if len(segment) > 1:
                 # Nothing written; find the culprit by appending the commands one by one.
                 for planned in segment:
                     planned.envelope.solo = True
                     retry.append(planned.envelope)
                     retry.extend(planned.followers or ())
-            elif isinstance(error, IdempotencyConflict):
-                # A resend that decided other events than the first time: answered after
-                # a lookup (in _persist) with the first result, or with the conflict.
-                reload = True
-                conflicted.extend((planned, error) for planned in segment)
-            elif isinstance(error, InvalidAppend):
-                for planned in segment:
-                    self._fail(planned, error)
             else:
-                # Unknown outcome (StoreUnavailable, StoreFull, closed...): the caller gets
-                # the error and the actor reloads before anything else (R13).
-                reload = True
-                router.restarts += 1
-                assert isinstance(error, BaseException)
                 for planned in segment:
                     self._fail(planned, error)
-        if failed:
-            self._log.debug("append.failed", retry=len(retry), reload=reload)
-        return retry, reload
+            return False
+        # Unknown outcome (StoreUnavailable, StoreFull, closed...): the caller gets the
+        # error and the actor reloads before anything else.
+        router.restarts += 1
+        for planned in segment:
+            self._fail(planned, error)
+        return True
+
+    def _give(self, planned: _Planned, result: CommandResult[Any]) -> None:
+        """Answer a command whose place in the plan committed: its held-back verdict,
+        or `result`."""
+        error = planned.error
+        if error is None:
+            self._answer(planned, result)
+            return
+        self._refuse(planned.envelope, error)
+        for follower in planned.followers or ():
+            follower.fail(error)
 
     def _answer(self, planned: _Planned, result: CommandResult[Any]) -> None:
         router = self.router
@@ -725,11 +816,9 @@ class AggregateActor:
         envelope.reply(result)
         command_id = envelope.command_id
         if command_id is not None:
-            self._remember(command_id, envelope.command, result)
-            if planned.followers:
-                duplicate = self.recent[command_id][1]
-                for follower in planned.followers:
-                    follower.reply(duplicate)
+            duplicate = self._remember(command_id, envelope.command, result)
+            for follower in planned.followers or ():
+                follower.reply(duplicate)
 
     def _fail(self, planned: _Planned, error: BaseException) -> None:
         planned.envelope.fail(error)

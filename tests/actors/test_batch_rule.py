@@ -1,0 +1,211 @@
+"""The batch rule: every command is decided on exactly the state left by the commands
+before it that committed, even when an earlier command of the same batch did not write
+(a duplicate, an idempotency conflict, a conflict with another writer)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import anyio
+import msgspec
+import pytest
+
+from actors import ActorSystem, CommandResult, open_system
+from demo.bank import (
+    Account,
+    AccountState,
+    CloseAccount,
+    Deposit,
+    Deposited,
+    OpenAccount,
+    Withdraw,
+)
+from store import ANY, EventStore, IdempotencyConflict, RecordedEvent, open_store
+from tests.actors.support import _Wrapper
+
+
+class LoadGate(_Wrapper):
+    """Holds the next load of a stream (its first page read) until `gate` is set, so
+    the commands sent meanwhile wait in the mailbox and are taken as one batch."""
+
+    def __init__(self, inner: EventStore) -> None:
+        super().__init__(inner)
+        self.gate = anyio.Event()
+        self.entered = anyio.Event()
+        self.armed = False
+
+    async def read_stream(self, stream_id: str, **kw: Any) -> list[RecordedEvent]:
+        if self.armed:
+            self.armed = False
+            self.entered.set()
+            await self.gate.wait()
+        return await self.inner.read_stream(stream_id, **kw)
+
+
+class Interloper(LoadGate):
+    """Also: before the next append, another writer deposits 1,000 on the stream."""
+
+    def __init__(self, inner: EventStore) -> None:
+        super().__init__(inner)
+        self.interlopes = 0
+
+    async def append(self, stream_id: str, events: Sequence[msgspec.Struct], **kw: Any) -> Any:
+        if self.interlopes:
+            self.interlopes -= 1
+            await self.inner.append(stream_id, [Deposited(amount=1000)], expected_version=ANY)
+        return await self.inner.append(stream_id, events, **kw)
+
+
+Outcome = CommandResult[Any] | BaseException
+
+
+async def _one_batch(
+    system: ActorSystem,
+    gate: LoadGate,
+    account_id: str,
+    sends: Sequence[Callable[[], Awaitable[CommandResult[Any]]]],
+) -> list[Outcome]:
+    """Forget the actor of `account_id`, then send `sends` in order while its reload is
+    held, so that they are decided as one batch. Returns each outcome, in order."""
+    system.passivate_idle(older_than=0)
+    gate.armed = True
+    outcomes: list[Outcome | None] = [None] * len(sends)
+
+    async def send(index: int) -> None:
+        try:
+            outcomes[index] = await sends[index]()
+        except Exception as exc:  # noqa: BLE001 - the outcome under test
+            outcomes[index] = exc
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            for index in range(len(sends)):
+                tg.start_soon(send, index)
+                await anyio.wait_all_tasks_blocked()
+            await gate.entered.wait()
+            gate.gate.set()
+    assert all(outcome is not None for outcome in outcomes)
+    return [outcome for outcome in outcomes if outcome is not None]
+
+
+@pytest.fixture
+async def bank() -> Any:
+    async with open_store(":memory:") as inner:
+        gate = Interloper(inner)
+        async with open_system(gate.as_store()) as system:
+            yield system, gate
+
+
+async def test_a_no_op_behind_a_duplicate_is_answered_on_the_stored_state(bank: Any) -> None:
+    system, gate = bank
+    accounts = system.aggregates(Account)
+    await accounts.ask("b", OpenAccount(account_id="b", owner="ada"))
+    first = await accounts.ask("b", Deposit(account_id="b", amount=500), command_id="pay-b")
+    resend, no_op = await _one_batch(
+        system,
+        gate,
+        "b",
+        [
+            lambda: accounts.ask("b", Deposit(account_id="b", amount=500), command_id="pay-b"),
+            lambda: accounts.ask("b", OpenAccount(account_id="b", owner="ada")),
+        ],
+    )
+    assert isinstance(resend, CommandResult)
+    assert resend.duplicate
+    assert (resend.version, resend.position) == (first.version, first.position)
+    assert isinstance(no_op, CommandResult)
+    assert (no_op.events, no_op.version) == ((), 2)
+    assert await accounts.state("b") == AccountState(owner="ada", balance=500)
+    after = await accounts.ask("b", Deposit(account_id="b", amount=1))
+    assert after.version == 3
+    assert await system.store.stream_version("account-b") == 3
+
+
+async def test_a_command_behind_a_duplicate_is_decided_without_its_events(bank: Any) -> None:
+    system, gate = bank
+    accounts = system.aggregates(Account)
+    await accounts.ask("c", OpenAccount(account_id="c", owner="ada"))
+    await accounts.ask("c", Deposit(account_id="c", amount=500), command_id="pay-c")
+    await accounts.ask("c", Withdraw(account_id="c", amount=500))
+    resend, close = await _one_batch(
+        system,
+        gate,
+        "c",
+        [
+            lambda: accounts.ask("c", Deposit(account_id="c", amount=500), command_id="pay-c"),
+            lambda: accounts.ask("c", CloseAccount(account_id="c")),
+        ],
+    )
+    assert isinstance(resend, CommandResult)
+    assert resend.duplicate
+    assert isinstance(close, CommandResult), close
+    assert close.version == 4
+    assert (await accounts.state("c")).balance == 0
+
+
+async def test_a_command_behind_an_idempotency_conflict_is_decided_without_its_events(
+    bank: Any,
+) -> None:
+    system, gate = bank
+    accounts = system.aggregates(Account)
+    await accounts.ask("a", OpenAccount(account_id="a", owner="ada"), command_id="taken")
+    bob, carol = await _one_batch(
+        system,
+        gate,
+        "d",
+        [
+            lambda: accounts.ask("d", OpenAccount(account_id="d", owner="bob"), command_id="taken"),
+            lambda: accounts.ask("d", OpenAccount(account_id="d", owner="carol")),
+        ],
+    )
+    assert isinstance(bob, IdempotencyConflict)
+    assert isinstance(carol, CommandResult), carol
+    assert carol.version == 1
+    assert (await accounts.state("d")).owner == "carol"
+
+
+async def test_a_refusal_behind_a_conflicting_append_is_decided_again(bank: Any) -> None:
+    """Another writer deposits 1,000 just before the batch's append: the withdrawal
+    that the batch's own first withdrawal would have left uncovered is decided again on
+    the stored balance, not refused on a state that never committed."""
+    system, gate = bank
+    accounts = system.aggregates(Account)
+    await accounts.ask("e", OpenAccount(account_id="e", owner="ada"))
+    await accounts.ask("e", Deposit(account_id="e", amount=120))
+    gate.interlopes = 1
+    first, second = await _one_batch(
+        system,
+        gate,
+        "e",
+        [
+            lambda: accounts.ask("e", Withdraw(account_id="e", amount=100)),
+            lambda: accounts.ask("e", Withdraw(account_id="e", amount=50)),
+        ],
+    )
+    assert isinstance(first, CommandResult), first
+    assert isinstance(second, CommandResult), second
+    assert (await accounts.state("e")).balance == 120 + 1000 - 150
+    assert system.statistics().rejections == 0
+
+
+async def test_the_same_command_id_at_once_works_without_remembered_ids() -> None:
+    async with open_system(":memory:", recent_command_ids=0) as system:
+        accounts = system.aggregates(Account)
+        await accounts.ask("f", OpenAccount(account_id="f", owner="ada"))
+        results: list[CommandResult[Any]] = []
+
+        async def send() -> None:
+            command = Deposit(account_id="f", amount=5)
+            results.append(await accounts.ask("f", command, command_id="same"))
+
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                for _ in range(3):
+                    tg.start_soon(send)
+        assert sorted(r.duplicate for r in results) == [False, True, True]
+        assert {r.version for r in results} == {2}
+        assert (await accounts.state("f")).balance == 5
+        again = await accounts.ask("f", Deposit(account_id="f", amount=5), command_id="same")
+        assert again.duplicate
+        assert again.version == 2
