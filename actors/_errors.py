@@ -12,7 +12,8 @@ ActorError
 ├── RecoveryError              a stored event could not be decoded or evolved at load
 ├── TooManyAttempts            the append kept conflicting with another writer
 ├── RestartLimitExceeded       the actor failed too often in a row; it is parked
-└── ReentrantAskError          an ask that would wait on itself (directly or in a cycle)
+├── ReentrantAskError          an ask that would wait on itself (directly or in a cycle)
+└── InvalidOption              an option of open_system outside its range (ValueError too)
 ```
 Every message names the aggregate type and id (or stream) concerned and what to do;
 the same values are kept on attributes, and the underlying error is the `__cause__`.
@@ -25,6 +26,7 @@ __all__ = [
     "AskTimeout",
     "CommandFailed",
     "EvolveError",
+    "InvalidOption",
     "MailboxFull",
     "Overloaded",
     "Rejected",
@@ -203,3 +205,33 @@ class ReentrantAskError(ActorError):
             " use tell, or restructure the interaction"
         )
         self.stream_id, self.chain = stream_id, chain
+
+
+class InvalidOption(ActorError, ValueError):
+    """An option of `open_system` (a `SystemOptions` field) is outside its range;
+    nothing was opened.
+
+    Attributes:
+        name: the option.
+        value: the value given.
+        low, high: the range it must be in (inclusive).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        value: object,
+        low: float,
+        high: float,
+        *,
+        none_allowed: bool = False,
+        why: str = "",
+    ) -> None:
+        kind = "an int" if isinstance(low, int) else "a number of seconds"
+        extra = " or None" if none_allowed else ""
+        bound = f" ({why})" if why else ""
+        super().__init__(f"{name} must be {kind} from {low} to {high}{bound}{extra}, not {value!r}")
+        self.name, self.value, self.low, self.high = name, value, low, high
+
+    def __reduce__(self) -> tuple[type[InvalidOption], tuple[str, object, float, float]]:
+        return (type(self), (self.name, self.value, self.low, self.high))

@@ -16,7 +16,7 @@ import msgspec
 
 from actors._actor import AggregateActor
 from actors._aggregate import Aggregate, CommandT, EventT, StateT
-from actors._errors import ShuttingDown
+from actors._errors import InvalidOption, ShuttingDown
 from actors._generic import ActorRef
 from actors._mailbox import Load
 from actors._process import ProcessManager, ProcessManagerHandle, ProcessManagerOptions
@@ -59,6 +59,16 @@ class Projectable(Protocol[T_co]):
 @dataclass(frozen=True, slots=True)
 class SystemOptions:
     """Limits and tuning of an actor system; every limit is finite.
+
+    Each option has a range, checked here (`InvalidOption` names the option and its
+    range); every value in it works. Counts: `mailbox_capacity`, `max_batch`,
+    `max_events_per_append`, `recent_command_ids` and `load_page_size` up to 1,000,000;
+    `max_queued_commands` and `max_live_actors` up to 100,000,000; `max_attempts` and
+    `max_restarts` up to 1,000; all from 1, except `max_restarts` and
+    `recent_command_ids` (from 0). Seconds: `ask_timeout` from 0.001 and
+    `idle_timeout` from 0, both up to a year; `restart_backoff`, `park_for`,
+    `max_backoff` and `grace` from 0 to 3,600. `open_system` also keeps
+    `load_page_size` and `max_events_per_append` within the store's limits.
 
     Attributes:
         mailbox_capacity: commands waiting per actor before `tell` raises `MailboxFull`
@@ -108,30 +118,36 @@ class SystemOptions:
     grace: float = 10.0
 
     def __post_init__(self) -> None:
-        for name in (
-            "mailbox_capacity",
-            "max_queued_commands",
-            "max_batch",
-            "max_events_per_append",
-            "max_live_actors",
-            "max_attempts",
-            "load_page_size",
-        ):
+        for name, (low, high) in _OPTION_RANGES.items():
             value = getattr(self, name)
-            if type(value) is not int or value < 1:
-                raise ValueError(f"{name} must be a positive int, not {value!r}")
-        for name in ("max_restarts", "recent_command_ids"):
-            value = getattr(self, name)
-            if type(value) is not int or value < 0:
-                raise ValueError(f"{name} must be an int >= 0, not {value!r}")
-        for name in ("ask_timeout", "restart_backoff", "park_for", "max_backoff", "grace"):
-            value = getattr(self, name)
-            if not isinstance(value, int | float) or not 0 <= value < float("inf"):
-                raise ValueError(f"{name} must be a finite number of seconds >= 0, not {value!r}")
-        if self.idle_timeout is not None and not 0 <= self.idle_timeout < float("inf"):
-            raise ValueError(
-                f"idle_timeout must be None or seconds >= 0, not {self.idle_timeout!r}"
-            )
+            if value is None and name == "idle_timeout":
+                continue
+            whole = isinstance(low, int)
+            kind = int if whole else int | float
+            if not isinstance(value, kind) or isinstance(value, bool) or not low <= value <= high:
+                raise InvalidOption(name, value, low, high, none_allowed=name == "idle_timeout")
+
+
+_YEAR = 365 * 24 * 3600.0
+_OPTION_RANGES: dict[str, tuple[int, int] | tuple[float, float]] = {
+    # Every value in these ranges works (tests/actors/test_options.py opens a system at
+    # each end and runs commands through it); the upper ends keep memory and timers finite.
+    "mailbox_capacity": (1, 1_000_000),
+    "max_queued_commands": (1, 100_000_000),
+    "max_batch": (1, 1_000_000),
+    "max_events_per_append": (1, 1_000_000),
+    "max_live_actors": (1, 100_000_000),
+    "max_attempts": (1, 1_000),
+    "max_restarts": (0, 1_000),
+    "recent_command_ids": (0, 1_000_000),
+    "load_page_size": (1, 1_000_000),
+    "ask_timeout": (0.001, _YEAR),
+    "idle_timeout": (0.0, _YEAR),
+    "restart_backoff": (0.0, 3600.0),
+    "park_for": (0.0, 3600.0),
+    "max_backoff": (0.0, 3600.0),
+    "grace": (0.0, 3600.0),
+}
 
 
 _SYSTEM_FIELDS = frozenset(f.name for f in dataclasses.fields(SystemOptions))
@@ -515,8 +531,9 @@ async def open_system(
     task outlives the block.
 
     Raises:
-        ValueError: an option is out of range, or `load_page_size` is over the store's
-            `max_read_limit`.
+        InvalidOption: an option is out of its range (`SystemOptions` lists them), or
+            `load_page_size` or `max_events_per_append` is over the store's
+            `max_read_limit` or `max_events_per_append`.
     """
     system_options = SystemOptions(**{k: v for k, v in options.items() if k in _SYSTEM_FIELDS})
     store_options = {k: v for k, v in options.items() if k not in _SYSTEM_FIELDS}
@@ -534,13 +551,15 @@ async def open_system(
             opened = store
         # The store cuts a larger page to its limit, and a load stops at the first short
         # page: the actor would serve a state missing the end of its stream.
-        cap = getattr(getattr(opened, "options", None), "max_read_limit", None)
-        if type(cap) is int and system_options.load_page_size > cap:
-            raise ValueError(
-                f"load_page_size {system_options.load_page_size} is over the store's"
-                f" max_read_limit ({cap}): lower it, or open the store with a larger"
-                " max_read_limit"
-            )
+        # Likewise an append of a batch over the store's limit would fail every time.
+        for name, limit in (
+            ("load_page_size", "max_read_limit"),
+            ("max_events_per_append", "max_events_per_append"),
+        ):
+            cap = getattr(getattr(opened, "options", None), limit, None)
+            value = getattr(system_options, name)
+            if type(cap) is int and value > cap:
+                raise InvalidOption(name, value, 1, cap, why=f"the store's {limit}")
         bus = await stack.enter_async_context(open_bus(opened))
         async with anyio.create_task_group() as tg:
             system = ActorSystem(opened, bus, tg, system_options)

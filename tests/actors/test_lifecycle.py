@@ -7,7 +7,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from actors import ActorError, AggregateRouter, Rejected, open_system
+from actors import ActorError, AggregateRouter, InvalidOption, Rejected, open_system
 from store import open_store
 from tests.actors.domain import (
     Boom,
@@ -109,7 +109,10 @@ async def test_a_load_page_over_the_stores_read_limit_is_refused_when_the_system
     # The store refuses a page over its max_read_limit rather than cut it short (a load
     # would take the cut for the end of the stream); the system says so at once.
     async with open_store(":memory:", max_read_limit=100) as store:
-        with pytest.raises(ValueError, match=r"load_page_size 101 is over .* \(100\)"):
+        with pytest.raises(
+            InvalidOption,
+            match=r"load_page_size must be an int from 1 to 100 \(the store's max_read_limit\), not 101",
+        ):
             async with open_system(store, load_page_size=101):
                 pass
         async with open_system(store, load_page_size=100) as system:

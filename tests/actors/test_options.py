@@ -1,0 +1,122 @@
+"""Every option value `open_system` accepts works; every other is refused at open with
+`InvalidOption` naming the option and its range."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import anyio
+import pytest
+
+from actors import (
+    AskTimeout,
+    InvalidOption,
+    MailboxFull,
+    Overloaded,
+    SystemOptions,
+    open_system,
+)
+from actors._system import _OPTION_RANGES
+from demo.bank import Account, Deposit, InsufficientFunds, OpenAccount, Withdraw
+from store import open_store
+
+
+def _ends() -> list[tuple[str, Any]]:
+    cases: list[tuple[str, Any]] = []
+    for name, (low, high) in _OPTION_RANGES.items():
+        values = {low, high, 1 if isinstance(low, int) else 1.0}
+        cases += [(name, value) for value in sorted(values) if low <= value <= high]
+    return cases
+
+
+def _outside() -> list[tuple[str, Any]]:
+    cases: list[tuple[str, Any]] = []
+    for name, (low, high) in _OPTION_RANGES.items():
+        below = low - 1 if isinstance(low, int) else low - 0.0005 if low else -1.0
+        cases += [(name, below), (name, high + 1), (name, "3"), (name, True)]
+        cases.append((name, float("nan")) if not isinstance(low, int) else (name, 2.0))
+    cases.append(("ask_timeout", 10**400))
+    return cases
+
+
+async def _exercise(options: dict[str, Any]) -> None:
+    """Commands through a system opened with `options`: each answer is one the runtime
+    documents, and the live state always equals the stored one."""
+    timeouts_allowed = options.get("ask_timeout", 1.0) < 0.5
+    async with (
+        open_store(":memory:", max_read_limit=1_000_000, max_events_per_append=1_000_000) as store,
+        open_system(store, **options) as system,
+    ):
+        accounts = system.aggregates(Account)
+        acceptable: tuple[type[BaseException], ...] = (Overloaded, MailboxFull)
+        if timeouts_allowed:
+            acceptable += (AskTimeout,)
+
+        async def ask(account: str, command: Any, command_id: str | None) -> None:
+            try:
+                await accounts.ask(account, command, command_id=command_id)
+            except acceptable:
+                pass
+
+        with anyio.fail_after(30):
+            for account in ("a", "b"):
+                await accounts.ask(account, OpenAccount(account_id=account, owner="o"), timeout=10)
+                first = await accounts.ask(
+                    account,
+                    Deposit(account_id=account, amount=7),
+                    command_id=f"d-{account}",
+                    timeout=10,
+                )
+                again = await accounts.ask(
+                    account,
+                    Deposit(account_id=account, amount=7),
+                    command_id=f"d-{account}",
+                    timeout=10,
+                )
+                assert again.duplicate
+                assert again.version == first.version
+                with pytest.raises(InsufficientFunds):
+                    await accounts.ask(account, Withdraw(account_id=account, amount=8), timeout=10)
+            system.passivate_idle(older_than=0)
+            async with anyio.create_task_group() as tg:
+                for _ in range(3):
+                    tg.start_soon(ask, "a", Deposit(account_id="a", amount=1), "same")
+                    tg.start_soon(ask, "b", Deposit(account_id="b", amount=1), None)
+            for account in ("a", "b"):
+                live = await accounts.state(account, timeout=10)
+                assert live == await accounts.state_at(account)
+            assert await system.store.stream_version("account-a") in (2, 3)
+
+
+@pytest.mark.parametrize(("name", "value"), _ends())
+async def test_every_value_in_an_options_range_works(name: str, value: Any) -> None:
+    await _exercise({name: value})
+
+
+@pytest.mark.parametrize(("name", "value"), _outside())
+def test_a_value_outside_an_options_range_is_refused_naming_it(name: str, value: Any) -> None:
+    with pytest.raises(InvalidOption, match=rf"^{name} must be .* from .* to ") as caught:
+        SystemOptions(**{name: value})
+    assert caught.value.name == name
+    assert isinstance(caught.value, ValueError)
+
+
+async def test_open_system_refuses_an_out_of_range_option_before_opening_anything() -> None:
+    with pytest.raises(InvalidOption, match="recent_command_ids must be an int from 0 to"):
+        async with open_system(":memory:", recent_command_ids=-1):
+            pass
+
+
+async def test_a_batch_append_over_the_stores_limit_is_refused_at_open() -> None:
+    with pytest.raises(
+        InvalidOption, match=r"max_events_per_append .* \(the store's max_events_per_append\)"
+    ):
+        async with open_system(":memory:", max_events_per_append=20_000):
+            pass
+
+
+def test_every_option_has_a_range() -> None:
+    fields = {f.name for f in dataclasses.fields(SystemOptions)}
+    assert fields - {"idle_timeout"} <= set(_OPTION_RANGES)
+    assert set(_OPTION_RANGES) <= fields
