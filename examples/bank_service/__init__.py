@@ -11,6 +11,9 @@
   `GET /accounts/{id}/statement`, `GET /transfers/{id}`: pass a position as
   `X-Consistent-With` (or `?after=`) to read your own write.
 - `GET /health`: the system's statistics.
+
+Every error, an unknown route (404) or method (405) included, answers the JSON
+`ErrorReply`: `{"error", "detail", "field"?, "type"?}`.
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import socket
 import sys
 
@@ -35,8 +36,38 @@ def _configure_logging() -> None:
     )
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Parse the command line and serve until SIGTERM or SIGINT."""
+_DIGITS = re.compile(r"[0-9]+")  # ASCII only (int() also reads other scripts' digits)
+_SECONDS = re.compile(r"[0-9]+(?:\.[0-9]+)?")
+
+
+def _port(text: str) -> int:
+    """A TCP port: 0-65535 in ASCII digits (0: any free port)."""
+    if _DIGITS.fullmatch(text) and len(text) <= 5 and int(text) <= 65_535:
+        return int(text)
+    raise argparse.ArgumentTypeError(f"a port is an int in 0..65535 in ASCII digits, not {text!r}")
+
+
+def _fd(text: str) -> int:
+    """A file descriptor: an int >= 0 in ASCII digits."""
+    if _DIGITS.fullmatch(text) and len(text) <= 9:
+        return int(text)
+    raise argparse.ArgumentTypeError(
+        f"a file descriptor is an int in 0..999999999 in ASCII digits, not {text!r}"
+    )
+
+
+def _seconds(text: str) -> float:
+    """Seconds: a finite decimal number >= 0 in ASCII digits (like 10 or 2.5)."""
+    if _SECONDS.fullmatch(text) and len(text) <= 20:
+        return float(text)
+    raise argparse.ArgumentTypeError(
+        f"seconds are a decimal number >= 0 in ASCII digits (like 10 or 2.5), not {text!r}"
+    )
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line (and the `PORT` environment variable), checked: an option that
+    is not a valid value exits with status 2 and a message naming it."""
     parser = argparse.ArgumentParser(prog="python -m examples.bank_service")
     parser.add_argument(
         "--database",
@@ -44,12 +75,23 @@ def main(argv: list[str] | None = None) -> None:
         help=f"the SQLite file (default: ${DATABASE_ENV} or bank.db)",
     )
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
-    parser.add_argument("--fd", type=int, default=None, help="serve on this bound socket")
+    parser.add_argument("--port", type=_port, default=None, help="default: $PORT or 8000")
+    parser.add_argument("--fd", type=_fd, default=None, help="serve on this bound socket")
     parser.add_argument(
-        "--grace", type=float, default=10.0, help="seconds to finish in-flight requests"
+        "--grace", type=_seconds, default=10.0, help="seconds to finish in-flight requests"
     )
     args = parser.parse_args(argv)
+    if args.port is None:
+        try:
+            args.port = _port(os.environ.get("PORT", "8000"))
+        except argparse.ArgumentTypeError as exc:
+            parser.error(f"the PORT environment variable: {exc}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Parse the command line and serve until SIGTERM or SIGINT."""
+    args = parse_args(argv)
     _configure_logging()
     settings = ServiceSettings(system_options={"grace": args.grace})
     app = create_app(args.database, settings)

@@ -36,10 +36,13 @@ __all__ = [
 MAX_AMOUNT = 10**12
 """The largest amount one request may move, in cents."""
 
+# `\Z`, not `$`: msgspec matches the pattern with Python's `re`, whose `$` also matches
+# before a trailing newline ("a1\n" would pass here, then fail as a stream id in the store).
 AccountId = Annotated[
-    str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
 ]
-"""An account or transfer id: 1-64 characters of letters, digits, `_`, `.`, `-`."""
+"""An account or transfer id: 1-64 characters of ASCII letters, digits, `_`, `.`, `-`,
+starting with a letter or digit."""
 
 Amount = Annotated[int, msgspec.Meta(gt=0, le=MAX_AMOUNT)]
 """An amount of money in cents: positive, at most `MAX_AMOUNT`."""

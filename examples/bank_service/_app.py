@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 import msgspec
 import structlog
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -88,8 +89,14 @@ DATABASE_ENV = "BANK_SERVICE_DB"
 """The environment variable naming the SQLite file when `create_app` is given none."""
 
 _log = structlog.get_logger("bank_service")
-_KEY = re.compile(r"^[\x21-\x7e]{1,200}$")  # printable ASCII, no spaces
-_CORRELATION = re.compile(r"^[\x21-\x7e]{1,128}$")
+# Matched whole (fullmatch): `$` would also match before a trailing newline.
+_KEY = re.compile(r"[\x21-\x7e]{1,200}")  # printable ASCII, no spaces
+_CORRELATION = re.compile(r"[\x21-\x7e]{1,128}")
+_DIGITS = re.compile(r"[0-9]+")  # ASCII only (str.isdigit() also takes superscripts, other scripts)
+_MAX_INTEGER = 2**63 - 1
+"""The largest version or position there can be (SQLite's largest integer)."""
+_MAX_COMMAND_ID = 256
+"""The store's limit on a command id's length."""
 _BODY_PATH = re.compile(r" - at `(\$[^`]*)`$")
 _NAMED_FIELD = re.compile(r"(?:unknown|required) field `([^`]+)`")
 T = TypeVar("T")
@@ -116,7 +123,8 @@ class ServiceSettings:
     def __post_init__(self) -> None:
         if type(self.max_body_bytes) is not int or self.max_body_bytes < 1:
             raise ValueError(f"max_body_bytes must be a positive int, not {self.max_body_bytes!r}")
-        if not 0 <= self.consistency_timeout < float("inf"):
+        timeout = self.consistency_timeout
+        if type(timeout) not in (int, float) or not 0 <= timeout < float("inf"):
             raise ValueError(
                 f"consistency_timeout must be finite seconds >= 0, not {self.consistency_timeout!r}"
             )
@@ -138,6 +146,19 @@ def _invalid(detail: str, field: str) -> _HttpError:
     return _HttpError(422, ErrorReply("invalid_request", detail, field=field))
 
 
+def _integer(raw: str, field: str, what: str, low: int) -> int:
+    """`raw` (a query parameter or header) as an int in `low`..2**63-1, written in ASCII
+    decimal digits only: no sign, no spaces, no other script's digits."""
+    if _DIGITS.fullmatch(raw) and len(raw) <= len(str(_MAX_INTEGER)):
+        value = int(raw)
+        if low <= value <= _MAX_INTEGER:
+            return value
+    raise _invalid(
+        f"{field} must be {what}: an int in {low}..{_MAX_INTEGER} in ASCII digits, not {raw!r}",
+        field,
+    )
+
+
 def _decode(decoder: msgspec.json.Decoder[T], body: bytes) -> T:
     try:
         return decoder.decode(body)
@@ -153,7 +174,7 @@ def _decode(decoder: msgspec.json.Decoder[T], body: bytes) -> T:
 
 def _error_response(exc: Exception) -> tuple[int, ErrorReply, bool] | None:
     """(status, body, whether to send Retry-After) for an error a handler raised; None
-    for an error that is a bug here (it becomes a 500 from the server)."""
+    for an error that is a bug here (`_crashed` answers it with a 500)."""
     match exc:
         case _HttpError(status=status, reply=reply):
             return status, reply, False
@@ -256,9 +277,7 @@ class _Service:
         retry_after = self.settings.retry_after
 
         async def wrapped(request: Request) -> Response:
-            correlation_id = request.headers.get("x-correlation-id") or ""
-            if not _CORRELATION.match(correlation_id):
-                correlation_id = uuid.uuid4().hex
+            correlation_id = _correlation_id(request)
             tokens = structlog.contextvars.bind_contextvars(
                 correlation_id=correlation_id,
                 command_id=None,
@@ -296,10 +315,18 @@ class _Service:
         """The request body, refused (413) beyond `max_body_bytes` before it is read whole."""
         limit = self.settings.max_body_bytes
         declared = request.headers.get("content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > limit):
-            raise _HttpError(
-                413, ErrorReply("too_large", f"request bodies are limited to {limit} bytes")
-            )
+        if declared is not None:
+            if not _DIGITS.fullmatch(declared):
+                raise _invalid(
+                    f"Content-Length must be a size in ASCII digits, not {declared[:40]!r}",
+                    "Content-Length",
+                )
+            # (compared as text first: int() refuses strings of over 4300 digits)
+            significant = declared.lstrip("0") or "0"
+            if len(significant) > len(str(limit)) or int(significant) > limit:
+                raise _HttpError(
+                    413, ErrorReply("too_large", f"request bodies are limited to {limit} bytes")
+                )
         chunks: list[bytes] = []
         size = 0
         async for chunk in request.stream():
@@ -322,12 +349,17 @@ class _Service:
         if key is None:
             structlog.contextvars.bind_contextvars(command_id=f"req-{uuid.uuid4().hex}")
             return None
-        if not _KEY.match(key):
+        if not _KEY.fullmatch(key):
             raise _invalid(
                 "Idempotency-Key must be 1-200 printable ASCII characters without spaces",
                 "Idempotency-Key",
             )
         command_id = f"http:{route}:{target}:{key}"
+        if len(command_id) > _MAX_COMMAND_ID:
+            # A long key with a long target: name the key by its digest (a key has no
+            # spaces, so this never equals the id of another key).
+            digest = hashlib.sha256(key.encode()).hexdigest()
+            command_id = f"http:{route}:{target}:sha256 {digest}"
         structlog.contextvars.bind_contextvars(command_id=command_id)
         return command_id
 
@@ -339,9 +371,7 @@ class _Service:
             raw, field = request.query_params.get("after"), "after"
         if raw is None:
             return None
-        if not raw.isdigit() or len(raw) > 19:
-            raise _invalid(f"{field} must be a global position (an int >= 0), not {raw!r}", field)
-        return int(raw)
+        return _integer(raw, field, "a global position", 0)
 
     async def consistent(self, handle: ProjectionHandle[Any], request: Request) -> None:
         position = self.after(request)
@@ -438,9 +468,7 @@ class _Service:
             if at.tzinfo is None:
                 raise _invalid(f"at must carry a UTC offset (like Z or +02:00): {at_raw!r}", "at")
         if version_raw is not None:
-            if not version_raw.isdigit() or len(version_raw) > 19 or int(version_raw) < 1:
-                raise _invalid(f"version must be an int >= 1, not {version_raw!r}", "version")
-            version = int(version_raw)
+            version = _integer(version_raw, "version", "a stream version", 1)
         state = await self.running.accounts.state_at(account_id, version=version, at=at)
         reply = AccountStateReply(
             account_id,
@@ -508,6 +536,64 @@ class _Service:
         return _json(reply, 200 if system.accepting else 503)
 
 
+def _correlation_id(request: Request) -> str:
+    """The request's `X-Correlation-Id` if it is a valid one, else a fresh id; the same
+    for every call on one request (kept in its state for the error handlers)."""
+    known = getattr(request.state, "correlation_id", None)
+    if isinstance(known, str):
+        return known
+    correlation_id = request.headers.get("x-correlation-id") or ""
+    if not _CORRELATION.fullmatch(correlation_id):
+        correlation_id = uuid.uuid4().hex
+    request.state.correlation_id = correlation_id
+    return correlation_id
+
+
+def _refusal(
+    request: Request, status: int, reply: ErrorReply, headers: Mapping[str, str]
+) -> Response:
+    response = _json(reply, status, headers)
+    correlation_id = _correlation_id(request)
+    response.headers["X-Correlation-Id"] = correlation_id
+    log = _log.error if status >= 500 else _log.info
+    log(
+        "request.refused",
+        correlation_id=correlation_id,
+        method=request.method,
+        path=request.url.path,
+        status=status,
+        error=reply.error,
+        detail=reply.detail,
+    )
+    return response
+
+
+def _routing_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own refusals in the JSON error shape: no route for the path (404), or
+    a route without the method (405, with its `Allow` header)."""
+    assert isinstance(exc, HTTPException)
+    path, headers = request.url.path, dict(exc.headers or {})
+    if exc.status_code == 404:
+        reply = ErrorReply("not_found", f"no route for {path}")
+    elif exc.status_code == 405:
+        # (Starlette keeps a route's methods in a set: sorted, the header is stable)
+        allowed = ", ".join(sorted(m.strip() for m in headers.get("Allow", "").split(",")))
+        headers["Allow"] = allowed
+        reply = ErrorReply(
+            "method_not_allowed", f"{request.method} is not allowed on {path}; allowed: {allowed}"
+        )
+    else:
+        reply = ErrorReply("http_error", exc.detail)
+    return _refusal(request, exc.status_code, reply, headers)
+
+
+def _crashed(request: Request, exc: Exception) -> Response:
+    """A bug here (an exception no handler mapped): 500 in the JSON error shape, without
+    the exception's text (the log has it; the server re-raises it after this reply)."""
+    detail = "the service failed on this request; its log has the error under the X-Correlation-Id"
+    return _refusal(request, 500, ErrorReply("internal", detail), {})
+
+
 def _path_id(request: Request) -> str:
     raw = request.path_params["id"]
     try:
@@ -565,4 +651,5 @@ def create_app(
         Route("/transfers/{id}", wrap(service.transfer), methods=["GET"]),
         Route("/health", wrap(service.health), methods=["GET"]),
     ]
-    return Starlette(routes=routes, lifespan=service.lifespan)
+    handlers = {HTTPException: _routing_error, Exception: _crashed}
+    return Starlette(routes=routes, lifespan=service.lifespan, exception_handlers=handlers)

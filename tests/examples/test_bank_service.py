@@ -16,7 +16,7 @@ from anyio.lowlevel import checkpoint
 
 from actors import open_system
 from demo.bank import Account, Deposited, TransferRequested
-from examples.bank_service import DATABASE_ENV, ServiceSettings
+from examples.bank_service import DATABASE_ENV, ServiceSettings, _app
 from store import open_store
 from tests.actors.support import InterloperStore
 from tests.examples._asgi import HoldingStore, json_of, serve, settle
@@ -201,6 +201,9 @@ async def test_the_database_comes_from_the_environment_by_default(
         ({"max_body_bytes": 0}, "max_body_bytes"),
         ({"consistency_timeout": float("nan")}, "consistency_timeout"),
         ({"consistency_timeout": -1.0}, "consistency_timeout"),
+        ({"consistency_timeout": "2"}, "consistency_timeout"),
+        ({"consistency_timeout": True}, "consistency_timeout"),
+        ({"max_body_bytes": True}, "max_body_bytes"),
         ({"retry_after": -1}, "retry_after"),
     ],
 )
@@ -268,6 +271,179 @@ async def test_bad_headers_and_query_parameters_are_422(db: str) -> None:
             "at",
             "Idempotency-Key",
         ]
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [
+        ("after=%C2%B2", "after"),  # superscript two: str.isdigit() says yes, int() no
+        ("after=%D9%A1", "after"),  # Arabic-Indic one: int() reads it as 1
+        ("after=%EF%BC%91", "after"),  # fullwidth one
+        ("after=-1", "after"),
+        ("after=%2B1", "after"),
+        ("after=%201", "after"),
+        ("after=9223372036854775808", "after"),  # past SQLite's largest integer
+        ("after=" + "9" * 5000, "after"),  # too long for int() itself
+        ("version=%C2%B2", "version"),
+        ("version=%D9%A1", "version"),
+        ("version=-1", "version"),
+        ("version=9223372036854775808", "version"),
+        ("version=" + "1" * 5000, "version"),
+    ],
+)
+async def test_an_integer_parameter_is_ascii_digits_in_range_or_422(
+    db: str, query: str, field: str
+) -> None:
+    async with serve(db) as service:
+        await open_account(service.http, "a1")
+        response = await service.http.get(f"/accounts/a1?{query}")
+        assert response.status_code == 422, response.text
+        assert response.headers["content-type"] == "application/json"
+        error = json_of(response)
+        assert (error["error"], error["field"]) == ("invalid_request", field)
+        low = 1 if field == "version" else 0
+        assert f"an int in {low}..9223372036854775807 in ASCII digits" in error["detail"]
+
+
+@pytest.mark.parametrize("value", ["\u00b2", "\u0661", "-1", "9223372036854775808"])
+async def test_the_consistency_header_is_ascii_digits_in_range_or_422(db: str, value: str) -> None:
+    async with serve(db) as service:
+        await open_account(service.http, "a1")
+        headers = {b"X-Consistent-With": value.encode()}
+        response = await service.http.get("/accounts/a1/statement", headers=headers)
+        assert response.status_code == 422, response.text
+        assert json_of(response)["field"] == "X-Consistent-With"
+
+
+async def test_the_largest_integers_in_range_are_accepted(db: str) -> None:
+    async with serve(db) as service:
+        http = service.http
+        position = await open_account(http, "a1")
+        last = await http.get("/accounts/a1?version=9223372036854775807")
+        assert last.status_code == 200, last.text
+        assert (json_of(last)["owner"], json_of(last)["version"]) == ("ada", 9223372036854775807)
+        padded = await http.get(f"/accounts/a1?after=000{position}")
+        assert (padded.status_code, json_of(padded)["position"]) == (200, position)
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("/accounts/a1%0A/open", {"owner": "ada"}, "id"),
+        ("/transfers", {"source": "a1\n", "target": "a2", "amount": 1}, "$.source"),
+        (
+            "/transfers",
+            {"source": "a1", "target": "a2", "amount": 1, "transfer_id": "t\n"},
+            "$.transfer_id",
+        ),
+        ("/transfers", {"source": "a1", "target": "\u0661", "amount": 1}, "$.target"),
+    ],
+)
+async def test_an_id_with_a_trailing_newline_is_422_not_a_poisoned_stream(
+    db: str, path: str, body: dict[str, Any], field: str
+) -> None:
+    async with serve(db) as service:
+        await open_account(service.http, "a1")
+        await open_account(service.http, "a2")
+        response = await service.http.post(path, json=body)
+        assert response.status_code == 422, response.text
+        assert (json_of(response)["error"], json_of(response)["field"]) == (
+            "invalid_request",
+            field,
+        )
+        await settle(service.bank)
+        assert service.bank.process.statistics().parked == 0
+        assert service.bank.system.statistics().commands == 2  # only the opens
+
+
+async def test_the_longest_ids_and_keys_make_a_command_the_store_takes(db: str) -> None:
+    account, key = "a" * 64, "k" * 200  # both at their limits: 279 characters together
+    async with serve(db) as service:
+        http = service.http
+        headers = {"Idempotency-Key": key}
+        first = await http.post(f"/accounts/{account}/open", json={"owner": "ada"}, headers=headers)
+        again = await http.post(f"/accounts/{account}/open", json={"owner": "ada"}, headers=headers)
+        assert (first.status_code, again.status_code) == (200, 200), first.text
+        assert again.headers["Idempotent-Replayed"] == "true"
+        # The same long key on another account is another command.
+        other = await http.post(f"/accounts/{'b' * 64}/open", json={"owner": "bo"}, headers=headers)
+        assert other.status_code == 200, other.text
+        assert "Idempotent-Replayed" not in other.headers
+
+
+@pytest.mark.parametrize(
+    ("declared", "status"),
+    [
+        (b"\xc2\xb2", 422),
+        (b"\xd9\xa1", 422),
+        (b"-5", 422),
+        (b"1" * 5000, 413),
+        (b"0" * 5000 + b"13", 200),
+    ],
+)
+async def test_a_content_length_is_ascii_digits_or_422(
+    db: str, declared: bytes, status: int
+) -> None:
+    async with serve(db) as service:
+        http = service.http
+        await open_account(http, "a1")
+        response = await http.post(
+            "/accounts/a1/deposit", content=b'{"amount": 1}', headers={b"Content-Length": declared}
+        )
+        assert response.status_code == status, response.text
+        if status == 422:
+            assert json_of(response)["field"] == "Content-Length"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status", "error", "allow"),
+    [
+        ("GET", "/nowhere", 404, "not_found", None),
+        ("POST", "/accounts/a1/close", 404, "not_found", None),
+        ("GET", "/accounts/a1/deposit", 405, "method_not_allowed", "POST"),
+        ("POST", "/accounts/a1", 405, "method_not_allowed", "GET, HEAD"),
+        ("DELETE", "/health", 405, "method_not_allowed", "GET, HEAD"),
+        ("GET", "/transfers", 405, "method_not_allowed", "POST"),
+    ],
+)
+async def test_an_unknown_route_or_method_answers_the_json_error_shape(
+    db: str, method: str, path: str, status: int, error: str, allow: str | None
+) -> None:
+    async with serve(db) as service:
+        response = await service.http.request(method, path, headers={"X-Correlation-Id": "corr-7"})
+        assert response.status_code == status, response.text
+        assert response.headers["content-type"] == "application/json"
+        assert response.headers.get("Allow") == allow
+        assert response.headers["X-Correlation-Id"] == "corr-7"
+        body = json_of(response)
+        assert set(body) == {"error", "detail"}
+        assert body["error"] == error
+        assert path in body["detail"]
+        if allow is not None:
+            assert f"{method} is not allowed" in body["detail"]
+            assert allow in body["detail"]
+
+
+async def test_a_bug_answers_500_in_the_json_error_shape(
+    db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(result: object) -> tuple[str, ...]:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(_app, "_tags", broken)
+    async with serve(db) as service:
+        # A server logs the exception it re-raises after the reply; this client keeps it.
+        transport = httpx.ASGITransport(app=service.app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://bank.test") as http:
+            response = await http.post(
+                "/accounts/a1/open", json={"owner": "ada"}, headers={"X-Correlation-Id": "c-9"}
+            )
+        assert response.status_code == 500
+        assert response.headers["content-type"] == "application/json"
+        assert response.headers["X-Correlation-Id"] == "c-9"
+        body = json_of(response)
+        assert body["error"] == "internal"
+        assert "a bug" not in body["detail"]
 
 
 async def test_a_body_over_the_limit_is_413_before_decoding(db: str) -> None:

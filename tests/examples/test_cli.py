@@ -1,0 +1,60 @@
+"""The command line of `python -m examples.bank_service`: every option is checked before
+the service starts, and a bad value exits with status 2 naming the option."""
+
+from __future__ import annotations
+
+import pytest
+
+from examples.bank_service.__main__ import parse_args
+
+
+def test_the_defaults_and_valid_values_parse(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PORT", raising=False)
+    args = parse_args([])
+    assert (args.port, args.fd, args.grace) == (8000, None, 10.0)
+    args = parse_args(["--port", "0", "--fd", "3", "--grace", "2.5"])
+    assert (args.port, args.fd, args.grace) == (0, 3, 2.5)
+    assert parse_args(["--port", "65535"]).port == 65535
+    monkeypatch.setenv("PORT", "9001")
+    assert parse_args([]).port == 9001
+    assert parse_args(["--port", "9002"]).port == 9002  # the option wins
+
+
+@pytest.mark.parametrize(
+    ("argv", "named"),
+    [
+        (["--port", "\u0661\u0662"], "--port"),  # Arabic-Indic digits: int() reads 12
+        (["--port", "\u00b2"], "--port"),  # superscript two: isdigit(), but not int()
+        (["--port", "65536"], "--port"),
+        (["--port", "-1"], "--port"),
+        (["--port", " 80"], "--port"),
+        (["--port", "1_000"], "--port"),  # int() takes underscores
+        (["--fd", "-3"], "--fd"),
+        (["--fd", "\u0663"], "--fd"),
+        (["--grace", "nan"], "--grace"),
+        (["--grace", "inf"], "--grace"),
+        (["--grace", "-1"], "--grace"),
+        (["--grace", "1e3"], "--grace"),
+        (["--grace", "\u0661.5"], "--grace"),
+    ],
+)
+def test_a_bad_option_exits_2_naming_it(
+    argv: list[str], named: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        parse_args(argv)
+    assert exited.value.code == 2
+    error = capsys.readouterr().err
+    assert f"argument {named}: " in error
+    assert repr(argv[1]) in error
+
+
+@pytest.mark.parametrize("value", ["\u0668\u0660\u0668\u0660", "80 80", "70000", ""])
+def test_a_bad_port_in_the_environment_exits_2_naming_it(
+    value: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("PORT", value)
+    with pytest.raises(SystemExit) as exited:
+        parse_args([])
+    assert exited.value.code == 2
+    assert "the PORT environment variable: a port is an int in 0..65535" in capsys.readouterr().err
