@@ -201,3 +201,14 @@ def test_the_tour_walks_through_the_bank_and_the_shop(capsys: pytest.CaptureFixt
     assert "refused, as it should be: account 'bob' holds 0 cents, not 500" in out
     assert "ada holds 10000 cents; bob open: False" in out
     assert "ada's order o-1: requested, 300 cents" in out
+    # The shop's process managers then carry the order through stock, payment, shipping.
+    steps = out[out.index("process managers shop.fulfilment, shop.shipping take it on:") :]
+    assert [line.split()[-1] for line in steps.splitlines()[1:5]] == [
+        "shop.order_requested",
+        "shop.order_validated",
+        "shop.order_paid",
+        "shop.order_shipped",
+    ]
+    assert "ada's order o-1: shipped, parcel TRK-" in out
+    assert out.rstrip().endswith("ada holds 9700 cents")
+    assert "once the runtime" not in out
