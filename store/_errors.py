@@ -2,29 +2,42 @@
 
 ```
 StoreError
-├── ConcurrencyError           expected version does not match the stream
-├── IdempotencyConflict        a command id reused for a different append
-├── StoreClosed                the store no longer accepts work
-├── StoreFull                  the database reached its size limit (SQLITE_FULL)
-├── StoreCorrupted             the database file is damaged or not a database
-├── StoreUnavailable           the file cannot be opened or written (permissions, locks)
-├── EventDecodeError           a stored event cannot be turned back into its type
-│   ├── UnknownEventType       no registered type (or upcaster) for its tag and version
-│   └── CorruptEvent           its payload fails the checksum or does not decode
-├── ReadTooLarge               a whole-stream read over the read limit (page it)
-└── InvalidAppend              a bad argument; nothing was written
-    ├── InvalidStreamId        empty, too long, or with characters the policy refuses
-    ├── InvalidExpectedVersion not an int, or an int no stream can have
-    ├── UnregisteredEventType  the event's type is not in the registry
-    ├── EventTooLarge          one encoded event is over the byte limit
-    └── TooManyEvents          one append carries more events than the limit
+├── ConcurrencyError               expected version does not match the stream
+├── IdempotencyConflict            a command id reused for a different append
+├── StoreClosed                    the store no longer accepts work
+├── StoreFull                      the database reached its size limit (SQLITE_FULL)
+├── StoreCorrupted                 the database file is damaged or not a database
+├── StoreUnavailable               the file cannot be opened or written (permissions, locks)
+├── EventDecodeError               a stored event cannot be turned back into its type
+│   ├── UnknownEventType           no registered type (or upcaster) for its tag and version
+│   └── CorruptEvent               its payload fails the checksum or does not decode
+├── ReadTooLarge                   a whole-stream read over the read limit (page it)
+└── InvalidArgument                a bad argument; nothing was read or written
+    ├── InvalidStreamId            empty, too long, or with characters the policy refuses
+    ├── NaiveDatetime              a datetime without tzinfo where a moment is needed
+    ├── InvalidReadArgument        a read's bound, limit, filter, moment or command id
+    ├── InvalidSnapshot            a snapshot's version, schema version, or a state that
+    │                              would not load back as its type
+    ├── InvalidCheckpoint          a checkpoint's name or position
+    ├── InvalidOption              a store option outside its range (at open)
+    └── InvalidAppend              a bad append; nothing of it was written
+        ├── InvalidExpectedVersion not an int, or an int no stream can have
+        ├── UnregisteredEventType  the event's type is not in the registry
+        ├── InvalidEvent           an event that would not decode as its type (a field
+        │                          holding a value of another type)
+        ├── EventTooLarge          one encoded event is over the byte limit
+        └── TooManyEvents          one append carries more events than the limit
 ```
 Every message names the stream, version or type concerned and what to do; the same
-values are kept on attributes. `InvalidAppend` subclasses `ValueError` as well, so code
-that already catches `ValueError` for bad arguments keeps working.
+values are kept on attributes. `InvalidArgument` subclasses `ValueError` as well, so code
+that already catches `ValueError` for bad arguments keeps working. Catch `InvalidAppend`
+for what only an append can get wrong, `InvalidArgument` for every bad argument
+(an invalid stream id is one, for reads and appends alike).
 """
 
 from __future__ import annotations
+
+from datetime import datetime
 
 from store._records import ANY, NO_STREAM, STREAM_EXISTS
 
@@ -35,8 +48,15 @@ __all__ = [
     "EventTooLarge",
     "IdempotencyConflict",
     "InvalidAppend",
+    "InvalidArgument",
+    "InvalidCheckpoint",
+    "InvalidEvent",
     "InvalidExpectedVersion",
+    "InvalidOption",
+    "InvalidReadArgument",
+    "InvalidSnapshot",
     "InvalidStreamId",
+    "NaiveDatetime",
     "ReadTooLarge",
     "StoreClosed",
     "StoreCorrupted",
@@ -94,6 +114,9 @@ class IdempotencyConflict(StoreError):
         )
         self.command_id, self.stream_id = command_id, stream_id
         self.recorded_stream_id = recorded_stream_id
+
+    def __reduce__(self) -> tuple[type[IdempotencyConflict], tuple[str, str, str]]:
+        return (type(self), (self.command_id, self.stream_id, self.recorded_stream_id))
 
 
 class StoreClosed(StoreError):
@@ -177,12 +200,21 @@ class CorruptEvent(EventDecodeError):
         )
 
 
-class InvalidAppend(StoreError, ValueError):
-    """An argument of an append (or read) is invalid; nothing was written."""
+class InvalidArgument(StoreError, ValueError):
+    """A bad argument to the store; nothing was read or written.
+
+    Raised before any work starts, by the first check that can tell; the subclasses
+    name what was wrong and keep it on attributes.
+    """
 
 
-class InvalidStreamId(InvalidAppend):
-    """A stream id is not a non-empty printable string within the length limit."""
+class InvalidStreamId(InvalidArgument):
+    """A stream id is not a non-empty printable string within the length limit.
+
+    Attributes:
+        stream_id: the id given (any object).
+        reason: what is wrong with it.
+    """
 
     def __init__(self, stream_id: object, reason: str) -> None:
         shown = repr(stream_id)
@@ -190,6 +222,107 @@ class InvalidStreamId(InvalidAppend):
             shown = shown[:77] + "..."
         super().__init__(f"invalid stream id {shown}: {reason}")
         self.stream_id, self.reason = stream_id, reason
+
+    def __reduce__(self) -> tuple[type[InvalidStreamId], tuple[object, str]]:
+        return (type(self), (self.stream_id, self.reason))
+
+
+class NaiveDatetime(InvalidArgument):
+    """A datetime without `tzinfo` where a moment in time is needed.
+
+    A naive datetime is no moment (it means another instant in every timezone), so it
+    is refused rather than guessed.
+
+    Attributes:
+        what: the call and stream it was given to, e.g. `read_stream_until('account-a')`.
+        value: the naive datetime.
+    """
+
+    def __init__(self, what: str, value: datetime) -> None:
+        super().__init__(
+            f"{what} got the naive datetime {value!r}: pass an aware datetime"
+            " (e.g. datetime.now(UTC)) or POSIX seconds"
+        )
+        self.what, self.value = what, value
+
+    def __reduce__(self) -> tuple[type[NaiveDatetime], tuple[str, datetime]]:
+        return (type(self), (self.what, self.value))
+
+
+class InvalidReadArgument(InvalidArgument):
+    """An argument of a read is not what the read takes: a version or position bound,
+    a page limit, a filter, a moment, or a command id.
+
+    Attributes:
+        call: the read and its stream, e.g. `read_stream('account-a')` or `read_all`.
+        argument: the argument's name (`limit`, `from_version`, `stream_prefix`...).
+        value: the value given.
+        expected: what the argument takes.
+    """
+
+    def __init__(self, call: str, argument: str, value: object, expected: str) -> None:
+        super().__init__(f"{call}: {argument} must be {expected}, not {value!r}")
+        self.call, self.argument, self.value, self.expected = call, argument, value, expected
+
+    def __reduce__(self) -> tuple[type[InvalidReadArgument], tuple[str, str, object, str]]:
+        return (type(self), (self.call, self.argument, self.value, self.expected))
+
+
+class InvalidSnapshot(InvalidArgument):
+    """A snapshot was refused: a bad version or schema version, or a state that cannot
+    be encoded or would not load back as its own type. Nothing was written.
+
+    Attributes:
+        stream_id: the stream of the snapshot.
+        reason: what was wrong.
+        field: the state's field at fault (e.g. `balance`), or "" when not one field.
+    """
+
+    def __init__(self, stream_id: str, reason: str, field: str = "") -> None:
+        super().__init__(f"snapshot of stream {stream_id!r} refused: {reason}")
+        self.stream_id, self.reason, self.field = stream_id, reason, field
+
+    def __reduce__(self) -> tuple[type[InvalidSnapshot], tuple[str, str, str]]:
+        return (type(self), (self.stream_id, self.reason, self.field))
+
+
+class InvalidCheckpoint(InvalidArgument):
+    """A checkpoint's name is not a non-empty str of valid Unicode, or its position is
+    not an int >= 0. Nothing was written.
+
+    Attributes:
+        name: the checkpoint name given (any object).
+        reason: what was wrong.
+    """
+
+    def __init__(self, name: object, reason: str) -> None:
+        super().__init__(f"checkpoint {name!r} refused: {reason}")
+        self.name, self.reason = name, reason
+
+    def __reduce__(self) -> tuple[type[InvalidCheckpoint], tuple[object, str]]:
+        return (type(self), (self.name, self.reason))
+
+
+class InvalidOption(InvalidArgument):
+    """A store option (a `StoreOptions` field, or an `open_store` keyword) is outside
+    its range; the store was not opened.
+
+    Attributes:
+        option: the option's name.
+        value: the value given.
+        allowed: the values it takes.
+    """
+
+    def __init__(self, option: str, value: object, allowed: str) -> None:
+        super().__init__(f"store option {option} must be {allowed}, not {value!r}")
+        self.option, self.value, self.allowed = option, value, allowed
+
+    def __reduce__(self) -> tuple[type[InvalidOption], tuple[str, object, str]]:
+        return (type(self), (self.option, self.value, self.allowed))
+
+
+class InvalidAppend(InvalidArgument):
+    """An argument of an append is invalid; nothing of that append was written."""
 
 
 class InvalidExpectedVersion(InvalidAppend, TypeError):
@@ -202,6 +335,9 @@ class InvalidExpectedVersion(InvalidAppend, TypeError):
         )
         self.stream_id, self.expected = stream_id, expected
 
+    def __reduce__(self) -> tuple[type[InvalidExpectedVersion], tuple[str, object]]:
+        return (type(self), (self.stream_id, self.expected))
+
 
 class UnregisteredEventType(InvalidAppend):
     """An appended event's type is not registered with the store's codec."""
@@ -212,6 +348,44 @@ class UnregisteredEventType(InvalidAppend):
             " registered: add it to the store's EventRegistry (it needs a permanent tag)"
         )
         self.stream_id, self.event_type = stream_id, event_type
+
+    def __reduce__(self) -> tuple[type[UnregisteredEventType], tuple[str, type]]:
+        return (type(self), (self.stream_id, self.event_type))
+
+
+class InvalidEvent(InvalidAppend):
+    """An appended event would not decode back into its registered type, so reading it
+    would fail: a field holds a value of another type (msgspec does not check field
+    types when a struct is built, so `Deposited(amount=1.5)` exists until it is read).
+
+    Attributes:
+        stream_id: the stream appended to.
+        event_type: the event's tag.
+        event_class: the event's class.
+        field: the field at fault (e.g. `amount`), or "" when the decoder names none.
+        path: where in the event, as the decoder says it (e.g. `$.amount`, `$.lines[2]`).
+        reason: the decoder's message.
+    """
+
+    def __init__(
+        self, stream_id: str, event_type: str, event_class: type, path: str, reason: str
+    ) -> None:
+        at = f" in field {path.removeprefix('$.')!r}" if path.startswith("$.") else ""
+        shown = reason.removesuffix(f" - at `{path}`") if path else reason
+        super().__init__(
+            f"event {event_class.__qualname__} ({event_type!r}) for stream {stream_id!r}"
+            f" would not read back as its type: {shown}{at}. Build it with values of the"
+            " declared field types (msgspec does not check them on construction)"
+        )
+        self.stream_id, self.event_type, self.event_class = stream_id, event_type, event_class
+        self.path, self.reason = path, reason
+        self.field = top_field(path)
+
+    def __reduce__(self) -> tuple[type[InvalidEvent], tuple[str, str, type, str, str]]:
+        return (
+            type(self),
+            (self.stream_id, self.event_type, self.event_class, self.path, self.reason),
+        )
 
 
 class EventTooLarge(InvalidAppend):
@@ -225,6 +399,9 @@ class EventTooLarge(InvalidAppend):
         )
         self.stream_id, self.event_type, self.size, self.limit = stream_id, event_type, size, limit
 
+    def __reduce__(self) -> tuple[type[EventTooLarge], tuple[str, str, int, int]]:
+        return (type(self), (self.stream_id, self.event_type, self.size, self.limit))
+
 
 class TooManyEvents(InvalidAppend):
     """One append carries more events than `max_events_per_append`."""
@@ -235,6 +412,9 @@ class TooManyEvents(InvalidAppend):
             f" {limit} (max_events_per_append)"
         )
         self.stream_id, self.count, self.limit = stream_id, count, limit
+
+    def __reduce__(self) -> tuple[type[TooManyEvents], tuple[str, int, int]]:
+        return (type(self), (self.stream_id, self.count, self.limit))
 
 
 class ReadTooLarge(StoreError, ValueError):
@@ -248,6 +428,25 @@ class ReadTooLarge(StoreError, ValueError):
             " from_version=last.version + 1"
         )
         self.stream_id, self.from_version, self.limit = stream_id, from_version, limit
+
+    def __reduce__(self) -> tuple[type[ReadTooLarge], tuple[str, int, int]]:
+        return (type(self), (self.stream_id, self.from_version, self.limit))
+
+
+def validation_path(message: str) -> str:
+    """The path a msgspec validation message ends with (`... - at `$.amount``), or ""."""
+    _, sep, tail = message.rpartition(" - at `")
+    return tail[:-1] if sep and tail.endswith("`") else ""
+
+
+def top_field(path: str) -> str:
+    """The top-level field of a path: `amount` of `$.amount`, `lines` of `$.lines[2]`."""
+    if not path.startswith("$."):
+        return ""
+    name = path[2:]
+    for stop in (".", "["):
+        name = name.partition(stop)[0]
+    return name
 
 
 def _describe_expected(expected: int) -> str:

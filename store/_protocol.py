@@ -79,6 +79,11 @@ class EventStore(Protocol):
         """
         ...
 
+    def check_stream_id(self, stream_id: object) -> None:
+        """Raise `InvalidStreamId` unless the store can take `stream_id` (its own limits);
+        cheap for an id seen before."""
+        ...
+
     async def stream_version(self, stream_id: str) -> int:
         """The version of `stream_id` (0 when it has no events)."""
         ...

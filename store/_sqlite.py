@@ -26,7 +26,7 @@ import sys
 import time
 import zlib
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -45,8 +45,14 @@ from store._errors import (
     EventTooLarge,
     IdempotencyConflict,
     InvalidAppend,
+    InvalidCheckpoint,
+    InvalidEvent,
     InvalidExpectedVersion,
+    InvalidOption,
+    InvalidReadArgument,
+    InvalidSnapshot,
     InvalidStreamId,
+    NaiveDatetime,
     ReadTooLarge,
     StoreClosed,
     StoreCorrupted,
@@ -56,6 +62,8 @@ from store._errors import (
     TooManyEvents,
     UnknownEventType,
     UnregisteredEventType,
+    top_field,
+    validation_path,
 )
 from store._logging import get_logger
 from store._records import (
@@ -211,6 +219,10 @@ _meta_decoder = msgspec.msgpack.Decoder(dict[str, str])
 class StoreOptions:
     """Tuning and limits of a SQLite event store; every limit is finite.
 
+    Each int option takes 1 to 2**62, `busy_timeout` 0.001 to 2,147,483 seconds; any
+    other value is refused with `InvalidOption` (naming the option and its range)
+    before anything is opened.
+
     Attributes:
         synchronous: "FULL" (default): an acknowledged append survives power loss.
             "NORMAL": survives a crash of the process, may lose the last commits on
@@ -246,9 +258,9 @@ class StoreOptions:
 
     def __post_init__(self) -> None:
         if self.synchronous not in ("FULL", "NORMAL"):
-            raise ValueError(f"synchronous must be 'FULL' or 'NORMAL', not {self.synchronous!r}")
+            raise InvalidOption("synchronous", self.synchronous, "'FULL' or 'NORMAL'")
         if self.writer not in ("thread", "process"):
-            raise ValueError(f"writer must be 'thread' or 'process', not {self.writer!r}")
+            raise InvalidOption("writer", self.writer, "'thread' or 'process'")
         for name in (
             "max_event_bytes",
             "max_events_per_append",
@@ -259,11 +271,27 @@ class StoreOptions:
             "busy_retries",
         ):
             value = getattr(self, name)
-            if type(value) is not int or value < 1:
-                raise ValueError(f"{name} must be a positive int, not {value!r}")
+            if type(value) is not int or not 1 <= value <= _MAX_INT_OPTION:
+                raise InvalidOption(name, value, f"an int from 1 to 2**62 ({_MAX_INT_OPTION})")
         timeout = self.busy_timeout
-        if type(timeout) not in (int, float) or not 0 < timeout < math.inf:
-            raise ValueError(f"busy_timeout must be > 0 seconds, not {self.busy_timeout!r}")
+        if type(timeout) not in (int, float) or not (
+            _MIN_BUSY_TIMEOUT <= timeout <= _MAX_BUSY_TIMEOUT
+        ):
+            raise InvalidOption(
+                "busy_timeout",
+                timeout,
+                f"a number of seconds from {_MIN_BUSY_TIMEOUT} to {_MAX_BUSY_TIMEOUT:,}"
+                " (SQLite counts it in int32 milliseconds)",
+            )
+
+
+# The int options' upper bound: far past any real use, and `max_read_limit + 1` is
+# still a SQLite integer (which also fits the writer process's setup frame).
+_MAX_INT_OPTION: Final = 2**62
+# SQLite's busy timeout is an int32 of milliseconds: a longer one wraps around and
+# turns the busy handler off (a lock then fails at once), a shorter one rounds to none.
+_MIN_BUSY_TIMEOUT: Final = 0.001
+_MAX_BUSY_TIMEOUT: Final = 2_147_483
 
 
 class _Append(msgspec.Struct, gc=False):
@@ -777,6 +805,16 @@ class SQLiteEventStore:
                 ) from exc
             if len(data) > limit:
                 raise EventTooLarge(stream_id, entry.tag, len(data), limit)
+            # What a reader will do with these bytes, done now: msgspec does not check
+            # field types when a struct is built, and an event stored that does not
+            # decode would fail every reader of its stream.
+            try:
+                entry.decoder.decode(data)
+            except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+                reason = str(exc)
+                raise InvalidEvent(
+                    stream_id, entry.tag, type(event), validation_path(reason), reason
+                ) from exc
             rows.append((entry.tag, entry.schema_version, data, crc32(data)))
         meta: dict[str, str] | None = None
         meta_bytes = None
@@ -835,6 +873,17 @@ class SQLiteEventStore:
                 raise StoreClosed(
                     f"the store {self.path!r} closed; append to {stream_id!r} refused"
                 )
+
+    def check_stream_id(self, stream_id: object) -> None:
+        """Raise `InvalidStreamId` unless this store can take `stream_id`: a non-empty,
+        non-blank str of valid Unicode with no control, format or separator characters,
+        of at most `max_stream_id_bytes` UTF-8 bytes. Every method taking a stream id
+        checks it; call this to refuse an id before doing work of your own with it.
+        Cheap for an id seen before (a set lookup).
+        """
+        if type(stream_id) is str and stream_id in self._valid_stream_ids:
+            return
+        self._check_stream_id(stream_id)
 
     def _check_stream_id(self, stream_id: object) -> None:
         if type(stream_id) is str and stream_id in self._valid_stream_ids:
@@ -1199,12 +1248,15 @@ class SQLiteEventStore:
         Raises:
             UnknownEventType, CorruptEvent: a stored event cannot be decoded.
             ReadTooLarge: no `limit`, and the range is longer than `max_read_limit`.
+            InvalidStreamId, InvalidReadArgument: a bad argument; nothing was read.
         """
         self._check_stream_id(stream_id)
-        low = _bound("from_version", from_version)
-        high = _MAX_VERSION if to_version is None else _bound("to_version", to_version)
+        call = f"read_stream({stream_id!r})"
+        low = _bound(call, "from_version", from_version)
+        high = _MAX_VERSION if to_version is None else _bound(call, "to_version", to_version)
         if limit is not None:
-            return await self._read(_READ_STREAM, (stream_id, low, high, self._limit(limit)))
+            page = self._limit(call, limit)
+            return await self._read(_READ_STREAM, (stream_id, low, high, page))
         cap = self.options.max_read_limit
         rows = await self._read(_READ_STREAM, (stream_id, low, high, cap + 1))
         if len(rows) > cap:
@@ -1216,22 +1268,28 @@ class SQLiteEventStore:
     ) -> list[RecordedEvent]:
         """The stream as it stood at moment `at`: its longest prefix of events recorded at
         or before `at` (an aware datetime, or POSIX seconds). Time travel by version is
-        `read_stream(stream_id, to_version=v)`."""
+        `read_stream(stream_id, to_version=v)`.
+
+        Raises:
+            NaiveDatetime: `at` is a datetime without tzinfo.
+            InvalidStreamId, InvalidReadArgument: another bad argument; nothing was read.
+        """
         self._check_stream_id(stream_id)
         if isinstance(at, datetime):
             if at.tzinfo is None:
-                raise InvalidAppend(
-                    f"read_stream_until({stream_id!r}) needs an aware datetime, not the naive"
-                    f" {at!r}: give it a tzinfo (e.g. UTC)"
-                )
+                raise NaiveDatetime(f"read_stream_until({stream_id!r})", at)
             moment = at.timestamp()
         elif type(at) in (int, float) and not math.isnan(at):
             moment = float(at)
         else:
-            raise InvalidAppend(
-                f"read_stream_until({stream_id!r}) needs an aware datetime or POSIX seconds,"
-                f" not {at!r}"
+            raise InvalidReadArgument(
+                f"read_stream_until({stream_id!r})",
+                "at",
+                at,
+                "an aware datetime or POSIX seconds (an int or float, not NaN)",
             )
+        if limit is not None:
+            self._limit(f"read_stream_until({stream_id!r})", limit)
         first_after = await self._scalar(_FIRST_VERSION_AFTER, (stream_id, moment))
         to_version = _MAX_VERSION if first_after is None else int(first_after) - 1
         if to_version < 1:
@@ -1255,19 +1313,27 @@ class SQLiteEventStore:
                 `from_position=last.position + 1`.
             event_types: only these tags.
             stream_prefix: only streams whose id starts with this.
+
+        Raises:
+            InvalidReadArgument: a bad argument (named); nothing was read.
         """
-        high = _MAX_VERSION if to_position is None else _bound("to_position", to_position)
-        low = max(_bound("from_position", from_position), 0)
-        page = self._limit(limit)
+        call = "read_all"
+        high = _MAX_VERSION if to_position is None else _bound(call, "to_position", to_position)
+        low = max(_bound(call, "from_position", from_position), 0)
+        page = self._limit(call, limit)
         if event_types is not None:
-            tags = [] if isinstance(event_types, str) else list(event_types)
-            if isinstance(event_types, str) or not all(type(t) is str for t in tags):
-                raise InvalidAppend(
-                    f"event_types must be a sequence of str tags, not {event_types!r}"
+            tags = _tags(event_types)
+            if tags is None:
+                raise InvalidReadArgument(
+                    call, "event_types", event_types, "a sequence of str tags (valid Unicode)"
                 )
             event_types = tags
-        if stream_prefix is not None and type(stream_prefix) is not str:
-            raise InvalidAppend(f"stream_prefix must be a str, not {stream_prefix!r}")
+        if stream_prefix is not None and (
+            type(stream_prefix) is not str or not _encodable(stream_prefix)
+        ):
+            raise InvalidReadArgument(
+                call, "stream_prefix", stream_prefix, "a str (valid Unicode) or None"
+            )
         if event_types is not None and stream_prefix:
             types = _json.encode(list(event_types))
             return await self._read(
@@ -1296,7 +1362,22 @@ class SQLiteEventStore:
         return int(value or 0)
 
     async def find_command(self, command_id: str) -> AppendResult | None:
-        """The result of the committed append with `command_id`, or None."""
+        """The result of the committed append with `command_id`, or None.
+
+        Raises:
+            InvalidReadArgument: `command_id` is not one an append could have used.
+        """
+        if (
+            type(command_id) is not str
+            or not 0 < len(command_id) <= 256
+            or not _encodable(command_id)
+        ):
+            raise InvalidReadArgument(
+                "find_command",
+                "command_id",
+                command_id,
+                "a non-empty str of at most 256 characters (valid Unicode)",
+            )
         row = await self._row(_SELECT_COMMAND, (command_id,))
         if row is None:
             return None
@@ -1305,12 +1386,12 @@ class SQLiteEventStore:
             stream_id, first_version, last_version, first_position, last_position, duplicate=True
         )
 
-    def _limit(self, limit: int | None) -> int:
+    def _limit(self, call: str, limit: int | None) -> int:
         cap = self.options.max_read_limit
         if limit is None:
             return cap
         if type(limit) is not int or limit < 1:
-            raise InvalidAppend(f"read limit must be a positive int, not {limit!r}")
+            raise InvalidReadArgument(call, "limit", limit, "a positive int (a page size)")
         return min(limit, cap)
 
     async def _read(self, sql: str, params: tuple[Any, ...]) -> list[RecordedEvent]:
@@ -1401,23 +1482,40 @@ class SQLiteEventStore:
 
         `schema_version` names the state's shape: `load_snapshot` ignores a snapshot saved
         with another shape version or type, so a changed state type falls back to replay.
+
+        Raises:
+            InvalidStreamId: a bad stream id.
+            InvalidSnapshot: a bad version or schema version, or a state that cannot be
+                encoded or would not load back as its type (`load_snapshot` would throw
+                it away); nothing was written.
         """
         self._check_stream_id(stream_id)
-        if type(version) is not int or version < 0:
-            raise InvalidAppend(
-                f"snapshot version for stream {stream_id!r} must be an int >= 0, not {version!r}"
+        if type(version) is not int or not 0 <= version <= _MAX_VERSION:
+            raise InvalidSnapshot(
+                stream_id, f"its version must be an int from 0 to 2**62, not {version!r}"
             )
-        if type(schema_version) is not int or schema_version < 1:
-            raise InvalidAppend(
-                f"snapshot schema_version for stream {stream_id!r} must be an int >= 1,"
-                f" not {schema_version!r}"
+        if type(schema_version) is not int or not 1 <= schema_version <= _MAX_VERSION:
+            raise InvalidSnapshot(
+                stream_id,
+                f"its schema_version must be an int from 1 to 2**62, not {schema_version!r}",
             )
+        state_type = type(state)
         try:
             data = self.registry.encode_state(state)
         except (TypeError, ValueError, OverflowError) as exc:
-            raise InvalidAppend(
-                f"snapshot state {type(state).__qualname__} for stream {stream_id!r} cannot be"
-                f" encoded: {exc}"
+            raise InvalidSnapshot(
+                stream_id, f"its state {state_type.__qualname__} cannot be encoded: {exc}"
+            ) from exc
+        # What `load_snapshot(stream_id, type(state))` will do with these bytes, done now.
+        try:
+            self._snapshot_decoder(state_type).decode(data)
+        except (TypeError, msgspec.ValidationError, msgspec.DecodeError) as exc:
+            reason = str(exc)
+            raise InvalidSnapshot(
+                stream_id,
+                f"its state {state_type.__qualname__} would not load back as its type:"
+                f" {reason}; build it with values of the declared field types",
+                top_field(validation_path(reason)),
             ) from exc
         if faults.enabled:
             await faults.hit_async("snapshot_write")
@@ -1449,30 +1547,44 @@ class SQLiteEventStore:
         if type(data) is not bytes or zlib.crc32(data) != checksum:
             self._log.warning("store.snapshot_corrupt", stream_id=stream_id, version=version)
             return None
-        decoder = self._snapshot_decoders.get(state_type)
-        if decoder is None:
-            decoder = self._snapshot_decoders[state_type] = msgspec.msgpack.Decoder(state_type)
         try:
-            state = decoder.decode(data)
+            state = self._snapshot_decoder(state_type).decode(data)
         except (msgspec.DecodeError, msgspec.ValidationError):
             self._log.warning("store.snapshot_undecodable", stream_id=stream_id, version=version)
             return None
         return Snapshot(stream_id, int(version), state, int(stored_schema), float(recorded_at))
 
+    def _snapshot_decoder(self, state_type: type[Any]) -> msgspec.msgpack.Decoder[Any]:
+        """The decoder of snapshots of `state_type`, built once (TypeError: msgspec
+        cannot decode that type)."""
+        decoder = self._snapshot_decoders.get(state_type)
+        if decoder is None:
+            decoder = self._snapshot_decoders[state_type] = msgspec.msgpack.Decoder(state_type)
+        return decoder
+
     async def save_checkpoint(self, name: str, position: int) -> None:
-        """Durably record that subscriber `name` has handled everything up to `position`."""
-        if type(name) is not str or not name:
-            raise InvalidAppend(f"checkpoint name must be a non-empty str, not {name!r}")
-        if type(position) is not int or position < 0:
-            raise InvalidAppend(
-                f"checkpoint {name!r} position must be an int >= 0, not {position!r}"
+        """Durably record that subscriber `name` has handled everything up to `position`.
+
+        Raises:
+            InvalidCheckpoint: `name` is not a non-empty str of valid Unicode, or
+                `position` not an int from 0 to 2**62; nothing was written.
+        """
+        _check_checkpoint_name(name)
+        if type(position) is not int or not 0 <= position <= _MAX_VERSION:
+            raise InvalidCheckpoint(
+                name, f"its position must be an int from 0 to 2**62, not {position!r}"
             )
         if faults.enabled:
             await faults.hit_async("checkpoint_write")
         await self._enqueue_write(_UPSERT_CHECKPOINT, (name, position, time.time()))
 
     async def load_checkpoint(self, name: str) -> int:
-        """The last position saved for subscriber `name` (0 when none)."""
+        """The last position saved for subscriber `name` (0 when none).
+
+        Raises:
+            InvalidCheckpoint: `name` is not a non-empty str of valid Unicode.
+        """
+        _check_checkpoint_name(name)
         value = await self._scalar(_SELECT_CHECKPOINT, (name,))
         return int(value or 0)
 
@@ -1702,11 +1814,39 @@ def _recorded(
         position += 1
 
 
-def _bound(name: str, value: object) -> int:
+def _bound(call: str, name: str, value: object) -> int:
     """A version or position argument of a read, clamped to what SQLite can bind."""
     if type(value) is not int:
-        raise InvalidAppend(f"{name} must be an int, not {value!r}")
+        raise InvalidReadArgument(call, name, value, "an int")
     return max(-_MAX_VERSION, min(value, _MAX_VERSION))
+
+
+def _check_checkpoint_name(name: object) -> None:
+    if type(name) is not str or not name:
+        raise InvalidCheckpoint(name, "its name must be a non-empty str")
+    if not _encodable(name):
+        # Caught here, not at the INSERT, where it would fail the whole batch.
+        raise InvalidCheckpoint(name, "its name is not valid Unicode (lone surrogate)")
+
+
+def _encodable(text: str) -> bool:
+    """Whether `text` is valid Unicode (no lone surrogate), so SQLite can bind it."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _tags(values: object) -> list[str] | None:
+    """`values` as a list of str tags of valid Unicode, or None if it is not one (a
+    str is one tag, not a sequence of them: refused too)."""
+    if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
+        return None
+    tags = list(values)
+    if all(type(t) is str and _encodable(t) for t in tags):
+        return tags
+    return None
 
 
 def _check_metadata(stream_id: str, metadata: Mapping[str, str]) -> dict[str, str]:

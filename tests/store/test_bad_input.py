@@ -25,7 +25,13 @@ from store import (
     EventRegistry,
     EventTooLarge,
     InvalidAppend,
+    InvalidArgument,
+    InvalidCheckpoint,
+    InvalidOption,
+    InvalidReadArgument,
+    InvalidSnapshot,
     InvalidStreamId,
+    NaiveDatetime,
     ReadTooLarge,
     SQLiteEventStore,
     StoreOptions,
@@ -177,6 +183,7 @@ BAD_STREAM_IDS = [
     pytest.param("   ", "blank", id="blank"),
     pytest.param("\t\n", "blank", id="whitespace"),
     pytest.param("a" * 17, "17 bytes", id="too-long"),
+    pytest.param("a" * 10_000, "10000 bytes", id="10000-characters"),
     pytest.param("ä" * 9, "18 bytes", id="too-long-in-utf8"),
     pytest.param("a\nb", "control", id="newline"),
     pytest.param("a\x00b", "control", id="nul"),
@@ -193,9 +200,14 @@ BAD_STREAM_IDS = [
 async def test_a_bad_stream_id_is_refused_everywhere(
     small_store: SQLiteEventStore, stream_id: Any, reason: str
 ) -> None:
+    with pytest.raises(InvalidStreamId) as checked:
+        small_store.check_stream_id(stream_id)
+    assert checked.value.stream_id == stream_id
+    assert reason in str(checked.value)
     attempts: tuple[Callable[[], Awaitable[object]], ...] = (
         lambda: small_store.append(stream_id, [Deposited(1)], expected_version=ANY),
         lambda: small_store.read_stream(stream_id),
+        lambda: small_store.read_stream(stream_id, limit=5),
         lambda: small_store.read_stream_until(stream_id, 0.0),
         lambda: small_store.stream_version(stream_id),
         lambda: small_store.save_snapshot(stream_id, 1, Deposited(1)),
@@ -207,6 +219,9 @@ async def test_a_bad_stream_id_is_refused_everywhere(
         assert caught.value.stream_id == stream_id
         assert reason in str(caught.value)
         assert "invalid stream id" in str(caught.value)
+        # an argument error of reads and appends alike, not an append's
+        assert isinstance(caught.value, InvalidArgument)
+        assert not isinstance(caught.value, InvalidAppend)
     await assert_unchanged_and_working(small_store)
 
 
@@ -262,10 +277,11 @@ async def test_a_read_limit_must_be_a_positive_int(
         lambda: small_store.read_all(limit=limit),
     )
     for attempt in attempts:
-        with pytest.raises(InvalidAppend) as caught:
+        with pytest.raises(InvalidReadArgument) as caught:
             await attempt()
         assert repr(limit) in str(caught.value)
-        assert "limit" in str(caught.value)
+        assert (caught.value.argument, caught.value.value) == ("limit", limit)
+        assert not isinstance(caught.value, InvalidAppend)
     await assert_unchanged_and_working(small_store)
 
 
@@ -292,31 +308,61 @@ async def test_a_whole_stream_read_over_the_read_limit_is_refused_not_shortened(
 
 @pytest.mark.parametrize(
     ("name", "position", "named"),
-    [("", 1, "''"), (None, 1, "None"), ("p", -1, "-1"), ("p", "3", "'3'"), ("p", True, "True")],
+    [
+        ("", 1, "''"),
+        (None, 1, "None"),
+        ("p", -1, "-1"),
+        ("p", "3", "'3'"),
+        ("p", True, "True"),
+        ("p", 2**64, str(2**64)),
+        ("p\udc80", 1, "surrogate"),
+    ],
 )
 async def test_a_bad_checkpoint_is_refused(
     small_store: SQLiteEventStore, name: Any, position: Any, named: str
 ) -> None:
-    with pytest.raises(InvalidAppend) as caught:
+    with pytest.raises(InvalidCheckpoint) as caught:
         await small_store.save_checkpoint(name, position)
     assert named in str(caught.value)
     assert "checkpoint" in str(caught.value)
+    assert caught.value.name == name
+    assert not isinstance(caught.value, InvalidAppend)
     await small_store.save_checkpoint("p", 1)
     assert await small_store.load_checkpoint("p") == 1
 
 
 @pytest.mark.parametrize(
     ("version", "schema_version", "named"),
-    [(-1, 1, "-1"), ("2", 1, "'2'"), (1.0, 1, "1.0"), (1, 0, "schema_version")],
+    [
+        (-1, 1, "-1"),
+        ("2", 1, "'2'"),
+        (1.0, 1, "1.0"),
+        (2**64, 1, str(2**64)),
+        (1, 0, "schema_version"),
+        (1, 2**64, "schema_version"),
+    ],
 )
 async def test_a_bad_snapshot_version_is_refused(
     small_store: SQLiteEventStore, version: Any, schema_version: Any, named: str
 ) -> None:
-    with pytest.raises(InvalidAppend) as caught:
+    with pytest.raises(InvalidSnapshot) as caught:
         await small_store.save_snapshot("s", version, Deposited(1), schema_version=schema_version)
     assert named in str(caught.value)
     assert "'s'" in str(caught.value)
+    assert caught.value.stream_id == "s"
+    assert not isinstance(caught.value, InvalidAppend)
     assert await small_store.load_snapshot("s", Deposited) is None
+
+
+INT_OPTIONS = (
+    "busy_retries",
+    "max_event_bytes",
+    "max_events_per_append",
+    "max_stream_id_bytes",
+    "max_pending_appends",
+    "max_batch_events",
+    "max_read_limit",
+)
 
 
 @pytest.mark.parametrize(
@@ -335,14 +381,23 @@ async def test_a_bad_snapshot_version_is_refused(
         ({"busy_timeout": float("nan")}, "busy_timeout"),
         ({"busy_timeout": float("inf")}, "busy_timeout"),
         ({"busy_timeout": "5"}, "busy_timeout"),
+        ({"busy_timeout": 0.0001}, "busy_timeout"),  # SQLite would round it to no wait
+        ({"busy_timeout": 2_147_484}, "busy_timeout"),  # would wrap: no wait at all
+        ({"busy_timeout": 1e300}, "busy_timeout"),
+        ({"writer": "fork"}, "writer"),
+        *(({name: 2**62 + 1}, name) for name in INT_OPTIONS),
+        *(({name: 2**64}, name) for name in INT_OPTIONS),
     ],
 )
 async def test_bad_store_options_are_refused_before_anything_is_opened(
     tmp_path: Path, options: dict[str, Any], named: str
 ) -> None:
-    with pytest.raises(ValueError, match=named):
+    with pytest.raises(InvalidOption, match=named) as caught:
         StoreOptions(**options)
-    with pytest.raises(ValueError, match=named):
+    ((option, value),) = options.items()
+    assert (caught.value.option, caught.value.value) == (option, value)
+    assert isinstance(caught.value, ValueError)  # what callers caught before
+    with pytest.raises(InvalidOption, match=named):
         async with open_store(tmp_path / "events.db", **options):
             pass
     assert os.listdir(tmp_path) == []
@@ -449,8 +504,10 @@ async def test_a_payload_that_fails_its_checksum_is_a_corrupt_event(tmp_path: Pa
 async def test_read_stream_bounds_must_be_ints(
     small_store: SQLiteEventStore, arguments: dict[str, Any], named: str
 ) -> None:
-    with pytest.raises(InvalidAppend, match=named):
+    with pytest.raises(InvalidReadArgument, match=named) as caught:
         await small_store.read_stream("existing", **arguments)
+    assert caught.value.argument == named
+    assert caught.value.call == "read_stream('existing')"
 
 
 async def test_read_bounds_beyond_sqlite_integers_are_clamped(
@@ -468,20 +525,36 @@ async def test_read_bounds_beyond_sqlite_integers_are_clamped(
         ({"to_position": 1.5}, "to_position"),
         ({"event_types": "test.opened"}, "event_types"),
         ({"event_types": ["test.opened", 3]}, "event_types"),
+        ({"event_types": 5}, "event_types"),
+        ({"event_types": ["test.\udc80"]}, "event_types"),
         ({"stream_prefix": 3}, "stream_prefix"),
+        ({"stream_prefix": "a\ud800"}, "stream_prefix"),
     ],
 )
 async def test_read_all_arguments_are_checked(
     small_store: SQLiteEventStore, arguments: dict[str, Any], named: str
 ) -> None:
-    with pytest.raises(InvalidAppend, match=named):
+    with pytest.raises(InvalidReadArgument, match=named) as caught:
         await small_store.read_all(**arguments)
+    assert caught.value.argument == named
+    assert not isinstance(caught.value, InvalidAppend)
+
+
+async def test_read_stream_until_refuses_a_naive_datetime(small_store: SQLiteEventStore) -> None:
+    naive = datetime(2030, 1, 1)  # no tzinfo: the bad input under test
+    with pytest.raises(NaiveDatetime) as caught:
+        await small_store.read_stream_until("existing", naive)
+    error = caught.value
+    assert (error.what, error.value) == ("read_stream_until('existing')", naive)
+    assert all(part in str(error) for part in ("'existing'", "naive", "datetime.now(UTC)"))
+    assert isinstance(error, InvalidArgument)
+    assert isinstance(error, ValueError)
+    assert not isinstance(error, InvalidAppend)
 
 
 @pytest.mark.parametrize(
     ("at", "named"),
     [
-        (datetime(2030, 1, 1), "naive"),  # no tzinfo: the bad input under test
         (float("nan"), "nan"),
         ("2030-01-01", "'2030-01-01'"),
         (None, "None"),
@@ -491,9 +564,10 @@ async def test_read_all_arguments_are_checked(
 async def test_read_stream_until_needs_an_aware_moment(
     small_store: SQLiteEventStore, at: Any, named: str
 ) -> None:
-    with pytest.raises(InvalidAppend, match=named) as caught:
+    with pytest.raises(InvalidReadArgument, match=named) as caught:
         await small_store.read_stream_until("existing", at)
     assert "'existing'" in str(caught.value)
+    assert caught.value.argument == "at"
     aware = datetime(2030, 1, 1, tzinfo=UTC)
     assert len(await small_store.read_stream_until("existing", aware)) == 1
 
@@ -549,7 +623,7 @@ class Tally(msgspec.Struct, frozen=True):
 async def test_a_snapshot_state_that_cannot_be_encoded_is_refused(
     small_store: SQLiteEventStore,
 ) -> None:
-    with pytest.raises(InvalidAppend) as caught:
+    with pytest.raises(InvalidSnapshot) as caught:
         await small_store.save_snapshot("s", 1, Holder(object()))
     assert all(part in str(caught.value) for part in ("Holder", "'s'", "snapshot"))
     assert await small_store.load_snapshot("s", Holder) is None
