@@ -11,6 +11,7 @@ its own result or error. Replies go out only after the store committed (durable 
 
 from __future__ import annotations
 
+import contextlib
 from collections import OrderedDict
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -33,7 +34,7 @@ from store import (
     ConcurrencyError,
     EventDecodeError,
     IdempotencyConflict,
-    InvalidAppend,
+    InvalidArgument,
     StoreClosed,
     StoreError,
     get_logger,
@@ -76,7 +77,8 @@ class _Restart(Exception):
 
 
 class _Reload(Exception):
-    """Internal: the outcome of an append is unknown; reload from the store."""
+    """Internal: a caller running inline was cancelled with its append in the store:
+    wait until the store settled it, then reload."""
 
 
 class AggregateActor:
@@ -184,6 +186,10 @@ class AggregateActor:
                 if isinstance(failure, _Restart):
                     await self._restart()
                 elif isinstance(failure, _Reload):
+                    # The append may still commit: reading before it settles would
+                    # serve (and decide on) a state without it.
+                    with contextlib.suppress(StoreError):  # the load reports a dead store
+                        await self.router.system.store.wait_settled()
                     await self._load(catch_up=True)
                 else:
                     raise failure
@@ -444,9 +450,9 @@ class AggregateActor:
                 if not events and command_id is not None:
                     # A resend that decide now answers with no events (a no-op) stores
                     # nothing, so no append can recognise its id: look it up here.
-                    first_result = await self._find_command(envelope, command_id)
-                    if first_result is not None:
-                        envelope.reply(first_result)
+                    stored = await self._find_command(envelope, command_id)
+                    if stored is not None:
+                        self._reply(envelope, stored)
                         continue
                     if not envelope.wanted():
                         continue
@@ -463,10 +469,10 @@ class AggregateActor:
                     # Maybe a resend of a command that did commit: its first result.
                     found = await self._find_command(envelope, command_id)
                     if found is not None:
-                        envelope.reply(found)
+                        self._reply(envelope, found)
                         continue
                     if not envelope.wanted():
-                        continue  # the lookup answered it (another stream's id, a store error)
+                        continue
                 if not speculative:
                     self._refuse(envelope, decided)
                     continue
@@ -475,7 +481,9 @@ class AggregateActor:
             version += len(events)
             planned = _Planned(envelope, events, state, version, held)
             plan.append(planned)
-            if command_id is not None:
+            if command_id is not None and events:
+                # Only what is stored is idempotent: a resend of a command that stores
+                # nothing (a no-op, a refusal) is decided on its own, like a new one.
                 firsts[command_id] = planned
         retry: list[Envelope] = []
         reload = False
@@ -534,28 +542,37 @@ class AggregateActor:
         # Put them back at the head of the mailbox, in order, ahead of newer commands.
         self.mailbox.requeue(envelopes)
 
-    async def _find_command(self, envelope: Envelope, command_id: str) -> CommandResult[Any] | None:
+    async def _find_command(
+        self, envelope: Envelope, command_id: str
+    ) -> CommandResult[Any] | StoreError | None:
+        """The stored result of `command_id` on this stream (remembered, marked
+        duplicate); the error to answer when it is stored on another stream or the
+        lookup failed; None when the store does not hold it."""
         store = self.router.system.store
         try:
             found = await store.find_command(command_id)
             if found is None:
                 return None
             if found.stream_id != self.stream_id:
-                envelope.fail(IdempotencyConflict(command_id, self.stream_id, found.stream_id))
-                return None
+                return IdempotencyConflict(command_id, self.stream_id, found.stream_id)
             recorded = await store.read_stream(
                 self.stream_id,
                 from_version=found.first_version,
                 to_version=found.last_version,
             )
         except StoreError as exc:
-            envelope.fail(exc)
-            return None
+            return exc
         result = CommandResult(
             tuple(r.event for r in recorded), found.last_version, found.last_position, True
         )
         self._remember(command_id, envelope.command, result)
         return result
+
+    def _reply(self, envelope: Envelope, found: CommandResult[Any] | StoreError) -> None:
+        if isinstance(found, CommandResult):
+            envelope.reply(found)
+        else:
+            envelope.fail(found)
 
     def _conflict(self, envelope: Envelope, command_id: str) -> None:
         if envelope.wanted():
@@ -602,15 +619,14 @@ class AggregateActor:
         retry, reload = self._settle(segments, outcomes, conflicted)
         for planned, error in conflicted:
             command_id = planned.envelope.command_id
-            known = None
-            if command_id is not None:
-                known = await self._find_command(planned.envelope, command_id)
-            if known is not None:
-                planned.envelope.reply(known)
+            assert command_id is not None  # only an append with a command id conflicts
+            found = await self._find_command(planned.envelope, command_id)
+            if isinstance(found, CommandResult):
+                planned.envelope.reply(found)
                 for follower in planned.followers or ():
-                    follower.reply(known)
-            elif planned.envelope.wanted():
-                self._fail(planned, error)
+                    follower.reply(found)
+            else:
+                self._fail(planned, error if found is None else found)
         every = self.router.snapshot_every
         if every is not None and not reload and self.version // every != old // every:
             await self.router._save_snapshot(self)
@@ -737,7 +753,7 @@ class AggregateActor:
             self._answer_segment(segment, outcome)
             return True
         if outcome is _NO_EVENTS or isinstance(
-            outcome, ConcurrencyError | IdempotencyConflict | InvalidAppend
+            outcome, ConcurrencyError | IdempotencyConflict | InvalidArgument
         ):
             for planned in segment:
                 retry.append(planned.envelope)
@@ -778,7 +794,7 @@ class AggregateActor:
             # a lookup (in _persist) with the first result, or with the conflict.
             conflicted.extend((planned, error) for planned in segment)
             return True
-        if isinstance(error, InvalidAppend):
+        if isinstance(error, InvalidArgument):
             if len(segment) > 1:
                 # Nothing written; find the culprit by appending the commands one by one.
                 for planned in segment:
@@ -815,7 +831,7 @@ class AggregateActor:
             router.dropped_replies += 1  # its caller gave up (timeout, cancellation)
         envelope.reply(result)
         command_id = envelope.command_id
-        if command_id is not None:
+        if command_id is not None and result.events:
             duplicate = self._remember(command_id, envelope.command, result)
             for follower in planned.followers or ():
                 follower.reply(duplicate)

@@ -135,7 +135,13 @@ class AggregateRouter(Generic[StateT, CommandT, EventT]):
         if timeout is None and actor.claim():
             # Fast path: the actor is idle, so run the command on this task. It waits
             # only on the store, whose own timeouts bound it.
-            await actor.run_inline(envelope)
+            try:
+                await actor.run_inline(envelope)
+            finally:
+                # Answered, then cancelled while the actor caught up (a reload after the
+                # answer): the answer is dropped with the caller, not logged as lost.
+                if future.done() and not future.cancelled():
+                    future.exception()
             if future.done():
                 return future.result()
         return await self._deliver(aggregate_id, actor, envelope, future, timeout)

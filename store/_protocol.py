@@ -84,6 +84,11 @@ class EventStore(Protocol):
         cheap for an id seen before."""
         ...
 
+    async def wait_settled(self) -> None:
+        """Return once every append submitted before the call has committed or failed
+        (also those whose callers were cancelled while the store held them)."""
+        ...
+
     async def stream_version(self, stream_id: str) -> int:
         """The version of `stream_id` (0 when it has no events)."""
         ...

@@ -210,6 +210,9 @@ _RETRYABLE_READ: Final = frozenset({_SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_PROTOC
 _READ_RETRIES: Final = 3
 
 _Future = asyncio.Future
+# A statement that changes nothing: queued behind every pending append, its commit
+# tells `wait_settled` that they are settled.
+_SETTLED_SQL: Final = "SELECT 1"
 _json = msgspec.json.Encoder()
 _meta_encoder = msgspec.msgpack.Encoder()
 _meta_decoder = msgspec.msgpack.Decoder(dict[str, str])
@@ -908,6 +911,17 @@ class SQLiteEventStore:
         if len(valid) >= _VALID_STREAM_ID_CACHE_LIMIT:
             valid.clear()
         valid.add(stream_id)
+
+    async def wait_settled(self) -> None:
+        """Return once every append submitted before this call has committed or failed,
+        including appends whose callers were cancelled while the writer held them.
+
+        A caller that gave up on an append (cancelled) learns its outcome by reading
+        after this returns. It waits for the writer's queue as far as the call, not for
+        appends submitted later. Raises `StoreClosed` (or the store's failure) once the
+        store no longer writes: what was queued then has been failed.
+        """
+        await self._enqueue_write(_SETTLED_SQL, ())
 
     async def _enqueue_write(self, sql: str, params: tuple[Any, ...]) -> None:
         if self._closing:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import random
 from collections import Counter
+from functools import partial
 
 import anyio
 import pytest
 from anyio.lowlevel import checkpoint
 
-from store import ANY, AppendResult, ConcurrencyError, SQLiteEventStore
+from store import ANY, NO_STREAM, AppendResult, ConcurrencyError, SQLiteEventStore, faults
 from tests.store._events import Noted
 from tests.store._helpers import read_everything
 
@@ -100,3 +101,23 @@ async def test_cancelled_callers_leave_every_acknowledged_append_and_a_working_s
         assert retry.duplicate == (marker in markers)
     texts = Counter(e.event.text for e in await read_everything(store))
     assert all(texts[marker] == 1 for marker in unknown)
+
+
+async def test_wait_settled_returns_once_appends_of_cancelled_callers_are_settled(
+    store: SQLiteEventStore,
+) -> None:
+    """A caller cancelled while the writer holds its append (its commit delayed here)
+    leaves an outcome that a read after `wait_settled` sees whole."""
+    faults.configure("after_insert_before_commit:delay:300:1")
+    try:
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(
+                    partial(store.append, expected_version=NO_STREAM), "settle", [Noted("x")]
+                )
+                await anyio.wait_all_tasks_blocked()  # the writer holds it
+                tg.cancel_scope.cancel()
+            await store.wait_settled()
+            assert await store.stream_version("settle") == 1
+    finally:
+        faults.configure(None)
