@@ -19,7 +19,7 @@ StoreError
     ├── InvalidSnapshot            a snapshot's version, schema version, or a state that
     │                              would not load back as its type
     ├── InvalidCheckpoint          a checkpoint's name or position
-    ├── InvalidOption              a store option outside its range (at open)
+    ├── InvalidStoreOption         a store option outside its range (at open)
     └── InvalidAppend              a bad append; nothing of it was written
         ├── InvalidExpectedVersion not an int, or an int no stream can have
         ├── UnregisteredEventType  the event's type is not in the registry
@@ -52,9 +52,9 @@ __all__ = [
     "InvalidCheckpoint",
     "InvalidEvent",
     "InvalidExpectedVersion",
-    "InvalidOption",
     "InvalidReadArgument",
     "InvalidSnapshot",
+    "InvalidStoreOption",
     "InvalidStreamId",
     "NaiveDatetime",
     "ReadTooLarge",
@@ -303,22 +303,22 @@ class InvalidCheckpoint(InvalidArgument):
         return (type(self), (self.name, self.reason))
 
 
-class InvalidOption(InvalidArgument):
+class InvalidStoreOption(InvalidArgument):
     """A store option (a `StoreOptions` field, or an `open_store` keyword) is outside
     its range; the store was not opened.
 
     Attributes:
-        option: the option's name.
+        name: the option.
         value: the value given.
-        allowed: the values it takes.
+        allowed: the values it takes (its range, or its choices).
     """
 
-    def __init__(self, option: str, value: object, allowed: str) -> None:
-        super().__init__(f"store option {option} must be {allowed}, not {value!r}")
-        self.option, self.value, self.allowed = option, value, allowed
+    def __init__(self, name: str, value: object, allowed: str) -> None:
+        super().__init__(f"store option {name} must be {allowed}, not {value!r}")
+        self.name, self.value, self.allowed = name, value, allowed
 
-    def __reduce__(self) -> tuple[type[InvalidOption], tuple[str, object, str]]:
-        return (type(self), (self.option, self.value, self.allowed))
+    def __reduce__(self) -> tuple[type[InvalidStoreOption], tuple[str, object, str]]:
+        return (type(self), (self.name, self.value, self.allowed))
 
 
 class InvalidAppend(InvalidArgument):

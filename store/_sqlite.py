@@ -48,9 +48,9 @@ from store._errors import (
     InvalidCheckpoint,
     InvalidEvent,
     InvalidExpectedVersion,
-    InvalidOption,
     InvalidReadArgument,
     InvalidSnapshot,
+    InvalidStoreOption,
     InvalidStreamId,
     NaiveDatetime,
     ReadTooLarge,
@@ -223,7 +223,7 @@ class StoreOptions:
     """Tuning and limits of a SQLite event store; every limit is finite.
 
     Each int option takes 1 to 2**62, `busy_timeout` 0.001 to 2,147,483 seconds; any
-    other value is refused with `InvalidOption` (naming the option and its range)
+    other value is refused with `InvalidStoreOption` (naming the option and its range)
     before anything is opened.
 
     Attributes:
@@ -261,9 +261,9 @@ class StoreOptions:
 
     def __post_init__(self) -> None:
         if self.synchronous not in ("FULL", "NORMAL"):
-            raise InvalidOption("synchronous", self.synchronous, "'FULL' or 'NORMAL'")
+            raise InvalidStoreOption("synchronous", self.synchronous, "'FULL' or 'NORMAL'")
         if self.writer not in ("thread", "process"):
-            raise InvalidOption("writer", self.writer, "'thread' or 'process'")
+            raise InvalidStoreOption("writer", self.writer, "'thread' or 'process'")
         for name in (
             "max_event_bytes",
             "max_events_per_append",
@@ -275,12 +275,12 @@ class StoreOptions:
         ):
             value = getattr(self, name)
             if type(value) is not int or not 1 <= value <= _MAX_INT_OPTION:
-                raise InvalidOption(name, value, f"an int from 1 to 2**62 ({_MAX_INT_OPTION})")
+                raise InvalidStoreOption(name, value, f"an int from 1 to 2**62 ({_MAX_INT_OPTION})")
         timeout = self.busy_timeout
         if type(timeout) not in (int, float) or not (
             _MIN_BUSY_TIMEOUT <= timeout <= _MAX_BUSY_TIMEOUT
         ):
-            raise InvalidOption(
+            raise InvalidStoreOption(
                 "busy_timeout",
                 timeout,
                 f"a number of seconds from {_MIN_BUSY_TIMEOUT} to {_MAX_BUSY_TIMEOUT:,}"

@@ -22,9 +22,9 @@ from store import (
     InvalidCheckpoint,
     InvalidEvent,
     InvalidExpectedVersion,
-    InvalidOption,
     InvalidReadArgument,
     InvalidSnapshot,
+    InvalidStoreOption,
     InvalidStreamId,
     NaiveDatetime,
     SQLiteEventStore,
@@ -51,7 +51,7 @@ def test_argument_errors_share_a_base_and_append_errors_sit_below_it() -> None:
         cls = getattr(store_package, name)
         assert issubclass(cls, InvalidArgument), name
         assert not issubclass(cls, InvalidAppend), name
-    for name in ("InvalidCheckpoint", "InvalidOption"):
+    for name in ("InvalidCheckpoint", "InvalidStoreOption"):
         assert not issubclass(getattr(store_package, name), InvalidAppend), name
     assert issubclass(InvalidAppend, InvalidArgument)
     assert issubclass(InvalidArgument, StoreError)
@@ -64,7 +64,7 @@ ERRORS = [
     InvalidReadArgument("read_all", "limit", 0, "a positive int"),
     InvalidSnapshot("s", "its version must be an int", "count"),
     InvalidCheckpoint("p", "its position must be an int"),
-    InvalidOption("max_read_limit", 0, "an int from 1 to 2**62"),
+    InvalidStoreOption("max_read_limit", 0, "an int from 1 to 2**62"),
     InvalidEvent("s", "test.deposited", Deposited, "$.amount", "Expected `int` - at `$.amount`"),
     InvalidExpectedVersion("s", "1"),
     store_package.UnregisteredEventType("s", Noted),
@@ -344,14 +344,14 @@ async def test_every_option_at_its_smallest_value_works(tmp_path: Path) -> None:
 
 
 def test_an_option_error_names_its_range() -> None:
-    with pytest.raises(InvalidOption) as caught:
+    with pytest.raises(InvalidStoreOption) as caught:
         store_package.StoreOptions(max_read_limit=0)
     assert caught.value.allowed in str(caught.value)
     assert "2**62" in caught.value.allowed
-    with pytest.raises(InvalidOption) as timeout:
+    with pytest.raises(InvalidStoreOption) as timeout:
         store_package.StoreOptions(busy_timeout=3_000_000)
     assert "0.001" in str(timeout.value)
     assert "2,147,483" in str(timeout.value)
-    with pytest.raises(InvalidOption, match="'thread' or 'process'"):
+    with pytest.raises(InvalidStoreOption, match="'thread' or 'process'"):
         store_package.StoreOptions(writer="fork")  # type: ignore[arg-type]
     assert isinstance(caught.value, ValueError)

@@ -27,9 +27,9 @@ from store import (
     InvalidAppend,
     InvalidArgument,
     InvalidCheckpoint,
-    InvalidOption,
     InvalidReadArgument,
     InvalidSnapshot,
+    InvalidStoreOption,
     InvalidStreamId,
     NaiveDatetime,
     ReadTooLarge,
@@ -392,12 +392,12 @@ INT_OPTIONS = (
 async def test_bad_store_options_are_refused_before_anything_is_opened(
     tmp_path: Path, options: dict[str, Any], named: str
 ) -> None:
-    with pytest.raises(InvalidOption, match=named) as caught:
+    with pytest.raises(InvalidStoreOption, match=named) as caught:
         StoreOptions(**options)
     ((option, value),) = options.items()
-    assert (caught.value.option, caught.value.value) == (option, value)
+    assert (caught.value.name, caught.value.value) == (option, value)
     assert isinstance(caught.value, ValueError)  # what callers caught before
-    with pytest.raises(InvalidOption, match=named):
+    with pytest.raises(InvalidStoreOption, match=named):
         async with open_store(tmp_path / "events.db", **options):
             pass
     assert os.listdir(tmp_path) == []
