@@ -764,7 +764,10 @@ class SQLiteEventStore:
         Raises:
             ConcurrencyError: the stream is not at `expected_version`; nothing written.
             IdempotencyConflict: `command_id` committed before with other events.
-            InvalidAppend: a bad argument (stream id, version, type, size); nothing written.
+            InvalidStreamId: `stream_id` is not one the store can take; nothing written.
+            InvalidAppend: a bad append (expected version, no events, an unregistered
+                type, an event that would not decode as its type (`InvalidEvent`),
+                size, command id, metadata); nothing written.
             StoreFull, StoreUnavailable, StoreCorrupted: the file could not take the
                 write; nothing of this append was written.
             StoreClosed: the store is closing.
