@@ -11,7 +11,7 @@ BANK_SERVICE_DB ?= bank.db
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,examples,docs]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,examples,docs,postgres]'
 	touch $(STAMP)
 
 install: $(STAMP)
