@@ -405,7 +405,6 @@ class AggregateActor:
         Returns the envelopes to decide again, and whether to reload from the store first.
         Raises `_Restart` (after putting undecided envelopes back) when evolve failed.
         """
-        recent = self.recent
         firsts: dict[str, _Planned] = {}
         plan: list[_Planned] = []
         state = self.state
@@ -420,42 +419,21 @@ class AggregateActor:
                 envelope.reply(self.state)
                 continue
             command_id = envelope.command_id
-            if command_id is not None:
-                first = firsts.get(command_id)
-                if first is not None:  # the same command id twice in one batch
-                    if first.envelope.command != envelope.command:
-                        self._conflict(envelope, command_id)
-                        continue
-                    if first.followers is None:
-                        first.followers = []
-                    first.followers.append(envelope)
-                    continue
-                known = recent.get(command_id)
-                if known is not None:
-                    if known[0] != envelope.command:
-                        self._conflict(envelope, command_id)
-                    else:
-                        envelope.reply(known[1])
-                    continue
-                if not envelope.wanted():
-                    continue
-                # Not looked up in the store first: the append records the id and answers a
-                # resend with the first result (duplicate). Only a resend that decide now
-                # refuses, or that decides no events, needs the lookup (below).
+            if command_id is not None and self._answered_by_id(envelope, command_id, firsts):
+                continue
             decided = self._decide(envelope, state)
             speculative = version != self.version  # behind commands not yet committed
             held: Exception | None = None
             if isinstance(decided, tuple):
                 events, new_state = decided
-                if not events and command_id is not None:
-                    # A resend that decide now answers with no events (a no-op) stores
-                    # nothing, so no append can recognise its id: look it up here.
-                    stored = await self._find_command(envelope, command_id)
-                    if stored is not None:
-                        self._reply(envelope, stored)
-                        continue
-                    if not envelope.wanted():
-                        continue
+                # A resend that decide now answers with no events (a no-op) stores
+                # nothing, so no append can recognise its id: look it up here.
+                if (
+                    not events
+                    and command_id is not None
+                    and await self._answered_by_store(envelope, command_id)
+                ):
+                    continue
             else:
                 if isinstance(decided, EvolveError):
                     if speculative:  # decided on an uncommitted state: decide it again
@@ -465,14 +443,13 @@ class AggregateActor:
                     evolve_failed = decided
                     rest = todo[index + 1 :]
                     break
-                if command_id is not None and isinstance(decided, Rejected):
-                    # Maybe a resend of a command that did commit: its first result.
-                    found = await self._find_command(envelope, command_id)
-                    if found is not None:
-                        self._reply(envelope, found)
-                        continue
-                    if not envelope.wanted():
-                        continue
+                # Maybe a resend of a command that did commit: its first result.
+                if (
+                    command_id is not None
+                    and isinstance(decided, Rejected)
+                    and await self._answered_by_store(envelope, command_id)
+                ):
+                    continue
                 if not speculative:
                     self._refuse(envelope, decided)
                     continue
@@ -495,6 +472,43 @@ class AggregateActor:
             self._requeue(retry + rest)
             raise _Restart from evolve_failed
         return retry + rest, reload
+
+    def _answered_by_id(
+        self, envelope: Envelope, command_id: str, firsts: dict[str, _Planned]
+    ) -> bool:
+        """Answer `envelope` from what the actor knows of its command id, if it can:
+        the same id earlier in this batch (answered with that command's result), or
+        among the remembered ids. True when answered (or when nobody waits anymore)."""
+        first = firsts.get(command_id)
+        if first is not None:  # the same command id twice in one batch
+            if first.envelope.command != envelope.command:
+                self._conflict(envelope, command_id)
+            else:
+                if first.followers is None:
+                    first.followers = []
+                first.followers.append(envelope)
+            return True
+        known = self.recent.get(command_id)
+        if known is not None:
+            if known[0] != envelope.command:
+                self._conflict(envelope, command_id)
+            else:
+                envelope.reply(known[1])
+            return True
+        # Not looked up in the store here: the append records the id and answers a
+        # resend with the first result (duplicate). Only a resend that decide now
+        # refuses, or that decides no events, needs the lookup (`_answered_by_store`).
+        return not envelope.wanted()
+
+    async def _answered_by_store(self, envelope: Envelope, command_id: str) -> bool:
+        """Answer `envelope` with the stored result of `command_id` (or the error of
+        looking it up); True when answered, or when nobody waits anymore."""
+        found = await self._find_command(envelope, command_id)
+        if isinstance(found, CommandResult):
+            envelope.reply(found)
+        elif found is not None:
+            envelope.fail(found)
+        return found is not None or not envelope.wanted()
 
     def _decide(
         self, envelope: Envelope, state: Any
@@ -567,12 +581,6 @@ class AggregateActor:
         )
         self._remember(command_id, envelope.command, result)
         return result
-
-    def _reply(self, envelope: Envelope, found: CommandResult[Any] | StoreError) -> None:
-        if isinstance(found, CommandResult):
-            envelope.reply(found)
-        else:
-            envelope.fail(found)
 
     def _conflict(self, envelope: Envelope, command_id: str) -> None:
         if envelope.wanted():
