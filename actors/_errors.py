@@ -2,6 +2,8 @@
 
 ```
 Rejected                       decide refused the command (domain; subclass it)
+InvalidCommand                 not a command the aggregate declares, or a field of the
+                               wrong type (a ValueError; refused before any actor saw it)
 ActorError
 ├── MailboxFull                tell (or an ask out of time) found the mailbox full
 ├── Overloaded                 too many commands wait across the system's mailboxes
@@ -17,6 +19,9 @@ ActorError
 ```
 Every message names the aggregate type and id (or stream) concerned and what to do;
 the same values are kept on attributes, and the underlying error is the `__cause__`.
+A bad aggregate id, or a bad argument of a read (`state_at`, `history`), gets the store's
+own error, raised by the router before any actor is started: `store.InvalidStreamId`,
+`store.NaiveDatetime` or `store.InvalidReadArgument` (all `store.InvalidArgument`).
 """
 
 from __future__ import annotations

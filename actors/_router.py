@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -13,6 +14,7 @@ import anyio
 from actors._actor import READ_STATE, AggregateActor
 from actors._aggregate import Aggregate, CommandResult, CommandT, EventT, StateT
 from actors._context import current_chain
+from actors._decode import CommandCheck
 from actors._errors import (
     AskTimeout,
     MailboxFull,
@@ -22,7 +24,13 @@ from actors._errors import (
     ShuttingDown,
 )
 from actors._mailbox import Envelope
-from store import EventDecodeError, RecordedEvent
+from store import (
+    EventDecodeError,
+    InvalidReadArgument,
+    InvalidStreamId,
+    NaiveDatetime,
+    RecordedEvent,
+)
 
 T = TypeVar("T")
 
@@ -61,6 +69,7 @@ class AggregateRouter(Generic[StateT, CommandT, EventT]):
         self.name = type(aggregate).__name__
         self.category = type(aggregate).category
         self._prefix = self.category + "-"
+        self._check_command = CommandCheck(type(aggregate), self.name).check
         self._parked: dict[str, _Parking] = {}
         self._clock: Callable[[], float] = asyncio.get_running_loop().time
         # counters (read by system.statistics())
@@ -75,12 +84,33 @@ class AggregateRouter(Generic[StateT, CommandT, EventT]):
         self.overloaded = 0
 
     def stream_id(self, aggregate_id: str) -> str:
-        """The stream id of instance `aggregate_id` (`"<category>-<aggregate_id>"`)."""
-        if type(aggregate_id) is not str or not aggregate_id:
-            raise ValueError(
-                f"aggregate_id for {self.name} must be a non-empty str, not {aggregate_id!r}"
+        """The stream id of instance `aggregate_id` (`"<category>-<aggregate_id>"`).
+
+        Raises:
+            InvalidStreamId: `aggregate_id` is not a non-empty, non-blank str, or the
+                stream id is one the store cannot take (too long, control characters, a
+                lone surrogate...).
+        """
+        if type(aggregate_id) is not str:
+            raise self._not_a_str(aggregate_id)
+        stream_id = self._prefix + aggregate_id
+        self._check_id(aggregate_id, stream_id)
+        return stream_id
+
+    def _not_a_str(self, aggregate_id: object) -> InvalidStreamId:
+        return InvalidStreamId(
+            aggregate_id,
+            f"the {self.name} id must be a non-empty str, not {type(aggregate_id).__name__}",
+        )
+
+    def _check_id(self, aggregate_id: str, stream_id: str) -> None:
+        """Refuse an id the store cannot take, before any actor is started for it."""
+        if not aggregate_id or aggregate_id.isspace():
+            raise InvalidStreamId(
+                stream_id,
+                f"the {self.name} id must be a non-empty str (not blank), not {aggregate_id!r}",
             )
-        return self._prefix + aggregate_id
+        self.system.store.check_stream_id(stream_id)
 
     # -- sending ------------------------------------------------------------------------
 
@@ -105,6 +135,11 @@ class AggregateRouter(Generic[StateT, CommandT, EventT]):
             of the last one, once they are committed.
 
         Raises:
+            InvalidCommand: `command` is not one of the aggregate's commands, or a field
+                is not of its declared type (a float or bool for an int, ...); refused
+                before any actor saw it.
+            InvalidStreamId: `aggregate_id` is not a non-empty str the store can take as
+                part of a stream id (see `stream_id`); refused before any actor started.
             Rejected: (a subclass) the aggregate refused the command; nothing stored.
             CommandFailed: decide raised an unexpected error; nothing stored.
             EvolveError: evolve refused the decided events; nothing stored.
@@ -125,6 +160,7 @@ class AggregateRouter(Generic[StateT, CommandT, EventT]):
         Cancellation: cancelling the caller drops the reply, never half a command: a
         command not yet taken by the actor is skipped; one taken is applied whole.
         """
+        self._check_command(aggregate_id, command)
         actor = self._actor(aggregate_id)
         chain = current_chain()
         if chain and actor.stream_id in chain:
@@ -176,8 +212,10 @@ class AggregateRouter(Generic[StateT, CommandT, EventT]):
 
         Raises:
             MailboxFull: the mailbox is at capacity; the command was not enqueued.
-            Overloaded, ShuttingDown, RecoveryError, RestartLimitExceeded: as for `ask`.
+            InvalidCommand, InvalidStreamId, Overloaded, ShuttingDown, RecoveryError,
+                RestartLimitExceeded: as for `ask`.
         """
+        self._check_command(aggregate_id, command)
         actor = self._actor(aggregate_id)
         self._check_load(actor)
         if not actor.mailbox.offer(Envelope(command, command_id, None, current_chain())):
@@ -198,7 +236,9 @@ class AggregateRouter(Generic[StateT, CommandT, EventT]):
         with anyio.move_on_after(seconds):
             while True:
                 if actor.mailbox.closed:
-                    actor = self._actor(aggregate_id)  # passivated meanwhile: its successor
+                    # passivated meanwhile: its successor
+                    what = "state query" if envelope.command is READ_STATE else "command"
+                    actor = self._actor(aggregate_id, what)
                     if actor.mailbox.offer(envelope):
                         return
                 await actor.mailbox.wait_room()
@@ -206,14 +246,17 @@ class AggregateRouter(Generic[StateT, CommandT, EventT]):
                     return
         raise MailboxFull(actor.stream_id, actor.mailbox.capacity)
 
-    def _actor(self, aggregate_id: str) -> AggregateActor:
+    def _actor(self, aggregate_id: str, what: str = "command") -> AggregateActor:
         system = self.system
         if not system.accepting and not system._admits(current_chain()):
+            applied = " (not applied)" if what == "command" else ""
             raise ShuttingDown(
-                f"the actor system is shutting down; command for {self.name}"
-                f" {aggregate_id!r} refused (not applied)"
+                f"the actor system is shutting down; {what} for {self.name}"
+                f" {aggregate_id!r} refused{applied}"
             )
-        stream_id = self.stream_id(aggregate_id)
+        if type(aggregate_id) is not str:
+            raise self._not_a_str(aggregate_id)
+        stream_id = self._prefix + aggregate_id
         live = system._live
         actor = live.get(stream_id)
         now = self._clock()
@@ -221,6 +264,7 @@ class AggregateRouter(Generic[StateT, CommandT, EventT]):
             live.move_to_end(stream_id)
             actor.last_used = now
             return actor
+        self._check_id(aggregate_id, stream_id)  # only ids that passed have live actors
         parked = self._parked.get(aggregate_id)
         if parked is not None and now < parked.until:
             raise parked.error.with_traceback(None)
@@ -265,10 +309,10 @@ class AggregateRouter(Generic[StateT, CommandT, EventT]):
         sent to it before this call (it goes through the mailbox, in order).
 
         Raises:
-            MailboxFull, Overloaded, AskTimeout, ShuttingDown, RecoveryError: as for
-                `ask`.
+            InvalidStreamId, MailboxFull, Overloaded, AskTimeout, ShuttingDown,
+                RecoveryError: as for `ask`.
         """
-        actor = self._actor(aggregate_id)
+        actor = self._actor(aggregate_id, "state query")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[StateT] = loop.create_future()
         envelope = Envelope(READ_STATE, None, future, ())
@@ -285,14 +329,34 @@ class AggregateRouter(Generic[StateT, CommandT, EventT]):
         involved.
 
         Raises:
+            InvalidStreamId: as for `stream_id`; nothing was read.
+            NaiveDatetime: `at` is a datetime without tzinfo (the store's one rule: a
+                naive datetime is no moment, so it is refused rather than guessed).
+            InvalidReadArgument: `at` is neither an aware datetime nor int or float
+                seconds (or is NaN), both `version` and `at` were given, or `version`
+                is not a version.
             RecoveryError: a stored event in the range cannot be decoded or evolved.
         """
+        stream_id = self.stream_id(aggregate_id)
+        call = f"state_at({stream_id!r})"
+        moment: float | None
+        if isinstance(at, datetime):
+            if at.tzinfo is None:
+                raise NaiveDatetime(call, at)
+            moment = at.timestamp()
+        elif at is None or (type(at) in (int, float) and not math.isnan(at)):
+            moment = at
+        else:
+            raise InvalidReadArgument(
+                call, "at", at, "an aware datetime or POSIX seconds (an int or float, not NaN)"
+            )
         if version is not None and at is not None:
-            raise ValueError("give state_at either version or at, not both")
-        moment = at.timestamp() if isinstance(at, datetime) else at
+            raise InvalidReadArgument(
+                call, "at", at, "None when version is given (give either version or at)"
+            )
         state = self.aggregate.initial
         evolve = self.aggregate.evolve
-        async for recorded in self._events(aggregate_id, 1, version):
+        async for recorded in self._events(stream_id, 1, version):
             if moment is not None and recorded.recorded_at > moment:
                 break
             try:
@@ -315,18 +379,26 @@ class AggregateRouter(Generic[StateT, CommandT, EventT]):
 
         At most `limit` events from `from_version`; page on with
         `from_version=last.version + 1`.
+
+        Raises:
+            InvalidStreamId: as for `stream_id`; nothing was read.
+            InvalidReadArgument: `limit` is not a positive int, or a version bound is
+                not a version.
+            RecoveryError: a stored event in the range cannot be decoded.
         """
+        stream_id = self.stream_id(aggregate_id)
+        if type(limit) is not int or limit < 1:
+            raise InvalidReadArgument(f"history({stream_id!r})", "limit", limit, "a positive int")
         out: list[RecordedEvent] = []
-        async for recorded in self._events(aggregate_id, from_version, to_version):
+        async for recorded in self._events(stream_id, from_version, to_version):
             out.append(recorded)
             if len(out) >= limit:
                 break
         return out
 
     async def _events(
-        self, aggregate_id: str, start: int, to_version: int | None
+        self, stream_id: str, start: int, to_version: int | None
     ) -> AsyncIterator[RecordedEvent]:
-        stream_id = self.stream_id(aggregate_id)
         page = self.options.load_page_size
         store = self.system.store
         while True:
