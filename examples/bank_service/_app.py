@@ -36,6 +36,7 @@ from actors import (
     CommandFailed,
     CommandResult,
     EvolveError,
+    InvalidCommand,
     MailboxFull,
     Overloaded,
     ProcessManagerHandle,
@@ -81,7 +82,13 @@ from examples.bank_service._api import (
     TransferStateReply,
 )
 from readmodels import ConsistencyTimeout, ProjectionHandle, ProjectionStopped
-from store import ConcurrencyError, EventStore, IdempotencyConflict, StoreUnavailable
+from store import (
+    ConcurrencyError,
+    EventStore,
+    IdempotencyConflict,
+    InvalidArgument,
+    StoreUnavailable,
+)
 
 __all__ = ["DATABASE_ENV", "Bank", "ServiceSettings", "bank_of", "create_app"]
 
@@ -180,6 +187,11 @@ def _error_response(exc: Exception) -> tuple[int, ErrorReply, bool] | None:
             return status, reply, False
         case Rejected():
             return 409, ErrorReply("rejected", str(exc), type=type(exc).__name__), False
+        case InvalidCommand() | InvalidArgument():
+            # What the request checks above let through and the runtime refused at its
+            # door (a command field, an id the store cannot take): nothing was applied.
+            reply = ErrorReply("invalid_request", str(exc), type=type(exc).__name__)
+            return 422, reply, False
         case TooManyAttempts() | ConcurrencyError() | IdempotencyConflict():
             return 409, ErrorReply("conflict", str(exc), type=type(exc).__name__), False
         case MailboxFull() | Overloaded():

@@ -14,10 +14,10 @@ import pytest
 import structlog
 from anyio.lowlevel import checkpoint
 
-from actors import open_system
+from actors import InvalidCommand, open_system
 from demo.bank import Account, Deposited, TransferRequested
 from examples.bank_service import DATABASE_ENV, ServiceSettings, _app
-from store import open_store
+from store import InvalidStreamId, open_store
 from tests.actors.support import InterloperStore
 from tests.examples._asgi import HoldingStore, json_of, serve, settle
 
@@ -731,3 +731,22 @@ async def test_request_logs_carry_the_correlation_and_command_ids(db: str) -> No
         ]
         assert len(anonymous.headers["X-Correlation-Id"]) == 32
         assert structlog.contextvars.get_contextvars() == {}
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        InvalidCommand("Account", "field 'amount': Expected `int`, got `float`"),
+        InvalidStreamId("account-\x00", "it contains control, format or separator characters"),
+    ],
+)
+def test_a_refusal_at_the_runtimes_door_is_a_422_not_a_500(error: Exception) -> None:
+    mapped = _app._error_response(error)
+    assert mapped is not None
+    status, reply, retry = mapped
+    assert (status, reply.error, reply.type, retry) == (
+        422,
+        "invalid_request",
+        type(error).__name__,
+        False,
+    )
