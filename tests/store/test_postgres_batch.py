@@ -1,0 +1,535 @@
+"""The PostgreSQL write path (`store._postgres_batch`, `store._postgres_schema`) against
+a live server: the URL is $ESACTORS_TEST_POSTGRES (default: the local test database).
+Without a server the tests skip, saying why; with CI=true they fail instead.
+
+Each test works in a schema of its own, created fresh and dropped (CASCADE) after.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import time
+import uuid
+import zlib
+from collections.abc import AsyncIterator, Sequence
+
+import anyio
+import anyio.lowlevel
+import asyncpg
+import msgspec
+import pytest
+
+from store._errors import ConcurrencyError, IdempotencyConflict
+from store._postgres_batch import (
+    CONCURRENCY,
+    DUPLICATE,
+    IDEMPOTENCY_CONFLICT,
+    OK,
+    AppendOutcome,
+    CheckpointWrite,
+    SnapshotWrite,
+    append_result,
+    write_batch,
+)
+from store._postgres_schema import (
+    SCHEMA_VERSION,
+    check_schema_name,
+    migrate,
+    quote_ident,
+    schema_version,
+)
+from store._records import ANY, NO_STREAM, STREAM_EXISTS, AppendResult
+
+URL = os.environ.get("ESACTORS_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+_unavailable: list[str] = []
+
+
+class Append(msgspec.Struct, frozen=True):
+    """An append as the store queues it (the `BatchAppend` protocol)."""
+
+    stream_id: str
+    expected: int
+    rows: list[tuple[str, int, bytes, int]]
+    metadata_bytes: bytes | None = None
+    command_id: str | None = None
+    digest: bytes | None = None
+
+
+def rows(*payloads: bytes, tag: str = "test.event") -> list[tuple[str, int, bytes, int]]:
+    return [(tag, 1, data, zlib.crc32(data)) for data in payloads]
+
+
+def digest(stream_id: str, event_rows: Sequence[tuple[str, int, bytes, int]]) -> bytes:
+    h = hashlib.blake2b(stream_id.encode(), digest_size=16)
+    for tag, schema_version_, data, _crc in event_rows:
+        h.update(b"\x00%s\x00%d\x00" % (tag.encode(), schema_version_))
+        h.update(data)
+    return h.digest()
+
+
+def command(stream_id: str, expected: int, command_id: str, *payloads: bytes) -> Append:
+    event_rows = rows(*payloads)
+    return Append(stream_id, expected, event_rows, None, command_id, digest(stream_id, event_rows))
+
+
+async def connect() -> asyncpg.Connection:
+    if _unavailable:
+        pytest.skip(_unavailable[0])
+    try:
+        return await asyncpg.connect(URL, timeout=5)
+    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        reason = f"no PostgreSQL answers at {URL} ({type(exc).__name__}: {exc})"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        _unavailable.append(reason)
+        pytest.skip(reason)
+
+
+@pytest.fixture
+async def schema() -> AsyncIterator[str]:
+    """A unique, not yet existing schema name; dropped with everything in it after."""
+    name = f"esactors_test_{uuid.uuid4().hex[:12]}"
+    conn = await connect()
+    try:
+        yield name
+    finally:
+        await conn.execute(f"DROP SCHEMA IF EXISTS {quote_ident(name)} CASCADE")
+        await conn.close()
+
+
+@pytest.fixture
+async def conn(schema: str) -> AsyncIterator[asyncpg.Connection]:
+    """A connection to a freshly migrated `schema`."""
+    connection = await connect()
+    try:
+        assert await migrate(connection, schema) == 0
+        yield connection
+    finally:
+        await connection.close()
+
+
+async def events(conn: asyncpg.Connection, schema: str) -> list[tuple[int, str, int, bytes]]:
+    records = await conn.fetch(
+        f"SELECT position, stream_id, version, data FROM {quote_ident(schema)}.events"  # noqa: S608
+        " ORDER BY position"
+    )
+    return [(r[0], r[1], r[2], r[3]) for r in records]
+
+
+def ok(fv: int, lv: int, fp: int, lp: int) -> AppendOutcome:
+    return AppendOutcome(OK, fv, lv, fp, lp, 0, None)
+
+
+def conflict(actual: int) -> AppendOutcome:
+    return AppendOutcome(CONCURRENCY, 0, 0, 0, 0, actual, None)
+
+
+async def test_a_batch_chains_versions_per_stream_across_streams(
+    conn: asyncpg.Connection, schema: str
+) -> None:
+    batch = [
+        Append("a", NO_STREAM, rows(b"a1")),
+        Append("b", NO_STREAM, rows(b"b1", b"b2")),
+        Append("a", 1, rows(b"a2", b"a3"), metadata_bytes=b"meta"),
+        Append("b", 2, rows(b"b3")),
+        Append("c", ANY, rows(b"c1")),
+        Append("a", 3, rows(b"a4")),
+    ]
+    result = await write_batch(conn, schema, batch, 1700000000.25)
+    assert result.write_error is None
+    assert result.outcomes == [
+        ok(1, 1, 1, 1),
+        ok(1, 2, 2, 3),
+        ok(2, 3, 4, 5),
+        ok(3, 3, 6, 6),
+        ok(1, 1, 7, 7),
+        ok(4, 4, 8, 8),
+    ]
+    assert await events(conn, schema) == [
+        (1, "a", 1, b"a1"),
+        (2, "b", 1, b"b1"),
+        (3, "b", 2, b"b2"),
+        (4, "a", 2, b"a2"),
+        (5, "a", 3, b"a3"),
+        (6, "b", 3, b"b3"),
+        (7, "c", 1, b"c1"),
+        (8, "a", 4, b"a4"),
+    ]
+    s = quote_ident(schema)
+    row = await conn.fetchrow(
+        f"SELECT event_type, schema_version, metadata, command_id, recorded_at, checksum"  # noqa: S608
+        f" FROM {s}.events WHERE position = 4"
+    )
+    assert row is not None
+    assert tuple(row) == ("test.event", 1, b"meta", None, 1700000000.25, zlib.crc32(b"a2"))
+    assert await conn.fetchval(f"SELECT last_position FROM {s}.position_counter") == 8  # noqa: S608
+    # The next batch continues where this one stopped.
+    result = await write_batch(conn, schema, [Append("c", 1, rows(b"c2"))], time.time())
+    assert result.outcomes == [ok(2, 2, 9, 9)]
+    assert append_result(batch[0], ok(2, 2, 9, 9)) == AppendResult("a", 2, 2, 9, 9)
+
+
+async def test_expected_versions_exact_no_stream_stream_exists_any(
+    conn: asyncpg.Connection, schema: str
+) -> None:
+    await write_batch(conn, schema, [Append("s", NO_STREAM, rows(b"1", b"2"))], time.time())
+    batch = [
+        Append("s", 1, rows(b"x")),  # stale exact version
+        Append("s", 3, rows(b"x")),  # ahead of the stream
+        Append("s", NO_STREAM, rows(b"x")),  # the stream exists
+        Append("t", STREAM_EXISTS, rows(b"x")),  # the stream does not exist
+        Append("t", 1, rows(b"x")),  # nor at version 1
+        Append("s", 2, rows(b"3")),  # right: accepted
+        Append("s", 2, rows(b"x")),  # stale now: the batch chained to 3
+        Append("s", STREAM_EXISTS, rows(b"4")),
+        Append("s", ANY, rows(b"5")),
+        Append("t", ANY, rows(b"t1")),
+        Append("t", NO_STREAM, rows(b"x")),  # created earlier in this batch
+        Append("u", NO_STREAM, rows(b"u1")),
+    ]
+    result = await write_batch(conn, schema, batch, time.time())
+    assert result.outcomes == [
+        conflict(2),
+        conflict(2),
+        conflict(2),
+        conflict(0),
+        conflict(0),
+        ok(3, 3, 3, 3),
+        conflict(3),
+        ok(4, 4, 4, 4),
+        ok(5, 5, 5, 5),
+        ok(1, 1, 6, 6),
+        conflict(1),
+        ok(1, 1, 7, 7),
+    ]
+    error = append_result(batch[2], result.outcomes[2])
+    assert isinstance(error, ConcurrencyError)
+    assert (error.stream_id, error.expected, error.actual) == ("s", NO_STREAM, 2)
+    assert [p for p, *_ in await events(conn, schema)] == list(range(1, 8))
+
+
+async def test_command_ids_duplicate_and_idempotency_conflicts(
+    conn: asyncpg.Connection, schema: str
+) -> None:
+    first = command("s", NO_STREAM, "cmd-1", b"1", b"2")
+    result = await write_batch(conn, schema, [first], time.time())
+    assert result.outcomes == [ok(1, 2, 1, 2)]
+    later = [
+        command("s", 2, "cmd-1", b"1", b"2"),  # resent: a duplicate, version not checked
+        command("s", NO_STREAM, "cmd-1", b"1", b"2"),  # likewise with a stale version
+        command("other", NO_STREAM, "cmd-1", b"1", b"2"),  # other stream
+        command("s", 2, "cmd-1", b"1", b"changed"),  # other events
+        command("s", 2, "cmd-2", b"3"),  # new: accepted
+        command("s", 3, "cmd-2", b"3"),  # its resend in the same batch: a duplicate
+        command("s", 3, "cmd-2", b"other"),  # other events under it in the same batch
+        command("t", 5, "cmd-3", b"x"),  # refused by version: cmd-3 stays free...
+        command("t", NO_STREAM, "cmd-3", b"y"),  # ...so this one takes it
+        command("u", NO_STREAM, "cmd-3", b"y"),  # and this is another stream for it
+    ]
+    result = await write_batch(conn, schema, later, time.time())
+    assert result.outcomes == [
+        AppendOutcome(DUPLICATE, 1, 2, 1, 2, 0, None),
+        AppendOutcome(DUPLICATE, 1, 2, 1, 2, 0, None),
+        AppendOutcome(IDEMPOTENCY_CONFLICT, 0, 0, 0, 0, 0, "s"),
+        AppendOutcome(IDEMPOTENCY_CONFLICT, 0, 0, 0, 0, 0, "s"),
+        ok(3, 3, 3, 3),
+        AppendOutcome(DUPLICATE, 3, 3, 3, 3, 0, None),
+        AppendOutcome(IDEMPOTENCY_CONFLICT, 0, 0, 0, 0, 0, "s"),
+        conflict(0),
+        ok(1, 1, 4, 4),
+        AppendOutcome(IDEMPOTENCY_CONFLICT, 0, 0, 0, 0, 0, "t"),
+    ]
+    assert append_result(later[0], result.outcomes[0]) == AppendResult(
+        "s", 1, 2, 1, 2, duplicate=True
+    )
+    error = append_result(later[2], result.outcomes[2])
+    assert isinstance(error, IdempotencyConflict)
+    assert (error.command_id, error.stream_id, error.recorded_stream_id) == (
+        "cmd-1",
+        "other",
+        "s",
+    )
+    s = quote_ident(schema)
+    stored = await conn.fetch(
+        f"SELECT command_id, stream_id, first_version, last_version, first_position,"  # noqa: S608
+        f" last_position, digest FROM {s}.commands ORDER BY command_id"
+    )
+    assert [tuple(r) for r in stored] == [
+        ("cmd-1", "s", 1, 2, 1, 2, first.digest),
+        ("cmd-2", "s", 3, 3, 3, 3, later[4].digest),
+        ("cmd-3", "t", 1, 1, 4, 4, later[8].digest),
+    ]
+    assert [(p, sid, v) for p, sid, v, _ in await events(conn, schema)] == [
+        (1, "s", 1),
+        (2, "s", 2),
+        (3, "s", 3),
+        (4, "t", 1),
+    ]
+    with pytest.raises(ValueError, match="without a digest"):
+        await write_batch(conn, schema, [Append("s", ANY, rows(b"x"), None, "c")], 0.0)
+
+
+async def test_positions_stay_contiguous_across_refused_and_empty_batches(
+    conn: asyncpg.Connection, schema: str
+) -> None:
+    rng = random.Random(7)
+    versions: dict[str, int] = {}
+    for _ in range(30):
+        batch = []
+        for _ in range(rng.randrange(0, 20)):
+            stream = f"s{rng.randrange(5)}"
+            known = versions.get(stream, 0)
+            expected = known if rng.random() < 0.7 else known + rng.choice((-1, 1, 2))
+            batch.append(Append(stream, max(expected, 0), rows(*[b"e"] * rng.randrange(1, 4))))
+        result = await write_batch(conn, schema, batch, time.time())
+        assert len(result.outcomes) == len(batch)
+        for item, outcome in zip(batch, result.outcomes, strict=True):
+            if outcome.kind == OK:
+                versions[item.stream_id] = outcome.last_version
+    stored = await events(conn, schema)
+    assert [p for p, *_ in stored] == list(range(1, len(stored) + 1))
+    assert len(stored) == sum(versions.values())
+    s = quote_ident(schema)
+    last = await conn.fetchval(f"SELECT last_position FROM {s}.position_counter")  # noqa: S608
+    assert last == len(stored)
+    # A batch of only refusals moves nothing.
+    result = await write_batch(conn, schema, [Append("s0", 10_000, rows(b"x"))], time.time())
+    assert result.outcomes[0].kind == CONCURRENCY
+    assert await conn.fetchval(f"SELECT last_position FROM {s}.position_counter") == last  # noqa: S608
+    assert (await write_batch(conn, schema, [], time.time())).outcomes == []
+
+
+async def test_snapshot_and_checkpoint_upserts_commit_with_the_batch(
+    conn: asyncpg.Connection, schema: str
+) -> None:
+    s = quote_ident(schema)
+    result = await write_batch(
+        conn,
+        schema,
+        [Append("a", NO_STREAM, rows(b"1"))],
+        time.time(),
+        snapshots=[
+            SnapshotWrite("a", 3, "T", 1, b"three", 3, 1.0),
+            SnapshotWrite("a", 5, "T", 1, b"five", 5, 2.0),
+            SnapshotWrite("a", 4, "T", 1, b"four", 4, 3.0),  # older than 5: ignored
+            SnapshotWrite("b", 1, "T", 1, b"b", 1, 4.0),
+        ],
+        checkpoints=[CheckpointWrite("p", 9, 1.0), CheckpointWrite("p", 3, 2.0)],
+    )
+    assert result == type(result)([ok(1, 1, 1, 1)], None)
+    snaps = await conn.fetch(f"SELECT stream_id, version, data FROM {s}.snapshots ORDER BY 1")  # noqa: S608
+    assert [tuple(r) for r in snaps] == [("a", 5, b"five"), ("b", 1, b"b")]
+    assert await conn.fetchval(f"SELECT position FROM {s}.checkpoints WHERE name = 'p'") == 3  # noqa: S608
+    # Writes alone (no appends), and a stored newer snapshot wins over an older one.
+    await write_batch(
+        conn, schema, [], 5.0, snapshots=[SnapshotWrite("a", 2, "T", 1, b"two", 2, 5.0)]
+    )
+    assert await conn.fetchval(f"SELECT version FROM {s}.snapshots WHERE stream_id = 'a'") == 5  # noqa: S608
+    # A failed write leaves the appends committed and is reported.
+    await conn.execute(f"ALTER TABLE {s}.checkpoints ADD CHECK (position < 100)")
+    result = await write_batch(
+        conn,
+        schema,
+        [Append("a", 1, rows(b"2"))],
+        time.time(),
+        checkpoints=[CheckpointWrite("p", 1_000, 3.0)],
+    )
+    assert result.outcomes == [ok(2, 2, 2, 2)]
+    assert result.write_error is not None
+    assert result.write_error.startswith("23514:")  # check_violation
+    assert len(await events(conn, schema)) == 2
+    assert await conn.fetchval(f"SELECT position FROM {s}.checkpoints WHERE name = 'p'") == 3  # noqa: S608
+
+
+async def test_a_writer_waiting_for_the_counter_sees_the_commit_it_waited_for(
+    conn: asyncpg.Connection, schema: str
+) -> None:
+    """The second batch waits on the counter's row lock while the first is uncommitted;
+    once it commits, the second decides against it (a conflict, not a unique violation)."""
+    other = await connect()
+    outcome: list[AppendOutcome] = []
+
+    async def second() -> None:
+        result = await write_batch(other, schema, [Append("s", NO_STREAM, rows(b"b"))], 0.0)
+        outcome.extend(result.outcomes)
+
+    transaction = conn.transaction()
+    await transaction.start()
+    committed = False
+    try:
+        first = await write_batch(conn, schema, [Append("s", NO_STREAM, rows(b"a"))], 0.0)
+        assert first.outcomes == [ok(1, 1, 1, 1)]
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(second)
+                waiting = False
+                for _ in range(500):  # until `second` waits on the counter's lock
+                    waiting = bool(
+                        await conn.fetchval(
+                            "SELECT count(*) FROM pg_stat_activity"
+                            " WHERE wait_event_type = 'Lock' AND pid = $1",
+                            other.get_server_pid(),
+                        )
+                    )
+                    if waiting:
+                        break
+                    await anyio.sleep(0.01)
+                assert waiting
+                assert outcome == []
+                await transaction.commit()
+                committed = True
+    except BaseException:
+        if not committed:
+            await transaction.rollback()
+        raise
+    finally:
+        await other.close()
+    assert outcome == [conflict(1)]
+    assert [(p, sid, v) for p, sid, v, _ in await events(conn, schema)] == [(1, "s", 1)]
+
+
+async def test_repeatable_read_is_refused(conn: asyncpg.Connection, schema: str) -> None:
+    with pytest.raises(asyncpg.RaiseError, match="READ COMMITTED"):
+        async with conn.transaction(isolation="repeatable_read"):
+            await write_batch(conn, schema, [Append("s", ANY, rows(b"x"))], 0.0)
+    assert await events(conn, schema) == []
+
+
+async def test_concurrent_migrations_of_one_empty_schema(schema: str) -> None:
+    connections = [await connect() for _ in range(8)]
+    found: list[int] = []
+    try:
+
+        async def run(c: asyncpg.Connection) -> None:
+            found.append(await migrate(c, schema))
+
+        async with anyio.create_task_group() as tg:
+            for c in connections:
+                tg.start_soon(run, c)
+        assert sorted(found) == [0] + [SCHEMA_VERSION] * (len(connections) - 1)
+        c = connections[0]
+        s = quote_ident(schema)
+        assert await schema_version(c, schema) == SCHEMA_VERSION
+        assert await c.fetchval(f"SELECT count(*) FROM {s}.schema_version") == SCHEMA_VERSION  # noqa: S608
+        assert await c.fetchval(f"SELECT count(*) FROM {s}.position_counter") == 1  # noqa: S608
+        assert await migrate(c, schema) == SCHEMA_VERSION
+    finally:
+        for c in connections:
+            await c.close()
+
+
+async def test_a_newer_schema_is_refused(conn: asyncpg.Connection, schema: str) -> None:
+    s = quote_ident(schema)
+    await conn.execute(f"INSERT INTO {s}.schema_version VALUES ($1, 0)", SCHEMA_VERSION + 1)  # noqa: S608
+    with pytest.raises(RuntimeError, match="newer than this esactors"):
+        await migrate(conn, schema)
+
+
+async def test_schema_names_are_checked_and_quoted() -> None:
+    for bad in ("", "x" * 64, "a\x00b", "pg_temp", "\udc80", 5):
+        with pytest.raises(ValueError, match="schema name"):
+            check_schema_name(bad)
+    odd = f'odd "name"; DROP TABLE x; {uuid.uuid4().hex[:8]}'
+    conn = await connect()
+    try:
+        assert await migrate(conn, odd) == 0
+        result = await write_batch(conn, odd, [Append("s", NO_STREAM, rows(b"x"))], 0.0)
+        assert result.outcomes == [ok(1, 1, 1, 1)]
+        assert len(await events(conn, odd)) == 1
+    finally:
+        await conn.execute(f"DROP SCHEMA IF EXISTS {quote_ident(odd)} CASCADE")
+        await conn.close()
+
+
+async def test_the_default_schema_is_the_current_one(schema: str) -> None:
+    conn = await connect()
+    try:
+        await conn.execute(f"CREATE SCHEMA {quote_ident(schema)}")
+        await conn.execute(f"SET search_path = {quote_ident(schema)}")
+        assert await migrate(conn) == 0
+        assert await schema_version(conn, schema) == SCHEMA_VERSION
+    finally:
+        await conn.close()
+
+
+@pytest.mark.slow
+async def test_concurrent_writers_and_a_reader(conn: asyncpg.Connection, schema: str) -> None:
+    """Writers on several connections append to overlapping streams at the versions they
+    believe (often stale); a reader polls all the while. No lost update, versions and
+    positions contiguous, and no reader ever sees a hole below the highest position."""
+    writers, batches, streams = 6, 40, 8
+    s = quote_ident(schema)
+    accepted: list[tuple[Append, AppendOutcome]] = []
+    done = anyio.Event()
+    polls: list[int] = []
+
+    async def write(n: int) -> None:
+        c = await connect()
+        rng = random.Random(n)
+        known: dict[str, int] = {}
+        try:
+            for b in range(batches):
+                batch = []
+                for a in range(rng.randrange(1, 12)):
+                    stream = f"s{rng.randrange(streams)}"
+                    expected = ANY if rng.random() < 0.1 else known.get(stream, 0)
+                    payloads = [f"{n}.{b}.{a}.{e}".encode() for e in range(rng.randrange(1, 4))]
+                    batch.append(Append(stream, expected, rows(*payloads)))
+                result = await write_batch(c, schema, batch, time.time())
+                for item, outcome in zip(batch, result.outcomes, strict=True):
+                    if outcome.kind == OK:
+                        accepted.append((item, outcome))
+                        known[item.stream_id] = outcome.last_version
+                    else:
+                        assert outcome.kind == CONCURRENCY
+                        known[item.stream_id] = outcome.actual
+        finally:
+            await c.close()
+
+    async def read() -> None:
+        c = await connect()
+        highest = 0
+        try:
+            while True:
+                finished = done.is_set()
+                seen = await c.fetchval(
+                    f"SELECT coalesce(array_agg(position ORDER BY position), '{{}}')"  # noqa: S608
+                    f" FROM {s}.events"
+                )
+                # Every position from 1 to the highest visible is visible: a row that
+                # appeared later at or below a position seen would be a hole here first.
+                assert list(seen) == list(range(1, len(seen) + 1))
+                assert len(seen) >= highest
+                highest = len(seen)
+                polls.append(highest)
+                if finished:
+                    return
+                await anyio.lowlevel.checkpoint()
+        finally:
+            await c.close()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(read)
+        async with anyio.create_task_group() as writing:
+            for n in range(writers):
+                writing.start_soon(write, n)
+        done.set()
+
+    stored = await events(conn, schema)
+    assert [p for p, *_ in stored] == list(range(1, len(stored) + 1))
+    assert len(stored) == sum(len(item.rows) for item, _ in accepted)
+    by_position = {p: (sid, v, data) for p, sid, v, data in stored}
+    for item, outcome in accepted:
+        for k, (_tag, _sv, data, _crc) in enumerate(item.rows):
+            assert by_position[outcome.first_position + k] == (
+                item.stream_id,
+                outcome.first_version + k,
+                data,
+            )
+    for stream in {sid for _, sid, _, _ in stored}:
+        versions = [v for _, sid, v, _ in stored if sid == stream]
+        assert sorted(versions) == list(range(1, len(versions) + 1))
+    assert await conn.fetchval(f"SELECT last_position FROM {s}.position_counter") == len(stored)  # noqa: S608
+    assert len(polls) > 1
