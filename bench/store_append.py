@@ -36,8 +36,10 @@ import msgspec
 import structlog
 
 from store import NO_STREAM, EventRegistry, StoreStatistics, open_store
+from store._options import StoreOptions
 from store._schema import migrate
-from store._sqlite import _INSERT_PLAIN_EVENT, StoreOptions, _configure
+from store._sqlite_batch import _INSERT_PLAIN_EVENT
+from store._sqlite_connect import _configure
 
 
 class Deposited(msgspec.Struct, frozen=True, tag="bench.deposited"):

@@ -1,6 +1,6 @@
-"""The event store: an append-only log of events in SQLite, the source of truth.
+"""The event store: an append-only log of events in SQLite or PostgreSQL, the source of truth.
 
-Open one with `open_store(path)`; register event types on its `EventRegistry`; append
+Open one with `open_store(path)` (or `open_store("postgresql://...")`); register event types on its `EventRegistry`; append
 with an expected version; read a stream, the global log, or a stream as it stood at a
 past version or moment; keep snapshots and subscriber checkpoints beside the events.
 This package imports nothing else of esactors.
@@ -35,7 +35,10 @@ from store._errors import (
     UnknownEventType,
     UnregisteredEventType,
 )
+from store._groupcommit import CommitListener
 from store._logging import get_logger
+from store._open import open_store
+from store._options import StoreOptions
 from store._protocol import EventStore
 from store._records import (
     ANY,
@@ -46,7 +49,7 @@ from store._records import (
     Snapshot,
     StoreStatistics,
 )
-from store._sqlite import CommitListener, SQLiteEventStore, StoreOptions, open_store
+from store._sqlite import SQLiteEventStore
 
 __all__ = [
     "ANY",

@@ -20,17 +20,13 @@ import sys
 from typing import Any, BinaryIO, cast
 
 from store import _wire
+from store._batch import _Outcome, _Write
 from store._errors import ConcurrencyError, IdempotencyConflict
+from store._options import StoreOptions
 from store._records import AppendResult
-from store._sqlite import (
-    StoreOptions,
-    _BatchWriter,
-    _configure,
-    _Outcome,
-    _state,
-    _translate,
-    _Write,
-)
+from store._sqlite_batch import _BatchWriter
+from store._sqlite_connect import _configure, _state
+from store._sqlite_errors import _translate
 
 _NO_FUTURE: Any = None  # the futures stay in the store's process; the batch never reads them
 _NOT_COMMITTED: tuple[int, int, int, int] = (0, 0, 0, 0)

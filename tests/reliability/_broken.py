@@ -7,7 +7,7 @@ import sqlite3
 from collections.abc import Callable
 from typing import Any
 
-from store._sqlite import _BatchWriter
+from store._sqlite_batch import _BatchWriter
 
 # (statement, connection) -> the statement to run instead, or None to skip it.
 Rewrite = Callable[[str, sqlite3.Connection], str | None]

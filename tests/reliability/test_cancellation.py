@@ -21,7 +21,9 @@ import anyio.lowlevel
 import pytest
 
 import actors._generic
+import store._groupcommit
 import store._sqlite
+import store._sqlite_connect
 from actors import ActorRef, AggregateRouter, Overloaded, ReentrantAskError, open_system
 from store import EventRegistry, StoreError, faults, open_store
 from tests.actors.domain import Counter, Increment, Noop
@@ -274,6 +276,8 @@ async def _unshielded_run(db: Path) -> dict[str, int]:
     names = {name: getattr(anyio, name) for name in dir(anyio) if not name.startswith("__")}
     proxy = SimpleNamespace(**{**names, "CancelScope": Unshielded})
     with pytest.MonkeyPatch.context() as monkeypatch:
+        # the writer task's shielded commit, and the store's opening and closing
+        monkeypatch.setattr(store._groupcommit, "anyio", proxy)
         monkeypatch.setattr(store._sqlite, "anyio", proxy)
         async with open_store(db) as s:
             await s.stream_version("s")
@@ -384,7 +388,7 @@ async def test_can3_the_checker_catches_a_connection_leaked_by_a_cancelled_open(
 ) -> None:
     """Broken variant: a cancellation point between opening a connection and handing
     it to the code that closes it."""
-    connect = store._sqlite._connect
+    connect = store._sqlite_connect._connect
     leaked: list[Any] = []
     scopes: list[anyio.CancelScope] = []
 

@@ -13,7 +13,7 @@ import anyio
 import pytest
 
 from actors import open_system
-from store import ANY, _sqlite, open_store
+from store import ANY, _sqlite_connect, open_store
 from tests._events import Opened
 from tests.actors.domain import Counter, CounterState, Increment, Incremented
 from tests.reliability._report import Report, size
@@ -174,13 +174,13 @@ async def test_env3_checker_catches_a_wal_left_at_its_peak(
     tmp_path: Path, report: Report, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The broken variant: the store's connections without journal_size_limit.
-    configure = _sqlite._configure
+    configure = _sqlite_connect._configure
 
     def no_size_limit(conn: sqlite3.Connection, options: Any, memory: bool) -> None:
         configure(conn, options, memory)
         conn.execute("PRAGMA journal_size_limit = -1")
 
-    monkeypatch.setattr(_sqlite, "_configure", no_size_limit)
+    monkeypatch.setattr(_sqlite_connect, "_configure", no_size_limit)
     figures = await _wal_run(tmp_path / "wal.db", 10_000)
     violations = check_wal(figures)
     report.record("ENV-3", broken_variant="no journal_size_limit", caught=len(violations))

@@ -18,7 +18,7 @@ import store._sqlite
 from actors import CommandFailed, open_system
 from demo.bank import Account, Deposit, OpenAccount
 from store import SQLiteEventStore, StoreError, StoreFull, StoreUnavailable
-from store._sqlite import _in_thread
+from store._sqlite_connect import _in_thread
 from tests.reliability._report import Report, size
 
 

@@ -44,7 +44,7 @@ from store import (
     faults,
     open_store,
 )
-from store._sqlite import _BatchWriter
+from store._sqlite_batch import _BatchWriter
 from tests._events import Deposited
 from tests.reliability._report import Report, size, time_limit
 from tests.reliability.oracle import fold_balances, settle, whole_log

@@ -13,7 +13,7 @@ from anyio import wait_all_tasks_blocked
 from anyio.lowlevel import checkpoint
 
 from store import RecordedEvent, SQLiteEventStore
-from store._sqlite import _in_thread
+from store._sqlite_connect import _in_thread
 
 _HOLD_SECONDS = 30.0
 

@@ -21,7 +21,7 @@ from store import (
     StoreClosed,
     open_store,
 )
-from store._sqlite import _in_thread
+from store._sqlite_connect import _in_thread
 from tests.store._events import Deposited, Noted, make_registry
 from tests.store._helpers import read_everything, stored_rows, writer_held
 

@@ -26,7 +26,7 @@ from store import (
     UnknownEventType,
     open_store,
 )
-from store import _sqlite as sqlite_module
+from store import _sqlite_batch as batch_module
 from tests.store._events import Deposited, Noted, Opened, make_registry
 from tests.store._helpers import read_everything, writer_held
 
@@ -239,7 +239,7 @@ async def test_read_stream_until_returns_the_stream_as_it_stood_at_a_moment(
     if store._process is not None:
         pytest.skip("recorded_at is stamped in the writer process, out of monkeypatch's reach")
     clock = _Clock(1000.0)
-    monkeypatch.setattr(sqlite_module, "time", clock)
+    monkeypatch.setattr(batch_module, "time", clock)
     for moment, amount in ((1000.0, 1), (2000.0, 2), (3000.0, 3), (2500.0, 4)):
         clock.now = moment
         await store.append("s", [Deposited(amount)], expected_version=ANY)

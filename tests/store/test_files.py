@@ -23,7 +23,7 @@ from store import (
     StoreUnavailable,
     open_store,
 )
-from store._sqlite import _configure, _in_thread
+from store._sqlite_connect import _configure, _in_thread
 from tests.store._events import Deposited, Noted, make_registry
 from tests.store._helpers import stored_rows, wal_size
 

@@ -9,6 +9,7 @@ import pytest
 
 from store import NO_STREAM, StoreUnavailable, open_store
 from store import _sqlite as sqlite_store
+from store._sqlite_connect import _in_thread
 from tests.store._events import Noted, make_registry
 
 
@@ -23,7 +24,7 @@ async def test_a_read_that_meets_a_transient_lock_is_tried_again(
 ) -> None:
     async with open_store(tmp_path / "e.db", registry=make_registry()) as store:
         await store.append("s-1", [Noted("a")], expected_version=NO_STREAM)
-        real = sqlite_store._in_thread
+        real = _in_thread
         failures = [_locked(), _locked()]
 
         async def flaky(conn: Any, fn: Callable[..., Any], *args: Any) -> Any:
@@ -40,7 +41,7 @@ async def test_a_read_that_stays_locked_is_reported_as_unavailable(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async with open_store(tmp_path / "e.db", registry=make_registry()) as store:
-        real = sqlite_store._in_thread
+        real = _in_thread
         calls = 0
 
         async def locked(conn: Any, fn: Callable[..., Any], *args: Any) -> Any:

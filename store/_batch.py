@@ -1,0 +1,122 @@
+"""The batch types every backend's group commit shares, and answering their callers."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import msgspec
+
+from store._errors import StoreError
+from store._records import AppendResult, RecordedEvent
+
+
+class _Append(msgspec.Struct, gc=False):
+    """An append waiting for the writer. A struct, not a class with `__slots__`: built
+    once per append on the event loop, where a C constructor costs a third as much.
+    Not tracked by the garbage collector: the queue, the batch and its caller's task
+    refer to it only while it is pending, and none of them outlives that."""
+
+    stream_id: str
+    expected: int
+    events: Sequence[Any]
+    rows: list[tuple[str, int, bytes, int]]
+    metadata: dict[str, str] | None
+    metadata_bytes: bytes | None
+    command_id: str | None
+    digest: bytes | None
+    future: asyncio.Future[AppendResult]
+
+
+class _BatchAppend(Protocol):  # noqa: PYI046 - used by each backend's batch writer
+    """What the batch transaction reads of an append: an `_Append` on the writer
+    thread, a decoded `_wire.AppendWire` in the writer process."""
+
+    @property
+    def stream_id(self) -> str: ...
+    @property
+    def expected(self) -> int: ...
+    @property
+    def rows(self) -> list[tuple[str, int, bytes, int]]: ...
+    @property
+    def metadata_bytes(self) -> bytes | None: ...
+    @property
+    def command_id(self) -> str | None: ...
+    @property
+    def digest(self) -> bytes | None: ...
+
+
+class _Write:
+    """A keyed upsert (snapshot, checkpoint) that rides in the next batch transaction:
+    a statement in the backend's SQL and its parameters."""
+
+    __slots__ = ("future", "params", "sql")
+
+    def __init__(self, sql: str, params: tuple[Any, ...], future: asyncio.Future[None]) -> None:
+        self.sql, self.params, self.future = sql, params, future
+
+
+_Outcome = AppendResult | StoreError
+"""What became of one append of a committed batch: its result, or why it was refused
+(`ConcurrencyError`, `IdempotencyConflict`) while the rest of the batch committed."""
+
+
+class _BatchResult:
+    """A committed batch: each append's outcome (in the batch's order), when it was
+    recorded, how long the commit took, the keyed writes' error (they commit or fail
+    together, apart from the appends), and the last position after it."""
+
+    __slots__ = ("commit_seconds", "last_position", "outcomes", "recorded_at", "write_error")
+
+    def __init__(
+        self,
+        outcomes: list[_Outcome],
+        recorded_at: float,
+        commit_seconds: float,
+        write_error: StoreError | None,
+        last_position: int,
+    ) -> None:
+        self.outcomes = outcomes
+        self.recorded_at = recorded_at
+        self.commit_seconds = commit_seconds
+        self.write_error = write_error
+        self.last_position = last_position
+
+
+def _fail_batch(appends: list[_Append], writes: list[_Write], error: StoreError) -> None:
+    """Answer every caller of a batch that failed as a unit with `error`."""
+    for item in appends:
+        if not item.future.done():
+            item.future.set_exception(error)
+    for write in writes:
+        if not write.future.done():
+            write.future.set_exception(error)
+
+
+def _recorded(
+    item: _Append, result: AppendResult, recorded_at: float, out: list[RecordedEvent]
+) -> None:
+    """Add the records of committed append `item` to `out` (for commit listeners)."""
+    stream_id = item.stream_id
+    # Built only when a listener exists; one dict per append, shared by its events.
+    metadata = {} if item.metadata is None else item.metadata
+    command_id = item.command_id
+    version = result.first_version
+    position = result.first_position
+    for event, (tag, schema_version, _data, _crc) in zip(item.events, item.rows, strict=True):
+        out.append(
+            RecordedEvent(
+                stream_id,
+                version,
+                position,
+                tag,
+                schema_version,
+                event,
+                metadata,
+                recorded_at,
+                command_id,
+            )
+        )
+        version += 1
+        position += 1

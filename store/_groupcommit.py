@@ -1,0 +1,515 @@
+"""What every backend's store shares: appends queued for one writer, committed in groups.
+
+`append` checks and encodes on the caller's task, then queues; one writer task takes
+everything queued (up to `max_batch_events` events) and commits it as one batch, so the
+per-commit cost is paid per batch, not per append. A backend subclasses
+`GroupCommitStore`: it commits one batch (`_commit_batch`) and implements the reads,
+snapshots and checkpoints; the queue, answering callers, commit listeners, counters and
+closing are here.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import contextlib
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
+from datetime import datetime
+from typing import Any, Final, NoReturn, TypeVar, cast
+
+import anyio
+import anyio.abc
+import msgspec
+
+from store import faults
+from store._batch import _Append, _BatchResult, _fail_batch, _recorded, _Write
+from store._codec import EventRegistry
+from store._errors import InvalidExpectedVersion, StoreClosed, StoreError
+from store._logging import get_logger
+from store._options import StoreOptions
+from store._prepare import (
+    _check_new_stream_id,
+    _command_digest,
+    _encode_events,
+    _encode_metadata,
+)
+from store._records import STREAM_EXISTS, AppendResult, RecordedEvent, Snapshot, StoreStatistics
+
+__all__ = ["CommitListener", "GroupCommitStore"]
+
+S = TypeVar("S")
+
+CommitListener = Callable[[Sequence[RecordedEvent]], None]
+"""Called by the writer, in position order, with the events of each committed batch."""
+
+_Future = asyncio.Future
+# A statement that changes nothing (in SQLite and PostgreSQL alike): queued behind every
+# pending append, its commit tells `wait_settled` that they are settled.
+_SETTLED_SQL: Final = "SELECT 1"
+
+
+class GroupCommitStore(abc.ABC):
+    """The part of an event store every backend shares: `append` and its queue, the
+    writer task's loop, answering callers and listeners after a commit, statistics.
+
+    A backend implements `_commit_batch` (one batch, one transaction) and the reads,
+    snapshots and checkpoints below; it may run a writer loop of its own in place of
+    `_run_writer` (the SQLite writer process does), using `_take` and `_answer`.
+    """
+
+    def __init__(
+        self, path: str, registry: EventRegistry, options: StoreOptions, last_position: int
+    ) -> None:
+        self.path = path
+        self.registry = registry
+        self.options = options
+        self._pending: deque[_Append | _Write] = deque()
+        # Stream ids that passed `_check_stream_id` (exact str only; bounded).
+        self._valid_stream_ids: set[str] = set()
+        self._wake = asyncio.Event()
+        self._room = asyncio.Event()
+        self._room.set()
+        self._closing = False
+        # Why the store stopped taking writes before it was closed (its writer failed).
+        self._failure: StoreError | None = None
+        self._writer_done = asyncio.Event()
+        self._listeners: list[CommitListener] = []
+        self._last_position = last_position  # of the last batch answered
+        # statistics (event-loop side)
+        self._appends = 0
+        self._events = 0
+        self._rejected = 0
+        self._batches = 0
+        self._commit_seconds = 0.0
+        self._commit_seconds_max = 0.0
+        self._snapshot_decoders: dict[type[Any], msgspec.msgpack.Decoder[Any]] = {}
+        # The loop the store was opened on: its writer task and every future live there.
+        self._loop = asyncio.get_running_loop()
+        self._log = get_logger("store", path=path)
+
+    # -- appending ----------------------------------------------------------------------
+
+    async def append(
+        self,
+        stream_id: str,
+        events: Sequence[msgspec.Struct],
+        *,
+        expected_version: int,
+        command_id: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> AppendResult:
+        """Append `events` to `stream_id` atomically, after checking its version.
+
+        Args:
+            stream_id: the stream (aggregate instance) to append to.
+            events: one or more registered event structs, in order.
+            expected_version: the stream's current version as the caller knows it, or
+                `NO_STREAM` (must not exist), `STREAM_EXISTS`, or `ANY` (no check).
+            command_id: makes the append idempotent: if an append with this id already
+                committed (same stream and events), its first result is returned with
+                `duplicate=True` and nothing is written.
+            metadata: string key/values stored with every event of this append.
+
+        Returns:
+            Where the events landed, once they are committed (durably, under
+            `synchronous=FULL`).
+
+        Raises:
+            ConcurrencyError: the stream is not at `expected_version`; nothing written.
+            IdempotencyConflict: `command_id` committed before with other events.
+            InvalidStreamId: `stream_id` is not one the store can take; nothing written.
+            InvalidAppend: a bad append (expected version, no events, an unregistered
+                type, an event that would not decode as its type (`InvalidEvent`),
+                size, command id, metadata); nothing written.
+            StoreFull, StoreUnavailable, StoreCorrupted: the file could not take the
+                write; nothing of this append was written.
+            StoreClosed: the store is closing.
+
+        Cancellation: cancelling the caller before the writer took the append withdraws
+        it; once the writer has it, it commits or fails as a unit and only the reply is
+        lost. Treat a cancelled append as of unknown outcome (retry with the same
+        `command_id`).
+        """
+        if self._closing:
+            raise self._failure or StoreClosed(
+                f"the store {self.path!r} is closed; append to {stream_id!r} refused"
+            )
+        if type(stream_id) is not str or stream_id not in self._valid_stream_ids:
+            self._check_stream_id(stream_id)
+        if type(expected_version) is not int or expected_version < STREAM_EXISTS:
+            raise InvalidExpectedVersion(stream_id, expected_version)
+        options = self.options
+        rows = _encode_events(self.registry, stream_id, events, options)
+        meta: dict[str, str] | None = None
+        meta_bytes = None
+        if metadata:
+            meta, meta_bytes = _encode_metadata(stream_id, metadata)
+        digest = None
+        if command_id is not None:
+            digest = _command_digest(stream_id, command_id, rows)
+        pending = self._pending
+        if len(pending) >= options.max_pending_appends:
+            await self._wait_for_room(stream_id)
+        future: asyncio.Future[AppendResult] = _Future(loop=self._loop)
+        pending.append(
+            _Append(
+                stream_id,
+                expected_version,
+                events,
+                rows,
+                meta,
+                meta_bytes,
+                command_id,
+                digest,
+                future,
+            )
+        )
+        wake = self._wake
+        if not wake.is_set():
+            wake.set()
+        return await future
+
+    async def _wait_for_room(self, stream_id: str) -> None:
+        while len(self._pending) >= self.options.max_pending_appends:
+            self._room.clear()
+            await self._room.wait()
+            if self._closing:
+                raise StoreClosed(
+                    f"the store {self.path!r} closed; append to {stream_id!r} refused"
+                )
+
+    def check_stream_id(self, stream_id: object) -> None:
+        """Raise `InvalidStreamId` unless this store can take `stream_id`: a non-empty,
+        non-blank str of valid Unicode with no control, format or separator characters,
+        of at most `max_stream_id_bytes` UTF-8 bytes. Every method taking a stream id
+        checks it; call this to refuse an id before doing work of your own with it.
+        Cheap for an id seen before (a set lookup).
+        """
+        if type(stream_id) is str and stream_id in self._valid_stream_ids:
+            return
+        self._check_stream_id(stream_id)
+
+    def _check_stream_id(self, stream_id: object) -> None:
+        if type(stream_id) is str and stream_id in self._valid_stream_ids:
+            return
+        _check_new_stream_id(stream_id, self._valid_stream_ids, self.options.max_stream_id_bytes)
+
+    async def wait_settled(self) -> None:
+        """Return once every append submitted before this call has committed or failed,
+        including appends whose callers were cancelled while the writer held them.
+
+        A caller that gave up on an append (cancelled) learns its outcome by reading
+        after this returns. It waits for the writer's queue as far as the call, not for
+        appends submitted later. Raises `StoreClosed` (or the store's failure) once the
+        store no longer writes: what was queued then has been failed.
+        """
+        await self._enqueue_write(_SETTLED_SQL, ())
+
+    async def _enqueue_write(self, sql: str, params: tuple[Any, ...]) -> None:
+        """Queue a keyed write (in the backend's SQL) for the next batch; wait for it."""
+        if self._closing:
+            raise self._failure or StoreClosed(f"the store {self.path!r} is closed")
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append(_Write(sql, params, future))
+        self._wake.set()
+        await future
+
+    def add_commit_listener(self, listener: CommitListener) -> Callable[[], None]:
+        """Call `listener` after every commit with that batch's events, in position order.
+
+        The listener runs on the writer task, before the appenders are answered: it must
+        not block or await (hand the events to a queue). An exception it raises is logged
+        and otherwise ignored. Returns a function that removes the listener.
+        """
+        self._listeners.append(listener)
+
+        def remove() -> None:
+            with contextlib.suppress(ValueError):
+                self._listeners.remove(listener)
+
+        return remove
+
+    # -- the writer ---------------------------------------------------------------------
+
+    async def _run_writer(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
+        """The writer task: commit what is queued, one batch at a time, until closed."""
+        task_status.started()
+        pending = self._pending
+        try:
+            while True:
+                if not pending:
+                    if self._closing:
+                        return
+                    self._wake.clear()
+                    await self._wake.wait()
+                    continue
+                appends, writes = self._take(len(pending))
+                if not appends and not writes:
+                    continue
+                with anyio.CancelScope(shield=True):
+                    await self._commit(appends, writes)
+        finally:
+            self._fail_pending(StoreClosed(f"the store {self.path!r} closed before the write"))
+            self._writer_done.set()
+
+    def _take(self, most: int) -> tuple[list[_Append], list[_Write]]:
+        """Take up to `most` queued items (and at most `max_batch_events` events)."""
+        pending = self._pending
+        max_events = self.options.max_batch_events
+        appends: list[_Append] = []
+        writes: list[_Write] = []
+        taken = 0
+        while pending and taken < max_events and most > 0:
+            item = pending.popleft()
+            most -= 1
+            if item.future.cancelled():
+                continue
+            if type(item) is _Append:
+                appends.append(item)
+                taken += len(item.rows)
+            else:
+                writes.append(cast(_Write, item))
+        if not self._room.is_set():
+            self._room.set()
+        return appends, writes
+
+    async def _commit(self, appends: list[_Append], writes: list[_Write]) -> None:
+        try:
+            result = await self._commit_batch(appends, writes)
+        except Exception as exc:  # noqa: BLE001 - the batch failed as a unit: tell each caller
+            _fail_batch(appends, writes, self._translate_error(exc, "commit"))
+            return
+        await self._answer(appends, writes, result)
+
+    @abc.abstractmethod
+    async def _commit_batch(self, appends: list[_Append], writes: list[_Write]) -> _BatchResult:
+        """Commit `appends` (each checked against its stream's version and its command
+        id, refused alone on a mismatch) and `writes` in one transaction, positions
+        assigned in order; return their outcomes once committed. Raise if the batch
+        failed as a unit (nothing of it written): `_translate_error` names the error."""
+
+    def _translate_error(self, exc: BaseException, what: str) -> StoreError:
+        """The `StoreError` callers get for `exc`, raised while doing `what`; a backend
+        translates its driver's errors (full, corrupted, unavailable)."""
+        if isinstance(exc, StoreError):
+            return exc
+        return StoreError(f"{what} failed: {type(exc).__name__}: {exc}")
+
+    async def _answer(
+        self, appends: list[_Append], writes: list[_Write], result: _BatchResult
+    ) -> None:
+        """Answer a committed batch's callers, after its listeners have seen it."""
+        self._last_position = result.last_position
+        if result.write_error is not None:
+            for write in writes:
+                if not write.future.done():
+                    write.future.set_exception(result.write_error)
+        else:
+            for write in writes:
+                if not write.future.done():
+                    write.future.set_result(None)
+        if faults.enabled:
+            await faults.hit_async("after_commit_before_publish")
+        outcomes = result.outcomes
+        listeners = self._listeners
+        committed = 0
+        events = 0
+        rejected = 0
+        if listeners:
+            # Listeners see the batch before any appender is answered.
+            published: list[RecordedEvent] = []
+            recorded_at = result.recorded_at
+            for item, outcome in zip(appends, outcomes, strict=True):
+                if isinstance(outcome, AppendResult):
+                    if not outcome.duplicate:
+                        committed += 1
+                        events += len(item.rows)
+                        _recorded(item, outcome, recorded_at, published)
+                else:
+                    rejected += 1
+            self._count(committed, events, rejected, writes, result.commit_seconds)
+            if published:
+                for listener in tuple(listeners):
+                    try:
+                        listener(published)
+                    except Exception:  # noqa: BLE001 - isolated and reported; the writer goes on
+                        self._log.error(
+                            "store.listener_failed", listener=repr(listener), exc_info=True
+                        )
+            if faults.enabled:
+                await faults.hit_async("after_commit_before_reply")
+            for item, outcome in zip(appends, outcomes, strict=True):
+                future = item.future
+                if not future.done():
+                    if isinstance(outcome, AppendResult):
+                        future.set_result(outcome)
+                    else:
+                        future.set_exception(outcome)
+            return
+        # No listener: count and answer in one pass.
+        if faults.enabled:
+            await faults.hit_async("after_commit_before_reply")
+        for item, outcome in zip(appends, outcomes, strict=True):
+            future = item.future
+            if isinstance(outcome, AppendResult):
+                if not outcome.duplicate:
+                    committed += 1
+                    events += len(item.rows)
+                if not future.done():
+                    future.set_result(outcome)
+            else:
+                rejected += 1
+                if not future.done():
+                    future.set_exception(outcome)
+        self._count(committed, events, rejected, writes, result.commit_seconds)
+
+    def _count(
+        self, committed: int, events: int, rejected: int, writes: list[_Write], seconds: float
+    ) -> None:
+        self._rejected += rejected
+        if committed or writes:
+            self._batches += 1
+            self._appends += committed
+            self._events += events
+            self._commit_seconds += seconds
+            self._commit_seconds_max = max(self._commit_seconds_max, seconds)
+
+    def _fail_pending(self, error: StoreError) -> None:
+        while self._pending:
+            item = self._pending.popleft()
+            if not item.future.done():
+                item.future.set_exception(error)
+        self._room.set()
+
+    # -- what a backend implements besides the commit (see `EventStore`) ---------------
+
+    @abc.abstractmethod
+    async def read_stream(
+        self,
+        stream_id: str,
+        *,
+        from_version: int = 1,
+        to_version: int | None = None,
+        limit: int | None = None,
+    ) -> list[RecordedEvent]:
+        """See `EventStore.read_stream`."""
+
+    @abc.abstractmethod
+    async def read_stream_until(
+        self, stream_id: str, at: datetime | float, *, limit: int | None = None
+    ) -> list[RecordedEvent]:
+        """See `EventStore.read_stream_until`."""
+
+    @abc.abstractmethod
+    async def read_all(
+        self,
+        *,
+        from_position: int = 0,
+        to_position: int | None = None,
+        limit: int | None = 1000,
+        event_types: Sequence[str] | None = None,
+        stream_prefix: str | None = None,
+    ) -> list[RecordedEvent]:
+        """See `EventStore.read_all`."""
+
+    @abc.abstractmethod
+    async def stream_version(self, stream_id: str) -> int:
+        """See `EventStore.stream_version`."""
+
+    @abc.abstractmethod
+    async def last_position(self) -> int:
+        """See `EventStore.last_position`."""
+
+    @abc.abstractmethod
+    async def find_command(self, command_id: str) -> AppendResult | None:
+        """See `EventStore.find_command`."""
+
+    @abc.abstractmethod
+    async def save_snapshot(
+        self, stream_id: str, version: int, state: object, *, schema_version: int = 1
+    ) -> None:
+        """See `EventStore.save_snapshot`."""
+
+    @abc.abstractmethod
+    async def load_snapshot(
+        self, stream_id: str, state_type: type[S], *, schema_version: int = 1
+    ) -> Snapshot[S] | None:
+        """See `EventStore.load_snapshot`."""
+
+    @abc.abstractmethod
+    async def save_checkpoint(self, name: str, position: int) -> None:
+        """See `EventStore.save_checkpoint`."""
+
+    @abc.abstractmethod
+    async def load_checkpoint(self, name: str) -> int:
+        """See `EventStore.load_checkpoint`."""
+
+    def _snapshot_decoder(self, state_type: type[Any]) -> msgspec.msgpack.Decoder[Any]:
+        """The decoder of snapshots of `state_type`, built once (TypeError: msgspec
+        cannot decode that type)."""
+        decoder = self._snapshot_decoders.get(state_type)
+        if decoder is None:
+            decoder = self._snapshot_decoders[state_type] = msgspec.msgpack.Decoder(state_type)
+        return decoder
+
+    # -- statistics and lifecycle -------------------------------------------------------
+
+    def statistics(self) -> StoreStatistics:
+        """Counters since the store was opened (a frozen snapshot)."""
+        batches = self._batches
+        return StoreStatistics(
+            appends=self._appends,
+            events=self._events,
+            rejected=self._rejected,
+            batches=batches,
+            events_per_batch=self._events / batches if batches else 0.0,
+            appends_per_batch=self._appends / batches if batches else 0.0,
+            commit_ms_mean=1000 * self._commit_seconds / batches if batches else 0.0,
+            commit_ms_max=1000 * self._commit_seconds_max,
+            pending=len(self._pending),
+            last_position=self._last_position,
+        )
+
+    @property
+    def closed(self) -> bool:
+        """Whether the store stopped accepting appends."""
+        return self._closing
+
+    async def _drain_and_close(self) -> None:
+        self._closing = True
+        self._wake.set()
+        self._room.set()
+        await self._writer_done.wait()
+
+    @contextlib.asynccontextmanager
+    async def _serving(
+        self, run_writer: Callable[..., Coroutine[Any, Any, None]]
+    ) -> AsyncIterator[None]:
+        """Run the writer task `run_writer` (started with a task status) for the block;
+        on exit, commit every append accepted and stop it. An error the block raises
+        comes out as raised, not wrapped in an exception group."""
+        try:
+            async with anyio.create_task_group() as tg:
+                await tg.start(run_writer)
+                try:
+                    yield
+                finally:
+                    with anyio.CancelScope(shield=True):
+                        await self._drain_and_close()
+        except BaseExceptionGroup as group:
+            # The writer task does not raise, so the group wraps the error the caller's
+            # own `async with` body raised: hand that back as it was raised, not wrapped.
+            if len(group.exceptions) != 1 or not isinstance(group.exceptions[0], Exception):
+                raise
+            _reraise(group.exceptions[0])
+
+
+def _reraise(error: Exception) -> NoReturn:
+    """Raise `error` again, keeping the context it had (not the group it came out of)."""
+    context, suppress = error.__context__, error.__suppress_context__
+    try:
+        raise error
+    finally:
+        error.__context__, error.__suppress_context__ = context, suppress
+        del error, context
