@@ -142,7 +142,7 @@ _QUERIES: dict[str, str] = {}
 def _query(schema: str) -> str:
     query = _QUERIES.get(schema)
     if query is None:
-        params = ", ".join(f"${n}" for n in range(1, 22))
+        params = ", ".join(f"${n}" for n in range(1, 30))
         query = _QUERIES[schema] = (
             "SELECT kind, first_version, last_version, first_position, last_position,"  # noqa: S608 (a quoted identifier)
             f" actual, recorded_stream FROM {quote_ident(schema)}.esactors_append_batch({params})"
@@ -172,35 +172,72 @@ async def write_batch(
     or cancelling the caller (asyncpg then asks the server to cancel the statement; if
     the cancel comes too late the batch may still commit: unknown outcome).
     """
-    stream_ids: list[str] = []
+    streams: list[str] = []  # distinct, in order of first appearance: slot = index + 1
+    slot_of: dict[str, int] = {}
+    slots: list[int] = []
     expected: list[int] = []
     command_ids: list[str | None] = []
     digests: list[bytes | None] = []
+    groups: list[int] = []
+    sigs: list[int] = []
+    group_of: dict[str, int] = {}
+    sig_of: dict[tuple[str, int, bytes], int] = {}
     counts: list[int] = []
     metadata: list[bytes | None] = []
     tags: list[str] = []
     schema_versions: list[int] = []
     data: list[bytes] = []
     checksums: list[int] = []
-    for item in appends:
-        rows = item.rows
+    row_streams: list[str] = []
+    row_appends: list[int] = []
+    row_offsets: list[int] = []
+    row_metadata: list[bytes | None] = []
+    row_commands: list[str | None] = []
+    for index, item in enumerate(appends, 1):
+        stream_id = item.stream_id
+        slot = slot_of.get(stream_id)
+        if slot is None:
+            streams.append(stream_id)
+            slot = slot_of[stream_id] = len(streams)
+        slots.append(slot)
         command_id = item.command_id
-        if command_id is not None:
-            if item.digest is None:
+        if command_id is None:
+            groups.append(0)
+            sigs.append(0)
+        else:
+            digest = item.digest
+            if digest is None:
                 raise ValueError(f"command id {command_id!r} comes without a digest")
             if "\x00" in command_id:
                 raise ValueError(f"command id {command_id!r} contains a NUL character")
-        stream_ids.append(item.stream_id)
+            groups.append(group_of.setdefault(command_id, len(group_of) + 1))
+            sigs.append(sig_of.setdefault((command_id, slot, digest), len(sig_of) + 1))
         expected.append(item.expected)
         command_ids.append(command_id)
         digests.append(item.digest)
-        counts.append(len(rows))
-        metadata.append(item.metadata_bytes)
-        for tag, schema_version, payload, checksum in rows:
+        rows = item.rows
+        count = len(rows)
+        counts.append(count)
+        metadata_bytes = item.metadata_bytes
+        metadata.append(metadata_bytes)
+        if count == 1:
+            tag, schema_version, payload, checksum = rows[0]
             tags.append(tag)
             schema_versions.append(schema_version)
             data.append(payload)
             checksums.append(checksum)
+            row_offsets.append(0)
+        else:
+            for tag, schema_version, payload, checksum in rows:
+                tags.append(tag)
+                schema_versions.append(schema_version)
+                data.append(payload)
+                checksums.append(checksum)
+            row_offsets.extend(range(count))
+        row_streams.extend([stream_id] * count)
+        row_appends.extend([index] * count)
+        row_metadata.extend([metadata_bytes] * count)
+        row_commands.extend([command_id] * count)
     for snapshot in snapshots:
         if "\x00" in snapshot.stream_id or "\x00" in snapshot.state_type:
             raise ValueError(f"snapshot of {snapshot.stream_id!r}: a NUL character")
@@ -209,16 +246,24 @@ async def write_batch(
             raise ValueError(f"checkpoint name {checkpoint.name!r} contains a NUL character")
     records = await conn.fetch(
         _query(schema),
-        stream_ids,
+        streams,
+        slots,
         expected,
         command_ids,
         digests,
+        groups,
+        sigs,
         counts,
         metadata,
         tags,
         schema_versions,
         data,
         checksums,
+        row_streams,
+        row_appends,
+        row_offsets,
+        row_metadata,
+        row_commands,
         recorded_at,
         [s.stream_id for s in snapshots] if snapshots else None,
         [s.version for s in snapshots] if snapshots else None,
@@ -234,9 +279,9 @@ async def write_batch(
     write_error: str | None = None
     if records and records[-1][0] == _WRITE_ERROR:
         write_error = records.pop()[6]
-    if len(records) != len(stream_ids):
+    if len(records) != len(slots):
         raise RuntimeError(
-            f"esactors_append_batch answered {len(records)} outcomes for {len(stream_ids)} appends"
+            f"esactors_append_batch answered {len(records)} outcomes for {len(slots)} appends"
         )
     return BatchResult([AppendOutcome(*record) for record in records], write_error)
 

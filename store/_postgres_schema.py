@@ -147,16 +147,24 @@ def _append_batch_function(s: str) -> str:
     `s` is a quoted identifier (`quote_ident`), the only text spliced in."""
     return f"""
 CREATE FUNCTION {s}.esactors_append_batch(
-    p_stream_ids      text[],    -- per append
+    p_streams         text[],    -- the batch's distinct stream ids; a slot is an index here
+    p_slots           integer[], -- per append: its stream's slot
     p_expected        bigint[],  -- per append: >= 0, or -1 ANY, -2 STREAM_EXISTS
     p_command_ids     text[],    -- per append, NULL: none
     p_digests         bytea[],   -- per append, NULL when no command id
+    p_groups          integer[], -- per append: its command id's index in the batch, 0: none
+    p_sigs            integer[], -- per append: index of (command id, stream, digest), 0: none
     p_counts          integer[], -- per append: its number of rows
     p_metadata        bytea[],   -- per append, NULL: none
     p_event_types     text[],    -- per row (event), the appends' rows one after the other
     p_schema_versions bigint[],  -- per row
     p_data            bytea[],   -- per row
     p_checksums       bigint[],  -- per row
+    p_row_streams     text[],    -- per row: its append's stream id
+    p_row_appends     integer[], -- per row: its append's index (1..)
+    p_row_offsets     integer[], -- per row: its place in its append (0..)
+    p_row_metadata    bytea[],   -- per row: its append's metadata
+    p_row_commands    text[],    -- per row: its append's command id
     p_recorded_at     double precision,
     p_snapshots       text[] DEFAULT NULL,   -- per snapshot: stream_id
     p_snap_versions   bigint[] DEFAULT NULL, -- per snapshot: version
@@ -182,14 +190,14 @@ LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
-    n          integer := coalesce(cardinality(p_stream_ids), 0);
+    n          integer := coalesce(cardinality(p_slots), 0);
     v_position bigint;
     v_start    bigint;
-    -- Per append, filled by the preparation query:
-    v_slot     integer[];  -- its stream's index among the batch's streams (1..)
-    v_group    integer[];  -- its command id's index among the batch's ids (0: none)
-    v_sig      integer[];  -- index of (command id, stream, digest): same sig = same append
-    v_stored   smallint[]; -- its command id is stored: 0 no, 1 same stream+digest, 2 other
+    v_rows     bigint;
+    v_all_ok   boolean;
+    v_simple   boolean;
+    v_has_cids boolean;
+    v_stored   smallint[]; -- per append: its command id is stored: 0 no, 1 same, 2 other
     v_sfv      bigint[];   -- the stored command's result, when v_stored > 0
     v_slv      bigint[];
     v_sfp      bigint[];
@@ -217,18 +225,23 @@ BEGIN
         RAISE EXCEPTION 'esactors_append_batch needs READ COMMITTED, not %',
             current_setting('transaction_isolation');
     END IF;
-    IF cardinality(p_expected) IS DISTINCT FROM cardinality(p_stream_ids)
-        OR cardinality(p_command_ids) IS DISTINCT FROM cardinality(p_stream_ids)
-        OR cardinality(p_digests) IS DISTINCT FROM cardinality(p_stream_ids)
-        OR cardinality(p_counts) IS DISTINCT FROM cardinality(p_stream_ids)
-        OR cardinality(p_metadata) IS DISTINCT FROM cardinality(p_stream_ids)
+    IF cardinality(p_expected) IS DISTINCT FROM cardinality(p_slots)
+        OR cardinality(p_command_ids) IS DISTINCT FROM cardinality(p_slots)
+        OR cardinality(p_digests) IS DISTINCT FROM cardinality(p_slots)
+        OR cardinality(p_groups) IS DISTINCT FROM cardinality(p_slots)
+        OR cardinality(p_sigs) IS DISTINCT FROM cardinality(p_slots)
+        OR cardinality(p_counts) IS DISTINCT FROM cardinality(p_slots)
+        OR cardinality(p_metadata) IS DISTINCT FROM cardinality(p_slots)
         OR cardinality(p_schema_versions) IS DISTINCT FROM cardinality(p_event_types)
         OR cardinality(p_data) IS DISTINCT FROM cardinality(p_event_types)
         OR cardinality(p_checksums) IS DISTINCT FROM cardinality(p_event_types)
-        OR coalesce((SELECT sum(c) FROM unnest(p_counts) c), 0)
-            <> coalesce(cardinality(p_event_types), 0)
+        OR cardinality(p_row_streams) IS DISTINCT FROM cardinality(p_event_types)
+        OR cardinality(p_row_appends) IS DISTINCT FROM cardinality(p_event_types)
+        OR cardinality(p_row_offsets) IS DISTINCT FROM cardinality(p_event_types)
+        OR cardinality(p_row_metadata) IS DISTINCT FROM cardinality(p_event_types)
+        OR cardinality(p_row_commands) IS DISTINCT FROM cardinality(p_event_types)
     THEN
-        RAISE EXCEPTION 'esactors_append_batch: arrays of unequal lengths, or counts not adding up to the rows';
+        RAISE EXCEPTION 'esactors_append_batch: arrays of unequal lengths';
     END IF;
 
     IF n > 0 THEN
@@ -242,114 +255,141 @@ BEGIN
         END IF;
         v_start := v_position;
 
-        WITH a AS (
-            SELECT ord::integer AS ord, sid, cid, dig
-            FROM unnest(p_stream_ids, p_command_ids, p_digests)
-                WITH ORDINALITY AS u(sid, cid, dig, ord)
-        ), ranked AS (
-            SELECT a.*,
-                dense_rank() OVER (ORDER BY sid)::integer AS slot,
-                CASE WHEN cid IS NULL THEN 0
-                     ELSE dense_rank() OVER (ORDER BY cid NULLS LAST)::integer END AS grp,
-                dense_rank() OVER (ORDER BY cid, sid, dig)::integer AS sig
-            FROM a
-        )
-        SELECT array_agg(r.slot ORDER BY r.ord),
-               array_agg(r.grp ORDER BY r.ord),
-               array_agg(r.sig ORDER BY r.ord),
-               array_agg((CASE WHEN c.command_id IS NULL THEN 0
-                               WHEN c.stream_id = r.sid AND c.digest = r.dig THEN 1
-                               ELSE 2 END)::smallint ORDER BY r.ord),
-               array_agg(coalesce(c.first_version, 0) ORDER BY r.ord),
-               array_agg(coalesce(c.last_version, 0) ORDER BY r.ord),
-               array_agg(coalesce(c.first_position, 0) ORDER BY r.ord),
-               array_agg(coalesce(c.last_position, 0) ORDER BY r.ord)
-          INTO v_slot, v_group, v_sig, v_stored, v_sfv, v_slv, v_sfp, v_slp
-          FROM ranked r LEFT JOIN {s}.commands c ON c.command_id = r.cid;
-
-        SELECT array_agg(coalesce(
-                   (SELECT max(e.version) FROM {s}.events e WHERE e.stream_id = d.sid), 0)
-                   ORDER BY d.sid)
+        -- The streams' versions: the last of each through the (stream_id, version) index.
+        SELECT array_agg(coalesce(v.version, 0) ORDER BY d.slot)
           INTO v_versions
-          FROM (SELECT DISTINCT sid FROM unnest(p_stream_ids) AS u(sid)) d;
+          FROM unnest(p_streams) WITH ORDINALITY AS d(sid, slot)
+          LEFT JOIN LATERAL (SELECT e.version FROM {s}.events e WHERE e.stream_id = d.sid
+                              ORDER BY e.version DESC LIMIT 1) v ON true;
+        IF cardinality(v_versions) IS DISTINCT FROM cardinality(p_streams)
+            OR EXISTS (SELECT 1 FROM unnest(p_slots) x
+                        WHERE x IS NULL OR x < 1 OR x > cardinality(p_streams))
+        THEN
+            RAISE EXCEPTION 'esactors_append_batch: a stream slot out of range';
+        END IF;
 
-        v_owner := array_fill(0, ARRAY[n]);
-        o_kind := array_fill(0::smallint, ARRAY[n]);
-        o_fv := array_fill(0::bigint, ARRAY[n]);
-        o_lv := array_fill(0::bigint, ARRAY[n]);
-        o_fp := array_fill(0::bigint, ARRAY[n]);
-        o_lp := array_fill(0::bigint, ARRAY[n]);
-        o_actual := array_fill(0::bigint, ARRAY[n]);
-        o_ref := array_fill(0, ARRAY[n]);
+        -- As if every append were accepted: each append's stream version and first
+        -- position. If every check passes so, every append is accepted (by induction).
+        SELECT bool_and(a.exp = a.cur OR a.exp = -1 OR (a.exp = -2 AND a.cur > 0)),
+               array_agg(a.cur + 1 ORDER BY a.ord),
+               array_agg(a.cur + a.cnt ORDER BY a.ord),
+               array_agg(v_position + a.before + 1 ORDER BY a.ord),
+               array_agg(v_position + a.before + a.cnt ORDER BY a.ord),
+               sum(a.cnt),
+               count(*) FILTER (WHERE a.grp > 0) = coalesce(max(a.grp), 0)
+          INTO v_all_ok, o_fv, o_lv, o_fp, o_lp, v_rows, v_simple
+          FROM (SELECT u.ord, u.exp, u.cnt, u.grp,
+                       v_versions[u.slot] + sum(u.cnt) OVER (PARTITION BY u.slot ORDER BY u.ord)
+                           - u.cnt AS cur,
+                       sum(u.cnt) OVER (ORDER BY u.ord) - u.cnt AS before
+                  FROM unnest(p_slots, p_expected, p_counts, p_groups)
+                       WITH ORDINALITY AS u(slot, exp, cnt, grp, ord)) a;
+        IF v_rows IS DISTINCT FROM coalesce(cardinality(p_event_types), 0) THEN
+            RAISE EXCEPTION 'esactors_append_batch: the counts do not add up to the rows';
+        END IF;
 
-        FOR i IN 1..n LOOP
-            g := v_group[i];
-            IF g > 0 THEN
-                IF v_stored[i] = 1 THEN  -- committed before: the first result again
-                    o_kind[i] := 1;
-                    o_fv[i] := v_sfv[i]; o_lv[i] := v_slv[i];
-                    o_fp[i] := v_sfp[i]; o_lp[i] := v_slp[i];
-                    CONTINUE;
-                ELSIF v_stored[i] = 2 THEN
-                    o_kind[i] := 3;  -- recorded stream: read from commands at the end
-                    CONTINUE;
-                END IF;
-                o := v_owner[g];
-                IF o > 0 THEN  -- committed earlier in this batch
-                    IF v_sig[o] = v_sig[i] THEN
+        v_has_cids := EXISTS (SELECT 1 FROM unnest(p_groups) AS g0 WHERE g0 > 0);
+        IF v_has_cids THEN
+            -- Command ids already stored: per append, same (stream, digest) or not.
+            SELECT array_agg((CASE WHEN c.command_id IS NULL THEN 0
+                                   WHEN c.stream_id = s.sid AND c.digest = u.dig THEN 1
+                                   ELSE 2 END)::smallint ORDER BY u.ord),
+                   array_agg(coalesce(c.first_version, 0) ORDER BY u.ord),
+                   array_agg(coalesce(c.last_version, 0) ORDER BY u.ord),
+                   array_agg(coalesce(c.first_position, 0) ORDER BY u.ord),
+                   array_agg(coalesce(c.last_position, 0) ORDER BY u.ord),
+                   bool_and(c.command_id IS NULL) AND v_simple
+              INTO v_stored, v_sfv, v_slv, v_sfp, v_slp, v_simple
+              FROM unnest(p_slots, p_command_ids, p_digests)
+                   WITH ORDINALITY AS u(slot, cid, dig, ord)
+              JOIN unnest(p_streams) WITH ORDINALITY AS s(sid, slot) ON s.slot = u.slot
+              LEFT JOIN {s}.commands c ON c.command_id = u.cid;
+        END IF;
+
+        IF v_all_ok AND v_simple THEN
+            -- The common case: every append accepted, set-based above.
+            o_kind := array_fill(0::smallint, ARRAY[n]);
+            o_actual := array_fill(0::bigint, ARRAY[n]);
+            o_ref := array_fill(0, ARRAY[n]);
+            v_position := v_position + v_rows;
+        ELSE
+            -- Refusals, duplicates or command ids: decide each append in order.
+            v_owner := array_fill(0, ARRAY[n]);
+            o_kind := array_fill(0::smallint, ARRAY[n]);
+            o_fv := array_fill(0::bigint, ARRAY[n]);
+            o_lv := array_fill(0::bigint, ARRAY[n]);
+            o_fp := array_fill(0::bigint, ARRAY[n]);
+            o_lp := array_fill(0::bigint, ARRAY[n]);
+            o_actual := array_fill(0::bigint, ARRAY[n]);
+            o_ref := array_fill(0, ARRAY[n]);
+            FOR i IN 1..n LOOP
+                g := p_groups[i];
+                IF g > 0 THEN
+                    IF v_stored[i] = 1 THEN  -- committed before: the first result again
                         o_kind[i] := 1;
-                        o_fv[i] := o_fv[o]; o_lv[i] := o_lv[o];
-                        o_fp[i] := o_fp[o]; o_lp[i] := o_lp[o];
-                    ELSE
-                        o_kind[i] := 3;
-                        o_ref[i] := o;
+                        o_fv[i] := v_sfv[i]; o_lv[i] := v_slv[i];
+                        o_fp[i] := v_sfp[i]; o_lp[i] := v_slp[i];
+                        CONTINUE;
+                    ELSIF v_stored[i] = 2 THEN
+                        o_kind[i] := 3;  -- recorded stream: read from commands at the end
+                        CONTINUE;
                     END IF;
+                    o := v_owner[g];
+                    IF o > 0 THEN  -- committed earlier in this batch
+                        IF p_sigs[o] = p_sigs[i] THEN
+                            o_kind[i] := 1;
+                            o_fv[i] := o_fv[o]; o_lv[i] := o_lv[o];
+                            o_fp[i] := o_fp[o]; o_lp[i] := o_lp[o];
+                        ELSE
+                            o_kind[i] := 3;
+                            o_ref[i] := o;
+                        END IF;
+                        CONTINUE;
+                    END IF;
+                END IF;
+                k := p_slots[i];
+                cur := v_versions[k];
+                e := p_expected[i];
+                IF e <> cur AND e <> -1 AND (e <> -2 OR cur = 0) THEN
+                    o_kind[i] := 2;
+                    o_actual[i] := cur;
                     CONTINUE;
                 END IF;
-            END IF;
-            k := v_slot[i];
-            cur := v_versions[k];
-            e := p_expected[i];
-            IF e <> cur AND e <> -1 AND (e <> -2 OR cur = 0) THEN
-                o_kind[i] := 2;
-                o_actual[i] := cur;
-                CONTINUE;
-            END IF;
-            cnt := p_counts[i];
-            o_fv[i] := cur + 1;
-            o_lv[i] := cur + cnt;
-            o_fp[i] := v_position + 1;
-            o_lp[i] := v_position + cnt;
-            v_versions[k] := cur + cnt;
-            v_position := v_position + cnt;
-            IF g > 0 THEN
-                v_owner[g] := i;
-            END IF;
-        END LOOP;
+                cnt := p_counts[i];
+                o_fv[i] := cur + 1;
+                o_lv[i] := cur + cnt;
+                o_fp[i] := v_position + 1;
+                o_lp[i] := v_position + cnt;
+                v_versions[k] := cur + cnt;
+                v_position := v_position + cnt;
+                IF g > 0 THEN
+                    v_owner[g] := i;
+                END IF;
+            END LOOP;
+        END IF;
 
         IF v_position > v_start THEN
+            -- Rows in batch order are in position order: no join, no sort. The client
+            -- sends each row with its append's index, stream, metadata and command id.
             INSERT INTO {s}.events (position, stream_id, version, event_type, schema_version,
                                     data, metadata, command_id, recorded_at, checksum)
-            SELECT a.fp + x.k, a.sid, a.fv + x.k, r.et, r.sv, r.data, a.meta, a.cid,
+            SELECT o_fp[r.a] + r.k, r.sid, o_fv[r.a] + r.k, r.et, r.sv, r.data, r.meta, r.cid,
                    p_recorded_at, r.crc
-              FROM (SELECT u.*, sum(u.cnt) OVER (ORDER BY u.ord) - u.cnt AS row0
-                      FROM unnest(p_stream_ids, p_command_ids, p_metadata, p_counts,
-                                  o_kind, o_fv, o_fp)
-                           WITH ORDINALITY AS u(sid, cid, meta, cnt, kind, fv, fp, ord)) a
-              CROSS JOIN LATERAL generate_series(0, a.cnt - 1) AS x(k)
-              JOIN unnest(p_event_types, p_schema_versions, p_data, p_checksums)
-                   WITH ORDINALITY AS r(et, sv, data, crc, ord)
-                ON r.ord = a.row0 + x.k + 1
-             WHERE a.kind = 0 AND a.cnt > 0
-             ORDER BY 1;
+              FROM unnest(p_row_appends, p_row_offsets, p_row_streams, p_event_types,
+                          p_schema_versions, p_data, p_row_metadata, p_row_commands,
+                          p_checksums) AS r(a, k, sid, et, sv, data, meta, cid, crc)
+             WHERE o_kind[r.a] = 0;
 
+            IF v_has_cids THEN
             INSERT INTO {s}.commands (command_id, stream_id, first_version, last_version,
                                       first_position, last_position, digest, recorded_at)
-            SELECT u.cid, u.sid, u.fv, u.lv, u.fp, u.lp, u.dig, p_recorded_at
-              FROM unnest(p_command_ids, p_stream_ids, p_digests, o_kind, o_fv, o_lv, o_fp,
-                          o_lp) AS u(cid, sid, dig, kind, fv, lv, fp, lp)
+            SELECT u.cid, s.sid, u.fv, u.lv, u.fp, u.lp, u.dig, p_recorded_at
+              FROM unnest(p_command_ids, p_slots, p_digests, o_kind, o_fv, o_lv, o_fp,
+                          o_lp) AS u(cid, slot, dig, kind, fv, lv, fp, lp)
+              JOIN unnest(p_streams) WITH ORDINALITY AS s(sid, slot) ON s.slot = u.slot
              WHERE u.kind = 0 AND u.cid IS NOT NULL
              ORDER BY u.cid;
+            END IF;
 
             UPDATE {s}.position_counter SET last_position = v_position WHERE only_row;
         END IF;
@@ -390,7 +430,7 @@ BEGIN
         RETURN QUERY
         SELECT u.kind, u.fv, u.lv, u.fp, u.lp, u.actual,
                CASE WHEN u.kind <> 3 THEN NULL
-                    WHEN u.ref > 0 THEN p_stream_ids[u.ref]
+                    WHEN u.ref > 0 THEN p_streams[p_slots[u.ref]]
                     ELSE (SELECT c.stream_id FROM {s}.commands c
                            WHERE c.command_id = p_command_ids[u.ord])
                END
