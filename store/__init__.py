@@ -1,8 +1,9 @@
-"""The event store: an append-only log of events in SQLite or PostgreSQL, the source of truth.
+"""The event store: an append-only log of events, the source of truth.
 
-Open one with `open_store(path)` (or `open_store("postgresql://...")`); register event types on its `EventRegistry`; append
-with an expected version; read a stream, the global log, or a stream as it stood at a
-past version or moment; keep snapshots and subscriber checkpoints beside the events.
+Open one with `open_store(path)` (a SQLite file) or `open_store("postgresql://...")`;
+register event types on its `EventRegistry`; append with an expected version; read a
+stream, the global log, or a stream as it stood at a past version or moment; keep
+snapshots and subscriber checkpoints beside the events.
 This package imports nothing else of esactors.
 """
 

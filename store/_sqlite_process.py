@@ -1,5 +1,8 @@
-"""The store's side of the SQLite writer process (`writer="process"`): batches out,
-answers back, up to two batches in flight, and starting and stopping the process."""
+"""The store's side of the SQLite writer process: batches out, answers back, start, stop.
+
+With `writer="process"` the batch transactions run in a process of their own
+(`store._writer_process`); up to two batches are in flight, answered in order.
+"""
 
 from __future__ import annotations
 
