@@ -87,6 +87,9 @@ class GroupCommitStore(abc.ABC):
         # The loop the store was opened on: its writer task and every future live there.
         self._loop = asyncio.get_running_loop()
         self._log = get_logger("store", path=path)
+        # The task group the store serves in (the writer's), once `_serving` runs: a
+        # backend starts the tasks of its own there, and they end with the store.
+        self._tasks: anyio.abc.TaskGroup | None = None
 
     # -- appending ----------------------------------------------------------------------
 
@@ -491,12 +494,14 @@ class GroupCommitStore(abc.ABC):
         comes out as raised, not wrapped in an exception group."""
         try:
             async with anyio.create_task_group() as tg:
+                self._tasks = tg
                 await tg.start(run_writer)
                 try:
                     yield
                 finally:
                     with anyio.CancelScope(shield=True):
                         await self._drain_and_close()
+                    tg.cancel_scope.cancel()  # what a backend still runs there (reads)
         except BaseExceptionGroup as group:
             # The writer task does not raise, so the group wraps the error the caller's
             # own `async with` body raised: hand that back as it was raised, not wrapped.

@@ -33,11 +33,12 @@ with command ids can be retried safely).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Final, Protocol
+from typing import Final
 
 import asyncpg
 import msgspec
 
+from store._batch import _BatchAppend
 from store._errors import ConcurrencyError, IdempotencyConflict, StoreError
 from store._postgres_schema import quote_ident
 from store._records import AppendResult
@@ -70,21 +71,8 @@ the stream it was recorded on. Nothing was written."""
 _WRITE_ERROR: Final = 4
 
 
-class BatchAppend(Protocol):
-    """What the batch reads of an append (the SQLite writer's `_BatchAppend`)."""
-
-    @property
-    def stream_id(self) -> str: ...
-    @property
-    def expected(self) -> int: ...
-    @property
-    def rows(self) -> list[tuple[str, int, bytes, int]]: ...
-    @property
-    def metadata_bytes(self) -> bytes | None: ...
-    @property
-    def command_id(self) -> str | None: ...
-    @property
-    def digest(self) -> bytes | None: ...
+BatchAppend = _BatchAppend
+"""What the batch reads of an append (the queued `_Append`, as for the SQLite writer)."""
 
 
 class AppendOutcome(msgspec.Struct, frozen=True, gc=False):

@@ -487,23 +487,36 @@ async def migrate(conn: asyncpg.Connection, schema: str | None = None) -> int:
         raise _newer(schema, found)
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK_KEY)
-        await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {s}")
-        await conn.execute(
-            f"CREATE TABLE IF NOT EXISTS {s}.schema_version ("
-            " version integer PRIMARY KEY, applied_at double precision NOT NULL)"
-        )
+        for statement in _bootstrap(s):
+            await conn.execute(statement)
         found = await schema_version(conn, schema)
         if found > SCHEMA_VERSION:
             raise _newer(schema, found)
+        record = _record_version(s)
         for number, statements in enumerate(_migrations(schema)[found:], start=found + 1):
             for statement in statements:
                 await conn.execute(statement)
-            await conn.execute(
-                f"INSERT INTO {s}.schema_version (version, applied_at)"  # noqa: S608
-                " VALUES ($1, extract(epoch FROM clock_timestamp()))",
-                number,
-            )
+            await conn.execute(record, number)
     return found
+
+
+def _bootstrap(s: str) -> tuple[str, ...]:
+    """The schema and its version table, in schema `s` (already quoted)."""
+    return (
+        f"CREATE SCHEMA IF NOT EXISTS {s}",
+        (
+            f"CREATE TABLE IF NOT EXISTS {s}.schema_version ("
+            " version integer PRIMARY KEY, applied_at double precision NOT NULL)"
+        ),
+    )
+
+
+def _record_version(s: str) -> str:
+    """The statement recording a migration applied, in schema `s` (already quoted)."""
+    return (
+        f"INSERT INTO {s}.schema_version (version, applied_at)"  # noqa: S608
+        " VALUES ($1, extract(epoch FROM clock_timestamp()))"
+    )
 
 
 def _newer(schema: str, found: int) -> RuntimeError:

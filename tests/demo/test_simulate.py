@@ -40,6 +40,7 @@ SMALL = ["--customers", "8", "--steps", "300", "--seed", "3"]
 
 
 def run_json(capsys: pytest.CaptureFixture[str], db: Path, *extra: str) -> tuple[int, Any]:
+    capsys.readouterr()  # only what the simulation prints (not, say, a setup's log lines)
     status = main(["simulate", "--db", str(db), *SMALL, "--json", *extra])
     out, err = capsys.readouterr()
     assert err == ""  # not a terminal: no progress line, and no log line at warning

@@ -530,7 +530,7 @@ async def test_bp3_checker_catches_a_live_actor_cap_that_is_not_enforced(
 
     def spawn_uncapped(self: ActorSystem, *args: Any) -> Any:
         options = self.options
-        self.options = dataclasses.replace(options, max_live_actors=10**9)
+        self.options = dataclasses.replace(options, max_live_actors=100_000_000)
         try:
             return spawn(self, *args)
         finally:

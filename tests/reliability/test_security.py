@@ -49,7 +49,10 @@ EVERYWHERE = (*PACKAGES, "examples", "bench")
 # Names that carry SQL handed over from a literal elsewhere, each with its reason:
 # `statement` iterates the module constant _MIGRATIONS (store/_schema.py); `write.sql`
 # is the literal a store method passed to _enqueue_write (store/_sqlite.py).
-PASSED_THROUGH = frozenset({"statement", "write.sql"})
+# Names that carry statements built elsewhere: a migration's `statement`s and the
+# PostgreSQL store's `record` are built by functions of the one text they splice in, a
+# schema name checked and quoted as an identifier (`store._postgres_schema.quote_ident`).
+PASSED_THROUGH = frozenset({"statement", "write.sql", "record"})
 _SQL_METHODS = frozenset({"execute", "executemany", "executescript"})
 
 

@@ -13,13 +13,17 @@ from anyio import wait_all_tasks_blocked
 from anyio.lowlevel import checkpoint
 
 from store import RecordedEvent, SQLiteEventStore
+from store._groupcommit import GroupCommitStore
+from store._postgres import PostgresEventStore
+from store._postgres_schema import quote_ident
 from store._sqlite_connect import _in_thread
+from tests._postgres import postgres_connection
 
 _HOLD_SECONDS = 30.0
 
 
 @asynccontextmanager
-async def writer_held(store: SQLiteEventStore) -> AsyncIterator[frozenset[int]]:
+async def writer_held(store: GroupCommitStore) -> AsyncIterator[frozenset[int]]:
     """Keep the store's writer busy until exit, so every append made meanwhile waits
     in its queue and the writer takes them all as one batch when released. Yields the
     numbers of batches the hold and that queue may commit: the hold's own (checkpoint
@@ -33,6 +37,11 @@ async def writer_held(store: SQLiteEventStore) -> AsyncIterator[frozenset[int]]:
     checkpoint writes fill the writer's two batches in flight (the first waits for the
     lock in the process). Either way the appends the body starts pile up in the queue.
     """
+    if isinstance(store, PostgresEventStore):
+        async with _postgres_writer_held(store):
+            yield frozenset({2})
+        return
+    assert isinstance(store, SQLiteEventStore)
     if store._process is not None:
         async with _process_writer_held(store):
             yield frozenset({3, 4})
@@ -68,6 +77,28 @@ async def _process_writer_held(store: SQLiteEventStore) -> AsyncIterator[None]:
                 lock.execute("ROLLBACK")
     finally:
         lock.close()
+
+
+@asynccontextmanager
+async def _postgres_writer_held(store: PostgresEventStore) -> AsyncIterator[None]:
+    """Another connection holds the row lock of a checkpoint: the writer's next batch
+    (that checkpoint's write) waits for it in the server, the queue behind it."""
+    conn = await postgres_connection()
+    table = f"{quote_ident(store.schema)}.checkpoints"
+    try:
+        await conn.execute(
+            f"INSERT INTO {table} (name, position, updated_at)"  # noqa: S608
+            " VALUES ('test.writer-held', 0, 0) ON CONFLICT DO NOTHING"
+        )
+        async with anyio.create_task_group() as tg, conn.transaction():
+            await conn.execute(
+                f"SELECT 1 FROM {table} WHERE name = 'test.writer-held' FOR UPDATE"  # noqa: S608
+            )
+            tg.start_soon(store.save_checkpoint, "test.writer-held", 0)
+            await wait_all_tasks_blocked()
+            yield
+    finally:
+        await conn.close()
 
 
 def stored_rows(path: str) -> list[tuple[int, str, int]]:

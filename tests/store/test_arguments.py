@@ -279,7 +279,7 @@ async def test_check_stream_id_is_a_lookup_for_an_id_seen_before(
     def full_check(self: SQLiteEventStore, stream_id: object) -> None:
         raise AssertionError(f"checked {stream_id!r} again")
 
-    monkeypatch.setattr(SQLiteEventStore, "_check_stream_id", full_check)
+    monkeypatch.setattr(type(store), "_check_stream_id", full_check)
     store.check_stream_id("account-a")  # seen: no full check
     with pytest.raises(AssertionError):
         store.check_stream_id("account-b")

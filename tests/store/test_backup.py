@@ -12,6 +12,8 @@ from tests.store._events import Noted, make_registry
 async def test_a_backup_holds_every_committed_event_and_opens_as_a_store(
     store: SQLiteEventStore, tmp_path: Path
 ) -> None:
+    if not isinstance(store, SQLiteEventStore):
+        pytest.skip("backup() copies a SQLite file; a PostgreSQL database has pg_dump")
     for n in range(5):
         await store.append(f"s-{n % 2}", [Noted(str(n)), Noted(f"{n}b")], expected_version=ANY)
     target = tmp_path / "copy.db"

@@ -26,7 +26,10 @@ from store import (
     UnknownEventType,
     open_store,
 )
+from store import _postgres as postgres_module
 from store import _sqlite_batch as batch_module
+from store._groupcommit import GroupCommitStore
+from store._postgres import PostgresEventStore
 from tests.store._events import Deposited, Noted, Opened, make_registry
 from tests.store._helpers import read_everything, writer_held
 
@@ -234,11 +237,13 @@ class _Clock:
 
 
 async def test_read_stream_until_returns_the_stream_as_it_stood_at_a_moment(
-    store: SQLiteEventStore, monkeypatch: pytest.MonkeyPatch
+    store: GroupCommitStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    if store._process is not None:
-        pytest.skip("recorded_at is stamped in the writer process, out of monkeypatch's reach")
     clock = _Clock(1000.0)
+    if isinstance(store, PostgresEventStore):
+        monkeypatch.setattr(postgres_module, "time", clock)
+    elif isinstance(store, SQLiteEventStore) and store._process is not None:
+        pytest.skip("recorded_at is stamped in the writer process, out of monkeypatch's reach")
     monkeypatch.setattr(batch_module, "time", clock)
     for moment, amount in ((1000.0, 1), (2000.0, 2), (3000.0, 3), (2500.0, 4)):
         clock.now = moment

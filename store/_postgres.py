@@ -1,0 +1,529 @@
+"""The PostgreSQL event store: the SQLite store's contract on a server, for many processes.
+
+One writer connection per store commits every waiting append as one batch, in one round
+trip (`store._postgres_batch.write_batch`); the position counter row it locks orders the
+commits of every process writing to the database, so positions are gap-free and in
+commit order. Reads go through a small pool of other connections. The queue, answering
+callers and listeners are `GroupCommitStore`'s, as for SQLite. Needs asyncpg (the
+`postgres` extra) and the asyncio event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import zlib
+from collections.abc import AsyncIterator, Sequence
+from datetime import datetime
+from typing import Any, Final, NamedTuple, TypeVar
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import anyio
+import asyncpg
+
+from store import faults
+from store._batch import _Append, _BatchResult, _Write
+from store._codec import EventRegistry
+from store._decode import _decode_rows, _snapshot
+from store._errors import (
+    InvalidCheckpoint,
+    InvalidStoreOption,
+    ReadTooLarge,
+    StoreClosed,
+    StoreError,
+    StoreUnavailable,
+)
+from store._groupcommit import _SETTLED_SQL, GroupCommitStore
+from store._options import StoreOptions
+from store._postgres_batch import CheckpointWrite, SnapshotWrite, append_result, write_batch
+from store._postgres_schema import check_schema_name, current_schema, migrate, quote_ident
+from store._prepare import (
+    _MAX_VERSION,
+    _bound,
+    _check_checkpoint,
+    _check_checkpoint_name,
+    _check_command_id,
+    _check_stream_prefix,
+    _encode_snapshot,
+    _event_types,
+    _limit,
+    _moment,
+    _type_name,
+)
+from store._records import AppendResult, RecordedEvent, Snapshot
+
+__all__ = ["PostgresEventStore", "open_postgres_store"]
+
+S = TypeVar("S")
+
+# `_Write.sql` of the keyed writes this backend queues (they ride in the batch function).
+_SNAPSHOT: Final = "snapshot"
+_CHECKPOINT: Final = "checkpoint"
+
+_COLUMNS: Final = (
+    "position, stream_id, version, event_type, schema_version, data, metadata, command_id,"
+    " recorded_at, checksum"
+)
+_READ_POOL_SIZE: Final = 4
+# Reconnecting the writer after a lost connection: first delay, doubling, capped.
+_RECONNECT_DELAY: Final = 0.05
+_RECONNECT_DELAY_MAX: Final = 2.0
+
+
+class _Queries:
+    """The read statements of one schema (its name quoted once, everything else bound)."""
+
+    def __init__(self, schema: str) -> None:
+        s = quote_ident(schema)
+        self.read_stream = (
+            f"SELECT {_COLUMNS} FROM {s}.events WHERE stream_id = $1"  # noqa: S608
+            " AND version >= $2 AND version <= $3 ORDER BY version LIMIT $4"
+        )
+        self.read_all = (
+            f"SELECT {_COLUMNS} FROM {s}.events WHERE position >= $1 AND position <= $2"  # noqa: S608
+            " AND ($3::text[] IS NULL OR event_type = ANY($3))"
+            " AND ($4::text IS NULL OR starts_with(stream_id, $4))"
+            " ORDER BY position LIMIT $5"
+        )
+        self.first_version_after = (
+            f"SELECT min(version) FROM {s}.events WHERE stream_id = $1 AND recorded_at > $2"  # noqa: S608
+        )
+        self.stream_version = (
+            f"SELECT version FROM {s}.events WHERE stream_id = $1"  # noqa: S608
+            " ORDER BY version DESC LIMIT 1"
+        )
+        self.last_position = f"SELECT last_position FROM {s}.position_counter"  # noqa: S608
+        self.command = (
+            "SELECT stream_id, first_version, last_version, first_position, last_position"  # noqa: S608
+            f" FROM {s}.commands WHERE command_id = $1"
+        )
+        self.snapshot = (
+            "SELECT version, state_type, schema_version, data, checksum, recorded_at"  # noqa: S608
+            f" FROM {s}.snapshots WHERE stream_id = $1"
+        )
+        self.checkpoint = f"SELECT position FROM {s}.checkpoints WHERE name = $1"  # noqa: S608
+
+
+class PostgresEventStore(GroupCommitStore):
+    """An append-only event log in a PostgreSQL schema. Obtain one with `open_store` and a
+    `postgresql://` URL.
+
+    Every method is safe to call from many tasks at once. Appends are group-committed by
+    one writer connection; reads use a pool of other connections. Several processes may
+    open the same schema: positions follow commit order across all of them.
+    """
+
+    def __init__(
+        self,
+        target: str,
+        connect: _Connect,
+        schema: str,
+        registry: EventRegistry,
+        options: StoreOptions,
+        writer: asyncpg.Connection,
+        readers: asyncpg.Pool,
+        last_position: int,
+    ) -> None:
+        super().__init__(target, registry, options, last_position)
+        self.schema = schema
+        """The PostgreSQL schema holding the store's tables."""
+        self._connect_args = connect
+        self._writer: asyncpg.Connection | None = writer
+        self._readers = readers
+        self._queries = _Queries(schema)
+        self._readers_closed = False
+
+    # -- the writer ---------------------------------------------------------------------
+
+    async def _commit_batch(self, appends: list[_Append], writes: list[_Write]) -> _BatchResult:
+        snapshots: list[SnapshotWrite] = []
+        checkpoints: list[CheckpointWrite] = []
+        for write in writes:
+            if write.sql == _SNAPSHOT:
+                snapshots.append(write.params[0])
+            elif write.sql == _CHECKPOINT:
+                checkpoints.append(write.params[0])
+            else:
+                assert write.sql == _SETTLED_SQL  # a barrier: answered with the batch
+        conn = await self._writer_connection()
+        started = time.perf_counter()
+        recorded_at = time.time()
+        if faults.enabled:
+            faults.hit("before_begin")
+        try:
+            result = await write_batch(
+                conn,
+                self.schema,
+                appends,
+                recorded_at,
+                snapshots=snapshots,
+                checkpoints=checkpoints,
+            )
+        except (OSError, asyncpg.InterfaceError, asyncpg.ConnectionDoesNotExistError) as exc:
+            # The connection broke with the batch sent: it may have committed. Its callers
+            # get an outcome-unknown error; the next batch reconnects.
+            self._writer = None
+            with contextlib.suppress(Exception):
+                conn.terminate()
+            raise StoreUnavailable(
+                f"the connection to {self.path} was lost during a commit: the outcome of"
+                f" its {len(appends)} appends is unknown; resend them with their command"
+                f" ids ({type(exc).__name__}: {exc})"
+            ) from exc
+        outcomes = [
+            append_result(item, outcome)
+            for item, outcome in zip(appends, result.outcomes, strict=True)
+        ]
+        last_position = self._last_position
+        for outcome in reversed(outcomes):
+            if isinstance(outcome, AppendResult) and not outcome.duplicate:
+                last_position = outcome.last_position
+                break
+        write_error = None
+        if result.write_error is not None:
+            write_error = StoreError(f"a snapshot or checkpoint write failed: {result.write_error}")
+        return _BatchResult(
+            outcomes, recorded_at, time.perf_counter() - started, write_error, last_position
+        )
+
+    async def _writer_connection(self) -> asyncpg.Connection:
+        """The writer's connection, connecting again (with backoff, within the busy
+        timeout) after a lost one."""
+        conn = self._writer
+        if conn is not None and not conn.is_closed():
+            return conn
+        delay = _RECONNECT_DELAY
+        deadline = time.monotonic() + self.options.busy_timeout
+        while True:
+            try:
+                conn = self._writer = await _connect(self.path, self._connect_args)
+                return conn
+            except StoreUnavailable:
+                if time.monotonic() + delay > deadline:
+                    raise
+            await anyio.sleep(delay)
+            delay = min(delay * 2, _RECONNECT_DELAY_MAX)
+
+    def _translate_error(self, exc: BaseException, what: str) -> StoreError:
+        return _translate(exc, what, self.path)
+
+    # -- reading ------------------------------------------------------------------------
+
+    async def read_stream(
+        self,
+        stream_id: str,
+        *,
+        from_version: int = 1,
+        to_version: int | None = None,
+        limit: int | None = None,
+    ) -> list[RecordedEvent]:
+        """See `EventStore.read_stream` (the same contract as the SQLite store's)."""
+        self._check_stream_id(stream_id)
+        call = f"read_stream({stream_id!r})"
+        low = _bound(call, "from_version", from_version)
+        high = _MAX_VERSION if to_version is None else _bound(call, "to_version", to_version)
+        cap = self.options.max_read_limit
+        if limit is not None:
+            page = _limit(call, limit, cap)
+            return await self._read(self._queries.read_stream, stream_id, low, high, page)
+        rows = await self._read(self._queries.read_stream, stream_id, low, high, cap + 1)
+        if len(rows) > cap:
+            raise ReadTooLarge(stream_id, low, cap)
+        return rows
+
+    async def read_stream_until(
+        self, stream_id: str, at: datetime | float, *, limit: int | None = None
+    ) -> list[RecordedEvent]:
+        """See `EventStore.read_stream_until`."""
+        self._check_stream_id(stream_id)
+        call = f"read_stream_until({stream_id!r})"
+        moment = _moment(call, at)
+        if limit is not None:
+            _limit(call, limit, self.options.max_read_limit)
+        first_after = await self._value(self._queries.first_version_after, stream_id, moment)
+        to_version = _MAX_VERSION if first_after is None else int(first_after) - 1
+        if to_version < 1:
+            return []
+        return await self.read_stream(stream_id, to_version=to_version, limit=limit)
+
+    async def read_all(
+        self,
+        *,
+        from_position: int = 0,
+        to_position: int | None = None,
+        limit: int | None = 1000,
+        event_types: Sequence[str] | None = None,
+        stream_prefix: str | None = None,
+    ) -> list[RecordedEvent]:
+        """See `EventStore.read_all`."""
+        call = "read_all"
+        high = _MAX_VERSION if to_position is None else _bound(call, "to_position", to_position)
+        low = max(_bound(call, "from_position", from_position), 0)
+        page = _limit(call, limit, self.options.max_read_limit)
+        tags = _event_types(call, event_types)
+        _check_stream_prefix(call, stream_prefix)
+        return await self._read(
+            self._queries.read_all, low, high, tags, stream_prefix or None, page
+        )
+
+    async def stream_version(self, stream_id: str) -> int:
+        """The stream's current version (0 when it has no events)."""
+        self._check_stream_id(stream_id)
+        return int(await self._value(self._queries.stream_version, stream_id) or 0)
+
+    async def last_position(self) -> int:
+        """The highest committed position in the schema (0 when empty), whoever wrote it."""
+        return int(await self._value(self._queries.last_position) or 0)
+
+    async def find_command(self, command_id: str) -> AppendResult | None:
+        """See `EventStore.find_command`."""
+        _check_command_id(command_id)
+        row = await self._row(self._queries.command, command_id)
+        if row is None:
+            return None
+        stream_id, first_version, last_version, first_position, last_position = row
+        return AppendResult(
+            stream_id, first_version, last_version, first_position, last_position, duplicate=True
+        )
+
+    async def _read(self, sql: str, *args: Any) -> list[RecordedEvent]:
+        rows = await self._call("fetch", sql, args)
+        return _decode_rows(self.registry, rows)
+
+    async def _row(self, sql: str, *args: Any) -> Any:
+        return await self._call("fetchrow", sql, args)
+
+    async def _value(self, sql: str, *args: Any) -> Any:
+        return await self._call("fetchval", sql, args)
+
+    async def _call(self, method: str, sql: str, args: tuple[Any, ...]) -> Any:
+        """Run a read on a pooled connection, in a task of the store's: a caller that is
+        cancelled stops waiting, and the query finishes normally (asyncpg cancelling a
+        query mid-flight can break the pooled connection)."""
+        tasks = self._tasks
+        if self._readers_closed or tasks is None:
+            raise StoreClosed(f"the store {self.path} is closed")
+        future: asyncio.Future[Any] = self._loop.create_future()
+        tasks.start_soon(self._read_into, future, method, sql, args)
+        return await future
+
+    async def _read_into(
+        self, future: asyncio.Future[Any], method: str, sql: str, args: tuple[Any, ...]
+    ) -> None:
+        try:
+            result = await getattr(self._readers, method)(sql, *args)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            if not future.done():
+                future.set_exception(_translate(exc, "read", self.path))
+        else:
+            if not future.done():
+                future.set_result(result)
+
+    # -- snapshots and checkpoints ------------------------------------------------------
+
+    async def save_snapshot(
+        self, stream_id: str, version: int, state: object, *, schema_version: int = 1
+    ) -> None:
+        """See `EventStore.save_snapshot` (it rides in the writer's next batch)."""
+        self._check_stream_id(stream_id)
+        data = _encode_snapshot(
+            self.registry, self._snapshot_decoder, stream_id, version, state, schema_version
+        )
+        if faults.enabled:
+            await faults.hit_async("snapshot_write")
+        snapshot = SnapshotWrite(
+            stream_id,
+            version,
+            _type_name(type(state)),
+            schema_version,
+            data,
+            zlib.crc32(data),
+            time.time(),
+        )
+        await self._enqueue_write(_SNAPSHOT, (snapshot,))
+
+    async def load_snapshot(
+        self, stream_id: str, state_type: type[S], *, schema_version: int = 1
+    ) -> Snapshot[S] | None:
+        """See `EventStore.load_snapshot`."""
+        self._check_stream_id(stream_id)
+        row = await self._row(self._queries.snapshot, stream_id)
+        if row is None:
+            return None
+        return _snapshot(
+            tuple(row), stream_id, state_type, schema_version, self._snapshot_decoder, self._log
+        )
+
+    async def save_checkpoint(self, name: str, position: int) -> None:
+        """See `EventStore.save_checkpoint` (it rides in the writer's next batch)."""
+        _check_checkpoint(name, position)
+        if "\x00" in name:
+            raise InvalidCheckpoint(name, "it contains a NUL character (PostgreSQL text cannot)")
+        if faults.enabled:
+            await faults.hit_async("checkpoint_write")
+        await self._enqueue_write(_CHECKPOINT, (CheckpointWrite(name, position, time.time()),))
+
+    async def load_checkpoint(self, name: str) -> int:
+        """See `EventStore.load_checkpoint`."""
+        _check_checkpoint_name(name)
+        if "\x00" in name:
+            return 0  # never saved: PostgreSQL text cannot hold a NUL
+        return int(await self._value(self._queries.checkpoint, name) or 0)
+
+
+def _split_url(url: str, schema: str | None) -> tuple[str, str | None, str]:
+    """The URL asyncpg connects with (without our `schema` parameter), the schema it or
+    the option names, and the URL as errors show it (no password)."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    named = [value for key, value in query if key == "schema"]
+    rest = [(key, value) for key, value in query if key != "schema"]
+    if named and schema is not None and named[-1] != schema:
+        raise InvalidStoreOption(
+            "schema", schema, f"the schema the URL names ({named[-1]!r}), or none there"
+        )
+    if schema is None and named:
+        schema = named[-1]
+    dsn = urlunsplit(parts._replace(query=urlencode(rest)))
+    host = parts.hostname or "localhost"
+    port = parts.port or 5432
+    database = parts.path.lstrip("/") or parts.username or "postgres"
+    shown = f"postgresql://{host}:{port}/{database}"
+    return dsn, schema, shown
+
+
+def _translate(exc: BaseException, what: str, where: str) -> StoreError:
+    """The `StoreError` for a driver or network error while doing `what` at `where`
+    (the URL without its password)."""
+    if isinstance(exc, StoreError):
+        return exc
+    if isinstance(
+        exc, asyncpg.InvalidPasswordError | asyncpg.InvalidAuthorizationSpecificationError
+    ):
+        return StoreUnavailable(f"{what} at {where}: authentication failed ({type(exc).__name__})")
+    if isinstance(exc, asyncpg.InvalidCatalogNameError):
+        return StoreUnavailable(f"{what} at {where}: the database does not exist")
+    if isinstance(
+        exc, OSError | asyncpg.InterfaceError | asyncpg.CannotConnectNowError | TimeoutError
+    ):
+        return StoreUnavailable(f"{what} at {where}: the server cannot be reached ({exc})")
+    if isinstance(exc, asyncpg.PostgresError):
+        return StoreError(f"{what} at {where} failed: {exc.sqlstate}: {exc}")
+    return StoreError(f"{what} at {where} failed: {type(exc).__name__}: {exc}")
+
+
+class _Connect(NamedTuple):
+    """How the store connects: the URL asyncpg takes, the timeout, the session settings."""
+
+    dsn: str
+    timeout: float
+    server_settings: dict[str, str]
+
+
+async def _connect(where: str, args: _Connect) -> asyncpg.Connection:
+    try:
+        conn: asyncpg.Connection = await asyncpg.connect(
+            args.dsn, timeout=args.timeout, server_settings=args.server_settings
+        )
+    except Exception as exc:  # noqa: BLE001 - translated: never the password, always where
+        raise _translate(exc, "connecting", where) from None
+    return conn
+
+
+@contextlib.asynccontextmanager
+async def open_postgres_store(
+    url: str,
+    *,
+    registry: EventRegistry | None = None,
+    schema: str | None = None,
+    **options: Any,
+) -> AsyncIterator[PostgresEventStore]:
+    """Open (migrating it if needed) the event store in a PostgreSQL database.
+
+    Args:
+        url: `postgresql://user[:password]@host[:port]/database[?schema=name&...]`; other
+            query parameters go to the server as asyncpg passes them.
+        registry: the event types the store can append and read.
+        schema: the schema holding the tables (default: the URL's `schema` parameter, or
+            the connection's current schema); created if missing.
+        **options: `StoreOptions` fields. `synchronous="FULL"` (default) commits with
+            `synchronous_commit=on` (an acknowledged append survives a crash of the
+            server); "NORMAL" with `off` (a server crash may lose the last commits).
+            `busy_timeout` bounds connecting and reconnecting; `writer` must be "thread"
+            (the default: the writer here is a connection, not a thread).
+
+    Raises:
+        StoreUnavailable: the server cannot be reached, refuses the credentials, or has
+            no such database (named by host, port and database, never the password);
+            or the event loop is not asyncio (asyncpg runs on asyncio only).
+        InvalidStoreOption: a bad option (`writer="process"`, a bad schema name).
+    """
+    dsn, schema, where = _split_url(url, schema)
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        raise StoreUnavailable(
+            f"the PostgreSQL store ({where}) runs on asyncio only (asyncpg needs it):"
+            " run it under anyio's asyncio backend"
+        ) from None
+    opts = StoreOptions(**options)
+    if opts.writer != "thread":
+        raise InvalidStoreOption(
+            "writer", opts.writer, "'thread' (the PostgreSQL store writes on a connection)"
+        )
+    if schema is not None:
+        try:
+            check_schema_name(schema)
+        except ValueError as exc:
+            raise InvalidStoreOption("schema", schema, str(exc)) from None
+    settings = {"synchronous_commit": "on" if opts.synchronous == "FULL" else "off"}
+    connect = _Connect(dsn, opts.busy_timeout, settings)
+    writer = await _connect(where, connect)
+    readers: asyncpg.Pool | None = None
+    try:
+        try:
+            if schema is None:
+                schema = await current_schema(writer)
+            await migrate(writer, schema)
+            last_position = int(await writer.fetchval(_Queries(schema).last_position))
+            readers = await asyncpg.create_pool(
+                connect.dsn,
+                min_size=1,
+                max_size=_READ_POOL_SIZE,
+                timeout=connect.timeout,
+                server_settings=connect.server_settings,
+            )
+        except (
+            OSError,
+            asyncpg.PostgresError,
+            asyncpg.InterfaceError,
+            ValueError,
+            RuntimeError,
+        ) as exc:
+            if isinstance(exc, RuntimeError | ValueError):
+                raise StoreUnavailable(f"opening {where}: {exc}") from exc
+            raise _translate(exc, "opening", where) from exc
+    except BaseException:
+        writer.terminate()
+        if readers is not None:
+            readers.terminate()
+        raise
+    assert readers is not None
+    store = PostgresEventStore(
+        where, connect, schema, registry or EventRegistry(), opts, writer, readers, last_position
+    )
+    store._log.info("store.opened", schema=schema, position=last_position)
+    try:
+        async with store._serving(store._run_writer):
+            yield store
+    finally:
+        with anyio.CancelScope(shield=True):
+            store._readers_closed = True
+            with contextlib.suppress(Exception):
+                await readers.close()
+            conn = store._writer
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    await conn.close()
+        store._log.info("store.closed", position=store._last_position)
