@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
 import anyio
 import pytest
@@ -76,9 +75,9 @@ async def test_events_become_commands_for_other_aggregates() -> None:
 
 
 async def test_a_restart_resumes_after_the_checkpoint_and_resent_commands_apply_once(
-    tmp_path: Path,
+    durable_target: str,
 ) -> None:
-    path = tmp_path / "bank.db"
+    path = durable_target
     with anyio.fail_after(30):
         async with open_system(path) as system:
             await _open(system, "src-1", "mirror-1")
@@ -168,8 +167,8 @@ async def test_events_of_one_stream_are_handled_in_their_order() -> None:
                 assert [r.event for r in history[1:]] == expected
 
 
-async def test_closing_mid_flight_loses_and_duplicates_nothing(tmp_path: Path) -> None:
-    path = tmp_path / "bank.db"
+async def test_closing_mid_flight_loses_and_duplicates_nothing(durable_target: str) -> None:
+    path = durable_target
     amounts = [a for a in range(1, 101) if a != 13]
     with anyio.fail_after(30):
         async with open_system(path) as system:

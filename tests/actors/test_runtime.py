@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import anyio
 import pytest
@@ -155,8 +154,8 @@ async def test_a_self_ask_raises_at_once(system: ActorSystem) -> None:
     assert (await counters.ask("me", Increment(by=1))).version == 2
 
 
-async def test_new_commands_after_shutdown_fail_fast(tmp_path: Path) -> None:
-    async with open_system(tmp_path / "s.db") as system:
+async def test_new_commands_after_shutdown_fail_fast(durable_target: str) -> None:
+    async with open_system(durable_target) as system:
         counters = system.aggregates(Counter)
         await counters.ask("a", Increment(by=1))
         assert await system.shutdown()
@@ -201,14 +200,14 @@ async def test_project_starts_a_projection_in_the_system_task_group(system: Acto
 
 
 async def test_an_undecodable_stored_event_gives_a_recovery_error_and_others_work(
-    tmp_path: Path,
+    durable_target: str,
 ) -> None:
     from actors import Event
 
     class Stranger(Event, tag="test.stranger"):
         pass
 
-    path = tmp_path / "r.db"
+    path = durable_target
     async with open_store(path, registry=EventRegistry([Stranger, Incremented])) as store:
         await store.append("counter-bad", [Incremented(by=1)], expected_version=NO_STREAM)
         await store.append("counter-bad", [Stranger()], expected_version=1)

@@ -1,6 +1,6 @@
-"""Two OS processes run the actor runtime on one SQLite file and hammer one aggregate:
-each has its own actor for it, so their appends conflict; the actors reload and retry,
-and no update is lost or applied twice."""
+"""Two OS processes run the actor runtime on one store (a SQLite file, a PostgreSQL
+schema) and hammer one aggregate: each has its own actor for it, so their appends
+conflict; the actors reload and retry, and no update is lost or applied twice."""
 
 from __future__ import annotations
 
@@ -20,8 +20,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.slow
-async def test_two_processes_on_one_aggregate_lose_no_update(tmp_path: Path) -> None:
-    path = tmp_path / "shared.db"
+async def test_two_processes_on_one_aggregate_lose_no_update(durable_target: str) -> None:
+    path = durable_target
     summaries: dict[str, dict[str, Any]] = {}
     command = [sys.executable, "-m", "tests.actors._child_counter", str(path)]
     with anyio.fail_after(120):

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from bus import open_bus
 from store import ANY, RecordedEvent, open_store
 from tests._events import Deposited, Opened, Withdrawn, registry
+from tests._postgres import fresh_schema, url_with_schema
 
 EVENTS = (Opened("x"), Deposited(1), Withdrawn(1))
 TAGS = ("test.opened", "test.deposited", "test.withdrawn")
@@ -46,16 +47,19 @@ steps = st.lists(
 )
 
 
+scripts = {
+    "script": steps,
+    "queue_size": st.integers(1, 6),
+    "types": st.none() | st.sets(st.sampled_from(TAGS)).map(sorted),
+    "prefix": st.sampled_from([None, "a-", "b-"]),
+    "page": st.integers(1, 4),
+    "start": st.integers(0, 4),
+    "preload": st.integers(0, 6),
+}
+
+
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(
-    script=steps,
-    queue_size=st.integers(1, 6),
-    types=st.none() | st.sets(st.sampled_from(TAGS)).map(sorted),
-    prefix=st.sampled_from([None, "a-", "b-"]),
-    page=st.integers(1, 4),
-    start=st.integers(0, 4),
-    preload=st.integers(0, 6),
-)
+@given(**scripts)
 async def test_any_interleaving_delivers_each_wanted_position_once_in_order(
     script: list[Append | Take | Nudge],
     queue_size: int,
@@ -65,8 +69,39 @@ async def test_any_interleaving_delivers_each_wanted_position_once_in_order(
     start: int,
     preload: int,
 ) -> None:
+    await run_script(":memory:", script, queue_size, types, prefix, page, start, preload)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(**scripts)
+async def test_any_interleaving_on_postgresql_delivers_each_wanted_position_once_in_order(
+    script: list[Append | Take | Nudge],
+    queue_size: int,
+    types: list[str] | None,
+    prefix: str | None,
+    page: int,
+    start: int,
+    preload: int,
+) -> None:
+    """The same on the PostgreSQL store (reads on pooled connections of their own), in a
+    fresh schema per example; fewer examples, each costs a schema."""
+    async for schema in fresh_schema():
+        url = url_with_schema(schema)
+        await run_script(url, script, queue_size, types, prefix, page, start, preload)
+
+
+async def run_script(
+    target: str,
+    script: list[Append | Take | Nudge],
+    queue_size: int,
+    types: list[str] | None,
+    prefix: str | None,
+    page: int,
+    start: int,
+    preload: int,
+) -> None:
     async with (
-        open_store(":memory:", registry=registry()) as store,
+        open_store(target, registry=registry()) as store,
         open_bus(store, catch_up_page=page) as bus,
     ):
         for n in range(preload):

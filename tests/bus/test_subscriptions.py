@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-from pathlib import Path
-
 import anyio
 import pytest
 from anyio import wait_all_tasks_blocked
@@ -56,9 +54,11 @@ def positions(events: list[RecordedEvent]) -> list[int]:
     return [e.position for e in events]
 
 
-async def test_live_subscription_yields_committed_events_in_position_order() -> None:
+async def test_live_subscription_yields_committed_events_in_position_order(
+    store_target: str,
+) -> None:
     async with (
-        open_store(":memory:", registry=registry()) as store,
+        open_store(store_target, registry=registry()) as store,
         open_bus(store) as bus,
         bus.subscribe() as subscription,
     ):
@@ -70,14 +70,13 @@ async def test_live_subscription_yields_committed_events_in_position_order() -> 
     assert [(e.stream_id, e.version) for e in events] == [("a-1", 1), ("a-1", 2), ("a-2", 1)]
 
 
-@pytest.mark.parametrize("on_file", [False, True], ids=["memory", "file"])
 async def test_handover_under_concurrent_load_with_a_tiny_queue_has_no_gap_or_duplicate(
-    on_file: bool, tmp_path: Path
+    store_target: str,
 ) -> None:
-    # On a file the store reads on its own connection, concurrently with the writer.
-    path = tmp_path / "events.db" if on_file else ":memory:"
+    # On a file or a server the store reads on connections of its own, concurrently
+    # with the writer.
     async with (
-        open_store(path, registry=registry(), synchronous="NORMAL") as store,
+        open_store(store_target, registry=registry(), synchronous="NORMAL") as store,
         open_bus(store, catch_up_page=16) as bus,
     ):
         for n in range(20):
@@ -98,9 +97,11 @@ async def test_handover_under_concurrent_load_with_a_tiny_queue_has_no_gap_or_du
 
 
 @pytest.mark.parametrize("queue_size", [1, 4])
-async def test_a_late_subscription_sees_what_an_early_one_saw(queue_size: int) -> None:
+async def test_a_late_subscription_sees_what_an_early_one_saw(
+    queue_size: int, store_target: str
+) -> None:
     async with (
-        open_store(":memory:", registry=registry()) as store,
+        open_store(store_target, registry=registry()) as store,
         open_bus(store) as bus,
         bus.subscribe(name="early") as early,
     ):
@@ -115,16 +116,18 @@ async def test_a_late_subscription_sees_what_an_early_one_saw(queue_size: int) -
     assert positions(late_events) == list(range(1, total + 1))
 
 
-async def test_from_position_is_inclusive() -> None:
-    async with open_store(":memory:", registry=registry()) as store, open_bus(store) as bus:
+async def test_from_position_is_inclusive(store_target: str) -> None:
+    async with open_store(store_target, registry=registry()) as store, open_bus(store) as bus:
         await append_deposits(store, "a", list(range(10)))
         async with bus.subscribe(from_position=4) as subscription:
             events = await collect(subscription, 7)
     assert positions(events) == list(range(4, 11))
 
 
-async def test_event_type_filter_covers_filtered_positions_in_catch_up_and_live() -> None:
-    async with open_store(":memory:", registry=registry()) as store, open_bus(store) as bus:
+async def test_event_type_filter_covers_filtered_positions_in_catch_up_and_live(
+    store_target: str,
+) -> None:
+    async with open_store(store_target, registry=registry()) as store, open_bus(store) as bus:
         await store.append("a", [Opened("ada"), Deposited(1), Withdrawn(1)], expected_version=0)
         async with bus.subscribe(event_types=["test.deposited"]) as subscription:
             # catch-up: the filtered-out withdrawal at 3 is covered too
@@ -138,8 +141,8 @@ async def test_event_type_filter_covers_filtered_positions_in_catch_up_and_live(
             assert subscription.position == batch.position == 7
 
 
-async def test_stream_prefix_and_type_filters_combine() -> None:
-    async with open_store(":memory:", registry=registry()) as store, open_bus(store) as bus:
+async def test_stream_prefix_and_type_filters_combine(store_target: str) -> None:
+    async with open_store(store_target, registry=registry()) as store, open_bus(store) as bus:
         await store.append("acct-1", [Opened("a"), Deposited(1)], expected_version=0)
         await store.append("order-1", [Deposited(2)], expected_version=0)
         await store.append("acct-2", [Deposited(3)], expected_version=0)
@@ -160,8 +163,10 @@ async def test_stream_prefix_and_type_filters_combine() -> None:
     assert [e.event for e in combined] == [Deposited(1), Deposited(3), Deposited(5)]
 
 
-async def test_a_blocked_subscriber_never_blocks_writers_and_loses_nothing() -> None:
-    async with open_store(":memory:", registry=registry()) as store, open_bus(store) as bus:
+async def test_a_blocked_subscriber_never_blocks_writers_and_loses_nothing(
+    store_target: str,
+) -> None:
+    async with open_store(store_target, registry=registry()) as store, open_bus(store) as bus:
         release = anyio.Event()
         got: list[RecordedEvent] = []
         async with bus.subscribe(queue_size=8, name="slow") as subscription:
@@ -182,9 +187,9 @@ async def test_a_blocked_subscriber_never_blocks_writers_and_loses_nothing() -> 
     assert positions(got) == list(range(1, total + 1))
 
 
-async def test_statistics_report_position_lag_depth_and_deliveries() -> None:
+async def test_statistics_report_position_lag_depth_and_deliveries(store_target: str) -> None:
     async with (
-        open_store(":memory:", registry=registry()) as store,
+        open_store(store_target, registry=registry()) as store,
         open_bus(store) as bus,
         bus.subscribe(name="stats") as subscription,
     ):
@@ -203,9 +208,9 @@ async def test_statistics_report_position_lag_depth_and_deliveries() -> None:
 
 
 async def test_events_of_another_connection_arrive_after_a_nudge_or_a_local_commit(
-    tmp_path: Path,
+    durable_target: str,
 ) -> None:
-    path = tmp_path / "events.db"
+    path = durable_target
     async with (
         open_store(path, registry=registry()) as store,
         open_store(path, registry=registry()) as other,
@@ -224,9 +229,9 @@ async def test_events_of_another_connection_arrive_after_a_nudge_or_a_local_comm
         assert subscription.statistics().catch_ups >= 2
 
 
-async def test_cancelling_a_waiting_subscriber_loses_nothing() -> None:
+async def test_cancelling_a_waiting_subscriber_loses_nothing(store_target: str) -> None:
     async with (
-        open_store(":memory:", registry=registry()) as store,
+        open_store(store_target, registry=registry()) as store,
         open_bus(store) as bus,
         bus.subscribe() as subscription,
     ):
@@ -241,7 +246,7 @@ async def test_cancelling_a_waiting_subscriber_loses_nothing() -> None:
     assert positions(events) == [2, 3]
 
 
-async def test_closing_the_bus_ends_iteration_and_refuses_subscriptions() -> None:
+async def test_closing_the_bus_ends_iteration_and_refuses_subscriptions(store_target: str) -> None:
     ended = anyio.Event()
     received: list[int] = []
 
@@ -251,7 +256,7 @@ async def test_closing_the_bus_ends_iteration_and_refuses_subscriptions() -> Non
             received.extend([recorded.position async for recorded in subscription])
         ended.set()
 
-    async with open_store(":memory:", registry=registry()) as store:
+    async with open_store(store_target, registry=registry()) as store:
         async with anyio.create_task_group() as tg:
             async with open_bus(store) as bus:
                 subscription = await tg.start(consume, bus)
@@ -299,9 +304,11 @@ async def test_bad_bus_options_raise_a_clear_error() -> None:
                 pass
 
 
-async def test_a_store_that_caps_pages_below_the_catch_up_page_loses_nothing() -> None:
+async def test_a_store_that_caps_pages_below_the_catch_up_page_loses_nothing(
+    store_target: str,
+) -> None:
     async with (
-        open_store(":memory:", registry=registry(), max_read_limit=3) as store,
+        open_store(store_target, registry=registry(), max_read_limit=3) as store,
         open_bus(store, catch_up_page=100) as bus,
     ):
         await append_deposits(store, "a", list(range(10)))

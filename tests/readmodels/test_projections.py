@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-from pathlib import Path
-
 import anyio
 import pytest
 from anyio import wait_all_tasks_blocked
@@ -47,9 +45,9 @@ async def mixed_load(store: SQLiteEventStore, *, writers: int, appends: int) -> 
     return await store.last_position()
 
 
-async def test_a_live_projection_shows_an_append_after_wait_for() -> None:
+async def test_a_live_projection_shows_an_append_after_wait_for(store_target: str) -> None:
     async with (
-        open_store(":memory:", registry=registry()) as store,
+        open_store(store_target, registry=registry()) as store,
         open_bus(store) as bus,
         anyio.create_task_group() as tg,
     ):
@@ -67,9 +65,11 @@ async def test_a_live_projection_shows_an_append_after_wait_for() -> None:
         await handle.stop()
 
 
-async def test_wait_for_returns_at_once_when_reached_and_times_out_naming_positions() -> None:
+async def test_wait_for_returns_at_once_when_reached_and_times_out_naming_positions(
+    store_target: str,
+) -> None:
     async with (
-        open_store(":memory:", registry=registry()) as store,
+        open_store(store_target, registry=registry()) as store,
         open_bus(store) as bus,
         anyio.create_task_group() as tg,
     ):
@@ -91,9 +91,9 @@ async def test_wait_for_returns_at_once_when_reached_and_times_out_naming_positi
         await handle.stop()
 
 
-async def test_a_filtered_projection_reaches_positions_it_does_not_apply() -> None:
+async def test_a_filtered_projection_reaches_positions_it_does_not_apply(store_target: str) -> None:
     async with (
-        open_store(":memory:", registry=registry()) as store,
+        open_store(store_target, registry=registry()) as store,
         open_bus(store) as bus,
         anyio.create_task_group() as tg,
     ):
@@ -107,9 +107,11 @@ async def test_a_filtered_projection_reaches_positions_it_does_not_apply() -> No
         await handle.stop()
 
 
-async def test_a_projection_started_late_equals_one_started_at_the_beginning() -> None:
+async def test_a_projection_started_late_equals_one_started_at_the_beginning(
+    store_target: str,
+) -> None:
     async with (
-        open_store(":memory:", registry=registry()) as store,
+        open_store(store_target, registry=registry()) as store,
         open_bus(store, catch_up_page=50) as bus,
         anyio.create_task_group() as tg,
     ):
@@ -126,9 +128,9 @@ async def test_a_projection_started_late_equals_one_started_at_the_beginning() -
         await late.stop()
 
 
-async def test_from_position_starts_the_view_there_inclusive() -> None:
+async def test_from_position_starts_the_view_there_inclusive(store_target: str) -> None:
     async with (
-        open_store(":memory:", registry=registry()) as store,
+        open_store(store_target, registry=registry()) as store,
         open_bus(store) as bus,
         anyio.create_task_group() as tg,
     ):
@@ -142,9 +144,11 @@ async def test_from_position_starts_the_view_there_inclusive() -> None:
         await handle.stop()
 
 
-async def test_rebuild_equals_live_and_queries_see_the_old_view_until_the_swap() -> None:
+async def test_rebuild_equals_live_and_queries_see_the_old_view_until_the_swap(
+    store_target: str,
+) -> None:
     async with (
-        open_store(":memory:", registry=registry()) as store,
+        open_store(store_target, registry=registry()) as store,
         anyio.create_task_group() as tg,
     ):
         gated = GatedStore(store)
@@ -179,9 +183,9 @@ async def test_rebuild_equals_live_and_queries_see_the_old_view_until_the_swap()
             await handle.stop()
 
 
-async def test_rebuild_under_a_concurrent_load_has_no_gap_or_duplicate() -> None:
+async def test_rebuild_under_a_concurrent_load_has_no_gap_or_duplicate(store_target: str) -> None:
     async with (
-        open_store(":memory:", registry=registry()) as store,
+        open_store(store_target, registry=registry()) as store,
         open_bus(store, catch_up_page=64) as bus,
         anyio.create_task_group() as tg,
     ):
@@ -204,9 +208,11 @@ async def test_rebuild_under_a_concurrent_load_has_no_gap_or_duplicate() -> None
         await balances.stop()
 
 
-async def test_a_poison_event_is_parked_and_the_rest_applied_and_replay_applies_it_once() -> None:
+async def test_a_poison_event_is_parked_and_the_rest_applied_and_replay_applies_it_once(
+    store_target: str,
+) -> None:
     async with (
-        open_store(":memory:", registry=registry()) as store,
+        open_store(store_target, registry=registry()) as store,
         open_bus(store) as bus,
         anyio.create_task_group() as tg,
     ):
@@ -244,9 +250,9 @@ async def test_a_poison_event_is_parked_and_the_rest_applied_and_replay_applies_
         await handle.stop()
 
 
-async def test_a_replay_that_fails_again_keeps_the_event_parked() -> None:
+async def test_a_replay_that_fails_again_keeps_the_event_parked(store_target: str) -> None:
     async with (
-        open_store(":memory:", registry=registry()) as store,
+        open_store(store_target, registry=registry()) as store,
         open_bus(store) as bus,
         anyio.create_task_group() as tg,
     ):
@@ -261,9 +267,11 @@ async def test_a_replay_that_fails_again_keeps_the_event_parked() -> None:
         await handle.stop()
 
 
-async def test_too_many_poison_events_stop_the_projection_with_a_clear_error() -> None:
+async def test_too_many_poison_events_stop_the_projection_with_a_clear_error(
+    store_target: str,
+) -> None:
     async with (
-        open_store(":memory:", registry=registry()) as store,
+        open_store(store_target, registry=registry()) as store,
         open_bus(store) as bus,
         anyio.create_task_group() as tg,
     ):
@@ -279,9 +287,11 @@ async def test_too_many_poison_events_stop_the_projection_with_a_clear_error() -
         await handle.stop()  # idempotent once stopped
 
 
-async def test_three_projections_follow_the_same_events_at_their_own_pace() -> None:
+async def test_three_projections_follow_the_same_events_at_their_own_pace(
+    store_target: str,
+) -> None:
     async with (
-        open_store(":memory:", registry=registry()) as store,
+        open_store(store_target, registry=registry()) as store,
         anyio.create_task_group() as tg,
     ):
         gated = GatedStore(store)
@@ -307,9 +317,11 @@ async def test_three_projections_follow_the_same_events_at_their_own_pace() -> N
                 await handle.stop()
 
 
-async def test_a_blocked_projection_never_blocks_writers_and_loses_nothing() -> None:
+async def test_a_blocked_projection_never_blocks_writers_and_loses_nothing(
+    store_target: str,
+) -> None:
     async with (
-        open_store(":memory:", registry=registry()) as store,
+        open_store(store_target, registry=registry()) as store,
         anyio.create_task_group() as tg,
     ):
         gated = GatedStore(store)
@@ -332,9 +344,9 @@ async def test_a_blocked_projection_never_blocks_writers_and_loses_nothing() -> 
             await handle.stop()
 
 
-async def test_a_stopped_projection_keeps_its_view_and_refuses_waits() -> None:
+async def test_a_stopped_projection_keeps_its_view_and_refuses_waits(store_target: str) -> None:
     async with (
-        open_store(":memory:", registry=registry()) as store,
+        open_store(store_target, registry=registry()) as store,
         open_bus(store) as bus,
         anyio.create_task_group() as tg,
     ):
@@ -351,8 +363,8 @@ async def test_a_stopped_projection_keeps_its_view_and_refuses_waits() -> None:
         assert bus.statistics() == ()  # its subscription is gone
 
 
-async def test_wait_for_reads_events_another_process_wrote(tmp_path: Path) -> None:
-    path = tmp_path / "events.db"
+async def test_wait_for_reads_events_another_process_wrote(durable_target: str) -> None:
+    path = durable_target
     async with (
         open_store(path, registry=registry(), synchronous="NORMAL") as store,
         open_store(path, registry=registry(), synchronous="NORMAL") as other,
@@ -403,9 +415,9 @@ async def test_bad_positions_raise_a_clear_error() -> None:
         await handle.stop()
 
 
-async def test_a_poison_event_in_one_projection_leaves_the_others_alone() -> None:
+async def test_a_poison_event_in_one_projection_leaves_the_others_alone(store_target: str) -> None:
     async with (
-        open_store(":memory:", registry=registry()) as store,
+        open_store(store_target, registry=registry()) as store,
         open_bus(store) as bus,
         anyio.create_task_group() as tg,
     ):
@@ -424,9 +436,9 @@ async def test_a_poison_event_in_one_projection_leaves_the_others_alone() -> Non
         await healthy.stop()
 
 
-async def test_rebuild_with_pages_capped_by_the_store_loses_nothing() -> None:
+async def test_rebuild_with_pages_capped_by_the_store_loses_nothing(store_target: str) -> None:
     async with (
-        open_store(":memory:", registry=registry(), max_read_limit=2) as store,
+        open_store(store_target, registry=registry(), max_read_limit=2) as store,
         open_bus(store) as bus,
         anyio.create_task_group() as tg,
     ):
@@ -439,9 +451,9 @@ async def test_rebuild_with_pages_capped_by_the_store_loses_nothing() -> None:
         await handle.stop()
 
 
-async def test_a_cancelled_rebuild_leaves_the_old_view_in_place() -> None:
+async def test_a_cancelled_rebuild_leaves_the_old_view_in_place(store_target: str) -> None:
     async with (
-        open_store(":memory:", registry=registry()) as store,
+        open_store(store_target, registry=registry()) as store,
         anyio.create_task_group() as tg,
     ):
         gated = GatedStore(store)
@@ -467,9 +479,11 @@ async def test_a_cancelled_rebuild_leaves_the_old_view_in_place() -> None:
             await handle.stop()
 
 
-async def test_stopping_a_projection_ends_pending_waits_with_a_clear_error() -> None:
+async def test_stopping_a_projection_ends_pending_waits_with_a_clear_error(
+    store_target: str,
+) -> None:
     async with (
-        open_store(":memory:", registry=registry()) as store,
+        open_store(store_target, registry=registry()) as store,
         open_bus(store) as bus,
         anyio.create_task_group() as tg,
     ):
