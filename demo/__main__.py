@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import anyio
 import msgspec
 
+from demo._backend import backend_of, scratch_schema
 from demo._loadtest import (
     SWEEP_HEADER,
     LoadOptions,
@@ -30,6 +31,7 @@ from demo._logging import configured_logging
 from demo._simulate import add_arguments as add_simulate_arguments
 from demo._simulate import run_cli as run_simulate
 from demo._tour import tour
+from store import StoreError
 
 T = TypeVar("T")
 
@@ -66,13 +68,18 @@ def _parser() -> argparse.ArgumentParser:
     load.add_argument(
         "--concurrency", type=int, default=1_000, help="commands in flight (default 1,000)"
     )
-    load.add_argument("--db", help="SQLite file (default: a temporary file; ':memory:' works)")
+    load.add_argument(
+        "--db",
+        help="SQLite file (default: a temporary file; ':memory:' works) or a postgresql://"
+        " URL (?schema=name picks the schema)",
+    )
     load.add_argument("--synchronous", choices=("FULL", "NORMAL"), default="FULL")
     load.add_argument(
         "--writer",
         choices=("thread", "process"),
         default="thread",
-        help="the store's writer: thread (default) or process (faster under load; files only)",
+        help="the store's writer: thread (default) or process (faster under load; SQLite"
+        " files only)",
     )
     load.add_argument("--mix", choices=("deposit", "bank", "shop"), default="deposit")
     load.add_argument(
@@ -136,7 +143,8 @@ def _loadtest(args: argparse.Namespace) -> int:
     except LoadTestError as error:
         print(f"loadtest: {error}", file=sys.stderr)
         return 2
-    if args.sweep and args.db not in (None, ":memory:"):
+    postgres = backend_of(args.db) == "postgresql"
+    if args.sweep and args.db not in (None, ":memory:") and not postgres:
         print("loadtest: --sweep runs each row on a fresh store; drop --db", file=sys.stderr)
         return 2
     runs = [dataclasses.replace(options, concurrency=c) for c in SWEEP] if args.sweep else [options]
@@ -145,9 +153,16 @@ def _loadtest(args: argparse.Namespace) -> int:
     for run in runs:
 
         async def one(run: LoadOptions = run) -> LoadReport:
+            if args.sweep and postgres:  # a fresh store per row: a schema of its own
+                async with scratch_schema(run.db or "", "esactors_sweep") as url:
+                    return await run_load(dataclasses.replace(run, db=url))
             return await run_load(run)
 
-        report = _run(one, uvloop=args.uvloop)
+        try:
+            report = _run(one, uvloop=args.uvloop)
+        except StoreError as error:  # the store cannot be opened: nothing ran
+            print(f"loadtest: {error}", file=sys.stderr)
+            return 2
         if args.json:
             print(msgspec.json.encode(report).decode(), flush=True)
         elif args.sweep:

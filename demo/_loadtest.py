@@ -32,6 +32,7 @@ import anyio
 import msgspec
 
 from actors import ActorSystem, Command, Rejected, open_system
+from demo._backend import backend_of, redacted
 from demo._workloads import (
     BankWorkload,
     DepositWorkload,
@@ -79,10 +80,11 @@ class LoadOptions:
         commands: commands to send (ignored when `duration` is set).
         duration: seconds to keep sending instead of a command count.
         concurrency: commands in flight at once (one task each).
-        db: the SQLite file (None: a temporary file, removed afterwards; ":memory:").
+        db: the SQLite file (None: a temporary file, removed afterwards; ":memory:"),
+            or a `postgresql://` URL (its `?schema=` parameter names the schema).
         synchronous: the store's durability mode.
-        writer: the store's writer, "thread" or "process" (`open_store`'s option; not
-            with ":memory:").
+        writer: the store's writer, "thread" or "process" (`open_store`'s option; a
+            SQLite file only: not ":memory:", not PostgreSQL).
         mix: "deposit" (deposits only), "bank" (transfers, deposits, withdrawals) or
             "shop" (orders paid from bank accounts); see `demo._workloads`.
         projection: run a live `Balances` read model and measure its lag.
@@ -120,6 +122,11 @@ class LoadOptions:
             raise LoadTestError(f"--writer must be thread or process, not {self.writer!r}")
         if self.writer == "process" and self.db == ":memory:":
             raise LoadTestError("--writer process needs a database file, not --db :memory:")
+        if self.writer == "process" and backend_of(self.db) == "postgresql":
+            raise LoadTestError(
+                "--writer process is SQLite's (a writer process on a file); the PostgreSQL"
+                " store writes on a connection of its own: drop --writer process"
+            )
         if self.mix not in ("deposit", "bank", "shop"):
             raise LoadTestError(f"--mix must be deposit, bank or shop, not {self.mix!r}")
         if not 0 < self.progress_interval < math.inf:
@@ -154,7 +161,8 @@ class LoadReport(msgspec.Struct, frozen=True):
 
     Attributes:
         mix, concurrency, aggregates, synchronous, writer, db: what ran (db: the path,
-            or "temporary" / ":memory:").
+            "temporary" / ":memory:", or the PostgreSQL URL without its password).
+        backend: the store that ran: "sqlite" or "postgresql".
         commands: commands answered (acknowledged, rejected or failed).
         acknowledged: commands whose events were committed.
         events: events committed while the commands ran (process managers' included).
@@ -185,6 +193,7 @@ class LoadReport(msgspec.Struct, frozen=True):
     synchronous: str
     writer: str
     db: str
+    backend: str
     commands: int
     acknowledged: int
     events: int
@@ -374,7 +383,7 @@ async def run_load(options: LoadOptions, *, stderr: TextIO | None = None) -> Loa
         tmpdir = tempfile.mkdtemp(prefix="esactors-load-")
         path, label = os.path.join(tmpdir, "load.db"), "temporary"
     else:
-        path = label = options.db
+        path, label = options.db, redacted(options.db)
     ack_log = _AckLog(options.ack_log) if options.ack_log else None
     try:
         return await _run(options, path, label, ack_log, err if show else None)
@@ -445,6 +454,7 @@ async def _run(
         synchronous=options.synchronous,
         writer=options.writer,
         db=label,
+        backend=backend_of(options.db),
         commands=answered,
         acknowledged=counters.acknowledged,
         events=events,
@@ -491,7 +501,7 @@ def render(report: LoadReport) -> str:
     head = (
         f"mix {report.mix}: {report.commands:,} commands over {report.aggregates:,} aggregates,"
         f" concurrency {report.concurrency:,}, synchronous={report.synchronous},"
-        f" {report.writer} writer, db {report.db}"
+        f" {report.writer} writer, backend {report.backend}, db {report.db}"
     )
     rate = (
         f"  {report.commands_per_s:,.0f} commands/s, {report.events_per_s:,.0f} events/s"

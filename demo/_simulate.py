@@ -52,6 +52,7 @@ from actors import (
     ShuttingDown,
     open_system,
 )
+from demo._backend import backend_of, redacted
 from demo._streams import aggregate_id
 from demo.bank import (
     Account,
@@ -139,7 +140,8 @@ class SimOptions:
     """What a simulation does.
 
     Attributes:
-        db: the SQLite file (":memory:" works); an existing file is added to and
+        db: the SQLite file (":memory:" works) or a `postgresql://` URL (its
+            `?schema=` parameter names the schema); an existing store is added to and
             checked whole.
         seed: seeds every customer's choices.
         customers: customers acting at once (one task each).
@@ -200,8 +202,10 @@ class SimReport(msgspec.Struct, frozen=True):
     """The figures of one simulation run (`--json` prints it as one object).
 
     Attributes:
-        db, seed, customers, steps, duration: what ran (steps: commands the customers
-            sent; duration: the one asked for, or None).
+        db, seed, customers, steps, duration: what ran (db: a PostgreSQL URL without
+            its password; steps: commands the customers sent; duration: the one asked
+            for, or None).
+        backend: the store that ran: "sqlite" or "postgresql".
         store_before: the store's head when the run began (earlier runs' events).
         store_head: the store's head after settling.
         seconds: wall time while the customers acted.
@@ -224,6 +228,7 @@ class SimReport(msgspec.Struct, frozen=True):
     """
 
     db: str
+    backend: str
     seed: int
     customers: int
     steps: int
@@ -824,7 +829,8 @@ async def simulate(options: SimOptions, *, stderr: TextIO | None = None) -> SimR
     events = head - before
     events_in_run = sent_head - before
     return SimReport(
-        db=options.db,
+        db=redacted(options.db),
+        backend=backend_of(options.db),
         seed=options.seed,
         customers=options.customers,
         steps=sum(c.sent for c in run.customers),
@@ -934,7 +940,10 @@ def render(report: SimReport) -> str:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The `simulate` subcommand's options."""
     parser.add_argument(
-        "--db", default="demo.db", help="SQLite file (default demo.db; ':memory:' works)"
+        "--db",
+        default="demo.db",
+        help="SQLite file (default demo.db; ':memory:' works) or a postgresql:// URL"
+        " (?schema=name picks the schema)",
     )
     parser.add_argument("--seed", type=int, default=1, help="seeds the customers (default 1)")
     parser.add_argument("--customers", type=int, default=50, help="default 50")

@@ -1,9 +1,9 @@
-"""The domains on the real runtime: commands through `open_system` on ":memory:" and on
-a file, read models followed over the bus and waited on with `wait_for`."""
+"""The domains on the real runtime: commands through `open_system` on ":memory:", on a
+file and on PostgreSQL, read models followed over the bus and waited on with `wait_for`."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,11 +45,16 @@ from demo.shop import (
     tracking_number,
 )
 from readmodels import ProjectionHandle
+from tests._postgres import fresh_schema, url_with_schema
 
 
-@pytest.fixture(params=["memory", "file"])
-def store_path(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    return ":memory:" if request.param == "memory" else str(tmp_path / "demo.db")
+@pytest.fixture(params=["memory", "file", "postgresql"])
+async def store_path(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    if request.param == "postgresql":  # a schema of the test's own
+        async for schema in fresh_schema():
+            yield url_with_schema(schema)
+    else:
+        yield ":memory:" if request.param == "memory" else str(tmp_path / "demo.db")
 
 
 async def test_an_account_lives_through_the_runtime_and_its_read_models(store_path: str) -> None:
