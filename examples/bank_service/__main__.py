@@ -2,7 +2,8 @@
 
 Logs are JSON lines on stderr, with each request's correlation and command ids. SIGTERM
 or Ctrl-C shuts down gracefully: uvicorn stops accepting connections and finishes the
-requests in flight, then the app's lifespan drains the actor system and closes the file.
+requests in flight, then the app's lifespan drains the actor system and closes the store.
+`--database` (or `BANK_SERVICE_DB`) is a SQLite file or a `postgresql://` URL.
 """
 
 from __future__ import annotations
@@ -72,7 +73,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--database",
         default=os.environ.get(DATABASE_ENV, "bank.db"),
-        help=f"the SQLite file (default: ${DATABASE_ENV} or bank.db)",
+        help="the SQLite file or a postgresql:// URL (?schema=name picks the schema;"
+        f" default: ${DATABASE_ENV} or bank.db)",
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=_port, default=None, help="default: $PORT or 8000")

@@ -1,8 +1,9 @@
 """The bank service: a Starlette application that embeds an esactors system.
 
-The app's lifespan opens the actor system on a SQLite file, starts the transfer process
-manager and the read models, and closes it all on shutdown: the system stops accepting
-commands (new ones get 503), lets every accepted command commit and answer, then closes
+The app's lifespan opens the actor system on a SQLite file or a PostgreSQL database (a
+`postgresql://` URL, as `open_store` takes it), starts the transfer process manager and
+the read models, and closes it all on shutdown: the system stops accepting commands
+(new ones get 503), lets every accepted command commit and answer, then closes
 the store. Commands go to the aggregates with `ask` (a durable acknowledgement); queries
 read the in-memory read models, optionally after waiting for a position the client got
 from a command (read your own writes).
@@ -93,7 +94,8 @@ from store import (
 __all__ = ["DATABASE_ENV", "Bank", "ServiceSettings", "bank_of", "create_app"]
 
 DATABASE_ENV = "BANK_SERVICE_DB"
-"""The environment variable naming the SQLite file when `create_app` is given none."""
+"""The environment variable naming the database (a SQLite file or a `postgresql://` URL)
+when `create_app` is given none."""
 
 _log = structlog.get_logger("bank_service")
 # Matched whole (fullmatch): `$` would also match before a trailing newline.
@@ -641,9 +643,9 @@ def create_app(
     """The bank service as an ASGI application.
 
     Args:
-        database: the SQLite file (opened and closed by the app's lifespan), or an open
-            `EventStore` (used, not closed). Default: the file named by the
-            `BANK_SERVICE_DB` environment variable, else `bank.db`.
+        database: the SQLite file or a `postgresql://` URL (opened and closed by the
+            app's lifespan), or an open `EventStore` (used, not closed). Default: the
+            one named by the `BANK_SERVICE_DB` environment variable, else `bank.db`.
         settings: limits and `open_system` options (default: `ServiceSettings()`).
 
     The actor system lives exactly as long as the app's lifespan: run the app under a

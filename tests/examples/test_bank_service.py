@@ -4,6 +4,7 @@ read-your-writes, money conservation under concurrent transfers, graceful shutdo
 from __future__ import annotations
 
 import random
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -18,13 +19,20 @@ from actors import InvalidCommand, open_system
 from demo.bank import Account, Deposited, TransferRequested
 from examples.bank_service import DATABASE_ENV, ServiceSettings, _app
 from store import InvalidStreamId, open_store
+from tests._postgres import fresh_schema, url_with_schema
 from tests.actors.support import InterloperStore
 from tests.examples._asgi import HoldingStore, json_of, serve, settle
 
 
-@pytest.fixture
-def db(tmp_path: Path) -> str:
-    return str(tmp_path / "bank.db")
+@pytest.fixture(params=["file", "postgresql"])
+async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """The service's database: a SQLite file, or a PostgreSQL URL naming a schema of
+    the test's own (tests/_postgres.py)."""
+    if request.param == "postgresql":
+        async for schema in fresh_schema():
+            yield url_with_schema(schema)
+    else:
+        yield str(tmp_path / "bank.db")
 
 
 async def open_account(http: httpx.AsyncClient, account_id: str, owner: str = "ada") -> int:
@@ -185,13 +193,12 @@ async def test_health_reports_the_system_projections_and_process(db: str) -> Non
 
 
 async def test_the_database_comes_from_the_environment_by_default(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    db: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    path = tmp_path / "from-env.db"
-    monkeypatch.setenv(DATABASE_ENV, str(path))
+    monkeypatch.setenv(DATABASE_ENV, db)  # a SQLite file or a PostgreSQL URL
     async with serve(None) as service:
         await open_account(service.http, "a1")
-    async with open_system(path) as system:
+    async with open_system(db) as system:
         assert len(await system.aggregates(Account).history("a1")) == 1
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from examples.bank_service import DATABASE_ENV
 from examples.bank_service.__main__ import parse_args
 
 
@@ -18,6 +19,16 @@ def test_the_defaults_and_valid_values_parse(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("PORT", "9001")
     assert parse_args([]).port == 9001
     assert parse_args(["--port", "9002"]).port == 9002  # the option wins
+
+
+def test_the_database_is_a_file_or_a_postgresql_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    url = "postgresql://bank@db.example:5432/bank?schema=accounts"
+    monkeypatch.delenv(DATABASE_ENV, raising=False)
+    assert parse_args([]).database == "bank.db"
+    assert parse_args(["--database", url]).database == url
+    monkeypatch.setenv(DATABASE_ENV, url)
+    assert parse_args([]).database == url
+    assert parse_args(["--database", "other.db"]).database == "other.db"  # the option wins
 
 
 @pytest.mark.parametrize(
