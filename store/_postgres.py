@@ -69,6 +69,21 @@ _READ_POOL_SIZE: Final = 4
 # Reconnecting the writer after a lost connection: first delay, doubling, capped.
 _RECONNECT_DELAY: Final = 0.05
 _RECONNECT_DELAY_MAX: Final = 2.0
+# The errors of a connection that broke (the network, the server ending the session):
+# a batch sent on it has an unknown outcome, and the writer connects again.
+_CONNECTION_LOST: Final = (
+    OSError,  # TimeoutError too: the server stopped answering within the command timeout
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    asyncpg.DatabaseDroppedError,
+    asyncpg.IdleSessionTimeoutError,
+    # asyncpg's protocol state broken by the server ending an idle session (asyncpg #1069)
+    asyncpg.InternalClientError,
+)
+# PostgreSQL's largest lock_timeout, in ms (an int32).
+_MAX_LOCK_TIMEOUT_MS: Final = 2**31 - 1
 
 
 class _Queries:
@@ -160,9 +175,10 @@ class PostgresEventStore(GroupCommitStore):
                 snapshots=snapshots,
                 checkpoints=checkpoints,
             )
-        except (OSError, asyncpg.InterfaceError, asyncpg.ConnectionDoesNotExistError) as exc:
-            # The connection broke with the batch sent: it may have committed. Its callers
-            # get an outcome-unknown error; the next batch reconnects.
+        except _CONNECTION_LOST as exc:
+            # The connection broke (or stopped answering) with the batch sent: it may have
+            # committed. Its callers get an outcome-unknown error; the next batch
+            # reconnects.
             self._writer = None
             with contextlib.suppress(Exception):
                 conn.terminate()
@@ -312,8 +328,17 @@ class PostgresEventStore(GroupCommitStore):
         self, future: asyncio.Future[Any], method: str, sql: str, args: tuple[Any, ...]
     ) -> None:
         try:
-            result = await getattr(self._readers, method)(sql, *args)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            for _ in range(_READ_POOL_SIZE):
+                try:
+                    result = await getattr(self._readers, method)(sql, *args)
+                    break
+                except _CONNECTION_LOST:
+                    # A pooled connection the server ended (closed now; each pooled one
+                    # at most once): a read changes nothing, so it runs again.
+                    continue
+            else:
+                result = await getattr(self._readers, method)(sql, *args)
+        except Exception as exc:  # noqa: BLE001 - the reader's, never the store's task group's
             if not future.done():
                 future.set_exception(_translate(exc, "read", self.path))
         else:
@@ -401,30 +426,53 @@ def _translate(exc: BaseException, what: str, where: str) -> StoreError:
     if isinstance(
         exc, asyncpg.InvalidPasswordError | asyncpg.InvalidAuthorizationSpecificationError
     ):
-        return StoreUnavailable(f"{what} at {where}: authentication failed ({type(exc).__name__})")
+        # The server's reason names the role, never the password (it never sees it back).
+        return StoreUnavailable(
+            f"{what} at {where}: authentication failed ({type(exc).__name__}: {exc})"
+        )
     if isinstance(exc, asyncpg.InvalidCatalogNameError):
         return StoreUnavailable(f"{what} at {where}: the database does not exist")
-    if isinstance(
-        exc, OSError | asyncpg.InterfaceError | asyncpg.CannotConnectNowError | TimeoutError
-    ):
-        return StoreUnavailable(f"{what} at {where}: the server cannot be reached ({exc})")
+    if isinstance(exc, asyncpg.LockNotAvailableError):
+        return StoreUnavailable(
+            f"{what} at {where}: another connection held a lock longer than the store"
+            f" waits (busy_timeout x (busy_retries + 1)); nothing was written ({exc})"
+        )
+    if isinstance(exc, TimeoutError):
+        return StoreUnavailable(f"{what} at {where}: the server did not answer in time")
+    if isinstance(exc, (asyncpg.CannotConnectNowError, *_CONNECTION_LOST)):
+        return StoreUnavailable(
+            f"{what} at {where}: the server cannot be reached ({type(exc).__name__}: {exc})"
+        )
     if isinstance(exc, asyncpg.PostgresError):
         return StoreError(f"{what} at {where} failed: {exc.sqlstate}: {exc}")
     return StoreError(f"{what} at {where} failed: {type(exc).__name__}: {exc}")
 
 
 class _Connect(NamedTuple):
-    """How the store connects: the URL asyncpg takes, the timeout, the session settings."""
+    """How the store connects: the URL asyncpg takes, the timeout, the session settings,
+    and how long a statement may take before the client gives up on the connection."""
 
     dsn: str
     timeout: float
     server_settings: dict[str, str]
+    command_timeout: float | None = None
+
+
+def _named(dsn: str, settings: dict[str, str], name: str) -> dict[str, str]:
+    """`settings` with `application_name` set to `name` (what `pg_stat_activity` shows
+    operators: 'esactors-writer', 'esactors-reader'), unless the URL names one."""
+    if any(key == "application_name" for key, _ in parse_qsl(urlsplit(dsn).query)):
+        return settings
+    return {**settings, "application_name": name}
 
 
 async def _connect(where: str, args: _Connect) -> asyncpg.Connection:
     try:
         conn: asyncpg.Connection = await asyncpg.connect(
-            args.dsn, timeout=args.timeout, server_settings=args.server_settings
+            args.dsn,
+            timeout=args.timeout,
+            server_settings=args.server_settings,
+            command_timeout=args.command_timeout,
         )
     except Exception as exc:  # noqa: BLE001 - translated: never the password, always where
         raise _translate(exc, "connecting", where) from None
@@ -478,7 +526,19 @@ async def open_postgres_store(
         except ValueError as exc:
             raise InvalidStoreOption("schema", schema, str(exc)) from None
     settings = {"synchronous_commit": "on" if opts.synchronous == "FULL" else "off"}
-    connect = _Connect(dsn, opts.busy_timeout, settings)
+    # The writer waits for another connection's lock (the counter row, a migration's)
+    # as long as SQLite's busy handler would: then the server cancels the statement and
+    # nothing is written. The client waits a busy_timeout more for any answer, so a
+    # server that stopped answering fails the batch (outcome unknown) instead of hanging.
+    lock_wait = opts.busy_timeout * (opts.busy_retries + 1)
+    lock_timeout_ms = min(max(int(lock_wait * 1000), 1), _MAX_LOCK_TIMEOUT_MS)
+    writer_settings = {**settings, "lock_timeout": f"{lock_timeout_ms}ms"}
+    connect = _Connect(
+        dsn,
+        opts.busy_timeout,
+        _named(dsn, writer_settings, "esactors-writer"),
+        lock_timeout_ms / 1000 + opts.busy_timeout,
+    )
     writer = await _connect(where, connect)
     readers: asyncpg.Pool | None = None
     try:
@@ -492,7 +552,7 @@ async def open_postgres_store(
                 min_size=1,
                 max_size=_READ_POOL_SIZE,
                 timeout=connect.timeout,
-                server_settings=connect.server_settings,
+                server_settings=_named(dsn, settings, "esactors-reader"),
             )
         except (
             OSError,
