@@ -498,8 +498,14 @@ async def open_postgres_store(
         **options: `StoreOptions` fields. `synchronous="FULL"` (default) commits with
             `synchronous_commit=on` (an acknowledged append survives a crash of the
             server); "NORMAL" with `off` (a server crash may lose the last commits).
-            `busy_timeout` bounds connecting and reconnecting; `writer` must be "thread"
-            (the default: the writer here is a connection, not a thread).
+            `busy_timeout` bounds connecting and reconnecting; a batch waits for
+            another connection's lock up to `busy_timeout * (busy_retries + 1)` (then
+            fails with `StoreUnavailable`, nothing written), and for the server's answer
+            a `busy_timeout` longer (then fails as of unknown outcome: resend with the
+            command ids). `writer` must be "thread" (the default: the writer here is a
+            connection, not a thread). The connections are named `esactors-writer` and
+            `esactors-reader` in `pg_stat_activity`, unless the URL sets
+            `application_name`.
 
     Raises:
         StoreUnavailable: the server cannot be reached, refuses the credentials, or has

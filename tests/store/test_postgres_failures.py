@@ -555,3 +555,29 @@ async def test_a_server_that_stops_answering_fails_appends_without_hanging(
         with anyio.fail_after(10):
             result = await store.append("s", [Noted("b")], expected_version=1, command_id="cmd-b")
         assert result.last_version == 2
+
+
+async def test_a_lock_held_longer_than_the_store_waits_fails_the_append_cleanly(
+    postgres_url: str, postgres_schema: str
+) -> None:
+    """Another connection holds the counter row past busy_timeout x (busy_retries + 1):
+    the server gives up the writer's statement (lock_timeout), so the append fails with
+    `StoreUnavailable` saying nothing was written (not an unknown outcome), and the
+    connection stays in use."""
+    other = await postgres_connection()
+    try:
+        async with open_postgres_store(
+            postgres_url, registry=make_registry(), busy_timeout=0.1, busy_retries=1
+        ) as store:
+            await store.append("s", [Noted("a")], expected_version=NO_STREAM)
+            pid = _writer_pid(store)
+            started = anyio.current_time()
+            async with _counter_held(other, postgres_schema):
+                with anyio.fail_after(10), pytest.raises(StoreUnavailable) as caught:
+                    await store.append("s", [Noted("b")], expected_version=1)
+            assert anyio.current_time() - started < 5
+            assert "nothing was written" in str(caught.value)
+            assert (await store.append("s", [Noted("b")], expected_version=1)).last_version == 2
+            assert _writer_pid(store) == pid
+    finally:
+        await other.close()
