@@ -78,6 +78,7 @@ def test_perf2_checker_sees_a_failed_command_and_a_diverging_read_model() -> Non
         synchronous="FULL",
         writer="thread",
         db="temporary",
+        backend="sqlite",
         commands=10,
         acknowledged=10,
         events=10,
