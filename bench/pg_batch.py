@@ -3,8 +3,9 @@ side by side with the fastest raw asyncpg insert of the same rows.
 
 The batch side: one connection commits batches of A appends (1, 100, 1,000), each of E
 events (1 or 5), one batch after the other, each append at the exact version of its
-stream (every check passes), appends spread over `--streams` streams. One batch is one
-statement, one round trip, one commit. The raw side: the same rows (same columns, same
+stream (every check passes), appends spread over `--streams` streams, with a
+`StreamVersions` cache as the store's writer keeps. One batch is one statement, one round
+trip, one commit. The raw side: the same rows (same columns, same
 `events` table with its indexes) with asyncpg's COPY (`copy_records_to_table`) and with a
 multi-row `INSERT ... SELECT FROM unnest(...)`, both in 1,000-row transactions; the raw
 figure is the faster of the two. Every run uses a fresh schema, dropped after; runs
@@ -32,7 +33,7 @@ import anyio
 import asyncpg
 import msgspec
 
-from store._postgres_batch import write_batch
+from store._postgres_batch import StreamVersions, write_batch
 from store._postgres_schema import migrate, quote_ident
 
 RAW_TRANSACTION_ROWS = 1_000
@@ -147,10 +148,11 @@ async def store_run(url: str, batches: int, size: int, per_append: int, streams:
     warmup = [Append("warmup", 0, [("bench.warmup", 1, b"", 0)])]
 
     async def go(conn: asyncpg.Connection, schema: str) -> Run:
-        await write_batch(conn, schema, warmup, time.time())  # prepares the statement
+        versions = StreamVersions()
+        await write_batch(conn, schema, warmup, time.time(), versions=versions)  # prepares
         cpu, started = time.process_time(), time.perf_counter()
         for batch in work:
-            result = await write_batch(conn, schema, batch, time.time())
+            result = await write_batch(conn, schema, batch, time.time(), versions=versions)
             if result.outcomes[-1].kind != 0:
                 raise RuntimeError(f"an append was refused: {result.outcomes[-1]}")
         seconds, cpu = time.perf_counter() - started, time.process_time() - cpu

@@ -8,7 +8,16 @@ with no transaction open, the statement is its own transaction and commits at Sy
 the position counter's row lock is held from the function's first statement to the
 commit and never across a round trip to the client.
 
-The function decides each append in order exactly as the SQLite writer does:
+The client proposes every row's version as if every append were accepted (an exact
+expected version is its stream's base; `ANY` and `STREAM_EXISTS` take it from the
+writer's `StreamVersions` cache; versions chain within the batch). Under the counter
+lock the function first tries the fast path: check that each base the cache cannot
+vouch for exists, then insert every row (and command id) set-based in a subtransaction.
+The unique indexes are the guard: a row above a stream's real version (another process
+wrote it, a stale cache, a refused expected version) or a stored command id raises
+`unique_violation`, which undoes only the fast path. Then, and when the client already
+knows a proposal cannot hold, the careful path decides each append in order on the
+stored state, exactly as the SQLite writer does:
 
 1. a command id already committed (before, or earlier in this batch): the same stream
    and digest is a duplicate (the first result, nothing written); anything else is an
@@ -16,6 +25,13 @@ The function decides each append in order exactly as the SQLite writer does:
 2. the expected version (exact, `NO_STREAM`, `STREAM_EXISTS`, `ANY`) against the stream's
    version, chained within the batch (an accepted append moves it for the next one);
 3. accepted appends take the next positions, contiguous, in batch order.
+
+Both paths end in the same state for the same stored history; the cache only decides
+which one runs. It is filled from committed outcomes only, and versions only grow, so it
+can be behind (costing the careful path), never ahead, unless the schema's history was
+replaced (made anew, restored): a counter below the last position the cache saw turns
+the fast path off and clears it. The function answers one row: the last position before
+the batch, plus, from the careful path only, one array per outcome field.
 
 Snapshot and checkpoint upserts ride in the same statement (arrays again), so they
 commit with the appends in the same single round trip. As in the SQLite writer, a
@@ -32,7 +48,8 @@ with command ids can be retried safely).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import itertools
+from collections.abc import Iterable, Sequence
 from typing import Final
 
 import asyncpg
@@ -41,7 +58,7 @@ import msgspec
 from store._batch import _BatchAppend
 from store._errors import ConcurrencyError, IdempotencyConflict, StoreError
 from store._postgres_schema import quote_ident
-from store._records import AppendResult
+from store._records import ANY, STREAM_EXISTS, AppendResult
 
 __all__ = [
     "CONCURRENCY",
@@ -53,6 +70,7 @@ __all__ = [
     "BatchResult",
     "CheckpointWrite",
     "SnapshotWrite",
+    "StreamVersions",
     "append_result",
     "write_batch",
 ]
@@ -124,16 +142,80 @@ class CheckpointWrite(msgspec.Struct, frozen=True, gc=False):
     updated_at: float
 
 
+class StreamVersions:
+    """The writer's cache of stream versions: for each stream it wrote (or saw refused),
+    the version it had after that commit. Events are never removed, so a stream's
+    version only grows: the cache can be behind (another process wrote since), never
+    ahead. `write_batch` proposes versions from it; a stale entry only sends the batch
+    down the careful path. Holds at most `limit` streams (the oldest go first)."""
+
+    __slots__ = ("limit", "position", "versions")
+
+    def __init__(self, limit: int = 100_000) -> None:
+        if limit < 1:
+            raise ValueError(f"limit must be >= 1, not {limit}")
+        self.limit = limit
+        self.versions: dict[str, int] = {}
+        self.position = 0
+        """The last position of the last batch it saw commit: the function takes the
+        careful path if the counter is below it (the cache is then cleared)."""
+
+    def get(self, stream_id: str) -> int | None:
+        """The version last seen for `stream_id`, or None."""
+        return self.versions.get(stream_id)
+
+    def clear(self) -> None:
+        self.versions.clear()
+        self.position = 0
+
+    def _trim(self) -> None:
+        versions = self.versions
+        excess = len(versions) - self.limit
+        if excess > 0:
+            excess += self.limit // 4  # trim in steps, not once per batch
+            for stream_id in list(itertools.islice(versions, excess)):
+                del versions[stream_id]
+
+
 _QUERIES: dict[str, str] = {}
+
+
+# The call's parameters. Most arrays go as text in PostgreSQL's array syntax, cast on the
+# server (`array_in`): built with `str.join`, that costs the client a third of what
+# asyncpg's binary array encoding does (it inspects every element); the rows' data go
+# as one bytea and the offsets that cut it. The rest are asyncpg arrays (mostly NULL).
+_PARAMS: Final = (
+    "$1::text::text[], $2::text::bigint[], $3::text::text[], $4::text::bigint[], $5,"
+    " $6::text::integer[], $7::text::bigint[], $8, $9, $10::text::bigint[],"
+    " $11::text::integer[], $12, $13::text::text[], $14::text::bigint[]"
+    + "".join(f", ${n}" for n in range(15, 28))
+)
+
+
+def _ints(values: Iterable[int]) -> str:
+    """`values` as a PostgreSQL array literal."""
+    return "{" + ",".join(map(str, values)) + "}"
+
+
+def _texts(values: Sequence[str]) -> str:
+    """`values` (no NUL) as a PostgreSQL array literal: every element quoted, so only a
+    double quote or a backslash needs escaping (and in most batches none does)."""
+    if not values:
+        return "{}"
+    joined = '","'.join(values)
+    if "\\" in joined or joined.count('"') != 2 * (len(values) - 1):
+        joined = '","'.join(v.replace("\\", "\\\\").replace('"', '\\"') for v in values)
+    return '{"' + joined + '"}'
 
 
 def _query(schema: str) -> str:
     query = _QUERIES.get(schema)
     if query is None:
-        params = ", ".join(f"${n}" for n in range(1, 30))
+        params = _PARAMS
         query = _QUERIES[schema] = (
-            "SELECT kind, first_version, last_version, first_position, last_position,"  # noqa: S608 (a quoted identifier)
-            f" actual, recorded_stream FROM {quote_ident(schema)}.esactors_append_batch({params})"
+            "SELECT start_position, kinds, first_versions, last_versions, first_positions,"  # noqa: S608 (a quoted identifier)
+            " last_positions, actuals, recorded_streams, write_error"
+            f" FROM {quote_ident(schema)}.esactors_append_batch({params})"
         )
     return query
 
@@ -146,6 +228,7 @@ async def write_batch(
     *,
     snapshots: Sequence[SnapshotWrite] = (),
     checkpoints: Sequence[CheckpointWrite] = (),
+    versions: StreamVersions | None = None,
 ) -> BatchResult:
     """Commit `appends` (and the snapshot and checkpoint upserts) in one statement.
 
@@ -154,104 +237,131 @@ async def write_batch(
     that commit). `recorded_at` (POSIX seconds, the client's clock as in SQLite) is
     stored on every event and command row of the batch.
 
+    The fast path: every row goes with the version it gets if every append is
+    accepted (an exact expected version is its base; `ANY` and `STREAM_EXISTS` take
+    theirs from `versions`, the writer's cache, updated here after each commit;
+    versions chain within the batch). The function inserts them set-based; the unique
+    indexes refuse a row above a stream's real version or a stored command id, and a
+    base the cache cannot vouch for is checked to exist. If anything does not hold
+    (another process wrote the stream, a refusal, a command id stored or repeated),
+    the batch falls back to deciding each append on the stored state, still in the
+    same statement and under the same lock. Without `versions`, `ANY` and
+    `STREAM_EXISTS` on a stream not yet in the batch take the careful path.
+
     Raises `ValueError` before sending anything for text PostgreSQL cannot store (a NUL
-    character) or a command id without a digest; asyncpg's errors as they come. A time
-    limit is the connection's `statement_timeout` (server side: the lock wait counts),
-    or cancelling the caller (asyncpg then asks the server to cancel the statement; if
-    the cancel comes too late the batch may still commit: unknown outcome).
+    character), a command id without a digest or an append without events; asyncpg's
+    errors as they come. A time limit is the connection's `statement_timeout` (server
+    side: the lock wait counts), or cancelling the caller (asyncpg then asks the server
+    to cancel the statement; if the cancel comes too late the batch may still commit:
+    unknown outcome). Only a committed result updates `versions`.
     """
-    streams: list[str] = []  # distinct, in order of first appearance: slot = index + 1
-    slot_of: dict[str, int] = {}
-    slots: list[int] = []
+    known = versions.versions if versions is not None else {}
+    chain: dict[str, int] = {}  # per stream: its version after this batch, all accepted
+    bases: list[int] = []  # per append: its stream's version before it, all accepted
     expected: list[int] = []
-    command_ids: list[str | None] = []
-    digests: list[bytes | None] = []
-    groups: list[int] = []
-    sigs: list[int] = []
-    group_of: dict[str, int] = {}
-    sig_of: dict[tuple[str, int, bytes], int] = {}
     counts: list[int] = []
-    metadata: list[bytes | None] = []
+    digests: list[bytes | None] = []
+    check_streams: list[str] = []
+    check_versions: list[int] = []
+    row_streams: list[str] = []
+    row_versions: list[int] = []
     tags: list[str] = []
     schema_versions: list[int] = []
     data: list[bytes] = []
     checksums: list[int] = []
-    row_streams: list[str] = []
-    row_appends: list[int] = []
-    row_offsets: list[int] = []
     row_metadata: list[bytes | None] = []
     row_commands: list[str | None] = []
-    for index, item in enumerate(appends, 1):
+    command_ids: set[str] = set()
+    careful = False
+    multi = False
+    has_metadata = False
+    for item in appends:
         stream_id = item.stream_id
-        slot = slot_of.get(stream_id)
-        if slot is None:
-            streams.append(stream_id)
-            slot = slot_of[stream_id] = len(streams)
-        slots.append(slot)
+        wanted = item.expected
+        rows = item.rows
+        count = len(rows)
+        if not count:
+            raise ValueError(f"an append to {stream_id!r} without events")
+        base = chain.get(stream_id)
+        if base is None:
+            cached = known.get(stream_id)
+            if wanted >= 0:
+                base = wanted
+                if cached is None or cached < wanted:
+                    if wanted > 0:  # the unique index cannot tell a base that is missing
+                        check_streams.append(stream_id)
+                        check_versions.append(wanted)
+                elif cached > wanted:  # versions only grow: refused
+                    careful = True
+            elif cached is not None and (cached > 0 or wanted == ANY):
+                base = cached  # ANY, STREAM_EXISTS: as the cache knows it (it exists)
+            else:
+                base = 0
+                careful = True
+        elif wanted != base and (wanted >= 0 or (wanted == STREAM_EXISTS and base == 0)):
+            careful = True
+        chain[stream_id] = base + count
+        bases.append(base)
+        expected.append(wanted)
+        counts.append(count)
         command_id = item.command_id
-        if command_id is None:
-            groups.append(0)
-            sigs.append(0)
-        else:
-            digest = item.digest
-            if digest is None:
+        if command_id is not None:
+            if item.digest is None:
                 raise ValueError(f"command id {command_id!r} comes without a digest")
             if "\x00" in command_id:
                 raise ValueError(f"command id {command_id!r} contains a NUL character")
-            groups.append(group_of.setdefault(command_id, len(group_of) + 1))
-            sigs.append(sig_of.setdefault((command_id, slot, digest), len(sig_of) + 1))
-        expected.append(item.expected)
-        command_ids.append(command_id)
+            if command_id in command_ids:
+                careful = True  # a resend, or a conflict, within the batch
+            command_ids.add(command_id)
         digests.append(item.digest)
-        rows = item.rows
-        count = len(rows)
-        counts.append(count)
         metadata_bytes = item.metadata_bytes
-        metadata.append(metadata_bytes)
+        if metadata_bytes is not None:
+            has_metadata = True
         if count == 1:
             tag, schema_version, payload, checksum = rows[0]
+            row_streams.append(stream_id)
+            row_versions.append(base + 1)
             tags.append(tag)
             schema_versions.append(schema_version)
             data.append(payload)
             checksums.append(checksum)
-            row_offsets.append(0)
+            row_metadata.append(metadata_bytes)
+            row_commands.append(command_id)
         else:
+            multi = True
             for tag, schema_version, payload, checksum in rows:
                 tags.append(tag)
                 schema_versions.append(schema_version)
                 data.append(payload)
                 checksums.append(checksum)
-            row_offsets.extend(range(count))
-        row_streams.extend([stream_id] * count)
-        row_appends.extend([index] * count)
-        row_metadata.extend([metadata_bytes] * count)
-        row_commands.extend([command_id] * count)
+            row_streams.extend([stream_id] * count)
+            row_versions.extend(range(base + 1, base + count + 1))
+            row_metadata.extend([metadata_bytes] * count)
+            row_commands.extend([command_id] * count)
     for snapshot in snapshots:
         if "\x00" in snapshot.stream_id or "\x00" in snapshot.state_type:
             raise ValueError(f"snapshot of {snapshot.stream_id!r}: a NUL character")
     for checkpoint in checkpoints:
         if "\x00" in checkpoint.name:
             raise ValueError(f"checkpoint name {checkpoint.name!r} contains a NUL character")
-    records = await conn.fetch(
+    record = await conn.fetchrow(
         _query(schema),
-        streams,
-        slots,
-        expected,
-        command_ids,
-        digests,
-        groups,
-        sigs,
-        counts,
-        metadata,
-        tags,
-        schema_versions,
-        data,
-        checksums,
-        row_streams,
-        row_appends,
-        row_offsets,
-        row_metadata,
-        row_commands,
+        _texts(row_streams),
+        _ints(row_versions),
+        _texts(tags),
+        _ints(schema_versions),
+        b"".join(data),
+        _ints(itertools.accumulate(map(len, data), initial=0)),
+        _ints(checksums),
+        row_metadata if has_metadata else None,
+        row_commands if command_ids else None,
+        _ints(expected),
+        _ints(counts) if multi else None,
+        digests if command_ids else None,
+        _texts(check_streams) if check_streams else None,
+        _ints(check_versions) if check_streams else None,
+        careful,
+        versions.position if versions is not None else 0,
         recorded_at,
         [s.stream_id for s in snapshots] if snapshots else None,
         [s.version for s in snapshots] if snapshots else None,
@@ -264,14 +374,44 @@ async def write_batch(
         [c.position for c in checkpoints] if checkpoints else None,
         [c.updated_at for c in checkpoints] if checkpoints else None,
     )
-    write_error: str | None = None
-    if records and records[-1][0] == _WRITE_ERROR:
-        write_error = records.pop()[6]
-    if len(records) != len(slots):
+    assert record is not None
+    start, kinds, fvs, lvs, fps, lps, actuals, recorded, write_error = record
+    outcomes: list[AppendOutcome] = []
+    if not appends:
+        return BatchResult(outcomes, write_error)
+    if kinds is None:  # the fast path: every append accepted as proposed
+        position = start
+        for base, count in zip(bases, counts, strict=True):
+            outcomes.append(
+                AppendOutcome(OK, base + 1, base + count, position + 1, position + count, 0, None)
+            )
+            position += count
+        if versions is not None:
+            known.update(chain)
+            versions.position = position
+            versions._trim()
+        return BatchResult(outcomes, write_error)
+    if len(kinds) != len(appends):
         raise RuntimeError(
-            f"esactors_append_batch answered {len(records)} outcomes for {len(slots)} appends"
+            f"esactors_append_batch answered {len(kinds)} outcomes for {len(appends)} appends"
         )
-    return BatchResult([AppendOutcome(*record) for record in records], write_error)
+    outcomes = [
+        AppendOutcome(*fields)
+        for fields in zip(kinds, fvs, lvs, fps, lps, actuals, recorded, strict=True)
+    ]
+    if versions is not None:
+        if start < versions.position:
+            versions.clear()  # another history than the one it knows
+        last = start
+        for item, outcome in zip(appends, outcomes, strict=True):
+            if outcome.kind == OK:
+                known[item.stream_id] = outcome.last_version
+                last = outcome.last_position
+            elif outcome.kind == CONCURRENCY:
+                known[item.stream_id] = outcome.actual  # its version at that point
+        versions.position = last
+        versions._trim()
+    return BatchResult(outcomes, write_error)
 
 
 def append_result(item: BatchAppend, outcome: AppendOutcome) -> AppendResult | StoreError:

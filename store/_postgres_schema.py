@@ -134,37 +134,50 @@ def _v1(s: str) -> tuple[str, ...]:
         )
         """,
         f"INSERT INTO {s}.position_counter (only_row, last_position) VALUES (true, 0)",  # noqa: S608
+    )
+
+
+def _v2(s: str) -> tuple[str, ...]:
+    """Version 2, in schema `s` (already quoted): the batch function with a fast path.
+    Drops version 1's function (its arguments were one array per append and per row)."""
+    return (
+        f"""
+        DROP FUNCTION IF EXISTS {s}.esactors_append_batch(
+            text[], integer[], bigint[], text[], bytea[], integer[], integer[], integer[],
+            bytea[], text[], bigint[], bytea[], bigint[], text[], integer[], integer[],
+            bytea[], text[], double precision, text[], bigint[], text[], bigint[], bytea[],
+            bigint[], double precision[], text[], bigint[], double precision[])
+        """,
         _append_batch_function(s),
     )
 
 
 def _append_batch_function(s: str) -> str:
-    """The batch function. Outcome kinds: 0 ok, 1 duplicate, 2 concurrency conflict,
-    3 idempotency conflict (one row per append, in order), then, only if the batch's
-    snapshot/checkpoint writes failed, one row of kind 4 with the error in
-    `recorded_stream` (the appends still commit, as in the SQLite writer).
+    """The batch function: one row, `start_position` (the last position before the
+    batch) and, only when the careful path decided the batch, one array per outcome
+    field (kinds: 0 ok, 1 duplicate, 2 concurrency conflict, 3 idempotency conflict);
+    `kinds` NULL means every append was accepted as the client proposed. `write_error`:
+    the snapshot/checkpoint writes failed (the appends still commit, as in SQLite).
 
     `s` is a quoted identifier (`quote_ident`), the only text spliced in."""
     return f"""
 CREATE FUNCTION {s}.esactors_append_batch(
-    p_streams         text[],    -- the batch's distinct stream ids; a slot is an index here
-    p_slots           integer[], -- per append: its stream's slot
+    p_row_streams     text[],    -- per row (event; an append's rows one after the other):
+    p_row_versions    bigint[],  --   its stream, the version the client proposes for it,
+    p_event_types     text[],
+    p_schema_versions bigint[],
+    p_data            bytea,     --   the rows' data, one after the other,
+    p_data_offsets    integer[], --   where each starts and the last ends (r + 1: 0, ...)
+    p_checksums       bigint[],
+    p_row_metadata    bytea[],   --   its append's metadata (NULL array: none in the batch)
+    p_row_commands    text[],    --   its append's command id (NULL array: none in the batch)
     p_expected        bigint[],  -- per append: >= 0, or -1 ANY, -2 STREAM_EXISTS
-    p_command_ids     text[],    -- per append, NULL: none
-    p_digests         bytea[],   -- per append, NULL when no command id
-    p_groups          integer[], -- per append: its command id's index in the batch, 0: none
-    p_sigs            integer[], -- per append: index of (command id, stream, digest), 0: none
-    p_counts          integer[], -- per append: its number of rows
-    p_metadata        bytea[],   -- per append, NULL: none
-    p_event_types     text[],    -- per row (event), the appends' rows one after the other
-    p_schema_versions bigint[],  -- per row
-    p_data            bytea[],   -- per row
-    p_checksums       bigint[],  -- per row
-    p_row_streams     text[],    -- per row: its append's stream id
-    p_row_appends     integer[], -- per row: its append's index (1..)
-    p_row_offsets     integer[], -- per row: its place in its append (0..)
-    p_row_metadata    bytea[],   -- per row: its append's metadata
-    p_row_commands    text[],    -- per row: its append's command id
+    p_counts          integer[], -- per append: its number of rows (NULL array: one each)
+    p_digests         bytea[],   -- per append: NULL without a command id (NULL array: none)
+    p_check_streams   text[],    -- (stream, version) pairs that must exist for the
+    p_check_versions  bigint[],  --   proposed versions to hold (NULL arrays: none)
+    p_careful         boolean,   -- true: skip the fast path (a proposal cannot hold)
+    p_known_position  bigint,    -- the last position the client's cache has seen
     p_recorded_at     double precision,
     p_snapshots       text[] DEFAULT NULL,   -- per snapshot: stream_id
     p_snap_versions   bigint[] DEFAULT NULL, -- per snapshot: version
@@ -178,40 +191,46 @@ CREATE FUNCTION {s}.esactors_append_batch(
     p_cp_times        double precision[] DEFAULT NULL  -- per checkpoint: updated_at
 )
 RETURNS TABLE (
-    kind            smallint,
-    first_version   bigint,
-    last_version    bigint,
-    first_position  bigint,
-    last_position   bigint,
-    actual          bigint,
-    recorded_stream text
+    start_position   bigint,
+    kinds            smallint[],
+    first_versions   bigint[],
+    last_versions    bigint[],
+    first_positions  bigint[],
+    last_positions   bigint[],
+    actuals          bigint[],
+    recorded_streams text[],
+    write_error      text
 )
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
-    n          integer := coalesce(cardinality(p_slots), 0);
-    v_position bigint;
-    v_start    bigint;
-    v_rows     bigint;
-    v_all_ok   boolean;
-    v_simple   boolean;
-    v_has_cids boolean;
-    v_stored   smallint[]; -- per append: its command id is stored: 0 no, 1 same, 2 other
+    n          integer := coalesce(cardinality(p_expected), 0);
+    r          integer := coalesce(cardinality(p_row_streams), 0);
+    v_position bigint := 0;
+    v_start    bigint := 0;
+    v_fast     boolean := false;
+    v_counts   integer[]; -- per append (the careful path): its number of rows
+    v_first    integer[]; -- its first row
+    v_sids     text[];    -- its stream
+    v_cids     text[];    -- its command id
+    v_slots    integer[]; -- the first append of its stream in the batch
+    v_groups   integer[]; -- the first append of its command id in the batch, 0: none
+    v_stored   smallint[]; -- its command id is stored: 0 no, 1 same, 2 other
     v_sfv      bigint[];   -- the stored command's result, when v_stored > 0
     v_slv      bigint[];
     v_sfp      bigint[];
     v_slp      bigint[];
-    v_versions bigint[];   -- per stream slot: its current version, chained in the batch
-    v_owner    integer[];  -- per command id group: the append that committed it here
-    -- Per append, the outcome:
-    o_kind     smallint[];
+    v_versions bigint[];  -- per slot: its stream's version, chained in the batch
+    v_owner    integer[]; -- per group: the append that committed its command id here
+    o_kind     smallint[]; -- per append, the outcome
     o_fv       bigint[];
     o_lv       bigint[];
     o_fp       bigint[];
     o_lp       bigint[];
     o_actual   bigint[];
-    o_ref      integer[];  -- idempotency conflict with an append of this batch: its index
+    o_ref      integer[]; -- idempotency conflict with an append of this batch: its index
+    o_recorded text[];
     i          integer;
     k          integer;
     g          integer;
@@ -225,21 +244,18 @@ BEGIN
         RAISE EXCEPTION 'esactors_append_batch needs READ COMMITTED, not %',
             current_setting('transaction_isolation');
     END IF;
-    IF cardinality(p_expected) IS DISTINCT FROM cardinality(p_slots)
-        OR cardinality(p_command_ids) IS DISTINCT FROM cardinality(p_slots)
-        OR cardinality(p_digests) IS DISTINCT FROM cardinality(p_slots)
-        OR cardinality(p_groups) IS DISTINCT FROM cardinality(p_slots)
-        OR cardinality(p_sigs) IS DISTINCT FROM cardinality(p_slots)
-        OR cardinality(p_counts) IS DISTINCT FROM cardinality(p_slots)
-        OR cardinality(p_metadata) IS DISTINCT FROM cardinality(p_slots)
-        OR cardinality(p_schema_versions) IS DISTINCT FROM cardinality(p_event_types)
-        OR cardinality(p_data) IS DISTINCT FROM cardinality(p_event_types)
-        OR cardinality(p_checksums) IS DISTINCT FROM cardinality(p_event_types)
-        OR cardinality(p_row_streams) IS DISTINCT FROM cardinality(p_event_types)
-        OR cardinality(p_row_appends) IS DISTINCT FROM cardinality(p_event_types)
-        OR cardinality(p_row_offsets) IS DISTINCT FROM cardinality(p_event_types)
-        OR cardinality(p_row_metadata) IS DISTINCT FROM cardinality(p_event_types)
-        OR cardinality(p_row_commands) IS DISTINCT FROM cardinality(p_event_types)
+    IF coalesce(cardinality(p_row_versions), 0) <> r
+        OR coalesce(cardinality(p_event_types), 0) <> r
+        OR coalesce(cardinality(p_schema_versions), 0) <> r
+        OR coalesce(cardinality(p_data_offsets), 0) <> r + 1
+        OR coalesce(cardinality(p_checksums), 0) <> r
+        OR cardinality(p_row_metadata) <> r
+        OR cardinality(p_row_commands) <> r
+        OR cardinality(p_counts) <> n
+        OR cardinality(p_digests) <> n
+        OR (p_counts IS NULL AND r <> n)
+        OR coalesce(cardinality(p_check_streams), 0)
+           <> coalesce(cardinality(p_check_versions), 0)
     THEN
         RAISE EXCEPTION 'esactors_append_batch: arrays of unequal lengths';
     END IF;
@@ -255,65 +271,105 @@ BEGIN
         END IF;
         v_start := v_position;
 
-        -- The streams' versions: the last of each through the (stream_id, version) index.
-        SELECT array_agg(coalesce(v.version, 0) ORDER BY d.slot)
-          INTO v_versions
-          FROM unnest(p_streams) WITH ORDINALITY AS d(sid, slot)
-          LEFT JOIN LATERAL (SELECT e.version FROM {s}.events e WHERE e.stream_id = d.sid
-                              ORDER BY e.version DESC LIMIT 1) v ON true;
-        IF cardinality(v_versions) IS DISTINCT FROM cardinality(p_streams)
-            OR EXISTS (SELECT 1 FROM unnest(p_slots) x
-                        WHERE x IS NULL OR x < 1 OR x > cardinality(p_streams))
-        THEN
-            RAISE EXCEPTION 'esactors_append_batch: a stream slot out of range';
+        -- The fast path: the client proposed every row's version (from the expected
+        -- versions, chained in the batch). They hold if each stream's version is the
+        -- proposed base: the base exists (checked here, where the client could not
+        -- vouch for it) and nothing above it does (else the unique index refuses a
+        -- row), and no command id is stored (else the primary key refuses one).
+        -- A counter below what the client saw: not the history its cache knows (the
+        -- schema was made anew, or restored): the careful path, and the client drops it.
+        IF NOT p_careful AND v_position >= p_known_position THEN
+            v_fast := p_check_streams IS NULL OR coalesce(
+                (SELECT bool_and(EXISTS (SELECT 1 FROM {s}.events e
+                                          WHERE e.stream_id = c.sid AND e.version = c.ver))
+                   FROM unnest(p_check_streams, p_check_versions) AS c(sid, ver)), true);
+        END IF;
+        IF v_fast THEN
+            BEGIN  -- a subtransaction: a refused row undoes the fast path, and only it
+                INSERT INTO {s}.events (position, stream_id, version, event_type,
+                                        schema_version, data, metadata, command_id,
+                                        recorded_at, checksum)
+                SELECT v_position + x.rn, x.sid, x.ver, x.et, x.sv,
+                       substring(p_data FROM x.d0 + 1 FOR x.d1 - x.d0), x.meta, x.cid,
+                       p_recorded_at, x.crc
+                  FROM unnest(p_row_streams, p_row_versions, p_event_types,
+                              p_schema_versions, p_data_offsets[1:r],
+                              p_data_offsets[2:r + 1], p_row_metadata, p_row_commands,
+                              p_checksums)
+                       WITH ORDINALITY AS x(sid, ver, et, sv, d0, d1, meta, cid, crc, rn);
+                IF p_row_commands IS NOT NULL AND p_counts IS NULL THEN
+                    INSERT INTO {s}.commands (command_id, stream_id, first_version,
+                                              last_version, first_position, last_position,
+                                              digest, recorded_at)
+                    SELECT x.cid, x.sid, x.ver, x.ver, v_position + x.rn, v_position + x.rn,
+                           x.dig, p_recorded_at
+                      FROM unnest(p_row_commands, p_row_streams, p_row_versions, p_digests)
+                           WITH ORDINALITY AS x(cid, sid, ver, dig, rn)
+                     WHERE x.cid IS NOT NULL;
+                ELSIF p_row_commands IS NOT NULL THEN
+                    INSERT INTO {s}.commands (command_id, stream_id, first_version,
+                                              last_version, first_position, last_position,
+                                              digest, recorded_at)
+                    SELECT x.cid, x.sid, x.ver, x.ver + a.cnt - 1, v_position + a.f,
+                           v_position + a.f + a.cnt - 1, a.dig, p_recorded_at
+                      FROM (SELECT u.cnt, u.dig, sum(u.cnt) OVER (ORDER BY u.ord) - u.cnt + 1 AS f
+                              FROM unnest(p_counts, p_digests) WITH ORDINALITY AS u(cnt, dig, ord)) a
+                      JOIN unnest(p_row_commands, p_row_streams, p_row_versions)
+                           WITH ORDINALITY AS x(cid, sid, ver, rn) ON x.rn = a.f
+                     WHERE x.cid IS NOT NULL;
+                END IF;
+            EXCEPTION WHEN unique_violation THEN
+                v_fast := false;
+            END;
         END IF;
 
-        -- As if every append were accepted: each append's stream version and first
-        -- position. If every check passes so, every append is accepted (by induction).
-        SELECT bool_and(a.exp = a.cur OR a.exp = -1 OR (a.exp = -2 AND a.cur > 0)),
-               array_agg(a.cur + 1 ORDER BY a.ord),
-               array_agg(a.cur + a.cnt ORDER BY a.ord),
-               array_agg(v_position + a.before + 1 ORDER BY a.ord),
-               array_agg(v_position + a.before + a.cnt ORDER BY a.ord),
-               sum(a.cnt),
-               count(*) FILTER (WHERE a.grp > 0) = coalesce(max(a.grp), 0)
-          INTO v_all_ok, o_fv, o_lv, o_fp, o_lp, v_rows, v_simple
-          FROM (SELECT u.ord, u.exp, u.cnt, u.grp,
-                       v_versions[u.slot] + sum(u.cnt) OVER (PARTITION BY u.slot ORDER BY u.ord)
-                           - u.cnt AS cur,
-                       sum(u.cnt) OVER (ORDER BY u.ord) - u.cnt AS before
-                  FROM unnest(p_slots, p_expected, p_counts, p_groups)
-                       WITH ORDINALITY AS u(slot, exp, cnt, grp, ord)) a;
-        IF v_rows IS DISTINCT FROM coalesce(cardinality(p_event_types), 0) THEN
-            RAISE EXCEPTION 'esactors_append_batch: the counts do not add up to the rows';
-        END IF;
-
-        v_has_cids := EXISTS (SELECT 1 FROM unnest(p_groups) AS g0 WHERE g0 > 0);
-        IF v_has_cids THEN
-            -- Command ids already stored: per append, same (stream, digest) or not.
-            SELECT array_agg((CASE WHEN c.command_id IS NULL THEN 0
-                                   WHEN c.stream_id = s.sid AND c.digest = u.dig THEN 1
-                                   ELSE 2 END)::smallint ORDER BY u.ord),
-                   array_agg(coalesce(c.first_version, 0) ORDER BY u.ord),
-                   array_agg(coalesce(c.last_version, 0) ORDER BY u.ord),
-                   array_agg(coalesce(c.first_position, 0) ORDER BY u.ord),
-                   array_agg(coalesce(c.last_position, 0) ORDER BY u.ord),
-                   bool_and(c.command_id IS NULL) AND v_simple
-              INTO v_stored, v_sfv, v_slv, v_sfp, v_slp, v_simple
-              FROM unnest(p_slots, p_command_ids, p_digests)
-                   WITH ORDINALITY AS u(slot, cid, dig, ord)
-              JOIN unnest(p_streams) WITH ORDINALITY AS s(sid, slot) ON s.slot = u.slot
-              LEFT JOIN {s}.commands c ON c.command_id = u.cid;
-        END IF;
-
-        IF v_all_ok AND v_simple THEN
-            -- The common case: every append accepted, set-based above.
-            o_kind := array_fill(0::smallint, ARRAY[n]);
-            o_actual := array_fill(0::bigint, ARRAY[n]);
-            o_ref := array_fill(0, ARRAY[n]);
-            v_position := v_position + v_rows;
+        IF v_fast THEN
+            v_position := v_position + r;
         ELSE
-            -- Refusals, duplicates or command ids: decide each append in order.
+            -- The careful path: decide each append in order on the stored state.
+            v_counts := coalesce(p_counts, array_fill(1, ARRAY[n]));
+            IF EXISTS (SELECT 1 FROM unnest(v_counts) AS c0 WHERE c0 IS NULL OR c0 < 1) THEN
+                RAISE EXCEPTION 'esactors_append_batch: an append without rows';
+            END IF;
+            SELECT array_agg(b.f ORDER BY b.ord), array_agg(b.sid ORDER BY b.ord),
+                   array_agg(b.cid ORDER BY b.ord), array_agg(b.slot ORDER BY b.ord),
+                   array_agg(b.grp ORDER BY b.ord),
+                   array_agg((CASE WHEN c.command_id IS NULL THEN 0
+                                   WHEN c.stream_id = b.sid AND c.digest = b.dig THEN 1
+                                   ELSE 2 END)::smallint ORDER BY b.ord),
+                   array_agg(coalesce(c.first_version, 0) ORDER BY b.ord),
+                   array_agg(coalesce(c.last_version, 0) ORDER BY b.ord),
+                   array_agg(coalesce(c.first_position, 0) ORDER BY b.ord),
+                   array_agg(coalesce(c.last_position, 0) ORDER BY b.ord),
+                   sum(b.cnt)
+              INTO v_first, v_sids, v_cids, v_slots, v_groups, v_stored, v_sfv, v_slv,
+                   v_sfp, v_slp, cur
+              FROM (SELECT a.ord::integer AS ord, a.f::integer AS f, a.cnt, a.dig,
+                           x.sid, x.cid,
+                           min(a.ord) OVER (PARTITION BY x.sid)::integer AS slot,
+                           (CASE WHEN x.cid IS NULL THEN 0
+                                 ELSE min(a.ord) OVER (PARTITION BY x.cid) END)::integer AS grp
+                      FROM (SELECT u.ord, u.cnt, u.dig,
+                                   sum(u.cnt) OVER (ORDER BY u.ord) - u.cnt + 1 AS f
+                              FROM unnest(v_counts, p_digests)
+                                   WITH ORDINALITY AS u(cnt, dig, ord)) a
+                      JOIN unnest(p_row_streams, p_row_commands)
+                           WITH ORDINALITY AS x(sid, cid, rn) ON x.rn = a.f) b
+              LEFT JOIN {s}.commands c ON c.command_id = b.cid;
+            IF cur IS DISTINCT FROM r OR cardinality(v_first) IS DISTINCT FROM n THEN
+                RAISE EXCEPTION 'esactors_append_batch: the counts do not add up to the rows';
+            END IF;
+
+            -- The streams' versions: the last of each through the (stream_id, version)
+            -- index, at its first append's slot.
+            SELECT array_agg(CASE WHEN u.slot = u.ord THEN
+                                 coalesce((SELECT ev.version FROM {s}.events ev
+                                            WHERE ev.stream_id = u.sid
+                                            ORDER BY ev.version DESC LIMIT 1), 0)
+                             ELSE 0 END ORDER BY u.ord)
+              INTO v_versions
+              FROM unnest(v_slots, v_sids) WITH ORDINALITY AS u(slot, sid, ord);
+
             v_owner := array_fill(0, ARRAY[n]);
             o_kind := array_fill(0::smallint, ARRAY[n]);
             o_fv := array_fill(0::bigint, ARRAY[n]);
@@ -323,7 +379,7 @@ BEGIN
             o_actual := array_fill(0::bigint, ARRAY[n]);
             o_ref := array_fill(0, ARRAY[n]);
             FOR i IN 1..n LOOP
-                g := p_groups[i];
+                g := v_groups[i];
                 IF g > 0 THEN
                     IF v_stored[i] = 1 THEN  -- committed before: the first result again
                         o_kind[i] := 1;
@@ -336,7 +392,7 @@ BEGIN
                     END IF;
                     o := v_owner[g];
                     IF o > 0 THEN  -- committed earlier in this batch
-                        IF p_sigs[o] = p_sigs[i] THEN
+                        IF v_slots[o] = v_slots[i] AND p_digests[o] = p_digests[i] THEN
                             o_kind[i] := 1;
                             o_fv[i] := o_fv[o]; o_lv[i] := o_lv[o];
                             o_fp[i] := o_fp[o]; o_lp[i] := o_lp[o];
@@ -347,7 +403,7 @@ BEGIN
                         CONTINUE;
                     END IF;
                 END IF;
-                k := p_slots[i];
+                k := v_slots[i];
                 cur := v_versions[k];
                 e := p_expected[i];
                 IF e <> cur AND e <> -1 AND (e <> -2 OR cur = 0) THEN
@@ -355,7 +411,7 @@ BEGIN
                     o_actual[i] := cur;
                     CONTINUE;
                 END IF;
-                cnt := p_counts[i];
+                cnt := v_counts[i];
                 o_fv[i] := cur + 1;
                 o_lv[i] := cur + cnt;
                 o_fp[i] := v_position + 1;
@@ -366,31 +422,42 @@ BEGIN
                     v_owner[g] := i;
                 END IF;
             END LOOP;
+
+            IF v_position > v_start THEN
+                INSERT INTO {s}.events (position, stream_id, version, event_type,
+                                        schema_version, data, metadata, command_id,
+                                        recorded_at, checksum)
+                SELECT o_fp[a.ap] + a.k, x.sid, o_fv[a.ap] + a.k, x.et, x.sv,
+                       substring(p_data FROM x.d0 + 1 FOR x.d1 - x.d0), x.meta, x.cid,
+                       p_recorded_at, x.crc
+                  FROM (SELECT u.ap, g0.k, u.f + g0.k AS rn
+                          FROM unnest(v_first, v_counts, o_kind)
+                               WITH ORDINALITY AS u(f, cnt, kind, ap),
+                               generate_series(0, u.cnt - 1) AS g0(k)
+                         WHERE u.kind = 0) a
+                  JOIN unnest(p_row_streams, p_event_types, p_schema_versions,
+                              p_data_offsets[1:r], p_data_offsets[2:r + 1], p_row_metadata,
+                              p_row_commands, p_checksums)
+                       WITH ORDINALITY AS x(sid, et, sv, d0, d1, meta, cid, crc, rn)
+                       ON x.rn = a.rn;
+                INSERT INTO {s}.commands (command_id, stream_id, first_version,
+                                          last_version, first_position, last_position,
+                                          digest, recorded_at)
+                SELECT u.cid, u.sid, u.fv, u.lv, u.fp, u.lp, u.dig, p_recorded_at
+                  FROM unnest(v_cids, v_sids, p_digests, o_kind, o_fv, o_lv, o_fp, o_lp)
+                       AS u(cid, sid, dig, kind, fv, lv, fp, lp)
+                 WHERE u.kind = 0 AND u.cid IS NOT NULL;
+            END IF;
+            SELECT array_agg(CASE WHEN u.kind <> 3 THEN NULL
+                                  WHEN u.ref > 0 THEN v_sids[u.ref]
+                                  ELSE (SELECT c.stream_id FROM {s}.commands c
+                                         WHERE c.command_id = u.cid)
+                             END ORDER BY u.ord)
+              INTO o_recorded
+              FROM unnest(o_kind, o_ref, v_cids) WITH ORDINALITY AS u(kind, ref, cid, ord);
         END IF;
 
         IF v_position > v_start THEN
-            -- Rows in batch order are in position order: no join, no sort. The client
-            -- sends each row with its append's index, stream, metadata and command id.
-            INSERT INTO {s}.events (position, stream_id, version, event_type, schema_version,
-                                    data, metadata, command_id, recorded_at, checksum)
-            SELECT o_fp[r.a] + r.k, r.sid, o_fv[r.a] + r.k, r.et, r.sv, r.data, r.meta, r.cid,
-                   p_recorded_at, r.crc
-              FROM unnest(p_row_appends, p_row_offsets, p_row_streams, p_event_types,
-                          p_schema_versions, p_data, p_row_metadata, p_row_commands,
-                          p_checksums) AS r(a, k, sid, et, sv, data, meta, cid, crc)
-             WHERE o_kind[r.a] = 0;
-
-            IF v_has_cids THEN
-            INSERT INTO {s}.commands (command_id, stream_id, first_version, last_version,
-                                      first_position, last_position, digest, recorded_at)
-            SELECT u.cid, s.sid, u.fv, u.lv, u.fp, u.lp, u.dig, p_recorded_at
-              FROM unnest(p_command_ids, p_slots, p_digests, o_kind, o_fv, o_lv, o_fp,
-                          o_lp) AS u(cid, slot, dig, kind, fv, lv, fp, lp)
-              JOIN unnest(p_streams) WITH ORDINALITY AS s(sid, slot) ON s.slot = u.slot
-             WHERE u.kind = 0 AND u.cid IS NOT NULL
-             ORDER BY u.cid;
-            END IF;
-
             UPDATE {s}.position_counter SET last_position = v_position WHERE only_row;
         END IF;
     END IF;
@@ -426,22 +493,8 @@ BEGIN
         END;
     END IF;
 
-    IF n > 0 THEN
-        RETURN QUERY
-        SELECT u.kind, u.fv, u.lv, u.fp, u.lp, u.actual,
-               CASE WHEN u.kind <> 3 THEN NULL
-                    WHEN u.ref > 0 THEN p_streams[p_slots[u.ref]]
-                    ELSE (SELECT c.stream_id FROM {s}.commands c
-                           WHERE c.command_id = p_command_ids[u.ord])
-               END
-          FROM unnest(o_kind, o_fv, o_lv, o_fp, o_lp, o_actual, o_ref)
-               WITH ORDINALITY AS u(kind, fv, lv, fp, lp, actual, ref, ord)
-         ORDER BY u.ord;
-    END IF;
-    IF v_write_error IS NOT NULL THEN
-        RETURN QUERY SELECT 4::smallint, 0::bigint, 0::bigint, 0::bigint, 0::bigint,
-                            0::bigint, v_write_error;
-    END IF;
+    RETURN QUERY SELECT v_start, o_kind, o_fv, o_lv, o_fp, o_lp, o_actual, o_recorded,
+                        v_write_error;
 END
 $fn$
 """  # noqa: S608
@@ -449,10 +502,10 @@ $fn$
 
 def _migrations(schema: str) -> tuple[tuple[str, ...], ...]:
     s = quote_ident(schema)
-    return (_v1(s),)
+    return (_v1(s), _v2(s))
 
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 """The version `migrate` brings a schema to: the number of migrations."""
 assert len(_migrations("public")) == SCHEMA_VERSION
 

@@ -14,6 +14,7 @@ import time
 import uuid
 import zlib
 from collections.abc import AsyncIterator, Sequence
+from typing import cast
 
 import anyio
 import anyio.lowlevel
@@ -30,6 +31,7 @@ from store._postgres_batch import (
     AppendOutcome,
     CheckpointWrite,
     SnapshotWrite,
+    StreamVersions,
     append_result,
     write_batch,
 )
@@ -533,3 +535,215 @@ async def test_concurrent_writers_and_a_reader(conn: asyncpg.Connection, schema:
         assert sorted(versions) == list(range(1, len(versions) + 1))
     assert await conn.fetchval(f"SELECT last_position FROM {s}.position_counter") == len(stored)  # noqa: S608
     assert len(polls) > 1
+
+
+class Spy:
+    """`conn` for `write_batch`, noting for each batch whether the function took its
+    fast path (every append accepted as proposed: no outcome arrays come back)."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.conn = conn
+        self.fast: list[bool] = []
+
+    async def fetchrow(self, query: str, *args: object) -> asyncpg.Record | None:
+        record = await self.conn.fetchrow(query, *args)
+        assert record is not None
+        self.fast.append(record["kinds"] is None)
+        return record
+
+    @property
+    def as_conn(self) -> asyncpg.Connection:
+        return cast("asyncpg.Connection", self)
+
+
+async def test_the_fast_path_writes_what_the_careful_path_would(
+    conn: asyncpg.Connection, schema: str
+) -> None:
+    """Chained versions, several events per append, metadata, command ids and stream ids
+    that need quoting in an array literal: all accepted on the fast path."""
+    spy = Spy(conn)
+    cache = StreamVersions()
+    odd = ['a"b', "c\\d", "NULL", " {x,y} ", "é€", ""]
+    batch = [Append(sid, NO_STREAM, rows(sid.encode() or b"-")) for sid in odd]
+    batch += [
+        command("s", NO_STREAM, "c1", b"1", b"2"),
+        Append("s", 2, rows(b"3"), metadata_bytes=b"m"),
+        command("t", NO_STREAM, "c2", b"t1"),
+        Append("s", ANY, rows(b"4", b"5")),
+    ]
+    result = await write_batch(spy.as_conn, schema, batch, 5.0, versions=cache)
+    assert spy.fast == [True]
+    n = len(odd)
+    assert result.outcomes == [ok(1, 1, p, p) for p in range(1, n + 1)] + [
+        ok(1, 2, n + 1, n + 2),
+        ok(3, 3, n + 3, n + 3),
+        ok(1, 1, n + 4, n + 4),
+        ok(4, 5, n + 5, n + 6),
+    ]
+    stored = await events(conn, schema)
+    assert [(sid, v, data) for _, sid, v, data in stored[:n]] == [
+        (sid, 1, sid.encode() or b"-") for sid in odd
+    ]
+    assert [(sid, v, data) for _, sid, v, data in stored[n:]] == [
+        ("s", 1, b"1"),
+        ("s", 2, b"2"),
+        ("s", 3, b"3"),
+        ("t", 1, b"t1"),
+        ("s", 4, b"4"),
+        ("s", 5, b"5"),
+    ]
+    s = quote_ident(schema)
+    commands = await conn.fetch(
+        f"SELECT command_id, stream_id, first_version, last_version, first_position,"  # noqa: S608
+        f" last_position, digest FROM {s}.commands ORDER BY command_id"
+    )
+    assert [tuple(r) for r in commands] == [
+        ("c1", "s", 1, 2, n + 1, n + 2, batch[n].digest),
+        ("c2", "t", 1, 1, n + 4, n + 4, batch[n + 2].digest),
+    ]
+    meta = await conn.fetch(f"SELECT position, metadata, command_id FROM {s}.events")  # noqa: S608
+    assert {r[0]: (r[1], r[2]) for r in meta if r[1] or r[2]} == {
+        n + 1: (None, "c1"),
+        n + 2: (None, "c1"),
+        n + 3: (b"m", None),
+        n + 4: (None, "c2"),
+    }
+    assert cache.get("s") == 5
+    assert cache.get("t") == 1
+    assert cache.position == n + 6
+
+
+async def test_a_stale_cache_falls_back_to_the_careful_path(
+    conn: asyncpg.Connection, schema: str
+) -> None:
+    """Another connection wrote the stream since this writer cached its version: the
+    unique index refuses the proposed rows and the same statement decides again."""
+    spy = Spy(conn)
+    cache = StreamVersions()
+    await write_batch(
+        spy.as_conn, schema, [Append("s", NO_STREAM, rows(b"1"))], 0.0, versions=cache
+    )
+    other = await connect()
+    try:
+        await write_batch(other, schema, [Append("s", 1, rows(b"2"))], 0.0)
+    finally:
+        await other.close()
+    assert cache.get("s") == 1  # stale: the stream is at 2
+    batch = [
+        Append("t", NO_STREAM, rows(b"t1")),
+        Append("s", 1, rows(b"x")),  # the version this writer believes: refused
+        Append("s", ANY, rows(b"3")),  # proposed at 2 from the cache: lands at 3
+    ]
+    result = await write_batch(spy.as_conn, schema, batch, 0.0, versions=cache)
+    assert spy.fast == [True, False]
+    assert result.outcomes == [ok(1, 1, 3, 3), conflict(2), ok(3, 3, 4, 4)]
+    assert [(p, sid, v) for p, sid, v, _ in await events(conn, schema)] == [
+        (1, "s", 1),
+        (2, "s", 2),
+        (3, "t", 1),
+        (4, "s", 3),
+    ]
+    assert (cache.get("s"), cache.get("t"), cache.position) == (3, 1, 4)
+    # The cache is right again: the next batch takes the fast path.
+    result = await write_batch(
+        spy.as_conn, schema, [Append("s", 3, rows(b"4"))], 0.0, versions=cache
+    )
+    assert spy.fast[-1]
+    assert result.outcomes == [ok(4, 4, 5, 5)]
+
+
+async def test_expected_versions_the_fast_path_cannot_vouch_for(
+    conn: asyncpg.Connection, schema: str
+) -> None:
+    """A version ahead of the stream (no row above it to refuse it: the base is checked
+    to exist), behind what the cache knows, or on a stream it does not know."""
+    spy = Spy(conn)
+    cache = StreamVersions()
+    await write_batch(spy.as_conn, schema, [Append("s", NO_STREAM, rows(b"1", b"2"))], 0.0)
+    for item, outcome in [
+        (Append("s", 5, rows(b"x")), conflict(2)),  # ahead: would leave a gap
+        (Append("s", 2, rows(b"3")), ok(3, 3, 3, 3)),  # unknown to the cache, right
+        (Append("s", 1, rows(b"x")), conflict(3)),  # behind the cache
+        (Append("u", STREAM_EXISTS, rows(b"x")), conflict(0)),
+        (Append("u", ANY, rows(b"u1")), ok(1, 1, 4, 4)),  # the refusal told: no stream
+    ]:
+        result = await write_batch(spy.as_conn, schema, [item], 0.0, versions=cache)
+        assert result.outcomes == [outcome], item
+    assert spy.fast == [True, False, True, False, False, True]
+    assert [(p, sid, v) for p, sid, v, _ in await events(conn, schema)] == [
+        (1, "s", 1),
+        (2, "s", 2),
+        (3, "s", 3),
+        (4, "u", 1),
+    ]
+    # Without a cache, an exact version is checked the same way.
+    result = await write_batch(spy.as_conn, schema, [Append("s", 7, rows(b"x"))], 0.0)
+    assert result.outcomes == [conflict(3)]
+
+
+async def test_a_stored_command_id_undoes_the_fast_path(
+    conn: asyncpg.Connection, schema: str
+) -> None:
+    """A command id already stored: the commands key refuses it, the fast path's rows
+    are rolled back (no position lost) and the careful path answers the duplicate."""
+    spy = Spy(conn)
+    cache = StreamVersions()
+    first = command("s", NO_STREAM, "c1", b"1")
+    await write_batch(spy.as_conn, schema, [first], 0.0, versions=cache)
+    batch = [
+        Append("t", NO_STREAM, rows(b"t1")),
+        command("u", NO_STREAM, "c3", b"u1", b"u2"),
+        command("s", 1, "c1", b"1"),  # resent: proposed at version 2, a duplicate
+        command("v", NO_STREAM, "c1", b"1"),  # the same id on another stream
+    ]
+    result = await write_batch(spy.as_conn, schema, batch, 0.0, versions=cache)
+    assert spy.fast == [True, False]
+    assert result.outcomes == [
+        ok(1, 1, 2, 2),
+        ok(1, 2, 3, 4),
+        AppendOutcome(DUPLICATE, 1, 1, 1, 1, 0, None),
+        AppendOutcome(IDEMPOTENCY_CONFLICT, 0, 0, 0, 0, 0, "s"),
+    ]
+    assert [(p, sid, v) for p, sid, v, _ in await events(conn, schema)] == [
+        (1, "s", 1),
+        (2, "t", 1),
+        (3, "u", 1),
+        (4, "u", 2),
+    ]
+    s = quote_ident(schema)
+    assert await conn.fetchval(f"SELECT last_position FROM {s}.position_counter") == 4  # noqa: S608
+    stored = await conn.fetch(
+        f"SELECT command_id, stream_id, first_position, last_position"  # noqa: S608
+        f" FROM {s}.commands ORDER BY command_id"
+    )
+    assert [tuple(r) for r in stored] == [("c1", "s", 1, 1), ("c3", "u", 3, 4)]
+    assert cache.get("s") == 1  # a duplicate moves nothing
+
+
+async def test_a_cache_from_another_history_is_not_trusted(
+    conn: asyncpg.Connection, schema: str
+) -> None:
+    """A cache that has seen positions the counter has not reached (the schema was made
+    anew, or restored) is not used: the careful path decides, and the cache is reset."""
+    spy = Spy(conn)
+    cache = StreamVersions()
+    cache.versions["s"] = 5
+    cache.position = 1_000
+    result = await write_batch(
+        spy.as_conn, schema, [Append("s", ANY, rows(b"1"))], 0.0, versions=cache
+    )
+    assert spy.fast == [False]
+    assert result.outcomes == [ok(1, 1, 1, 1)]
+    assert (cache.versions, cache.position) == ({"s": 1}, 1)
+
+
+def test_the_cache_keeps_at_most_its_limit() -> None:
+    cache = StreamVersions(limit=8)
+    for n in range(20):
+        cache.versions[f"s{n}"] = n
+        cache._trim()
+        assert len(cache.versions) <= 8
+    assert cache.get("s19") == 19
+    assert cache.get("s0") is None
+    with pytest.raises(ValueError, match="limit"):
+        StreamVersions(limit=0)
