@@ -36,7 +36,13 @@ from store._errors import (
 )
 from store._groupcommit import _SETTLED_SQL, GroupCommitStore
 from store._options import StoreOptions
-from store._postgres_batch import CheckpointWrite, SnapshotWrite, append_result, write_batch
+from store._postgres_batch import (
+    CheckpointWrite,
+    SnapshotWrite,
+    StreamVersions,
+    append_result,
+    write_batch,
+)
 from store._postgres_schema import check_schema_name, current_schema, migrate, quote_ident
 from store._prepare import (
     _MAX_VERSION,
@@ -148,6 +154,8 @@ class PostgresEventStore(GroupCommitStore):
         self._readers = readers
         self._queries = _Queries(schema)
         self._readers_closed = False
+        # The writer's stream versions (`_commit_batch` proposes versions from them).
+        self._versions = StreamVersions()
 
     # -- the writer ---------------------------------------------------------------------
 
@@ -174,6 +182,7 @@ class PostgresEventStore(GroupCommitStore):
                 recorded_at,
                 snapshots=snapshots,
                 checkpoints=checkpoints,
+                versions=self._versions,
             )
         except _CONNECTION_LOST as exc:
             # The connection broke (or stopped answering) with the batch sent: it may have
