@@ -53,6 +53,15 @@ async def scratch_schema(url: str, prefix: str = "esactors_scratch") -> AsyncIte
     finally:
         conn = await asyncpg.connect(dsn)
         try:
-            await conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+            statement = _drop_schema(name)
+            await conn.execute(statement)
         finally:
             await conn.close()
+
+
+def _drop_schema(name: str) -> str:
+    """The statement dropping schema `name`, one `scratch_schema` made (a prefix and hex
+    digits: nothing to quote but the identifier)."""
+    if not name.replace("_", "").isalnum() or not name.isascii():
+        raise ValueError(f"not a scratch schema name: {name!r}")
+    return f'DROP SCHEMA IF EXISTS "{name}" CASCADE'
