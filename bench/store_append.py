@@ -89,6 +89,13 @@ class Workload:
     callers: int
     events_per_append: int
     synchronous: str
+    max_batch_events: int | None = None  # the store's option; None: its default
+
+    def store_options(self) -> dict[str, int]:
+        """Options for `open_store` beyond the defaults."""
+        if self.max_batch_events is None:
+            return {}
+        return {"max_batch_events": self.max_batch_events}
 
 
 @dataclass(frozen=True)
@@ -146,7 +153,11 @@ async def run_store(path: Path, workload: Workload, writer: str = "thread") -> S
     registry = EventRegistry([Deposited])
     children = _children_cpu()
     async with open_store(
-        path, registry=registry, synchronous=workload.synchronous, writer=writer
+        path,
+        registry=registry,
+        synchronous=workload.synchronous,
+        writer=writer,
+        **workload.store_options(),
     ) as store:
 
         async def caller(streams: Sequence[int]) -> None:
@@ -284,6 +295,12 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--synchronous", choices=("FULL", "NORMAL"), default="FULL")
     parser.add_argument(
+        "--max-batch-events",
+        type=int,
+        default=None,
+        help="the store's max_batch_events (default: the store's default)",
+    )
+    parser.add_argument(
         "--writer",
         choices=(*WRITERS, "both"),
         default="both",
@@ -301,6 +318,8 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     for name in ("events", "streams", "callers", "runs", "events_per_append"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1")
+    if args.max_batch_events is not None and args.max_batch_events < 1:
+        parser.error("--max-batch-events must be >= 1")
     if args.callers > args.streams:
         parser.error("--callers must be <= --streams: every caller owns at least one stream")
     if args.events < args.events_per_append * args.callers:
@@ -361,6 +380,7 @@ async def run_pg_store(url: str, workload: Workload) -> tuple[StoreRun, float | 
             f"{url}{separator}schema={schema}",
             registry=registry,
             synchronous=workload.synchronous,
+            **workload.store_options(),
         ) as store:
 
             async def caller(streams: Sequence[int]) -> None:
@@ -495,7 +515,8 @@ def main_pg(args: argparse.Namespace, workload: Workload) -> int:
         print(
             f"workload: {workload.events} events over {workload.streams} streams,"
             f" {workload.callers} callers, {workload.events_per_append} event(s) per append,"
-            f" synchronous={workload.synchronous}; store: open_store(url); raw: asyncpg COPY"
+            f" synchronous={workload.synchronous}, store options {workload.store_options()};"
+            " store: open_store(url); raw: asyncpg COPY"
             f" and INSERT unnest, {RAW_TRANSACTION_ROWS} rows per transaction"
         )
         print(
@@ -599,6 +620,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         callers=args.callers,
         events_per_append=args.events_per_append,
         synchronous=args.synchronous,
+        max_batch_events=args.max_batch_events,
     )
     if args.db is not None:
         return main_pg(args, workload)
@@ -613,7 +635,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(
             f"workload: {workload.events} events over {workload.streams} streams,"
             f" {workload.callers} callers, {workload.events_per_append} event(s) per append,"
-            f" synchronous={workload.synchronous}; raw: executemany,"
+            f" synchronous={workload.synchronous}, store options {workload.store_options()};"
+            " raw: executemany,"
             f" {RAW_TRANSACTION_ROWS} rows per transaction; store writer:"
             f" {' and '.join(writers)}"
         )
