@@ -247,7 +247,7 @@ class GroupCommitStore(abc.ABC):
                     self._wake.clear()
                     await self._wake.wait()
                     continue
-                appends, writes = self._take(len(pending))
+                appends, writes = self._take(self._batch_size(len(pending)))
                 if not appends and not writes:
                     continue
                 with anyio.CancelScope(shield=True):
@@ -255,6 +255,12 @@ class GroupCommitStore(abc.ABC):
         finally:
             self._fail_pending(StoreClosed(f"the store {self.path!r} closed before the write"))
             self._writer_done.set()
+
+    def _batch_size(self, queued: int) -> int:
+        """How many of the `queued` items the writer takes into its next batch: all of
+        them here; a backend may leave some queued for the next batch to overlap with
+        answering this one (see `PostgresEventStore`)."""
+        return queued
 
     def _take(self, most: int) -> tuple[list[_Append], list[_Write]]:
         """Take up to `most` queued items (and at most `max_batch_events` events)."""

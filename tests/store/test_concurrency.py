@@ -228,7 +228,7 @@ async def test_the_unique_constraint_is_the_final_guard_when_the_version_cache_i
     store: SQLiteEventStore,
 ) -> None:
     if not isinstance(store, SQLiteEventStore):
-        pytest.skip("the SQLite writer's version cache: the PostgreSQL store keeps none")
+        pytest.skip("the SQLite writer's version cache (PostgreSQL's: test_postgres_batch)")
     if store._process is not None:
         pytest.skip("the version cache lives in the writer process: see test_writer_process")
     await store.append("s", [Deposited(1)], expected_version=NO_STREAM)
@@ -325,3 +325,21 @@ async def test_closing_commits_accepted_appends_and_refuses_those_waiting_for_ro
     assert stored_rows(str(path)) == [(1, "s-0", 1), (2, "s-1", 1)]
     with pytest.raises(StoreClosed):
         await store.append("s-3", [Noted("late")], expected_version=NO_STREAM)
+
+
+async def test_the_postgresql_writer_commits_a_long_queue_in_halves(postgres_url: str) -> None:
+    """So the server commits the second half while the event loop answers the first
+    half's callers; a short queue goes whole."""
+    async with open_store(postgres_url, registry=make_registry()) as store:
+
+        async def append(i: int) -> None:
+            await store.append(f"s-{i}", [Deposited(i)], expected_version=NO_STREAM)
+
+        for queued, batches in ((40, 1), (100, 2)):
+            before = store.statistics().batches
+            with anyio.fail_after(30):
+                async with anyio.create_task_group() as tg, writer_held(store):
+                    for i in range(queued):
+                        tg.start_soon(append, before * 1000 + i)
+                    await anyio.wait_all_tasks_blocked()
+            assert store.statistics().batches - before == 1 + batches  # the hold's, then
