@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 PORT ?= 8000
 BANK_SERVICE_DB ?= bank.db
 
-.PHONY: install test lint format check demo bench soak example docs clean
+.PHONY: install test lint format check demo bench bench-postgres soak example docs clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,15 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.actors
 	$(BIN)/python -m bench.projections
 	$(BIN)/python -m bench.compare
+
+# The PostgreSQL store's benchmarks, on the server POSTGRES_URL names (each run in a
+# schema of its own, dropped after): make bench-postgres POSTGRES_URL=postgresql://...
+POSTGRES_URL ?= postgresql://postgres@127.0.0.1:5432/test
+bench-postgres: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	$(BIN)/python -m bench.store_append --db $(POSTGRES_URL)
+	$(BIN)/python -m bench.pg_batch --url $(POSTGRES_URL)
+	$(BIN)/python -m bench.compare --db $(POSTGRES_URL)
 
 # The reliability suite at full sizes (tens of minutes): figures to reports/soak.jsonl,
 # summarised by `python -m tests.reliability.summary reports/soak.jsonl`.
