@@ -119,7 +119,7 @@ class AggregateRouter(Generic[StateT, CommandT, EventT]):
         aggregate_id: str,
         command: CommandT,
         *,
-        timeout: float | None = None,  # noqa: ASYNC109 - every ask has a finite deadline (R10)
+        timeout: float | None = None,  # noqa: ASYNC109 - every ask has a finite deadline
         command_id: str | None = None,
     ) -> CommandResult[EventT]:
         """Send `command` to instance `aggregate_id` and wait for its durable result.
@@ -223,7 +223,7 @@ class AggregateRouter(Generic[StateT, CommandT, EventT]):
 
     def _check_load(self, actor: AggregateActor) -> None:
         """Refuse a command that would wait in a mailbox once `max_queued_commands`
-        wait across the system (R9: bounded, and refused rather than dropped)."""
+        wait across the system (every queue is bounded; a command is refused, never dropped)."""
         queued = actor.mailbox.load.queued
         limit = self.system.options.max_queued_commands
         if queued >= limit:
