@@ -1,4 +1,4 @@
-"""Supervision (POI-1, POI-3), conflicts with another writer (OCC), unknown outcomes (R13)."""
+"""Supervision (POI-1, POI-3), conflicts with another writer (OCC), appends of unknown outcome."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Command ids (R5), cancellation mid-ask (CAN-1) and graceful shutdown (SHD-1, SHD-2)."""
+"""Command ids (exactly once), cancellation mid-ask (CAN-1) and graceful shutdown (SHD-1, SHD-2)."""
 
 from __future__ import annotations
 

@@ -4,8 +4,8 @@ Two tiers run the same tests: the CI tier (`make test`) at reduced sizes, and th
 tier (`make soak`, `ES_SOAK=1`) at full sizes. Each test records its figures with
 `report.record(...)`; when `ES_REPORT` names a file, every record is appended to it as
 one JSON line with the seed, the SQLite version, the tier and the commit, so
-`python -m tests.reliability.summary` can turn a soak run into the table of
-docs/reliability.md.
+`python -m tests.reliability.summary` can turn a soak run into the tables of
+docs/dev/soak-runs.md.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Summarise a reliability report (JSON lines) as the markdown table of docs/reliability.md.
+"""Summarise a reliability report (JSON lines) as the markdown table of docs/dev/soak-runs.md.
 
     python -m tests.reliability.summary reports/soak.jsonl
 
