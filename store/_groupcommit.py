@@ -3,9 +3,9 @@
 `append` checks and encodes on the caller's task, then queues; one writer task takes
 everything queued (up to `max_batch_events` events) and commits it as one batch, so the
 per-commit cost is paid per batch, not per append. A backend subclasses
-`GroupCommitStore`: it commits one batch (`_commit_batch`) and implements the reads,
-snapshots and checkpoints; the queue, answering callers, commit listeners, counters and
-closing are here.
+`GroupCommitStore`: it commits one batch (`_commit_batch`) and answers the queries of
+the checked calls (`store/_calls.py`); the queue, answering callers, commit listeners,
+counters and closing are here.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
-from datetime import datetime
 from typing import Any, Final, NoReturn, TypeVar, cast
 
 import anyio
@@ -24,6 +23,7 @@ import msgspec
 
 from store import faults
 from store._batch import _Append, _BatchResult, _fail_batch, _recorded, _Write
+from store._calls import _StoreCalls
 from store._codec import EventRegistry
 from store._errors import InvalidExpectedVersion, StoreClosed, StoreError
 from store._logging import get_logger
@@ -34,7 +34,7 @@ from store._prepare import (
     _encode_events,
     _encode_metadata,
 )
-from store._records import STREAM_EXISTS, AppendResult, RecordedEvent, Snapshot, StoreStatistics
+from store._records import STREAM_EXISTS, AppendResult, RecordedEvent, StoreStatistics
 
 __all__ = ["CommitListener", "GroupCommitStore"]
 
@@ -49,12 +49,13 @@ _Future = asyncio.Future
 _SETTLED_SQL: Final = "SELECT 1"
 
 
-class GroupCommitStore(abc.ABC):
+class GroupCommitStore(_StoreCalls):
     """The part of an event store every backend shares: `append` and its queue, the
     writer task's loop, answering callers and listeners after a commit, statistics.
 
-    A backend implements `_commit_batch` (one batch, one transaction) and the reads,
-    snapshots and checkpoints below; it may run a writer loop of its own in place of
+    A backend implements `_commit_batch` (one batch, one transaction) and the query
+    hooks of `_StoreCalls` (reads, snapshots, checkpoints, their arguments already
+    checked there); it may run a writer loop of its own in place of
     `_run_writer` (the SQLite writer process does), using `_take` and `_answer`.
     """
 
@@ -390,69 +391,6 @@ class GroupCommitStore(abc.ABC):
             if not item.future.done():
                 item.future.set_exception(error)
         self._room.set()
-
-    # -- what a backend implements besides the commit (see `EventStore`) ---------------
-
-    @abc.abstractmethod
-    async def read_stream(
-        self,
-        stream_id: str,
-        *,
-        from_version: int = 1,
-        to_version: int | None = None,
-        limit: int | None = None,
-    ) -> list[RecordedEvent]:
-        """See `EventStore.read_stream`."""
-
-    @abc.abstractmethod
-    async def read_stream_until(
-        self, stream_id: str, at: datetime | float, *, limit: int | None = None
-    ) -> list[RecordedEvent]:
-        """See `EventStore.read_stream_until`."""
-
-    @abc.abstractmethod
-    async def read_all(
-        self,
-        *,
-        from_position: int = 0,
-        to_position: int | None = None,
-        limit: int | None = 1000,
-        event_types: Sequence[str] | None = None,
-        stream_prefix: str | None = None,
-    ) -> list[RecordedEvent]:
-        """See `EventStore.read_all`."""
-
-    @abc.abstractmethod
-    async def stream_version(self, stream_id: str) -> int:
-        """See `EventStore.stream_version`."""
-
-    @abc.abstractmethod
-    async def last_position(self) -> int:
-        """See `EventStore.last_position`."""
-
-    @abc.abstractmethod
-    async def find_command(self, command_id: str) -> AppendResult | None:
-        """See `EventStore.find_command`."""
-
-    @abc.abstractmethod
-    async def save_snapshot(
-        self, stream_id: str, version: int, state: object, *, schema_version: int = 1
-    ) -> None:
-        """See `EventStore.save_snapshot`."""
-
-    @abc.abstractmethod
-    async def load_snapshot(
-        self, stream_id: str, state_type: type[S], *, schema_version: int = 1
-    ) -> Snapshot[S] | None:
-        """See `EventStore.load_snapshot`."""
-
-    @abc.abstractmethod
-    async def save_checkpoint(self, name: str, position: int) -> None:
-        """See `EventStore.save_checkpoint`."""
-
-    @abc.abstractmethod
-    async def load_checkpoint(self, name: str) -> int:
-        """See `EventStore.load_checkpoint`."""
 
     def _snapshot_decoder(self, state_type: type[Any]) -> msgspec.msgpack.Decoder[Any]:
         """The decoder of snapshots of `state_type`, built once (TypeError: msgspec

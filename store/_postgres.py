@@ -13,9 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-import zlib
 from collections.abc import AsyncIterator, Sequence
-from datetime import datetime
 from typing import Any, Final, TypeVar
 
 import anyio
@@ -24,11 +22,10 @@ import asyncpg
 from store import faults
 from store._batch import _Append, _BatchResult, _Write
 from store._codec import EventRegistry
-from store._decode import _decode_rows, _snapshot
+from store._decode import _decode_rows
 from store._errors import (
     InvalidCheckpoint,
     InvalidStoreOption,
-    ReadTooLarge,
     StoreClosed,
     StoreError,
     StoreUnavailable,
@@ -51,20 +48,7 @@ from store._postgres_connect import (
     _translate,
 )
 from store._postgres_schema import check_schema_name, current_schema, migrate, quote_ident
-from store._prepare import (
-    _MAX_VERSION,
-    _bound,
-    _check_checkpoint,
-    _check_checkpoint_name,
-    _check_command_id,
-    _check_stream_prefix,
-    _encode_snapshot,
-    _event_types,
-    _limit,
-    _moment,
-    _type_name,
-)
-from store._records import AppendResult, RecordedEvent, Snapshot
+from store._records import AppendResult, RecordedEvent
 
 __all__ = ["PostgresEventStore", "open_postgres_store"]
 
@@ -236,84 +220,61 @@ class PostgresEventStore(GroupCommitStore):
     def _translate_error(self, exc: BaseException, what: str) -> StoreError:
         return _translate(exc, what, self.path)
 
-    # -- reading ------------------------------------------------------------------------
+    # -- the queries of the checked calls (store/_calls.py) ---------------------------
 
-    async def read_stream(
-        self,
-        stream_id: str,
-        *,
-        from_version: int = 1,
-        to_version: int | None = None,
-        limit: int | None = None,
+    async def _read_stream(
+        self, stream_id: str, low: int, high: int, limit: int
     ) -> list[RecordedEvent]:
-        """See `EventStore.read_stream` (the same contract as the SQLite store's)."""
-        self._check_stream_id(stream_id)
-        call = f"read_stream({stream_id!r})"
-        low = _bound(call, "from_version", from_version)
-        high = _MAX_VERSION if to_version is None else _bound(call, "to_version", to_version)
-        cap = self.options.max_read_limit
-        if limit is not None:
-            page = _limit(call, limit, cap)
-            return await self._read(self._queries.read_stream, stream_id, low, high, page)
-        rows = await self._read(self._queries.read_stream, stream_id, low, high, cap + 1)
-        if len(rows) > cap:
-            raise ReadTooLarge(stream_id, low, cap)
-        return rows
+        return await self._read(self._queries.read_stream, stream_id, low, high, limit)
 
-    async def read_stream_until(
-        self, stream_id: str, at: datetime | float, *, limit: int | None = None
+    async def _first_version_after(self, stream_id: str, moment: float) -> int | None:
+        value = await self._value(self._queries.first_version_after, stream_id, moment)
+        return None if value is None else int(value)
+
+    async def _read_all(
+        self, low: int, high: int, tags: list[str] | None, prefix: str | None, limit: int
     ) -> list[RecordedEvent]:
-        """See `EventStore.read_stream_until`."""
-        self._check_stream_id(stream_id)
-        call = f"read_stream_until({stream_id!r})"
-        moment = _moment(call, at)
-        if limit is not None:
-            _limit(call, limit, self.options.max_read_limit)
-        first_after = await self._value(self._queries.first_version_after, stream_id, moment)
-        to_version = _MAX_VERSION if first_after is None else int(first_after) - 1
-        if to_version < 1:
-            return []
-        return await self.read_stream(stream_id, to_version=to_version, limit=limit)
+        return await self._read(self._queries.read_all, low, high, tags, prefix, limit)
 
-    async def read_all(
-        self,
-        *,
-        from_position: int = 0,
-        to_position: int | None = None,
-        limit: int | None = 1000,
-        event_types: Sequence[str] | None = None,
-        stream_prefix: str | None = None,
-    ) -> list[RecordedEvent]:
-        """See `EventStore.read_all`."""
-        call = "read_all"
-        high = _MAX_VERSION if to_position is None else _bound(call, "to_position", to_position)
-        low = max(_bound(call, "from_position", from_position), 0)
-        page = _limit(call, limit, self.options.max_read_limit)
-        tags = _event_types(call, event_types)
-        _check_stream_prefix(call, stream_prefix)
-        return await self._read(
-            self._queries.read_all, low, high, tags, stream_prefix or None, page
-        )
-
-    async def stream_version(self, stream_id: str) -> int:
-        """The stream's current version (0 when it has no events)."""
-        self._check_stream_id(stream_id)
+    async def _stream_version(self, stream_id: str) -> int:
         return int(await self._value(self._queries.stream_version, stream_id) or 0)
 
     async def last_position(self) -> int:
         """The highest committed position in the schema (0 when empty), whoever wrote it."""
         return int(await self._value(self._queries.last_position) or 0)
 
-    async def find_command(self, command_id: str) -> AppendResult | None:
-        """See `EventStore.find_command`."""
-        _check_command_id(command_id)
+    async def _command_row(self, command_id: str) -> Sequence[Any] | None:
         row = await self._row(self._queries.command, command_id)
-        if row is None:
-            return None
-        stream_id, first_version, last_version, first_position, last_position = row
-        return AppendResult(
-            stream_id, first_version, last_version, first_position, last_position, duplicate=True
+        return None if row is None else tuple(row)
+
+    async def _snapshot_row(self, stream_id: str) -> Sequence[Any] | None:
+        row = await self._row(self._queries.snapshot, stream_id)
+        return None if row is None else tuple(row)
+
+    async def _checkpoint(self, name: str) -> int:
+        if "\x00" in name:
+            return 0  # never saved: PostgreSQL text cannot hold a NUL
+        return int(await self._value(self._queries.checkpoint, name) or 0)
+
+    async def _write_snapshot(
+        self,
+        stream_id: str,
+        version: int,
+        state_type: str,
+        schema_version: int,
+        data: bytes,
+        checksum: int,
+        recorded_at: float,
+    ) -> None:
+        snapshot = SnapshotWrite(
+            stream_id, version, state_type, schema_version, data, checksum, recorded_at
         )
+        await self._enqueue_write(_SNAPSHOT, (snapshot,))
+
+    async def _write_checkpoint(self, name: str, position: int, updated_at: float) -> None:
+        if "\x00" in name:
+            raise InvalidCheckpoint(name, "it contains a NUL character (PostgreSQL text cannot)")
+        await self._enqueue_write(_CHECKPOINT, (CheckpointWrite(name, position, updated_at),))
 
     async def _read(self, sql: str, *args: Any) -> list[RecordedEvent]:
         rows = await self._call("fetch", sql, args)
@@ -356,57 +317,6 @@ class PostgresEventStore(GroupCommitStore):
         else:
             if not future.done():
                 future.set_result(result)
-
-    # -- snapshots and checkpoints ------------------------------------------------------
-
-    async def save_snapshot(
-        self, stream_id: str, version: int, state: object, *, schema_version: int = 1
-    ) -> None:
-        """See `EventStore.save_snapshot` (it rides in the writer's next batch)."""
-        self._check_stream_id(stream_id)
-        data = _encode_snapshot(
-            self.registry, self._snapshot_decoder, stream_id, version, state, schema_version
-        )
-        if faults.enabled:
-            await faults.hit_async("snapshot_write")
-        snapshot = SnapshotWrite(
-            stream_id,
-            version,
-            _type_name(type(state)),
-            schema_version,
-            data,
-            zlib.crc32(data),
-            time.time(),
-        )
-        await self._enqueue_write(_SNAPSHOT, (snapshot,))
-
-    async def load_snapshot(
-        self, stream_id: str, state_type: type[S], *, schema_version: int = 1
-    ) -> Snapshot[S] | None:
-        """See `EventStore.load_snapshot`."""
-        self._check_stream_id(stream_id)
-        row = await self._row(self._queries.snapshot, stream_id)
-        if row is None:
-            return None
-        return _snapshot(
-            tuple(row), stream_id, state_type, schema_version, self._snapshot_decoder, self._log
-        )
-
-    async def save_checkpoint(self, name: str, position: int) -> None:
-        """See `EventStore.save_checkpoint` (it rides in the writer's next batch)."""
-        _check_checkpoint(name, position)
-        if "\x00" in name:
-            raise InvalidCheckpoint(name, "it contains a NUL character (PostgreSQL text cannot)")
-        if faults.enabled:
-            await faults.hit_async("checkpoint_write")
-        await self._enqueue_write(_CHECKPOINT, (CheckpointWrite(name, position, time.time()),))
-
-    async def load_checkpoint(self, name: str) -> int:
-        """See `EventStore.load_checkpoint`."""
-        _check_checkpoint_name(name)
-        if "\x00" in name:
-            return 0  # never saved: PostgreSQL text cannot hold a NUL
-        return int(await self._value(self._queries.checkpoint, name) or 0)
 
 
 @contextlib.asynccontextmanager

@@ -14,36 +14,20 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
-import time
-import zlib
 from collections.abc import AsyncIterator, Callable, Sequence
-from datetime import datetime
 from typing import Any, Final, TypeVar
 
 import aiosqlite
 import anyio
 import anyio.abc
 
-from store import _sqlite_batch, faults
+from store import _sqlite_batch
 from store._batch import _Append, _BatchResult, _Write
 from store._codec import EventRegistry
-from store._decode import _decode_rows, _snapshot
-from store._errors import ReadTooLarge, StoreClosed, StoreError, StoreUnavailable
+from store._decode import _decode_rows
+from store._errors import StoreClosed, StoreError, StoreUnavailable
 from store._options import StoreOptions
-from store._prepare import (
-    _MAX_VERSION,
-    _bound,
-    _check_checkpoint,
-    _check_checkpoint_name,
-    _check_command_id,
-    _check_stream_prefix,
-    _encode_snapshot,
-    _event_types,
-    _limit,
-    _moment,
-    _type_name,
-)
-from store._records import AppendResult, RecordedEvent, Snapshot
+from store._records import RecordedEvent
 from store._sqlite_batch import _SELECT_LAST_POSITION, _SELECT_VERSION, _BatchWriter, _json
 from store._sqlite_connect import (
     _checkpoint_wal,
@@ -150,130 +134,67 @@ class SQLiteEventStore(_ProcessWriter):
     def _translate_error(self, exc: BaseException, what: str) -> StoreError:
         return _translate(exc, what)
 
-    # -- reading ------------------------------------------------------------------------
+    # -- the queries of the checked calls (store/_calls.py) ---------------------------
 
-    async def read_stream(
-        self,
-        stream_id: str,
-        *,
-        from_version: int = 1,
-        to_version: int | None = None,
-        limit: int | None = None,
+    async def _read_stream(
+        self, stream_id: str, low: int, high: int, limit: int
     ) -> list[RecordedEvent]:
-        """Events of `stream_id` with `from_version <= version <= to_version`, in order.
+        return await self._read(_READ_STREAM, (stream_id, low, high, limit))
 
-        Args:
-            limit: at most this many (capped by `max_read_limit`); page with
-                `from_version=last.version + 1`. Without it, the whole range is
-                returned, or `ReadTooLarge` raised if it holds more than
-                `max_read_limit` events (never a silently shortened stream).
+    async def _first_version_after(self, stream_id: str, moment: float) -> int | None:
+        value = await self._scalar(_FIRST_VERSION_AFTER, (stream_id, moment))
+        return None if value is None else int(value)
 
-        Raises:
-            UnknownEventType, CorruptEvent: a stored event cannot be decoded.
-            ReadTooLarge: no `limit`, and the range is longer than `max_read_limit`.
-            InvalidStreamId, InvalidReadArgument: a bad argument; nothing was read.
-        """
-        self._check_stream_id(stream_id)
-        call = f"read_stream({stream_id!r})"
-        low = _bound(call, "from_version", from_version)
-        high = _MAX_VERSION if to_version is None else _bound(call, "to_version", to_version)
-        cap = self.options.max_read_limit
-        if limit is not None:
-            page = _limit(call, limit, cap)
-            return await self._read(_READ_STREAM, (stream_id, low, high, page))
-        rows = await self._read(_READ_STREAM, (stream_id, low, high, cap + 1))
-        if len(rows) > cap:
-            raise ReadTooLarge(stream_id, low, cap)
-        return rows
-
-    async def read_stream_until(
-        self, stream_id: str, at: datetime | float, *, limit: int | None = None
+    async def _read_all(
+        self, low: int, high: int, tags: list[str] | None, prefix: str | None, limit: int
     ) -> list[RecordedEvent]:
-        """The stream as it stood at moment `at`: its longest prefix of events recorded at
-        or before `at` (an aware datetime, or POSIX seconds). Time travel by version is
-        `read_stream(stream_id, to_version=v)`.
-
-        Raises:
-            NaiveDatetime: `at` is a datetime without tzinfo.
-            InvalidStreamId, InvalidReadArgument: another bad argument; nothing was read.
-        """
-        self._check_stream_id(stream_id)
-        call = f"read_stream_until({stream_id!r})"
-        moment = _moment(call, at)
-        if limit is not None:
-            _limit(call, limit, self.options.max_read_limit)
-        first_after = await self._scalar(_FIRST_VERSION_AFTER, (stream_id, moment))
-        to_version = _MAX_VERSION if first_after is None else int(first_after) - 1
-        if to_version < 1:
-            return []
-        return await self.read_stream(stream_id, to_version=to_version, limit=limit)
-
-    async def read_all(
-        self,
-        *,
-        from_position: int = 0,
-        to_position: int | None = None,
-        limit: int | None = 1000,
-        event_types: Sequence[str] | None = None,
-        stream_prefix: str | None = None,
-    ) -> list[RecordedEvent]:
-        """Events of every stream in global (commit) order, `from_position` inclusive.
-
-        Args:
-            to_position: the last position to include (default: no bound).
-            limit: page size (default 1,000, capped by `max_read_limit`); page on with
-                `from_position=last.position + 1`.
-            event_types: only these tags.
-            stream_prefix: only streams whose id starts with this.
-
-        Raises:
-            InvalidReadArgument: a bad argument (named); nothing was read.
-        """
-        call = "read_all"
-        high = _MAX_VERSION if to_position is None else _bound(call, "to_position", to_position)
-        low = max(_bound(call, "from_position", from_position), 0)
-        page = _limit(call, limit, self.options.max_read_limit)
-        tags = _event_types(call, event_types)
-        _check_stream_prefix(call, stream_prefix)
-        if tags is not None and stream_prefix:
+        if tags is not None and prefix:
             types = _json.encode(tags)
             return await self._read(
-                _READ_ALL_TYPES_PREFIX,
-                (low, high, types, len(stream_prefix), stream_prefix, page),
+                _READ_ALL_TYPES_PREFIX, (low, high, types, len(prefix), prefix, limit)
             )
         if tags is not None:
-            return await self._read(_READ_ALL_TYPES, (low, high, _json.encode(tags), page))
-        if stream_prefix:
-            return await self._read(
-                _READ_ALL_PREFIX, (low, high, len(stream_prefix), stream_prefix, page)
-            )
-        return await self._read(_READ_ALL, (low, high, page))
+            return await self._read(_READ_ALL_TYPES, (low, high, _json.encode(tags), limit))
+        if prefix:
+            return await self._read(_READ_ALL_PREFIX, (low, high, len(prefix), prefix, limit))
+        return await self._read(_READ_ALL, (low, high, limit))
 
-    async def stream_version(self, stream_id: str) -> int:
-        """The stream's current version (0 when it has no events)."""
-        self._check_stream_id(stream_id)
-        value = await self._scalar(_SELECT_VERSION, (stream_id,))
-        return int(value or 0)
+    async def _stream_version(self, stream_id: str) -> int:
+        return int(await self._scalar(_SELECT_VERSION, (stream_id,)) or 0)
 
     async def last_position(self) -> int:
         """The highest committed position in the file (0 when empty), whoever wrote it."""
         value = await self._scalar(_SELECT_LAST_POSITION, ())
         return int(value or 0)
 
-    async def find_command(self, command_id: str) -> AppendResult | None:
-        """The result of the committed append with `command_id`, or None.
+    async def _command_row(self, command_id: str) -> Sequence[Any] | None:
+        row: Sequence[Any] | None = await self._row(_SELECT_COMMAND, (command_id,))
+        return row
 
-        Raises:
-            InvalidReadArgument: `command_id` is not one an append could have used.
-        """
-        _check_command_id(command_id)
-        row = await self._row(_SELECT_COMMAND, (command_id,))
-        if row is None:
-            return None
-        stream_id, first_version, last_version, first_position, last_position = row
-        return AppendResult(
-            stream_id, first_version, last_version, first_position, last_position, duplicate=True
+    async def _snapshot_row(self, stream_id: str) -> Sequence[Any] | None:
+        row: Sequence[Any] | None = await self._row(_SELECT_SNAPSHOT, (stream_id,))
+        return row
+
+    async def _checkpoint(self, name: str) -> int:
+        return int(await self._scalar(_SELECT_CHECKPOINT, (name,)) or 0)
+
+    async def _write_snapshot(
+        self,
+        stream_id: str,
+        version: int,
+        state_type: str,
+        schema_version: int,
+        data: bytes,
+        checksum: int,
+        recorded_at: float,
+    ) -> None:
+        await self._enqueue_write(
+            _UPSERT_SNAPSHOT,
+            (stream_id, version, state_type, schema_version, data, checksum, recorded_at),
         )
+
+    async def _write_checkpoint(self, name: str, position: int, updated_at: float) -> None:
+        await self._enqueue_write(_UPSERT_CHECKPOINT, (name, position, updated_at))
 
     async def _read(self, sql: str, params: tuple[Any, ...]) -> list[RecordedEvent]:
         self._check_readable()
@@ -318,76 +239,6 @@ class SQLiteEventStore(_ProcessWriter):
 
     def _decode_rows(self, rows: list[Any]) -> list[RecordedEvent]:
         return _decode_rows(self.registry, rows)
-
-    # -- snapshots and checkpoints ------------------------------------------------------
-
-    async def save_snapshot(
-        self, stream_id: str, version: int, state: object, *, schema_version: int = 1
-    ) -> None:
-        """Save `state` as the state of `stream_id` at `version` (replacing an older one).
-
-        `schema_version` names the state's shape: `load_snapshot` ignores a snapshot saved
-        with another shape version or type, so a changed state type falls back to replay.
-
-        Raises:
-            InvalidStreamId: a bad stream id.
-            InvalidSnapshot: a bad version or schema version, or a state that cannot be
-                encoded or would not load back as its type (`load_snapshot` would throw
-                it away); nothing was written.
-        """
-        self._check_stream_id(stream_id)
-        data = _encode_snapshot(
-            self.registry, self._snapshot_decoder, stream_id, version, state, schema_version
-        )
-        if faults.enabled:
-            await faults.hit_async("snapshot_write")
-        await self._enqueue_write(
-            _UPSERT_SNAPSHOT,
-            (
-                stream_id,
-                version,
-                _type_name(type(state)),
-                schema_version,
-                data,
-                zlib.crc32(data),
-                time.time(),
-            ),
-        )
-
-    async def load_snapshot(
-        self, stream_id: str, state_type: type[S], *, schema_version: int = 1
-    ) -> Snapshot[S] | None:
-        """The latest snapshot of `stream_id` if it has `state_type` at `schema_version`
-        and decodes cleanly; otherwise None (replay the stream from its start)."""
-        self._check_stream_id(stream_id)
-        row = await self._row(_SELECT_SNAPSHOT, (stream_id,))
-        if row is None:
-            return None
-        return _snapshot(
-            row, stream_id, state_type, schema_version, self._snapshot_decoder, self._log
-        )
-
-    async def save_checkpoint(self, name: str, position: int) -> None:
-        """Durably record that subscriber `name` has handled everything up to `position`.
-
-        Raises:
-            InvalidCheckpoint: `name` is not a non-empty str of valid Unicode, or
-                `position` not an int from 0 to 2**62; nothing was written.
-        """
-        _check_checkpoint(name, position)
-        if faults.enabled:
-            await faults.hit_async("checkpoint_write")
-        await self._enqueue_write(_UPSERT_CHECKPOINT, (name, position, time.time()))
-
-    async def load_checkpoint(self, name: str) -> int:
-        """The last position saved for subscriber `name` (0 when none).
-
-        Raises:
-            InvalidCheckpoint: `name` is not a non-empty str of valid Unicode.
-        """
-        _check_checkpoint_name(name)
-        value = await self._scalar(_SELECT_CHECKPOINT, (name,))
-        return int(value or 0)
 
     async def backup(self, path: str | os.PathLike[str]) -> int:
         """Copy a consistent snapshot of the store into a new SQLite file at `path`.
