@@ -44,7 +44,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log info lines too")
     sub = parser.add_subparsers(dest="command")
     sub.add_parser("tour", help="a short walk through the bank and the shop")
-    # -- simulate (demo/_simulate.py) --
+    # -- simulate (demo/_simulate/_cli.py) --
     add_simulate_arguments(
         sub.add_parser(
             "simulate",
@@ -181,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     """
     argv = sys.argv[1:] if argv is None else argv
     args = _parser().parse_args(argv)
-    if args.command is None:  # simulate is the default (demo/_simulate.py)
+    if args.command is None:  # simulate is the default (demo/_simulate/)
         args = _parser().parse_args([*argv, "simulate"])
     with configured_logging(verbose=args.verbose):
         if args.command == "simulate":

@@ -20,10 +20,10 @@ from demo._simulate import (
     SimOptions,
     SimReport,
     SimulationError,
-    _settled,
     check_store,
     simulate,
 )
+from demo._simulate._settling import _settled
 from demo.bank import Account, Balances, Credited, OpenAccount, TransferProcess, Withdrawn
 from store import ANY
 
