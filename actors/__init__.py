@@ -27,6 +27,7 @@ from actors._errors import (
     TooManyAttempts,
 )
 from actors._generic import ActorRef
+from actors._options import SystemOptions
 from actors._process import (
     Dispatch,
     ParkedStep,
@@ -36,13 +37,7 @@ from actors._process import (
     ProcessManagerStatistics,
 )
 from actors._router import AggregateRouter
-from actors._system import (
-    ActorSystem,
-    Projectable,
-    SystemOptions,
-    SystemStatistics,
-    open_system,
-)
+from actors._system import ActorSystem, Projectable, SystemStatistics, open_system
 
 __all__ = [
     "SECRET",

@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 from collections import OrderedDict
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import anyio
 
@@ -28,6 +28,7 @@ from actors._errors import (
     ShuttingDown,
     TooManyAttempts,
 )
+from actors._host import ActorHost
 from actors._mailbox import Envelope, Mailbox
 from store import (
     AppendResult,
@@ -39,9 +40,6 @@ from store import (
     StoreError,
     get_logger,
 )
-
-if TYPE_CHECKING:
-    from actors._router import AggregateRouter
 
 __all__: list[str] = []
 
@@ -92,6 +90,7 @@ class AggregateActor:
         "busy",
         "done",
         "failure",
+        "host",
         "in_a_row",
         "inline",
         "last_used",
@@ -99,31 +98,31 @@ class AggregateActor:
         "position",
         "predecessor",
         "recent",
-        "router",
         "state",
+        "store",
         "stream_id",
         "version",
     )
 
     def __init__(
         self,
-        router: AggregateRouter[Any, Any, Any],
+        host: ActorHost,
         aggregate_id: str,
         stream_id: str,
         predecessor: AggregateActor | None,
-        now: float,
     ) -> None:
-        self.router = router
-        self.aggregate = router.aggregate
+        self.host = host
+        self.store = host.store
+        self.aggregate = host.aggregate
         self.aggregate_id = aggregate_id
         self.stream_id = stream_id
         self.predecessor = predecessor
-        self.mailbox = Mailbox(router.options.mailbox_capacity, router.system._load)
+        self.mailbox = Mailbox(host.options.mailbox_capacity, host.load)
         self.done = anyio.Event()
         self.state: Any = self.aggregate.initial
         self.version = 0
         self.position = 0
-        self.last_used = now
+        self.last_used = 0.0  # set by the registry (least recently used first)
         # command id -> (the command, its result): a resend of the same command is
         # answered from here; the same id with another command is an IdempotencyConflict.
         self.recent: OrderedDict[str, tuple[object, CommandResult[Any]]] = OrderedDict()
@@ -141,23 +140,23 @@ class AggregateActor:
 
     async def run(self) -> None:
         """The actor's task: wait for its predecessor, load, serve until closed."""
-        router = self.router
-        self._log = get_logger("actors", aggregate=router.name, stream_id=self.stream_id)
+        host = self.host
+        self._log = get_logger("actors", aggregate=host.name, stream_id=self.stream_id)
         error: BaseException | None = None
         try:
             if self.predecessor is not None:
                 await self.predecessor.done.wait()
                 self.predecessor = None
             await self._load()
-            router._loaded(self)
+            host.loaded(self.aggregate_id)
             await self._serve()
         except _Parked as parked:
             error = parked.error
         except Exception as exc:  # noqa: BLE001 - a crash stays in this actor: reported
             error = exc
-            router.restarts += 1
+            host.restarted()
             self._log.error("actor.crashed", exc_info=exc)
-            router._park(self.aggregate_id, exc)
+            host.park(self.aggregate_id, exc)
         except BaseException as exc:
             error = exc
             raise
@@ -165,7 +164,7 @@ class AggregateActor:
             leftover = self._current + self.mailbox.drain()
             self._current = []
             self.mailbox.close()
-            router._forget(self)
+            host.forget(self)
             if leftover:
                 refusal = _refusal(error, self.stream_id)
                 for envelope in leftover:
@@ -174,7 +173,7 @@ class AggregateActor:
 
     async def _serve(self) -> None:
         mailbox = self.mailbox
-        limit = self.router.options.max_batch
+        limit = self.host.options.max_batch
         self.in_a_row = 0
         while True:
             if self.inline:
@@ -189,7 +188,7 @@ class AggregateActor:
                     # The append may still commit: reading before it settles would
                     # serve (and decide on) a state without it.
                     with contextlib.suppress(StoreError):  # the load reports a dead store
-                        await self.router.system.store.wait_settled()
+                        await self.store.wait_settled()
                     await self._load(catch_up=True)
                 else:
                     raise failure
@@ -250,14 +249,14 @@ class AggregateActor:
                         raise _Restart from decided
                     return
                 events, state = decided
-                router = self.router
+                host = self.host
                 version = self.version
                 if not events:
-                    router.commands += 1
+                    host.answered()
                     envelope.reply(CommandResult((), version, self.position))
                     return
                 try:
-                    result = await router.system.store.append(
+                    result = await self.store.append(
                         self.stream_id, events, expected_version=version
                     )
                 except Exception as exc:  # noqa: BLE001 - settled like any failed append
@@ -269,12 +268,12 @@ class AggregateActor:
                     self.state = state
                     self.version = last = result.last_version
                     self.position = position = result.last_position
-                    router.commands += 1
+                    host.answered()
                     envelope.reply(CommandResult(events, last, position))
                     self.in_a_row = 0
-                    every = router.snapshot_every
+                    every = host.snapshot_every
                     if every is not None and last // every != version // every:
-                        await router._save_snapshot(self)
+                        await host.save_snapshot(self.stream_id, last, state)
                     return
             else:
                 todo = [envelope]
@@ -298,13 +297,13 @@ class AggregateActor:
 
     async def _restart(self) -> None:
         self.in_a_row = restarts = self.in_a_row + 1
-        router = self.router
-        router.restarts += 1
-        options = router.options
+        host = self.host
+        host.restarted()
+        options = host.options
         if restarts > options.max_restarts:
             error = RestartLimitExceeded(self.stream_id, restarts)
             self._log.error("actor.restart_limit", restarts=restarts)
-            router._park(self.aggregate_id, error)
+            host.park(self.aggregate_id, error)
             raise _Parked(error)
         self._log.warning("actor.restarting", restarts=restarts)
         if restarts > 1:
@@ -321,9 +320,9 @@ class AggregateActor:
         events), and the stream can only have grown. A reload then costs the events
         written since, not the whole stream.
         """
-        router = self.router
+        host = self.host
         aggregate = self.aggregate
-        store = router.system.store
+        store = self.store
         stream_id = self.stream_id
         evolve = aggregate.evolve
         state: Any = aggregate.initial
@@ -334,13 +333,13 @@ class AggregateActor:
             state, version, position = self.state, self.version, self.position
             start = version + 1
         try:
-            if router.snapshot_every is not None and not catch_up:
+            if host.snapshot_every is not None and not catch_up:
                 snapshot = await store.load_snapshot(
                     stream_id, type(state), schema_version=aggregate.state_version
                 )
                 if snapshot is not None:
                     state, version, start = snapshot.state, snapshot.version, snapshot.version
-            page_size = router.options.load_page_size
+            page_size = host.options.load_page_size
             while True:
                 page = await store.read_stream(stream_id, from_version=start, limit=page_size)
                 for recorded in page:
@@ -373,14 +372,14 @@ class AggregateActor:
         self._log.debug("actor.loaded", version=version)
 
     def _fail_load(self, error: RecoveryError) -> None:
-        self.router.restarts += 1
+        self.host.restarted()
         self._log.error(
             "actor.recovery_failed",
             version=error.version,
             event_type=error.event_type,
             exc_info=error,
         )
-        self.router._park(self.aggregate_id, error)
+        self.host.park(self.aggregate_id, error)
         raise _Parked(error)
 
     # -- one batch ----------------------------------------------------------------------
@@ -523,7 +522,7 @@ class AggregateActor:
             return exc
         except Exception as exc:  # noqa: BLE001 - isolated: goes to the caller, wrapped
             failed = CommandFailed(
-                self.router.name, self.aggregate_id, type(command).__name__, repr(exc)
+                self.host.name, self.aggregate_id, type(command).__name__, repr(exc)
             )
             failed.__cause__ = exc
             return failed
@@ -534,21 +533,21 @@ class AggregateActor:
                 state = evolve(state, event)
         except Exception as exc:  # noqa: BLE001 - code and history disagree: restart
             name = type(event).__name__
-            failure = EvolveError(self.router.name, self.aggregate_id, name, repr(exc))
+            failure = EvolveError(self.host.name, self.aggregate_id, name, repr(exc))
             failure.__cause__ = exc
             return failure
         return events, state
 
     def _refuse(self, envelope: Envelope, error: Exception) -> None:
         """Answer `envelope` with the verdict `_decide` reached, counted by kind."""
-        router = self.router
+        host = self.host
         if isinstance(error, Rejected):
-            router.rejections += 1
+            host.rejected()
         elif isinstance(error, EvolveError):
-            router.failures += 1
+            host.failed()
             self._log.error("actor.evolve_failed", event_type=error.event_type)
         else:
-            router.failures += 1
+            host.failed()
             self._log.debug("command.failed", command=type(envelope.command).__name__)
         envelope.fail(error)
 
@@ -562,7 +561,7 @@ class AggregateActor:
         """The stored result of `command_id` on this stream (remembered, marked
         duplicate); the error to answer when it is stored on another stream or the
         lookup failed; None when the store does not hold it."""
-        store = self.router.system.store
+        store = self.store
         try:
             found = await store.find_command(command_id)
             if found is None:
@@ -584,7 +583,7 @@ class AggregateActor:
 
     def _conflict(self, envelope: Envelope, command_id: str) -> None:
         if envelope.wanted():
-            self.router.rejections += 1
+            self.host.rejected()
             envelope.fail(IdempotencyConflict(command_id, self.stream_id, self.stream_id))
 
     def _remember(
@@ -594,7 +593,7 @@ class AggregateActor:
         (the result marked duplicate)."""
         if not result.duplicate:
             result = CommandResult(result.events, result.version, result.position, True)
-        limit = self.router.options.recent_command_ids
+        limit = self.host.options.recent_command_ids
         if limit:
             recent = self.recent
             recent[command_id] = (command, result)
@@ -635,13 +634,13 @@ class AggregateActor:
                     follower.reply(found)
             else:
                 self._fail(planned, error if found is None else found)
-        every = self.router.snapshot_every
+        every = self.host.snapshot_every
         if every is not None and not reload and self.version // every != old // every:
-            await self.router._save_snapshot(self)
+            await self.host.save_snapshot(self.stream_id, self.version, self.state)
         return retry, reload
 
     def _segments(self, plan: list[_Planned]) -> list[list[_Planned]]:
-        limit = self.router.options.max_events_per_append
+        limit = self.host.options.max_events_per_append
         segments: list[list[_Planned]] = []
         current: list[_Planned] = []
         count = 0
@@ -675,7 +674,7 @@ class AggregateActor:
             return _NO_EVENTS
         command_id = segment[0].envelope.command_id if len(segment) == 1 else None
         try:
-            return await self.router.system.store.append(
+            return await self.store.append(
                 self.stream_id, events, expected_version=expected, command_id=command_id
             )
         except Exception as exc:  # noqa: BLE001 - each segment's callers get their own outcome
@@ -768,7 +767,7 @@ class AggregateActor:
                 retry.extend(planned.followers or ())
             return False
         assert isinstance(outcome, BaseException)
-        self.router.restarts += 1
+        self.host.restarted()
         for planned in segment:
             self._fail(planned, outcome)
         return True
@@ -781,10 +780,10 @@ class AggregateActor:
         conflicted: list[tuple[_Planned, IdempotencyConflict]],
     ) -> bool:
         """Settle the first segment whose append failed; True: reload first."""
-        router = self.router
+        host = self.host
         if isinstance(error, ConcurrencyError):
-            router.conflicts += 1
-            max_attempts = router.options.max_attempts
+            host.conflicted()
+            max_attempts = host.options.max_attempts
             for planned in segment:
                 envelope = planned.envelope
                 if planned.events:
@@ -815,7 +814,7 @@ class AggregateActor:
             return False
         # Unknown outcome (StoreUnavailable, StoreFull, closed...): the caller gets the
         # error and the actor reloads before anything else.
-        router.restarts += 1
+        host.restarted()
         for planned in segment:
             self._fail(planned, error)
         return True
@@ -832,11 +831,11 @@ class AggregateActor:
             follower.fail(error)
 
     def _answer(self, planned: _Planned, result: CommandResult[Any]) -> None:
-        router = self.router
-        router.commands += 1
+        host = self.host
+        host.answered()
         envelope = planned.envelope
         if envelope.future is not None and envelope.future.done():
-            router.dropped_replies += 1  # its caller gave up (timeout, cancellation)
+            host.dropped_reply()  # its caller gave up (timeout, cancellation)
         envelope.reply(result)
         command_id = envelope.command_id
         if command_id is not None and result.events:

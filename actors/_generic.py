@@ -9,19 +9,19 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import anyio
+import anyio.abc
 
 from actors._context import current_chain, handling
-from actors._errors import AskTimeout, MailboxFull, ReentrantAskError, ShuttingDown
+from actors._deadline import deliver
+from actors._errors import MailboxFull, ReentrantAskError, ShuttingDown
 from actors._mailbox import Envelope, Mailbox
+from actors._registry import Registry
 from store import get_logger
 
-if TYPE_CHECKING:
-    from actors._system import ActorSystem
-
-__all__ = ["ActorRef"]
+__all__ = ["ActorRef", "start_plain"]
 
 M = TypeVar("M")
 R = TypeVar("R")
@@ -32,13 +32,15 @@ class ActorRef(Generic[M, R]):
 
     def __init__(
         self,
-        system: ActorSystem,
+        registry: Registry[Any],
         name: str,
         handler: Callable[[M], Awaitable[R]],
         capacity: int,
+        ask_timeout: float,
     ) -> None:
-        self.system = system
         self.name = name
+        self._registry = registry
+        self._ask_timeout = ask_timeout
         self._handler = handler
         self._mailbox = Mailbox(capacity)
         self._log: Any = get_logger("actors", actor=name)
@@ -62,24 +64,13 @@ class ActorRef(Generic[M, R]):
         loop = asyncio.get_running_loop()
         future: asyncio.Future[R] = loop.create_future()
         envelope = Envelope(message, None, future, chain)
-        wait = self.system.options.ask_timeout if timeout is None else timeout
-        mailbox = self._mailbox
-        enqueued = mailbox.offer(envelope)
-        if not enqueued:
-            with anyio.move_on_after(wait):
-                while not mailbox.closed:
-                    await mailbox.wait_room()
-                    if mailbox.offer_after_wait(envelope):
-                        enqueued = True
-                        break
-            if not enqueued:
-                self._check_open()
-                raise MailboxFull(self.name, mailbox.capacity)
-        handle = loop.call_later(wait, _expire, future, self.name, wait)
+        wait = self._ask_timeout if timeout is None else timeout
         try:
-            return await future
-        finally:
-            handle.cancel()
+            return await deliver(self._mailbox, envelope, future, self.name, wait)
+        except MailboxFull:
+            if not future.done():  # no room (not the handler's own MailboxFull)
+                self._check_open()  # closed while waiting for room: ShuttingDown
+            raise
 
     def tell(self, message: M) -> None:
         """Enqueue `message` without waiting (its outcome is only logged on failure).
@@ -96,7 +87,7 @@ class ActorRef(Generic[M, R]):
         self._mailbox.close()
 
     def _check_open(self) -> None:
-        if self._mailbox.closed or not self.system._admits(current_chain()):
+        if self._mailbox.closed or not self._registry.admits(current_chain()):
             raise ShuttingDown(f"the actor {self.name!r} is stopping; message refused")
 
     async def _run(self) -> None:
@@ -128,10 +119,20 @@ class ActorRef(Generic[M, R]):
             refusal = ShuttingDown(f"the actor {self.name!r} stopped; message not handled")
             for envelope in mailbox.drain():
                 envelope.fail(refusal)
-            self.system._generic_done(self)
+            self._registry.plain_done(self)
             self.done.set()
 
 
-def _expire(future: asyncio.Future[Any], name: str, timeout: float) -> None:
-    if not future.done():
-        future.set_exception(AskTimeout(name, timeout))
+def start_plain(
+    registry: Registry[Any],
+    task_group: anyio.abc.TaskGroup,
+    name: str,
+    handler: Callable[[M], Awaitable[R]],
+    capacity: int,
+    ask_timeout: float,
+) -> ActorRef[M, R]:
+    """Create plain actor `name`, track it in `registry` and start it in `task_group`."""
+    ref: ActorRef[M, R] = ActorRef(registry, name, handler, capacity, ask_timeout)
+    registry.add_plain(ref)
+    task_group.start_soon(ref._run)
+    return ref

@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import anyio
 import msgspec
@@ -41,10 +41,9 @@ from actors._errors import (
     ShuttingDown,
     TooManyAttempts,
 )
-from store import RecordedEvent, StoreUnavailable, faults, get_logger
-
-if TYPE_CHECKING:
-    from actors._system import ActorSystem
+from actors._router import AggregateRouter
+from bus import EventBus
+from store import EventStore, RecordedEvent, StoreUnavailable, faults, get_logger
 
 __all__ = [
     "Dispatch",
@@ -54,6 +53,27 @@ __all__ = [
     "ProcessManagerOptions",
     "ProcessManagerStatistics",
 ]
+
+
+class ProcessHost(Protocol):
+    """What a process manager needs of its actor system."""
+
+    @property
+    def store(self) -> EventStore:
+        """The event store (checkpoints, the registry)."""
+        ...
+
+    @property
+    def bus(self) -> EventBus:
+        """The event bus the manager subscribes to."""
+        ...
+
+    def aggregates(
+        self, aggregate: type[Aggregate[Any, Any, Any]], /
+    ) -> AggregateRouter[Any, Any, Any]:
+        """The router the manager's commands go through."""
+        ...
+
 
 _TRANSIENT = (MailboxFull, Overloaded, AskTimeout, TooManyAttempts, StoreUnavailable)
 
@@ -180,7 +200,7 @@ class ProcessManagerHandle:
 
     def __init__(
         self,
-        system: ActorSystem,
+        system: ProcessHost,
         manager: ProcessManager,
         options: ProcessManagerOptions,
         checkpoint: int,

@@ -1,4 +1,8 @@
-"""The router of one aggregate type: spawn on demand, ask/tell, time travel."""
+"""The router of one aggregate type: spawn on demand, ask/tell, time travel.
+
+`AggregateHost` is what the router's actors share (the `ActorHost` they see): the
+counters of the type, the parking of aggregates that cannot be loaded, snapshots.
+"""
 
 from __future__ import annotations
 
@@ -7,44 +11,177 @@ import math
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
-
-import anyio
+from typing import Any, Generic, TypeVar
 
 from actors._actor import READ_STATE, AggregateActor
 from actors._aggregate import Aggregate, CommandResult, CommandT, EventT, StateT
 from actors._context import current_chain
+from actors._deadline import deliver
 from actors._decode import CommandCheck
 from actors._errors import (
-    AskTimeout,
     MailboxFull,
     Overloaded,
     RecoveryError,
     ReentrantAskError,
     ShuttingDown,
 )
-from actors._mailbox import Envelope
+from actors._mailbox import Envelope, Load, Mailbox
+from actors._options import SystemOptions
+from actors._registry import LiveActor, Registry
 from store import (
     EventDecodeError,
+    EventStore,
     InvalidReadArgument,
     InvalidStreamId,
     NaiveDatetime,
     RecordedEvent,
+    get_logger,
 )
+
+__all__ = ["AggregateHost", "AggregateRouter"]
 
 T = TypeVar("T")
 
-if TYPE_CHECKING:
-    from actors._system import ActorSystem, SystemOptions
-
-__all__ = ["AggregateRouter"]
-
 
 @dataclass(slots=True)
-class _Parking:
+class Parking:
+    """An aggregate refusing commands with `error` until `until` (the `count`th time)."""
+
     error: BaseException
     count: int
     until: float
+
+
+class AggregateHost:
+    """What the actors of one aggregate type share (implements `ActorHost`): its
+    counters, the parking of aggregates that cannot be loaded, snapshot saving.
+
+    Owned by the type's router; its actors change it only through its methods.
+    """
+
+    __slots__ = (
+        "_clock",
+        "_log",
+        "_parked",
+        "aggregate",
+        "commands",
+        "conflicts",
+        "dropped_replies",
+        "failures",
+        "load",
+        "name",
+        "options",
+        "overloaded",
+        "registry",
+        "rejections",
+        "restarts",
+        "snapshot_every",
+        "snapshots",
+        "store",
+    )
+
+    def __init__(
+        self,
+        aggregate: Aggregate[Any, Any, Any],
+        options: SystemOptions,
+        snapshot_every: int | None,
+        store: EventStore,
+        registry: Registry[Any],
+    ) -> None:
+        self.aggregate = aggregate
+        self.options = options
+        self.snapshot_every = snapshot_every
+        self.store = store
+        self.registry = registry
+        self.load: Load = registry.load
+        self.name = type(aggregate).__name__
+        self._parked: dict[str, Parking] = {}
+        self._clock: Callable[[], float] = asyncio.get_running_loop().time
+        self._log: Any = get_logger("actors.system")
+        # counters (read by system.statistics())
+        self.commands = 0
+        self.rejections = 0
+        self.failures = 0
+        self.restarts = 0
+        self.conflicts = 0
+        self.snapshots = 0
+        self.dropped_replies = 0
+        self.overloaded = 0
+
+    # -- counters -----------------------------------------------------------------------
+
+    def answered(self) -> None:
+        """A command was answered with a result."""
+        self.commands += 1
+
+    def dropped_reply(self) -> None:
+        """A result was ready but its caller had gone."""
+        self.dropped_replies += 1
+
+    def rejected(self) -> None:
+        """A command was refused by decide (or an idempotency conflict)."""
+        self.rejections += 1
+
+    def failed(self) -> None:
+        """A command failed by a bug in decide or evolve."""
+        self.failures += 1
+
+    def restarted(self) -> None:
+        """An actor restarted (or reloads after an unknown outcome)."""
+        self.restarts += 1
+
+    def conflicted(self) -> None:
+        """An append conflicted with another writer."""
+        self.conflicts += 1
+
+    def check_load(self, stream_id: str) -> None:
+        """Refuse a command that would wait in a mailbox once `max_queued_commands`
+        wait across the system (R9: bounded, and refused rather than dropped)."""
+        queued = self.load.queued
+        limit = self.registry.max_queued
+        if queued >= limit:
+            self.overloaded += 1
+            raise Overloaded(stream_id, queued, limit)
+
+    # -- parking ------------------------------------------------------------------------
+
+    def parked(self, aggregate_id: str) -> BaseException | None:
+        """The error `aggregate_id` is refused with now, if it is parked."""
+        parked = self._parked.get(aggregate_id)
+        if parked is not None and self._clock() < parked.until:
+            return parked.error
+        return None
+
+    def loaded(self, aggregate_id: str) -> None:
+        """The actor of `aggregate_id` loaded: it is no longer parked."""
+        self._parked.pop(aggregate_id, None)
+
+    def park(self, aggregate_id: str, error: BaseException) -> None:
+        """Refuse commands for `aggregate_id` with `error` for a backoff period."""
+        options = self.options
+        previous = self._parked.get(aggregate_id)
+        count = 1 if previous is None else previous.count + 1
+        delay = min(options.park_for * 2 ** (count - 1), options.max_backoff)
+        self._parked[aggregate_id] = Parking(error, count, self._clock() + delay)
+        if len(self._parked) > options.max_live_actors:
+            self._parked.pop(next(iter(self._parked)))
+
+    # -- the rest -----------------------------------------------------------------------
+
+    def forget(self, actor: LiveActor) -> None:
+        """`actor` ended."""
+        self.registry.forget(actor)
+
+    async def save_snapshot(self, stream_id: str, version: int, state: Any) -> None:
+        """Save a snapshot; a failure is reported, never raised (an optimisation)."""
+        try:
+            await self.store.save_snapshot(
+                stream_id, version, state, schema_version=self.aggregate.state_version
+            )
+        except Exception:  # noqa: BLE001 - a snapshot is an optimisation: report and go on
+            self._log.warning("actor.snapshot_failed", stream_id=stream_id, exc_info=True)
+        else:
+            self.snapshots += 1
 
 
 class AggregateRouter(Generic[StateT, CommandT, EventT]):
@@ -57,31 +194,23 @@ class AggregateRouter(Generic[StateT, CommandT, EventT]):
 
     def __init__(
         self,
-        system: ActorSystem,
+        registry: Registry[AggregateActor],
+        store: EventStore,
         aggregate: Aggregate[StateT, CommandT, EventT],
         options: SystemOptions,
         snapshot_every: int | None,
     ) -> None:
-        self.system = system
         self.aggregate = aggregate
         self.options = options
         self.snapshot_every = snapshot_every
         self.name = type(aggregate).__name__
         self.category = type(aggregate).category
+        self.host = AggregateHost(aggregate, options, snapshot_every, store, registry)
+        """What this type's actors share: counters, parking, snapshots."""
+        self._store = store
+        self._registry = registry
         self._prefix = self.category + "-"
         self._check_command = CommandCheck(type(aggregate), self.name).check
-        self._parked: dict[str, _Parking] = {}
-        self._clock: Callable[[], float] = asyncio.get_running_loop().time
-        # counters (read by system.statistics())
-        self.commands = 0
-        self.rejections = 0
-        self.failures = 0
-        self.restarts = 0
-        self.conflicts = 0
-        self.passivations = 0
-        self.snapshots = 0
-        self.dropped_replies = 0
-        self.overloaded = 0
 
     def stream_id(self, aggregate_id: str) -> str:
         """The stream id of instance `aggregate_id` (`"<category>-<aggregate_id>"`).
@@ -110,7 +239,7 @@ class AggregateRouter(Generic[StateT, CommandT, EventT]):
                 stream_id,
                 f"the {self.name} id must be a non-empty str (not blank), not {aggregate_id!r}",
             )
-        self.system.store.check_stream_id(stream_id)
+        self._store.check_stream_id(stream_id)
 
     # -- sending ------------------------------------------------------------------------
 
@@ -192,18 +321,16 @@ class AggregateRouter(Generic[StateT, CommandT, EventT]):
     ) -> T:
         """Put `envelope` in the actor's mailbox (waiting for room) and wait for `future`,
         both within one deadline: `timeout`, or the system's ask timeout."""
-        loop = asyncio.get_running_loop()
+        self.host.check_load(actor.stream_id)
         wait = self.options.ask_timeout if timeout is None else timeout
-        self._check_load(actor)
-        if not actor.mailbox.offer(envelope):
-            started = loop.time()
-            await self._wait_for_room(aggregate_id, actor, envelope, wait)
-            wait = max(wait - (loop.time() - started), 0.0)
-        handle = loop.call_later(wait, _expire, future, actor.stream_id, wait)
-        try:
-            return await future
-        finally:
-            handle.cancel()
+        return await deliver(
+            actor.mailbox, envelope, future, actor.stream_id, wait, self._successor, aggregate_id
+        )
+
+    def _successor(self, aggregate_id: str, envelope: Envelope) -> Mailbox:
+        """The mailbox of the actor that replaced a passivated one (or the refusal)."""
+        what = "state query" if envelope.command is READ_STATE else "command"
+        return self._actor(aggregate_id, what).mailbox
 
     def tell(self, aggregate_id: str, command: CommandT, *, command_id: str | None = None) -> None:
         """Enqueue `command` for instance `aggregate_id` without waiting for it.
@@ -217,38 +344,13 @@ class AggregateRouter(Generic[StateT, CommandT, EventT]):
         """
         self._check_command(aggregate_id, command)
         actor = self._actor(aggregate_id)
-        self._check_load(actor)
+        self.host.check_load(actor.stream_id)
         if not actor.mailbox.offer(Envelope(command, command_id, None, current_chain())):
             raise MailboxFull(actor.stream_id, actor.mailbox.capacity)
 
-    def _check_load(self, actor: AggregateActor) -> None:
-        """Refuse a command that would wait in a mailbox once `max_queued_commands`
-        wait across the system (every queue is bounded; a command is refused, never dropped)."""
-        queued = actor.mailbox.load.queued
-        limit = self.system.options.max_queued_commands
-        if queued >= limit:
-            self.overloaded += 1
-            raise Overloaded(actor.stream_id, queued, limit)
-
-    async def _wait_for_room(
-        self, aggregate_id: str, actor: AggregateActor, envelope: Envelope, seconds: float
-    ) -> None:
-        with anyio.move_on_after(seconds):
-            while True:
-                if actor.mailbox.closed:
-                    # passivated meanwhile: its successor
-                    what = "state query" if envelope.command is READ_STATE else "command"
-                    actor = self._actor(aggregate_id, what)
-                    if actor.mailbox.offer(envelope):
-                        return
-                await actor.mailbox.wait_room()
-                if not actor.mailbox.closed and actor.mailbox.offer_after_wait(envelope):
-                    return
-        raise MailboxFull(actor.stream_id, actor.mailbox.capacity)
-
     def _actor(self, aggregate_id: str, what: str = "command") -> AggregateActor:
-        system = self.system
-        if not system.accepting and not system._admits(current_chain()):
+        registry = self._registry
+        if not registry.accepting and not registry.admits(current_chain()):
             applied = " (not applied)" if what == "command" else ""
             raise ShuttingDown(
                 f"the actor system is shutting down; {what} for {self.name}"
@@ -257,52 +359,15 @@ class AggregateRouter(Generic[StateT, CommandT, EventT]):
         if type(aggregate_id) is not str:
             raise self._not_a_str(aggregate_id)
         stream_id = self._prefix + aggregate_id
-        live = system._live
-        actor = live.get(stream_id)
-        now = self._clock()
+        actor = registry.touch(stream_id)
         if actor is not None:
-            live.move_to_end(stream_id)
-            actor.last_used = now
             return actor
         self._check_id(aggregate_id, stream_id)  # only ids that passed have live actors
-        parked = self._parked.get(aggregate_id)
-        if parked is not None and now < parked.until:
-            raise parked.error.with_traceback(None)
-        return system._spawn(self, aggregate_id, stream_id, now)
-
-    # -- called by actors ---------------------------------------------------------------
-
-    def _loaded(self, actor: AggregateActor) -> None:
-        self._parked.pop(actor.aggregate_id, None)
-
-    def _park(self, aggregate_id: str, error: BaseException) -> None:
-        """Refuse commands for `aggregate_id` with `error` for a backoff period."""
-        options = self.options
-        previous = self._parked.get(aggregate_id)
-        count = 1 if previous is None else previous.count + 1
-        delay = min(options.park_for * 2 ** (count - 1), options.max_backoff)
-        self._parked[aggregate_id] = _Parking(error, count, self._clock() + delay)
-        if len(self._parked) > options.max_live_actors:
-            self._parked.pop(next(iter(self._parked)))
-
-    def _forget(self, actor: AggregateActor) -> None:
-        self.system._forget(actor)
-
-    async def _save_snapshot(self, actor: AggregateActor) -> None:
-        """Save the actor's state; a failure is reported, never raised (an optimisation)."""
-        try:
-            await self.system.store.save_snapshot(
-                actor.stream_id,
-                actor.version,
-                actor.state,
-                schema_version=self.aggregate.state_version,
-            )
-        except Exception:  # noqa: BLE001 - a snapshot is an optimisation: report and go on
-            self.system._log.warning(
-                "actor.snapshot_failed", stream_id=actor.stream_id, exc_info=True
-            )
-        else:
-            self.snapshots += 1
+        error = self.host.parked(aggregate_id)
+        if error is not None:
+            raise error.with_traceback(None)
+        predecessor = registry.predecessor(stream_id)
+        return registry.admit(AggregateActor(self.host, aggregate_id, stream_id, predecessor))
 
     async def state(self, aggregate_id: str, *, timeout: float | None = None) -> StateT:  # noqa: ASYNC109
         """The live state of `aggregate_id` as its actor holds it, after every command
@@ -400,7 +465,7 @@ class AggregateRouter(Generic[StateT, CommandT, EventT]):
         self, stream_id: str, start: int, to_version: int | None
     ) -> AsyncIterator[RecordedEvent]:
         page = self.options.load_page_size
-        store = self.system.store
+        store = self._store
         while True:
             try:
                 events = await store.read_stream(
@@ -413,8 +478,3 @@ class AggregateRouter(Generic[StateT, CommandT, EventT]):
             if len(events) < page:
                 return
             start = events[-1].version + 1
-
-
-def _expire(future: asyncio.Future[Any], stream_id: str, timeout: float) -> None:
-    if not future.done():
-        future.set_exception(AskTimeout(stream_id, timeout))

@@ -5,9 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
-from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar, TypeVarTuple, Unpack
 
 import anyio
@@ -17,9 +15,10 @@ import msgspec
 from actors._actor import AggregateActor
 from actors._aggregate import Aggregate, CommandT, EventT, StateT
 from actors._errors import InvalidOption, ShuttingDown
-from actors._generic import ActorRef
-from actors._mailbox import Load
+from actors._generic import ActorRef, start_plain
+from actors._options import SYSTEM_FIELDS, SystemOptions
 from actors._process import ProcessManager, ProcessManagerHandle, ProcessManagerOptions
+from actors._registry import Registry
 from actors._router import AggregateRouter
 from bus import EventBus, open_bus
 from store import EventRegistry, EventStore, get_logger, open_store
@@ -54,103 +53,6 @@ class Projectable(Protocol[T_co]):
     ) -> T_co:
         """Start the projection in `task_group` and return its running handle."""
         ...
-
-
-@dataclass(frozen=True, slots=True)
-class SystemOptions:
-    """Limits and tuning of an actor system; every limit is finite.
-
-    Each option has a range, checked here (`InvalidOption` names the option and its
-    range); every value in it works. Counts: `mailbox_capacity`, `max_batch`,
-    `max_events_per_append`, `recent_command_ids` and `load_page_size` up to 1,000,000;
-    `max_queued_commands` and `max_live_actors` up to 100,000,000; `max_attempts` and
-    `max_restarts` up to 1,000; all from 1, except `max_restarts` and
-    `recent_command_ids` (from 0). Seconds: `ask_timeout` from 0.001 and
-    `idle_timeout` from 0, both up to a year; `restart_backoff`, `park_for`,
-    `max_backoff` and `grace` from 0 to 3,600. `open_system` also keeps
-    `load_page_size` and `max_events_per_append` within the store's limits.
-
-    Attributes:
-        mailbox_capacity: commands waiting per actor before `tell` raises `MailboxFull`
-            and `ask` waits for room.
-        max_queued_commands: commands waiting across all mailboxes of the system; past
-            it, a command that would wait in a mailbox is refused at once with
-            `Overloaded` (an `ask` to an idle actor runs on the caller's task and is
-            not queued).
-        max_batch: the most commands an actor takes from its mailbox at once.
-        max_events_per_append: the most events one append of a batch carries.
-        ask_timeout: the default timeout of `ask`, seconds.
-        max_live_actors: live actors across the system; past it, the least recently
-            used one is passivated.
-        idle_timeout: seconds without a command after which an actor is passivated
-            (None: only the live-actor cap passivates).
-        max_attempts: tries of a command whose append conflicts with another writer
-            before the caller gets `TooManyAttempts`.
-        max_restarts: consecutive restarts of an actor before it is parked
-            (`RestartLimitExceeded`).
-        restart_backoff: the delay before the second restart in a row, seconds; it
-            doubles per further consecutive restart, up to `max_backoff` (the first
-            restart is immediate).
-        park_for: how long an aggregate whose load failed (or that hit
-            `max_restarts`) refuses commands with that error before the next command
-            tries again, seconds; doubles per consecutive failure up to `max_backoff`.
-        max_backoff: the longest restart delay or parking time, seconds.
-        recent_command_ids: command results an actor remembers (beyond them, a resent
-            command id is looked up in the store).
-        load_page_size: events read per page when loading or reading history.
-        grace: seconds shutdown waits for mailboxes to drain before cancelling.
-    """
-
-    mailbox_capacity: int = 1024
-    max_queued_commands: int = 10_000
-    max_batch: int = 512
-    max_events_per_append: int = 5_000
-    ask_timeout: float = 30.0
-    max_live_actors: int = 100_000
-    idle_timeout: float | None = 600.0
-    max_attempts: int = 3
-    max_restarts: int = 5
-    restart_backoff: float = 0.05
-    park_for: float = 0.5
-    max_backoff: float = 10.0
-    recent_command_ids: int = 64
-    load_page_size: int = 1_000
-    grace: float = 10.0
-
-    def __post_init__(self) -> None:
-        for name, (low, high) in _OPTION_RANGES.items():
-            value = getattr(self, name)
-            if value is None and name == "idle_timeout":
-                continue
-            whole = isinstance(low, int)
-            kind = int if whole else int | float
-            if not isinstance(value, kind) or isinstance(value, bool) or not low <= value <= high:
-                raise InvalidOption(name, value, low, high, none_allowed=name == "idle_timeout")
-
-
-_YEAR = 365 * 24 * 3600.0
-_OPTION_RANGES: dict[str, tuple[int, int] | tuple[float, float]] = {
-    # Every value in these ranges works (tests/actors/test_options.py opens a system at
-    # each end and runs commands through it); the upper ends keep memory and timers finite.
-    "mailbox_capacity": (1, 1_000_000),
-    "max_queued_commands": (1, 100_000_000),
-    "max_batch": (1, 1_000_000),
-    "max_events_per_append": (1, 1_000_000),
-    "max_live_actors": (1, 100_000_000),
-    "max_attempts": (1, 1_000),
-    "max_restarts": (0, 1_000),
-    "recent_command_ids": (0, 1_000_000),
-    "load_page_size": (1, 1_000_000),
-    "ask_timeout": (0.001, _YEAR),
-    "idle_timeout": (0.0, _YEAR),
-    "restart_backoff": (0.0, 3600.0),
-    "park_for": (0.0, 3600.0),
-    "max_backoff": (0.0, 3600.0),
-    "grace": (0.0, 3600.0),
-}
-
-
-_SYSTEM_FIELDS = frozenset(f.name for f in dataclasses.fields(SystemOptions))
 
 
 class SystemStatistics(msgspec.Struct, frozen=True):
@@ -216,19 +118,15 @@ class ActorSystem:
         self.options = options
         self._tg = task_group
         self._routers: dict[type[Any], AggregateRouter[Any, Any, Any]] = {}
-        self._live: OrderedDict[str, AggregateActor] = OrderedDict()
-        self._load = Load()  # envelopes queued across the aggregate actors' mailboxes
-        self._stopping: dict[str, AggregateActor] = {}
-        self._generic: dict[str, ActorRef[Any, Any]] = {}
-        self._accepting = True
-        self._internal = False  # shutdown's first phase: actors may still send
-        self._drained = anyio.Event()
+        self._registry: Registry[AggregateActor] = Registry(
+            task_group, options.max_live_actors, options.max_queued_commands
+        )
         self._log: Any = get_logger("actors.system")
 
     @property
     def accepting(self) -> bool:
         """Whether the system accepts new commands (False once shutdown began)."""
-        return self._accepting
+        return self._registry.accepting
 
     @property
     def task_group(self) -> anyio.abc.TaskGroup:
@@ -288,7 +186,7 @@ class ActorSystem:
         every = snapshot_every if snapshot_every is not None else kind.snapshot_every
         if every is not None and (type(every) is not int or every < 1):
             raise ValueError(f"snapshot_every must be a positive int or None, not {every!r}")
-        router = AggregateRouter(self, instance, router_options, every)
+        router = AggregateRouter(self._registry, self.store, instance, router_options, every)
         self._routers[kind] = router
         return router
 
@@ -307,22 +205,15 @@ class ActorSystem:
             ValueError: a live actor already has this name.
             ShuttingDown: the system stopped accepting work.
         """
-        if not self._accepting:
+        registry = self._registry
+        if not registry.accepting:
             raise ShuttingDown(f"the actor system is shutting down; {name!r} not started")
-        if name in self._generic or name in self._live:
+        if registry.taken(name):
             raise ValueError(f"an actor named {name!r} is already running")
         capacity = self.options.mailbox_capacity if mailbox_capacity is None else mailbox_capacity
         if type(capacity) is not int or capacity < 1:
             raise ValueError(f"mailbox_capacity must be a positive int, not {capacity!r}")
-        ref: ActorRef[M, R] = ActorRef(self, name, handler, capacity)
-        self._generic[name] = ref
-        self._tg.start_soon(ref._run)
-        return ref
-
-    def _generic_done(self, ref: ActorRef[Any, Any]) -> None:
-        if self._generic.get(ref.name) is ref:
-            del self._generic[ref.name]
-        self._check_drained()
+        return start_plain(registry, self._tg, name, handler, capacity, self.options.ask_timeout)
 
     async def project(self, projection: Projectable[R], *, from_position: int = 0) -> R:
         """Start `projection` in the system's task group, fed from `from_position`.
@@ -355,7 +246,7 @@ class ActorSystem:
                 f"{type(manager).__qualname__}.name must be a non-empty str: it names the"
                 " checkpoint and prefixes every command id the manager sends"
             )
-        if not self._accepting:
+        if not self._registry.accepting:
             raise ShuttingDown(f"the actor system is shutting down; {name!r} not started")
         _register(self.store.registry, manager.event_types)
         checkpoint = await self.store.load_checkpoint(f"process:{name}")
@@ -365,24 +256,24 @@ class ActorSystem:
 
     def statistics(self) -> SystemStatistics:
         """The system's counters now (a frozen snapshot)."""
-        depths = [len(actor.mailbox) for actor in self._live.values()]
-        depths.extend(len(actor.mailbox) for actor in self._stopping.values())
-        routers = self._routers.values()
+        registry = self._registry
+        depths = registry.mailbox_depths()
+        hosts = [r.host for r in self._routers.values()]
         return SystemStatistics(
-            live_actors=len(self._live),
-            stopping_actors=len(self._stopping),
+            live_actors=len(registry.live),
+            stopping_actors=len(registry.stopping),
             queued=sum(depths),
             max_mailbox_depth=max(depths, default=0),
-            commands=sum(r.commands for r in routers),
-            rejections=sum(r.rejections for r in routers),
-            failures=sum(r.failures for r in routers),
-            restarts=sum(r.restarts for r in routers),
-            conflicts=sum(r.conflicts for r in routers),
-            passivations=sum(r.passivations for r in routers),
-            snapshots=sum(r.snapshots for r in routers),
-            dropped_replies=sum(r.dropped_replies for r in routers),
-            overloaded=sum(r.overloaded for r in routers),
-            accepting=self._accepting,
+            commands=sum(h.commands for h in hosts),
+            rejections=sum(h.rejections for h in hosts),
+            failures=sum(h.failures for h in hosts),
+            restarts=sum(h.restarts for h in hosts),
+            conflicts=sum(h.conflicts for h in hosts),
+            passivations=registry.passivations,
+            snapshots=sum(h.snapshots for h in hosts),
+            dropped_replies=sum(h.dropped_replies for h in hosts),
+            overloaded=sum(h.overloaded for h in hosts),
+            accepting=registry.accepting,
         )
 
     # -- passivation ----------------------------------------------------------------------
@@ -394,66 +285,12 @@ class ActorSystem:
         limit = self.options.idle_timeout if older_than is None else older_than
         if limit is None:
             return 0
-        now = anyio.current_time()
-        idle: list[AggregateActor] = []
-        for actor in self._live.values():  # least recently used first
-            if now - actor.last_used < limit:
-                break
-            if not len(actor.mailbox) and not actor.inline:
-                idle.append(actor)
-        for actor in idle:
-            self._passivate(actor)
-        return len(idle)
-
-    def _passivate(self, actor: AggregateActor) -> None:
-        stream_id = actor.stream_id
-        if self._live.get(stream_id) is actor:
-            del self._live[stream_id]
-            self._stopping[stream_id] = actor
-            actor.router.passivations += 1
-        actor.mailbox.close()
+        return self._registry.passivate_idle(limit)
 
     async def _sweep(self, interval: float) -> None:
         while True:
             await anyio.sleep(interval)
             self.passivate_idle()
-
-    # -- actors -------------------------------------------------------------------------
-
-    def _spawn(
-        self,
-        router: AggregateRouter[Any, Any, Any],
-        aggregate_id: str,
-        stream_id: str,
-        now: float,
-    ) -> AggregateActor:
-        live = self._live
-        while len(live) >= self.options.max_live_actors:
-            _, oldest = next(iter(live.items()))
-            self._passivate(oldest)
-        predecessor = self._stopping.get(stream_id)
-        actor = AggregateActor(router, aggregate_id, stream_id, predecessor, now)
-        live[stream_id] = actor
-        self._tg.start_soon(actor.run)
-        return actor
-
-    def _forget(self, actor: AggregateActor) -> None:
-        stream_id = actor.stream_id
-        if self._live.get(stream_id) is actor:
-            del self._live[stream_id]
-        if self._stopping.get(stream_id) is actor:
-            del self._stopping[stream_id]
-        self._check_drained()
-
-    def _check_drained(self) -> None:
-        if (
-            not self._accepting
-            and not self._internal
-            and not self._live
-            and not self._stopping
-            and not self._generic
-        ):
-            self._drained.set()
 
     # -- shutdown -----------------------------------------------------------------------
 
@@ -469,37 +306,16 @@ class ActorSystem:
         cancelled. Returns whether everything drained in time. Called by
         `open_system` on exit.
         """
-        if not self._accepting:
-            with anyio.move_on_after(self.options.grace if grace is None else grace):
-                await self._drained.wait()
-            return self._drained.is_set()
-        self._accepting = False
-        self._internal = True
-        with anyio.move_on_after(self.options.grace if grace is None else grace):
-            if self._generic:
-                for ref in list(self._generic.values()):
-                    ref.stop()
-                while self._generic:
-                    await next(iter(self._generic.values())).done.wait()
-            self._internal = False
-            for actor in list(self._live.values()):
-                self._passivate(actor)
-            self._check_drained()
-            await self._drained.wait()
-        self._internal = False
-        drained = self._drained.is_set()
-        if not drained:
+        registry = self._registry
+        shutting = registry.accepting
+        drained = await registry.shutdown(self.options.grace if grace is None else grace)
+        if shutting and not drained:
             self._log.warning(
                 "system.shutdown_timeout",
-                stopping=len(self._stopping) + len(self._live),
+                stopping=len(registry.stopping) + len(registry.live),
                 queued=self.statistics().queued,
             )
         return drained
-
-    def _admits(self, chain: tuple[str, ...]) -> bool:
-        """Whether a message sent along ask chain `chain` is accepted now: always
-        before shutdown; during the first phase of shutdown, only from actors."""
-        return self._accepting or (self._internal and bool(chain))
 
 
 def _register(registry: EventRegistry, types: tuple[type[Any], ...]) -> None:
@@ -535,8 +351,8 @@ async def open_system(
             `load_page_size` or `max_events_per_append` is over the store's
             `max_read_limit` or `max_events_per_append`.
     """
-    system_options = SystemOptions(**{k: v for k, v in options.items() if k in _SYSTEM_FIELDS})
-    store_options = {k: v for k, v in options.items() if k not in _SYSTEM_FIELDS}
+    system_options = SystemOptions(**{k: v for k, v in options.items() if k in SYSTEM_FIELDS})
+    store_options = {k: v for k, v in options.items() if k not in SYSTEM_FIELDS}
     async with contextlib.AsyncExitStack() as stack:
         if isinstance(store, str | os.PathLike):
             opened: EventStore = await stack.enter_async_context(

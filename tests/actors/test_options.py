@@ -17,14 +17,14 @@ from actors import (
     SystemOptions,
     open_system,
 )
-from actors._system import _OPTION_RANGES
+from actors._options import OPTION_RANGES
 from demo.bank import Account, Deposit, InsufficientFunds, OpenAccount, Withdraw
 from store import open_store
 
 
 def _ends() -> list[tuple[str, Any]]:
     cases: list[tuple[str, Any]] = []
-    for name, (low, high) in _OPTION_RANGES.items():
+    for name, (low, high) in OPTION_RANGES.items():
         values = {low, high, 1 if isinstance(low, int) else 1.0}
         cases += [(name, value) for value in sorted(values) if low <= value <= high]
     return cases
@@ -32,7 +32,7 @@ def _ends() -> list[tuple[str, Any]]:
 
 def _outside() -> list[tuple[str, Any]]:
     cases: list[tuple[str, Any]] = []
-    for name, (low, high) in _OPTION_RANGES.items():
+    for name, (low, high) in OPTION_RANGES.items():
         below = low - 1 if isinstance(low, int) else low - 0.0005 if low else -1.0
         cases += [(name, below), (name, high + 1), (name, "3"), (name, True)]
         cases.append((name, float("nan")) if not isinstance(low, int) else (name, 2.0))
@@ -118,5 +118,5 @@ async def test_a_batch_append_over_the_stores_limit_is_refused_at_open() -> None
 
 def test_every_option_has_a_range() -> None:
     fields = {f.name for f in dataclasses.fields(SystemOptions)}
-    assert fields - {"idle_timeout"} <= set(_OPTION_RANGES)
-    assert set(_OPTION_RANGES) <= fields
+    assert fields - {"idle_timeout"} <= set(OPTION_RANGES)
+    assert set(OPTION_RANGES) <= fields

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import gc
 import time
 from collections import deque
@@ -15,9 +14,11 @@ import msgspec
 import psutil  # type: ignore[import-untyped]
 import pytest
 
-import actors._router
-from actors import ActorSystem, AggregateRouter, AskTimeout, MailboxFull, Overloaded, open_system
+import actors._deadline
+from actors import AskTimeout, MailboxFull, Overloaded, open_system
 from actors._mailbox import Envelope, Mailbox
+from actors._registry import Registry
+from actors._router import AggregateHost
 from store import open_store
 from tests.actors.domain import Counter, Increment, Noop
 from tests.actors.support import GatedStore, _Wrapper
@@ -194,7 +195,7 @@ async def test_bp4_ask_timeout_cleanup(report: Report) -> None:
 async def test_bp4_checker_catches_an_ask_timeout_that_is_not_enforced(
     report: Report, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(actors._router, "_expire", lambda future, stream_id, timeout: None)
+    monkeypatch.setattr(actors._deadline, "expire", lambda future, stream_id, timeout: None)
     figures = await _timeouts(200)
     violations = check_timeouts(figures)
     report.record("BP-4", broken_variant="timeout not enforced", caught=len(violations))
@@ -447,7 +448,7 @@ async def test_bp2_checker_catches_an_unbounded_system(
     tmp_path: Any, report: Report, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Broken variant: the global bound is not enforced (every command queues)."""
-    monkeypatch.setattr(AggregateRouter, "_check_load", lambda self, actor: None)
+    monkeypatch.setattr(AggregateHost, "check_load", lambda self, stream_id: None)
     figures = await _overload(
         tmp_path / "o.db", 1.0, 2.0, slow=0.2, max_batch=1, max_queued_commands=LIMIT
     )
@@ -470,7 +471,7 @@ async def _many_ids(ids: int, cap: int) -> dict[str, Any]:
             for n in range(first, ids, 50):
                 await counters.ask(f"id{n}", Increment(by=1))
                 # O(1): statistics() walks every live actor, too slow to call per command
-                max_live = max(max_live, len(system._live))
+                max_live = max(max_live, len(system._registry.live))
                 if n % 1_000 == 0:
                     peak_rss = max(peak_rss, _rss())
 
@@ -526,17 +527,17 @@ async def test_bp3_many_aggregates_passivation(report: Report) -> None:
 async def test_bp3_checker_catches_a_live_actor_cap_that_is_not_enforced(
     report: Report, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    spawn = ActorSystem._spawn
+    admit = Registry.admit
 
-    def spawn_uncapped(self: ActorSystem, *args: Any) -> Any:
-        options = self.options
-        self.options = dataclasses.replace(options, max_live_actors=100_000_000)
+    def admit_uncapped(self: Registry[Any], actor: Any) -> Any:
+        cap = self._max_live
+        self._max_live = 100_000_000
         try:
-            return spawn(self, *args)
+            return admit(self, actor)
         finally:
-            self.options = options
+            self._max_live = cap
 
-    monkeypatch.setattr(ActorSystem, "_spawn", spawn_uncapped)
+    monkeypatch.setattr(Registry, "admit", admit_uncapped)
     figures = await _many_ids(3_000, 500)
     violations = check_passivation(figures)
     report.record("BP-3", broken_variant="cap not enforced", caught=len(violations))

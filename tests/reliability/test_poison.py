@@ -8,9 +8,9 @@ from typing import Any
 import anyio
 import pytest
 
-from actors import AggregateRouter, CommandFailed, RecoveryError, open_system
+from actors import CommandFailed, RecoveryError, open_system
 from actors._actor import AggregateActor, _Restart
-from actors._router import _Parking
+from actors._router import AggregateHost, Parking
 from bus import open_bus
 from readmodels import ProjectionOptions, start_projection
 from readmodels._projection import ProjectionHandle
@@ -354,10 +354,10 @@ async def test_poi4_restart_backoff(report: Report) -> None:
 async def test_poi4_checker_catches_a_restart_loop_without_backoff(
     report: Report, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def park_flat(self: AggregateRouter[Any, Any, Any], aggregate_id: str, error: Any) -> None:
-        self._parked[aggregate_id] = _Parking(error, 1, self._clock() + self.options.park_for)
+    def park_flat(self: AggregateHost, aggregate_id: str, error: Any) -> None:
+        self._parked[aggregate_id] = Parking(error, 1, self._clock() + self.options.park_for)
 
-    monkeypatch.setattr(AggregateRouter, "_park", park_flat)
+    monkeypatch.setattr(AggregateHost, "park", park_flat)
     figures = await _dead_stream(1.0)
     violations = check_backoff(figures)
     report.record("POI-4", broken_variant="no backoff", caught=len(violations))

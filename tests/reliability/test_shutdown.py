@@ -145,7 +145,7 @@ async def test_shd1_the_checker_catches_a_shutdown_that_returns_before_the_drain
     # The broken variant: shutdown stops accepting and returns at once; queued commands
     # are still being decided and acknowledged after it returned.
     async def hasty(self: ActorSystem, *, grace: float | None = None) -> bool:
-        self._accepting = False
+        self._registry.accepting = False
         return True
 
     monkeypatch.setattr(ActorSystem, "shutdown", hasty)

@@ -1,0 +1,87 @@
+"""What an aggregate actor needs of its host: the `ActorHost` protocol.
+
+The host (one per aggregate type, owned by its `AggregateRouter`) owns what the actors
+of that type share: the counters (bumped through its methods), the parking of
+aggregates that cannot be loaded, snapshot saving, and the way back to the registry
+of live actors. The actor module depends on this protocol only, not on the router.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from actors._aggregate import Aggregate
+from actors._mailbox import Load
+from actors._options import SystemOptions
+from actors._registry import LiveActor
+from store import EventStore
+
+__all__ = ["ActorHost"]
+
+
+class ActorHost(Protocol):
+    """What an `AggregateActor` needs of the one that created it."""
+
+    @property
+    def name(self) -> str:
+        """The aggregate type's name (for errors and logs)."""
+        ...
+
+    @property
+    def aggregate(self) -> Aggregate[Any, Any, Any]:
+        """The aggregate: `initial`, `decide`, `evolve`."""
+        ...
+
+    @property
+    def options(self) -> SystemOptions:
+        """The options of this aggregate type."""
+        ...
+
+    @property
+    def snapshot_every(self) -> int | None:
+        """Save a snapshot every so many events (None: never)."""
+        ...
+
+    @property
+    def store(self) -> EventStore:
+        """The event store."""
+        ...
+
+    @property
+    def load(self) -> Load:
+        """The count of commands queued across the system's aggregate mailboxes."""
+        ...
+
+    # -- counters ---------------------------------------------------------------------
+
+    def answered(self) -> None:
+        """A command was answered with a result."""
+
+    def dropped_reply(self) -> None:
+        """A result was ready but its caller had gone."""
+
+    def rejected(self) -> None:
+        """A command was refused by decide (or an idempotency conflict)."""
+
+    def failed(self) -> None:
+        """A command failed by a bug in decide or evolve."""
+
+    def restarted(self) -> None:
+        """The actor restarted (or reloads after an unknown outcome)."""
+
+    def conflicted(self) -> None:
+        """An append conflicted with another writer."""
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    def loaded(self, aggregate_id: str) -> None:
+        """The actor of `aggregate_id` loaded: it is no longer parked."""
+
+    def park(self, aggregate_id: str, error: BaseException) -> None:
+        """Refuse commands for `aggregate_id` with `error` for a while."""
+
+    def forget(self, actor: LiveActor) -> None:
+        """`actor` ended."""
+
+    async def save_snapshot(self, stream_id: str, version: int, state: Any) -> None:
+        """Save a snapshot; reports a failure, never raises it."""
