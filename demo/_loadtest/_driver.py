@@ -1,0 +1,141 @@
+"""The driver: workers keeping commands in flight, counting answers and latencies."""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from typing import TextIO
+
+import anyio
+
+from actors import Command, Rejected
+from demo._loadtest._instruments import _AckLog
+from demo._loadtest._options import LoadOptions
+from demo._workloads import (
+    BankWorkload,
+    DepositWorkload,
+    Router,
+    ShopWorkload,
+    Step,
+    Workload,
+)
+
+__all__: list[str] = []
+
+
+@dataclass
+class _Counters:
+    issued: int = 0
+    acknowledged: int = 0
+    rejected: int = 0
+    errors: int = 0
+    error_types: dict[str, int] = field(default_factory=dict)
+    latencies: list[float] = field(default_factory=list)
+
+
+def _workload(options: LoadOptions) -> Workload:
+    if options.mix == "bank":
+        return BankWorkload(options.aggregates, options.seed)
+    if options.mix == "shop":
+        return ShopWorkload(options.aggregates, options.commands, options.seed)
+    return DepositWorkload(options.aggregates)
+
+
+class _Run:
+    def __init__(
+        self,
+        options: LoadOptions,
+        workload: Workload,
+        ack_log: _AckLog | None,
+        progress: TextIO | None,
+    ) -> None:
+        self.options = options
+        self.workload = workload
+        self.ack_log = ack_log
+        self.progress = progress
+        self.counters = _Counters()
+        self.started = 0.0
+        self.deadline = math.inf
+
+    async def send(
+        self, router: Router, aggregate_id: str, command: Command, measure: bool
+    ) -> None:
+        counters = self.counters
+        began = time.perf_counter()
+        try:
+            result = await router.ask(aggregate_id, command)
+        except Rejected:
+            counters.rejected += 1
+            return
+        except Exception as error:  # noqa: BLE001 - counted and reported by type
+            counters.errors += 1
+            name = type(error).__name__
+            counters.error_types[name] = counters.error_types.get(name, 0) + 1
+            return
+        if self.ack_log is not None:
+            self.ack_log.write(router.stream_id(aggregate_id), result.version, result.position)
+        if measure:
+            counters.latencies.append((time.perf_counter() - began) * 1000.0)
+            counters.acknowledged += 1
+
+    async def send_all(self, steps: list[Step]) -> None:
+        """Send `steps` (setup, not measured) with the run's concurrency."""
+        next_index = 0
+
+        async def worker() -> None:
+            nonlocal next_index
+            while next_index < len(steps):
+                router, aggregate_id, command = steps[next_index]
+                next_index += 1
+                await self.send(router, aggregate_id, command, False)
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(min(self.options.concurrency, len(steps))):
+                tg.start_soon(worker)
+
+    async def worker(self, index: int) -> None:
+        options = self.options
+        rng = random.Random(f"{options.seed}-{index}")
+        step = self.workload.step
+        counters = self.counters
+        limit = math.inf if options.duration is not None else options.commands
+        while counters.issued < limit and time.perf_counter() < self.deadline:
+            n = counters.issued
+            counters.issued += 1
+            router, aggregate_id, command = step(rng, n)
+            await self.send(router, aggregate_id, command, True)
+
+    async def load(self) -> float:
+        """Start the clock and keep `concurrency` workers sending until the commands are
+        sent or the deadline passes (the progress line meanwhile); the seconds it took."""
+        self.started = time.perf_counter()
+        if self.options.duration is not None:
+            self.deadline = self.started + self.options.duration
+        async with anyio.create_task_group() as workers:
+            workers.start_soon(self.report_progress)
+            async with anyio.create_task_group() as senders:
+                for index in range(self.options.concurrency):
+                    senders.start_soon(self.worker, index)
+            workers.cancel_scope.cancel()
+        seconds = time.perf_counter() - self.started
+        if self.progress is not None and self.progress.isatty():
+            self.progress.write("\n")
+        return seconds
+
+    async def report_progress(self) -> None:
+        out = self.progress
+        if out is None:
+            return
+        end = "\r" if out.isatty() else "\n"
+        counters = self.counters
+        while True:
+            await anyio.sleep(self.options.progress_interval)
+            elapsed = max(time.perf_counter() - self.started, 1e-9)
+            out.write(
+                f"progress acked={counters.acknowledged} rejected={counters.rejected}"
+                f" errors={counters.errors} elapsed={elapsed:.1f}s"
+                f" rate={counters.acknowledged / elapsed:,.0f}/s{end}"
+            )
+            out.flush()

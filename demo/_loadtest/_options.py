@@ -1,0 +1,83 @@
+"""What a load test does: its options, checked when made."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+from demo._backend import backend_of
+
+__all__ = ["LoadOptions", "LoadTestError", "Mix", "Synchronous", "Writer"]
+
+Mix = Literal["deposit", "bank", "shop"]
+Synchronous = Literal["FULL", "NORMAL"]
+Writer = Literal["thread", "process"]
+
+
+class LoadTestError(Exception):
+    """A load test cannot run as asked (the message says why and what to do)."""
+
+
+@dataclass(frozen=True, slots=True)
+class LoadOptions:
+    """What a load test does.
+
+    Attributes:
+        aggregates: bank accounts the commands are spread over (uniformly at random).
+        commands: commands to send (ignored when `duration` is set).
+        duration: seconds to keep sending instead of a command count.
+        concurrency: commands in flight at once (one task each).
+        db: the SQLite file (None: a temporary file, removed afterwards; ":memory:"),
+            or a `postgresql://` URL (its `?schema=` parameter names the schema).
+        synchronous: the store's durability mode.
+        writer: the store's writer, "thread" or "process" (`open_store`'s option; a
+            SQLite file only: not ":memory:", not PostgreSQL).
+        mix: "deposit" (deposits only), "bank" (transfers, deposits, withdrawals) or
+            "shop" (orders paid from bank accounts); see `demo._workloads`.
+        projection: run a live `Balances` read model and measure its lag.
+        seed: seeds the choice of accounts and amounts.
+        ack_log: append one line per acknowledged command to this file.
+        progress: print a progress line to stderr: "auto" (only on a terminal),
+            "always" (one line per interval; for tools reading a pipe), "never".
+        progress_interval: seconds between progress lines.
+    """
+
+    aggregates: int = 1_000
+    commands: int = 100_000
+    duration: float | None = None
+    concurrency: int = 1_000
+    db: str | None = None
+    synchronous: Synchronous = "FULL"
+    writer: Writer = "thread"
+    mix: Mix = "deposit"
+    projection: bool = True
+    seed: int = 0
+    ack_log: str | None = None
+    progress: Literal["auto", "always", "never"] = "auto"
+    progress_interval: float = 0.5
+
+    def __post_init__(self) -> None:
+        for name in ("aggregates", "commands", "concurrency"):
+            value = getattr(self, name)
+            if type(value) is not int or value < 1:
+                raise LoadTestError(f"--{name} must be a positive integer, not {value!r}")
+        if self.duration is not None and not 0 < self.duration < math.inf:
+            raise LoadTestError(f"--duration must be > 0 seconds, not {self.duration!r}")
+        if self.synchronous not in ("FULL", "NORMAL"):
+            raise LoadTestError(f"--synchronous must be FULL or NORMAL, not {self.synchronous!r}")
+        if self.writer not in ("thread", "process"):
+            raise LoadTestError(f"--writer must be thread or process, not {self.writer!r}")
+        if self.writer == "process" and self.db == ":memory:":
+            raise LoadTestError("--writer process needs a database file, not --db :memory:")
+        if self.writer == "process" and backend_of(self.db) == "postgresql":
+            raise LoadTestError(
+                "--writer process is SQLite's (a writer process on a file); the PostgreSQL"
+                " store writes on a connection of its own: drop --writer process"
+            )
+        if self.mix not in ("deposit", "bank", "shop"):
+            raise LoadTestError(f"--mix must be deposit, bank or shop, not {self.mix!r}")
+        if not 0 < self.progress_interval < math.inf:
+            raise LoadTestError(
+                f"--progress-interval must be > 0 seconds, not {self.progress_interval!r}"
+            )
