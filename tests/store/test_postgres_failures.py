@@ -581,3 +581,12 @@ async def test_a_lock_held_longer_than_the_store_waits_fails_the_append_cleanly(
             assert _writer_pid(store) == pid
     finally:
         await other.close()
+
+
+def test_the_postgresql_store_refuses_an_event_loop_other_than_asyncio() -> None:
+    """asyncpg runs on asyncio only: opened from a coroutine driven by anything else (no
+    asyncio loop running, as under trio), the store says so before connecting."""
+    opening = open_store("postgresql://nobody@127.0.0.1:1/none").__aenter__()
+    with pytest.raises(StoreUnavailable, match="runs on asyncio only"):
+        opening.send(None)
+    opening.close()
