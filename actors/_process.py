@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
 import anyio
+import anyio.abc
 import msgspec
 
 from actors._aggregate import Aggregate, Command, Event
@@ -52,6 +53,7 @@ __all__ = [
     "ProcessManagerHandle",
     "ProcessManagerOptions",
     "ProcessManagerStatistics",
+    "start_process",
 ]
 
 
@@ -467,3 +469,16 @@ class ProcessManagerHandle:
         if position > self._saved:
             await self._system.store.save_checkpoint(self._checkpoint_name, position)
             self._saved = position
+
+
+async def start_process(
+    task_group: anyio.abc.TaskGroup,
+    system: ProcessHost,
+    manager: ProcessManager,
+    options: ProcessManagerOptions,
+    checkpoint: int,
+) -> ProcessManagerHandle:
+    """Start `manager` in `task_group` from `checkpoint`; returns once it is subscribed."""
+    handle = ProcessManagerHandle(system, manager, options, checkpoint)
+    await task_group.start(handle._run)
+    return handle

@@ -17,7 +17,12 @@ from actors._aggregate import Aggregate, CommandT, EventT, StateT
 from actors._errors import InvalidOption, ShuttingDown
 from actors._generic import ActorRef, start_plain
 from actors._options import SYSTEM_FIELDS, SystemOptions
-from actors._process import ProcessManager, ProcessManagerHandle, ProcessManagerOptions
+from actors._process import (
+    ProcessManager,
+    ProcessManagerHandle,
+    ProcessManagerOptions,
+    start_process,
+)
 from actors._registry import Registry
 from actors._router import AggregateRouter
 from bus import EventBus, open_bus
@@ -250,9 +255,9 @@ class ActorSystem:
             raise ShuttingDown(f"the actor system is shutting down; {name!r} not started")
         _register(self.store.registry, manager.event_types)
         checkpoint = await self.store.load_checkpoint(f"process:{name}")
-        handle = ProcessManagerHandle(self, manager, options or ProcessManagerOptions(), checkpoint)
-        await self._tg.start(handle._run)
-        return handle
+        return await start_process(
+            self._tg, self, manager, options or ProcessManagerOptions(), checkpoint
+        )
 
     def statistics(self) -> SystemStatistics:
         """The system's counters now (a frozen snapshot)."""
