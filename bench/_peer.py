@@ -98,28 +98,8 @@ def run_peer_deposits(
     """
     app = open_peer(path)
     try:
-        ids = [app.open_account(f"owner-{i}") for i in range(accounts)]
         mode, level = peer_sqlite_settings(app)
-        shares: list[list[tuple[UUID, int]]] = [[] for _ in range(workers)]
-        for index, amount in plan:
-            shares[index % workers].append((ids[index], amount))
-
-        def work(share: list[tuple[UUID, int]]) -> None:
-            deposit = app.deposit
-            for account_id, amount in share:
-                deposit(account_id, amount)
-
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            started = time.perf_counter()
-            for future in [pool.submit(work, share) for share in shares]:
-                future.result()
-            seconds = time.perf_counter() - started
-        expected: dict[int, int] = {}
-        for index, amount in plan:
-            expected[index] = expected.get(index, 0) + amount
-        for index, total in expected.items():
-            if app.balance(ids[index]) != total:
-                raise RuntimeError(f"peer account {index} lost deposits")
+        seconds = deposit_and_check(app, accounts, plan, workers)
     finally:
         app.close()
     with closing(sqlite3.connect(path)) as check:
@@ -127,3 +107,33 @@ def run_peer_deposits(
     if events != accounts + len(plan):
         raise RuntimeError(f"peer stored {events} events, expected {accounts + len(plan)}")
     return seconds, mode, level
+
+
+def deposit_and_check(
+    app: PeerBank, accounts: int, plan: Sequence[tuple[int, int]], workers: int
+) -> float:
+    """Open `accounts` accounts in `app` (not timed), run the deposits of `plan` on
+    `workers` threads (worker w takes the accounts whose index is w modulo `workers`),
+    check every balance; returns the seconds the deposits took."""
+    ids = [app.open_account(f"owner-{i}") for i in range(accounts)]
+    shares: list[list[tuple[UUID, int]]] = [[] for _ in range(workers)]
+    for index, amount in plan:
+        shares[index % workers].append((ids[index], amount))
+
+    def work(share: list[tuple[UUID, int]]) -> None:
+        deposit = app.deposit
+        for account_id, amount in share:
+            deposit(account_id, amount)
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        started = time.perf_counter()
+        for future in [pool.submit(work, share) for share in shares]:
+            future.result()
+        seconds = time.perf_counter() - started
+    expected: dict[int, int] = {}
+    for index, amount in plan:
+        expected[index] = expected.get(index, 0) + amount
+    for index, total in expected.items():
+        if app.balance(ids[index]) != total:
+            raise RuntimeError(f"peer account {index} lost deposits")
+    return seconds

@@ -10,18 +10,15 @@ durable as esactors' `synchronous="FULL"`.
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from urllib.parse import parse_qsl, unquote, urlsplit
-from uuid import UUID
 
 import psycopg
 from psycopg import sql
 
-from bench._peer import PeerBank
+from bench._peer import PeerBank, deposit_and_check
 
 __all__ = ["peer_schema", "run_peer_deposits_postgres"]
 
@@ -78,27 +75,7 @@ def run_peer_deposits_postgres(
         }
         app = PeerBank(env=env)
         try:
-            ids = [app.open_account(f"owner-{i}") for i in range(accounts)]
-            shares: list[list[tuple[UUID, int]]] = [[] for _ in range(workers)]
-            for index, amount in plan:
-                shares[index % workers].append((ids[index], amount))
-
-            def work(share: list[tuple[UUID, int]]) -> None:
-                deposit = app.deposit
-                for account_id, amount in share:
-                    deposit(account_id, amount)
-
-            with ThreadPoolExecutor(max_workers=workers) as pool:
-                started = time.perf_counter()
-                for future in [pool.submit(work, share) for share in shares]:
-                    future.result()
-                seconds = time.perf_counter() - started
-            expected: dict[int, int] = {}
-            for index, amount in plan:
-                expected[index] = expected.get(index, 0) + amount
-            for index, total in expected.items():
-                if app.balance(ids[index]) != total:
-                    raise RuntimeError(f"peer account {index} lost deposits")
+            seconds = deposit_and_check(app, accounts, plan, workers)
         finally:
             app.close()
         with psycopg.connect(_conninfo(url)) as check:
