@@ -468,7 +468,7 @@ class AggregateActor:
         if evolve_failed is not None:
             # What came before is committed; the rest waits for the reloaded state.
             self._current = []
-            self._requeue(retry + rest)
+            self.mailbox.requeue(retry + rest)  # at the head, in order, before newer ones
             raise _Restart from evolve_failed
         return retry + rest, reload
 
@@ -550,10 +550,6 @@ class AggregateActor:
             host.failed()
             self._log.debug("command.failed", command=type(envelope.command).__name__)
         envelope.fail(error)
-
-    def _requeue(self, envelopes: list[Envelope]) -> None:
-        # Put them back at the head of the mailbox, in order, ahead of newer commands.
-        self.mailbox.requeue(envelopes)
 
     async def _find_command(
         self, envelope: Envelope, command_id: str

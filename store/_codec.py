@@ -204,14 +204,6 @@ class EventRegistry:
         """`state` (a msgspec struct or plain data) as msgpack bytes, for a snapshot."""
         return self._encoder.encode(state)
 
-    def decode_state(self, data: bytes, state_type: type[Any]) -> Any:
-        """A snapshot's bytes decoded as `state_type`.
-
-        Raises:
-            msgspec.ValidationError, msgspec.DecodeError: the bytes are not a `state_type`.
-        """
-        return msgspec.msgpack.decode(data, type=state_type)
-
 
 class UpcasterFailed(Exception):
     """An upcaster raised or returned a non-dict; the store reports it with the stream

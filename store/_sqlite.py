@@ -28,12 +28,12 @@ from store._decode import _decode_rows
 from store._errors import StoreClosed, StoreError, StoreUnavailable
 from store._options import StoreOptions
 from store._records import RecordedEvent
+from store._schema import migrate
 from store._sqlite_batch import _SELECT_LAST_POSITION, _SELECT_VERSION, _BatchWriter, _json
 from store._sqlite_connect import (
     _checkpoint_wal,
     _connect,
     _in_thread,
-    _migrate,
     _prepare_file,
     _state,
 )
@@ -320,7 +320,7 @@ async def open_sqlite_store(
     reader = writer
     process = None
     try:
-        await _in_thread(writer, _migrate)
+        await _in_thread(writer, migrate)
         if not memory:
             reader = await _connect(path, opts, memory=False)
         data_version, last_position = await _in_thread(writer, _state)

@@ -15,7 +15,6 @@ import anyio
 from store import _sqlite_batch
 from store._errors import StoreUnavailable
 from store._options import StoreOptions
-from store._schema import migrate
 from store._sqlite_errors import _SQLITE_BUSY, _SQLITE_LOCKED, _code, _translate
 
 T = TypeVar("T")
@@ -99,10 +98,6 @@ async def _connect(path: str, options: StoreOptions, *, memory: bool) -> aiosqli
             raise _translate(exc, f"opening {path!r}") from exc
         raise
     return opened
-
-
-def _migrate(conn: sqlite3.Connection) -> int:
-    return migrate(conn)
 
 
 def _state(conn: sqlite3.Connection) -> tuple[int, int]:
