@@ -33,24 +33,13 @@ import anyio
 import asyncpg
 import msgspec
 
+from bench.store_append import PG_COLUMNS as COLUMNS
 from store._postgres_batch import StreamVersions, write_batch
 from store._postgres_schema import migrate, quote_ident
 
 RAW_TRANSACTION_ROWS = 1_000
 BATCH_SIZES = (1, 100, 1_000)
 EVENTS_PER_APPEND = (1, 5)
-COLUMNS = (
-    "position",
-    "stream_id",
-    "version",
-    "event_type",
-    "schema_version",
-    "data",
-    "metadata",
-    "command_id",
-    "recorded_at",
-    "checksum",
-)
 
 
 class Append(msgspec.Struct, frozen=True, gc=False):
