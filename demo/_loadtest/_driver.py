@@ -101,11 +101,15 @@ class _Run:
         step = self.workload.step
         counters = self.counters
         limit = math.inf if options.duration is not None else options.commands
-        while counters.issued < limit and time.perf_counter() < self.deadline:
+        # The deadline is checked after each command, so every client sends at least
+        # one even when its task starts late (a loaded machine, a GC pause).
+        while counters.issued < limit:
             n = counters.issued
             counters.issued += 1
             router, aggregate_id, command = step(rng, n)
             await self.send(router, aggregate_id, command, True)
+            if time.perf_counter() >= self.deadline:
+                break
 
     async def load(self) -> float:
         """Start the clock and keep `concurrency` workers sending until the commands are

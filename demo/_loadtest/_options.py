@@ -26,7 +26,8 @@ class LoadOptions:
     Attributes:
         aggregates: bank accounts the commands are spread over (uniformly at random).
         commands: commands to send (ignored when `duration` is set).
-        duration: seconds to keep sending instead of a command count.
+        duration: seconds to keep sending instead of a command count (each client
+            sends at least one command).
         concurrency: commands in flight at once (one task each).
         db: the SQLite file (None: a temporary file, removed afterwards; ":memory:"),
             or a `postgresql://` URL (its `?schema=` parameter names the schema).

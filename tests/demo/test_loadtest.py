@@ -171,6 +171,17 @@ def test_progress_lines_go_to_stderr_when_asked() -> None:
     assert all(line.startswith("progress acked=") for line in lines)
 
 
+def test_a_duration_run_sends_at_least_one_command_per_client() -> None:
+    """A deadline already past when the clients start (a loaded machine) still sends
+    one command per client rather than an empty run."""
+    options = LoadOptions(
+        aggregates=8, duration=1e-9, concurrency=8, db=":memory:", progress="never"
+    )
+    report = anyio.run(run_load, options)
+    assert report.commands >= 8
+    assert report.acknowledged == report.commands
+
+
 def test_the_sweep_prints_a_header_and_one_row_per_concurrency(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
