@@ -210,6 +210,24 @@ class GroupCommitStore(_StoreCalls):
         """
         await self._enqueue_write(_SETTLED_SQL, ())
 
+    async def wait_for_commit(self, after: int, *, timeout: float) -> int:  # noqa: ASYNC109
+        """The highest committed global position, once it is above `after` (a commit of
+        any process, this one's included), or after `timeout` seconds whatever it is.
+
+        A hint for followers of the log, which then read it from their own position.
+        This implementation asks the database every `watch_interval`; a backend
+        overrides it with a cheaper signal (SQLite: `PRAGMA data_version`; PostgreSQL:
+        `LISTEN`).
+        """
+        deadline = anyio.current_time() + timeout
+        interval = self.options.watch_interval
+        while True:
+            head = max(await self.last_position(), self._last_position)
+            remaining = deadline - anyio.current_time()
+            if head > after or remaining <= 0:
+                return head
+            await anyio.sleep(min(interval, remaining))
+
     async def _enqueue_write(self, sql: str, params: tuple[Any, ...]) -> None:
         """Queue a keyed write (in the backend's SQL) for the next batch; wait for it."""
         if self._closing:

@@ -49,6 +49,10 @@ class StoreOptions:
             in flight, so the event loop answers one batch while the next commits; it
             takes 0.1-0.2 s to start and trades the GIL's serialisation for one
             more process (see docs/architecture.md, "The writer process").
+        watch_interval: how often, in seconds, `wait_for_commit` checks whether
+            another process committed (SQLite: `PRAGMA data_version`, a read of shared
+            memory; 0.001 to 60, default 0.02). PostgreSQL is told by `NOTIFY` and
+            does not poll at this interval.
     """
 
     synchronous: Synchronous = "FULL"
@@ -61,6 +65,7 @@ class StoreOptions:
     max_batch_events: int = 20_000
     max_read_limit: int = 100_000
     writer: Writer = "thread"
+    watch_interval: float = 0.02
 
     def __post_init__(self) -> None:
         if self.synchronous not in ("FULL", "NORMAL"):
@@ -88,4 +93,9 @@ class StoreOptions:
                 timeout,
                 f"a number of seconds from {_MIN_BUSY_TIMEOUT} to {_MAX_BUSY_TIMEOUT:,}"
                 " (SQLite counts it in int32 milliseconds)",
+            )
+        interval = self.watch_interval
+        if type(interval) not in (int, float) or not 0.001 <= interval <= 60:
+            raise InvalidStoreOption(
+                "watch_interval", interval, "a number of seconds from 0.001 to 60"
             )

@@ -97,6 +97,11 @@ class EventStore(Protocol):
         """The highest committed global position (0 for an empty store)."""
         ...
 
+    async def wait_for_commit(self, after: int, *, timeout: float) -> int:  # noqa: ASYNC109
+        """The highest committed global position once it is above `after` (commits of
+        every process), or after `timeout` seconds whatever it is: a wake-up hint."""
+        ...
+
     async def find_command(self, command_id: str) -> AppendResult | None:
         """The result of the append made with `command_id`, or None if there was none."""
         ...

@@ -39,6 +39,7 @@ from store._sqlite_connect import (
 )
 from store._sqlite_errors import _SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_PROTOCOL, _code, _translate
 from store._sqlite_process import _ProcessWriter, _start_process
+from store._sqlite_watch import Watcher
 
 __all__ = ["SQLiteEventStore", "open_sqlite_store"]
 
@@ -127,6 +128,7 @@ class SQLiteEventStore(_ProcessWriter):
         # what the write connection knows is current: the writer thread's state
         self._batch = _BatchWriter(path, options, data_version, last_position)
         self._reader_closed = False
+        self._watcher: Watcher | None = None  # started by the first `wait_for_commit`
 
     async def _commit_batch(self, appends: list[_Append], writes: list[_Write]) -> _BatchResult:
         return await _in_thread(self._writer, self._batch._write_batch, appends, writes)
@@ -166,6 +168,26 @@ class SQLiteEventStore(_ProcessWriter):
         """The highest committed position in the file (0 when empty), whoever wrote it."""
         value = await self._scalar(_SELECT_LAST_POSITION, ())
         return int(value or 0)
+
+    async def wait_for_commit(self, after: int, *, timeout: float) -> int:  # noqa: ASYNC109
+        """The highest committed position once it is above `after` (a commit of any
+        process), or after `timeout` seconds whatever it is.
+
+        The first call starts the store's watcher thread (store/_sqlite_watch.py): every
+        `watch_interval` it reads `PRAGMA data_version`, which changes when any other
+        connection (this store's writer included) has committed.
+        """
+        if self._reader_closed:
+            raise StoreClosed(f"the store {self.path!r} is closed")
+        if self.path == ":memory:":  # no other connection can write to it
+            await anyio.sleep(timeout)
+            return self._last_position
+        watcher = self._watcher
+        if watcher is None:
+            watcher = self._watcher = Watcher(
+                self.path, self.options.watch_interval, self._last_position
+            )
+        return max(await watcher.wait(after, timeout), self._last_position)
 
     async def _command_row(self, command_id: str) -> Sequence[Any] | None:
         row: Sequence[Any] | None = await self._row(_SELECT_COMMAND, (command_id,))
@@ -355,6 +377,8 @@ async def open_sqlite_store(
     finally:
         with anyio.CancelScope(shield=True):
             store._reader_closed = True
+            if store._watcher is not None:
+                store._watcher.close()
             if not memory:
                 with contextlib.suppress(Exception):
                     await _in_thread(writer, _checkpoint_wal)
