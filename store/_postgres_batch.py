@@ -33,6 +33,12 @@ replaced (made anew, restored): a counter below the last position the cache saw 
 the fast path off and clears it. The function answers one row: the last position before
 the batch, plus, from the careful path only, one array per outcome field.
 
+The same statement sends `NOTIFY` on the schema's channel
+(`store._postgres_listen.channel_name`) with the batch's last position as the payload,
+if the batch wrote any event: PostgreSQL delivers it when the batch commits (never
+before: a listener woken can read the events), and drops it if the batch rolls back.
+Other processes' stores listen there (`PostgresEventStore.wait_for_commit`).
+
 Snapshot and checkpoint upserts ride in the same statement (arrays again), so they
 commit with the appends in the same single round trip. As in the SQLite writer, a
 failure of those writes (a subtransaction inside the function) leaves the appends
@@ -57,6 +63,7 @@ import msgspec
 
 from store._batch import _BatchAppend
 from store._errors import ConcurrencyError, IdempotencyConflict, StoreError
+from store._postgres_listen import channel_name
 from store._postgres_schema import quote_ident
 from store._records import ANY, STREAM_EXISTS, AppendResult
 
@@ -209,13 +216,27 @@ def _texts(values: Sequence[str]) -> str:
 
 
 def _query(schema: str) -> str:
+    """The batch statement of `schema`: the function's call, materialized (run once, to
+    the end, before anything else of the statement), then `pg_notify` on the schema's
+    channel ($28) with the batch's last position, only if the batch wrote events: the
+    fast path wrote every row ($29 of them) after `start_position`; the careful path's
+    last written position is its highest `last_positions` of an accepted append (none:
+    nothing written). The notification goes out when the statement's transaction
+    commits, never before, and not at all if it rolls back."""
     query = _QUERIES.get(schema)
     if query is None:
         params = _PARAMS
         query = _QUERIES[schema] = (
-            "SELECT start_position, kinds, first_versions, last_versions, first_positions,"  # noqa: S608 (a quoted identifier)
-            " last_positions, actuals, recorded_streams, write_error"
-            f" FROM {quote_ident(schema)}.esactors_append_batch({params})"
+            "WITH r AS MATERIALIZED (SELECT start_position, kinds, first_versions,"  # noqa: S608 (a quoted identifier)
+            " last_versions, first_positions, last_positions, actuals, recorded_streams,"
+            f" write_error FROM {quote_ident(schema)}.esactors_append_batch({params})),"
+            " b AS (SELECT r.*, CASE WHEN r.kinds IS NULL THEN r.start_position + $29::bigint"
+            " ELSE (SELECT max(u.lp) FROM unnest(r.kinds, r.last_positions) AS u(k, lp)"
+            " WHERE u.k = 0) END AS last FROM r)"
+            " SELECT start_position, kinds, first_versions, last_versions, first_positions,"
+            " last_positions, actuals, recorded_streams, write_error,"
+            " CASE WHEN last > start_position THEN pg_notify($28::text, last::text) END"
+            " FROM b"
         )
     return query
 
@@ -254,6 +275,10 @@ async def write_batch(
     side: the lock wait counts), or cancelling the caller (asyncpg then asks the server
     to cancel the statement; if the cancel comes too late the batch may still commit:
     unknown outcome). Only a committed result updates `versions`.
+
+    A batch that wrote events notifies the schema's channel (`channel_name(schema)`)
+    with its last position, delivered at the commit; one that wrote none (every append
+    refused or a duplicate, or only snapshots and checkpoints) notifies nobody.
     """
     known = versions.versions if versions is not None else {}
     chain: dict[str, int] = {}  # per stream: its version after this batch, all accepted
@@ -373,9 +398,11 @@ async def write_batch(
         [c.name for c in checkpoints] if checkpoints else None,
         [c.position for c in checkpoints] if checkpoints else None,
         [c.updated_at for c in checkpoints] if checkpoints else None,
+        channel_name(schema),
+        len(row_streams),
     )
     assert record is not None
-    start, kinds, fvs, lvs, fps, lps, actuals, recorded, write_error = record
+    start, kinds, fvs, lvs, fps, lps, actuals, recorded, write_error, _ = record
     outcomes: list[AppendOutcome] = []
     if not appends:
         return BatchResult(outcomes, write_error)
