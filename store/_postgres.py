@@ -3,9 +3,11 @@
 One writer connection per store commits every waiting append as one batch, in one round
 trip (`store._postgres_batch.write_batch`); the position counter row it locks orders the
 commits of every process writing to the database, so positions are gap-free and in
-commit order. Reads go through a small pool of other connections. The queue, answering
-callers and listeners are `GroupCommitStore`'s, as for SQLite. Needs asyncpg (the
-`postgres` extra) and the asyncio event loop.
+commit order. Reads go through a small pool of other connections. Each batch notifies
+the schema's channel at its commit; `wait_for_commit` listens there on a connection of
+its own (`store._postgres_listen`). The queue, answering callers and listeners are
+`GroupCommitStore`'s, as for SQLite. Needs asyncpg (the `postgres` extra) and the
+asyncio event loop.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ from store._postgres_connect import (
     _split_url,
     _translate,
 )
+from store._postgres_listen import Listener, channel_name
 from store._postgres_schema import check_schema_name, current_schema, migrate, quote_ident
 from store._records import AppendResult, RecordedEvent
 
@@ -136,6 +139,17 @@ class PostgresEventStore(GroupCommitStore):
         self._readers_closed = False
         # The writer's stream versions (`_commit_batch` proposes versions from them).
         self._versions = StreamVersions()
+        # `wait_for_commit`'s listening connection, opened by its first call.
+        self._listener = Listener(
+            target,
+            connect._replace(
+                server_settings=_named(connect.dsn, {}, "esactors-listener"),
+                command_timeout=connect.timeout,
+            ),
+            channel_name(schema),
+        )
+        self._listen_lock = asyncio.Lock()
+        self._caught_up = 0  # the listener's connect the head was read after
 
     # -- the writer ---------------------------------------------------------------------
 
@@ -242,6 +256,69 @@ class PostgresEventStore(GroupCommitStore):
     async def last_position(self) -> int:
         """The highest committed position in the schema (0 when empty), whoever wrote it."""
         return int(await self._value(self._queries.last_position) or 0)
+
+    async def wait_for_commit(self, after: int, *, timeout: float) -> int:  # noqa: ASYNC109
+        """The highest committed position in the schema once it is above `after` (a
+        commit of any process, this one's included), or after `timeout` seconds
+        whatever it is. A hint: read the log from your own position after it.
+
+        Every batch committed to the schema notifies its channel with its last position;
+        the first call that has to wait opens a connection of the store's own that
+        listens there (named `esactors-listener`), kept until the store closes. The head
+        known (the highest position notified, read, or committed by this store) above
+        `after` is answered at once; otherwise the call waits for a notification. At the
+        timeout it reads the head (the fallback should a notification never come, e.g.
+        a connection the network dropped silently). After every (re)connect it reads the
+        head once before waiting, since nothing notified what committed meanwhile. A
+        lost connection wakes the waiters: a call connects again (at most once; lost
+        again, it answers the head read then), and connecting may take up to
+        `busy_timeout` beyond `timeout`. A notification whose payload is not a decimal
+        position is ignored.
+
+        Raises:
+            StoreUnavailable: connecting or listening failed, or the read of the head
+                did (a later call tries again).
+            StoreClosed: the store is closed (or closes while the call waits).
+        """
+        listener = self._listener
+        deadline = anyio.current_time() + timeout
+        connected = False
+        while True:
+            if self._readers_closed or listener.closed:
+                raise StoreClosed(f"the store {self.path} is closed")
+            head = max(listener.head, self._last_position)
+            if head > after:
+                return head
+            remaining = deadline - anyio.current_time()
+            if not listener.listening or self._caught_up != listener.connects:
+                if not connected:  # once a call: a connection lost again, the next call
+                    connected = True
+                    await self._listen()
+                    continue
+                remaining = 0
+            if remaining <= 0:
+                head = max(await self.last_position(), self._last_position)
+                listener.note(head)
+                return head
+            changed = listener.changed()
+            with anyio.move_on_after(remaining):
+                await changed.wait()
+
+    async def _listen(self) -> None:
+        """Connect the listener (unless another call just did) and read the head it may
+        have missed; one call at a time."""
+        listener = self._listener
+        async with self._listen_lock:
+            if not listener.listening:
+                reconnect = listener.connects > 0
+                await listener.connect()
+                self._log.info(
+                    "store.listening", channel=channel_name(self.schema), reconnect=reconnect
+                )
+            if self._caught_up != listener.connects:
+                connects = listener.connects
+                listener.note(await self.last_position())
+                self._caught_up = connects
 
     async def _command_row(self, command_id: str) -> Sequence[Any] | None:
         row = await self._row(self._queries.command, command_id)
@@ -426,6 +503,8 @@ async def open_postgres_store(
     finally:
         with anyio.CancelScope(shield=True):
             store._readers_closed = True
+            with contextlib.suppress(Exception):
+                await store._listener.close()
             with contextlib.suppress(Exception):
                 await readers.close()
             conn = store._writer
