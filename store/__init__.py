@@ -3,7 +3,9 @@
 Open one with `open_store(path)` (a SQLite file) or `open_store("postgresql://...")`;
 register event types on its `EventRegistry`; append with an expected version; read a
 stream, the global log, or a stream as it stood at a past version or moment; keep
-snapshots and subscriber checkpoints beside the events.
+snapshots and subscriber checkpoints beside the events; hold leases (with epochs) on
+named resources and fence appends and checkpoints with them, so that only the current
+owner of a lease writes under it (see `acquire_lease`).
 This package imports nothing else of esactors.
 """
 
@@ -21,10 +23,12 @@ from store._errors import (
     InvalidCheckpoint,
     InvalidEvent,
     InvalidExpectedVersion,
+    InvalidLease,
     InvalidReadArgument,
     InvalidSnapshot,
     InvalidStoreOption,
     InvalidStreamId,
+    LeaseLost,
     NaiveDatetime,
     ReadTooLarge,
     StoreClosed,
@@ -46,6 +50,7 @@ from store._records import (
     NO_STREAM,
     STREAM_EXISTS,
     AppendResult,
+    Lease,
     RecordedEvent,
     Snapshot,
     StoreStatistics,
@@ -70,10 +75,13 @@ __all__ = [
     "InvalidCheckpoint",
     "InvalidEvent",
     "InvalidExpectedVersion",
+    "InvalidLease",
     "InvalidReadArgument",
     "InvalidSnapshot",
     "InvalidStoreOption",
     "InvalidStreamId",
+    "Lease",
+    "LeaseLost",
     "NaiveDatetime",
     "ReadTooLarge",
     "RecordedEvent",

@@ -27,9 +27,10 @@ class _Append(msgspec.Struct, gc=False):
     command_id: str | None
     digest: bytes | None
     future: asyncio.Future[AppendResult]
+    fence: tuple[str, str, int] | None = None  # lease name, owner, epoch
 
 
-class _BatchAppend(Protocol):  # noqa: PYI046 - used by each backend's batch writer
+class _BatchAppend(Protocol):
     """What the batch transaction reads of an append: an `_Append` on the writer
     thread, a decoded `_wire.AppendWire` in the writer process."""
 
@@ -47,19 +48,49 @@ class _BatchAppend(Protocol):  # noqa: PYI046 - used by each backend's batch wri
     def digest(self) -> bytes | None: ...
 
 
+class _FencedBatchAppend(_BatchAppend, Protocol):  # noqa: PYI046 - used by the SQLite batch
+    """An append that may carry a fence: what the SQLite batch transaction reads."""
+
+    @property
+    def fence(self) -> tuple[str, str, int] | None:
+        """The lease (name, owner, epoch) the append is fenced by, or None."""
+        ...
+
+
 class _Write:
-    """A keyed upsert (snapshot, checkpoint) that rides in the next batch transaction:
-    a statement in the backend's SQL and its parameters."""
+    """A keyed write (snapshot, checkpoint, lease) that rides in the next batch
+    transaction: a statement in the backend's SQL and its parameters.
 
-    __slots__ = ("future", "params", "sql")
+    With `fence` (a lease's name, owner, epoch), the statement runs only if the lease
+    row has that owner and epoch, in the same transaction; otherwise the caller gets
+    `LeaseLost`. With `returning`, the caller gets the statement's first row (a tuple,
+    or None when it returned none); otherwise None."""
 
-    def __init__(self, sql: str, params: tuple[Any, ...], future: asyncio.Future[None]) -> None:
+    __slots__ = ("fence", "future", "params", "returning", "sql")
+
+    def __init__(
+        self,
+        sql: str,
+        params: tuple[Any, ...],
+        future: asyncio.Future[Any],
+        fence: tuple[str, str, int] | None = None,
+        *,
+        returning: bool = False,
+    ) -> None:
         self.sql, self.params, self.future = sql, params, future
+        self.fence, self.returning = fence, returning
+
+
+_WriteResult = tuple[bool, tuple[Any, ...] | None]
+"""What became of one keyed write of a committed batch: (lost, row). `lost`: its fence
+failed and the statement did not run; `row` is then the lease's (owner, epoch) as found,
+or None when there is no such lease. Otherwise `row` is the statement's first row when
+the write asked for it (`returning`), or None."""
 
 
 _Outcome = AppendResult | StoreError
 """What became of one append of a committed batch: its result, or why it was refused
-(`ConcurrencyError`, `IdempotencyConflict`) while the rest of the batch committed."""
+(`ConcurrencyError`, `IdempotencyConflict`, `LeaseLost`) while the rest of the batch committed."""
 
 
 class _BatchResult:
@@ -67,7 +98,14 @@ class _BatchResult:
     recorded, how long the commit took, the keyed writes' error (they commit or fail
     together, apart from the appends), and the last position after it."""
 
-    __slots__ = ("commit_seconds", "last_position", "outcomes", "recorded_at", "write_error")
+    __slots__ = (
+        "commit_seconds",
+        "last_position",
+        "outcomes",
+        "recorded_at",
+        "write_error",
+        "write_results",
+    )
 
     def __init__(
         self,
@@ -76,12 +114,15 @@ class _BatchResult:
         commit_seconds: float,
         write_error: StoreError | None,
         last_position: int,
+        write_results: list[_WriteResult] | None = None,
     ) -> None:
         self.outcomes = outcomes
         self.recorded_at = recorded_at
         self.commit_seconds = commit_seconds
         self.write_error = write_error
         self.last_position = last_position
+        # per keyed write, in order, when any was fenced or returning (else None)
+        self.write_results = write_results
 
 
 def _fail_batch(appends: list[_Append], writes: list[_Write], error: StoreError) -> None:

@@ -12,6 +12,8 @@ StoreError
 │   ├── UnknownEventType           no registered type (or upcaster) for its tag and version
 │   └── CorruptEvent               its payload fails the checksum or does not decode
 ├── ReadTooLarge                   a whole-stream read over the read limit (page it)
+├── LeaseLost                      a fenced write's lease has another owner or epoch now;
+│                                  nothing of that write was written
 └── InvalidArgument                a bad argument; nothing was read or written
     ├── InvalidStreamId            empty, too long, or with characters the policy refuses
     ├── NaiveDatetime              a datetime without tzinfo where a moment is needed
@@ -20,6 +22,7 @@ StoreError
     │                              would not load back as its type
     ├── InvalidCheckpoint          a checkpoint's name or position
     ├── InvalidStoreOption         a store option outside its range (at open)
+    ├── InvalidLease               a lease call's name, owner, ttl or fence
     └── InvalidAppend              a bad append; nothing of it was written
         ├── InvalidExpectedVersion not an int, or an int no stream can have
         ├── UnregisteredEventType  the event's type is not in the registry
@@ -52,10 +55,12 @@ __all__ = [
     "InvalidCheckpoint",
     "InvalidEvent",
     "InvalidExpectedVersion",
+    "InvalidLease",
     "InvalidReadArgument",
     "InvalidSnapshot",
     "InvalidStoreOption",
     "InvalidStreamId",
+    "LeaseLost",
     "NaiveDatetime",
     "ReadTooLarge",
     "StoreClosed",
@@ -321,6 +326,28 @@ class InvalidStoreOption(InvalidArgument):
         return (type(self), (self.name, self.value, self.allowed))
 
 
+class InvalidLease(InvalidArgument):
+    """An argument of a lease call (or an append's or checkpoint's `fence`) is not what it
+    takes; nothing was read or written.
+
+    Attributes:
+        call: the call, e.g. `acquire_lease` or `append('account-a')`.
+        field: the argument at fault: `name`, `owner`, `ttl`, `fence` or `lease`.
+        value: the value given.
+        expected: what the argument takes.
+    """
+
+    def __init__(self, call: str, field: str, value: object, expected: str) -> None:
+        shown = repr(value)
+        if len(shown) > 80:
+            shown = shown[:77] + "..."
+        super().__init__(f"{call}: {field} must be {expected}, not {shown}")
+        self.call, self.field, self.value, self.expected = call, field, value, expected
+
+    def __reduce__(self) -> tuple[type[InvalidLease], tuple[str, str, object, str]]:
+        return (type(self), (self.call, self.field, self.value, self.expected))
+
+
 class InvalidAppend(InvalidArgument):
     """An argument of an append is invalid; nothing of that append was written."""
 
@@ -415,6 +442,41 @@ class TooManyEvents(InvalidAppend):
 
     def __reduce__(self) -> tuple[type[TooManyEvents], tuple[str, int, int]]:
         return (type(self), (self.stream_id, self.count, self.limit))
+
+
+class LeaseLost(StoreError):
+    """A fenced write (`append` or `save_checkpoint` with `fence=`) was refused: the lease
+    is no longer held by the fence's owner at the fence's epoch (another owner took it
+    over, or it was taken again). Nothing of that write was written; the other writes
+    of its batch are unaffected.
+
+    Attributes:
+        name, owner, epoch: the fence's lease name, owner and epoch.
+        holder, holder_epoch: the lease's owner and epoch when the write was refused, or
+            None when the store has no such lease.
+    """
+
+    def __init__(
+        self, name: str, owner: str, epoch: int, holder: str | None, holder_epoch: int | None
+    ) -> None:
+        if holder is None:
+            now = "the store has no such lease"
+        elif holder == owner:
+            now = f"it was taken again by {holder!r} at epoch {holder_epoch}"
+        else:
+            now = f"it is held by {holder!r} at epoch {holder_epoch}"
+        super().__init__(
+            f"lease {name!r} of owner {owner!r} at epoch {epoch} is lost: {now}; the write"
+            " fenced by it was refused (nothing written). Stop acting for this lease and"
+            " acquire it again"
+        )
+        self.name, self.owner, self.epoch = name, owner, epoch
+        self.holder, self.holder_epoch = holder, holder_epoch
+
+    def __reduce__(
+        self,
+    ) -> tuple[type[LeaseLost], tuple[str, str, int, str | None, int | None]]:
+        return (type(self), (self.name, self.owner, self.epoch, self.holder, self.holder_epoch))
 
 
 class ReadTooLarge(StoreError, ValueError):

@@ -22,19 +22,21 @@ import anyio.abc
 import msgspec
 
 from store import faults
-from store._batch import _Append, _BatchResult, _fail_batch, _recorded, _Write
+from store._batch import _Append, _BatchResult, _fail_batch, _recorded, _Write, _WriteResult
 from store._calls import _StoreCalls
 from store._codec import EventRegistry
-from store._errors import InvalidExpectedVersion, StoreClosed, StoreError
+from store._errors import InvalidExpectedVersion, LeaseLost, StoreClosed, StoreError
 from store._logging import get_logger
 from store._options import StoreOptions
 from store._prepare import (
+    Fence,
     _check_new_stream_id,
     _command_digest,
     _encode_events,
     _encode_metadata,
+    _fence,
 )
-from store._records import STREAM_EXISTS, AppendResult, RecordedEvent, StoreStatistics
+from store._records import STREAM_EXISTS, AppendResult, Lease, RecordedEvent, StoreStatistics
 
 __all__ = ["CommitListener", "GroupCommitStore"]
 
@@ -58,6 +60,9 @@ class GroupCommitStore(_StoreCalls):
     checked there); it may run a writer loop of its own in place of
     `_run_writer` (the SQLite writer process does), using `_take` and `_answer`.
     """
+
+    _fences = False
+    """Whether the backend's batch checks an append's `fence` (else one is refused)."""
 
     def __init__(
         self, path: str, registry: EventRegistry, options: StoreOptions, last_position: int
@@ -102,6 +107,7 @@ class GroupCommitStore(_StoreCalls):
         expected_version: int,
         command_id: str | None = None,
         metadata: Mapping[str, str] | None = None,
+        fence: Lease | None = None,
     ) -> AppendResult:
         """Append `events` to `stream_id` atomically, after checking its version.
 
@@ -114,6 +120,11 @@ class GroupCommitStore(_StoreCalls):
                 committed (same stream and events), its first result is returned with
                 `duplicate=True` and nothing is written.
             metadata: string key/values stored with every event of this append.
+            fence: a lease (from `acquire_lease`/`renew_lease`): the append commits only
+                if, in its transaction, the store's row of that lease still has the
+                fence's owner and epoch. Its expiry is not checked: an expired lease
+                nobody took since is still safe to write under. A command id already
+                committed is answered as a duplicate whatever the lease.
 
         Returns:
             Where the events landed, once they are committed (durably, under
@@ -122,6 +133,9 @@ class GroupCommitStore(_StoreCalls):
         Raises:
             ConcurrencyError: the stream is not at `expected_version`; nothing written.
             IdempotencyConflict: `command_id` committed before with other events.
+            LeaseLost: `fence` is no longer held (another owner or epoch); this append
+                alone was refused and wrote nothing.
+            InvalidLease: `fence` is not a `Lease`; nothing written.
             InvalidStreamId: `stream_id` is not one the store can take; nothing written.
             InvalidAppend: a bad append (expected version, no events, an unregistered
                 type, an event that would not decode as its type (`InvalidEvent`),
@@ -152,6 +166,11 @@ class GroupCommitStore(_StoreCalls):
         digest = None
         if command_id is not None:
             digest = _command_digest(stream_id, command_id, rows)
+        checked_fence = None
+        if fence is not None:
+            if not self._fences:
+                raise self._no_leases()
+            checked_fence = _fence(f"append({stream_id!r})", fence, options.max_stream_id_bytes)
         pending = self._pending
         if len(pending) >= options.max_pending_appends:
             await self._wait_for_room(stream_id)
@@ -167,6 +186,7 @@ class GroupCommitStore(_StoreCalls):
                 command_id,
                 digest,
                 future,
+                checked_fence,
             )
         )
         wake = self._wake
@@ -228,14 +248,25 @@ class GroupCommitStore(_StoreCalls):
                 return head
             await anyio.sleep(min(interval, remaining))
 
-    async def _enqueue_write(self, sql: str, params: tuple[Any, ...]) -> None:
-        """Queue a keyed write (in the backend's SQL) for the next batch; wait for it."""
+    async def _enqueue_write(
+        self,
+        sql: str,
+        params: tuple[Any, ...],
+        fence: Fence | None = None,
+        *,
+        returning: bool = False,
+    ) -> Any:
+        """Queue a keyed write (in the backend's SQL) for the next batch; wait for it.
+
+        Returns the statement's first row (a tuple, or None) with `returning`, else
+        None. With `fence` the statement runs only while that lease is held at its
+        epoch (checked in the batch's transaction); else `LeaseLost`."""
         if self._closing:
             raise self._failure or StoreClosed(f"the store {self.path!r} is closed")
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.append(_Write(sql, params, future))
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending.append(_Write(sql, params, future, fence, returning=returning))
         self._wake.set()
-        await future
+        return await future
 
     def add_commit_listener(self, listener: CommitListener) -> Callable[[], None]:
         """Call `listener` after every commit with that batch's events, in position order.
@@ -333,6 +364,8 @@ class GroupCommitStore(_StoreCalls):
             for write in writes:
                 if not write.future.done():
                     write.future.set_exception(result.write_error)
+        elif result.write_results is not None:
+            _answer_writes(writes, result.write_results)
         else:
             for write in writes:
                 if not write.future.done():
@@ -470,6 +503,21 @@ class GroupCommitStore(_StoreCalls):
             if len(group.exceptions) != 1 or not isinstance(group.exceptions[0], Exception):
                 raise
             _reraise(group.exceptions[0])
+
+
+def _answer_writes(writes: list[_Write], results: list[_WriteResult]) -> None:
+    """Answer the keyed writes of a committed batch from their results: the row asked
+    for, or `LeaseLost` for a write whose fence failed."""
+    for write, (lost, row) in zip(writes, results, strict=True):
+        future = write.future
+        if future.done():
+            continue
+        if lost and write.fence is not None:
+            name, owner, epoch = write.fence
+            holder, holder_epoch = (None, None) if row is None else (str(row[0]), int(row[1]))
+            future.set_exception(LeaseLost(name, owner, epoch, holder, holder_epoch))
+        else:
+            future.set_result(row)
 
 
 def _reraise(error: Exception) -> NoReturn:

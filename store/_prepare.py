@@ -17,6 +17,7 @@ from store._errors import (
     InvalidAppend,
     InvalidCheckpoint,
     InvalidEvent,
+    InvalidLease,
     InvalidReadArgument,
     InvalidSnapshot,
     InvalidStreamId,
@@ -27,7 +28,10 @@ from store._errors import (
     validation_path,
 )
 from store._options import StoreOptions
+from store._records import Lease
 
+_MIN_TTL: Final = 0.01
+_MAX_TTL: Final = 86_400.0
 _MAX_VERSION: Final = 2**62
 """The largest version, position or schema version a store keeps (a SQLite integer)."""
 _VALID_STREAM_ID_CACHE_LIMIT: Final = 100_000
@@ -303,3 +307,60 @@ def _check_checkpoint_name(name: object) -> None:
     if not _encodable(name):
         # Caught here, not at the INSERT, where it would fail the whole batch.
         raise InvalidCheckpoint(name, "its name is not valid Unicode (lone surrogate)")
+
+
+# -- leases -----------------------------------------------------------------------------
+
+Fence = tuple[str, str, int]
+"""A fence as the batch writers take it: the lease's name, owner and epoch."""
+
+
+def _check_lease_key(call: str, field: str, value: object, max_bytes: int) -> None:
+    """A lease's `name` or `owner`: a non-empty printable str of valid Unicode, at most
+    `max_bytes` UTF-8 bytes (the stream-id limit)."""
+    expected = f"a non-empty printable str of at most {max_bytes} UTF-8 bytes (max_stream_id_bytes)"
+    if type(value) is not str or not value or value.isspace() or not value.isprintable():
+        raise InvalidLease(call, field, value, expected)
+    try:
+        size = len(value.encode())
+    except UnicodeEncodeError:
+        raise InvalidLease(call, field, value, expected + " (valid Unicode)") from None
+    if size > max_bytes:
+        raise InvalidLease(call, field, value, expected)
+
+
+def _check_ttl(call: str, ttl: object) -> float:
+    """A lease's time to live, in seconds, as a float."""
+    if type(ttl) in (int, float):
+        seconds = float(cast(float, ttl))
+        if math.isfinite(seconds) and _MIN_TTL <= seconds <= _MAX_TTL:
+            return seconds
+    raise InvalidLease(call, "ttl", ttl, f"a finite number of seconds from {_MIN_TTL} to 86400")
+
+
+def _check_lease(call: str, field: str, lease: object, max_bytes: int) -> Lease:
+    """A `Lease` argument (`lease` of renew and release, `fence` of a write), with fields
+    of the types a store hands out."""
+    if type(lease) is not Lease:
+        raise InvalidLease(call, field, lease, "a Lease (as acquire_lease returns it)")
+    epoch = lease.epoch
+    if type(epoch) is not int or not 1 <= epoch <= _MAX_VERSION:
+        raise InvalidLease(call, field, lease, "a Lease whose epoch is an int from 1 to 2**62")
+    for key in (lease.name, lease.owner):
+        if type(key) is not str or not key or not key.isprintable() or not _encodable(key):
+            raise InvalidLease(
+                call, field, lease, "a Lease whose name and owner are non-empty printable strs"
+            )
+        if len(key.encode()) > max_bytes:
+            raise InvalidLease(
+                call, field, lease, f"a Lease whose name and owner are at most {max_bytes} bytes"
+            )
+    return lease
+
+
+def _fence(call: str, fence: object, max_bytes: int) -> Fence | None:
+    """A write's `fence` argument (a `Lease` or None) as the batch writers take it."""
+    if fence is None:
+        return None
+    lease = _check_lease(call, "fence", fence, max_bytes)
+    return (lease.name, lease.owner, lease.epoch)

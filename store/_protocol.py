@@ -9,7 +9,7 @@ from typing import Protocol, TypeVar
 import msgspec
 
 from store._codec import EventRegistry
-from store._records import AppendResult, RecordedEvent, Snapshot, StoreStatistics
+from store._records import AppendResult, Lease, RecordedEvent, Snapshot, StoreStatistics
 
 __all__ = ["EventStore"]
 
@@ -17,7 +17,8 @@ S = TypeVar("S")
 
 
 class EventStore(Protocol):
-    """An append-only event log with optimistic concurrency, snapshots and checkpoints.
+    """An append-only event log with optimistic concurrency, snapshots, checkpoints and
+    leases (with fencing of appends and checkpoints).
 
     `SQLiteEventStore` (from `open_store`) is the implementation; the protocol is the
     seam that tests and other layers type against.
@@ -36,13 +37,17 @@ class EventStore(Protocol):
         expected_version: int,
         command_id: str | None = None,
         metadata: Mapping[str, str] | None = None,
+        fence: Lease | None = None,
     ) -> AppendResult:
         """Append `events` to `stream_id` if it is at `expected_version` (or `ANY`,
         `NO_STREAM`, `STREAM_EXISTS`); returns once they are committed. A `command_id`
         seen before returns the first result (`duplicate=True`) and writes nothing.
+        With `fence`, it commits only if, in its transaction, the lease row still has
+        the fence's owner and epoch (its expiry is not checked).
 
         Raises:
             ConcurrencyError: the stream is at another version; nothing written.
+            LeaseLost: `fence` is no longer held; this append alone wrote nothing.
         """
         ...
 
@@ -119,8 +124,35 @@ class EventStore(Protocol):
         `schema_version`)."""
         ...
 
-    async def save_checkpoint(self, name: str, position: int) -> None:
-        """Durably record that subscriber `name` has handled everything up to `position`."""
+    async def save_checkpoint(
+        self, name: str, position: int, *, fence: Lease | None = None
+    ) -> None:
+        """Durably record that subscriber `name` has handled everything up to `position`;
+        with `fence`, only if the lease row still has the fence's owner and epoch,
+        atomically with the write (else `LeaseLost`, the checkpoint unchanged)."""
+        ...
+
+    async def acquire_lease(self, name: str, owner: str, ttl: float) -> Lease | None:
+        """Take lease `name` for `owner` for `ttl` seconds when it is free (no row),
+        expired, released, or already held by `owner` unexpired (then: extended, same
+        epoch). Returns the lease, or None when another owner holds it unexpired.
+        Atomic across processes."""
+        ...
+
+    async def renew_lease(self, lease: Lease, ttl: float) -> Lease | None:
+        """Extend `lease` to now + `ttl` if it is still held by `lease.owner` at
+        `lease.epoch` (even past its expiry, when nobody took it); None when it was
+        lost."""
+        ...
+
+    async def release_lease(self, lease: Lease) -> None:
+        """Give `lease` up at once (it expires now) if still held at its epoch; else
+        nothing."""
+        ...
+
+    async def read_leases(self, prefix: str = "") -> list[Lease]:
+        """Every lease whose name starts with `prefix`, by name (for fair sharing of
+        partitions)."""
         ...
 
     async def load_checkpoint(self, name: str) -> int:

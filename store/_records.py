@@ -1,4 +1,5 @@
-"""Records the store hands out: recorded events, append results, snapshots, statistics."""
+"""Records the store hands out: recorded events, append results, snapshots, leases,
+statistics."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ __all__ = [
     "NO_STREAM",
     "STREAM_EXISTS",
     "AppendResult",
+    "Lease",
     "RecordedEvent",
     "Snapshot",
     "StoreStatistics",
@@ -74,6 +76,30 @@ class AppendResult(msgspec.Struct, frozen=True):
     first_position: int
     last_position: int
     duplicate: bool = False
+
+
+class Lease(msgspec.Struct, frozen=True):
+    """A lease on a named resource, held by `owner` until `expires_at`.
+
+    Taken with `acquire_lease`, kept with `renew_lease`, given up with `release_lease`;
+    passed as `fence=` to `append` and `save_checkpoint`, it makes the write commit only
+    while the store's lease row still has this owner and epoch (so a paused former
+    owner cannot write after another took over).
+
+    Attributes:
+        name: the resource (e.g. a process manager, or one of its partitions).
+        owner: who holds it (e.g. a process's unique id).
+        epoch: increases every time the lease changes hands, or is taken again after it
+            expired or was released (never on its owner's renewal or re-acquisition
+            while it holds it); fencing compares it.
+        expires_at: seconds since the Unix epoch, by the store's clock (SQLite: this
+            host's `time.time()`; PostgreSQL: the server's `clock_timestamp()`).
+    """
+
+    name: str
+    owner: str
+    epoch: int
+    expires_at: float
 
 
 class Snapshot(msgspec.Struct, Generic[S], frozen=True):

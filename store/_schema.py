@@ -59,7 +59,21 @@ _V1: Final = (
     """,
 )
 
-_MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (_V1,)
+_V2: Final = (
+    # Leases (`acquire_lease`): one row per name, never deleted; a release or an expiry
+    # only moves `expires_at`, so `epoch` keeps growing across owners.
+    """
+    CREATE TABLE leases (
+        name           TEXT    PRIMARY KEY,
+        owner          TEXT    NOT NULL,
+        epoch          INTEGER NOT NULL,
+        expires_at     REAL    NOT NULL,
+        updated_at     REAL    NOT NULL
+    ) WITHOUT ROWID
+    """,
+)
+
+_MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (_V1, _V2)
 SCHEMA_VERSION: Final = len(_MIGRATIONS)
 
 
@@ -88,4 +102,4 @@ def migrate(conn: sqlite3.Connection) -> int:
     return found
 
 
-_SET_USER_VERSION: Final = {1: "PRAGMA user_version = 1"}
+_SET_USER_VERSION: Final = {1: "PRAGMA user_version = 1", 2: "PRAGMA user_version = 2"}

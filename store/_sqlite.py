@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, Final, TypeVar
 
@@ -27,7 +28,8 @@ from store._codec import EventRegistry
 from store._decode import _decode_rows
 from store._errors import StoreClosed, StoreError, StoreUnavailable
 from store._options import StoreOptions
-from store._records import RecordedEvent
+from store._prepare import Fence
+from store._records import Lease, RecordedEvent
 from store._schema import migrate
 from store._sqlite_batch import _SELECT_LAST_POSITION, _SELECT_VERSION, _BatchWriter, _json
 from store._sqlite_connect import (
@@ -96,6 +98,30 @@ _UPSERT_CHECKPOINT: Final = (
     " updated_at = excluded.updated_at"
 )
 _SELECT_CHECKPOINT: Final = "SELECT position FROM checkpoints WHERE name = ?"
+# Leases. Times are this host's time.time(), bound by the caller. Acquire: a new row at
+# epoch 1; an existing one only if its owner asks again (unexpired: same epoch) or it
+# has expired (the next epoch). SET reads the row as it was before the update.
+_ACQUIRE_LEASE: Final = (
+    "INSERT INTO leases (name, owner, epoch, expires_at, updated_at) VALUES (?, ?, 1, ?, ?)"
+    " ON CONFLICT (name) DO UPDATE SET"
+    " epoch = CASE WHEN owner = excluded.owner AND expires_at > excluded.updated_at"
+    " THEN epoch ELSE epoch + 1 END,"
+    " owner = excluded.owner, expires_at = excluded.expires_at,"
+    " updated_at = excluded.updated_at"
+    " WHERE owner = excluded.owner OR expires_at <= excluded.updated_at"
+    " RETURNING name, owner, epoch, expires_at"
+)
+_RENEW_LEASE: Final = (
+    "UPDATE leases SET expires_at = ?, updated_at = ? WHERE name = ? AND owner = ? AND epoch = ?"
+    " RETURNING name, owner, epoch, expires_at"
+)
+_RELEASE_LEASE: Final = (
+    "UPDATE leases SET expires_at = min(expires_at, ?1), updated_at = ?1"
+    " WHERE name = ?2 AND owner = ?3 AND epoch = ?4"
+)
+_READ_LEASES: Final = (
+    "SELECT name, owner, epoch, expires_at FROM leases WHERE substr(name, 1, ?) = ? ORDER BY name"
+)
 _SELECT_COMMAND: Final = (
     "SELECT stream_id, first_version, last_version, first_position, last_position"
     " FROM commands WHERE command_id = ?"
@@ -110,6 +136,8 @@ class SQLiteEventStore(_ProcessWriter):
     Every method is safe to call from many tasks at once. Appends are group-committed by
     one writer task; reads use their own connection (WAL readers never block the writer).
     """
+
+    _fences = True
 
     def __init__(
         self,
@@ -218,6 +246,41 @@ class SQLiteEventStore(_ProcessWriter):
     async def _write_checkpoint(self, name: str, position: int, updated_at: float) -> None:
         await self._enqueue_write(_UPSERT_CHECKPOINT, (name, position, updated_at))
 
+    async def _write_fenced_checkpoint(
+        self, name: str, position: int, updated_at: float, fence: Fence
+    ) -> None:
+        await self._enqueue_write(_UPSERT_CHECKPOINT, (name, position, updated_at), fence)
+
+    # Lease writes ride in the writer's batches like checkpoints: one writer, one clock.
+
+    async def _acquire_lease(self, name: str, owner: str, ttl: float) -> Lease | None:
+        now = time.time()
+        row = await self._enqueue_write(
+            _ACQUIRE_LEASE, (name, owner, now + ttl, now), returning=True
+        )
+        return _lease(row)
+
+    async def _renew_lease(self, lease: Lease, ttl: float) -> Lease | None:
+        now = time.time()
+        row = await self._enqueue_write(
+            _RENEW_LEASE, (now + ttl, now, lease.name, lease.owner, lease.epoch), returning=True
+        )
+        return _lease(row)
+
+    async def _release_lease(self, lease: Lease) -> None:
+        await self._enqueue_write(
+            _RELEASE_LEASE, (time.time(), lease.name, lease.owner, lease.epoch)
+        )
+
+    async def _read_leases(self, prefix: str) -> list[Lease]:
+        self._check_readable()
+
+        def run(conn: sqlite3.Connection) -> list[Lease]:
+            rows = conn.execute(_READ_LEASES, (len(prefix), prefix)).fetchall()
+            return [Lease(str(n), str(o), int(e), float(x)) for n, o, e, x in rows]
+
+        return await self._read_call(run)
+
     async def _read(self, sql: str, params: tuple[Any, ...]) -> list[RecordedEvent]:
         self._check_readable()
         decode = self._decode_rows
@@ -304,6 +367,14 @@ class SQLiteEventStore(_ProcessWriter):
             return int(row[0] or 0) if row is not None else 0
 
         return await self._read_call(run)
+
+
+def _lease(row: Sequence[Any] | None) -> Lease | None:
+    """The lease a statement's `RETURNING name, owner, epoch, expires_at` row holds."""
+    if row is None:
+        return None
+    name, owner, epoch, expires_at = row
+    return Lease(str(name), str(owner), int(epoch), float(expires_at))
 
 
 @contextlib.asynccontextmanager

@@ -19,8 +19,14 @@ from typing import Any, Final
 import msgspec
 
 from store import faults
-from store._batch import _BatchAppend, _BatchResult, _Outcome, _Write
-from store._errors import ConcurrencyError, IdempotencyConflict, StoreError, StoreUnavailable
+from store._batch import _BatchResult, _FencedBatchAppend, _Outcome, _Write, _WriteResult
+from store._errors import (
+    ConcurrencyError,
+    IdempotencyConflict,
+    LeaseLost,
+    StoreError,
+    StoreUnavailable,
+)
 from store._options import StoreOptions
 from store._records import ANY, STREAM_EXISTS, AppendResult
 from store._sqlite_errors import _SQLITE_BUSY, _SQLITE_LOCKED, _code, _translate
@@ -71,6 +77,7 @@ _SELECT_VERSIONS: Final = (
 )
 _SELECT_VERSION: Final = "SELECT max(version) FROM events WHERE stream_id = ?"
 _SELECT_LAST_POSITION: Final = "SELECT max(position) FROM events"
+_SELECT_LEASE_HOLDER: Final = "SELECT owner, epoch FROM leases WHERE name = ?"
 _IN_LIST_CHUNK: Final = 2_000
 _VERSION_CACHE_LIMIT: Final = 200_000
 _json = msgspec.json.Encoder()
@@ -96,7 +103,7 @@ class _BatchWriter:
         self._max_rows_per_statement = 0  # read from the connection by the first insert
 
     def _write_batch(
-        self, conn: sqlite3.Connection, appends: Sequence[_BatchAppend], writes: list[_Write]
+        self, conn: sqlite3.Connection, appends: Sequence[_FencedBatchAppend], writes: list[_Write]
     ) -> _BatchResult:
         """One transaction for the whole batch, where the write connection lives (the
         connection's worker thread, or the writer process)."""
@@ -109,7 +116,7 @@ class _BatchWriter:
                 faults.hit("after_begin")
             recorded_at = time.time()
             outcomes = self._apply_appends(conn, appends, recorded_at, careful=False)
-            write_error = self._apply_writes(conn, writes)
+            write_error, write_results = self._apply_writes(conn, writes)
             if faults.enabled:
                 faults.hit("after_insert_before_commit")
             conn.execute("COMMIT")
@@ -120,7 +127,7 @@ class _BatchWriter:
             try:
                 recorded_at = time.time()
                 outcomes = self._apply_appends(conn, appends, recorded_at, careful=True)
-                write_error = self._apply_writes(conn, writes)
+                write_error, write_results = self._apply_writes(conn, writes)
                 conn.execute("COMMIT")
             except sqlite3.Error as exc:
                 self._rollback(conn)
@@ -140,6 +147,7 @@ class _BatchWriter:
             time.perf_counter() - started,
             write_error,
             self._last_position,
+            write_results,
         )
 
     def _begin(self, conn: sqlite3.Connection) -> None:
@@ -177,7 +185,7 @@ class _BatchWriter:
     def _apply_appends(
         self,
         conn: sqlite3.Connection,
-        appends: Sequence[_BatchAppend],
+        appends: Sequence[_FencedBatchAppend],
         recorded_at: float,
         *,
         careful: bool,
@@ -186,6 +194,7 @@ class _BatchWriter:
             return []
         known = self._known_commands(conn, appends)
         versions = self._current_versions(conn, appends, fresh=careful)
+        holders: dict[str, tuple[str, int] | None] = {}  # lease name: (owner, epoch)
         position = self._last_position
         outcomes: list[_Outcome] = []
         # The rows of the batch, flat (one value after the other): see _insert_rows.
@@ -206,6 +215,12 @@ class _BatchWriter:
                         append_outcome(IdempotencyConflict(command_id, stream_id, seen_stream))
                     else:
                         append_outcome(msgspec.structs.replace(seen_result, duplicate=True))
+                    continue
+            fence = item.fence
+            if fence is not None:
+                lost = self._check_fence(conn, fence, holders)
+                if lost is not None:
+                    append_outcome(lost)
                     continue
             current = versions.get(stream_id, 0)
             expected = item.expected
@@ -337,7 +352,7 @@ class _BatchWriter:
                 done += size
 
     def _known_commands(
-        self, conn: sqlite3.Connection, appends: Sequence[_BatchAppend]
+        self, conn: sqlite3.Connection, appends: Sequence[_FencedBatchAppend]
     ) -> dict[str, tuple[str, AppendResult, bytes | None]]:
         ids = [item.command_id for item in appends if item.command_id is not None]
         known: dict[str, tuple[str, AppendResult, bytes | None]] = {}
@@ -348,7 +363,7 @@ class _BatchWriter:
         return known
 
     def _current_versions(
-        self, conn: sqlite3.Connection, appends: Sequence[_BatchAppend], *, fresh: bool
+        self, conn: sqlite3.Connection, appends: Sequence[_FencedBatchAppend], *, fresh: bool
     ) -> dict[str, int]:
         cache = self._versions
         missing: list[str] = []
@@ -375,16 +390,58 @@ class _BatchWriter:
                 versions[stream_id] = int(version)
         return versions
 
-    def _apply_writes(self, conn: sqlite3.Connection, writes: list[_Write]) -> StoreError | None:
-        if not writes:
+    def _check_fence(
+        self,
+        conn: sqlite3.Connection,
+        fence: tuple[str, str, int],
+        holders: dict[str, tuple[str, int] | None],
+    ) -> LeaseLost | None:
+        """None if lease `fence[0]` has the fence's owner and epoch in this transaction,
+        else the `LeaseLost` to answer. `holders` keeps the rows read in this batch
+        (the batch's appends run before its keyed writes, so none changes them)."""
+        name, owner, epoch = fence
+        if name in holders:
+            holder = holders[name]
+        else:
+            holder = holders[name] = self._lease_holder(conn, name)
+        if holder is not None and holder[0] == owner and holder[1] == epoch:
             return None
+        if holder is None:
+            return LeaseLost(name, owner, epoch, None, None)
+        return LeaseLost(name, owner, epoch, holder[0], holder[1])
+
+    def _lease_holder(self, conn: sqlite3.Connection, name: str) -> tuple[str, int] | None:
+        row = conn.execute(_SELECT_LEASE_HOLDER, (name,)).fetchone()
+        return None if row is None else (str(row[0]), int(row[1]))
+
+    def _apply_writes(
+        self, conn: sqlite3.Connection, writes: list[_Write]
+    ) -> tuple[StoreError | None, list[_WriteResult] | None]:
+        """Run the keyed writes in one savepoint: (their error, None) if one failed
+        (none of them written), else (None, per write its result) when one of them is
+        fenced or returns a row, (None, None) otherwise."""
+        if not writes:
+            return None, None
+        results: list[_WriteResult] | None = None
         conn.execute("SAVEPOINT writes")
         try:
-            for write in writes:
-                conn.execute(write.sql, write.params)
+            if any(write.fence is not None or write.returning for write in writes):
+                results = []
+                for write in writes:
+                    fence = write.fence
+                    if fence is not None:
+                        holder = self._lease_holder(conn, fence[0])
+                        if holder != (fence[1], fence[2]):
+                            results.append((True, holder))
+                            continue
+                    rows = conn.execute(write.sql, write.params).fetchall()
+                    results.append((False, rows[0] if write.returning and rows else None))
+            else:
+                for write in writes:
+                    conn.execute(write.sql, write.params)
         except sqlite3.Error as exc:
             conn.execute("ROLLBACK TO writes")
             conn.execute("RELEASE writes")
-            return _translate(exc, "write")
+            return _translate(exc, "write"), None
         conn.execute("RELEASE writes")
-        return None
+        return None, results

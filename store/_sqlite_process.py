@@ -25,6 +25,7 @@ from store._codec import EventRegistry
 from store._errors import (
     ConcurrencyError,
     IdempotencyConflict,
+    LeaseLost,
     StoreClosed,
     StoreCorrupted,
     StoreError,
@@ -135,10 +136,14 @@ class _ProcessWriter(GroupCommitStore):
                         item.metadata_bytes,
                         item.command_id,
                         item.digest,
+                        item.fence,
                     )
                     for item in appends
                 ],
-                [(write.sql, list(write.params)) for write in writes],
+                [
+                    _wire.WriteWire(write.sql, list(write.params), write.fence, write.returning)
+                    for write in writes
+                ],
             )
             in_flight.append((appends, writes))
             try:
@@ -176,6 +181,12 @@ class _ProcessWriter(GroupCommitStore):
                             reply.seconds,
                             None if write_error is None else _store_error(*write_error),
                             reply.last_position,
+                            None
+                            if reply.write_results is None
+                            else [
+                                (lost, None if row is None else tuple(row))
+                                for lost, row in reply.write_results
+                            ],
                         )
                         await self._answer(appends, writes, result)
                 else:
@@ -237,6 +248,9 @@ def _outcomes(appends: list[_Append], done: _wire.Done) -> list[_Outcome]:
             outcomes[index] = ConcurrencyError(item.stream_id, a, b)
         elif kind == "idempotency":
             outcomes[index] = IdempotencyConflict(cast(str, item.command_id), item.stream_id, text)
+        elif kind == "lease_lost" and item.fence is not None:
+            name, owner, epoch = item.fence
+            outcomes[index] = LeaseLost(name, owner, epoch, text or None, a if text else None)
         else:
             outcomes[index] = _store_error(kind, text)
     return outcomes

@@ -33,6 +33,7 @@ class AppendWire(msgspec.Struct, frozen=True, array_like=True, gc=False):
     metadata_bytes: bytes | None  # the append's metadata, encoded
     command_id: str | None
     digest: bytes | None  # of the command's events, when it has a command id
+    fence: tuple[str, str, int] | None = None  # the lease's name, owner and epoch
 
 
 class Setup(msgspec.Struct, frozen=True, array_like=True, tag="setup"):
@@ -40,9 +41,18 @@ class Setup(msgspec.Struct, frozen=True, array_like=True, tag="setup"):
     options: dict[str, str | int | float]
 
 
+class WriteWire(msgspec.Struct, frozen=True, array_like=True, gc=False):
+    """A keyed write (snapshot, checkpoint, lease): see `store._batch._Write`."""
+
+    sql: str
+    params: list[Param]
+    fence: tuple[str, str, int] | None  # run only while this lease is held at its epoch
+    returning: bool  # answer the statement's first row
+
+
 class Batch(msgspec.Struct, frozen=True, array_like=True, tag="batch"):
     appends: list[AppendWire]
-    writes: list[tuple[str, list[Param]]]  # statement, parameters
+    writes: list[WriteWire]
 
 
 class Ready(msgspec.Struct, frozen=True, array_like=True, tag="ready"):
@@ -54,7 +64,10 @@ class Done(msgspec.Struct, frozen=True, array_like=True, tag="done"):
     position, last position); an append that did not commit has zeros there and a row
     in `others`: (index, kind, text, a, b), kind "duplicate" (results[i] holds the first
     commit), "conflict" (a = expected, b = actual), "idempotency" (text = the stream
-    the command id was recorded on) or an error class name (text = its message)."""
+    the command id was recorded on), "lease_lost" (text = the lease's owner now, ""
+    when there is no such lease; a = its epoch) or an error class name (text = its
+    message). `write_results`: per keyed write, (lost, row) as `_batch._WriteResult`
+    when one was fenced or returning, else None."""
 
     results: list[tuple[int, int, int, int]]
     others: list[tuple[int, str, str, int, int]]
@@ -62,6 +75,7 @@ class Done(msgspec.Struct, frozen=True, array_like=True, tag="done"):
     seconds: float
     write_error: tuple[str, str] | None  # class name, message
     last_position: int
+    write_results: list[tuple[bool, list[Param] | None]] | None = None
 
 
 class Failed(msgspec.Struct, frozen=True, array_like=True, tag="failed"):

@@ -21,7 +21,7 @@ from typing import Any, BinaryIO, cast
 
 from store import _wire
 from store._batch import _Outcome, _Write
-from store._errors import ConcurrencyError, IdempotencyConflict
+from store._errors import ConcurrencyError, IdempotencyConflict, LeaseLost
 from store._options import StoreOptions
 from store._records import AppendResult
 from store._sqlite_batch import _BatchWriter
@@ -66,6 +66,8 @@ def done(
             others.append((index, "conflict", "", outcome.expected, outcome.actual))
         elif isinstance(outcome, IdempotencyConflict):
             others.append((index, "idempotency", outcome.recorded_stream_id, 0, 0))
+        elif isinstance(outcome, LeaseLost):
+            others.append((index, "lease_lost", outcome.holder or "", outcome.holder_epoch or 0, 0))
         else:
             others.append((index, type(outcome).__name__, str(outcome), 0, 0))
     return results
@@ -93,7 +95,10 @@ def serve(inp: BinaryIO, out: BinaryIO) -> None:
             batch = _wire.to_writer.decode(payload)
             if not isinstance(batch, _wire.Batch):
                 raise SystemExit(f"writer process: expected a batch, got {type(batch).__name__}")
-            writes = [_Write(sql, tuple(params), _NO_FUTURE) for sql, params in batch.writes]
+            writes = [
+                _Write(w.sql, tuple(w.params), _NO_FUTURE, w.fence, returning=w.returning)
+                for w in batch.writes
+            ]
             reply: _wire.Done | _wire.Failed
             try:
                 result = writer._write_batch(conn, batch.appends, writes)
@@ -110,6 +115,12 @@ def serve(inp: BinaryIO, out: BinaryIO) -> None:
                     result.commit_seconds,
                     None if write_error is None else (type(write_error).__name__, str(write_error)),
                     result.last_position,
+                    None
+                    if result.write_results is None
+                    else [
+                        (lost, None if row is None else list(row))
+                        for lost, row in result.write_results
+                    ],
                 )
             out.write(_wire.frame(reply))
             out.flush()

@@ -260,6 +260,7 @@ async def test_sql_looking_stream_ids_are_stored_byte_exact(tmp_path: Path) -> N
         "checkpoints",
         "commands",
         "events",
+        "leases",
         "snapshots",
     ]
     assert [s.encode() for s in raw] == [s.encode() for s in SQL_LOOKING_IDS]
