@@ -15,7 +15,7 @@ import msgspec
 from store import faults
 from store._codec import EventRegistry
 from store._decode import _snapshot
-from store._errors import InvalidLease, ReadTooLarge, StoreError
+from store._errors import InvalidLease, ReadTooLarge
 from store._logging import LibraryLogger
 from store._options import StoreOptions
 from store._prepare import (
@@ -368,28 +368,25 @@ class _StoreCalls(abc.ABC):
     async def _write_checkpoint(self, name: str, position: int, updated_at: float) -> None:
         """Queue the checkpoint's upsert for the writer's next batch; wait for its commit."""
 
+    @abc.abstractmethod
     async def _write_fenced_checkpoint(
         self, name: str, position: int, updated_at: float, fence: Fence
     ) -> None:
         """Upsert the checkpoint only if the lease row has `fence`'s owner and epoch, in
         one transaction; else `LeaseLost`, the checkpoint unchanged."""
-        raise self._no_leases()
 
+    @abc.abstractmethod
     async def _acquire_lease(self, name: str, owner: str, ttl: float) -> Lease | None:
         """`acquire_lease`, arguments checked: one atomic upsert on the store's clock."""
-        raise self._no_leases()
 
+    @abc.abstractmethod
     async def _renew_lease(self, lease: Lease, ttl: float) -> Lease | None:
         """`renew_lease`, arguments checked."""
-        raise self._no_leases()
 
+    @abc.abstractmethod
     async def _release_lease(self, lease: Lease) -> None:
         """`release_lease`, arguments checked."""
-        raise self._no_leases()
 
+    @abc.abstractmethod
     async def _read_leases(self, prefix: str) -> list[Lease]:
         """The leases whose names start with `prefix`, by name (code point order)."""
-        raise self._no_leases()
-
-    def _no_leases(self) -> StoreError:
-        return StoreError(f"{type(self).__name__} does not support leases yet")

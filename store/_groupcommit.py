@@ -61,9 +61,6 @@ class GroupCommitStore(_StoreCalls):
     `_run_writer` (the SQLite writer process does), using `_take` and `_answer`.
     """
 
-    _fences = False
-    """Whether the backend's batch checks an append's `fence` (else one is refused)."""
-
     def __init__(
         self, path: str, registry: EventRegistry, options: StoreOptions, last_position: int
     ) -> None:
@@ -168,8 +165,6 @@ class GroupCommitStore(_StoreCalls):
             digest = _command_digest(stream_id, command_id, rows)
         checked_fence = None
         if fence is not None:
-            if not self._fences:
-                raise self._no_leases()
             checked_fence = _fence(f"append({stream_id!r})", fence, options.max_stream_id_bytes)
         pending = self._pending
         if len(pending) >= options.max_pending_appends:

@@ -28,6 +28,7 @@ from store._decode import _decode_rows
 from store._errors import (
     InvalidCheckpoint,
     InvalidStoreOption,
+    LeaseLost,
     StoreClosed,
     StoreError,
     StoreUnavailable,
@@ -35,6 +36,8 @@ from store._errors import (
 from store._groupcommit import _SETTLED_SQL, GroupCommitStore
 from store._options import StoreOptions
 from store._postgres_batch import (
+    LEASE_LOST,
+    AppendOutcome,
     CheckpointWrite,
     SnapshotWrite,
     StreamVersions,
@@ -51,7 +54,8 @@ from store._postgres_connect import (
 )
 from store._postgres_listen import Listener, channel_name
 from store._postgres_schema import check_schema_name, current_schema, migrate, quote_ident
-from store._records import AppendResult, RecordedEvent
+from store._prepare import Fence
+from store._records import AppendResult, Lease, RecordedEvent
 
 __all__ = ["PostgresEventStore", "open_postgres_store"]
 
@@ -65,6 +69,7 @@ _COLUMNS: Final = (
     "position, stream_id, version, event_type, schema_version, data, metadata, command_id,"
     " recorded_at, checksum"
 )
+_NOW: Final = "SELECT extract(epoch FROM clock_timestamp())::double precision AS ts"
 _READ_POOL_SIZE: Final = 4
 # A queue at least this long is committed in two halves (`_batch_size`).
 _SPLIT_FROM: Final = 64
@@ -107,6 +112,45 @@ class _Queries:
             f" FROM {s}.snapshots WHERE stream_id = $1"
         )
         self.checkpoint = f"SELECT position FROM {s}.checkpoints WHERE name = $1"  # noqa: S608
+        # Leases, on the server's clock. Acquire: a new row at epoch 1; an existing one
+        # only if its owner asks again (unexpired: same epoch) or it expired (the next
+        # epoch); the upsert locks the row, so racing owners are serialised.
+        self.acquire_lease = (
+            f"INSERT INTO {s}.leases AS l (name, owner, epoch, expires_at, updated_at)"  # noqa: S608
+            f" SELECT $1, $2, 1, c.ts + $3, c.ts FROM ({_NOW}) c"
+            " ON CONFLICT (name) DO UPDATE SET"
+            " epoch = CASE WHEN l.owner = excluded.owner AND l.expires_at > excluded.updated_at"
+            " THEN l.epoch ELSE l.epoch + 1 END,"
+            " owner = excluded.owner, expires_at = excluded.expires_at,"
+            " updated_at = excluded.updated_at"
+            " WHERE l.owner = excluded.owner OR l.expires_at <= excluded.updated_at"
+            " RETURNING l.name, l.owner, l.epoch, l.expires_at"
+        )
+        self.renew_lease = (
+            f"UPDATE {s}.leases AS l SET expires_at = c.ts + $4, updated_at = c.ts"  # noqa: S608
+            f" FROM ({_NOW}) c WHERE l.name = $1 AND l.owner = $2 AND l.epoch = $3"
+            " RETURNING l.name, l.owner, l.epoch, l.expires_at"
+        )
+        self.release_lease = (
+            f"UPDATE {s}.leases AS l SET expires_at = least(l.expires_at, c.ts),"  # noqa: S608
+            f" updated_at = c.ts FROM ({_NOW}) c"
+            " WHERE l.name = $1 AND l.owner = $2 AND l.epoch = $3"
+        )
+        self.read_leases = (
+            f"SELECT name, owner, epoch, expires_at FROM {s}.leases"  # noqa: S608
+            ' WHERE starts_with(name, $1) ORDER BY name COLLATE "C"'
+        )
+        # A fenced checkpoint: the lease row locked (FOR SHARE, to the commit) and
+        # compared, the upsert only if it matched, in one statement; answers whether it
+        # wrote and the lease's owner and epoch as found.
+        self.fenced_checkpoint = (
+            f"WITH l AS (SELECT owner, epoch FROM {s}.leases WHERE name = $4 FOR SHARE),"  # noqa: S608
+            f" w AS (INSERT INTO {s}.checkpoints (name, position, updated_at)"
+            " SELECT $1, $2, $3 FROM l WHERE l.owner = $5 AND l.epoch = $6"
+            " ON CONFLICT (name) DO UPDATE SET position = excluded.position,"
+            " updated_at = excluded.updated_at RETURNING 1)"
+            " SELECT EXISTS (SELECT 1 FROM w), (SELECT owner FROM l), (SELECT epoch FROM l)"
+        )
 
 
 class PostgresEventStore(GroupCommitStore):
@@ -115,7 +159,9 @@ class PostgresEventStore(GroupCommitStore):
 
     Every method is safe to call from many tasks at once. Appends are group-committed by
     one writer connection; reads use a pool of other connections. Several processes may
-    open the same schema: positions follow commit order across all of them.
+    open the same schema: positions follow commit order across all of them. Lease
+    statements run on the pool's connections (each its own transaction, on the server's
+    clock); a batch's fenced appends are checked by its own statement.
     """
 
     def __init__(
@@ -177,6 +223,7 @@ class PostgresEventStore(GroupCommitStore):
                 snapshots=snapshots,
                 checkpoints=checkpoints,
                 versions=self._versions,
+                fences=[item.fence for item in appends] if self._any_fence(appends) else None,
             )
         except _CONNECTION_LOST as exc:
             # The connection broke (or stopped answering) with the batch sent: it may have
@@ -191,7 +238,9 @@ class PostgresEventStore(GroupCommitStore):
                 f" ids ({type(exc).__name__}: {exc})"
             ) from exc
         outcomes = [
-            append_result(item, outcome)
+            _lease_lost(item, outcome)
+            if outcome.kind == LEASE_LOST
+            else append_result(item, outcome)
             for item, outcome in zip(appends, result.outcomes, strict=True)
         ]
         last_position = self._last_position
@@ -353,6 +402,45 @@ class PostgresEventStore(GroupCommitStore):
             raise InvalidCheckpoint(name, "it contains a NUL character (PostgreSQL text cannot)")
         await self._enqueue_write(_CHECKPOINT, (CheckpointWrite(name, position, updated_at),))
 
+    async def _write_fenced_checkpoint(
+        self, name: str, position: int, updated_at: float, fence: Fence
+    ) -> None:
+        if "\x00" in name:
+            raise InvalidCheckpoint(name, "it contains a NUL character (PostgreSQL text cannot)")
+        lease, owner, epoch = fence
+        row = await self._row(
+            self._queries.fenced_checkpoint, name, position, updated_at, lease, owner, epoch
+        )
+        written, holder, holder_epoch = row
+        if not written:
+            raise LeaseLost(
+                lease, owner, epoch, holder, None if holder_epoch is None else int(holder_epoch)
+            )
+
+    @staticmethod
+    def _any_fence(appends: list[_Append]) -> bool:
+        for item in appends:
+            if item.fence is not None:
+                return True
+        return False
+
+    async def _acquire_lease(self, name: str, owner: str, ttl: float) -> Lease | None:
+        return _lease(await self._row(self._queries.acquire_lease, name, owner, ttl))
+
+    async def _renew_lease(self, lease: Lease, ttl: float) -> Lease | None:
+        return _lease(
+            await self._row(self._queries.renew_lease, lease.name, lease.owner, lease.epoch, ttl)
+        )
+
+    async def _release_lease(self, lease: Lease) -> None:
+        await self._call(
+            "execute", self._queries.release_lease, (lease.name, lease.owner, lease.epoch)
+        )
+
+    async def _read_leases(self, prefix: str) -> list[Lease]:
+        rows = await self._call("fetch", self._queries.read_leases, (prefix,))
+        return [lease for row in rows if (lease := _lease(row)) is not None]
+
     async def _read(self, sql: str, *args: Any) -> list[RecordedEvent]:
         rows = await self._call("fetch", sql, args)
         return _decode_rows(self.registry, rows)
@@ -394,6 +482,22 @@ class PostgresEventStore(GroupCommitStore):
         else:
             if not future.done():
                 future.set_result(result)
+
+
+def _lease(row: Any) -> Lease | None:
+    """The lease in a `name, owner, epoch, expires_at` row, or None for no row."""
+    if row is None:
+        return None
+    name, owner, epoch, expires_at = row
+    return Lease(str(name), str(owner), int(epoch), float(expires_at))
+
+
+def _lease_lost(item: _Append, outcome: AppendOutcome) -> LeaseLost:
+    """The `LeaseLost` of fenced append `item`, refused by the batch function."""
+    assert item.fence is not None
+    name, owner, epoch = item.fence
+    holder = outcome.recorded_stream
+    return LeaseLost(name, owner, epoch, holder, None if holder is None else outcome.actual)
 
 
 @contextlib.asynccontextmanager

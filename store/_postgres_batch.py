@@ -71,6 +71,7 @@ __all__ = [
     "CONCURRENCY",
     "DUPLICATE",
     "IDEMPOTENCY_CONFLICT",
+    "LEASE_LOST",
     "OK",
     "AppendOutcome",
     "BatchAppend",
@@ -94,6 +95,9 @@ IDEMPOTENCY_CONFLICT: Final = 3
 """Its command id committed with another stream or other events: `recorded_stream` is
 the stream it was recorded on. Nothing was written."""
 _WRITE_ERROR: Final = 4
+LEASE_LOST: Final = 5
+"""Its fence's lease has another owner or epoch (or no row): `recorded_stream` is the
+lease's owner now (None: no such lease), `actual` its epoch. Nothing was written."""
 
 
 BatchAppend = _BatchAppend
@@ -215,7 +219,7 @@ def _texts(values: Sequence[str]) -> str:
     return '{"' + joined + '"}'
 
 
-def _query(schema: str) -> str:
+def _query(schema: str, fenced: bool = False) -> str:
     """The batch statement of `schema`: the function's call, materialized (run once, to
     the end, before anything else of the statement), then `pg_notify` on the schema's
     channel ($28) with the batch's last position, only if the batch wrote events: the
@@ -223,10 +227,13 @@ def _query(schema: str) -> str:
     last written position is its highest `last_positions` of an accepted append (none:
     nothing written). The notification goes out when the statement's transaction
     commits, never before, and not at all if it rolls back."""
-    query = _QUERIES.get(schema)
+    key = f"{schema}\x00fenced" if fenced else schema
+    query = _QUERIES.get(key)
     if query is None:
-        params = _PARAMS
-        query = _QUERIES[schema] = (
+        # A batch with fences passes them too ($30 to $32); one without keeps the call
+        # it always had (the fence arguments default to NULL).
+        params = _PARAMS + (", $30::text[], $31::text[], $32::bigint[]" if fenced else "")
+        query = _QUERIES[key] = (
             "WITH r AS MATERIALIZED (SELECT start_position, kinds, first_versions,"  # noqa: S608 (a quoted identifier)
             " last_versions, first_positions, last_positions, actuals, recorded_streams,"
             f" write_error FROM {quote_ident(schema)}.esactors_append_batch({params})),"
@@ -250,6 +257,7 @@ async def write_batch(
     snapshots: Sequence[SnapshotWrite] = (),
     checkpoints: Sequence[CheckpointWrite] = (),
     versions: StreamVersions | None = None,
+    fences: Sequence[tuple[str, str, int] | None] | None = None,
 ) -> BatchResult:
     """Commit `appends` (and the snapshot and checkpoint upserts) in one statement.
 
@@ -268,6 +276,12 @@ async def write_batch(
     the batch falls back to deciding each append on the stored state, still in the
     same statement and under the same lock. Without `versions`, `ANY` and
     `STREAM_EXISTS` on a stream not yet in the batch take the careful path.
+
+    `fences` (one per append, None for an unfenced one; None or all None: no fence)
+    makes the function lock those leases (FOR SHARE, to the commit) before the counter
+    and refuse alone (`LEASE_LOST`) each fenced append whose lease row has not the
+    fence's owner and epoch, after its command id was looked up (a duplicate is still
+    answered as one). Such a batch takes the careful path if a fence failed.
 
     Raises `ValueError` before sending anything for text PostgreSQL cannot store (a NUL
     character), a command id without a digest or an append without events; asyncpg's
@@ -369,8 +383,17 @@ async def write_batch(
     for checkpoint in checkpoints:
         if "\x00" in checkpoint.name:
             raise ValueError(f"checkpoint name {checkpoint.name!r} contains a NUL character")
+    fence_args: tuple[object, ...] = ()
+    if fences is not None and any(fence is not None for fence in fences):
+        if len(fences) != len(appends):
+            raise ValueError(f"{len(fences)} fences for {len(appends)} appends")
+        fence_args = (
+            [None if f is None else f[0] for f in fences],
+            [None if f is None else f[1] for f in fences],
+            [None if f is None else f[2] for f in fences],
+        )
     record = await conn.fetchrow(
-        _query(schema),
+        _query(schema, bool(fence_args)),
         _texts(row_streams),
         _ints(row_versions),
         _texts(tags),
@@ -400,6 +423,7 @@ async def write_batch(
         [c.updated_at for c in checkpoints] if checkpoints else None,
         channel_name(schema),
         len(row_streams),
+        *fence_args,
     )
     assert record is not None
     start, kinds, fvs, lvs, fps, lps, actuals, recorded, write_error, _ = record

@@ -10,7 +10,9 @@ __all__: list[str] = []
 def _append_batch_function(s: str) -> str:
     """The batch function: one row, `start_position` (the last position before the
     batch) and, only when the careful path decided the batch, one array per outcome
-    field (kinds: 0 ok, 1 duplicate, 2 concurrency conflict, 3 idempotency conflict);
+    field (kinds: 0 ok, 1 duplicate, 2 concurrency conflict, 3 idempotency conflict,
+    5 lease lost: `actuals` holds the lease's epoch now and `recorded_streams` its owner,
+    NULL when there is no such lease);
     `kinds` NULL means every append was accepted as the client proposed. `write_error`:
     the snapshot/checkpoint writes failed (the appends still commit, as in SQLite).
 
@@ -43,7 +45,10 @@ CREATE FUNCTION {s}.esactors_append_batch(
     p_snap_times      double precision[] DEFAULT NULL, -- per snapshot: recorded_at
     p_checkpoints     text[] DEFAULT NULL,   -- per checkpoint: name
     p_cp_positions    bigint[] DEFAULT NULL, -- per checkpoint: position
-    p_cp_times        double precision[] DEFAULT NULL  -- per checkpoint: updated_at
+    p_cp_times        double precision[] DEFAULT NULL, -- per checkpoint: updated_at
+    p_fence_names     text[] DEFAULT NULL,   -- per append: its fence's lease name, owner
+    p_fence_owners    text[] DEFAULT NULL,   --   and epoch (NULL: not fenced); NULL
+    p_fence_epochs    bigint[] DEFAULT NULL  --   arrays: no fenced append in the batch
 )
 RETURNS TABLE (
     start_position   bigint,
@@ -78,6 +83,10 @@ DECLARE
     v_slp      bigint[];
     v_versions bigint[];  -- per slot: its stream's version, chained in the batch
     v_owner    integer[]; -- per group: the append that committed its command id here
+    v_lost     boolean[]; -- per append: its fence's lease has another owner or epoch
+    v_holders  text[];    --   the lease's owner and epoch now (NULL: no such lease)
+    v_holder_epochs bigint[];
+    v_any_lost boolean := false;
     o_kind     smallint[]; -- per append, the outcome
     o_fv       bigint[];
     o_lv       bigint[];
@@ -115,6 +124,28 @@ BEGIN
         RAISE EXCEPTION 'esactors_append_batch: arrays of unequal lengths';
     END IF;
 
+    IF n > 0 AND p_fence_names IS NOT NULL THEN
+        IF cardinality(p_fence_names) <> n OR cardinality(p_fence_owners) <> n
+            OR cardinality(p_fence_epochs) <> n
+        THEN
+            RAISE EXCEPTION 'esactors_append_batch: fence arrays of unequal lengths';
+        END IF;
+        -- The fences' leases, locked (FOR SHARE, in name order) to the end of the
+        -- transaction: nobody takes one over before this batch commits.
+        PERFORM 1 FROM {s}.leases l
+          WHERE l.name IN (SELECT f0 FROM unnest(p_fence_names) AS f0 WHERE f0 IS NOT NULL)
+          ORDER BY l.name FOR SHARE;
+        SELECT array_agg(f.nm IS NOT NULL AND (l.owner IS DISTINCT FROM f.ow
+                                               OR l.epoch IS DISTINCT FROM f.ep)
+                         ORDER BY f.ord),
+               array_agg(l.owner ORDER BY f.ord), array_agg(l.epoch ORDER BY f.ord)
+          INTO v_lost, v_holders, v_holder_epochs
+          FROM unnest(p_fence_names, p_fence_owners, p_fence_epochs)
+               WITH ORDINALITY AS f(nm, ow, ep, ord)
+          LEFT JOIN {s}.leases l ON l.name = f.nm;
+        v_any_lost := true = ANY(v_lost);
+    END IF;
+
     IF n > 0 THEN
         -- The commit order: held to the end of the transaction. Under READ COMMITTED
         -- every statement below takes a fresh snapshot, so it sees every commit that
@@ -133,7 +164,7 @@ BEGIN
         -- row), and no command id is stored (else the primary key refuses one).
         -- A counter below what the client saw: not the history its cache knows (the
         -- schema was made anew, or restored): the careful path, and the client drops it.
-        IF NOT p_careful AND v_position >= p_known_position THEN
+        IF NOT p_careful AND NOT v_any_lost AND v_position >= p_known_position THEN
             v_fast := p_check_streams IS NULL OR coalesce(
                 (SELECT bool_and(EXISTS (SELECT 1 FROM {s}.events e
                                           WHERE e.stream_id = c.sid AND e.version = c.ver))
@@ -258,6 +289,11 @@ BEGIN
                         CONTINUE;
                     END IF;
                 END IF;
+                IF v_any_lost AND v_lost[i] THEN  -- its fence failed: refused alone
+                    o_kind[i] := 5;
+                    o_actual[i] := coalesce(v_holder_epochs[i], 0);
+                    CONTINUE;
+                END IF;
                 k := v_slots[i];
                 cur := v_versions[k];
                 e := p_expected[i];
@@ -303,7 +339,8 @@ BEGIN
                        AS u(cid, sid, dig, kind, fv, lv, fp, lp)
                  WHERE u.kind = 0 AND u.cid IS NOT NULL;
             END IF;
-            SELECT array_agg(CASE WHEN u.kind <> 3 THEN NULL
+            SELECT array_agg(CASE WHEN u.kind = 5 THEN v_holders[u.ord]
+                                  WHEN u.kind <> 3 THEN NULL
                                   WHEN u.ref > 0 THEN v_sids[u.ref]
                                   ELSE (SELECT c.stream_id FROM {s}.commands c
                                          WHERE c.command_id = u.cid)

@@ -13,6 +13,8 @@ The tables have the SQLite store's names and columns (`events`, `commands`, `sna
 - `schema_version`: one row per migration applied (version, applied_at).
 - `esactors_append_batch(...)`: the plpgsql function that runs a whole batch in one
   statement (see `store._postgres_batch`).
+- `leases` (version 3): one row per lease name (owner, epoch, expires_at, updated_at;
+  times by the server's clock), never deleted.
 
 The schema's name is the only text that enters SQL: it is checked (`check_schema_name`)
 and quoted as an identifier (`quote_ident`). Everything else is a bound parameter.
@@ -140,8 +142,10 @@ def _v1(s: str) -> tuple[str, ...]:
 
 
 def _v2(s: str) -> tuple[str, ...]:
-    """Version 2, in schema `s` (already quoted): the batch function with a fast path.
-    Drops version 1's function (its arguments were one array per append and per row)."""
+    """Version 2, in schema `s` (already quoted): drops version 1's batch function (its
+    arguments were one array per append and per row). Version 2 created the batch
+    function with a fast path; version 3 creates its current form, so a new schema
+    creates it once."""
     return (
         f"""
         DROP FUNCTION IF EXISTS {s}.esactors_append_batch(
@@ -150,16 +154,39 @@ def _v2(s: str) -> tuple[str, ...]:
             bytea[], text[], double precision, text[], bigint[], text[], bigint[], bytea[],
             bigint[], double precision[], text[], bigint[], double precision[])
         """,
+    )
+
+
+def _v3(s: str) -> tuple[str, ...]:
+    """Version 3, in schema `s` (already quoted): leases, and the batch function with
+    fences (it replaces version 2's, which had no fence arguments)."""
+    return (
+        f"""
+        CREATE TABLE {s}.leases (
+            name           text             PRIMARY KEY,
+            owner          text             NOT NULL,
+            epoch          bigint           NOT NULL,
+            expires_at     double precision NOT NULL,
+            updated_at     double precision NOT NULL
+        )
+        """,
+        f"""
+        DROP FUNCTION IF EXISTS {s}.esactors_append_batch(
+            text[], bigint[], text[], bigint[], bytea, integer[], bigint[], bytea[], text[],
+            bigint[], integer[], bytea[], text[], bigint[], boolean, bigint,
+            double precision, text[], bigint[], text[], bigint[], bytea[], bigint[],
+            double precision[], text[], bigint[], double precision[])
+        """,
         _append_batch_function(s),
     )
 
 
 def _migrations(schema: str) -> tuple[tuple[str, ...], ...]:
     s = quote_ident(schema)
-    return (_v1(s), _v2(s))
+    return (_v1(s), _v2(s), _v3(s))
 
 
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 """The version `migrate` brings a schema to: the number of migrations."""
 assert len(_migrations("public")) == SCHEMA_VERSION
 

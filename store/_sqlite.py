@@ -137,8 +137,6 @@ class SQLiteEventStore(_ProcessWriter):
     one writer task; reads use their own connection (WAL readers never block the writer).
     """
 
-    _fences = True
-
     def __init__(
         self,
         path: str,

@@ -26,20 +26,15 @@ from store import (
     SQLiteEventStore,
     open_store,
 )
+from store._postgres_schema import migrate, quote_ident
 from store._schema import _V1
+from tests._postgres import postgres_connection
 from tests.store._events import Deposited, make_registry
 from tests.store._helpers import writer_held
 
 SHORT = 0.01  # the smallest ttl: expired a few milliseconds later
 LONG = 60.0
 WAIT = 10.0  # bound on any polling loop
-
-
-@pytest.fixture(autouse=True)
-def _no_postgres_yet(request: pytest.FixtureRequest) -> None:
-    callspec = getattr(request.node, "callspec", None)
-    if callspec is not None and callspec.params.get("store_kind") == "postgres":
-        pytest.skip("the PostgreSQL store has no leases yet")
 
 
 async def take_when_expired(store: SQLiteEventStore, name: str, owner: str) -> Lease:
@@ -407,3 +402,39 @@ async def test_a_lease_schema_is_added_to_an_existing_file(tmp_path: Path) -> No
     conn = sqlite3.connect(path)
     assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
     conn.close()
+
+
+async def test_a_postgres_schema_at_version_2_is_migrated_to_leases_and_fences(
+    postgres_schema: str, postgres_url: str
+) -> None:
+    """A schema made before leases (version 2: the batch function without fence
+    arguments) gets the leases table and exactly one batch function, the fenced one."""
+    conn = await postgres_connection()
+    s = quote_ident(postgres_schema)
+    try:
+        await migrate(conn, postgres_schema)
+        # Back to version 2 as it was: no leases, the function's old signature.
+        await conn.execute(f"DROP TABLE {s}.leases")
+        await conn.execute(f"DROP FUNCTION {s}.esactors_append_batch")
+        await conn.execute(
+            f"CREATE FUNCTION {s}.esactors_append_batch(text[], bigint[], text[], bigint[],"
+            " bytea, integer[], bigint[], bytea[], text[], bigint[], integer[], bytea[],"
+            " text[], bigint[], boolean, bigint, double precision, text[], bigint[], text[],"
+            " bigint[], bytea[], bigint[], double precision[], text[], bigint[],"
+            " double precision[]) RETURNS void LANGUAGE sql AS ''"
+        )
+        await conn.execute(f"DELETE FROM {s}.schema_version WHERE version = 3")  # noqa: S608
+        assert await migrate(conn, postgres_schema) == 2
+        arities = await conn.fetch(
+            "SELECT pronargs FROM pg_proc WHERE proname = 'esactors_append_batch'"
+            " AND pronamespace = $1::regnamespace",
+            s,
+        )
+        assert [row[0] for row in arities] == [30]
+    finally:
+        await conn.close()
+    async with open_store(postgres_url, registry=make_registry()) as store:
+        lease = await store.acquire_lease("pm", "node-a", LONG)
+        assert lease is not None
+        await store.append("s", [Deposited(1)], expected_version=NO_STREAM, fence=lease)
+        assert await store.stream_version("s") == 1
