@@ -48,8 +48,8 @@ class _Planned:
     """A decided command: its events and the state/version after them.
 
     `error` is a verdict held back: a refusal (or a failure in decide) reached on a
-    state that still waits for earlier commands of the batch to commit. It is given
-    only if they commit as decided; otherwise the command is decided again.
+    state not yet known to be the committed one. It is given only once that state is
+    confirmed (see `AggregateActor._settle`); otherwise the command is decided again.
     """
 
     __slots__ = ("envelope", "error", "events", "followers", "state", "version")
@@ -87,6 +87,7 @@ class AggregateActor:
         "_log",
         "aggregate",
         "aggregate_id",
+        "behind",
         "busy",
         "done",
         "failure",
@@ -135,6 +136,9 @@ class AggregateActor:
         self.inline = False
         self.failure: BaseException | None = None
         self.in_a_row = 0  # restarts in a row, reset by a command that succeeds
+        # The stream's version as another process wrote it, when the bus's follower or
+        # a confirmation saw it ahead of `version`: reload before deciding anything.
+        self.behind = 0
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -193,6 +197,8 @@ class AggregateActor:
                 else:
                     raise failure
                 continue
+            if self.behind > self.version:
+                await self._load(catch_up=True)
             batch = mailbox.take(limit)
             if not batch:
                 if mailbox.closed:
@@ -225,6 +231,7 @@ class AggregateActor:
             or self.failure is not None
             or self.mailbox.closed
             or len(self.mailbox)
+            or self.behind > self.version
         ):
             return False
         self.inline = True
@@ -238,45 +245,52 @@ class AggregateActor:
         else.
         """
         try:
-            todo: list[Envelope]
+            todo = [envelope]
             if envelope.command_id is None:
                 # The lean path (one decide, one append, one answer), written out here
                 # rather than in a helper: one coroutine frame less per command.
                 decided = self._decide(envelope, self.state)
-                if not isinstance(decided, tuple):
+                if isinstance(decided, EvolveError):
                     self._refuse(envelope, decided)
-                    if isinstance(decided, EvolveError):
-                        raise _Restart from decided
-                    return
-                events, state = decided
-                host = self.host
-                version = self.version
-                if not events:
-                    host.answered()
-                    envelope.reply(CommandResult((), version, self.position))
-                    return
-                try:
-                    result = await self.store.append(
-                        self.stream_id, events, expected_version=version
-                    )
-                except Exception as exc:  # noqa: BLE001 - settled like any failed append
-                    planned = _Planned(envelope, events, state, version + len(events))
-                    todo, reload = self._settle([[planned]], [exc], [])
-                    if reload:
-                        await self._load(catch_up=True)
+                    raise _Restart from decided
+                if isinstance(decided, tuple) and decided[0]:
+                    events, state = decided
+                    host = self.host
+                    version = self.version
+                    try:
+                        result = await self.store.append(
+                            self.stream_id, events, expected_version=version
+                        )
+                    except Exception as exc:  # noqa: BLE001 - settled like any failed append
+                        planned = _Planned(envelope, events, state, version + len(events))
+                        todo, reload = self._settle([[planned]], [exc], [])
+                        if reload:
+                            await self._load(catch_up=True)
+                    else:
+                        self.state = state
+                        self.version = last = result.last_version
+                        self.position = position = result.last_position
+                        host.answered()
+                        envelope.reply(CommandResult(events, last, position))
+                        self.in_a_row = 0
+                        every = host.snapshot_every
+                        if every is not None and last // every != version // every:
+                            await host.save_snapshot(self.stream_id, last, state)
+                        return
                 else:
-                    self.state = state
-                    self.version = last = result.last_version
-                    self.position = position = result.last_position
-                    host.answered()
-                    envelope.reply(CommandResult(events, last, position))
-                    self.in_a_row = 0
-                    every = host.snapshot_every
-                    if every is not None and last // every != version // every:
-                        await host.save_snapshot(self.stream_id, last, state)
-                    return
-            else:
-                todo = [envelope]
+                    # A refusal or a no-op writes nothing that checks the version:
+                    # confirm the state it was decided on before answering.
+                    version, position = self.version, self.position
+                    again = await self._confirm([envelope])
+                    if again is not None:
+                        todo = again
+                    else:
+                        todo = []
+                        if isinstance(decided, tuple):
+                            self.host.answered()
+                            envelope.reply(CommandResult((), version, position))
+                        else:
+                            self._refuse(envelope, decided)
             while todo:
                 todo, reload = await self._attempt(todo)
                 if reload:
@@ -398,8 +412,9 @@ class AggregateActor:
 
         Each command is decided on the state the commands before it leave, before any
         of them is committed. A command that writes nothing (a refusal, a no-op, a
-        failure in decide) behind one that writes is answered only once those commit
-        as decided (see `_settle`): every answer rests on committed state.
+        failure in decide, a state query) is answered only once the state it was
+        decided on is confirmed as the stream's latest (see `_settle`): every answer
+        rests on committed state that no other process had moved on.
 
         Returns the envelopes to decide again, and whether to reload from the store first.
         Raises `_Restart` (after putting undecided envelopes back) when evolve failed.
@@ -412,16 +427,13 @@ class AggregateActor:
         rest: list[Envelope] = []
         for index, envelope in enumerate(todo):
             if envelope.command is READ_STATE:
-                if plan:  # answer after the commands before it are committed
-                    rest = todo[index:]
-                    break
-                envelope.reply(self.state)
+                # answered with the state the commands before it leave, once confirmed
+                plan.append(_Planned(envelope, (), state, version))
                 continue
             command_id = envelope.command_id
             if command_id is not None and self._answered_by_id(envelope, command_id, firsts):
                 continue
             decided = self._decide(envelope, state)
-            speculative = version != self.version  # behind commands not yet committed
             held: Exception | None = None
             if isinstance(decided, tuple):
                 events, new_state = decided
@@ -435,7 +447,7 @@ class AggregateActor:
                     continue
             else:
                 if isinstance(decided, EvolveError):
-                    if speculative:  # decided on an uncommitted state: decide it again
+                    if version != self.version:  # decided on an uncommitted state: again
                         rest = todo[index:]
                         break
                     self._refuse(envelope, decided)
@@ -448,9 +460,6 @@ class AggregateActor:
                     and isinstance(decided, Rejected)
                     and await self._answered_by_store(envelope, command_id)
                 ):
-                    continue
-                if not speculative:
-                    self._refuse(envelope, decided)
                     continue
                 held, events, new_state = decided, (), state
             state = new_state
@@ -619,7 +628,15 @@ class AggregateActor:
                         expected += sum(len(p.events) for p in segment)
         old = self.version
         conflicted: list[tuple[_Planned, IdempotencyConflict]] = []
-        retry, reload = self._settle(segments, outcomes, conflicted)
+        waiting: list[list[_Planned]] = []
+        retry, reload = self._settle(segments, outcomes, conflicted, waiting)
+        if waiting:  # nothing committed: confirm the state they were decided on
+            again = await self._confirm([p.envelope for segment in waiting for p in segment])
+            if again is None:
+                for segment in waiting:
+                    self._give_unwritten(segment)
+            else:
+                retry = again + retry
         for planned, error in conflicted:
             command_id = planned.envelope.command_id
             assert command_id is not None  # only an append with a command id conflicts
@@ -681,35 +698,50 @@ class AggregateActor:
         segments: list[list[_Planned]],
         outcomes: Sequence[AppendResult | BaseException | None],
         conflicted: list[tuple[_Planned, IdempotencyConflict]],
+        waiting: list[list[_Planned]] | None = None,
     ) -> tuple[list[Envelope], bool]:
         """Answer each segment by its append's outcome, in order.
 
-        The plan was decided as if every segment commits. Up to the first segment that
-        did not commit exactly as decided (a duplicate, or any failure), state and
-        answers follow the plan; from there on the plan rests on a state that was never
-        committed, so nothing after it is answered from it: those commands are decided
-        again (`_diverged`).
+        The plan was decided as if every segment commits, on the actor's state as the
+        stream's latest. Up to the first segment that did not commit exactly as decided
+        (a duplicate, or any failure), state and answers follow the plan; from there on
+        the plan rests on a state that was never committed, so nothing after it is
+        answered from it: those commands are decided again (`_diverged`).
+
+        A segment that writes nothing (refusals, no-ops, state queries) is answered
+        only once the state it was decided on is known to be the stream's latest: by a
+        later segment of the plan committing (its expected version proves it), or,
+        when none did, by the caller's check of the stream's version (`_confirm`);
+        such segments are left in `waiting` then. Should the plan diverge first, they
+        are decided again.
 
         Returns the envelopes to decide again, and whether to reload from the store first.
         """
         retry: list[Envelope] = []
         reload = False
         diverged = False
+        confirmed = False  # a segment committed as decided: the plan's base was current
+        pending: list[list[_Planned]] = []  # written nothing; the state not yet confirmed
         for segment, outcome in zip(segments, outcomes, strict=True):
             if diverged:
                 reload = self._diverged(segment, outcome, retry) or reload
             elif outcome is _NO_EVENTS:
-                last = segment[-1]
-                self.state, self.version = last.state, last.version
-                for planned in segment:
-                    self._give(planned, CommandResult((), planned.version, self.position))
+                if confirmed:
+                    self._give_unwritten(segment)
+                else:
+                    pending.append(segment)
             elif isinstance(outcome, AppendResult):
                 if outcome.duplicate:
                     # Stored before (by an earlier life of this actor or another
                     # process): its events are not the ones the plan went on from.
                     diverged = reload = True
+                    _decide_again(pending, retry)
                     self._answer_segment(segment, outcome)
                 else:
+                    confirmed = True
+                    for unwritten in pending:  # decided on the state this commit proves
+                        self._give_unwritten(unwritten)
+                    pending = []
                     last = segment[-1]
                     self.state, self.version = last.state, last.version
                     self._answer_segment(segment, outcome)
@@ -717,10 +749,55 @@ class AggregateActor:
             else:
                 diverged = True
                 assert isinstance(outcome, BaseException)
+                _decide_again(pending, retry)
                 reload = self._failed(segment, outcome, retry, conflicted) or reload
+        if pending:
+            if waiting is None:
+                _decide_again(pending, retry)
+            else:
+                waiting.extend(pending)
         if diverged:
             self._log.debug("append.failed", retry=len(retry), reload=reload)
         return retry, reload
+
+    def _give_unwritten(self, segment: list[_Planned]) -> None:
+        """Answer a segment that wrote nothing, its state confirmed as the latest."""
+        last = segment[-1]
+        self.state, self.version = last.state, last.version
+        for planned in segment:
+            self._give(planned, CommandResult((), planned.version, self.position))
+
+    async def _confirm(self, envelopes: list[Envelope]) -> list[Envelope] | None:
+        """Check that the stream is still at the actor's version before answering
+        `envelopes`, decided on it without writing (refusals, no-ops, state queries):
+        another process may have written since the actor loaded.
+
+        Returns None when it is (answer them). Otherwise the envelopes to decide again,
+        on the state now caught up from the store; one past `max_attempts` gets
+        `TooManyAttempts`, and when the check itself failed each gets the store's error
+        (nothing to decide again then).
+        """
+        try:
+            current = await self.store.stream_version(self.stream_id)
+        except StoreError as exc:
+            for envelope in envelopes:
+                envelope.fail(exc)
+            return []
+        if current <= self.version:
+            return None
+        self.behind = max(self.behind, current)
+        host = self.host
+        host.conflicted()
+        await self._load(catch_up=True)
+        again: list[Envelope] = []
+        max_attempts = host.options.max_attempts
+        for envelope in envelopes:
+            envelope.attempts += 1
+            if envelope.attempts >= max_attempts:
+                envelope.fail(TooManyAttempts(self.stream_id, envelope.attempts))
+            else:
+                again.append(envelope)
+        return again
 
     def _answer_segment(self, segment: list[_Planned], outcome: AppendResult) -> None:
         """Answer the commands of a committed (or duplicate) segment, each with its
@@ -817,7 +894,10 @@ class AggregateActor:
 
     def _give(self, planned: _Planned, result: CommandResult[Any]) -> None:
         """Answer a command whose place in the plan committed: its held-back verdict,
-        or `result`."""
+        or `result` (a state query: the state there)."""
+        if planned.envelope.command is READ_STATE:
+            planned.envelope.reply(planned.state)
+            return
         error = planned.error
         if error is None:
             self._answer(planned, result)
@@ -843,6 +923,15 @@ class AggregateActor:
         planned.envelope.fail(error)
         for follower in planned.followers or ():
             follower.fail(error)
+
+
+def _decide_again(segments: list[list[_Planned]], retry: list[Envelope]) -> None:
+    """Send the commands of `segments` (which wrote nothing) back to be decided again."""
+    for segment in segments:
+        for planned in segment:
+            retry.append(planned.envelope)
+            retry.extend(planned.followers or ())
+    segments.clear()
 
 
 _NO_EVENTS = AppendResult("", 0, 0, 0, 0)

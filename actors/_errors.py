@@ -231,7 +231,12 @@ class InvalidOption(ActorError, ValueError):
         *,
         none_allowed: bool = False,
         why: str = "",
+        expected: str = "",
     ) -> None:
+        if expected:  # not a range: what it must be
+            super().__init__(f"{name} must be {expected}, not {value!r}")
+            self.name, self.value, self.low, self.high = name, value, low, high
+            return
         kind = "an int" if isinstance(low, int) else "a number of seconds"
         extra = " or None" if none_allowed else ""
         bound = f" ({why})" if why else ""

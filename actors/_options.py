@@ -53,6 +53,12 @@ class SystemOptions:
             command id is looked up in the store).
         load_page_size: events read per page when loading or reading history.
         grace: seconds shutdown waits for mailboxes to drain before cancelling.
+        follow: whether the system's bus follows the commits of other processes on
+            the same store, so its projections and process managers see them and its
+            live actors reload streams others wrote (a bool; see docs/deployment.md).
+            Off, one process alone on its store saves the follower's idle cost;
+            answers stay right either way (an unwritten answer is confirmed against
+            the stream's version in the store).
     """
 
     mailbox_capacity: int = 1024
@@ -70,8 +76,11 @@ class SystemOptions:
     recent_command_ids: int = 64
     load_page_size: int = 1_000
     grace: float = 10.0
+    follow: bool = True
 
     def __post_init__(self) -> None:
+        if type(self.follow) is not bool:
+            raise InvalidOption("follow", self.follow, 0, 1, expected="a bool")
         for name, (low, high) in OPTION_RANGES.items():
             value = getattr(self, name)
             if value is None and name == "idle_timeout":

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from typing import Any, Protocol, TypeVar, TypeVarTuple, Unpack
 
 import anyio
@@ -26,7 +26,7 @@ from actors._process import (
 from actors._registry import Registry
 from actors._router import AggregateRouter
 from bus import EventBus, open_bus
-from store import EventRegistry, EventStore, get_logger, open_store
+from store import EventRegistry, EventStore, RecordedEvent, get_logger, open_store
 
 __all__ = [
     "ActorSystem",
@@ -281,6 +281,16 @@ class ActorSystem:
             accepting=registry.accepting,
         )
 
+    def _external_commits(self, events: Sequence[RecordedEvent]) -> None:
+        """The bus read `events` from the store (mostly other processes' commits): a
+        live actor of a stream written past its version reloads before its next
+        decision instead of learning it from a conflict."""
+        live = self._registry.live
+        for recorded in events:
+            actor = live.get(recorded.stream_id)
+            if actor is not None and recorded.version > max(actor.version, actor.behind):
+                actor.behind = recorded.version
+
     # -- passivation ----------------------------------------------------------------------
 
     def passivate_idle(self, older_than: float | None = None) -> int:
@@ -381,9 +391,10 @@ async def open_system(
             value = getattr(system_options, name)
             if type(cap) is int and value > cap:
                 raise InvalidOption(name, value, 1, cap, why=f"the store's {limit}")
-        bus = await stack.enter_async_context(open_bus(opened))
+        bus = await stack.enter_async_context(open_bus(opened, follow=system_options.follow))
         async with anyio.create_task_group() as tg:
             system = ActorSystem(opened, bus, tg, system_options)
+            bus.add_external_listener(system._external_commits)
             system._log.info("system.opened")
             idle = system_options.idle_timeout
             if idle is not None:

@@ -9,9 +9,13 @@ behind the head or falls behind reads the store (catch-up) from the last positio
 covered, then goes back to the buffer; positions it has already covered are skipped, so
 there is no gap and no duplicate at the handover.
 
-Events committed by another process (another connection to the same file) never reach
-this bus. A subscription notices them when the next in-process batch does not follow the
-last one it covered (it then catches up), or when asked to with `Subscription.nudge()`.
+Commits of other processes (other connections to the same file or database) do not go
+through this process's writer. The bus follows them (`follow`, on by default,
+bus/_follow.py): it keeps `published`, the position up to which it has fanned out every
+event, and when the store says its head is past it (`EventStore.wait_for_commit`) or a
+local commit does not follow it, it reads the missing positions from the store and fans
+them out in order before the local batch. Subscriptions therefore see one gapless
+sequence whoever wrote it; `Subscription.nudge()` still makes one read the store at once.
 """
 
 from __future__ import annotations
@@ -21,13 +25,15 @@ import itertools
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any
 
 import anyio
 import msgspec
 
 from bus._errors import BusClosed, InvalidSubscription
-from store import RecordedEvent, faults
+from bus._follow import Follower
+from bus._source import EventSource
+from store import RecordedEvent, faults, get_logger
 
 __all__ = [
     "Batch",
@@ -40,36 +46,6 @@ __all__ = [
 ]
 
 
-class EventSource(Protocol):
-    """What the bus needs from a store: commit notifications and global reads.
-
-    `SQLiteEventStore` satisfies it; so does any wrapper that forwards these three.
-    """
-
-    def add_commit_listener(
-        self, listener: Callable[[Sequence[RecordedEvent]], None]
-    ) -> Callable[[], None]:
-        """Call `listener` with the events of every commit; returns its remover."""
-        ...
-
-    async def last_position(self) -> int:
-        """The highest committed global position."""
-        ...
-
-    async def read_all(
-        self,
-        *,
-        from_position: int = 0,
-        to_position: int | None = None,
-        limit: int | None = 1000,
-        event_types: Sequence[str] | None = None,
-        stream_prefix: str | None = None,
-    ) -> list[RecordedEvent]:
-        """The global log from `from_position` (inclusive), in commit order (filtered like
-        `EventStore.read_all`)."""
-        ...
-
-
 @dataclass(frozen=True, slots=True)
 class BusOptions:
     """Limits of an event bus; every one is finite.
@@ -77,16 +53,30 @@ class BusOptions:
     Attributes:
         queue_size: the default bound, in events, of a subscription's live buffer.
         catch_up_page: events read from the store per page while catching up.
+        follow: follow the commits of other processes (see the module's docstring);
+            off, they reach a subscription only when it catches up (a gap before a
+            local commit, `nudge()`).
+        poll_interval: with `follow`, the longest wait for the store's hint before the
+            bus reads the head anyway (the fallback should a hint be lost), in seconds.
     """
 
     queue_size: int = 10_000
     catch_up_page: int = 5_000
+    follow: bool = True
+    poll_interval: float = 1.0
 
     def __post_init__(self) -> None:
         for name in ("queue_size", "catch_up_page"):
             value = getattr(self, name)
             if type(value) is not int or value < 1:
                 raise InvalidSubscription(f"{name} must be a positive int, not {value!r}")
+        if type(self.follow) is not bool:
+            raise InvalidSubscription(f"follow must be a bool, not {self.follow!r}")
+        interval = self.poll_interval
+        if type(interval) not in (int, float) or not 0.01 <= interval <= 3600:
+            raise InvalidSubscription(
+                f"poll_interval must be a number of seconds from 0.01 to 3600, not {interval!r}"
+            )
 
 
 class Batch(msgspec.Struct, frozen=True):
@@ -375,26 +365,89 @@ class EventBus:
         self._head = head
         self._closed = False
         self._names = itertools.count(1)
-        self._held: Sequence[RecordedEvent] | None = None  # a `reorder` fault's batch
+        # a `reorder` fault's batch: its first and last positions, its events
+        self._held: tuple[int, int, Sequence[RecordedEvent]] | None = None
+        self._published = head
+        self._follower: Follower | None = None
+        if options.follow:
+            self._follower = Follower(self, source, options.poll_interval, options.catch_up_page)
+        self._external: list[Callable[[Sequence[RecordedEvent]], None]] = []
+        self._log = get_logger("bus")
 
     @property
     def head(self) -> int:
         """The highest committed position the bus has seen (published or read)."""
         return self._head
 
+    @property
+    def published(self) -> int:
+        """With `follow`: every position up to this one has been fanned out (whoever
+        committed it). Without: the last position of the last local commit."""
+        return self._published
+
+    def add_external_listener(
+        self, listener: Callable[[Sequence[RecordedEvent]], None]
+    ) -> Callable[[], None]:
+        """Call `listener` with the events the follower read from the store (commits of
+        other processes, and now and then a local commit read before its publish came)
+        after they were fanned out; returns its remover. It must not block; an
+        exception it raises is logged and otherwise ignored."""
+        self._external.append(listener)
+
+        def remove() -> None:
+            with contextlib.suppress(ValueError):
+                self._external.remove(listener)
+
+        return remove
+
     def _publish(self, events: Sequence[RecordedEvent]) -> None:
+        """The store's commit listener: a local commit, fanned out in position order."""
         if not events:
             return
-        if faults.enabled:
-            self._publish_with_faults(events)
+        follower = self._follower
+        if follower is not None:
+            published = self._published
+            last = events[-1].position
+            if last <= published:
+                return  # the follower read it from the store already
+            first = events[0].position
+            if first > published + 1:
+                follower.gap(last)  # others committed in between: read them first
+                return
+            if first <= published:
+                events = [e for e in events if e.position > published]
+                first = published + 1
+            self._published = last
+            follower.moved()
+            self._fan_out(first, last, events)
             return
-        first = events[0].position
-        last = events[-1].position
+        self._published = max(self._published, events[-1].position)
+        self._fan_out(events[0].position, events[-1].position, events)
+
+    def _feed(self, first: int, last: int, events: Sequence[RecordedEvent]) -> None:
+        """The follower's positions `first` to `last` (just past `published`), read from
+        the store: `events` are those this process can decode."""
+        self._published = last
+        assert self._follower is not None
+        self._follower.moved()
+        self._fan_out(first, last, events)
+        if not events:
+            return
+        for listener in tuple(self._external):
+            try:
+                listener(events)
+            except Exception:  # noqa: BLE001 - isolated and reported; the bus goes on
+                self._log.error("bus.listener_failed", listener=repr(listener), exc_info=True)
+
+    def _fan_out(self, first: int, last: int, events: Sequence[RecordedEvent]) -> None:
+        if faults.enabled:
+            self._publish_with_faults(first, last, events)
+            return
         self._head = max(self._head, last)
         for subscription in self._subscriptions:
             subscription._offer(first, last, events)
 
-    def _publish_with_faults(self, events: Sequence[RecordedEvent]) -> None:
+    def _publish_with_faults(self, first: int, last: int, events: Sequence[RecordedEvent]) -> None:
         # The `bus_deliver` fault point: `dup` offers a batch twice, `reorder` holds it
         # back and offers it after the next one. Both look like gaps to a subscription,
         # which must then catch up from the store: nothing skipped, nothing doubled.
@@ -403,18 +456,18 @@ class EventBus:
         # the head.
         action = faults.hit("bus_deliver")
         held, self._held = self._held, None
+        batch = (first, last, events)
         if action == "reorder" and held is None:
-            self._held = events
-            self._head = max(self._head, events[-1].position)
-            return
-        batches = [events, held] if held is not None else [events]
-        if action == "dup":
-            batches.append(events)
-        for batch in batches:
-            first, last = batch[0].position, batch[-1].position
+            self._held = batch
             self._head = max(self._head, last)
+            return
+        batches = [batch, held] if held is not None else [batch]
+        if action == "dup":
+            batches.append(batch)
+        for low, high, some in batches:
+            self._head = max(self._head, high)
             for subscription in self._subscriptions:
-                subscription._offer(first, last, batch)
+                subscription._offer(low, high, some)
 
     def _observe_head(self, head: int) -> None:
         self._head = max(self._head, head)
@@ -514,16 +567,19 @@ def _check_types(label: str, event_types: Iterable[str] | None) -> frozenset[str
 
 
 @contextlib.asynccontextmanager
-async def open_bus(source: EventSource, **options: int) -> AsyncIterator[EventBus]:
-    """Open an event bus over `source` (a store): it publishes every local commit.
+async def open_bus(source: EventSource, **options: Any) -> AsyncIterator[EventBus]:
+    """Open an event bus over `source` (a store): it publishes every local commit and,
+    with `follow` (the default), every commit of other processes too.
 
     Args:
         source: the store whose commits are published.
-        **options: fields of `BusOptions` (`queue_size`, `catch_up_page`).
+        **options: fields of `BusOptions` (`queue_size`, `catch_up_page`, `follow`,
+            `poll_interval`).
 
     Yields:
-        The bus, registered as a commit listener. On exit it is unregistered and every
-        subscription is closed (their iterations end).
+        The bus, registered as a commit listener, its follower running. On exit the
+        follower stops, the bus is unregistered and every subscription is closed (their
+        iterations end).
 
     Raises:
         InvalidSubscription: a bad option.
@@ -531,8 +587,20 @@ async def open_bus(source: EventSource, **options: int) -> AsyncIterator[EventBu
     opts = BusOptions(**options)
     bus = EventBus(source, opts, await source.last_position())
     remove = source.add_commit_listener(bus._publish)
+    body_error: BaseException | None = None
     try:
-        yield bus
+        async with anyio.create_task_group() as tg:
+            if bus._follower is not None:
+                await tg.start(bus._follower.run)
+            try:
+                yield bus
+            except BaseException as exc:  # noqa: BLE001 - re-raised below, unwrapped
+                # The caller's own error comes out as itself, not in an ExceptionGroup.
+                body_error = exc
+            finally:
+                tg.cancel_scope.cancel()
     finally:
         remove()
         bus._close()
+    if body_error is not None:
+        raise body_error

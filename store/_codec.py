@@ -155,6 +155,11 @@ class EventRegistry:
         """Every registered type, in registration order."""
         return tuple(self._by_type)
 
+    def tags(self) -> list[str]:
+        """Every tag this registry decodes, sorted: its types' and those an upcaster or
+        an alias reads."""
+        return sorted({*self._by_tag, *(tag for tag, _ in self._upcasters)})
+
     # -- hot paths --------------------------------------------------------------------
 
     def encode(self, event: msgspec.Struct) -> tuple[str, int, bytes] | None:

@@ -118,5 +118,5 @@ async def test_a_batch_append_over_the_stores_limit_is_refused_at_open() -> None
 
 def test_every_option_has_a_range() -> None:
     fields = {f.name for f in dataclasses.fields(SystemOptions)}
-    assert fields - {"idle_timeout"} <= set(OPTION_RANGES)
+    assert fields - {"idle_timeout", "follow"} <= set(OPTION_RANGES)  # follow: a bool
     assert set(OPTION_RANGES) <= fields

@@ -104,6 +104,9 @@ class GatedStore:
     async def last_position(self) -> int:
         return await self.store.last_position()
 
+    async def wait_for_commit(self, after: int, *, timeout: float) -> int:  # noqa: ASYNC109
+        return await self.store.wait_for_commit(after, timeout=timeout)
+
     async def read_all(
         self,
         *,

@@ -237,7 +237,8 @@ async def test_a_poison_event_is_parked_and_the_rest_applied_and_replay_applies_
         assert "thirteen is unlucky" in letter.error
         stats = handle.statistics()
         assert (stats.parked, stats.tainted_streams, stats.position) == (1, ("acct-1",), last)
-        assert [log["event"] for log in logs] == ["projection.event_parked"]
+        events = [log["event"] for log in logs if log["event"].startswith("projection.")]
+        assert events == ["projection.event_parked"]
 
         poisoned.broken = False
         assert await handle.replay_parked() == 1
