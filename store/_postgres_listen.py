@@ -17,7 +17,7 @@ from typing import Final
 
 import asyncpg
 
-from store._errors import StoreUnavailable
+from store._errors import StoreClosed
 from store._postgres_connect import _CONNECTION_LOST, _Connect, _connect, _translate
 
 __all__ = ["Listener", "channel_name"]
@@ -85,9 +85,10 @@ class Listener:
         """Open the connection and `LISTEN` (ending a lost one first).
 
         Raises `StoreUnavailable` (or another `StoreError`) when connecting or `LISTEN`
-        fails; nothing stays open then. Cancelled meanwhile, it leaves nothing open."""
+        fails, `StoreClosed` once `close` was called (before or meanwhile); nothing stays
+        open then. Cancelled meanwhile, it leaves nothing open."""
         if self._closed:
-            raise StoreUnavailable(f"the listener of {self._where} is closed")
+            raise StoreClosed(f"the store {self._where} is closed")
         old, self._conn = self._conn, None
         if old is not None:
             old.terminate()
@@ -101,7 +102,7 @@ class Listener:
             raise
         if self.closed:  # closed while connecting
             conn.terminate()
-            raise StoreUnavailable(f"the listener of {self._where} is closed")
+            raise StoreClosed(f"the store {self._where} is closed")
         conn.add_termination_listener(self._on_lost)
         self._conn = conn
         self.connects += 1
