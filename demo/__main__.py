@@ -23,8 +23,11 @@ from demo._loadtest import (
     LoadOptions,
     LoadReport,
     LoadTestError,
+    ProcessesReport,
     render,
+    render_processes,
     run_load,
+    run_processes,
     sweep_row,
 )
 from demo._logging import configured_logging
@@ -108,6 +111,14 @@ def _parser() -> argparse.ArgumentParser:
         help="progress lines on stderr: auto (on a terminal only), always, never",
     )
     load.add_argument("--progress-interval", type=float, default=0.5, metavar="SECONDS")
+    load.add_argument(
+        "--processes",
+        default="1",
+        metavar="N",
+        help="worker processes sharing the store and the accounts (default 1: this"
+        " process; more: the deposit mix on a SQLite file or PostgreSQL, --commands"
+        " divided between them; at most 64)",
+    )
     return parser
 
 
@@ -122,6 +133,10 @@ def _loadtest(args: argparse.Namespace) -> int:
         return 2
     commands = 100_000 if args.commands is None else args.commands
     duration = args.duration
+    try:
+        processes: Any = int(args.processes)
+    except ValueError:
+        processes = args.processes  # refused by LoadOptions, by name
     if args.sweep and args.commands is None and duration is None:
         duration = SWEEP_SECONDS
     try:
@@ -139,10 +154,13 @@ def _loadtest(args: argparse.Namespace) -> int:
             ack_log=args.ack_log,
             progress=args.progress,
             progress_interval=args.progress_interval,
+            processes=processes,
         )
     except LoadTestError as error:
         print(f"loadtest: {error}", file=sys.stderr)
         return 2
+    if options.processes > 1:
+        return _loadtest_processes(options, args)
     postgres = backend_of(args.db) == "postgresql"
     if args.sweep and args.db not in (None, ":memory:") and not postgres:
         print("loadtest: --sweep runs each row on a fresh store; drop --db", file=sys.stderr)
@@ -169,6 +187,30 @@ def _loadtest(args: argparse.Namespace) -> int:
             print(sweep_row(report), flush=True)
         else:
             print(render(report), flush=True)
+    return 0
+
+
+def _loadtest_processes(options: LoadOptions, args: argparse.Namespace) -> int:
+    """`loadtest --processes N` (N > 1): one run on N worker processes."""
+    if args.sweep:
+        print("loadtest: --sweep runs in one process: drop --processes", file=sys.stderr)
+        return 2
+
+    async def several() -> ProcessesReport:
+        return await run_processes(options, uvloop=args.uvloop)
+
+    try:
+        report = _run(several, uvloop=args.uvloop)
+    except StoreError as error:  # the store cannot be opened: nothing ran
+        print(f"loadtest: {error}", file=sys.stderr)
+        return 2
+    except LoadTestError as error:  # a worker failed
+        print(f"loadtest: {error}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(msgspec.json.encode(report).decode(), flush=True)
+    else:
+        print(render_processes(report), flush=True)
     return 0
 
 

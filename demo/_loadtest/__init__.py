@@ -14,6 +14,14 @@ to that file with one unbuffered `os.write` on an `O_APPEND` descriptor, before 
 next command of that task is sent; after a crash, every line names events that must be
 in the store.
 
+With `processes` > 1 (the deposit mix, on a SQLite file or PostgreSQL), the parent
+opens the accounts, then starts that many worker processes (`python -m
+demo._loadtest._child`), each with an actor system of its own on the same store,
+sending deposits to the same accounts; all are released at once. Each reports its
+figures; the parent combines them (`ProcessesReport`), measures the lag from one
+process's acknowledgement to another's read model, and checks every read model
+against a fold of the store and the store against the acknowledged deposits.
+
 The package, one concern a module (each imports only those listed before it):
 
 - `_options`: `LoadOptions`, checked when made, and `LoadTestError`.
@@ -21,21 +29,38 @@ The package, one concern a module (each imports only those listed before it):
 - `_instruments`: the projection lag sampler, the acknowledgement log, peak RSS.
 - `_driver`: the workers that keep `concurrency` commands in flight, and their counts.
 - `_run`: `run_load`, one run from opening the store to the report.
+- `_child`: one worker process of a several-process run.
+- `_processes`: `run_processes`, the parent of a several-process run.
 """
 
 from __future__ import annotations
 
-from demo._loadtest._options import LoadOptions, LoadTestError
-from demo._loadtest._report import SWEEP_HEADER, LoadReport, Percentiles, render, sweep_row
+from demo._loadtest._options import MAX_PROCESSES, LoadOptions, LoadTestError
+from demo._loadtest._processes import run_processes
+from demo._loadtest._report import (
+    SWEEP_HEADER,
+    LoadReport,
+    Percentiles,
+    ProcessesReport,
+    ProcessFigures,
+    render,
+    render_processes,
+    sweep_row,
+)
 from demo._loadtest._run import run_load
 
 __all__ = [
+    "MAX_PROCESSES",
     "SWEEP_HEADER",
     "LoadOptions",
     "LoadReport",
     "LoadTestError",
     "Percentiles",
+    "ProcessFigures",
+    "ProcessesReport",
     "render",
+    "render_processes",
     "run_load",
+    "run_processes",
     "sweep_row",
 ]

@@ -5,12 +5,13 @@ from __future__ import annotations
 import math
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TextIO
+from typing import Any, TextIO
 
 import anyio
 
-from actors import Command, Rejected
+from actors import Command, CommandResult, Rejected
 from demo._loadtest._instruments import _AckLog
 from demo._loadtest._options import LoadOptions
 from demo._workloads import (
@@ -58,6 +59,8 @@ class _Run:
         self.counters = _Counters()
         self.started = 0.0
         self.deadline = math.inf
+        self.on_ack: Callable[[str, Command, CommandResult[Any]], None] | None = None
+        """Called with (aggregate id, command, result) per acknowledged measured command."""
 
     async def send(
         self, router: Router, aggregate_id: str, command: Command, measure: bool
@@ -79,6 +82,8 @@ class _Run:
         if measure:
             counters.latencies.append((time.perf_counter() - began) * 1000.0)
             counters.acknowledged += 1
+            if self.on_ack is not None:
+                self.on_ack(aggregate_id, command, result)
 
     async def send_all(self, steps: list[Step]) -> None:
         """Send `steps` (setup, not measured) with the run's concurrency."""

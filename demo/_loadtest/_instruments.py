@@ -9,7 +9,7 @@ import sys
 import time
 
 from demo.bank import Balances, BalancesView
-from store import RecordedEvent
+from store import EventStore, RecordedEvent
 
 __all__ = ["MAX_LAG_SAMPLES"]
 
@@ -51,6 +51,60 @@ class _MeasuredBalances(Balances):
         view = super().apply(view, recorded)
         self.sampler.observe(recorded)
         return view
+
+
+class _Stamps:
+    """Wall-clock stamps of a several-process run, per process: (position, time.time())
+    of each measured acknowledgement, and of each event its read model applied; up to
+    `MAX_LAG_SAMPLES` of each (the first ones)."""
+
+    def __init__(self) -> None:
+        self.acks: list[tuple[int, float]] = []
+        self.applied: list[tuple[int, float]] = []
+        self.acking = False
+        self.applying = False
+
+    def ack(self, position: int) -> None:
+        if self.acking and len(self.acks) < MAX_LAG_SAMPLES:
+            self.acks.append((position, time.time()))
+
+    def apply(self, position: int) -> None:
+        if self.applying and len(self.applied) < MAX_LAG_SAMPLES:
+            self.applied.append((position, time.time()))
+
+
+class _StampedBalances(_MeasuredBalances):
+    """`_MeasuredBalances`, plus a wall-clock stamp per applied event."""
+
+    def __init__(self, sampler: _LagSampler, stamps: _Stamps) -> None:
+        super().__init__(sampler)
+        self.stamps = stamps
+
+    def apply(self, view: BalancesView, recorded: RecordedEvent) -> BalancesView:
+        view = super().apply(view, recorded)
+        self.stamps.apply(recorded.position)
+        return view
+
+
+async def _fold_balances(store: EventStore, head: int, page: int = 10_000) -> BalancesView:
+    """`Balances` folded over the store's account events up to position `head` (the
+    event types must be registered: the `Account` router's)."""
+    projection = Balances()
+    view = projection.initial_view()
+    position = 0
+    while position <= head:
+        events = await store.read_all(
+            from_position=position,
+            to_position=head,
+            limit=page,
+            stream_prefix=projection.stream_prefix,
+        )
+        for recorded in events:
+            view = projection.apply(view, recorded)
+        if len(events) < page:
+            break
+        position = events[-1].position + 1
+    return view
 
 
 class _AckLog:

@@ -8,11 +8,14 @@ from typing import Literal
 
 from demo._backend import backend_of
 
-__all__ = ["LoadOptions", "LoadTestError", "Mix", "Synchronous", "Writer"]
+__all__ = ["MAX_PROCESSES", "LoadOptions", "LoadTestError", "Mix", "Synchronous", "Writer"]
 
 Mix = Literal["deposit", "bank", "shop"]
 Synchronous = Literal["FULL", "NORMAL"]
 Writer = Literal["thread", "process"]
+
+MAX_PROCESSES = 64
+"""The most worker processes a load test starts (`processes`)."""
 
 
 class LoadTestError(Exception):
@@ -42,6 +45,10 @@ class LoadOptions:
         progress: print a progress line to stderr: "auto" (only on a terminal),
             "always" (one line per interval; for tools reading a pipe), "never".
         progress_interval: seconds between progress lines.
+        processes: worker OS processes, each with an actor system of its own on the
+            same store, sending to the same accounts (1: the load runs in this process;
+            more: a SQLite file or PostgreSQL, the deposit mix, `commands` divided
+            between them or each for `duration`; no progress lines).
     """
 
     aggregates: int = 1_000
@@ -57,6 +64,7 @@ class LoadOptions:
     ack_log: str | None = None
     progress: Literal["auto", "always", "never"] = "auto"
     progress_interval: float = 0.5
+    processes: int = 1
 
     def __post_init__(self) -> None:
         for name in ("aggregates", "commands", "concurrency"):
@@ -81,4 +89,29 @@ class LoadOptions:
         if not 0 < self.progress_interval < math.inf:
             raise LoadTestError(
                 f"--progress-interval must be > 0 seconds, not {self.progress_interval!r}"
+            )
+        self._check_processes()
+
+    def _check_processes(self) -> None:
+        processes = self.processes
+        if type(processes) is not int or not 1 <= processes <= MAX_PROCESSES:
+            raise LoadTestError(
+                f"--processes must be an integer from 1 to {MAX_PROCESSES}, not {processes!r}"
+            )
+        if processes == 1:
+            return
+        if self.db == ":memory:":
+            raise LoadTestError(
+                f"--processes {processes} share one store: a SQLite file or a PostgreSQL"
+                " URL, not --db :memory: (one process's own)"
+            )
+        if self.mix != "deposit":
+            raise LoadTestError(
+                f"--processes {processes} runs the deposit mix only (the {self.mix} mix's"
+                " process managers would run once per process): use --mix deposit"
+            )
+        if self.duration is None and self.commands < processes:
+            raise LoadTestError(
+                f"--processes {processes} divides --commands between them: give at least"
+                f" {processes} commands, not {self.commands}"
             )

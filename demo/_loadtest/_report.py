@@ -6,7 +6,16 @@ import math
 
 import msgspec
 
-__all__ = ["SWEEP_HEADER", "LoadReport", "Percentiles", "render", "sweep_row"]
+__all__ = [
+    "SWEEP_HEADER",
+    "LoadReport",
+    "Percentiles",
+    "ProcessFigures",
+    "ProcessesReport",
+    "render",
+    "render_processes",
+    "sweep_row",
+]
 
 
 class Percentiles(msgspec.Struct, frozen=True):
@@ -59,6 +68,7 @@ class LoadReport(msgspec.Struct, frozen=True):
             money conserved; orders per status, revenue...).
         peak_rss_mb: the process's peak resident set size.
         seed: the seed used.
+        processes: 1 (the load ran in this process; see `ProcessesReport` for more).
     """
 
     mix: str
@@ -87,6 +97,7 @@ class LoadReport(msgspec.Struct, frozen=True):
     outcome: dict[str, int | float | bool]
     peak_rss_mb: float
     seed: int
+    processes: int = 1
 
 
 def render(report: LoadReport) -> str:
@@ -141,3 +152,149 @@ SWEEP_HEADER = (
     f"{'concurrency':>11} {'commands/s':>12} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}"
     f" {'ev/commit':>9} {'lag p99':>8} {'errors':>6}"
 )
+
+
+class ProcessFigures(msgspec.Struct, frozen=True):
+    """One worker process's figures in a several-process run.
+
+    Attributes:
+        index: the process (0-based); its seed is the run's seed plus `index`.
+        commands: commands it had answered (acknowledged, rejected or failed).
+        acknowledged, rejected, errors, error_types: as in `LoadReport`.
+        conflicts: appends refused because another process had moved the stream on,
+            reloaded and retried by the runtime (`system.statistics().conflicts`).
+        seconds: its own measured phase.
+        commands_per_s: `commands / seconds`.
+        latency_ms: its per-command latency (send to durable reply).
+        events_per_commit: mean events per write transaction of its store.
+        projection_lag_ms_p99: its read model's committed-to-applied lag, p99.
+        projection_ok: its read model, once at the store's head after every process's
+            load, equals a fold of the whole store (None without a projection).
+        cpu_seconds: its CPU time (user + system, `time.process_time`) over the
+            measured phase (a `--writer process` writer's is not included).
+        peak_rss_mb: its peak resident set size.
+    """
+
+    index: int
+    commands: int
+    acknowledged: int
+    rejected: int
+    errors: int
+    error_types: dict[str, int]
+    conflicts: int
+    seconds: float
+    commands_per_s: float
+    latency_ms: Percentiles
+    events_per_commit: float
+    projection_lag_ms_p99: float | None
+    projection_ok: bool | None
+    cpu_seconds: float
+    peak_rss_mb: float
+
+
+class ProcessesReport(msgspec.Struct, frozen=True):
+    """The figures of a run on several processes (`--processes N`, N > 1).
+
+    Attributes:
+        processes: the worker processes.
+        mix, concurrency, aggregates, synchronous, writer, db, backend: what ran
+            (concurrency: commands in flight in each process).
+        commands, acknowledged, rejected, errors, error_types: summed over processes.
+        conflicts: appends retried after another process's write, summed.
+        seconds: the common window: first process's start to last process's end.
+        commands_per_s: acknowledged commands (all processes) / `seconds`.
+        cpu_seconds: the processes' CPU time over their measured phases, summed.
+        cpu_ms_per_command: `cpu_seconds` per acknowledged command, in ms.
+        cross_process_lag_ms: from one process's acknowledgement of a command to
+            another process's read model having applied its event (wall clocks of one
+            host); None without a projection.
+        cross_process_samples: the (acknowledgement, other process) pairs measured.
+        projection_ok: every process's read model equals a fold of the store (None
+            without a projection).
+        projection_failed: the processes whose read model did not.
+        store_matches_acks: every account's balance in the store equals the sum of its
+            acknowledged deposits (false may follow errors: a command that timed out
+            may still have been committed).
+        setup_seconds: time to open the accounts (in the parent; not measured).
+        per_process: each process's figures.
+        seed: the run's seed.
+    """
+
+    processes: int
+    mix: str
+    concurrency: int
+    aggregates: int
+    synchronous: str
+    writer: str
+    db: str
+    backend: str
+    commands: int
+    acknowledged: int
+    rejected: int
+    errors: int
+    error_types: dict[str, int]
+    conflicts: int
+    seconds: float
+    commands_per_s: float
+    cpu_seconds: float
+    cpu_ms_per_command: float
+    cross_process_lag_ms: Percentiles | None
+    cross_process_samples: int
+    projection_ok: bool | None
+    projection_failed: list[int]
+    store_matches_acks: bool
+    setup_seconds: float
+    per_process: list[ProcessFigures]
+    seed: int
+
+
+class _ChildReport(msgspec.Struct, frozen=True, tag="report", tag_field="kind"):
+    """What a worker sends back after its check."""
+
+    figures: ProcessFigures
+    started: float  # time.time() when its load began
+    ended: float  # ... and ended
+    acks: list[tuple[int, float]]  # (position, time.time()) of its acknowledgements
+    applied: list[tuple[int, float]]  # (position, time.time()) its read model applied
+    deposits: dict[str, int]  # account -> acknowledged deposits (cents)
+
+
+def render_processes(report: ProcessesReport) -> str:
+    """A several-process report as a few human-readable lines."""
+    head = (
+        f"mix {report.mix} on {report.processes} processes: {report.commands:,} commands over"
+        f" {report.aggregates:,} aggregates, concurrency {report.concurrency:,} each,"
+        f" synchronous={report.synchronous}, {report.writer} writer, backend"
+        f" {report.backend}, db {report.db}"
+    )
+    lines = [
+        head,
+        (
+            f"  {report.commands_per_s:,.0f} commands/s combined in {report.seconds:.2f} s"
+            f" (setup {report.setup_seconds:.2f} s), CPU {report.cpu_ms_per_command} ms/command"
+        ),
+        (
+            f"  conflicts {report.conflicts} (retried), rejected {report.rejected},"
+            f" errors {report.errors}" + (f" {report.error_types}" if report.error_types else "")
+        ),
+    ]
+    lines.extend(
+        f"  process {p.index}: {p.acknowledged:,} acknowledged, {p.commands_per_s:,.0f}/s,"
+        f" latency p50 {p.latency_ms.p50} p99 {p.latency_ms.p99} ms, conflicts"
+        f" {p.conflicts}, errors {p.errors}, read model agrees: {p.projection_ok}"
+        for p in report.per_process
+    )
+    lag = report.cross_process_lag_ms
+    if lag is not None:
+        lines.append(
+            f"  cross-process lag ms (ack in one process to applied in another):"
+            f" p50 {lag.p50}  p99 {lag.p99}  max {lag.max} ({report.cross_process_samples:,})"
+        )
+    agrees = "off" if report.projection_ok is None else str(report.projection_ok)
+    if report.projection_failed:
+        agrees += f" (failed: processes {report.projection_failed})"
+    lines.append(
+        f"  read models equal a replay of the store: {agrees};"
+        f" store balances equal the acknowledged deposits: {report.store_matches_acks}"
+    )
+    return "\n".join(lines)
