@@ -5,6 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PORT ?= 8000
 BANK_SERVICE_DB ?= bank.db
+WORKERS ?= 1
 
 .PHONY: install test lint format check demo bench bench-postgres soak example docs clean
 
@@ -58,9 +59,12 @@ soak: $(STAMP)
 	ES_SOAK=1 ES_REPORT=reports/soak.jsonl $(BIN)/python -m pytest -q tests/reliability \
 		--timeout 7200 -o faulthandler_timeout=7100
 
-# The bank service example on 127.0.0.1:$(PORT) (make example PORT=9000 BANK_SERVICE_DB=x.db).
+# The bank service example on 127.0.0.1:$(PORT) (make example PORT=9000 BANK_SERVICE_DB=x.db);
+# BANK_SERVICE_DB may be a postgresql:// URL. WORKERS=2 serves it from 2 uvicorn worker
+# processes sharing that store.
 example: $(STAMP)
-	$(BIN)/python -m examples.bank_service --host 127.0.0.1 --port $(PORT) --database $(BANK_SERVICE_DB)
+	$(BIN)/python -m examples.bank_service --host 127.0.0.1 --port $(PORT) \
+		--database '$(BANK_SERVICE_DB)' --workers $(WORKERS)
 
 # The API reference, generated from the docstrings into site/.
 docs: $(STAMP)

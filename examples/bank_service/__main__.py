@@ -4,41 +4,30 @@ Logs are JSON lines on stderr, with each request's correlation and command ids. 
 or Ctrl-C shuts down gracefully: uvicorn stops accepting connections and finishes the
 requests in flight, then the app's lifespan drains the actor system and closes the store.
 `--database` (or `BANK_SERVICE_DB`) is a SQLite file or a `postgresql://` URL.
+
+`--workers N` (N > 1) serves from N uvicorn worker processes on that one store: each
+imports `examples.bank_service:worker_app` and opens an actor system of its own (see
+`examples/bank_service/_serve.py`); uvicorn's parent process hands out the socket and
+forwards SIGTERM and Ctrl-C to every worker.
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import re
 import socket
-import sys
 
-import structlog
 import uvicorn
 
 from examples.bank_service._app import DATABASE_ENV, ServiceSettings, create_app
+from examples.bank_service._serve import GRACE_ENV, configure_logging, parse_seconds
 
-
-def _configure_logging() -> None:
-    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(message)s")
-    structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            structlog.processors.JSONRenderer(),
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
-        cache_logger_on_first_use=True,
-    )
-
+WORKER_APP = "examples.bank_service:worker_app"
+"""The import string of the app factory each uvicorn worker process calls."""
+MAX_WORKERS = 64
 
 _DIGITS = re.compile(r"[0-9]+")  # ASCII only (int() also reads other scripts' digits)
-_SECONDS = re.compile(r"[0-9]+(?:\.[0-9]+)?")
 
 
 def _port(text: str) -> int:
@@ -57,10 +46,20 @@ def _fd(text: str) -> int:
     )
 
 
+def _workers(text: str) -> int:
+    """A number of worker processes: 1..MAX_WORKERS in ASCII digits."""
+    if _DIGITS.fullmatch(text) and len(text) <= 2 and 1 <= int(text) <= MAX_WORKERS:
+        return int(text)
+    raise argparse.ArgumentTypeError(
+        f"workers are an int in 1..{MAX_WORKERS} in ASCII digits, not {text!r}"
+    )
+
+
 def _seconds(text: str) -> float:
     """Seconds: a finite decimal number >= 0 in ASCII digits (like 10 or 2.5)."""
-    if _SECONDS.fullmatch(text) and len(text) <= 20:
-        return float(text)
+    seconds = parse_seconds(text)
+    if seconds is not None:
+        return seconds
     raise argparse.ArgumentTypeError(
         f"seconds are a decimal number >= 0 in ASCII digits (like 10 or 2.5), not {text!r}"
     )
@@ -82,7 +81,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--grace", type=_seconds, default=10.0, help="seconds to finish in-flight requests"
     )
+    parser.add_argument(
+        "--workers",
+        type=_workers,
+        default=1,
+        help="uvicorn worker processes sharing the database (default: 1, in this process)",
+    )
     args = parser.parse_args(argv)
+    if args.workers > 1 and args.fd is not None:
+        parser.error("argument --fd: not with --workers above 1 (give --host and --port)")
     if args.port is None:
         try:
             args.port = _port(os.environ.get("PORT", "8000"))
@@ -94,7 +101,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     """Parse the command line and serve until SIGTERM or SIGINT."""
     args = parse_args(argv)
-    _configure_logging()
+    configure_logging()
+    if args.workers > 1:
+        _serve_workers(args)
+        return
     settings = ServiceSettings(system_options={"grace": args.grace})
     app = create_app(args.database, settings)
     config = uvicorn.Config(
@@ -113,6 +123,23 @@ def main(argv: list[str] | None = None) -> None:
         # A socket object of the fd's real family (uvicorn's own --fd assumes a Unix
         # socket, and asyncio then leaves Nagle's algorithm on for TCP: +40 ms a reply).
         server.run(sockets=[socket.socket(fileno=args.fd)])
+
+
+def _serve_workers(args: argparse.Namespace) -> None:
+    """Serve from `args.workers` processes; each builds its app from the environment."""
+    os.environ[DATABASE_ENV] = args.database
+    os.environ[GRACE_ENV] = str(args.grace)
+    uvicorn.run(
+        WORKER_APP,
+        factory=True,
+        workers=args.workers,
+        host=args.host,
+        port=args.port,
+        lifespan="on",
+        access_log=False,
+        log_config=None,
+        timeout_graceful_shutdown=args.grace,
+    )
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ import msgspec
 import structlog
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -82,6 +83,7 @@ from examples.bank_service._api import (
     TransferRequest,
     TransferStateReply,
 )
+from examples.bank_service._plumbing import WORKER_HEADER, ReadYourWrites, ServedBy
 from readmodels import ConsistencyTimeout, ProjectionHandle, ProjectionStopped
 from store import (
     ConcurrencyError,
@@ -246,6 +248,7 @@ class _Service:
         self.database = database
         self.settings = settings
         self._running: Bank | None = None
+        self._reads: ReadYourWrites | None = None
         self._open = msgspec.json.Decoder(OpenRequest)
         self._amount = msgspec.json.Decoder(AmountRequest)
         self._transfer = msgspec.json.Decoder(TransferRequest)
@@ -256,6 +259,13 @@ class _Service:
         if running is None:
             raise ShuttingDown("the bank service is not running (outside its lifespan)")
         return running
+
+    @property
+    def reads(self) -> ReadYourWrites:
+        reads = self._reads
+        if reads is None:
+            raise ShuttingDown("the bank service is not running (outside its lifespan)")
+        return reads
 
     @asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
@@ -269,15 +279,18 @@ class _Service:
                 statements=await system.project(Statements()),
             )
             app.state.bank = running
+            self._reads = ReadYourWrites(system.bus, self.settings.consistency_timeout)
             self._running = running
             _log.info("service.started", position=await system.store.last_position())
             try:
                 yield
             finally:
+                self._reads.close()
                 # open_system's exit stops accepting, drains every mailbox (accepted
                 # commands commit and answer), then closes the store.
                 _log.info("service.stopping", **msgspec.structs.asdict(system.statistics()))
         self._running = None
+        self._reads = None
         app.state.bank = None
         _log.info("service.stopped")
 
@@ -388,9 +401,11 @@ class _Service:
         return _integer(raw, field, "a global position", 0)
 
     async def consistent(self, handle: ProjectionHandle[Any], request: Request) -> None:
+        """Wait (bounded) until `handle` reflects the position the request names, if any;
+        another worker's write included (see `ReadYourWrites`)."""
         position = self.after(request)
         if position is not None:
-            await handle.wait_for(position, timeout=self.settings.consistency_timeout)
+            await self.reads.wait(handle, position)
 
     # -- commands ---------------------------------------------------------------------------
 
@@ -605,7 +620,8 @@ def _crashed(request: Request, exc: Exception) -> Response:
     """A bug here (an exception no handler mapped): 500 in the JSON error shape, without
     the exception's text (the log has it; the server re-raises it after this reply)."""
     detail = "the service failed on this request; its log has the error under the X-Correlation-Id"
-    return _refusal(request, 500, ErrorReply("internal", detail), {})
+    # (answered outside the middleware stack, so `ServedBy` does not see this reply)
+    return _refusal(request, 500, ErrorReply("internal", detail), {WORKER_HEADER: str(os.getpid())})
 
 
 def _path_id(request: Request) -> str:
@@ -666,4 +682,9 @@ def create_app(
         Route("/health", wrap(service.health), methods=["GET"]),
     ]
     handlers = {HTTPException: _routing_error, Exception: _crashed}
-    return Starlette(routes=routes, lifespan=service.lifespan, exception_handlers=handlers)
+    return Starlette(
+        routes=routes,
+        middleware=[Middleware(ServedBy)],
+        lifespan=service.lifespan,
+        exception_handlers=handlers,
+    )

@@ -5,16 +5,18 @@ from __future__ import annotations
 
 import pytest
 
-from examples.bank_service import DATABASE_ENV
+from examples.bank_service import DATABASE_ENV, GRACE_ENV, worker_app
 from examples.bank_service.__main__ import parse_args
 
 
 def test_the_defaults_and_valid_values_parse(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("PORT", raising=False)
     args = parse_args([])
-    assert (args.port, args.fd, args.grace) == (8000, None, 10.0)
+    assert (args.port, args.fd, args.grace, args.workers) == (8000, None, 10.0, 1)
     args = parse_args(["--port", "0", "--fd", "3", "--grace", "2.5"])
     assert (args.port, args.fd, args.grace) == (0, 3, 2.5)
+    assert parse_args(["--workers", "2"]).workers == 2
+    assert parse_args(["--workers", "1", "--fd", "3"]).fd == 3
     assert parse_args(["--port", "65535"]).port == 65535
     monkeypatch.setenv("PORT", "9001")
     assert parse_args([]).port == 9001
@@ -47,6 +49,9 @@ def test_the_database_is_a_file_or_a_postgresql_url(monkeypatch: pytest.MonkeyPa
         (["--grace", "-1"], "--grace"),
         (["--grace", "1e3"], "--grace"),
         (["--grace", "\u0661.5"], "--grace"),
+        (["--workers", "0"], "--workers"),
+        (["--workers", "65"], "--workers"),
+        (["--workers", "\u0662"], "--workers"),
     ],
 )
 def test_a_bad_option_exits_2_naming_it(
@@ -69,3 +74,18 @@ def test_a_bad_port_in_the_environment_exits_2_naming_it(
         parse_args([])
     assert exited.value.code == 2
     assert "the PORT environment variable: a port is an int in 0..65535" in capsys.readouterr().err
+
+
+def test_workers_need_a_port_not_an_inherited_socket(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        parse_args(["--workers", "2", "--fd", "3"])
+    assert exited.value.code == 2
+    assert "argument --fd: not with --workers above 1" in capsys.readouterr().err
+
+
+def test_the_worker_factory_reads_the_grace_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(GRACE_ENV, "soon")
+    with pytest.raises(ValueError, match=GRACE_ENV):
+        worker_app()
