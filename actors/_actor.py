@@ -36,6 +36,7 @@ from store import (
     EventDecodeError,
     IdempotencyConflict,
     InvalidArgument,
+    LeaseLost,
     StoreClosed,
     StoreError,
     get_logger,
@@ -685,10 +686,17 @@ class AggregateActor:
         events = [event for planned in segment for event in planned.events]
         if not events:
             return _NO_EVENTS
-        command_id = segment[0].envelope.command_id if len(segment) == 1 else None
+        command_id = fence = None
+        if len(segment) == 1:
+            envelope = segment[0].envelope
+            command_id, fence = envelope.command_id, envelope.fence
         try:
             return await self.store.append(
-                self.stream_id, events, expected_version=expected, command_id=command_id
+                self.stream_id,
+                events,
+                expected_version=expected,
+                command_id=command_id,
+                fence=fence,
             )
         except Exception as exc:  # noqa: BLE001 - each segment's callers get their own outcome
             return exc
@@ -833,7 +841,7 @@ class AggregateActor:
             self._answer_segment(segment, outcome)
             return True
         if outcome is _NO_EVENTS or isinstance(
-            outcome, ConcurrencyError | IdempotencyConflict | InvalidArgument
+            outcome, ConcurrencyError | IdempotencyConflict | InvalidArgument | LeaseLost
         ):
             for planned in segment:
                 retry.append(planned.envelope)
@@ -874,6 +882,10 @@ class AggregateActor:
             # a lookup (in _persist) with the first result, or with the conflict.
             conflicted.extend((planned, error) for planned in segment)
             return True
+        if isinstance(error, LeaseLost):  # nothing written: the sender lost its lease
+            for planned in segment:
+                self._fail(planned, error)
+            return False
         if isinstance(error, InvalidArgument):
             if len(segment) > 1:
                 # Nothing written; find the culprit by appending the commands one by one.

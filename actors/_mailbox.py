@@ -19,6 +19,8 @@ from typing import Any
 
 import msgspec
 
+from store import Lease
+
 __all__ = ["Envelope", "Load", "Mailbox"]
 
 
@@ -36,6 +38,7 @@ class Envelope(msgspec.Struct, gc=False):
     chain: tuple[str, ...]
     attempts: int = 0
     solo: bool = False
+    fence: Lease | None = None  # a process manager's lease: its append is fenced
 
     def wanted(self) -> bool:
         """Whether someone still waits for the outcome (or it was a tell)."""

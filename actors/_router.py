@@ -33,6 +33,7 @@ from store import (
     EventStore,
     InvalidReadArgument,
     InvalidStreamId,
+    Lease,
     NaiveDatetime,
     RecordedEvent,
     get_logger,
@@ -250,6 +251,7 @@ class AggregateRouter(Generic[StateT, CommandT, EventT]):
         *,
         timeout: float | None = None,  # noqa: ASYNC109 - every ask has a finite deadline
         command_id: str | None = None,
+        fence: Lease | None = None,
     ) -> CommandResult[EventT]:
         """Send `command` to instance `aggregate_id` and wait for its durable result.
 
@@ -258,6 +260,9 @@ class AggregateRouter(Generic[StateT, CommandT, EventT]):
                 the system's `ask_timeout`, finite).
             command_id: makes the command idempotent: sending the same id again returns
                 the first result (`duplicate=True`) and stores nothing again.
+            fence: a lease (from `EventStore.acquire_lease`) the command's append is
+                fenced by: it commits only while the lease is still at its epoch
+                (process managers send every command with theirs). Needs `command_id`.
 
         Returns:
             The command's events, the stream version after them and the global position
@@ -283,6 +288,7 @@ class AggregateRouter(Generic[StateT, CommandT, EventT]):
             IdempotencyConflict: `command_id` was used before for another command (on
                 another aggregate, or for another command on this one while the actor
                 remembers it: its last `recent_command_ids` ids).
+            LeaseLost: `fence` is no longer the lease's current holder; nothing stored.
             StoreError: the store failed the append (outcome unknown for
                 `StoreUnavailable`: resend with the same command id).
 
@@ -290,13 +296,15 @@ class AggregateRouter(Generic[StateT, CommandT, EventT]):
         command not yet taken by the actor is skipped; one taken is applied whole.
         """
         self._check_command(aggregate_id, command)
+        if fence is not None and command_id is None:
+            raise TypeError("a fenced command needs a command_id (it is appended alone)")
         actor = self._actor(aggregate_id)
         chain = current_chain()
         if chain and actor.stream_id in chain:
             raise ReentrantAskError(actor.stream_id, chain)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[CommandResult[EventT]] = loop.create_future()
-        envelope = Envelope(command, command_id, future, chain)
+        envelope = Envelope(command, command_id, future, chain, fence=fence)
         if timeout is None and actor.claim():
             # Fast path: the actor is idle, so run the command on this task. It waits
             # only on the store, whose own timeouts bound it.
