@@ -153,6 +153,17 @@ class _Queries:
         )
 
 
+class _Connecting:
+    """A connect of the listener under way: `done` is set when it ended, `error` is
+    what it failed with (None: listening, and the head read)."""
+
+    __slots__ = ("done", "error")
+
+    def __init__(self) -> None:
+        self.done = anyio.Event()
+        self.error: StoreError | None = None
+
+
 class PostgresEventStore(GroupCommitStore):
     """An append-only event log in a PostgreSQL schema. Obtain one with `open_store` and a
     `postgresql://` URL.
@@ -194,8 +205,9 @@ class PostgresEventStore(GroupCommitStore):
             ),
             channel_name(schema),
         )
-        self._listen_lock = asyncio.Lock()
         self._caught_up = 0  # the listener's connect the head was read after
+        # The task connecting it now (in the store's task group), if one is.
+        self._listening: _Connecting | None = None
 
     # -- the writer ---------------------------------------------------------------------
 
@@ -354,10 +366,24 @@ class PostgresEventStore(GroupCommitStore):
                 await changed.wait()
 
     async def _listen(self) -> None:
-        """Connect the listener (unless another call just did) and read the head it may
-        have missed; one call at a time."""
+        """Connect the listener and read the head it may have missed, on a task of the
+        store's (one at a time, whoever calls): a caller cancelled stops waiting and the
+        connect goes on for the next call (asyncpg cancelled mid-connect can leave its
+        half-made connection reporting errors to the event loop). Raises its error."""
+        job = self._listening
+        if job is None:
+            tasks = self._tasks
+            if tasks is None or self._readers_closed:
+                raise StoreClosed(f"the store {self.path} is closed")
+            job = self._listening = _Connecting()
+            tasks.start_soon(self._connect_listener, job)
+        await job.done.wait()
+        if job.error is not None:
+            raise job.error
+
+    async def _connect_listener(self, job: _Connecting) -> None:
         listener = self._listener
-        async with self._listen_lock:
+        try:
             if not listener.listening:
                 reconnect = listener.connects > 0
                 await listener.connect()
@@ -368,6 +394,14 @@ class PostgresEventStore(GroupCommitStore):
                 connects = listener.connects
                 listener.note(await self.last_position())
                 self._caught_up = connects
+        except Exception as exc:  # noqa: BLE001 - the waiting callers raise it
+            job.error = self._translate_error(exc, "listening")
+        except BaseException:  # the store closing: cancelled
+            job.error = StoreClosed(f"the store {self.path} is closed")
+            raise
+        finally:
+            self._listening = None
+            job.done.set()
 
     async def _command_row(self, command_id: str) -> Sequence[Any] | None:
         row = await self._row(self._queries.command, command_id)

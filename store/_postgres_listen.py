@@ -18,7 +18,7 @@ from typing import Final
 import asyncpg
 
 from store._errors import StoreClosed
-from store._postgres_connect import _CONNECTION_LOST, _Connect, _connect, _translate
+from store._postgres_connect import _Connect, _connect, _translate
 
 __all__ = ["Listener", "channel_name"]
 
@@ -95,9 +95,9 @@ class Listener:
         conn = await _connect(self._where, self._connect_args)
         try:
             await conn.add_listener(self._channel, self._on_notify)
-        except BaseException as exc:
+        except BaseException as exc:  # cancelled too: nothing stays open
             conn.terminate()
-            if isinstance(exc, _CONNECTION_LOST | asyncpg.PostgresError):
+            if isinstance(exc, Exception):
                 raise _translate(exc, "listening", self._where) from exc
             raise
         if self.closed:  # closed while connecting

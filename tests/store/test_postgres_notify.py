@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import uuid
 from collections.abc import AsyncIterator
 from urllib.parse import urlsplit, urlunsplit
@@ -346,6 +347,27 @@ async def test_a_listener_that_cannot_connect_raises_and_a_later_call_connects(
         with anyio.fail_after(WOKEN):
             assert await a.wait_for_commit(0, timeout=TIMEOUT) == position
         assert listener.connects == 1
+
+
+async def test_a_wait_cancelled_while_connecting_leaves_nothing_open(postgres_url: str) -> None:
+    async with _store(postgres_url) as a, _store(postgres_url) as b:
+        listener = a._listener
+        connected = 0
+        # Cancelled ever later: in the connect, in LISTEN, in the read of the head, after.
+        for step in range(60):
+            with anyio.move_on_after(step * 0.0003):
+                await a.wait_for_commit(2**62, timeout=0)
+            conn = listener._conn
+            if conn is not None:
+                connected += 1
+                conn.terminate()  # and again, from the start
+            assert not listener.listening
+        assert connected > 0
+        gc.collect()  # a connection left open would warn here (warnings are errors)
+        position = await _note(b, "s-1")
+        with anyio.fail_after(WOKEN):
+            assert await a.wait_for_commit(0, timeout=TIMEOUT) == position
+        assert listener.listening
 
 
 def _port(dsn: str, port: int) -> str:
