@@ -33,8 +33,13 @@ The package, one concern a module (each imports only those listed before it):
 - `_driver`: restocks the shop, runs the customers and counts the answers.
 - `_progress`: the live progress line on a terminal.
 - `_settling`: waiting until the process managers reach the store's head.
+- `_system`: the read models and process managers every process runs.
 - `_fold`: the store folded once, as the invariants need it.
 - `_invariants`: the invariants and `check_store`.
+- `_wire`: the lines a several-process run's parent and workers exchange.
+- `_worker`: one worker process of a several-process run (`--processes N`).
+- `_processes`: `simulate_processes`, the parent of a several-process run, and the
+  chaos that kills and restarts its workers.
 - `_simulation`: `simulate`, one run from start to report.
 - `_cli`: the `simulate` subcommand's options and output.
 """

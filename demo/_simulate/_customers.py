@@ -57,6 +57,12 @@ class _Customer:
             return self._transfer(k, routers)
         return self._order(k, routers)
 
+    def command_id(self, k: int) -> str:
+        """The id of the customer's `k`-th command: the same in every process that sends
+        it, so a worker started in place of a killed one resends its customers'
+        commands harmlessly (each is stored once)."""
+        return f"{self.account}-{k}"
+
     def _transfer(self, k: int, routers: _Routers) -> tuple[Router, str, Command]:
         """A transfer to another customer (or, now and then, to an account never opened:
         refunded)."""

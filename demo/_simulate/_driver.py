@@ -6,11 +6,13 @@ import hashlib
 import math
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import anyio
 
 from actors import ActorSystem, Command, Rejected
+from demo._loadtest._instruments import _AckLog
 from demo._simulate._customers import SKUS, WAREHOUSES, Router, _Customer, _Routers
 from demo._simulate._options import SimOptions
 from demo.shop import Restock
@@ -23,6 +25,7 @@ class _Counts:
     acknowledged: int = 0
     rejected: int = 0
     errors: int = 0
+    duplicates: int = 0  # acknowledged with the first result of an earlier send
     by_type: Counter[str] = field(default_factory=Counter)
     rejected_by_type: Counter[str] = field(default_factory=Counter)
     error_types: Counter[str] = field(default_factory=Counter)
@@ -33,24 +36,39 @@ class _Counts:
 
 
 class _Run:
-    def __init__(self, options: SimOptions, system: ActorSystem, prefix: str) -> None:
+    """The customers of one process: all of them, or the share `indices` names (a
+    worker's, in a several-process run); `ack_log` logs every acknowledgement."""
+
+    def __init__(
+        self,
+        options: SimOptions,
+        system: ActorSystem,
+        prefix: str,
+        indices: Sequence[int] | None = None,
+        ack_log: _AckLog | None = None,
+    ) -> None:
         self.options = options
         self.system = system
         self.routers = _Routers(system)
         self.counts = _Counts()
-        self.customers = [
-            _Customer(i, options.seed, options.customers, prefix) for i in range(options.customers)
-        ]
+        self.ack_log = ack_log
+        chosen = range(options.customers) if indices is None else indices
+        self.customers = [_Customer(i, options.seed, options.customers, prefix) for i in chosen]
         self.deadline = math.inf
         self.started = 0.0
         self.setup = 0  # commands answered before the customers started (the restocks)
 
-    async def send(self, router: Router, target: str, command: Command) -> None:
+    async def send(
+        self, router: Router, target: str, command: Command, command_id: str | None = None
+    ) -> None:
+        """Ask `command` of `target` and count the answer. With `command_id`, a command
+        already committed under that id (by a worker killed before it heard the answer)
+        is answered with its first result and stored nothing again."""
         counts = self.counts
         kind = type(command).__name__
         counts.by_type[kind] += 1
         try:
-            await router.ask(target, command)
+            result = await router.ask(target, command, command_id=command_id)
         except Rejected:
             counts.rejected += 1
             counts.rejected_by_type[kind] += 1
@@ -59,6 +77,9 @@ class _Run:
             counts.error_types[type(error).__name__] += 1
         else:
             counts.acknowledged += 1
+            counts.duplicates += result.duplicate
+            if self.ack_log is not None:
+                self.ack_log.write(router.stream_id(target), result.version, result.position)
 
     async def restock(self) -> None:
         """Stock every warehouse for roughly 80% of the units the orders will ask for."""
@@ -101,7 +122,7 @@ class _Run:
         while k < limit and time.perf_counter() < self.deadline:
             router, target, command = customer.command(k, self.routers)
             customer.record(command)
-            await self.send(router, target, command)
+            await self.send(router, target, command, customer.command_id(k))
             k += 1
 
     async def act_all(self) -> None:

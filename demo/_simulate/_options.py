@@ -5,7 +5,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-__all__ = ["SimOptions", "SimulationError"]
+__all__ = ["MAX_PROCESSES", "SimOptions", "SimulationError"]
+
+MAX_PROCESSES = 64
+"""The most worker processes a simulation starts (`processes`)."""
 
 
 class SimulationError(Exception):
@@ -19,7 +22,8 @@ class SimOptions:
     Attributes:
         db: the SQLite file (":memory:" works) or a `postgresql://` URL (its
             `?schema=` parameter names the schema); an existing store is added to and
-            checked whole.
+            checked whole. None (with `processes` > 1 only): one temporary SQLite file
+            shared by the workers, removed afterwards.
         seed: seeds every customer's choices.
         customers: customers acting at once (one task each).
         steps: commands the customers send in all (split evenly between them), or
@@ -28,15 +32,32 @@ class SimOptions:
         couriers: deliveries under way at once.
         settle_timeout: seconds the process managers get to finish after the
             customers stop, and each read model to catch up.
+        processes: worker OS processes sharing the store (1: this process runs it
+            all); each runs its share of the customers and every process manager,
+            under leases (each manager runs in one process at a time).
+        lease_ttl: seconds a process manager's lease lasts unless renewed: a killed
+            holder is replaced within about 1.2 times this.
+        chaos: with `processes` > 1, kill a random worker with SIGKILL every
+            `chaos_interval` seconds while the customers act (never the last one
+            alive) and start a new one in its place.
+        chaos_interval: seconds between two kills.
+        ack_log: a file every acknowledged customer command (and restock) is appended
+            to, as `stream_id<TAB>version<TAB>position`, before its customer sends the
+            next one.
     """
 
-    db: str = "demo.db"
+    db: str | None = "demo.db"
     seed: int = 1
     customers: int = 50
     steps: int | None = 2_000
     duration: float | None = None
     couriers: int = 4
     settle_timeout: float = 300.0
+    processes: int = 1
+    lease_ttl: float = 2.0
+    chaos: bool = False
+    chaos_interval: float = 3.0
+    ack_log: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("customers", "couriers"):
@@ -53,3 +74,42 @@ class SimOptions:
             raise SimulationError(
                 f"settle_timeout must be > 0 seconds, not {self.settle_timeout!r}"
             )
+        self._check_processes()
+        if not _seconds(self.lease_ttl) or not 0.05 <= self.lease_ttl <= 3600:
+            raise SimulationError(
+                f"--lease-ttl must be a number of seconds from 0.05 to 3600, not {self.lease_ttl!r}"
+            )
+        if not _seconds(self.chaos_interval) or not 0 < self.chaos_interval < math.inf:
+            raise SimulationError(
+                f"--chaos-interval must be a number of seconds > 0, not {self.chaos_interval!r}"
+            )
+
+    def _check_processes(self) -> None:
+        processes = self.processes
+        if type(processes) is not int or not 1 <= processes <= MAX_PROCESSES:
+            raise SimulationError(
+                f"--processes must be an integer from 1 to {MAX_PROCESSES}, not {processes!r}"
+            )
+        if processes == 1:
+            if self.db is None:
+                raise SimulationError("one process needs a --db (a file, ':memory:' or a URL)")
+            if self.chaos:
+                raise SimulationError(
+                    "--chaos needs --processes 2 or more (it never kills the last live worker)"
+                )
+            return
+        if self.db == ":memory:":
+            raise SimulationError(
+                f"--processes {processes} share one store: a SQLite file or a PostgreSQL"
+                " URL, not --db :memory:"
+            )
+        if self.customers < processes:
+            raise SimulationError(
+                f"--processes {processes} divides the customers between them: give at"
+                f" least {processes} --customers, not {self.customers}"
+            )
+
+
+def _seconds(value: object) -> bool:
+    """Whether `value` is a number of seconds (an int or a float, not a bool)."""
+    return type(value) in (int, float)

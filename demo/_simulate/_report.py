@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import msgspec
 
-__all__ = ["Invariant", "SimReport", "render"]
+__all__ = ["Invariant", "SimReport", "WorkerFigures", "render"]
 
 
 class Invariant(msgspec.Struct, frozen=True):
@@ -25,6 +25,42 @@ class Invariant(msgspec.Struct, frozen=True):
     failures: int
     summary: str
     examples: tuple[str, ...] = ()
+
+
+class WorkerFigures(msgspec.Struct, frozen=True):
+    """One surviving worker's figures, in a several-process run.
+
+    Attributes:
+        index: which worker (its customers are those whose number is `index` modulo
+            the number of processes).
+        restarts: times this worker was killed and started again.
+        pid: the last worker's process id.
+        customers: customers it ran.
+        commands: commands its customers sent (answered), the last worker's only;
+            after a restart, from the first command of each customer again.
+        acknowledged, duplicates, rejected, errors: how they were answered
+            (`duplicates`: acknowledged with the first result of a command a killed
+            worker had already committed, so stored once).
+        seconds: wall time while its customers acted.
+        held: the process managers it held a lease on at the end.
+        takeovers: leases it took (its first ones included); lost: leases it lost.
+        read_models_ok: its live read models equal a rebuild from position 0.
+    """
+
+    index: int
+    restarts: int
+    pid: int
+    customers: int
+    commands: int
+    acknowledged: int
+    duplicates: int
+    rejected: int
+    errors: int
+    seconds: float
+    held: tuple[str, ...]
+    takeovers: int
+    lost: int
+    read_models_ok: bool
 
 
 class SimReport(msgspec.Struct, frozen=True):
@@ -52,8 +88,18 @@ class SimReport(msgspec.Struct, frozen=True):
         settle_seconds: time from the customers' last command to a settled store.
         process_managers: per process manager: handled, sent, rejected,
             compensations, retries, parked.
-        invariants: each invariant's outcome, checked over the whole store.
+        invariants: each invariant's outcome, checked over the whole store (with
+            several processes, `read_models_rebuild` over every surviving worker's).
         ok: every invariant holds.
+        processes: worker processes (1: the run was in this process).
+        lease_ttl: the process managers' lease, in seconds.
+        chaos: whether workers were killed (`chaos_interval`: seconds between kills).
+        kills, restarts: workers killed with SIGKILL, and started in their place.
+        takeovers: process manager leases the surviving workers took (their first
+            ones included; a takeover by a worker later killed is not counted).
+        duplicates: customer commands resent by a restarted worker and answered with
+            their first result.
+        workers: each surviving worker's figures.
     """
 
     db: str
@@ -81,11 +127,20 @@ class SimReport(msgspec.Struct, frozen=True):
     process_managers: dict[str, dict[str, int]]
     invariants: tuple[Invariant, ...]
     ok: bool
+    processes: int = 1
+    lease_ttl: float = 2.0
+    chaos: bool = False
+    chaos_interval: float = 3.0
+    kills: int = 0
+    restarts: int = 0
+    takeovers: int = 0
+    duplicates: int = 0
+    workers: tuple[WorkerFigures, ...] = ()
 
 
 def render(report: SimReport) -> str:
     """The report as human-readable lines."""
-    lines = [*_summary(report), "  commands sent (refused):"]
+    lines = [*_summary(report), *_processes(report), "  commands sent (refused):"]
     lines += [
         f"    {name:<16} {n:>7,}"
         + (f"  ({report.rejected_by_type[name]:,})" if name in report.rejected_by_type else "")
@@ -127,6 +182,35 @@ def _summary(report: SimReport) -> list[str]:
     if report.error_types:
         answers += f" {report.error_types}"
     return [head, rate, answers]
+
+
+def _processes(report: SimReport) -> list[str]:
+    """With several processes: the kills, restarts, takeovers and each worker's figures."""
+    if report.processes == 1:
+        return []
+    chaos = (
+        f"chaos every {report.chaos_interval:g} s: {report.kills:,} killed (SIGKILL),"
+        f" {report.restarts:,} restarted"
+        if report.chaos
+        else "no chaos"
+    )
+    head = (
+        f"  {report.processes} worker processes, process manager leases of"
+        f" {report.lease_ttl:g} s; {chaos}; {report.takeovers:,} lease takeovers;"
+        f" {report.duplicates:,} commands resent after a restart"
+    )
+    columns = (
+        "  workers: restarts / commands / acknowledged / duplicates / refused / errors /"
+        " takeovers / holds"
+    )
+    lines = [head, columns]
+    lines += [
+        f"    worker {w.index:<3} {w.restarts:>3} {w.commands:>7,} {w.acknowledged:>7,}"
+        f" {w.duplicates:>6,} {w.rejected:>6,} {w.errors:>5,} {w.takeovers:>4}"
+        f"  {', '.join(w.held) or '-'}" + ("" if w.read_models_ok else "  READ MODELS DIFFER")
+        for w in report.workers
+    ]
+    return lines
 
 
 def _invariants(report: SimReport) -> list[str]:

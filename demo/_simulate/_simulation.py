@@ -11,22 +11,16 @@ from typing import Any, TextIO
 
 import anyio
 
-from actors import (
-    ActorSystem,
-    ProcessManagerHandle,
-    ProcessManagerOptions,
-    open_system,
-)
+from actors import ActorSystem, ProcessManagerHandle, open_system
 from demo._backend import backend_of, redacted
-from demo._simulate._couriers import Couriers
 from demo._simulate._driver import _Run
 from demo._simulate._invariants import check_store
 from demo._simulate._options import SimOptions
+from demo._simulate._processes import simulate_processes
 from demo._simulate._progress import _progress, _progress_line
 from demo._simulate._report import Invariant, SimReport
 from demo._simulate._settling import _settled
-from demo.bank import Balances, BankTotals, Statements, TransferProcess
-from demo.shop import OrderDetails, OrderFulfilment, OrderHistory, Shipping, ShopAnalytics
+from demo._simulate._system import _manage, _project, _statistics
 from readmodels import ProjectionHandle
 
 __all__ = ["simulate"]
@@ -55,16 +49,24 @@ class _Checked:
 async def simulate(options: SimOptions, *, stderr: TextIO | None = None) -> SimReport:
     """Run one simulation, settle it, check the invariants and return the report.
 
+    With `options.processes` > 1 the run is on that many worker processes (see
+    `simulate_processes`).
+
     Args:
         options: what to run.
         stderr: where the live progress line goes, if it is a terminal (default
-            `sys.stderr`).
+            `sys.stderr`; one process only).
 
     Raises:
         StoreError: the store could not be opened.
+        SimulationError: (several processes) a worker failed or exited unasked.
 
-    Cancellation: the customers stop; the actor system drains and closes the store.
+    Cancellation: the customers stop; the actor system drains and closes the store
+    (with several processes: every worker is killed and reaped).
     """
+    if options.processes > 1:
+        return await simulate_processes(options)
+    assert options.db is not None  # SimOptions refuses no db for one process
     err = sys.stderr if stderr is None else stderr
     progress = err if err.isatty() else None
     async with open_system(
@@ -78,38 +80,11 @@ async def simulate(options: SimOptions, *, stderr: TextIO | None = None) -> SimR
         # decode what earlier runs left in the file: make them first.
         run = _Run(options, system, f"r{before}.")
         live = await _project(system)
-        managers = await _manage(system, options.couriers)
+        managers = await _manage(system, options)
         await run.start()
         acted = await _act_and_settle(run, live, managers, before, progress)
         checked = await _check(system, live, managers, before, acted.settled, options)
     return _report(options, run, before, acted, checked)
-
-
-async def _project(system: ActorSystem) -> list[ProjectionHandle[Any]]:
-    """Start the bank's and the shop's read models (checked against a rebuild at the end)."""
-    return [
-        await system.project(p)
-        for p in (
-            Balances(),
-            Statements(),
-            BankTotals(),
-            OrderHistory(),
-            OrderDetails(),
-            ShopAnalytics(),
-        )
-    ]
-
-
-async def _manage(system: ActorSystem, couriers: int) -> list[ProcessManagerHandle]:
-    """Start the bank's and the shop's process managers, and the couriers."""
-    return [
-        await system.run_process_manager(TransferProcess()),
-        await system.run_process_manager(OrderFulfilment()),
-        await system.run_process_manager(Shipping()),
-        await system.run_process_manager(
-            Couriers(), options=ProcessManagerOptions(concurrency=couriers)
-        ),
-    ]
 
 
 async def _act_and_settle(
@@ -155,18 +130,6 @@ async def _check(
     return _Checked(head, (settled, *checks), by_type, pm_stats)
 
 
-def _statistics(handle: ProcessManagerHandle) -> dict[str, int]:
-    s = handle.statistics()
-    return {
-        "handled": s.handled,
-        "sent": s.sent,
-        "rejected": s.rejected,
-        "compensations": s.compensations,
-        "retries": s.retries,
-        "parked": s.parked,
-    }
-
-
 def _report(
     options: SimOptions, run: _Run, before: int, acted: _Acted, checked: _Checked
 ) -> SimReport:
@@ -174,6 +137,7 @@ def _report(
     counts = run.counts
     seconds = acted.seconds
     events_in_run = acted.sent_head - before
+    assert options.db is not None
     return SimReport(
         db=redacted(options.db),
         backend=backend_of(options.db),
@@ -200,4 +164,6 @@ def _report(
         process_managers=checked.process_managers,
         invariants=checked.invariants,
         ok=all(i.ok for i in checked.invariants),
+        lease_ttl=options.lease_ttl,
+        duplicates=counts.duplicates,
     )
