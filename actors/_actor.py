@@ -4,9 +4,10 @@ One actor per aggregate instance. It takes every command waiting in its mailbox 
 `max_batch`), decides them in order against the evolving state, and persists them in
 as few appends as possible: consecutive commands without a command id share one
 append; a command with a command id gets its own append (the store records the id with
-exactly that command's events, in the same transaction), submitted in order right
-behind the others so the store's writer still commits them together. Each caller gets
-its own result or error. Replies go out only after the store committed (durable ack).
+exactly that command's events, in the same transaction). The appends of one batch go
+out one after another, each once the one before it committed as decided. Each caller
+gets its own result or error. Replies go out only after the store committed (durable
+ack).
 """
 
 from __future__ import annotations
@@ -618,15 +619,19 @@ class AggregateActor:
         # On the actor task, the append is shielded: a cancelled actor (shutdown past
         # its grace) still learns the outcome and answers. A caller running inline is
         # not shielded; its cancellation makes the actor reload (see `run_inline`).
+        # One after another: each segment was decided on the state the ones before it
+        # leave, so it is sent only once they committed as decided. Sent together, a
+        # later one could commit on top of another process's events when an earlier one
+        # failed and the other process had written as many events (same version).
         with anyio.CancelScope(shield=not self.inline):
-            if len(segments) == 1:
-                outcomes[0] = await self._append(segments[0], base)
-            else:
-                async with anyio.create_task_group() as tg:
-                    expected = base
-                    for index, segment in enumerate(segments):
-                        tg.start_soon(self._append_into, segment, expected, outcomes, index)
-                        expected += sum(len(p.events) for p in segment)
+            expected = base
+            for index, segment in enumerate(segments):
+                outcome = outcomes[index] = await self._append(segment, expected)
+                if outcome is not _NO_EVENTS and (
+                    not isinstance(outcome, AppendResult) or outcome.duplicate
+                ):
+                    break  # the rest stays unsent (None): decided again
+                expected += sum(len(p.events) for p in segment)
         old = self.version
         conflicted: list[tuple[_Planned, IdempotencyConflict]] = []
         waiting: list[list[_Planned]] = []
@@ -672,15 +677,6 @@ class AggregateActor:
         if current:
             segments.append(current)
         return segments
-
-    async def _append_into(
-        self,
-        segment: list[_Planned],
-        expected: int,
-        outcomes: list[AppendResult | BaseException | None],
-        index: int,
-    ) -> None:
-        outcomes[index] = await self._append(segment, expected)
 
     async def _append(self, segment: list[_Planned], expected: int) -> AppendResult | BaseException:
         events = [event for planned in segment for event in planned.events]
@@ -830,28 +826,14 @@ class AggregateActor:
         outcome: AppendResult | BaseException | None,
         retry: list[Envelope],
     ) -> bool:
-        """Settle a segment behind one that did not commit as decided; True: reload.
-
-        What it wrote (it can only have matched the stream's version by chance, when
-        another process wrote as many events) is answered as committed; what it did
-        not write is decided again, without counting an attempt; an unknown outcome
-        goes to its callers.
-        """
-        if isinstance(outcome, AppendResult) and outcome is not _NO_EVENTS:
-            self._answer_segment(segment, outcome)
-            return True
-        if outcome is _NO_EVENTS or isinstance(
-            outcome, ConcurrencyError | IdempotencyConflict | InvalidArgument | LeaseLost
-        ):
-            for planned in segment:
-                retry.append(planned.envelope)
-                retry.extend(planned.followers or ())
-            return False
-        assert isinstance(outcome, BaseException)
-        self.host.restarted()
+        """Settle a segment behind one that did not commit as decided (it was not sent,
+        or writes nothing): decided again, without counting an attempt. Returns False
+        (no reload of its own)."""
+        assert outcome is None or outcome is _NO_EVENTS, outcome
         for planned in segment:
-            self._fail(planned, outcome)
-        return True
+            retry.append(planned.envelope)
+            retry.extend(planned.followers or ())
+        return False
 
     def _failed(
         self,

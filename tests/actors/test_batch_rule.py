@@ -18,8 +18,10 @@ from demo.bank import (
     CloseAccount,
     Deposit,
     Deposited,
+    InsufficientFunds,
     OpenAccount,
     Withdraw,
+    Withdrawn,
 )
 from store import ANY, EventStore, IdempotencyConflict, RecordedEvent, open_store
 from tests.actors.support import _Wrapper
@@ -209,3 +211,50 @@ async def test_the_same_command_id_at_once_works_without_remembered_ids() -> Non
         again = await accounts.ask("f", Deposit(account_id="f", amount=5), command_id="same")
         assert again.duplicate
         assert again.version == 2
+
+
+class Withdrawer(LoadGate):
+    """Also: before the next append, another writer withdraws 100 from the stream."""
+
+    def __init__(self, inner: EventStore) -> None:
+        super().__init__(inner)
+        self.interlopes = 0
+
+    async def append(self, stream_id: str, events: Sequence[msgspec.Struct], **kw: Any) -> Any:
+        if self.interlopes:
+            self.interlopes -= 1
+            await self.inner.append(stream_id, [Withdrawn(amount=100)], expected_version=ANY)
+        return await self.inner.append(stream_id, events, **kw)
+
+
+async def test_an_append_behind_a_failed_one_is_not_sent_on_the_version_another_wrote() -> None:
+    """Two appends of one batch (commands with ids): the first conflicts because another
+    writer appended one event; the second, decided on the first's effect, expects the
+    version the other writer's event happens to reach. Sent together, it committed
+    there: a withdrawal of 150 from an account holding 0. It is decided again instead."""
+    async with open_store(":memory:") as inner:
+        gate = Withdrawer(inner)
+        async with open_system(gate.as_store()) as system:
+            accounts = system.aggregates(Account)
+            await accounts.ask("w", OpenAccount(account_id="w", owner="ada"))
+            await accounts.ask("w", Deposit(account_id="w", amount=100))
+            gate.interlopes = 1
+            deposit, withdraw = await _one_batch(
+                system,
+                gate,
+                "w",
+                [
+                    lambda: accounts.ask("w", Deposit(account_id="w", amount=50), command_id="d"),
+                    lambda: accounts.ask("w", Withdraw(account_id="w", amount=150), command_id="w"),
+                ],
+            )
+            assert isinstance(deposit, CommandResult)
+            assert isinstance(withdraw, InsufficientFunds)
+            assert (await accounts.state("w")).balance == 50
+            stored = await system.store.read_stream("account-w")
+            assert [type(e.event).__name__ for e in stored] == [
+                "AccountOpened",
+                "Deposited",
+                "Withdrawn",
+                "Deposited",
+            ]
