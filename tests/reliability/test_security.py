@@ -268,7 +268,7 @@ UNBOUNDED_ALLOWED = {
     # None turns idle passivation off; the actor count is still capped by max_live_actors
     ("SystemOptions", "idle_timeout"),
 }
-_NOT_LIMITS = frozenset({"synchronous", "writer", "follow"})  # switches, not limits
+_NOT_LIMITS = frozenset({"synchronous", "writer", "follow", "lease"})  # switches, not limits
 
 
 def unbounded_defaults(classes: tuple[type[Any], ...]) -> list[str]:
