@@ -271,11 +271,19 @@ class _Partition:
     its checkpoint, fenced by its lease (None without `lease`)."""
 
     def __init__(
-        self, handle: ProcessManagerHandle, index: int, lease: Lease | None, checkpoint: int
+        self,
+        handle: ProcessManagerHandle,
+        index: int,
+        lease: Lease | None,
+        checkpoint: int,
+        replay_until: int,
     ) -> None:
         self.handle = handle
         self.index = index
         self.lease = lease
+        # Events up to here may have been handled before (by a process that died, or
+        # this one before a restart) past the checkpoint: see `_carry_through`.
+        self.replay_until = replay_until
         self.saved = checkpoint
         self.delivered = checkpoint  # the subscription's position after the last event
         self.in_flight: dict[int, anyio.Event] = {}
@@ -357,7 +365,9 @@ class _Partition:
         try:
             if previous is not None:
                 await previous.wait()
-            await self.handle._carry_through(recorded, self.lease)
+            await self.handle._carry_through(
+                recorded, self.lease, recorded.position <= self.replay_until
+            )
             if faults.enabled:
                 await faults.hit_async("after_projection_apply_before_checkpoint")
         except ShuttingDown:
@@ -552,7 +562,7 @@ class ProcessManagerHandle:
         checkpoint = await store.load_checkpoint(name)
         if checkpoint == 0 and len(self._names) > 1:
             checkpoint = self._base_checkpoint  # first run with partitions
-        partition = _Partition(self, index, lease, checkpoint)
+        partition = _Partition(self, index, lease, checkpoint, await store.last_position())
         self._partitions[index] = partition
         try:
             await self._tg.start(partition.run)
@@ -685,7 +695,17 @@ class ProcessManagerHandle:
                 await self._system.store.release_lease(self._member)
             self._member = None
 
-    async def _carry_through(self, recorded: RecordedEvent, fence: Lease | None) -> None:
+    async def _carry_through(
+        self, recorded: RecordedEvent, fence: Lease | None, replay: bool
+    ) -> None:
+        """Send the commands `recorded` calls for, compensating refused ones.
+
+        With `replay` (the event may have been handled before, past the checkpoint), a
+        step whose compensation is stored was refused then: it is not sent again, since
+        it could now be accepted and contradict its compensation (a refusal stores
+        nothing that a resend could be answered from). A compensation that sent no
+        command leaves no such trace.
+        """
         manager = self.manager
         try:
             steps = tuple(manager.react(recorded))
@@ -693,8 +713,18 @@ class ProcessManagerHandle:
             self._park(recorded, None, exc, 1)
             return
         prefix = f"{manager.name}:{recorded.position}"
+        store = self._system.store
         for index, step in enumerate(steps):
             command_id = f"{prefix}:{index}"
+            if replay:
+                try:
+                    compensated = await store.find_command(f"{command_id}:c0")
+                except StoreError as exc:
+                    self._park(recorded, command_id, exc, 1)
+                    return
+                if compensated is not None:
+                    self._rejected += 1
+                    continue
             try:
                 await self._send(recorded, step, command_id, fence)
             except Rejected as refusal:

@@ -160,3 +160,28 @@ def test_lease_options_are_checked() -> None:
     for bad in ({"lease": 1}, {"lease_ttl": 0.01}, {"partitions": 0}, {"partitions": 2000}):
         with pytest.raises(ValueError, match=next(iter(bad))):
             ProcessManagerOptions(**bad)
+
+
+async def test_a_step_refused_and_compensated_is_not_redone_when_its_event_is_replayed(
+    durable_target: str,
+) -> None:
+    """A holder died after compensating a refused step but before its checkpoint; the
+    next holder replays the event. The step would now be accepted (the mirror account
+    was opened meanwhile): sent again, it would mirror money the source got back."""
+    async with open_system(durable_target) as system:
+        await _open(system, "src-9")  # no mirror-9: the mirror deposit is refused
+        before = await system.store.last_position()
+        handle = await system.run_process_manager(Mirror())
+        last = await _deposit(system, "src-9", 30)
+        await handle.wait_for(await system.store.last_position())
+        assert handle.statistics().compensations == 1
+        assert await _balance(system, "src-9") == 0  # refunded
+        await handle.stop()
+        await system.store.save_checkpoint("process:mirror", before)  # lost, as in a crash
+        await _open(system, "mirror-9")
+        again = await system.run_process_manager(Mirror())
+        await again.wait_for(await system.store.last_position())
+        assert again.position >= last
+        assert await _balance(system, "mirror-9") == 0
+        assert await _balance(system, "src-9") == 0
+        assert again.statistics().rejected == 1
