@@ -29,18 +29,13 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(time_limit(300))]
 
 PROCESSES = 4
 # Must hold in every run.
-REQUIRED = ("settled", "orders_final", "read_models_rebuild")
-# Broken by known runtime bugs (see RUNTIME_BUGS): the run is marked xfail when one of
-# these fails and everything above held.
-KNOWN_BROKEN = ("money_conserved", "transfers_ended", "no_negative_balance")
-RUNTIME_BUGS = (
-    "runtime bugs: (1) a process manager that takes over re-handles events its dead"
-    " predecessor had already handled past its last checkpoint, and a command refused the"
-    " first time (then compensated: TransferFailed, OrderCancelled) is decided again under"
-    " the same command id and can now commit (a debit of a failed transfer, a charge of a"
-    " cancelled order); (2) with several processes an account's command is sometimes"
-    " decided on a state older than the stream's head and appended on top of it, so a"
-    " balance goes below 0"
+REQUIRED = (
+    "settled",
+    "orders_final",
+    "read_models_rebuild",
+    "money_conserved",
+    "transfers_ended",
+    "no_negative_balance",
 )
 
 
@@ -102,9 +97,6 @@ def check(
     broken = {name: found[name] for name in REQUIRED if not found[name].ok}
     assert broken == {}
     assert sim.errors == 0 or set(sim.error_types) <= {"TooManyAttempts"}
-    known = {name: found[name].examples for name in KNOWN_BROKEN if not found[name].ok}
-    if known:  # whether they bite depends on which worker the chaos kills: not strict
-        pytest.xfail(f"{RUNTIME_BUGS}: {known}")
 
 
 async def test_scale1_sqlite_four_processes_one_killed_repeatedly(
