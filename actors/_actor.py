@@ -38,6 +38,7 @@ from store import (
     IdempotencyConflict,
     InvalidArgument,
     LeaseLost,
+    RecordedEvent,
     StoreClosed,
     StoreError,
     get_logger,
@@ -93,6 +94,7 @@ class AggregateActor:
         "busy",
         "done",
         "failure",
+        "foreign",
         "host",
         "in_a_row",
         "inline",
@@ -104,6 +106,7 @@ class AggregateActor:
         "state",
         "store",
         "stream_id",
+        "unsure",
         "version",
     )
 
@@ -138,9 +141,14 @@ class AggregateActor:
         self.inline = False
         self.failure: BaseException | None = None
         self.in_a_row = 0  # restarts in a row, reset by a command that succeeds
-        # The stream's version as another process wrote it, when the bus's follower or
-        # a confirmation saw it ahead of `version`: reload before deciding anything.
+        # The stream's version as another process wrote it, when the bus's follower, a
+        # conflict or a confirmation saw it ahead of `version`: catch up before deciding
+        # anything, from `foreign` (the events the follower read, in order) when they
+        # reach it, else from the store. `unsure`: an outcome is unknown, only a read of
+        # the store tells where the stream is.
         self.behind = 0
+        self.foreign: list[RecordedEvent] = []
+        self.unsure = False
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -200,7 +208,7 @@ class AggregateActor:
                     raise failure
                 continue
             if self.behind > self.version:
-                await self._load(catch_up=True)
+                await self._catch_up()
             batch = mailbox.take(limit)
             if not batch:
                 if mailbox.closed:
@@ -233,7 +241,7 @@ class AggregateActor:
             or self.failure is not None
             or self.mailbox.closed
             or len(self.mailbox)
-            or self.behind > self.version
+            or (self.behind > self.version and not self._absorb())
         ):
             return False
         self.inline = True
@@ -267,7 +275,7 @@ class AggregateActor:
                         planned = _Planned(envelope, events, state, version + len(events))
                         todo, reload = self._settle([[planned]], [exc], [])
                         if reload:
-                            await self._load(catch_up=True)
+                            await self._catch_up()
                     else:
                         self.state = state
                         self.version = last = result.last_version
@@ -296,7 +304,7 @@ class AggregateActor:
             while todo:
                 todo, reload = await self._attempt(todo)
                 if reload:
-                    await self._load(catch_up=True)
+                    await self._catch_up()
         except (_Restart, _Parked) as exc:
             self.failure = exc
         except Exception as exc:  # noqa: BLE001 - handed to the actor task, which reports it
@@ -385,7 +393,56 @@ class AggregateActor:
             error.__cause__ = exc
             self._fail_load(error)
         self.state, self.version, self.position = state, version, position
+        self.unsure = False
+        self.foreign = [e for e in self.foreign if e.version > version]
         self._log.debug("actor.loaded", version=version)
+
+    async def _catch_up(self) -> None:
+        """Bring the state up to the stream's version as last seen (`behind`): from the
+        events the follower handed over when they reach it, else from the store (always
+        when an outcome was unknown)."""
+        if not self.unsure and self._absorb():
+            return
+        await self._load(catch_up=True)
+
+    def offer(self, recorded: RecordedEvent) -> None:
+        """An event of this stream the bus's follower read (another process wrote it,
+        or this actor's own append, read before its answer came): kept to fold before
+        the next decision. At most `_MAX_FOREIGN` are kept; past them, a read of the
+        store catches up."""
+        if recorded.version <= self.version:
+            return
+        self.behind = max(self.behind, recorded.version)
+        foreign = self.foreign
+        following = foreign[-1].version + 1 if foreign else self.version + 1
+        if recorded.version == following and len(foreign) < _MAX_FOREIGN:
+            foreign.append(recorded)
+        elif recorded.version > following:
+            foreign.clear()  # not contiguous with what is kept: the store tells
+
+    def _absorb(self) -> bool:
+        """Fold the kept events that follow `version` onto the state; whether it then
+        reaches `behind`. An event `evolve` refuses is left to a load, which reports it."""
+        foreign = self.foreign
+        if foreign:
+            state, version, position = self.state, self.version, self.position
+            evolve = self.aggregate.evolve
+            used = 0
+            for recorded in foreign:
+                used += 1
+                if recorded.version <= version:
+                    continue
+                if recorded.version != version + 1:
+                    break
+                try:
+                    state = evolve(state, recorded.event)
+                except Exception:  # noqa: BLE001 - the load reads it again and reports it
+                    foreign.clear()
+                    return False
+                version, position = recorded.version, recorded.position
+            del foreign[:used]
+            self.state, self.version, self.position = state, version, position
+        return self.version >= self.behind
 
     def _fail_load(self, error: RecoveryError) -> None:
         self.host.restarted()
@@ -406,7 +463,7 @@ class AggregateActor:
         while todo:
             todo, reload = await self._attempt(todo)
             if reload:
-                await self._load(catch_up=True)
+                await self._catch_up()
         self._current = []
 
     async def _attempt(self, todo: list[Envelope]) -> tuple[list[Envelope], bool]:
@@ -738,7 +795,7 @@ class AggregateActor:
                 if outcome.duplicate:
                     # Stored before (by an earlier life of this actor or another
                     # process): its events are not the ones the plan went on from.
-                    diverged = reload = True
+                    diverged = reload = self.unsure = True
                     _decide_again(pending, retry)
                     self._answer_segment(segment, outcome)
                 else:
@@ -792,7 +849,7 @@ class AggregateActor:
         self.behind = max(self.behind, current)
         host = self.host
         host.conflicted()
-        await self._load(catch_up=True)
+        await self._catch_up()
         again: list[Envelope] = []
         max_attempts = host.options.max_attempts
         for envelope in envelopes:
@@ -846,6 +903,11 @@ class AggregateActor:
         host = self.host
         if isinstance(error, ConcurrencyError):
             host.conflicted()
+            self.behind = max(self.behind, error.actual)
+            if any(planned.envelope.attempts for planned in segment):
+                # Lost a race again: the stream moves fast, read its latest state
+                # rather than fold up to the version that append saw.
+                self.unsure = True
             max_attempts = host.options.max_attempts
             for planned in segment:
                 envelope = planned.envelope
@@ -863,6 +925,7 @@ class AggregateActor:
             # A resend that decided other events than the first time: answered after
             # a lookup (in _persist) with the first result, or with the conflict.
             conflicted.extend((planned, error) for planned in segment)
+            self.unsure = True
             return True
         if isinstance(error, LeaseLost):  # nothing written: the sender lost its lease
             for planned in segment:
@@ -881,6 +944,7 @@ class AggregateActor:
             return False
         # Unknown outcome (StoreUnavailable, StoreFull, closed...): the caller gets the
         # error and the actor reloads before anything else.
+        self.unsure = True
         host.restarted()
         for planned in segment:
             self._fail(planned, error)
@@ -927,6 +991,8 @@ def _decide_again(segments: list[list[_Planned]], retry: list[Envelope]) -> None
             retry.extend(planned.followers or ())
     segments.clear()
 
+
+_MAX_FOREIGN = 256  # events of its stream an actor keeps from the follower
 
 _NO_EVENTS = AppendResult("", 0, 0, 0, 0)
 READ_STATE = object()

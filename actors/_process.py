@@ -148,7 +148,10 @@ class ProcessManagerOptions:
     Attributes:
         concurrency: events handled at once per partition (events of one stream still
             in order).
-        max_attempts: tries of one command through transient failures before parking.
+        max_attempts: tries of one command through transient failures (a full
+            mailbox, an overloaded system, a timeout, `TooManyAttempts` when several
+            processes write its stream at once) before parking: 10, with the backoff
+            about 3 s in all.
         retry_delay: first backoff between tries, in seconds (doubles, capped at 1 s).
         max_parked: dead letters kept; beyond it the oldest are dropped (and counted).
         queue_size: the bus subscription's live buffer, in events.
@@ -165,7 +168,7 @@ class ProcessManagerOptions:
     """
 
     concurrency: int = 64
-    max_attempts: int = 5
+    max_attempts: int = 10
     retry_delay: float = 0.01
     max_parked: int = 1_000
     queue_size: int = 10_000

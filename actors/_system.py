@@ -283,13 +283,13 @@ class ActorSystem:
 
     def _external_commits(self, events: Sequence[RecordedEvent]) -> None:
         """The bus read `events` from the store (mostly other processes' commits): a
-        live actor of a stream written past its version reloads before its next
-        decision instead of learning it from a conflict."""
+        live actor of a stream written past its version folds them (or reloads) before
+        its next decision instead of learning it from a conflict."""
         live = self._registry.live
         for recorded in events:
             actor = live.get(recorded.stream_id)
-            if actor is not None and recorded.version > max(actor.version, actor.behind):
-                actor.behind = recorded.version
+            if actor is not None:
+                actor.offer(recorded)
 
     # -- passivation ----------------------------------------------------------------------
 

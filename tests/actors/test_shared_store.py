@@ -9,15 +9,16 @@ others wrote, so they reload before the next decision."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import anyio
 import pytest
 
 from actors import ActorSystem, open_system
 from demo.bank import Account, Deposit, InsufficientFunds, OpenAccount, Withdraw
-from store import RecordedEvent
+from store import EventStore, RecordedEvent, open_store
 from tests.actors.domain import Counter, Increment
+from tests.actors.support import _Wrapper
 
 
 async def opened_at_100(system: ActorSystem, account: str = "acc") -> None:
@@ -80,29 +81,46 @@ async def test_a_refusal_that_still_holds_is_answered_after_the_check(
         assert (await a.aggregates(Account).state("acc")).balance == 110
 
 
-async def test_the_follower_marks_live_actors_behind_and_they_reload_first(
+class ReadCounter(_Wrapper):
+    """Counts the reads of one stream (an actor's loads and catch-ups)."""
+
+    def __init__(self, inner: EventStore) -> None:
+        super().__init__(inner)
+        self.stream_reads = 0
+
+    async def read_stream(self, stream_id: str, **kw: Any) -> list[RecordedEvent]:
+        self.stream_reads += 1
+        return await self.inner.read_stream(stream_id, **kw)
+
+
+async def test_a_live_actor_folds_what_the_follower_read_before_its_next_decision(
     durable_target: str,
 ) -> None:
     seen = anyio.Event()
 
     def written(events: Sequence[RecordedEvent]) -> None:
-        if any(e.stream_id == "account-acc" and e.version == 3 for e in events):
+        if any(e.stream_id == "account-acc" and e.version == 4 for e in events):
             seen.set()
 
     async with (
-        open_system(durable_target) as a,
+        open_store(durable_target) as inner,
+        open_system(ReadCounter(inner).as_store()) as a,
         open_system(durable_target, follow=False) as b,
     ):
+        counter = cast(ReadCounter, a.store)
         await opened_at_100(a)
         a.bus.add_external_listener(written)
         await b.aggregates(Account).ask("acc", Deposit("acc", 1000))
+        await b.aggregates(Account).ask("acc", Deposit("acc", 1))
         with anyio.fail_after(10):
             await seen.wait()
-        conflicts = a.statistics().conflicts
+        conflicts, reads = a.statistics().conflicts, counter.stream_reads
         result = await a.aggregates(Account).ask("acc", Withdraw("acc", 500))
-        assert result.version == 4
-        # reloaded before deciding: no conflict, no confirmation retry
+        assert result.version == 5
+        assert (await a.aggregates(Account).state("acc")).balance == 601
+        # folded before deciding: no conflict, and no read of the stream
         assert a.statistics().conflicts == conflicts
+        assert counter.stream_reads == reads
 
 
 async def test_a_read_model_in_one_process_sees_commits_of_another(
