@@ -231,6 +231,8 @@ class _Clock:
     def __init__(self, now: float) -> None:
         self.now = now
         self.perf_counter = time.perf_counter
+        self.monotonic = time.monotonic
+        self.sleep = time.sleep
 
     def time(self) -> float:
         return self.now
