@@ -86,6 +86,9 @@ def lost_acks(lines: list[dict[str, object]], db: Path) -> list[str]:
 def partial_commands(db: Path) -> list[str]:
     """Commands whose stored events are not exactly the versions their record names."""
     with _connect(db) as conn:
+        # One read transaction for both tables: a writer still running (the writer
+        # process of a killed program finishes its batch) may commit between them.
+        conn.execute("BEGIN")
         commands = conn.execute(
             "SELECT command_id, stream_id, first_version, last_version FROM commands"
         ).fetchall()
@@ -94,6 +97,7 @@ def partial_commands(db: Path) -> list[str]:
             "SELECT command_id, stream_id, version FROM events WHERE command_id IS NOT NULL"
         ):
             stored.setdefault(command_id, []).append((stream_id, version))
+        conn.execute("COMMIT")
     conn.close()
     bad = []
     for command_id, stream_id, first, last in commands:
