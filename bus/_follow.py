@@ -121,9 +121,13 @@ class Follower:
                     continue
             self._gap = False
             target = self._target
-            registry = getattr(self._source, "registry", None)
+            source = self._source
+            registry = getattr(source, "registry", None)
+            # A store's own lane for the follower when it has one (`read_log`): the
+            # follower never waits behind the actors' reads.
+            read = getattr(source, "read_log", source.read_all)
             try:
-                page = await self._source.read_all(
+                page = await read(
                     from_position=bus.published + 1,
                     to_position=target,
                     limit=self._page,

@@ -206,6 +206,9 @@ class PostgresEventStore(GroupCommitStore):
             channel_name(schema),
         )
         self._caught_up = 0  # the listener's connect the head was read after
+        # `read_log`'s connection (the bus's follower), opened by its first call.
+        self._log_conn: asyncpg.Connection | None = None
+        self._log_lock = anyio.Lock()
         # The task connecting it now (in the store's task group), if one is.
         self._listening: _Connecting | None = None
 
@@ -475,6 +478,43 @@ class PostgresEventStore(GroupCommitStore):
         rows = await self._call("fetch", self._queries.read_leases, (prefix,))
         return [lease for row in rows if (lease := _lease(row)) is not None]
 
+    async def _read_log(
+        self, low: int, high: int, tags: list[str] | None, limit: int
+    ) -> list[RecordedEvent]:
+        async with self._log_lock:
+            tasks = self._tasks
+            if self._readers_closed or tasks is None:
+                raise StoreClosed(f"the store {self.path} is closed")
+            future: asyncio.Future[Any] = self._loop.create_future()
+            tasks.start_soon(self._read_log_into, future, (low, high, tags, None, limit))
+            rows = await future
+        return _decode_rows(self.registry, rows)
+
+    async def _read_log_into(self, future: asyncio.Future[Any], args: tuple[Any, ...]) -> None:
+        """`read_log`'s query on its own connection, in a task of the store's (see
+        `_call`); a connection the server ended is opened again, once."""
+        try:
+            for attempt in range(2):
+                conn = self._log_conn
+                if conn is None or conn.is_closed():
+                    settings = _named(self._connect_args.dsn, {}, "esactors-follower")
+                    conn = self._log_conn = await _connect(
+                        self.path, self._connect_args._replace(server_settings=settings)
+                    )
+                try:
+                    result = await conn.fetch(self._queries.read_all, *args)
+                    break
+                except _CONNECTION_LOST:
+                    self._log_conn = None
+                    if attempt:
+                        raise
+        except Exception as exc:  # noqa: BLE001 - the reader's, never the store's task group's
+            if not future.done():
+                future.set_exception(_translate(exc, "read", self.path))
+        else:
+            if not future.done():
+                future.set_result(result)
+
     async def _read(self, sql: str, *args: Any) -> list[RecordedEvent]:
         rows = await self._call("fetch", sql, args)
         return _decode_rows(self.registry, rows)
@@ -643,6 +683,9 @@ async def open_postgres_store(
             store._readers_closed = True
             with contextlib.suppress(Exception):
                 await store._listener.close()
+            if store._log_conn is not None:
+                with contextlib.suppress(Exception):
+                    await store._log_conn.close()
             with contextlib.suppress(Exception):
                 await readers.close()
             conn = store._writer

@@ -84,6 +84,18 @@ class EventStore(Protocol):
         """
         ...
 
+    async def read_log(
+        self,
+        *,
+        from_position: int,
+        to_position: int,
+        limit: int,
+        event_types: Sequence[str] | None = None,
+    ) -> list[RecordedEvent]:
+        """`read_all` for the bus's follower, on a connection of its own where the store
+        has one to spare (one caller at a time), so it never waits behind other reads."""
+        ...
+
     def check_stream_id(self, stream_id: object) -> None:
         """Raise `InvalidStreamId` unless the store can take `stream_id` (its own limits);
         cheap for an id seen before."""

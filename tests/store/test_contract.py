@@ -21,6 +21,7 @@ from store import (
     EventRegistry,
     IdempotencyConflict,
     InvalidExpectedVersion,
+    InvalidReadArgument,
     RecordedEvent,
     SQLiteEventStore,
     UnknownEventType,
@@ -556,3 +557,25 @@ async def test_old_event_shapes_are_upcast_and_renamed_tags_aliased(tmp_path: Pa
         await store.append("s", [AmountV2(7, "USD")], expected_version=2)
         latest = await store.read_all(from_position=3)
         assert [(e.event, e.schema_version) for e in latest] == [(AmountV2(7, "USD"), 2)]
+
+
+async def test_read_log_reads_what_read_all_reads_on_a_lane_of_its_own(
+    store: GroupCommitStore,
+) -> None:
+    for n in range(1, 7):
+        await store.append(f"s-{n % 2}", [Deposited(n), Noted("x")], expected_version=ANY)
+    tags = ["test.deposited"]
+    for low, high, limit in ((1, 12, 100), (3, 9, 2), (5, 5, 10), (13, 20, 10)):
+        expected = await store.read_all(
+            from_position=low, to_position=high, limit=limit, event_types=tags
+        )
+        got = await store.read_log(
+            from_position=low, to_position=high, limit=limit, event_types=tags
+        )
+        assert got == expected
+    everything = await store.read_log(from_position=0, to_position=12, limit=100)
+    assert [e.position for e in everything] == list(range(1, 13))
+    with pytest.raises(InvalidReadArgument, match="read_log"):
+        await store.read_log(from_position=1, to_position="5", limit=10)  # type: ignore[arg-type]
+    with pytest.raises(InvalidReadArgument, match="read_log"):
+        await store.read_log(from_position=1, to_position=5, limit=0)
