@@ -46,16 +46,18 @@ class LoadGate(_Wrapper):
 
 
 class Interloper(LoadGate):
-    """Also: before the next append, another writer deposits 1,000 on the stream."""
+    """Also: before each of the next `interlopes` appends, another writer appends
+    `intruder` to the stream (by default a deposit of 1,000)."""
 
-    def __init__(self, inner: EventStore) -> None:
+    def __init__(self, inner: EventStore, intruder: msgspec.Struct | None = None) -> None:
         super().__init__(inner)
         self.interlopes = 0
+        self.intruder = Deposited(amount=1000) if intruder is None else intruder
 
     async def append(self, stream_id: str, events: Sequence[msgspec.Struct], **kw: Any) -> Any:
         if self.interlopes:
             self.interlopes -= 1
-            await self.inner.append(stream_id, [Deposited(amount=1000)], expected_version=ANY)
+            await self.inner.append(stream_id, [self.intruder], expected_version=ANY)
         return await self.inner.append(stream_id, events, **kw)
 
 
@@ -213,27 +215,13 @@ async def test_the_same_command_id_at_once_works_without_remembered_ids() -> Non
         assert again.version == 2
 
 
-class Withdrawer(LoadGate):
-    """Also: before the next append, another writer withdraws 100 from the stream."""
-
-    def __init__(self, inner: EventStore) -> None:
-        super().__init__(inner)
-        self.interlopes = 0
-
-    async def append(self, stream_id: str, events: Sequence[msgspec.Struct], **kw: Any) -> Any:
-        if self.interlopes:
-            self.interlopes -= 1
-            await self.inner.append(stream_id, [Withdrawn(amount=100)], expected_version=ANY)
-        return await self.inner.append(stream_id, events, **kw)
-
-
 async def test_an_append_behind_a_failed_one_is_not_sent_on_the_version_another_wrote() -> None:
     """Two appends of one batch (commands with ids): the first conflicts because another
     writer appended one event; the second, decided on the first's effect, expects the
     version the other writer's event happens to reach. Sent together, it committed
     there: a withdrawal of 150 from an account holding 0. It is decided again instead."""
     async with open_store(":memory:") as inner:
-        gate = Withdrawer(inner)
+        gate = Interloper(inner, Withdrawn(amount=100))
         async with open_system(gate.as_store()) as system:
             accounts = system.aggregates(Account)
             await accounts.ask("w", OpenAccount(account_id="w", owner="ada"))
