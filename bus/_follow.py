@@ -59,7 +59,6 @@ class Follower:
         self._wake = anyio.Event()
         self._moved = anyio.Event()  # replaced each time `published` moves
         self._log = get_logger("bus.follow")
-        self.reads = 0  # reads of the store made to fill in positions
 
     # -- what the bus calls (on the event loop, never blocking) -------------------------
 
@@ -142,7 +141,6 @@ class Follower:
                 self._gap = True  # no grace the next time round: read again
                 await anyio.sleep(_RETRY)
                 continue
-            self.reads += 1
             self._hand_over(page, target)
 
     def _hand_over(self, page: Sequence[RecordedEvent], target: int) -> None:
