@@ -11,6 +11,7 @@ from __future__ import annotations
 from actors._aggregate import SECRET, Aggregate, Command, CommandResult, Event
 from actors._context import current_chain, handling
 from actors._decode import CommandDecoder, InvalidCommand
+from actors._dispatch import Dispatch, StepRefused
 from actors._errors import (
     ActorError,
     AskTimeout,
@@ -29,7 +30,6 @@ from actors._errors import (
 from actors._generic import ActorRef
 from actors._options import SystemOptions
 from actors._process import (
-    Dispatch,
     ParkedStep,
     ProcessManager,
     ProcessManagerHandle,
@@ -69,6 +69,7 @@ __all__ = [
     "Rejected",
     "RestartLimitExceeded",
     "ShuttingDown",
+    "StepRefused",
     "SystemOptions",
     "SystemStatistics",
     "TooManyAttempts",

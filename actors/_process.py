@@ -14,7 +14,10 @@ The runtime (`run_process_manager`) drives it:
 - Up to `concurrency` events are handled at once, but events of one stream are handled
   in order. The checkpoint only moves over a contiguous prefix of handled positions (a
   low watermark), never past an event still in flight.
-- A refused step (`Rejected`) goes to `compensate`. A transient failure (mailbox full,
+- A refused step (`Rejected`) goes to `compensate`; the refusal and the commands that
+  undo it are recorded in the log (a `StepRefused` event, see `actors._dispatch`)
+  before any is sent, so an event handled again never resends a refused step and
+  finishes a compensation a crash cut short. A transient failure (mailbox full,
   ask timeout, repeated conflicts, an unavailable store) is retried with backoff a
   bounded number of times. A step that still fails, or a `react`/`compensate` that
   raises, is parked in the dead letters and the manager goes on.
@@ -46,7 +49,13 @@ import anyio
 import anyio.abc
 import msgspec
 
-from actors._aggregate import Aggregate, Command, Event
+from actors._aggregate import Aggregate, Event
+from actors._dispatch import (
+    Dispatch,
+    UnreadableRecord,
+    record_refusal,
+    recorded_refusal,
+)
 from actors._errors import (
     AskTimeout,
     MailboxFull,
@@ -70,7 +79,6 @@ from store import (
 )
 
 __all__ = [
-    "Dispatch",
     "ParkedStep",
     "ProcessManager",
     "ProcessManagerHandle",
@@ -104,14 +112,6 @@ class ProcessHost(Protocol):
 _TRANSIENT = (MailboxFull, Overloaded, AskTimeout, TooManyAttempts, StoreUnavailable)
 
 
-class Dispatch(msgspec.Struct, frozen=True):
-    """A command a process manager sends: to instance `aggregate_id` of `aggregate`."""
-
-    aggregate: type[Aggregate[Any, Any, Any]]
-    aggregate_id: str
-    command: Command
-
-
 class ProcessManager:
     """Base of process managers: pure reactions from events to commands.
 
@@ -137,7 +137,12 @@ class ProcessManager:
         self, recorded: RecordedEvent, dispatch: Dispatch, error: Rejected
     ) -> Sequence[Dispatch]:
         """The commands that undo the effects of `recorded` after `dispatch` was refused
-        with `error` (default: none; the refusal is only counted)."""
+        with `error` (default: none; the refusal is only counted).
+
+        They are recorded (encoded as JSON, with the import paths of their aggregate and
+        command classes) in a `StepRefused` event before the first is sent: an event
+        handled again after a crash sends the recorded ones, without calling this again.
+        """
         return ()
 
 
@@ -704,10 +709,9 @@ class ProcessManagerHandle:
         """Send the commands `recorded` calls for, compensating refused ones.
 
         With `replay` (the event may have been handled before, past the checkpoint), a
-        step whose compensation is stored was refused then: it is not sent again, since
-        it could now be accepted and contradict its compensation (a refusal stores
-        nothing that a resend could be answered from). A compensation that sent no
-        command leaves no such trace.
+        step with a `StepRefused` record was refused then: it is not sent again (it
+        could now be accepted and contradict its compensation); its recorded
+        compensation is sent again instead, finishing one a crash cut short.
         """
         manager = self.manager
         try:
@@ -721,12 +725,13 @@ class ProcessManagerHandle:
             command_id = f"{prefix}:{index}"
             if replay:
                 try:
-                    compensated = await store.find_command(f"{command_id}:c0")
-                except StoreError as exc:
+                    undo = await recorded_refusal(store, command_id)
+                except (StoreError, UnreadableRecord) as exc:
                     self._park(recorded, command_id, exc, 1)
-                    return
-                if compensated is not None:
+                    continue
+                if undo is not None:
                     self._rejected += 1
+                    await self._undo(recorded, undo, command_id, fence)
                     continue
             try:
                 await self._send(recorded, step, command_id, fence)
@@ -742,11 +747,28 @@ class ProcessManagerHandle:
         command_id: str,
         fence: Lease | None,
     ) -> None:
+        """Record the refusal of `step` with the commands that undo it, then send them."""
         try:
             undo = tuple(self.manager.compensate(recorded, step, refusal))
         except Exception as exc:  # noqa: BLE001 - a bug in compensate: park, go on
             self._park(recorded, command_id, exc, 1)
             return
+        try:
+            undo = await record_refusal(self._system.store, command_id, refusal, undo, fence)
+        except LeaseLost as exc:
+            raise _LeaseLost from exc
+        except (StoreError, UnreadableRecord, msgspec.EncodeError) as exc:
+            self._park(recorded, command_id, exc, 1)
+            return
+        await self._undo(recorded, undo, command_id, fence)
+
+    async def _undo(
+        self,
+        recorded: RecordedEvent,
+        undo: tuple[Dispatch, ...],
+        command_id: str,
+        fence: Lease | None,
+    ) -> None:
         for index, step_back in enumerate(undo):
             undo_id = f"{command_id}:c{index}"
             try:

@@ -14,6 +14,7 @@ import msgspec
 
 from actors._actor import AggregateActor
 from actors._aggregate import Aggregate, CommandT, EventT, StateT
+from actors._dispatch import StepRefused
 from actors._errors import InvalidOption, ShuttingDown
 from actors._generic import ActorRef, start_plain
 from actors._options import SYSTEM_FIELDS, SystemOptions
@@ -127,6 +128,8 @@ class ActorSystem:
             task_group, options.max_live_actors, options.max_queued_commands
         )
         self._log: Any = get_logger("actors.system")
+        # Process managers record refused steps in the log: every system reads them.
+        _register(store.registry, (StepRefused,))
 
     @property
     def accepting(self) -> bool:

@@ -6,14 +6,24 @@ from __future__ import annotations
 
 import signal
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import anyio
 import anyio.abc
 import pytest
 
-from actors import ActorSystem, ProcessManagerHandle, ProcessManagerOptions, open_system
-from store import LeaseLost
+from actors import (
+    ActorSystem,
+    Dispatch,
+    ProcessManagerHandle,
+    ProcessManagerOptions,
+    Rejected,
+    StepRefused,
+    open_system,
+)
+from store import LeaseLost, RecordedEvent
+from tests.actors.domain import Account, Deposit
 from tests.actors.test_process import Mirror, _balance, _deposit, _open
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -185,3 +195,74 @@ async def test_a_step_refused_and_compensated_is_not_redone_when_its_event_is_re
         assert await _balance(system, "mirror-9") == 0
         assert await _balance(system, "src-9") == 0
         assert again.statistics().rejected == 1
+
+
+class MirrorOrLedger(Mirror):
+    """Mirror's refund, then a note of the refused amount in account `ledger-<n>`."""
+
+    name = "mirror-ledger"
+
+    def compensate(
+        self, recorded: RecordedEvent, dispatch: Dispatch, error: Rejected
+    ) -> Sequence[Dispatch]:
+        assert isinstance(dispatch.command, Deposit)
+        ledger = "ledger-" + recorded.stream_id.removeprefix("account-src-")
+        return [
+            *super().compensate(recorded, dispatch, error),
+            Dispatch(Account, ledger, Deposit(amount=dispatch.command.amount)),
+        ]
+
+
+class MirrorNoUndo(Mirror):
+    """Mirror, refusals left as they are (no compensating command)."""
+
+    name = "mirror-no-undo"
+
+    def compensate(
+        self, recorded: RecordedEvent, dispatch: Dispatch, error: Rejected
+    ) -> Sequence[Dispatch]:
+        return ()
+
+
+async def test_a_compensation_cut_short_is_finished_when_its_event_is_replayed(
+    durable_target: str,
+) -> None:
+    """The first compensating command went out, the second did not (here: refused, as
+    a crash between the two would leave it); the replay sends the second, not the step."""
+    async with open_system(durable_target) as system:
+        await _open(system, "src-9")  # no mirror-9, no ledger-9 yet
+        before = await system.store.last_position()
+        handle = await system.run_process_manager(MirrorOrLedger())
+        await _deposit(system, "src-9", 30)
+        await handle.wait_for(await system.store.last_position())
+        assert (handle.statistics().compensations, handle.statistics().parked) == (1, 1)
+        await handle.stop()
+        await system.store.save_checkpoint("process:mirror-ledger", before)
+        await _open(system, "mirror-9", "ledger-9")
+        again = await system.run_process_manager(MirrorOrLedger())
+        await again.wait_for(await system.store.last_position())
+        assert await _balance(system, "ledger-9") == 30  # finished
+        assert await _balance(system, "src-9") == 0  # refunded once
+        assert await _balance(system, "mirror-9") == 0  # the step not redone
+        [record] = await system.store.read_stream(f"process.refused-mirror-ledger:{before + 1}:0")
+        assert isinstance(record.event, StepRefused)
+        assert record.event.refusal.startswith("AccountNotOpen")
+        assert [c.aggregate_id for c in record.event.compensation] == ["src-9", "ledger-9"]
+
+
+async def test_a_refused_step_without_compensation_is_not_redone_when_replayed(
+    durable_target: str,
+) -> None:
+    async with open_system(durable_target) as system:
+        await _open(system, "src-9")
+        before = await system.store.last_position()
+        handle = await system.run_process_manager(MirrorNoUndo())
+        await _deposit(system, "src-9", 30)
+        await handle.wait_for(await system.store.last_position())
+        await handle.stop()
+        await system.store.save_checkpoint("process:mirror-no-undo", before)
+        await _open(system, "mirror-9")
+        again = await system.run_process_manager(MirrorNoUndo())
+        await again.wait_for(await system.store.last_position())
+        assert await _balance(system, "mirror-9") == 0
+        assert (again.statistics().rejected, again.statistics().sent) == (1, 0)
