@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from collections import Counter as Tally
 from pathlib import Path
+from typing import Any
 
 import anyio
+import anyio.abc
 import anyio.lowlevel
 import pytest
 
-from actors import AggregateRouter, ShuttingDown, open_system
+from actors import ActorSystem, AggregateRouter, ShuttingDown, open_system
 from store import IdempotencyConflict, open_store
 from tests.actors.domain import (
     Account,
@@ -232,13 +234,58 @@ async def test_shutdown_that_runs_out_of_grace_refuses_what_is_left() -> None:
                 for i in range(1, 6):
                     tg.start_soon(send, i)
                 await anyio.wait_all_tasks_blocked()
-                assert not await system.shutdown(grace=0.05)  # the append is stuck
+                await system.shutdown(grace=0)  # the append is stuck
                 with pytest.raises(ShuttingDown):
                     await counters.ask("stuck", Noop())
                 gated.gate.set()  # the stuck append completes; the queue drains
             assert system.statistics().queued == 0
         assert len(outcomes) == 6
         assert outcomes.count("ok") == await inner.stream_version("counter-stuck")
+
+
+async def test_an_actor_cancelled_at_shutdown_mid_append_still_answers_what_committed() -> None:
+    """The system's exit cancels the actor task while its append committed but the
+    reply is held: the append is shielded, so the caller gets the result, not a
+    refusal of a command that was applied."""
+    async with open_store(":memory:") as inner:
+        withheld = WithheldReplyStore(inner)
+        outcomes: list[str] = []
+        close = anyio.Event()
+
+        async def run_system(*, task_status: anyio.abc.TaskStatus[ActorSystem]) -> None:
+            async with open_system(withheld.as_store(), grace=0) as system:
+                task_status.started(system)
+                await close.wait()
+            # leaving open_system cancels the actor task mid-append
+
+        async def send(counters: AggregateRouter[Any, Any, Any], tag: str) -> None:
+            try:
+                await counters.ask("s", Increment(by=1, tag=tag))
+                outcomes.append("ok")
+            except ShuttingDown:
+                outcomes.append("refused")
+
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                system = await tg.start(run_system)
+                counters = system.aggregates(Counter)
+                await counters.ask("s", Increment(by=1))  # loaded and idle
+                withheld.hold = True
+                tg.start_soon(send, counters, "inline")  # runs on its caller's task, held
+                await withheld.committed.wait()
+                tg.start_soon(send, counters, "queued")  # waits in the mailbox
+                await anyio.wait_all_tasks_blocked()
+                first, withheld.gate = withheld.gate, anyio.Event()
+                withheld.committed = anyio.Event()
+                first.set()  # the actor task now appends the queued one, held
+                await withheld.committed.wait()
+                close.set()
+                while not system.task_group.cancel_scope.cancel_called:
+                    await anyio.wait_all_tasks_blocked()
+                await anyio.wait_all_tasks_blocked()  # the cancellation delivered
+                withheld.gate.set()
+        assert outcomes == ["ok", "ok"]
+        assert await inner.stream_version("counter-s") == 3
 
 
 async def test_a_caller_cancelled_after_its_command_committed_leaves_the_actor_consistent() -> None:
