@@ -25,7 +25,11 @@ against a fold of the store and the store against the acknowledged deposits.
 The package, one concern a module (each imports only those listed before it):
 
 - `_options`: `LoadOptions`, checked when made, and `LoadTestError`.
+- `_timeline`: the per-interval sampler of the measured phase (`TimelinePoint`).
 - `_report`: `LoadReport`, `Percentiles`, `render` and the `--sweep` table's rows.
+- `_thresholds`: `--threshold`, parsed against a report type and checked on a report.
+- `_charts`: the `--chart` PNGs (matplotlib, imported only there and only then).
+- `_html`: the `--html` page (figures, thresholds, charts, options, machine).
 - `_instruments`: the projection lag sampler, the acknowledgement log, peak RSS.
 - `_driver`: the workers that keep `concurrency` commands in flight, and their counts.
 - `_run`: `run_load`, one run from opening the store to the report.
@@ -48,18 +52,29 @@ from demo._loadtest._report import (
     sweep_row,
 )
 from demo._loadtest._run import run_load
+from demo._loadtest._thresholds import InvalidThreshold, Threshold, render_thresholds
+from demo._loadtest._thresholds import check as check_thresholds
+from demo._loadtest._thresholds import parse as parse_thresholds
+from demo._loadtest._timeline import TimelinePoint
 
 __all__ = [
     "MAX_PROCESSES",
     "SWEEP_HEADER",
+    "InvalidThreshold",
     "LoadOptions",
     "LoadReport",
     "LoadTestError",
     "Percentiles",
     "ProcessFigures",
     "ProcessesReport",
+    "Threshold",
+    "ThresholdResult",
+    "TimelinePoint",
+    "check_thresholds",
+    "parse_thresholds",
     "render",
     "render_processes",
+    "render_thresholds",
     "run_load",
     "run_processes",
     "sweep_row",
