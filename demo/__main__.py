@@ -222,7 +222,7 @@ def _loadtest(args: argparse.Namespace) -> int:
         reports.append(report)
         if args.json:
             print(msgspec.json.encode(report).decode(), flush=True)
-            _failed_to_stderr(report)
+            _failed_to_stderr(report, f"concurrency {report.concurrency:,}: " if args.sweep else "")
         elif args.sweep:
             print(sweep_row(report), flush=True)
         else:
@@ -253,10 +253,10 @@ def _outputs_refused(args: argparse.Namespace, options: LoadOptions) -> str | No
     return None
 
 
-def _failed_to_stderr(report: LoadReport | ProcessesReport) -> None:
+def _failed_to_stderr(report: LoadReport | ProcessesReport, prefix: str = "") -> None:
     """With --json: one line on stderr per failed threshold (stdout is the JSON)."""
-    for line in render_thresholds([t for t in report.thresholds if not t.passed]):
-        print(f"loadtest:{line}", file=sys.stderr, flush=True)
+    for line in render_thresholds([t for t in report.thresholds if not t.passed], prefix):
+        print(f"loadtest: {line.strip()}", file=sys.stderr, flush=True)
 
 
 def _write_outputs(

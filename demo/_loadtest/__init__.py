@@ -7,7 +7,9 @@ is decided, committed (group commit) and acknowledged; with the projection on, a
 `Balances` read model follows over the bus. The bank and shop mixes run their process
 managers alongside and wait for them to finish afterwards. The report gives throughput,
 latency percentiles, rejections and errors, the store's mean events per commit, the
-projection's committed-to-applied lag, the process managers' outcome and the peak RSS.
+projection's committed-to-applied lag, the process managers' outcome and the peak RSS,
+and a timeline of the measured phase (commands and latency per interval). Thresholds
+(`--threshold`) are checked on the report; `--chart` and `--html` draw it.
 
 With `ack_log`, each acknowledged command appends `stream_id<TAB>version<TAB>position`
 to that file with one unbuffered `os.write` on an `O_APPEND` descriptor, before the

@@ -126,9 +126,8 @@ def timeline_png(report: LoadReport) -> bytes:
     points = report.timeline
     x = [p.at + p.seconds / 2 for p in points]
     marker = "o" if len(points) <= 60 else ""
-    rate.plot(
-        x, [p.commands_per_s for p in points], marker=marker, color="tab:blue", label="interval"
-    )
+    rates = [p.commands_per_s for p in points]
+    rate.plot(x, rates, marker=marker, color="tab:blue", label="interval")
     rate.axhline(report.commands_per_s, linestyle="--", color="tab:gray", label="whole run")
     rate.set_ylim(bottom=0)
     _style(rate, "throughput (commands/s)")
@@ -139,9 +138,12 @@ def timeline_png(report: LoadReport) -> bytes:
     latency.plot(x, [ms(p.latency_ms_p50) for p in points], marker=marker, label="p50")
     latency.plot(x, [ms(p.latency_ms_p99) for p in points], marker=marker, label="p99")
     latency.axhline(report.latency_ms.p99, linestyle="--", color="tab:gray", label="p99, whole run")
-    latency.set_ylim(bottom=0)
-    width = points[0].seconds if points else 0.0
-    latency.set_xlabel(f"time since the load began (s; intervals of {width:g} s)")
+    highest = max([report.latency_ms.p99, *(p.latency_ms_p99 or 0.0 for p in points)])
+    latency.set_ylim(bottom=0, top=highest * 1.1 or 1.0)
+    rate.set_ylim(top=max([report.commands_per_s, *rates]) * 1.1 or 1.0)
+    # The first interval is a whole one unless the run had only one.
+    each = f"intervals of {points[0].seconds:g} s" if len(points) > 1 else "one interval"
+    latency.set_xlabel(f"time since the load began (s; {each})")
     _style(latency, "latency (ms)")
     latency.set_xlim(0, max(report.seconds, 1e-3))
     return _png(figure)

@@ -53,7 +53,7 @@ def test_a_failed_threshold_goes_to_stderr_beside_the_json(
         "actual": 40.0,
         "passed": False,
     }
-    assert err == "loadtest:  threshold acknowledged < 10: FAILED (actual 40)\n"
+    assert err == "loadtest: threshold acknowledged < 10: FAILED (actual 40)\n"
 
 
 def test_a_sweep_checks_every_row(capsys: pytest.CaptureFixture[str]) -> None:
@@ -62,6 +62,18 @@ def test_a_sweep_checks_every_row(capsys: pytest.CaptureFixture[str]) -> None:
     assert "concurrency 10: threshold concurrency <= 10: passed (actual 10)" in out
     assert "concurrency 100: threshold concurrency <= 10: FAILED (actual 100)" in out
     assert "concurrency 1,000: threshold concurrency <= 10: FAILED (actual 1000)" in out
+
+
+def test_a_json_sweep_names_the_row_of_a_failed_threshold(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main([*SMALL, "--sweep", "--json", "--threshold", "concurrency<1000"]) == 1
+    out, err = capsys.readouterr()
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert [r["thresholds"][0]["passed"] for r in rows] == [True, True, True, False]
+    assert (
+        err == "loadtest: concurrency 1,000: threshold concurrency < 1000: FAILED (actual 1000)\n"
+    )
 
 
 @pytest.mark.parametrize(
