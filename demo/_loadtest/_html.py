@@ -81,7 +81,10 @@ def _cpu_model() -> str:
 
 def machine() -> dict[str, str]:
     """What ran the test: CPUs, Python, SQLite, OS, git commit, time (UTC)."""
-    commit = _git("rev-parse", "HEAD")
+    # Only a checkout of this code: not a repository that happens to hold an install.
+    top = _git("rev-parse", "--show-toplevel")
+    here = top is not None and Path(top).resolve() == _ROOT
+    commit = _git("rev-parse", "HEAD") if here else None
     if commit is not None and _git("status", "--porcelain", "--untracked-files=no"):
         commit += " (with uncommitted changes)"
     return {

@@ -123,7 +123,8 @@ def test_the_html_report_is_self_contained(
     assert '<td class="passed">passed</td>' in page
     assert "<th>aggregates</th>" in page
     assert f"<td>{sqlite3.sqlite_version}</td>" in page
-    assert "<th>CPUs</th>" in page
+    for row in ("CPUs", "CPU model", "Python", "OS", "git commit", "time (UTC)"):
+        assert f"<th>{row}</th>" in page
     # The chart, embedded.
     (data,) = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
     check_png(base64.b64decode(data))
