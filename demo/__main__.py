@@ -12,6 +12,7 @@ import dataclasses
 import importlib.util
 import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio
@@ -24,12 +25,20 @@ from demo._loadtest import (
     LoadReport,
     LoadTestError,
     ProcessesReport,
+    Threshold,
+    check_thresholds,
+    parse_thresholds,
     render,
     render_processes,
+    render_thresholds,
     run_load,
     run_processes,
     sweep_row,
 )
+from demo._loadtest._charts import INSTALL as CHARTS_INSTALL
+from demo._loadtest._charts import ChartsMissing, sweep_png, timeline_png
+from demo._loadtest._charts import require as require_charts
+from demo._loadtest._html import html_report
 from demo._logging import configured_logging
 from demo._simulate import add_arguments as add_simulate_arguments
 from demo._simulate import run_cli as run_simulate
@@ -119,6 +128,27 @@ def _parser() -> argparse.ArgumentParser:
         " process; more: the deposit mix on a SQLite file or PostgreSQL, --commands"
         " divided between them; at most 64)",
     )
+    load.add_argument(
+        "--threshold",
+        action="append",
+        default=[],
+        metavar="NAME<LIMIT",
+        help="fail (exit 1) unless a figure of the JSON report holds, e.g."
+        " 'latency_ms.p99<50' or 'commands_per_s>=10000' (repeatable; dotted names for"
+        " nested figures; operators < <= > >=)",
+    )
+    load.add_argument(
+        "--chart",
+        metavar="FILE.png",
+        help="draw a PNG: throughput and latency against concurrency (--sweep) or over"
+        " the run (needs the charts extra: pip install 'esactors[charts]')",
+    )
+    load.add_argument(
+        "--html",
+        metavar="FILE",
+        help="write a self-contained HTML report: figures, thresholds, charts (with the"
+        " charts extra), options and machine",
+    )
     return parser
 
 
@@ -156,11 +186,17 @@ def _loadtest(args: argparse.Namespace) -> int:
             progress_interval=args.progress_interval,
             processes=processes,
         )
+        report_type = ProcessesReport if options.processes > 1 else LoadReport
+        thresholds = parse_thresholds(args.threshold, report_type)
     except LoadTestError as error:
         print(f"loadtest: {error}", file=sys.stderr)
         return 2
+    refused = _outputs_refused(args, options)
+    if refused is not None:
+        print(f"loadtest: {refused}", file=sys.stderr)
+        return 2
     if options.processes > 1:
-        return _loadtest_processes(options, args)
+        return _loadtest_processes(options, thresholds, args)
     postgres = backend_of(args.db) == "postgresql"
     if args.sweep and args.db not in (None, ":memory:") and not postgres:
         print("loadtest: --sweep runs each row on a fresh store; drop --db", file=sys.stderr)
@@ -168,6 +204,7 @@ def _loadtest(args: argparse.Namespace) -> int:
     runs = [dataclasses.replace(options, concurrency=c) for c in SWEEP] if args.sweep else [options]
     if args.sweep and not args.json:
         print(SWEEP_HEADER, flush=True)
+    reports: list[LoadReport] = []
     for run in runs:
 
         async def one(run: LoadOptions = run) -> LoadReport:
@@ -181,16 +218,79 @@ def _loadtest(args: argparse.Namespace) -> int:
         except StoreError as error:  # the store cannot be opened: nothing ran
             print(f"loadtest: {error}", file=sys.stderr)
             return 2
+        report = msgspec.structs.replace(report, thresholds=check_thresholds(thresholds, report))
+        reports.append(report)
         if args.json:
             print(msgspec.json.encode(report).decode(), flush=True)
+            _failed_to_stderr(report, f"concurrency {report.concurrency:,}: " if args.sweep else "")
         elif args.sweep:
             print(sweep_row(report), flush=True)
         else:
-            print(render(report), flush=True)
+            print("\n".join([render(report), *render_thresholds(report.thresholds)]), flush=True)
+    if args.sweep and not args.json:
+        for report in reports:
+            lines = render_thresholds(report.thresholds, f"concurrency {report.concurrency:,}: ")
+            if lines:
+                print("\n".join(lines), flush=True)
+    written = _write_outputs(args, options, reports)
+    if written != 0:
+        return written
+    return 1 if any(not t.passed for r in reports for t in r.thresholds) else 0
+
+
+def _outputs_refused(args: argparse.Namespace, options: LoadOptions) -> str | None:
+    """Why `--chart`/`--html` cannot be honoured (checked before the run), or None."""
+    if options.processes > 1 and (args.chart or args.html):
+        return "--chart and --html draw a run in this process: drop --processes"
+    for flag, path in (("--chart", args.chart), ("--html", args.html)):
+        if path is not None and not Path(path).resolve().parent.is_dir():
+            return f"{flag} {path}: its directory does not exist"
+    if args.chart is not None:
+        try:
+            require_charts()
+        except ChartsMissing:
+            return f"--chart needs matplotlib, which is not installed: {CHARTS_INSTALL}"
+    return None
+
+
+def _failed_to_stderr(report: LoadReport | ProcessesReport, prefix: str = "") -> None:
+    """With --json: one line on stderr per failed threshold (stdout is the JSON)."""
+    for line in render_thresholds([t for t in report.thresholds if not t.passed], prefix):
+        print(f"loadtest: {line.strip()}", file=sys.stderr, flush=True)
+
+
+def _write_outputs(
+    args: argparse.Namespace, options: LoadOptions, reports: list[LoadReport]
+) -> int:
+    """Write the `--chart` PNG and the `--html` page; 2 when one cannot be written."""
+    try:
+        if args.chart is not None:
+            png = sweep_png(reports) if args.sweep else timeline_png(reports[0])
+            Path(args.chart).write_bytes(png)
+        if args.html is not None:
+            shown: dict[str, object] = msgspec.to_builtins(options)
+            shown["db"] = reports[0].db
+            if args.sweep:
+                shown["concurrency"] = ", ".join(f"{c:,}" for c in SWEEP) + " (--sweep)"
+            shown["uvloop"] = args.uvloop
+            shown["threshold"] = " ".join(args.threshold) or None
+            page = html_report(reports, shown, sweep=args.sweep)
+            Path(args.html).write_text(page, encoding="utf-8")
+            if "data:image/png" not in page:
+                print(
+                    f"loadtest: --html {args.html} written without charts: they need"
+                    f" matplotlib ({CHARTS_INSTALL})",
+                    file=sys.stderr,
+                )
+    except OSError as error:
+        print(f"loadtest: cannot write the report: {error}", file=sys.stderr)
+        return 2
     return 0
 
 
-def _loadtest_processes(options: LoadOptions, args: argparse.Namespace) -> int:
+def _loadtest_processes(
+    options: LoadOptions, thresholds: list[Threshold], args: argparse.Namespace
+) -> int:
     """`loadtest --processes N` (N > 1): one run on N worker processes."""
     if args.sweep:
         print("loadtest: --sweep runs in one process: drop --processes", file=sys.stderr)
@@ -207,11 +307,14 @@ def _loadtest_processes(options: LoadOptions, args: argparse.Namespace) -> int:
     except LoadTestError as error:  # a worker failed
         print(f"loadtest: {error}", file=sys.stderr)
         return 1
+    report = msgspec.structs.replace(report, thresholds=check_thresholds(thresholds, report))
     if args.json:
         print(msgspec.json.encode(report).decode(), flush=True)
+        _failed_to_stderr(report)
     else:
-        print(render_processes(report), flush=True)
-    return 0
+        lines = [render_processes(report), *render_thresholds(report.thresholds)]
+        print("\n".join(lines), flush=True)
+    return 1 if any(not t.passed for t in report.thresholds) else 0
 
 
 def main(argv: list[str] | None = None) -> int:

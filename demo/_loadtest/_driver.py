@@ -14,6 +14,7 @@ import anyio
 from actors import Command, CommandResult, Rejected
 from demo._loadtest._instruments import _AckLog
 from demo._loadtest._options import LoadOptions
+from demo._loadtest._timeline import _Timeline
 from demo._workloads import (
     BankWorkload,
     DepositWorkload,
@@ -57,6 +58,7 @@ class _Run:
         self.ack_log = ack_log
         self.progress = progress
         self.counters = _Counters()
+        self.timeline = _Timeline()
         self.started = 0.0
         self.deadline = math.inf
         self.on_ack: Callable[[str, Command, CommandResult[Any]], None] | None = None
@@ -71,16 +73,23 @@ class _Run:
             result = await router.ask(aggregate_id, command)
         except Rejected:
             counters.rejected += 1
+            if measure:
+                self.timeline.record(time.perf_counter(), None)
             return
         except Exception as error:  # noqa: BLE001 - counted and reported by type
             counters.errors += 1
             name = type(error).__name__
             counters.error_types[name] = counters.error_types.get(name, 0) + 1
+            if measure:
+                self.timeline.record(time.perf_counter(), None)
             return
         if self.ack_log is not None:
             self.ack_log.write(router.stream_id(aggregate_id), result.version, result.position)
         if measure:
-            counters.latencies.append((time.perf_counter() - began) * 1000.0)
+            now = time.perf_counter()
+            latency = (now - began) * 1000.0
+            counters.latencies.append(latency)
+            self.timeline.record(now, latency)
             counters.acknowledged += 1
             if self.on_ack is not None:
                 self.on_ack(aggregate_id, command, result)
@@ -120,6 +129,7 @@ class _Run:
         """Start the clock and keep `concurrency` workers sending until the commands are
         sent or the deadline passes (the progress line meanwhile); the seconds it took."""
         self.started = time.perf_counter()
+        self.timeline.start(self.started)
         if self.options.duration is not None:
             self.deadline = self.started + self.options.duration
         async with anyio.create_task_group() as workers:

@@ -6,12 +6,15 @@ import math
 
 import msgspec
 
+from demo._loadtest._timeline import TimelinePoint
+
 __all__ = [
     "SWEEP_HEADER",
     "LoadReport",
     "Percentiles",
     "ProcessFigures",
     "ProcessesReport",
+    "ThresholdResult",
     "render",
     "render_processes",
     "sweep_row",
@@ -37,6 +40,26 @@ class Percentiles(msgspec.Struct, frozen=True):
             return round(ordered[min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1)], 3)
 
         return cls(rank(0.50), rank(0.95), rank(0.99), round(ordered[-1], 3))
+
+
+class ThresholdResult(msgspec.Struct, frozen=True):
+    """A `--threshold` checked against a report.
+
+    Attributes:
+        threshold: as written, spaces dropped (`latency_ms.p99<50`).
+        name: the report's figure, a dotted path (`latency_ms.p99`).
+        op: `<`, `<=`, `>` or `>=`.
+        limit: the number it is compared with.
+        actual: the figure in the report (None: not measured in this run, which fails).
+        passed: whether `actual op limit` holds.
+    """
+
+    threshold: str
+    name: str
+    op: str
+    limit: float
+    actual: float | None
+    passed: bool
 
 
 class LoadReport(msgspec.Struct, frozen=True):
@@ -69,6 +92,9 @@ class LoadReport(msgspec.Struct, frozen=True):
         peak_rss_mb: the process's peak resident set size.
         seed: the seed used.
         processes: 1 (the load ran in this process; see `ProcessesReport` for more).
+        timeline: the measured phase interval by interval (`TimelinePoint`): commands
+            answered, their rate, latency p50 and p99.
+        thresholds: the `--threshold` checks and their outcome.
     """
 
     mix: str
@@ -98,6 +124,8 @@ class LoadReport(msgspec.Struct, frozen=True):
     peak_rss_mb: float
     seed: int
     processes: int = 1
+    timeline: list[TimelinePoint] = []
+    thresholds: list[ThresholdResult] = []
 
 
 def render(report: LoadReport) -> str:
@@ -218,6 +246,7 @@ class ProcessesReport(msgspec.Struct, frozen=True):
         setup_seconds: time to open the accounts (in the parent; not measured).
         per_process: each process's figures.
         seed: the run's seed.
+        thresholds: the `--threshold` checks and their outcome.
     """
 
     processes: int
@@ -246,6 +275,7 @@ class ProcessesReport(msgspec.Struct, frozen=True):
     setup_seconds: float
     per_process: list[ProcessFigures]
     seed: int
+    thresholds: list[ThresholdResult] = []
 
 
 class _ChildReport(msgspec.Struct, frozen=True, tag="report", tag_field="kind"):

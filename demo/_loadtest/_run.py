@@ -18,6 +18,7 @@ from demo._loadtest._driver import _Counters, _Run, _workload
 from demo._loadtest._instruments import _AckLog, _LagSampler, _MeasuredBalances, _peak_rss_mb
 from demo._loadtest._options import LoadOptions
 from demo._loadtest._report import LoadReport, Percentiles
+from demo._loadtest._timeline import TimelinePoint
 from demo.bank import Account, BalancesView
 from readmodels import ProjectionHandle
 from store import StoreStatistics
@@ -71,6 +72,7 @@ class _Measured:
     outcome: dict[str, int | float | bool]
     lags: list[float]
     projection_ok: bool | None
+    timeline: list[TimelinePoint]
 
 
 async def _run(
@@ -105,8 +107,9 @@ async def _run(
             outcome = await workload.settle(system)
         settle = time.perf_counter() - began
         projection_ok = await _projection_ok(system, handle, sampler, workload.accounts)
+    timeline = run.timeline.points(seconds)
     measured = _Measured(
-        seconds, setup, settle, before, after, outcome, sampler.samples, projection_ok
+        seconds, setup, settle, before, after, outcome, sampler.samples, projection_ok, timeline
     )
     return _report(options, label, run.counters, measured)
 
@@ -164,6 +167,7 @@ def _report(
         outcome=measured.outcome,
         peak_rss_mb=round(_peak_rss_mb(), 1),
         seed=options.seed,
+        timeline=measured.timeline,
     )
 
 
