@@ -98,6 +98,7 @@ async def _work(options: LoadOptions, index: int, control: _Control) -> _ChildRe
         ) as system:
             handle: ProjectionHandle[BalancesView] | None = None
             if options.projection:
+                sampler.watch(system.store, system.bus)
                 handle = await system.project(_StampedBalances(sampler, stamps))
             workload = _workload(options)
             await workload.setup(system, _nothing)

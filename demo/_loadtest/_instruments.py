@@ -7,7 +7,10 @@ import random
 import resource
 import sys
 import time
+from collections import deque
+from collections.abc import Sequence
 
+from bus import EventBus
 from demo.bank import Balances, BalancesView
 from store import EventStore, RecordedEvent
 
@@ -16,22 +19,46 @@ __all__ = ["MAX_LAG_SAMPLES"]
 MAX_LAG_SAMPLES = 200_000
 """Projection lag samples kept (a uniform reservoir sample beyond that many events)."""
 
+MAX_PUBLISHED_BATCHES = 65_536
+"""Publication stamps kept for the lag (one per committed batch not yet applied)."""
+
 
 class _LagSampler:
-    """Collects committed-to-applied lags of a live projection (ms): every one up to
-    `MAX_LAG_SAMPLES`, then a uniform reservoir sample of that size."""
+    """Collects the projection's lag (ms) from publication to applied: from the moment
+    a commit was handed to this process's bus (the writer's commit listener, when its
+    callers are answered; or the follower, for commits of other processes) to the read
+    model having applied the event. Every sample up to `MAX_LAG_SAMPLES`, then a uniform
+    reservoir sample of that size."""
 
     def __init__(self) -> None:
         self.samples: list[float] = []
         self.seen = 0
         self.measuring = False
         self._rng = random.Random(0)
+        # (last position of a published batch, when), in position order; bounded: a
+        # read model further behind than this many batches is measured from the oldest.
+        self._published: deque[tuple[int, float]] = deque(maxlen=MAX_PUBLISHED_BATCHES)
+        self._last = 0
+
+    def watch(self, store: EventStore, bus: EventBus) -> None:
+        """Stamp every batch `store` commits and every batch `bus`'s follower reads."""
+        store.add_commit_listener(self.published)
+        bus.add_external_listener(self.published)
+
+    def published(self, batch: Sequence[RecordedEvent]) -> None:
+        if batch and batch[-1].position > self._last:
+            self._last = batch[-1].position
+            self._published.append((self._last, time.perf_counter()))
 
     def observe(self, recorded: RecordedEvent) -> None:
-        if not self.measuring:
+        published = self._published
+        position = recorded.position
+        while len(published) > 1 and published[0][0] < position:
+            published.popleft()
+        if not self.measuring or not published:
             return
         self.seen += 1
-        lag = (time.time() - recorded.recorded_at) * 1000.0
+        lag = (time.perf_counter() - published[0][1]) * 1000.0
         if len(self.samples) < MAX_LAG_SAMPLES:
             self.samples.append(lag)
             return

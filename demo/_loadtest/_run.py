@@ -92,6 +92,7 @@ async def _run(
     ) as system:
         handle: ProjectionHandle[BalancesView] | None = None
         if options.projection:
+            sampler.watch(system.store, system.bus)
             handle = await system.project(_MeasuredBalances(sampler))
         workload = _workload(options)
         run = _Run(options, workload, ack_log, progress)
