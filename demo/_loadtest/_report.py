@@ -90,6 +90,8 @@ class LoadReport(msgspec.Struct, frozen=True):
         outcome: what the process managers achieved (transfers settled and refunded,
             money conserved; orders per status, revenue...).
         peak_rss_mb: the process's peak resident set size.
+        cpu_ms_per_command: the process's CPU time (user + system, every thread) over
+            the measured phase, per command answered.
         seed: the seed used.
         processes: 1 (the load ran in this process; see `ProcessesReport` for more).
         timeline: the measured phase interval by interval (`TimelinePoint`): commands
@@ -124,6 +126,7 @@ class LoadReport(msgspec.Struct, frozen=True):
     peak_rss_mb: float
     seed: int
     processes: int = 1
+    cpu_ms_per_command: float = 0.0
     timeline: list[TimelinePoint] = []
     thresholds: list[ThresholdResult] = []
 
@@ -158,7 +161,7 @@ def render(report: LoadReport) -> str:
         errors,
         f"  {report.events_per_commit} events per commit ({report.appends_per_commit} appends)",
         projection,
-        f"  peak RSS {report.peak_rss_mb} MB",
+        f"  CPU {report.cpu_ms_per_command} ms per command, peak RSS {report.peak_rss_mb} MB",
     ]
     if settled:
         lines.insert(-1, settled)

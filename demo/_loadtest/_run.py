@@ -65,6 +65,7 @@ class _Measured:
     """The figures of a run besides the driver's counts."""
 
     seconds: float  # the measured phase
+    cpu: float  # the process's CPU time over it
     setup: float
     settle: float
     before: StoreStatistics  # when the measured phase began
@@ -101,7 +102,9 @@ async def _run(
         setup = time.perf_counter() - began
         before = system.store.statistics()
         sampler.measuring = True
+        cpu = time.process_time()
         seconds = await run.load()
+        cpu = time.process_time() - cpu
         after = system.store.statistics()
         began = time.perf_counter()
         with anyio.fail_after(SETTLE_TIMEOUT):
@@ -110,7 +113,16 @@ async def _run(
         projection_ok = await _projection_ok(system, handle, sampler, workload.accounts)
     timeline = run.timeline.points(seconds)
     measured = _Measured(
-        seconds, setup, settle, before, after, outcome, sampler.samples, projection_ok, timeline
+        seconds,
+        cpu,
+        setup,
+        settle,
+        before,
+        after,
+        outcome,
+        sampler.samples,
+        projection_ok,
+        timeline,
     )
     return _report(options, label, run.counters, measured)
 
@@ -168,6 +180,7 @@ def _report(
         outcome=measured.outcome,
         peak_rss_mb=round(_peak_rss_mb(), 1),
         seed=options.seed,
+        cpu_ms_per_command=round(measured.cpu * 1000.0 / answered, 4) if answered else 0.0,
         timeline=measured.timeline,
     )
 
