@@ -9,7 +9,8 @@ import anyio
 import pytest
 
 from actors import CommandFailed, RecoveryError, open_system
-from actors._actor import AggregateActor, _Restart
+from actors._actor import AggregateActor
+from actors._actor_state import _Restart
 from actors._router import AggregateHost, Parking
 from bus import open_bus
 from readmodels import ProjectionOptions, start_projection
