@@ -269,7 +269,10 @@ class AggregateActor:
                     version = self.version
                     try:
                         result = await self.store.append(
-                            self.stream_id, events, expected_version=version
+                            self.stream_id,
+                            events,
+                            expected_version=version,
+                            metadata=envelope.metadata,
                         )
                     except Exception as exc:  # noqa: BLE001 - settled like any failed append
                         planned = _Planned(envelope, events, state, version + len(events))
@@ -740,8 +743,8 @@ class AggregateActor:
         if not events:
             return _NO_EVENTS
         command_id = fence = None
+        envelope = segment[0].envelope
         if len(segment) == 1:
-            envelope = segment[0].envelope
             command_id, fence = envelope.command_id, envelope.fence
         try:
             return await self.store.append(
@@ -749,6 +752,7 @@ class AggregateActor:
                 events,
                 expected_version=expected,
                 command_id=command_id,
+                metadata=envelope.metadata,  # the first command's trace context, if traced
                 fence=fence,
             )
         except Exception as exc:  # noqa: BLE001 - each segment's callers get their own outcome
