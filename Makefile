@@ -70,7 +70,8 @@ example: $(STAMP)
 docs: $(STAMP)
 	rm -rf site
 	$(BIN)/pdoc --docformat google --output-directory site \
-		store bus actors actors.testing readmodels readmodels.testing demo demo.bank demo.shop
+		store store.telemetry bus actors actors.testing readmodels readmodels.testing demo demo.bank \
+		demo.shop
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .hypothesis site
