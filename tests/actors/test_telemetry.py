@@ -347,3 +347,23 @@ async def test_nothing_is_emitted_without_a_provider(tmp_path: Path) -> None:
     assert recorded.metadata == {}
     assert spans.get_finished_spans() == ()
     traces.shutdown()
+
+
+async def test_metrics_alone_store_no_trace_context(tmp_path: Path) -> None:
+    reader = InMemoryMetricReader()
+    meters = MeterProvider(metric_readers=[reader])
+    telemetry.configure(meter_provider=meters)
+    try:
+        async with open_system(tmp_path / "t.db") as system:
+            assert telemetry.tracer is None
+            counters = system.aggregates(Counter)
+            await counters.ask("c1", Increment())
+            [recorded] = await counters.history("c1")
+            assert recorded.metadata == {}
+            otel = Otel(InMemorySpanExporter(), reader, TracerProvider().get_tracer("unused"))
+            assert otel.points("esactors.commands") == [
+                ({"esactors.aggregate": "Counter", "esactors.outcome": "ok"}, 1)
+            ]
+    finally:
+        telemetry.reset()
+        meters.shutdown()
