@@ -12,7 +12,7 @@ WORKERS ?= 1
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,examples,docs,postgres,charts]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,examples,docs,postgres,charts,otel]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -70,7 +70,8 @@ example: $(STAMP)
 docs: $(STAMP)
 	rm -rf site
 	$(BIN)/pdoc --docformat google --output-directory site \
-		store bus actors actors.testing readmodels readmodels.testing demo demo.bank demo.shop
+		store store.telemetry bus actors actors.testing readmodels readmodels.testing demo demo.bank \
+		demo.shop
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .hypothesis site

@@ -172,7 +172,10 @@ class AggregateActor(_Deciding):
                     version = self.version
                     try:
                         result = await self.store.append(
-                            self.stream_id, events, expected_version=version
+                            self.stream_id,
+                            events,
+                            expected_version=version,
+                            metadata=envelope.metadata,
                         )
                     except Exception as exc:  # noqa: BLE001 - settled like any failed append
                         planned = _Planned(envelope, events, state, version + len(events))

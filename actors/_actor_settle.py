@@ -121,8 +121,8 @@ class _Settling(_Loading):
         if not events:
             return _NO_EVENTS
         command_id = fence = None
+        envelope = segment[0].envelope
         if len(segment) == 1:
-            envelope = segment[0].envelope
             command_id, fence = envelope.command_id, envelope.fence
         try:
             return await self.store.append(
@@ -130,6 +130,7 @@ class _Settling(_Loading):
                 events,
                 expected_version=expected,
                 command_id=command_id,
+                metadata=envelope.metadata,  # the first command's trace context, if traced
                 fence=fence,
             )
         except Exception as exc:  # noqa: BLE001 - each segment's callers get their own outcome

@@ -39,6 +39,9 @@ class Envelope(msgspec.Struct, gc=False):
     attempts: int = 0
     solo: bool = False
     fence: Lease | None = None  # a process manager's lease: its append is fenced
+    # The trace context of its ask (`traceparent`), stored with its events; only while
+    # tracing (see `store.telemetry`).
+    metadata: dict[str, str] | None = None
 
     def wanted(self) -> bool:
         """Whether someone still waits for the outcome (or it was a tell)."""

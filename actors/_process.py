@@ -65,6 +65,7 @@ from actors._errors import (
     TooManyAttempts,
 )
 from actors._router import AggregateRouter
+from actors._telemetry import dead_letter, handling, watch_process
 from bus import BusClosed, EventBus
 from store import (
     EventStore,
@@ -76,6 +77,7 @@ from store import (
     StoreUnavailable,
     faults,
     get_logger,
+    telemetry,
 )
 
 __all__ = [
@@ -373,9 +375,12 @@ class _Partition:
         try:
             if previous is not None:
                 await previous.wait()
-            await self.handle._carry_through(
+            work = self.handle._carry_through(
                 recorded, self.lease, recorded.position <= self.replay_until
             )
+            if telemetry.tracer is not None:  # a span, in the trace the event carries
+                work = handling(self.handle.name, recorded, work)
+            await work
             if faults.enabled:
                 await faults.hit_async("after_projection_apply_before_checkpoint")
         except ShuttingDown:
@@ -817,6 +822,8 @@ class ProcessManagerHandle:
         self, recorded: RecordedEvent, command_id: str | None, error: BaseException, attempts: int
     ) -> None:
         self._parked_total += 1
+        if telemetry.meter is not None:
+            dead_letter(self.name)
         if len(self._parked) >= self.options.max_parked:
             self._parked.pop(0)
         self._parked.append(
@@ -857,5 +864,7 @@ async def start_process(
     subscribed what it could take (with `lease`, maybe nothing: another process runs
     it, and this one stands by)."""
     handle = ProcessManagerHandle(system, manager, options, checkpoint)
+    bus = system.bus
+    watch_process(handle, lambda: bus.head)  # for the position and lag gauges
     await task_group.start(handle._run)
     return handle

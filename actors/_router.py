@@ -28,6 +28,7 @@ from actors._errors import (
 from actors._mailbox import Envelope, Load, Mailbox
 from actors._options import SystemOptions
 from actors._registry import LiveActor, Registry
+from actors._telemetry import traced_ask, traced_tell
 from store import (
     EventDecodeError,
     EventStore,
@@ -37,6 +38,7 @@ from store import (
     NaiveDatetime,
     RecordedEvent,
     get_logger,
+    telemetry,
 )
 
 __all__ = ["AggregateHost", "AggregateRouter"]
@@ -305,6 +307,20 @@ class AggregateRouter(Generic[StateT, CommandT, EventT]):
         loop = asyncio.get_running_loop()
         future: asyncio.Future[CommandResult[EventT]] = loop.create_future()
         envelope = Envelope(command, command_id, future, chain, fence=fence)
+        sending = self._send(aggregate_id, actor, envelope, future, timeout)
+        if telemetry.active:
+            return await traced_ask(self.name, actor.stream_id, envelope, sending)
+        return await sending
+
+    async def _send(
+        self,
+        aggregate_id: str,
+        actor: AggregateActor,
+        envelope: Envelope,
+        future: asyncio.Future[CommandResult[EventT]],
+        timeout: float | None,  # noqa: ASYNC109 - see ask
+    ) -> CommandResult[EventT]:
+        """Run `envelope` inline if the actor is idle, else deliver it; its result."""
         if timeout is None and actor.claim():
             # Fast path: the actor is idle, so run the command on this task. It waits
             # only on the store, whose own timeouts bound it.
@@ -353,7 +369,15 @@ class AggregateRouter(Generic[StateT, CommandT, EventT]):
         self._check_command(aggregate_id, command)
         actor = self._actor(aggregate_id)
         self.host.check_load(actor.stream_id)
-        if not actor.mailbox.offer(Envelope(command, command_id, None, current_chain())):
+        envelope = Envelope(command, command_id, None, current_chain())
+        if telemetry.active:
+            traced_tell(self.name, actor.stream_id, envelope, lambda: self._offer(actor, envelope))
+        else:
+            self._offer(actor, envelope)
+
+    def _offer(self, actor: AggregateActor, envelope: Envelope) -> None:
+        """Put `envelope` in the actor's mailbox, or raise `MailboxFull`."""
+        if not actor.mailbox.offer(envelope):
             raise MailboxFull(actor.stream_id, actor.mailbox.capacity)
 
     def _actor(self, aggregate_id: str, what: str = "command") -> AggregateActor:

@@ -26,8 +26,9 @@ from actors._process import (
 )
 from actors._registry import Registry
 from actors._router import AggregateRouter
+from actors._telemetry import watch_system
 from bus import EventBus, open_bus
-from store import EventRegistry, EventStore, RecordedEvent, get_logger, open_store
+from store import EventRegistry, EventStore, RecordedEvent, get_logger, open_store, telemetry
 
 __all__ = [
     "ActorSystem",
@@ -369,6 +370,7 @@ async def open_system(
             `load_page_size` or `max_events_per_append` is over the store's
             `max_read_limit` or `max_events_per_append`.
     """
+    telemetry.resolve()  # tracing and metrics on if the application set OpenTelemetry up
     system_options = SystemOptions(**{k: v for k, v in options.items() if k in SYSTEM_FIELDS})
     store_options = {k: v for k, v in options.items() if k not in SYSTEM_FIELDS}
     async with contextlib.AsyncExitStack() as stack:
@@ -397,6 +399,7 @@ async def open_system(
         bus = await stack.enter_async_context(open_bus(opened, follow=system_options.follow))
         async with anyio.create_task_group() as tg:
             system = ActorSystem(opened, bus, tg, system_options)
+            watch_system(system)  # for the live-actor and mailbox gauges, when metrics are on
             bus.add_external_listener(system._external_commits)
             system._log.info("system.opened")
             idle = system_options.idle_timeout

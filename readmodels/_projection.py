@@ -38,7 +38,8 @@ from readmodels._errors import (
     ProjectionStopped,
     TooManyParked,
 )
-from store import RecordedEvent, faults, get_logger
+from readmodels._telemetry import applied, dead_letter, watch
+from store import RecordedEvent, faults, get_logger, telemetry
 
 __all__ = [
     "DeadLetter",
@@ -447,6 +448,8 @@ class ProjectionHandle(Generic[View]):
                         self._view, batch.events, self._parked
                     )
                     self._applied += count
+                    if telemetry.meter is not None:
+                        applied(self.name, batch.events[-1].recorded_at)
                 self._advance(batch.position)
             await checkpoint()
 
@@ -488,6 +491,8 @@ class ProjectionHandle(Generic[View]):
                 error = exc
         if len(parked) >= options.max_parked:
             raise TooManyParked(self.name, options.max_parked) from error
+        if telemetry.meter is not None:
+            dead_letter(self.name)
         parked.append(
             DeadLetter(
                 position=recorded.position,
@@ -547,6 +552,7 @@ async def start_projection(
         raise InvalidProjection(f"expected a Projection, not {type(projection).__name__}")
     event_tags(projection)  # raises InvalidProjection for a bad event_types
     handle = ProjectionHandle(projection, store, bus, options or ProjectionOptions(), from_position)
+    watch(handle)  # for the position and lag gauges, when metrics are on
     await task_group.start(handle._run)
     return handle
 

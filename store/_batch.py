@@ -28,6 +28,7 @@ class _Append(msgspec.Struct, gc=False):
     digest: bytes | None
     future: asyncio.Future[AppendResult]
     fence: tuple[str, str, int] | None = None  # lease name, owner, epoch
+    queued_at: float = 0.0  # perf_counter() when queued, stamped only while tracing
 
 
 class _BatchAppend(Protocol):

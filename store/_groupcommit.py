@@ -13,6 +13,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import contextlib
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from typing import Any, Final, NoReturn, TypeVar, cast
@@ -21,7 +22,7 @@ import anyio
 import anyio.abc
 import msgspec
 
-from store import faults
+from store import faults, telemetry
 from store._batch import _Append, _BatchResult, _fail_batch, _recorded, _Write, _WriteResult
 from store._calls import _StoreCalls
 from store._codec import EventRegistry
@@ -37,6 +38,7 @@ from store._prepare import (
     _fence,
 )
 from store._records import STREAM_EXISTS, AppendResult, Lease, RecordedEvent, StoreStatistics
+from store._telemetry import record_commit
 
 __all__ = ["CommitListener", "GroupCommitStore"]
 
@@ -90,6 +92,7 @@ class GroupCommitStore(_StoreCalls):
         # The loop the store was opened on: its writer task and every future live there.
         self._loop = asyncio.get_running_loop()
         self._log = get_logger("store", path=path)
+        telemetry.resolve()  # tracing and metrics on if the application set OpenTelemetry up
         # The task group the store serves in (the writer's), once `_serving` runs: a
         # backend starts the tasks of its own there, and they end with the store.
         self._tasks: anyio.abc.TaskGroup | None = None
@@ -170,20 +173,21 @@ class GroupCommitStore(_StoreCalls):
         if len(pending) >= options.max_pending_appends:
             await self._wait_for_room(stream_id)
         future: asyncio.Future[AppendResult] = _Future(loop=self._loop)
-        pending.append(
-            _Append(
-                stream_id,
-                expected_version,
-                events,
-                rows,
-                meta,
-                meta_bytes,
-                command_id,
-                digest,
-                future,
-                checked_fence,
-            )
+        item = _Append(
+            stream_id,
+            expected_version,
+            events,
+            rows,
+            meta,
+            meta_bytes,
+            command_id,
+            digest,
+            future,
+            checked_fence,
         )
+        if telemetry.tracer is not None:
+            item.queued_at = time.perf_counter()  # the commit span's wait
+        pending.append(item)
         wake = self._wake
         if not wake.is_set():
             wake.set()
@@ -355,6 +359,8 @@ class GroupCommitStore(_StoreCalls):
     ) -> None:
         """Answer a committed batch's callers, after its listeners have seen it."""
         self._last_position = result.last_position
+        if telemetry.active and appends:
+            record_commit(appends, result)
         if result.write_error is not None:
             for write in writes:
                 if not write.future.done():

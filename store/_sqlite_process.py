@@ -19,7 +19,7 @@ import anyio
 import anyio.abc
 import msgspec
 
-from store import _wire, faults
+from store import _wire, faults, telemetry
 from store._batch import _Append, _BatchResult, _fail_batch, _Outcome, _Write
 from store._codec import EventRegistry
 from store._errors import (
@@ -170,7 +170,13 @@ class _ProcessWriter(GroupCommitStore):
                 appends, writes = self._in_flight.popleft()
                 self._slot.set()
                 if isinstance(reply, _wire.Done):
-                    if not (reply.others or writes or self._listeners or faults.enabled):
+                    if not (
+                        reply.others
+                        or writes
+                        or self._listeners
+                        or faults.enabled
+                        or telemetry.active
+                    ):
                         self._answer_plainly(appends, reply)
                         continue
                     with anyio.CancelScope(shield=True):
@@ -217,7 +223,8 @@ class _ProcessWriter(GroupCommitStore):
 
     def _answer_plainly(self, appends: list[_Append], done: _wire.Done) -> None:
         """`_answer` for the writer process's common batch (every append committed, no
-        keyed write, no commit listener, no fault rule): built and answered in one pass."""
+        keyed write, no commit listener, no fault rule, no telemetry): built and answered in
+        one pass."""
         self._last_position = done.last_position
         for item, (first_version, last_version, first_position, last_position) in zip(
             appends, done.results, strict=True

@@ -97,7 +97,14 @@ def test_the_method_check_finds_an_undocumented_method() -> None:
     ]
 
 
-PUBLIC_MODULES = (*PACKAGES, "actors.testing", "readmodels.testing", "demo.bank", "demo.shop")
+PUBLIC_MODULES = (
+    *PACKAGES,
+    "store.telemetry",
+    "actors.testing",
+    "readmodels.testing",
+    "demo.bank",
+    "demo.shop",
+)
 """Every module whose names are public API (and go into the API reference)."""
 
 

@@ -14,6 +14,9 @@ Endpoints:
   `GET /accounts/{id}/statement`, `GET /transfers/{id}`: pass a position as
   `X-Consistent-With` (or `?after=`) to read your own write.
 - `GET /health`: the system's statistics.
+- `GET /metrics`: the process's metrics in Prometheus text format (esactors' among
+  them); traces go to an OTLP collector when `OTEL_EXPORTER_OTLP_ENDPOINT` is set, and
+  log lines carry the request's `trace_id` and `span_id` then.
 
 Every reply names the process that answered in `X-Worker-Pid`.
 

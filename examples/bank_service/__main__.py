@@ -22,6 +22,7 @@ import uvicorn
 
 from examples.bank_service._app import DATABASE_ENV, ServiceSettings, create_app
 from examples.bank_service._serve import GRACE_ENV, configure_logging, parse_seconds
+from examples.bank_service._telemetry import configure_telemetry
 
 WORKER_APP = "examples.bank_service:worker_app"
 """The import string of the app factory each uvicorn worker process calls."""
@@ -102,9 +103,10 @@ def main(argv: list[str] | None = None) -> None:
     """Parse the command line and serve until SIGTERM or SIGINT."""
     args = parse_args(argv)
     configure_logging()
-    if args.workers > 1:
+    if args.workers > 1:  # (each worker configures its own telemetry: worker_app)
         _serve_workers(args)
         return
+    configure_telemetry()
     settings = ServiceSettings(system_options={"grace": args.grace})
     app = create_app(args.database, settings)
     config = uvicorn.Config(

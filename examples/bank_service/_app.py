@@ -84,6 +84,12 @@ from examples.bank_service._api import (
     TransferStateReply,
 )
 from examples.bank_service._plumbing import WORKER_HEADER, ReadYourWrites, ServedBy
+from examples.bank_service._telemetry import (
+    METRICS_CONTENT_TYPE,
+    flush_telemetry,
+    metrics_text,
+    request_span,
+)
 from readmodels import ConsistencyTimeout, ProjectionHandle, ProjectionStopped
 from store import (
     ConcurrencyError,
@@ -293,17 +299,25 @@ class _Service:
         self._reads = None
         app.state.bank = None
         _log.info("service.stopped")
+        flush_telemetry()
 
     # -- plumbing ---------------------------------------------------------------------------
 
     def endpoint(
         self, handler: Callable[[Request], Awaitable[Response]]
     ) -> Callable[[Request], Awaitable[Response]]:
-        """Wrap `handler`: bind the request's ids to the log context, map errors to
-        statuses, log the outcome, echo `X-Correlation-Id`."""
+        """Wrap `handler`: open the request's span, bind the request's ids to the log
+        context, map errors to statuses, log the outcome, echo `X-Correlation-Id`."""
         retry_after = self.settings.retry_after
 
         async def wrapped(request: Request) -> Response:
+            route = getattr(request.scope.get("route"), "path", request.url.path)
+            with request_span(request.method, route, request.headers) as span:
+                response = await answer(request)
+                span.set_attribute("http.response.status_code", response.status_code)
+                return response
+
+        async def answer(request: Request) -> Response:
             correlation_id = _correlation_id(request)
             tokens = structlog.contextvars.bind_contextvars(
                 correlation_id=correlation_id,
@@ -564,6 +578,10 @@ class _Service:
         )
         return _json(reply, 200 if system.accepting else 503)
 
+    async def metrics(self, request: Request) -> Response:
+        # (what the process's meter provider reports: see `configure_telemetry`)
+        return Response(metrics_text(), media_type=METRICS_CONTENT_TYPE)
+
 
 def _correlation_id(request: Request) -> str:
     """The request's `X-Correlation-Id` if it is a valid one, else a fresh id; the same
@@ -680,6 +698,7 @@ def create_app(
         Route("/transfers", wrap(service.request_transfer), methods=["POST"]),
         Route("/transfers/{id}", wrap(service.transfer), methods=["GET"]),
         Route("/health", wrap(service.health), methods=["GET"]),
+        Route("/metrics", wrap(service.metrics), methods=["GET"]),
     ]
     handlers = {HTTPException: _routing_error, Exception: _crashed}
     return Starlette(

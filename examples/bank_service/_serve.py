@@ -20,6 +20,7 @@ import structlog
 from starlette.applications import Starlette
 
 from examples.bank_service._app import DATABASE_ENV, ServiceSettings, create_app
+from examples.bank_service._telemetry import add_trace_ids, configure_telemetry
 
 __all__ = ["GRACE_ENV", "configure_logging", "parse_seconds", "worker_app"]
 
@@ -38,11 +39,13 @@ def parse_seconds(text: str) -> float | None:
 
 
 def configure_logging() -> None:
-    """JSON lines on stderr (stdlib logging, uvicorn's included, and structlog)."""
+    """JSON lines on stderr (stdlib logging, uvicorn's included, and structlog), with
+    the current span's `trace_id` and `span_id` when a span is recording."""
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(message)s")
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
+            add_trace_ids,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
@@ -56,7 +59,8 @@ def configure_logging() -> None:
 
 
 def worker_app() -> Starlette:
-    """The app of one server process: JSON logs, the database named by `BANK_SERVICE_DB`
+    """The app of one server process: JSON logs, telemetry (`configure_telemetry`:
+    `GET /metrics`, traces when `OTEL_EXPORTER_OTLP_ENDPOINT` is set), the database named by `BANK_SERVICE_DB`
     (default `bank.db`), the shutdown grace by `BANK_SERVICE_GRACE` (default: the
     actor system's).
 
@@ -74,4 +78,5 @@ def worker_app() -> Starlette:
             )
         options["grace"] = grace
     configure_logging()
+    configure_telemetry()
     return create_app(os.environ.get(DATABASE_ENV), ServiceSettings(system_options=options))
