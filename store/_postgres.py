@@ -27,7 +27,6 @@ from store._codec import EventRegistry
 from store._decode import _decode_rows
 from store._errors import (
     InvalidCheckpoint,
-    InvalidStoreOption,
     LeaseLost,
     StoreClosed,
     StoreError,
@@ -46,14 +45,16 @@ from store._postgres_batch import (
 )
 from store._postgres_connect import (
     _CONNECTION_LOST,
+    _checked_options,
     _Connect,
     _connect,
+    _connections,
     _named,
-    _split_url,
     _translate,
 )
 from store._postgres_listen import Listener, channel_name
-from store._postgres_schema import check_schema_name, current_schema, migrate, quote_ident
+from store._postgres_queries import _Queries
+from store._postgres_schema import current_schema, migrate
 from store._prepare import Fence
 from store._records import AppendResult, Lease, RecordedEvent
 
@@ -65,92 +66,12 @@ S = TypeVar("S")
 _SNAPSHOT: Final = "snapshot"
 _CHECKPOINT: Final = "checkpoint"
 
-_COLUMNS: Final = (
-    "position, stream_id, version, event_type, schema_version, data, metadata, command_id,"
-    " recorded_at, checksum"
-)
-_NOW: Final = "SELECT extract(epoch FROM clock_timestamp())::double precision AS ts"
 _READ_POOL_SIZE: Final = 4
 # A queue at least this long is committed in two halves (`_batch_size`).
 _SPLIT_FROM: Final = 64
 # Reconnecting the writer after a lost connection: first delay, doubling, capped.
 _RECONNECT_DELAY: Final = 0.05
 _RECONNECT_DELAY_MAX: Final = 2.0
-# PostgreSQL's largest lock_timeout, in ms (an int32).
-_MAX_LOCK_TIMEOUT_MS: Final = 2**31 - 1
-
-
-class _Queries:
-    """The read statements of one schema (its name quoted once, everything else bound)."""
-
-    def __init__(self, schema: str) -> None:
-        s = quote_ident(schema)
-        self.read_stream = (
-            f"SELECT {_COLUMNS} FROM {s}.events WHERE stream_id = $1"  # noqa: S608
-            " AND version >= $2 AND version <= $3 ORDER BY version LIMIT $4"
-        )
-        self.read_all = (
-            f"SELECT {_COLUMNS} FROM {s}.events WHERE position >= $1 AND position <= $2"  # noqa: S608
-            " AND ($3::text[] IS NULL OR event_type = ANY($3))"
-            " AND ($4::text IS NULL OR starts_with(stream_id, $4))"
-            " ORDER BY position LIMIT $5"
-        )
-        self.first_version_after = (
-            f"SELECT min(version) FROM {s}.events WHERE stream_id = $1 AND recorded_at > $2"  # noqa: S608
-        )
-        self.stream_version = (
-            f"SELECT version FROM {s}.events WHERE stream_id = $1"  # noqa: S608
-            " ORDER BY version DESC LIMIT 1"
-        )
-        self.last_position = f"SELECT last_position FROM {s}.position_counter"  # noqa: S608
-        self.command = (
-            "SELECT stream_id, first_version, last_version, first_position, last_position"  # noqa: S608
-            f" FROM {s}.commands WHERE command_id = $1"
-        )
-        self.snapshot = (
-            "SELECT version, state_type, schema_version, data, checksum, recorded_at"  # noqa: S608
-            f" FROM {s}.snapshots WHERE stream_id = $1"
-        )
-        self.checkpoint = f"SELECT position FROM {s}.checkpoints WHERE name = $1"  # noqa: S608
-        # Leases, on the server's clock. Acquire: a new row at epoch 1; an existing one
-        # only if its owner asks again (unexpired: same epoch) or it expired (the next
-        # epoch); the upsert locks the row, so racing owners are serialised.
-        self.acquire_lease = (
-            f"INSERT INTO {s}.leases AS l (name, owner, epoch, expires_at, updated_at)"  # noqa: S608
-            f" SELECT $1, $2, 1, c.ts + $3, c.ts FROM ({_NOW}) c"
-            " ON CONFLICT (name) DO UPDATE SET"
-            " epoch = CASE WHEN l.owner = excluded.owner AND l.expires_at > excluded.updated_at"
-            " THEN l.epoch ELSE l.epoch + 1 END,"
-            " owner = excluded.owner, expires_at = excluded.expires_at,"
-            " updated_at = excluded.updated_at"
-            " WHERE l.owner = excluded.owner OR l.expires_at <= excluded.updated_at"
-            " RETURNING l.name, l.owner, l.epoch, l.expires_at"
-        )
-        self.renew_lease = (
-            f"UPDATE {s}.leases AS l SET expires_at = c.ts + $4, updated_at = c.ts"  # noqa: S608
-            f" FROM ({_NOW}) c WHERE l.name = $1 AND l.owner = $2 AND l.epoch = $3"
-            " RETURNING l.name, l.owner, l.epoch, l.expires_at"
-        )
-        self.release_lease = (
-            f"UPDATE {s}.leases AS l SET expires_at = least(l.expires_at, c.ts),"  # noqa: S608
-            f" updated_at = c.ts FROM ({_NOW}) c"
-            " WHERE l.name = $1 AND l.owner = $2 AND l.epoch = $3"
-        )
-        self.read_leases = (
-            f"SELECT name, owner, epoch, expires_at FROM {s}.leases"  # noqa: S608
-            ' WHERE starts_with(name, $1) ORDER BY name COLLATE "C"'
-        )
-        # A fenced checkpoint: the lease row locked (FOR SHARE, to the commit) and
-        # compared, the upsert only if it matched, in one statement; answers whether it
-        # wrote and the lease's owner and epoch as found.
-        self.fenced_checkpoint = (
-            f"WITH l AS (SELECT owner, epoch FROM {s}.leases WHERE name = $4 FOR SHARE),"  # noqa: S608
-            f" w AS (INSERT INTO {s}.checkpoints (name, position, updated_at)"
-            " SELECT $1, $2, $3 FROM l WHERE l.owner = $5 AND l.epoch = $6"
-            " ON CONFLICT (name) DO UPDATE SET position = excluded.position,"
-            " updated_at = excluded.updated_at RETURNING 1)"
-            " SELECT EXISTS (SELECT 1 FROM w), (SELECT owner FROM l), (SELECT epoch FROM l)"
-        )
 
 
 class _Connecting:
@@ -557,6 +478,22 @@ class PostgresEventStore(GroupCommitStore):
             if not future.done():
                 future.set_result(result)
 
+    async def _close_connections(self) -> None:
+        """Close every connection of the store, ignoring their errors (the store is
+        closing): the listener's, `read_log`'s, the read pool, the writer."""
+        self._readers_closed = True
+        with contextlib.suppress(Exception):
+            await self._listener.close()
+        if self._log_conn is not None:
+            with contextlib.suppress(Exception):
+                await self._log_conn.close()
+        with contextlib.suppress(Exception):
+            await self._readers.close()
+        conn = self._writer
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await conn.close()
+
 
 def _lease(row: Any) -> Lease | None:
     """The lease in a `name, owner, epoch, expires_at` row, or None for no row."""
@@ -608,39 +545,35 @@ async def open_postgres_store(
             or the event loop is not asyncio (asyncpg runs on asyncio only).
         InvalidStoreOption: a bad option (`writer="process"`, a bad schema name).
     """
-    dsn, schema, where = _split_url(url, schema)
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        raise StoreUnavailable(
-            f"the PostgreSQL store ({where}) runs on asyncio only (asyncpg needs it):"
-            " run it under anyio's asyncio backend"
-        ) from None
-    opts = StoreOptions(**options)
-    if opts.writer != "thread":
-        raise InvalidStoreOption(
-            "writer", opts.writer, "'thread' (the PostgreSQL store writes on a connection)"
-        )
-    if schema is not None:
-        try:
-            check_schema_name(schema)
-        except ValueError as exc:
-            raise InvalidStoreOption("schema", schema, str(exc)) from None
-    settings = {"synchronous_commit": "on" if opts.synchronous == "FULL" else "off"}
-    # The writer waits for another connection's lock (the counter row, a migration's)
-    # as long as SQLite's busy handler would: then the server cancels the statement and
-    # nothing is written. The client waits a busy_timeout more for any answer, so a
-    # server that stopped answering fails the batch (outcome unknown) instead of hanging.
-    lock_wait = opts.busy_timeout * (opts.busy_retries + 1)
-    lock_timeout_ms = min(max(int(lock_wait * 1000), 1), _MAX_LOCK_TIMEOUT_MS)
-    writer_settings = {**settings, "lock_timeout": f"{lock_timeout_ms}ms"}
-    connect = _Connect(
-        dsn,
-        opts.busy_timeout,
-        _named(dsn, writer_settings, "esactors-writer"),
-        lock_timeout_ms / 1000 + opts.busy_timeout,
-    )
+    dsn, schema, where, opts = _checked_options(url, schema, options)
+    connect, reader_settings = _connections(dsn, opts)
     writer = await _connect(where, connect)
+    readers, schema, last_position = await _open_schema(
+        where, connect, writer, schema, reader_settings
+    )
+    store = PostgresEventStore(
+        where, connect, schema, registry or EventRegistry(), opts, writer, readers, last_position
+    )
+    store._log.info("store.opened", schema=schema, position=last_position)
+    try:
+        async with store._serving(store._run_writer):
+            yield store
+    finally:
+        with anyio.CancelScope(shield=True):
+            await store._close_connections()
+        store._log.info("store.closed", position=store._last_position)
+
+
+async def _open_schema(
+    where: str,
+    connect: _Connect,
+    writer: asyncpg.Connection,
+    schema: str | None,
+    reader_settings: dict[str, str],
+) -> tuple[asyncpg.Pool, str, int]:
+    """On the new `writer` connection: the schema (None: the connection's current one)
+    migrated, its last position, and the read pool; its errors as the store's (the
+    connections terminated)."""
     readers: asyncpg.Pool | None = None
     try:
         try:
@@ -653,7 +586,7 @@ async def open_postgres_store(
                 min_size=1,
                 max_size=_READ_POOL_SIZE,
                 timeout=connect.timeout,
-                server_settings=_named(dsn, settings, "esactors-reader"),
+                server_settings=reader_settings,
             )
         except (
             OSError,
@@ -671,25 +604,4 @@ async def open_postgres_store(
             readers.terminate()
         raise
     assert readers is not None
-    store = PostgresEventStore(
-        where, connect, schema, registry or EventRegistry(), opts, writer, readers, last_position
-    )
-    store._log.info("store.opened", schema=schema, position=last_position)
-    try:
-        async with store._serving(store._run_writer):
-            yield store
-    finally:
-        with anyio.CancelScope(shield=True):
-            store._readers_closed = True
-            with contextlib.suppress(Exception):
-                await store._listener.close()
-            if store._log_conn is not None:
-                with contextlib.suppress(Exception):
-                    await store._log_conn.close()
-            with contextlib.suppress(Exception):
-                await readers.close()
-            conn = store._writer
-            if conn is not None:
-                with contextlib.suppress(Exception):
-                    await conn.close()
-        store._log.info("store.closed", position=store._last_position)
+    return readers, schema, last_position

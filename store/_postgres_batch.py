@@ -294,26 +294,86 @@ async def write_batch(
     with its last position, delivered at the commit; one that wrote none (every append
     refused or a duplicate, or only snapshots and checkpoints) notifies nobody.
     """
-    known = versions.versions if versions is not None else {}
-    chain: dict[str, int] = {}  # per stream: its version after this batch, all accepted
-    bases: list[int] = []  # per append: its stream's version before it, all accepted
-    expected: list[int] = []
-    counts: list[int] = []
-    digests: list[bytes | None] = []
-    check_streams: list[str] = []
-    check_versions: list[int] = []
-    row_streams: list[str] = []
-    row_versions: list[int] = []
-    tags: list[str] = []
-    schema_versions: list[int] = []
-    data: list[bytes] = []
-    checksums: list[int] = []
+    arrays = _arrays(appends, versions.versions if versions is not None else {})
+    fence_args = _check_writes(appends, snapshots, checkpoints, fences)
+    record = await conn.fetchrow(
+        _query(schema, bool(fence_args)),
+        *_arguments(
+            schema,
+            arrays,
+            recorded_at,
+            versions.position if versions is not None else 0,
+            snapshots,
+            checkpoints,
+        ),
+        *fence_args,
+    )
+    assert record is not None
+    return _result(record, appends, arrays, versions)
+
+
+class _Arrays:
+    """A batch's appends as the statement's arrays (filled by `_arrays`): per event row
+    `streams` to `commands` (`metadata`, `commands`: None if every row's is NULL); per
+    append `expected` to `bases`; the bases the function checks exist (`check_streams`,
+    `check_versions`); per stream its version after the batch if every append is
+    accepted (`chain`); whether the client already knows a proposal cannot hold
+    (`careful`), and whether an append carries more than one event (`multi`)."""
+
+    __slots__ = (
+        "bases",
+        "careful",
+        "chain",
+        "check_streams",
+        "check_versions",
+        "checksums",
+        "commands",
+        "counts",
+        "data",
+        "digests",
+        "expected",
+        "metadata",
+        "multi",
+        "schema_versions",
+        "streams",
+        "tags",
+        "versions",
+    )
+
+    def __init__(self) -> None:
+        self.streams: list[str] = []
+        self.versions: list[int] = []
+        self.tags: list[str] = []
+        self.schema_versions: list[int] = []
+        self.data: list[bytes] = []
+        self.checksums: list[int] = []
+        self.metadata: list[bytes | None] | None = None  # set once filled
+        self.commands: list[str | None] | None = None  # set once filled
+        self.expected: list[int] = []
+        self.counts: list[int] = []
+        self.digests: list[bytes | None] = []
+        self.bases: list[int] = []  # per append: its stream's version before it, all accepted
+        self.check_streams: list[str] = []
+        self.check_versions: list[int] = []
+        self.chain: dict[str, int] = {}  # per stream: its version after the batch, all accepted
+        self.careful = False
+        self.multi = False
+
+
+def _arrays(appends: Sequence[BatchAppend], known: dict[str, int]) -> _Arrays:
+    """The rows of `appends`, each with the version it gets if every append is accepted
+    (its base from the expected version, `known`, the cache, or the batch's chain).
+    Raises `ValueError` for an append without events or a bad command id."""
+    arrays = _Arrays()
+    chain, bases, expected, counts = arrays.chain, arrays.bases, arrays.expected, arrays.counts
+    digests, check_streams = arrays.digests, arrays.check_streams
+    check_versions = arrays.check_versions
+    row_streams, row_versions, tags = arrays.streams, arrays.versions, arrays.tags
+    schema_versions, data, checksums = arrays.schema_versions, arrays.data, arrays.checksums
     row_metadata: list[bytes | None] = []
     row_commands: list[str | None] = []
     command_ids: set[str] = set()
-    careful = False
-    multi = False
-    has_metadata = False
+    careful = multi = has_metadata = False
     for item in appends:
         stream_id = item.stream_id
         wanted = item.expected
@@ -377,6 +437,22 @@ async def write_batch(
             row_versions.extend(range(base + 1, base + count + 1))
             row_metadata.extend([metadata_bytes] * count)
             row_commands.extend([command_id] * count)
+    arrays.metadata = row_metadata if has_metadata else None
+    arrays.commands = row_commands if command_ids else None
+    arrays.careful = careful
+    arrays.multi = multi
+    return arrays
+
+
+def _check_writes(
+    appends: Sequence[BatchAppend],
+    snapshots: Sequence[SnapshotWrite],
+    checkpoints: Sequence[CheckpointWrite],
+    fences: Sequence[tuple[str, str, int] | None] | None,
+) -> tuple[object, ...]:
+    """Check the snapshots, checkpoints and fences (`ValueError` for a NUL character or
+    a fence count that is not the appends') and answer the fence parameters ($30 to
+    $32: names, owners, epochs), or none for a batch without a fence."""
     for snapshot in snapshots:
         if "\x00" in snapshot.stream_id or "\x00" in snapshot.state_type:
             raise ValueError(f"snapshot of {snapshot.stream_id!r}: a NUL character")
@@ -392,24 +468,39 @@ async def write_batch(
             [None if f is None else f[1] for f in fences],
             [None if f is None else f[2] for f in fences],
         )
-    record = await conn.fetchrow(
-        _query(schema, bool(fence_args)),
-        _texts(row_streams),
-        _ints(row_versions),
-        _texts(tags),
-        _ints(schema_versions),
+    return fence_args
+
+
+def _arguments(
+    schema: str,
+    arrays: _Arrays,
+    recorded_at: float,
+    position: int,
+    snapshots: Sequence[SnapshotWrite],
+    checkpoints: Sequence[CheckpointWrite],
+) -> tuple[object, ...]:
+    """The statement's parameters $1 to $29 (see `_PARAMS` and `_query`); `position` is
+    the last one the versions cache saw commit (0: no cache)."""
+    data = arrays.data
+    has_commands = arrays.commands is not None
+    check_streams = arrays.check_streams
+    return (
+        _texts(arrays.streams),
+        _ints(arrays.versions),
+        _texts(arrays.tags),
+        _ints(arrays.schema_versions),
         b"".join(data),
         _ints(itertools.accumulate(map(len, data), initial=0)),
-        _ints(checksums),
-        row_metadata if has_metadata else None,
-        row_commands if command_ids else None,
-        _ints(expected),
-        _ints(counts) if multi else None,
-        digests if command_ids else None,
+        _ints(arrays.checksums),
+        arrays.metadata,
+        arrays.commands,
+        _ints(arrays.expected),
+        _ints(arrays.counts) if arrays.multi else None,
+        arrays.digests if has_commands else None,
         _texts(check_streams) if check_streams else None,
-        _ints(check_versions) if check_streams else None,
-        careful,
-        versions.position if versions is not None else 0,
+        _ints(arrays.check_versions) if check_streams else None,
+        arrays.careful,
+        position,
         recorded_at,
         [s.stream_id for s in snapshots] if snapshots else None,
         [s.version for s in snapshots] if snapshots else None,
@@ -422,23 +513,32 @@ async def write_batch(
         [c.position for c in checkpoints] if checkpoints else None,
         [c.updated_at for c in checkpoints] if checkpoints else None,
         channel_name(schema),
-        len(row_streams),
-        *fence_args,
+        len(arrays.streams),
     )
-    assert record is not None
+
+
+def _result(
+    record: asyncpg.Record,
+    appends: Sequence[BatchAppend],
+    arrays: _Arrays,
+    versions: StreamVersions | None,
+) -> BatchResult:
+    """The outcomes in the statement's answer `record`, one per append (the fast path
+    answers no arrays: every append accepted as proposed), with `versions` updated from
+    them."""
     start, kinds, fvs, lvs, fps, lps, actuals, recorded, write_error, _ = record
     outcomes: list[AppendOutcome] = []
     if not appends:
         return BatchResult(outcomes, write_error)
     if kinds is None:  # the fast path: every append accepted as proposed
         position = start
-        for base, count in zip(bases, counts, strict=True):
+        for base, count in zip(arrays.bases, arrays.counts, strict=True):
             outcomes.append(
                 AppendOutcome(OK, base + 1, base + count, position + 1, position + count, 0, None)
             )
             position += count
         if versions is not None:
-            known.update(chain)
+            versions.versions.update(arrays.chain)
             versions.position = position
             versions._trim()
         return BatchResult(outcomes, write_error)
@@ -453,6 +553,7 @@ async def write_batch(
     if versions is not None:
         if start < versions.position:
             versions.clear()  # another history than the one it knows
+        known = versions.versions
         last = start
         for item, outcome in zip(appends, outcomes, strict=True):
             if outcome.kind == OK:

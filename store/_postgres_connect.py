@@ -1,15 +1,18 @@
-"""Connecting to PostgreSQL: the URL taken apart, connections opened, and driver and
-network errors as the store's errors (naming host, port and database, never the
-password)."""
+"""Connecting to PostgreSQL: the URL and options taken apart and checked, the
+connections' settings, connections opened, and driver and network errors as the store's
+errors (naming host, port and database, never the password)."""
 
 from __future__ import annotations
 
-from typing import Final, NamedTuple
+import asyncio
+from typing import Any, Final, NamedTuple
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 
 from store._errors import InvalidStoreOption, StoreError, StoreUnavailable
+from store._options import StoreOptions
+from store._postgres_schema import check_schema_name
 
 __all__: list[str] = []
 
@@ -26,6 +29,9 @@ _CONNECTION_LOST: Final = (
     # asyncpg's protocol state broken by the server ending an idle session (asyncpg #1069)
     asyncpg.InternalClientError,
 )
+
+# PostgreSQL's largest lock_timeout, in ms (an int32).
+_MAX_LOCK_TIMEOUT_MS: Final = 2**31 - 1
 
 
 def _split_url(url: str, schema: str | None) -> tuple[str, str | None, str]:
@@ -47,6 +53,54 @@ def _split_url(url: str, schema: str | None) -> tuple[str, str | None, str]:
     database = parts.path.lstrip("/") or parts.username or "postgres"
     shown = f"postgresql://{host}:{port}/{database}"
     return dsn, schema, shown
+
+
+def _checked_options(
+    url: str, schema: str | None, options: dict[str, Any]
+) -> tuple[str, str | None, str, StoreOptions]:
+    """`open_postgres_store`'s arguments checked: the URL asyncpg connects with, the
+    schema named (None: the connection's current one), the URL as errors show it, and
+    the options. Raises `StoreUnavailable` off asyncio, `InvalidStoreOption` for a bad
+    option or schema name."""
+    dsn, schema, where = _split_url(url, schema)
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        raise StoreUnavailable(
+            f"the PostgreSQL store ({where}) runs on asyncio only (asyncpg needs it):"
+            " run it under anyio's asyncio backend"
+        ) from None
+    opts = StoreOptions(**options)
+    if opts.writer != "thread":
+        raise InvalidStoreOption(
+            "writer", opts.writer, "'thread' (the PostgreSQL store writes on a connection)"
+        )
+    if schema is not None:
+        try:
+            check_schema_name(schema)
+        except ValueError as exc:
+            raise InvalidStoreOption("schema", schema, str(exc)) from None
+    return dsn, schema, where, opts
+
+
+def _connections(dsn: str, opts: StoreOptions) -> tuple[_Connect, dict[str, str]]:
+    """How the writer connects (named `esactors-writer`), and the read pool's session
+    settings (named `esactors-reader`)."""
+    settings = {"synchronous_commit": "on" if opts.synchronous == "FULL" else "off"}
+    # The writer waits for another connection's lock (the counter row, a migration's)
+    # as long as SQLite's busy handler would: then the server cancels the statement and
+    # nothing is written. The client waits a busy_timeout more for any answer, so a
+    # server that stopped answering fails the batch (outcome unknown) instead of hanging.
+    lock_wait = opts.busy_timeout * (opts.busy_retries + 1)
+    lock_timeout_ms = min(max(int(lock_wait * 1000), 1), _MAX_LOCK_TIMEOUT_MS)
+    writer_settings = {**settings, "lock_timeout": f"{lock_timeout_ms}ms"}
+    connect = _Connect(
+        dsn,
+        opts.busy_timeout,
+        _named(dsn, writer_settings, "esactors-writer"),
+        lock_timeout_ms / 1000 + opts.busy_timeout,
+    )
+    return connect, _named(dsn, settings, "esactors-reader")
 
 
 def _translate(exc: BaseException, what: str, where: str) -> StoreError:

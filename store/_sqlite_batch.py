@@ -206,6 +206,10 @@ class _BatchWriter:
         *,
         careful: bool,
     ) -> list[_Outcome]:
+        """Decide each append in order (a duplicate or conflicting command id, a lost
+        fence, the expected version) and insert the accepted ones' rows and commands.
+        Careful: each append in a savepoint of its own, on versions read afresh (the
+        redo after `UNIQUE(stream_id, version)` fired); otherwise all rows at once."""
         if not appends:
             return []
         known = self._known_commands(conn, appends)
@@ -213,24 +217,16 @@ class _BatchWriter:
         holders: dict[str, tuple[str, int] | None] = {}  # lease name: (owner, epoch)
         position = self._last_position
         outcomes: list[_Outcome] = []
-        # The rows of the batch, flat (one value after the other): see _insert_rows.
-        event_rows: list[Any] = []
-        command_rows: list[Any] = []
-        plain_rows: list[Any] = []
+        accepted: list[tuple[_FencedBatchAppend, AppendResult]] = []  # to insert
         append_outcome = outcomes.append
-        add_event_row = event_rows.extend
-        add_plain_row = plain_rows.extend
+        accept = accepted.append
         for item in appends:
             stream_id = item.stream_id
             command_id = item.command_id
             if command_id is not None:
                 seen = known.get(command_id)
                 if seen is not None:
-                    seen_stream, seen_result, seen_digest = seen
-                    if seen_stream != stream_id or seen_digest != item.digest:
-                        append_outcome(IdempotencyConflict(command_id, stream_id, seen_stream))
-                    else:
-                        append_outcome(msgspec.structs.replace(seen_result, duplicate=True))
+                    append_outcome(_resent(item, command_id, seen))
                     continue
             fence = item.fence
             if fence is not None:
@@ -248,29 +244,106 @@ class _BatchWriter:
             ):
                 append_outcome(ConcurrencyError(stream_id, expected, current))
                 continue
-            metadata_bytes = item.metadata_bytes
-            first_position = position + 1
-            version = current
             if careful:
-                rows: list[tuple[Any, ...]] = []
-                for tag, schema_version, data, checksum in item.rows:
-                    position += 1
-                    version += 1
-                    rows.append(
-                        (
-                            position,
-                            stream_id,
-                            version,
-                            tag,
-                            schema_version,
-                            data,
-                            metadata_bytes,
-                            command_id,
-                            recorded_at,
-                            checksum,
-                        )
+                actual = self._insert_append(conn, item, current, position, recorded_at)
+                if actual is not None:
+                    versions[stream_id] = actual
+                    append_outcome(ConcurrencyError(stream_id, expected, actual))
+                    continue
+            count = len(item.rows)
+            version = versions[stream_id] = current + count
+            result = AppendResult(stream_id, current + 1, version, position + 1, position + count)
+            position += count
+            append_outcome(result)
+            accept((item, result))
+            if command_id is not None:
+                known[command_id] = (stream_id, result, item.digest)
+        self._insert_accepted(conn, accepted, recorded_at, events=not careful)
+        self._last_position = position
+        self._remember(versions)
+        return outcomes
+
+    def _insert_append(
+        self,
+        conn: sqlite3.Connection,
+        item: _FencedBatchAppend,
+        version: int,
+        position: int,
+        recorded_at: float,
+    ) -> int | None:
+        """The careful path's insert of `item`'s rows (versions after `version`,
+        positions after `position`) in a savepoint of its own: None if they went in,
+        else the stream's version that refused them (the savepoint rolled back)."""
+        stream_id = item.stream_id
+        metadata_bytes = item.metadata_bytes
+        command_id = item.command_id
+        rows: list[tuple[Any, ...]] = []
+        for tag, schema_version, data, checksum in item.rows:
+            position += 1
+            version += 1
+            rows.append(
+                (
+                    position,
+                    stream_id,
+                    version,
+                    tag,
+                    schema_version,
+                    data,
+                    metadata_bytes,
+                    command_id,
+                    recorded_at,
+                    checksum,
+                )
+            )
+        conn.execute("SAVEPOINT append")
+        try:
+            conn.executemany(_INSERT_EVENT, rows)
+        except sqlite3.IntegrityError:
+            conn.execute("ROLLBACK TO append")
+            conn.execute("RELEASE append")
+            return int(conn.execute(_SELECT_VERSION, (stream_id,)).fetchone()[0] or 0)
+        conn.execute("RELEASE append")
+        return None
+
+    def _insert_accepted(
+        self,
+        conn: sqlite3.Connection,
+        accepted: list[tuple[_FencedBatchAppend, AppendResult]],
+        recorded_at: float,
+        *,
+        events: bool,
+    ) -> None:
+        """Insert the command rows of the `accepted` appends and, if `events` (not on
+        the careful path, which inserted them already), their events, with the fewest
+        statements."""
+        # The rows of the batch, flat (one value after the other): see _insert_rows.
+        event_rows: list[Any] = []
+        command_rows: list[Any] = []
+        plain_rows: list[Any] = []
+        add_event_row = event_rows.extend
+        add_plain_row = plain_rows.extend
+        for item, result in accepted:
+            stream_id = item.stream_id
+            command_id = item.command_id
+            if command_id is not None:
+                command_rows.extend(
+                    (
+                        command_id,
+                        stream_id,
+                        result.first_version,
+                        result.last_version,
+                        result.first_position,
+                        result.last_position,
+                        item.digest,
+                        recorded_at,
                     )
-            elif metadata_bytes is None and command_id is None:
+                )
+            if not events:
+                continue
+            position = result.first_position - 1
+            version = result.first_version - 1
+            metadata_bytes = item.metadata_bytes
+            if metadata_bytes is None and command_id is None:
                 # A plain loop, not a comprehension: most appends carry one event, and a
                 # comprehension per append costs more than the rows it builds.
                 for tag, schema_version, data, checksum in item.rows:
@@ -306,49 +379,21 @@ class _BatchWriter:
                             checksum,
                         )
                     )
-            if careful:
-                conn.execute("SAVEPOINT append")
-                try:
-                    conn.executemany(_INSERT_EVENT, rows)
-                except sqlite3.IntegrityError:
-                    conn.execute("ROLLBACK TO append")
-                    conn.execute("RELEASE append")
-                    actual = int(conn.execute(_SELECT_VERSION, (stream_id,)).fetchone()[0] or 0)
-                    versions[stream_id] = actual
-                    position = first_position - 1
-                    append_outcome(ConcurrencyError(stream_id, expected, actual))
-                    continue
-                conn.execute("RELEASE append")
-            versions[stream_id] = version
-            result = AppendResult(stream_id, current + 1, version, first_position, position)
-            append_outcome(result)
-            if command_id is not None:
-                command_rows.extend(
-                    (
-                        command_id,
-                        stream_id,
-                        result.first_version,
-                        result.last_version,
-                        result.first_position,
-                        result.last_position,
-                        item.digest,
-                        recorded_at,
-                    )
-                )
-                known[command_id] = (stream_id, result, item.digest)
         if plain_rows:
             self._insert_rows(conn, _INSERT_PLAIN_EVENTS, 8, plain_rows)
         if event_rows:
             self._insert_rows(conn, _INSERT_EVENTS, 10, event_rows)
         if command_rows:
             self._insert_rows(conn, _INSERT_COMMANDS, 8, command_rows)
-        self._last_position = position
+
+    def _remember(self, versions: dict[str, int]) -> None:
+        """Keep the batch's stream `versions` in the cache (they are the cache itself
+        unless the batch read them afresh)."""
         cache = self._versions
         if versions is not cache:
             if len(cache) > _VERSION_CACHE_LIMIT:
                 cache.clear()
             cache.update(versions)
-        return outcomes
 
     def _insert_rows(
         self, conn: sqlite3.Connection, statements: dict[int, str], width: int, flat: list[Any]
@@ -461,3 +506,15 @@ class _BatchWriter:
             return _translate(exc, "write"), None
         conn.execute("RELEASE writes")
         return None, results
+
+
+def _resent(
+    item: _FencedBatchAppend, command_id: str, seen: tuple[str, AppendResult, bytes | None]
+) -> AppendResult | IdempotencyConflict:
+    """The answer to `item`, whose command id was `seen` committed (before, or earlier
+    in the batch): that result again if its stream and digest are the same, else the
+    conflict."""
+    seen_stream, seen_result, seen_digest = seen
+    if seen_stream != item.stream_id or seen_digest != item.digest:
+        return IdempotencyConflict(command_id, item.stream_id, seen_stream)
+    return msgspec.structs.replace(seen_result, duplicate=True)
