@@ -73,6 +73,13 @@ def _parser() -> argparse.ArgumentParser:
         description="Send commands through the whole stack and report throughput, latency,"
         " store batching, projection lag and memory.",
     )
+    _add_load_arguments(load)
+    _add_report_arguments(load)
+    return parser
+
+
+def _add_load_arguments(load: argparse.ArgumentParser) -> None:
+    """The workload of `loadtest` and the store it runs on."""
     load.add_argument("--aggregates", type=int, default=1_000, help="accounts (default 1,000)")
     amount = load.add_mutually_exclusive_group()
     amount.add_argument("--commands", type=int, help="commands to send (default 100,000)")
@@ -102,6 +109,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     load.add_argument("--uvloop", action="store_true", help="run on uvloop (must be installed)")
     load.add_argument("--seed", type=int, default=0)
+
+
+def _add_report_arguments(load: argparse.ArgumentParser) -> None:
+    """How `loadtest` runs and reports: JSON, the acknowledgement log, the sweep,
+    progress, several processes, thresholds, charts, HTML."""
     load.add_argument("--json", action="store_true", help="print one JSON object (per run)")
     load.add_argument(
         "--ack-log",
@@ -149,7 +161,6 @@ def _parser() -> argparse.ArgumentParser:
         help="write a self-contained HTML report: figures, thresholds, charts (with the"
         " charts extra), options and machine",
     )
-    return parser
 
 
 def _run(fn: Callable[[], Awaitable[T]], *, uvloop: bool) -> T:
