@@ -8,16 +8,9 @@ starts behind or falls behind. Imports only `store`.
 
 from __future__ import annotations
 
-from bus._bus import (
-    Batch,
-    BusOptions,
-    EventBus,
-    EventSource,
-    Subscription,
-    SubscriptionStatistics,
-    open_bus,
-)
+from bus._bus import BusOptions, EventBus, EventSource, open_bus
 from bus._errors import BusClosed, BusError, InvalidSubscription
+from bus._subscription import Batch, Subscription, SubscriptionStatistics
 
 __all__ = [
     "Batch",

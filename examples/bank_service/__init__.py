@@ -26,9 +26,10 @@ Every error, an unknown route (404) or method (405) included, answers the JSON
 
 from __future__ import annotations
 
-from examples.bank_service._app import DATABASE_ENV, Bank, ServiceSettings, bank_of, create_app
+from examples.bank_service._app import DATABASE_ENV, bank_of, create_app
 from examples.bank_service._plumbing import WORKER_HEADER
 from examples.bank_service._serve import GRACE_ENV, worker_app
+from examples.bank_service._service import Bank, ServiceSettings
 
 __all__ = [
     "DATABASE_ENV",

@@ -20,8 +20,9 @@ import socket
 
 import uvicorn
 
-from examples.bank_service._app import DATABASE_ENV, ServiceSettings, create_app
+from examples.bank_service._app import DATABASE_ENV, create_app
 from examples.bank_service._serve import GRACE_ENV, configure_logging, parse_seconds
+from examples.bank_service._service import ServiceSettings
 from examples.bank_service._telemetry import configure_telemetry
 
 WORKER_APP = "examples.bank_service:worker_app"

@@ -19,7 +19,8 @@ import sys
 import structlog
 from starlette.applications import Starlette
 
-from examples.bank_service._app import DATABASE_ENV, ServiceSettings, create_app
+from examples.bank_service._app import DATABASE_ENV, create_app
+from examples.bank_service._service import ServiceSettings
 from examples.bank_service._telemetry import add_trace_ids, configure_telemetry
 
 __all__ = ["GRACE_ENV", "configure_logging", "parse_seconds", "worker_app"]

@@ -17,7 +17,7 @@ from anyio.lowlevel import checkpoint
 
 from actors import InvalidCommand, open_system
 from demo.bank import Account, Deposited, TransferRequested
-from examples.bank_service import DATABASE_ENV, ServiceSettings, _app
+from examples.bank_service import DATABASE_ENV, ServiceSettings, _accounts, _errors
 from store import InvalidStreamId, open_store
 from tests._postgres import fresh_schema, url_with_schema
 from tests.actors.support import InterloperStore
@@ -437,7 +437,7 @@ async def test_a_bug_answers_500_in_the_json_error_shape(
     def broken(result: object) -> tuple[str, ...]:
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr(_app, "_tags", broken)
+    monkeypatch.setattr(_accounts, "tags", broken)
     async with serve(db) as service:
         # A server logs the exception it re-raises after the reply; this client keeps it.
         transport = httpx.ASGITransport(app=service.app, raise_app_exceptions=False)
@@ -748,7 +748,7 @@ async def test_request_logs_carry_the_correlation_and_command_ids(db: str) -> No
     ],
 )
 def test_a_refusal_at_the_runtimes_door_is_a_422_not_a_500(error: Exception) -> None:
-    mapped = _app._error_response(error)
+    mapped = _errors.error_response(error)
     assert mapped is not None
     status, reply, retry = mapped
     assert (status, reply.error, reply.type, retry) == (
