@@ -116,13 +116,25 @@ async def deliver(
         AskTimeout: no reply within what is left of `wait`.
     """
     loop = future.get_loop()
-    if not mailbox.offer(envelope):
-        started = loop.time()
-        if not await _wait_for_room(mailbox, envelope, wait, successor, key):
-            raise MailboxFull(name, mailbox.capacity)
-        wait = max(wait - (loop.time() - started), 0.0)
-    _expiry(loop).add(future, name, wait)
-    return await future
+    if mailbox.offer(envelope):
+        # The common case: queues keyed by the few timeouts in use stay in deadline order.
+        _expiry(loop).add(future, name, wait)
+        return await future
+    started = loop.time()
+    if not await _wait_for_room(mailbox, envelope, wait, successor, key):
+        raise MailboxFull(name, mailbox.capacity)
+    # What is left of the deadline is a time of its own: a timer of its own.
+    left = max(wait - (loop.time() - started), 0.0)
+    handle = loop.call_later(left, _expire, future, name, left)
+    try:
+        return await future
+    finally:
+        handle.cancel()
+
+
+def _expire(future: asyncio.Future[Any], name: str, timeout: float) -> None:
+    if not future.done():
+        future.set_exception(AskTimeout(name, timeout))
 
 
 async def _wait_for_room(

@@ -196,6 +196,7 @@ async def test_bp4_checker_catches_an_ask_timeout_that_is_not_enforced(
     report: Report, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(actors._deadline._Expiry, "add", lambda self, future, name, timeout: None)
+    monkeypatch.setattr(actors._deadline, "_expire", lambda future, name, timeout: None)
     figures = await _timeouts(200)
     violations = check_timeouts(figures)
     report.record("BP-4", broken_variant="timeout not enforced", caught=len(violations))
