@@ -9,7 +9,6 @@ events are committed. `actors.testing` has given/when/then helpers for aggregate
 from __future__ import annotations
 
 from actors._aggregate import SECRET, Aggregate, Command, CommandResult, Event
-from actors._context import current_chain, handling
 from actors._decode import CommandDecoder, InvalidCommand
 from actors._dispatch import Dispatch, StepRefused
 from actors._errors import (
@@ -73,7 +72,5 @@ __all__ = [
     "SystemOptions",
     "SystemStatistics",
     "TooManyAttempts",
-    "current_chain",
-    "handling",
     "open_system",
 ]

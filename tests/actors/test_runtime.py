@@ -13,9 +13,9 @@ from actors import (
     RecoveryError,
     ReentrantAskError,
     ShuttingDown,
-    handling,
     open_system,
 )
+from actors._context import handling
 from bus import EventBus
 from store import NO_STREAM, EventRegistry, open_store
 from tests.actors.domain import (
