@@ -147,16 +147,7 @@ class _Instruments:
         ]
 
 
-_instruments: _Instruments | None = None
-
-
-def _rebuild() -> None:
-    global _instruments
-    meter = telemetry.meter
-    _instruments = None if meter is None else _Instruments(meter)
-
-
-telemetry.on_change(_rebuild)
+_instruments = telemetry.Instruments(_Instruments)
 
 
 def _tag(command: object) -> str:
@@ -175,7 +166,7 @@ async def traced_ask(
     """Await `sending` (the ask of `envelope`) inside an `esactors.ask` span, and count
     it: outcome, duration."""
     tracer = telemetry.tracer
-    instruments = _instruments
+    instruments = _instruments.current
     started = time.perf_counter()
     outcome = "error"
     try:
@@ -289,7 +280,7 @@ async def handling(manager: str, recorded: RecordedEvent, work: Awaitable[None])
 
 def dead_letter(manager: str) -> None:
     """Count a step process manager `manager` parked."""
-    instruments = _instruments
+    instruments = _instruments.current
     if instruments is not None:
         instruments.dead_letters.add(1, {"esactors.process": manager})
 

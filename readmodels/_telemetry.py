@@ -73,22 +73,13 @@ class _Instruments:
         return [Observation(s.lag, {PROJECTION: s.name}) for s in self._statistics()]
 
 
-_instruments: _Instruments | None = None
-
-
-def _rebuild() -> None:
-    global _instruments
-    meter = telemetry.meter
-    _instruments = None if meter is None else _Instruments(meter)
-
-
-telemetry.on_change(_rebuild)
+_instruments = telemetry.Instruments(_Instruments)
 
 
 def applied(projection: str, recorded_at: float) -> None:
     """A batch whose last event was committed at `recorded_at` (POSIX seconds) was
     applied by `projection` now."""
-    instruments = _instruments
+    instruments = _instruments.current
     if instruments is not None:
         lag = max(time.time() - recorded_at, 0.0) * 1000
         instruments.apply_lag.record(lag, {PROJECTION: projection})
@@ -96,7 +87,7 @@ def applied(projection: str, recorded_at: float) -> None:
 
 def dead_letter(projection: str) -> None:
     """Count an event `projection` parked."""
-    instruments = _instruments
+    instruments = _instruments.current
     if instruments is not None:
         instruments.dead_letters.add(1, {PROJECTION: projection})
 

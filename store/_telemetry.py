@@ -31,23 +31,14 @@ class _Instruments:
         )
 
 
-_instruments: _Instruments | None = None
-
-
-def _rebuild() -> None:
-    global _instruments
-    meter = telemetry.meter
-    _instruments = None if meter is None else _Instruments(meter)
-
-
-telemetry.on_change(_rebuild)
+_instruments = telemetry.Instruments(_Instruments)
 
 
 def record_commit(appends: Sequence[_Append], result: _BatchResult) -> None:
     """Record the batch `appends` the writer just committed as `result`."""
     seconds = result.commit_seconds
     events = sum(len(item.rows) for item in appends)
-    instruments = _instruments
+    instruments = _instruments.current
     if instruments is not None:
         instruments.batch_size.record(events)
         instruments.commit_duration.record(seconds * 1000)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import importlib.metadata
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 if TYPE_CHECKING:
     from opentelemetry.metrics import Meter, MeterProvider
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "INSTRUMENTATION",
+    "Instruments",
     "active",
     "configure",
     "meter",
@@ -37,6 +38,8 @@ __all__ = [
     "resolve",
     "tracer",
 ]
+
+T = TypeVar("T")
 
 INSTRUMENTATION = "esactors"
 """The instrumentation scope name of every span and instrument esactors creates."""
@@ -108,6 +111,21 @@ def on_change(listener: Callable[[], None]) -> None:
     build their instruments there)."""
     _listeners.append(listener)
     listener()
+
+
+class Instruments(Generic[T]):
+    """A module's instruments, built by `build` from the current meter: `current` is
+    None while metrics are off, and is built again whenever the meter changes."""
+
+    __slots__ = ("_build", "current")
+
+    def __init__(self, build: Callable[[Meter], T]) -> None:
+        self._build = build
+        self.current: T | None = None
+        on_change(self._rebuild)
+
+    def _rebuild(self) -> None:
+        self.current = None if meter is None else self._build(meter)
 
 
 def _use(traces: TracerProvider | None, measures: MeterProvider | None) -> None:
