@@ -107,6 +107,20 @@ def _add_load_arguments(load: argparse.ArgumentParser) -> None:
         default=True,
         help="follow with a live Balances read model (default on)",
     )
+    load.add_argument(
+        "--distribution",
+        choices=("uniform", "zipf"),
+        default="uniform",
+        help="how commands pick their account: uniform (default) or zipf (hot accounts)",
+    )
+    load.add_argument(
+        "--zipf-exponent",
+        type=float,
+        default=1.0,
+        metavar="S",
+        help="the exponent of --distribution zipf: rank k drawn with weight 1/k**S"
+        " (default 1.0; larger is more skewed)",
+    )
     load.add_argument("--uvloop", action="store_true", help="run on uvloop (must be installed)")
     load.add_argument("--seed", type=int, default=0)
 
@@ -191,6 +205,8 @@ def _loadtest(args: argparse.Namespace) -> int:
             writer=args.writer,
             mix=args.mix,
             projection=args.projection,
+            distribution=args.distribution,
+            zipf_exponent=args.zipf_exponent,
             seed=args.seed,
             ack_log=args.ack_log,
             progress=args.progress,

@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
 from actors import ActorSystem, AggregateRouter, Command, ProcessManager, ProcessManagerHandle
+from demo._distribution import Pick, uniform
 from demo.bank import (
     Account,
     BankTotals,
@@ -116,10 +117,11 @@ def _manager_counts(handles: Sequence[ProcessManagerHandle]) -> Outcome:
 
 
 class DepositWorkload:
-    """Deposits of 1-10,000 cents into random accounts."""
+    """Deposits of 1-10,000 cents into accounts drawn by `pick`."""
 
-    def __init__(self, aggregates: int) -> None:
+    def __init__(self, aggregates: int, pick: Pick | None = None) -> None:
         self.accounts = _ids("", aggregates)
+        self.pick = pick or uniform(len(self.accounts))
         self.router: Router | None = None
 
     async def setup(self, system: ActorSystem, send_all: SendAll) -> None:
@@ -128,9 +130,9 @@ class DepositWorkload:
         await send_all([(router, a, OpenAccount(a, f"owner-{a}")) for a in self.accounts])
 
     def step(self, rng: random.Random, n: int) -> Step:
-        """A deposit into a random account."""
+        """A deposit into an account drawn by `pick`."""
         assert self.router is not None
-        account = self.accounts[rng.randrange(len(self.accounts))]
+        account = self.accounts[self.pick(rng)]
         return self.router, account, Deposit(account, rng.randint(1, 10_000))
 
     async def settle(self, system: ActorSystem) -> Outcome:
@@ -147,8 +149,9 @@ class BankWorkload:
 
     START = 1_000_000
 
-    def __init__(self, aggregates: int, seed: int) -> None:
+    def __init__(self, aggregates: int, seed: int, pick: Pick | None = None) -> None:
         self.accounts = _ids("", max(aggregates, 2))
+        self.pick = pick or uniform(len(self.accounts))
         self.seed = seed
         self.accounts_router: Router | None = None
         self.transfers: Router | None = None
@@ -170,14 +173,14 @@ class BankWorkload:
         assert self.transfers is not None
         accounts = self.accounts
         roll = rng.random()
-        source = accounts[rng.randrange(len(accounts))]
+        source = accounts[self.pick(rng)]
         if roll < 0.75:
             if rng.random() < 0.02:
                 target = f"missing-{rng.randrange(1_000)}"
             else:
                 target = source
                 while target == source:
-                    target = accounts[rng.randrange(len(accounts))]
+                    target = accounts[self.pick(rng)]
             transfer_id = f"{self.seed}-{n}"
             command = RequestTransfer(transfer_id, source, target, rng.randint(1, 5_000))
             return self.transfers, transfer_id, command
@@ -208,8 +211,9 @@ class ShopWorkload:
     WAREHOUSES = 4
     PRODUCTS = 20
 
-    def __init__(self, aggregates: int, commands: int, seed: int) -> None:
+    def __init__(self, aggregates: int, commands: int, seed: int, pick: Pick | None = None) -> None:
         self.accounts = _ids("c", aggregates)
+        self.pick = pick or uniform(len(self.accounts))
         self.commands = commands
         self.seed = seed
         self.skus = _ids("sku-", self.PRODUCTS)
@@ -244,7 +248,7 @@ class ShopWorkload:
     def step(self, rng: random.Random, n: int) -> Step:
         """An order."""
         assert self.orders is not None
-        customer = self.accounts[rng.randrange(len(self.accounts))]
+        customer = self.accounts[self.pick(rng)]
         skus = rng.sample(self.skus, rng.randint(1, 3))
         lines = tuple(OrderLine(sku, rng.randint(1, 3), self.prices[sku]) for sku in skus)
         warehouse = f"w{rng.randrange(self.WAREHOUSES)}"

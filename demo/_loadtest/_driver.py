@@ -12,6 +12,7 @@ from typing import Any, TextIO
 import anyio
 
 from actors import Command, CommandResult, Rejected
+from demo._distribution import picker
 from demo._loadtest._instruments import _AckLog
 from demo._loadtest._options import LoadOptions
 from demo._loadtest._timeline import _Timeline
@@ -38,11 +39,13 @@ class _Counters:
 
 
 def _workload(options: LoadOptions) -> Workload:
+    count = max(options.aggregates, 2) if options.mix == "bank" else options.aggregates
+    pick = picker(count, options.distribution, options.zipf_exponent, options.seed)
     if options.mix == "bank":
-        return BankWorkload(options.aggregates, options.seed)
+        return BankWorkload(options.aggregates, options.seed, pick)
     if options.mix == "shop":
-        return ShopWorkload(options.aggregates, options.commands, options.seed)
-    return DepositWorkload(options.aggregates)
+        return ShopWorkload(options.aggregates, options.commands, options.seed, pick)
+    return DepositWorkload(options.aggregates, pick)
 
 
 class _Run:

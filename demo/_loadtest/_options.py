@@ -7,8 +7,17 @@ from dataclasses import dataclass
 from typing import Literal
 
 from demo._backend import backend_of
+from demo._distribution import Distribution
 
-__all__ = ["MAX_PROCESSES", "LoadOptions", "LoadTestError", "Mix", "Synchronous", "Writer"]
+__all__ = [
+    "MAX_PROCESSES",
+    "MAX_ZIPF_EXPONENT",
+    "LoadOptions",
+    "LoadTestError",
+    "Mix",
+    "Synchronous",
+    "Writer",
+]
 
 Mix = Literal["deposit", "bank", "shop"]
 Synchronous = Literal["FULL", "NORMAL"]
@@ -16,6 +25,9 @@ Writer = Literal["thread", "process"]
 
 MAX_PROCESSES = 64
 """The most worker processes a load test starts (`processes`)."""
+
+MAX_ZIPF_EXPONENT = 10.0
+"""The largest `zipf_exponent` (beyond it nearly every command hits one account)."""
 
 
 class LoadTestError(Exception):
@@ -27,7 +39,7 @@ class LoadOptions:
     """What a load test does.
 
     Attributes:
-        aggregates: bank accounts the commands are spread over (uniformly at random).
+        aggregates: bank accounts the commands are spread over (by `distribution`).
         commands: commands to send (ignored when `duration` is set).
         duration: seconds to keep sending instead of a command count (each client
             sends at least one command).
@@ -40,7 +52,11 @@ class LoadOptions:
         mix: "deposit" (deposits only), "bank" (transfers, deposits, withdrawals) or
             "shop" (orders paid from bank accounts); see `demo._workloads`.
         projection: run a live `Balances` read model and measure its lag.
-        seed: seeds the choice of accounts and amounts.
+        distribution: how commands pick their account: "uniform" (each equally likely)
+            or "zipf" (the account of rank k with probability proportional to
+            1 / k**zipf_exponent; see `demo._distribution`).
+        zipf_exponent: the exponent s of `zipf` (> 0; 1 is the classic law).
+        seed: seeds the choice of accounts and amounts (and which accounts are hot).
         ack_log: append one line per acknowledged command to this file.
         progress: print a progress line to stderr: "auto" (only on a terminal),
             "always" (one line per interval; for tools reading a pipe), "never".
@@ -60,6 +76,8 @@ class LoadOptions:
     writer: Writer = "thread"
     mix: Mix = "deposit"
     projection: bool = True
+    distribution: Distribution = "uniform"
+    zipf_exponent: float = 1.0
     seed: int = 0
     ack_log: str | None = None
     progress: Literal["auto", "always", "never"] = "auto"
@@ -86,6 +104,15 @@ class LoadOptions:
             )
         if self.mix not in ("deposit", "bank", "shop"):
             raise LoadTestError(f"--mix must be deposit, bank or shop, not {self.mix!r}")
+        if self.distribution not in ("uniform", "zipf"):
+            raise LoadTestError(
+                f"--distribution must be uniform or zipf, not {self.distribution!r}"
+            )
+        exponent = self.zipf_exponent
+        if not isinstance(exponent, int | float) or not 0 < exponent <= MAX_ZIPF_EXPONENT:
+            raise LoadTestError(
+                f"--zipf-exponent must be > 0 and at most {MAX_ZIPF_EXPONENT:g}, not {exponent!r}"
+            )
         if not 0 < self.progress_interval < math.inf:
             raise LoadTestError(
                 f"--progress-interval must be > 0 seconds, not {self.progress_interval!r}"

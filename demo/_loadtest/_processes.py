@@ -272,6 +272,8 @@ def _combine(
         setup_seconds=round(setup, 3),
         per_process=figures,
         seed=options.seed,
+        distribution=options.distribution,
+        zipf_exponent=options.zipf_exponent if options.distribution == "zipf" else None,
     )
 
 

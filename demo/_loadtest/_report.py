@@ -93,6 +93,8 @@ class LoadReport(msgspec.Struct, frozen=True):
         cpu_ms_per_command: the process's CPU time (user + system, every thread) over
             the measured phase, per command answered.
         seed: the seed used.
+        distribution: how commands picked their account: "uniform" or "zipf".
+        zipf_exponent: the exponent of "zipf" (None for "uniform").
         processes: 1 (the load ran in this process; see `ProcessesReport` for more).
         timeline: the measured phase interval by interval (`TimelinePoint`): commands
             answered, their rate, latency p50 and p99.
@@ -125,10 +127,19 @@ class LoadReport(msgspec.Struct, frozen=True):
     outcome: dict[str, int | float | bool]
     peak_rss_mb: float
     seed: int
+    distribution: str = "uniform"
+    zipf_exponent: float | None = None
     processes: int = 1
     cpu_ms_per_command: float = 0.0
     timeline: list[TimelinePoint] = []
     thresholds: list[ThresholdResult] = []
+
+
+def _drawn(report: LoadReport | ProcessesReport) -> str:
+    """How the accounts were drawn, when not uniformly."""
+    if report.distribution == "uniform":
+        return ""
+    return f" (drawn by {report.distribution}, s={report.zipf_exponent:g})"
 
 
 def render(report: LoadReport) -> str:
@@ -136,8 +147,8 @@ def render(report: LoadReport) -> str:
     lat = report.latency_ms
     lag = "off" if report.projection_lag_ms_p99 is None else f"{report.projection_lag_ms_p99} ms"
     head = (
-        f"mix {report.mix}: {report.commands:,} commands over {report.aggregates:,} aggregates,"
-        f" concurrency {report.concurrency:,}, synchronous={report.synchronous},"
+        f"mix {report.mix}: {report.commands:,} commands over {report.aggregates:,} aggregates"
+        f"{_drawn(report)}, concurrency {report.concurrency:,}, synchronous={report.synchronous},"
         f" {report.writer} writer, backend {report.backend}, db {report.db}"
     )
     rate = (
@@ -249,6 +260,8 @@ class ProcessesReport(msgspec.Struct, frozen=True):
         setup_seconds: time to open the accounts (in the parent; not measured).
         per_process: each process's figures.
         seed: the run's seed.
+        distribution, zipf_exponent: how commands picked their account (as in
+            `LoadReport`).
         thresholds: the `--threshold` checks and their outcome.
     """
 
@@ -278,6 +291,8 @@ class ProcessesReport(msgspec.Struct, frozen=True):
     setup_seconds: float
     per_process: list[ProcessFigures]
     seed: int
+    distribution: str = "uniform"
+    zipf_exponent: float | None = None
     thresholds: list[ThresholdResult] = []
 
 
@@ -296,7 +311,7 @@ def render_processes(report: ProcessesReport) -> str:
     """A several-process report as a few human-readable lines."""
     head = (
         f"mix {report.mix} on {report.processes} processes: {report.commands:,} commands over"
-        f" {report.aggregates:,} aggregates, concurrency {report.concurrency:,} each,"
+        f" {report.aggregates:,} aggregates{_drawn(report)}, concurrency {report.concurrency:,} each,"
         f" synchronous={report.synchronous}, {report.writer} writer, backend"
         f" {report.backend}, db {report.db}"
     )

@@ -180,6 +180,8 @@ def _report(
         outcome=measured.outcome,
         peak_rss_mb=round(_peak_rss_mb(), 1),
         seed=options.seed,
+        distribution=options.distribution,
+        zipf_exponent=options.zipf_exponent if options.distribution == "zipf" else None,
         cpu_ms_per_command=round(measured.cpu * 1000.0 / answered, 4) if answered else 0.0,
         timeline=measured.timeline,
     )

@@ -1,0 +1,77 @@
+"""The load test's account distributions: uniform as before, Zipf's law by its weights,
+hot accounts agreed by seed, and a run that reports how it drew."""
+
+from __future__ import annotations
+
+import collections
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from demo.__main__ import main
+from demo._distribution import picker
+from demo._loadtest import LoadOptions, LoadTestError
+
+
+def test_uniform_draws_what_randrange_draws() -> None:
+    pick = picker(1_000, "uniform", 1.0, seed=3)
+    a, b = random.Random(5), random.Random(5)
+    assert [pick(a) for _ in range(200)] == [b.randrange(1_000) for _ in range(200)]
+
+
+@pytest.mark.parametrize("exponent", [0.8, 1.0, 1.2])
+def test_zipf_draws_each_rank_in_proportion_to_its_weight(exponent: float) -> None:
+    count, draws = 200, 200_000
+    pick = picker(count, "zipf", exponent, seed=1)
+    rng = random.Random(11)
+    seen = collections.Counter(pick(rng) for _ in range(draws))
+    weights = [k**-exponent for k in range(1, count + 1)]
+    total = sum(weights)
+    ranked = [n for _, n in sorted(((-c, i) for i, c in seen.items()))]
+    # the most drawn accounts, hottest first, match the law's head within 5%
+    for rank in range(5):
+        share = seen[ranked[rank]] / draws
+        assert share == pytest.approx(weights[rank] / total, rel=0.05), (rank, share)
+    assert set(seen) <= set(range(count))
+
+
+def test_zipf_with_a_larger_exponent_is_more_skewed() -> None:
+    def hottest_share(exponent: float) -> float:
+        pick, rng = picker(1_000, "zipf", exponent, seed=0), random.Random(2)
+        seen = collections.Counter(pick(rng) for _ in range(50_000))
+        return seen.most_common(1)[0][1] / 50_000
+
+    assert hottest_share(0.8) < hottest_share(1.2)
+
+
+def test_the_hot_accounts_are_a_function_of_the_seed() -> None:
+    def hottest(seed: int) -> int:
+        pick, rng = picker(1_000, "zipf", 1.2, seed=seed), random.Random(seed + 100)
+        return collections.Counter(pick(rng) for _ in range(20_000)).most_common(1)[0][0]
+
+    assert hottest(4) == hottest(4)
+    assert len({hottest(seed) for seed in range(6)}) > 1
+
+
+def test_the_exponent_is_checked() -> None:
+    with pytest.raises(LoadTestError, match="--zipf-exponent must be > 0"):
+        LoadOptions(distribution="zipf", zipf_exponent=0.0)
+    with pytest.raises(LoadTestError, match="--zipf-exponent must be > 0 and at most 10"):
+        LoadOptions(distribution="zipf", zipf_exponent=11.0)
+    with pytest.raises(LoadTestError, match="--distribution must be uniform or zipf"):
+        LoadOptions(distribution="pareto")  # type: ignore[arg-type]
+
+
+def test_a_zipf_run_reports_its_distribution_and_stays_consistent(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["loadtest", "--aggregates", "50", "--commands", "600", "--concurrency", "40"]
+    argv += ["--db", str(tmp_path / "z.db"), "--json", "--distribution", "zipf"]
+    assert main([*argv, "--zipf-exponent", "1.2"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert (report["distribution"], report["zipf_exponent"]) == ("zipf", 1.2)
+    assert report["acknowledged"] == 600
+    assert report["errors"] == 0
+    assert report["projection_ok"] is True
