@@ -88,9 +88,10 @@ def peer_sqlite_settings(app: PeerBank) -> tuple[str, int]:
 
 def run_peer_deposits(
     path: Path, accounts: int, plan: Sequence[tuple[int, int]], workers: int
-) -> tuple[float, str, int]:
+) -> tuple[float, float, str, int]:
     """Open `accounts` accounts (not timed), then run the deposits of `plan` on `workers`
-    threads; returns (seconds, journal mode, synchronous level).
+    threads; returns (seconds, CPU seconds of the process meanwhile, journal mode,
+    synchronous level).
 
     `plan` is (account index, amount) per command. Worker w takes the commands of the
     accounts whose index is w modulo `workers`, in plan order, so no two threads save
@@ -99,22 +100,23 @@ def run_peer_deposits(
     app = open_peer(path)
     try:
         mode, level = peer_sqlite_settings(app)
-        seconds = deposit_and_check(app, accounts, plan, workers)
+        seconds, cpu = deposit_and_check(app, accounts, plan, workers)
     finally:
         app.close()
     with closing(sqlite3.connect(path)) as check:
         (events,) = check.execute("SELECT count(*) FROM stored_events").fetchone()
     if events != accounts + len(plan):
         raise RuntimeError(f"peer stored {events} events, expected {accounts + len(plan)}")
-    return seconds, mode, level
+    return seconds, cpu, mode, level
 
 
 def deposit_and_check(
     app: PeerBank, accounts: int, plan: Sequence[tuple[int, int]], workers: int
-) -> float:
+) -> tuple[float, float]:
     """Open `accounts` accounts in `app` (not timed), run the deposits of `plan` on
     `workers` threads (worker w takes the accounts whose index is w modulo `workers`),
-    check every balance; returns the seconds the deposits took."""
+    check every balance; returns the seconds the deposits took and the process's CPU
+    seconds meanwhile (every thread)."""
     ids = [app.open_account(f"owner-{i}") for i in range(accounts)]
     shares: list[list[tuple[UUID, int]]] = [[] for _ in range(workers)]
     for index, amount in plan:
@@ -126,14 +128,14 @@ def deposit_and_check(
             deposit(account_id, amount)
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         for future in [pool.submit(work, share) for share in shares]:
             future.result()
-        seconds = time.perf_counter() - started
+        seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
     expected: dict[int, int] = {}
     for index, amount in plan:
         expected[index] = expected.get(index, 0) + amount
     for index, total in expected.items():
         if app.balance(ids[index]) != total:
             raise RuntimeError(f"peer account {index} lost deposits")
-    return seconds
+    return seconds, cpu

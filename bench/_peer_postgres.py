@@ -57,9 +57,10 @@ def peer_schema(url: str) -> Iterator[str]:
 
 def run_peer_deposits_postgres(
     url: str, accounts: int, plan: Sequence[tuple[int, int]], workers: int
-) -> float:
+) -> tuple[float, float]:
     """Open `accounts` accounts (not timed), then run the deposits of `plan` on `workers`
-    threads, in a fresh schema on the server `url` names; returns the seconds taken.
+    threads, in a fresh schema on the server `url` names; returns the seconds taken and
+    the client process's CPU seconds meanwhile.
 
     As `bench._peer.run_peer_deposits`: worker w takes the commands of the accounts
     whose index is w modulo `workers`, in plan order, so no two threads save the same
@@ -75,7 +76,7 @@ def run_peer_deposits_postgres(
         }
         app = PeerBank(env=env)
         try:
-            seconds = deposit_and_check(app, accounts, plan, workers)
+            seconds, cpu = deposit_and_check(app, accounts, plan, workers)
         finally:
             app.close()
         with psycopg.connect(_conninfo(url)) as check:
@@ -84,4 +85,4 @@ def run_peer_deposits_postgres(
         events = row[0] if row is not None else 0
     if events != accounts + len(plan):
         raise RuntimeError(f"peer stored {events} events, expected {accounts + len(plan)}")
-    return seconds
+    return seconds, cpu

@@ -2,7 +2,7 @@
 
 The workload: 1,000 bank accounts (opened before the clock starts), then N deposit
 commands spread over them at random (seeded), one event per command, synchronous=FULL,
-a fresh temporary file for every run. Runs alternate A, B, C, A, B, C...:
+a fresh temporary file for every run. Runs alternate A, B, C1, C8, A, B, C1, C8...:
 
 - A (esactors): `open_system` + `system.aggregates(Account).ask(...)` with the demo's
   bank `Account`, 1,000 commands in flight (one task each, pulling the next command).
@@ -15,6 +15,10 @@ a fresh temporary file for every run. Runs alternate A, B, C, A, B, C...:
   Skipped, with a message, when the `bench` extra is not installed.
 
     python -m bench.compare --runs 5 --commands 20000 --peer-workers 8
+
+It prints each round, then the medians, the CPU time per command of each side (this
+process, every thread; for A the store's writer thread included), and A against the
+peer's faster setting by median (and per round against that round's faster peer).
 
 With `--db postgresql://...` the same workload runs on that PostgreSQL server instead,
 alternating A, C1, C8, A, C1, C8...: A is esactors' PostgreSQL store (synchronous=FULL:
@@ -37,6 +41,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 
@@ -62,8 +67,9 @@ def account_id(index: int) -> str:
     return f"acc-{index}"
 
 
-async def run_esactors(path: Path | str, plan: Sequence[tuple[int, int]]) -> float:
-    """Commands per second through `ask`, `IN_FLIGHT` at once."""
+async def run_esactors(path: Path | str, plan: Sequence[tuple[int, int]]) -> tuple[float, float]:
+    """The seconds the commands of `plan` took through `ask`, `IN_FLIGHT` at once, and
+    the process's CPU seconds meanwhile (every thread: the store's writer included)."""
     async with open_system(path, synchronous="FULL") as system:
         router = system.aggregates(Account)
         ids = [account_id(i) for i in range(ACCOUNTS)]
@@ -84,18 +90,18 @@ async def run_esactors(path: Path | str, plan: Sequence[tuple[int, int]]) -> flo
             for a, command in commands:
                 await ask(a, command)
 
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         async with anyio.create_task_group() as tg:
             for _ in range(IN_FLIGHT):
                 tg.start_soon(sender)
-        seconds = time.perf_counter() - started
+        seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
         events = await system.store.last_position()
     if events != ACCOUNTS + len(plan):
         raise RuntimeError(f"esactors committed {events} events, expected {ACCOUNTS + len(plan)}")
-    return len(plan) / seconds
+    return seconds, cpu
 
 
-async def run_esactors_postgres(url: str, plan: Sequence[tuple[int, int]]) -> float:
+async def run_esactors_postgres(url: str, plan: Sequence[tuple[int, int]]) -> tuple[float, float]:
     """`run_esactors` on the PostgreSQL server `url` names, in a fresh schema (dropped
     after)."""
     async with scratch_schema(url, "compare_esactors") as fresh:
@@ -158,6 +164,56 @@ def _rate(value: float | None) -> str:
     return f"{value:>11,.0f}" if value is not None else f"{'skipped':>11}"
 
 
+@dataclass
+class _Side:
+    """One side's runs: commands (rows) per second and CPU µs per command (row)."""
+
+    name: str
+    rates: list[float] = field(default_factory=list)
+    cpu_us: list[float] = field(default_factory=list)
+
+    def add(self, commands: int, seconds: float, cpu_seconds: float) -> float:
+        rate = commands / seconds
+        self.rates.append(rate)
+        self.cpu_us.append(cpu_seconds * 1e6 / commands)
+        return rate
+
+    def median(self) -> float | None:
+        return statistics.median(self.rates) if self.rates else None
+
+
+def _threads(n: int) -> str:
+    return f"{n} thread{'s' if n > 1 else ''}"
+
+
+def _print_medians(a: _Side, others: Sequence[_Side], peers: dict[int, _Side]) -> None:
+    """The medians row, CPU per command, and A against the peer's faster setting."""
+    a_med = a.median()
+    assert a_med is not None
+    cells = "  ".join(_rate(side.median()) for side in others)
+    print(f"{'median':>6}  {_rate(a_med)}  {cells}")
+    cpu = ", ".join(
+        f"{side.name} {statistics.median(side.cpu_us):,.1f}" for side in (a, *others) if side.cpu_us
+    )
+    print(f"CPU µs per command (median; this process, every thread): {cpu}")
+    measured = {n: side for n, side in peers.items() if side.rates}
+    if not measured:
+        print("esactors/peer: not measured (peer skipped)")
+        return
+    fastest = max(measured, key=lambda n: measured[n].median() or 0.0)
+    best = measured[fastest].median()
+    assert best is not None
+    per_run = ", ".join(
+        f"{x / max(side.rates[i] for side in measured.values()):.1f}" for i, x in enumerate(a.rates)
+    )
+    print(
+        f"esactors/peer {a_med / best:.1f}x against the peer's faster setting"
+        f" ({_threads(fastest)}; "
+        + ", ".join(f"{_threads(n)} {side.median():,.0f}/s" for n, side in measured.items())
+        + f"); per round against that round's faster peer: {per_run}"
+    )
+
+
 def _server_version(url: str) -> str:
     async def ask() -> str:
         import asyncpg  # the PostgreSQL store's driver, there whenever it runs
@@ -188,37 +244,25 @@ def main_postgres(args: argparse.Namespace) -> int:
         f" synchronous_commit=on; A: esactors, {IN_FLIGHT} in flight; C: eventsourcing"
         f" (eventsourcing.postgres), {' and '.join(map(str, threads))} threads"
     )
-    names = [f"C{n} peer" for n in threads]
-    print(f"{'run':>6}  {'A esactors':>11}  " + "  ".join(f"{n:>11}" for n in names) + "  A/C")
-    a_runs: list[float] = []
-    c_runs: dict[int, list[float]] = {n: [] for n in threads}
+    a = _Side("A")
+    peers = {n: _Side(f"C{n}") for n in threads}
+    print(f"{'run':>6}  {'A esactors':>11}  " + "  ".join(f"{f'C{n} peer':>11}" for n in threads))
     for run in range(1, args.runs + 1):
-        a = anyio.run(run_esactors_postgres, url, plan)
-        a_runs.append(a)
-        cs: dict[int, float] = {}
-        if peer is not None:
-            for n in threads:
-                cs[n] = len(plan) / peer.run_peer_deposits_postgres(url, ACCOUNTS, plan, n)
-                c_runs[n].append(cs[n])
-        best = max(cs.values()) if cs else None
-        ratio = f"{a / best:>5.2f}" if best is not None else f"{'-':>5}"
-        row = "  ".join(_rate(cs.get(n)) for n in threads)
-        print(f"{run:>6}  {_rate(a)}  {row}  {ratio}", flush=True)
-    a_med = statistics.median(a_runs)
-    medians = {n: statistics.median(v) for n, v in c_runs.items() if v}
-    row = "  ".join(_rate(medians.get(n)) for n in threads)
-    if not medians:
-        print(f"{'median':>6}  {_rate(a_med)}  {row}      -")
-        print("esactors/peer: not measured (peer skipped)")
-        return 0
-    fastest = max(medians, key=lambda n: medians[n])
-    print(f"{'median':>6}  {_rate(a_med)}  {row}  {a_med / medians[fastest]:>5.2f}")
-    print(
-        f"esactors/peer {a_med / medians[fastest]:.2f}  (against the peer's faster setting:"
-        f" {fastest} thread{'s' if fastest > 1 else ''}; "
-        + ", ".join(f"{n} thread{'s' if n > 1 else ''} {medians[n]:,.0f}/s" for n in threads)
-        + ")"
-    )
+        rate = a.add(len(plan), *anyio.run(run_esactors_postgres, url, plan))
+        cells = []
+        for n in threads:
+            if peer is None:
+                cells.append(_rate(None))
+                continue
+            cells.append(
+                _rate(
+                    peers[n].add(
+                        len(plan), *peer.run_peer_deposits_postgres(url, ACCOUNTS, plan, n)
+                    )
+                )
+            )
+        print(f"{run:>6}  {_rate(rate)}  {'  '.join(cells)}", flush=True)
+    _print_medians(a, list(peers.values()), peers)
     return 0
 
 
@@ -230,6 +274,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     info = machine()
     peer = load_peer()
     plan = make_plan(args.commands, args.seed)
+    threads = sorted({1, args.peer_workers})
     # B inserts the same number of rows, one event each, with the store's own encoding.
     workload = Workload(
         events=args.commands,
@@ -246,54 +291,49 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         f"workload: {ACCOUNTS} accounts, {args.commands} deposits at random, 1 event each,"
         f" synchronous=FULL; A: {IN_FLIGHT} in flight; B: executemany, 1,000 rows per"
-        f" transaction; C: eventsourcing, {args.peer_workers} threads"
+        f" transaction; C: eventsourcing, {' and '.join(map(str, threads))} threads"
     )
-    header = (
-        f"{'run':>6}  {'A esactors':>11}  {'B raw':>11}  {'C peer':>11}  {'A/B':>5}  {'A/C':>6}"
-    )
-    print(header)
-    a_runs: list[float] = []
-    b_runs: list[float] = []
-    c_runs: list[float] = []
+    a, b = _Side("A"), _Side("B")
+    peers = {n: _Side(f"C{n}") for n in threads}
+    names = "  ".join(f"{f'C{n} peer':>11}" for n in threads)
+    print(f"{'run':>6}  {'A esactors':>11}  {'B raw':>11}  {names}  {'A/B':>5}")
     settings: tuple[str, int] | None = None
     for run in range(1, args.runs + 1):
         with tempfile.TemporaryDirectory(prefix="compare-", dir=args.dir) as tmp:
-            a = anyio.run(run_esactors, Path(tmp) / "a.db", plan)
+            rate = a.add(len(plan), *anyio.run(run_esactors, Path(tmp) / "a.db", plan))
         with tempfile.TemporaryDirectory(prefix="compare-", dir=args.dir) as tmp:
-            b: RawRun = run_raw(Path(tmp) / "b.db", workload, rows)
-        c: float | None = None
-        if peer is not None:
+            raw: RawRun = run_raw(Path(tmp) / "b.db", workload, rows)
+        b.rates.append(raw.events_per_second)
+        b.cpu_us.append(raw.cpu_us_per_event)
+        cells = []
+        for n in threads:
+            if peer is None:
+                cells.append(_rate(None))
+                continue
             with tempfile.TemporaryDirectory(prefix="compare-", dir=args.dir) as tmp:
-                seconds, mode, level = peer.run_peer_deposits(
-                    Path(tmp) / "c.db", ACCOUNTS, plan, args.peer_workers
+                seconds, cpu, mode, level = peer.run_peer_deposits(
+                    Path(tmp) / "c.db", ACCOUNTS, plan, n
                 )
-            c = len(plan) / seconds
             settings = (mode, level)
-            c_runs.append(c)
-        a_runs.append(a)
-        b_runs.append(b.events_per_second)
-        a_c = f"{a / c:>6.1f}" if c is not None else f"{'-':>6}"
+            cells.append(_rate(peers[n].add(len(plan), seconds, cpu)))
         print(
-            f"{run:>6}  {_rate(a)}  {_rate(b.events_per_second)}  {_rate(c)}"
-            f"  {a / b.events_per_second:>5.2f}  {a_c}",
+            f"{run:>6}  {_rate(rate)}  {_rate(raw.events_per_second)}  {'  '.join(cells)}"
+            f"  {rate / raw.events_per_second:>5.2f}",
             flush=True,
         )
-    a_med = statistics.median(a_runs)
-    b_med = statistics.median(b_runs)
-    c_med = statistics.median(c_runs) if c_runs else None
-    a_c = f"{a_med / c_med:>6.1f}" if c_med is not None else f"{'-':>6}"
-    print(
-        f"{'median':>6}  {_rate(a_med)}  {_rate(b_med)}  {_rate(c_med)}  {a_med / b_med:>5.2f}  {a_c}"
-    )
+    _print_medians(a, [b, *peers.values()], peers)
+    a_med, b_med = a.median(), b.median()
+    assert a_med is not None
+    assert b_med is not None
     print(f"esactors/raw {a_med / b_med:.2f}", end="")
-    if c_med is not None and settings is not None:
+    if settings is not None:
         levels = {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}
         print(
-            f"  esactors/peer {a_med / c_med:.1f}  (peer: {args.peer_workers} threads,"
-            f" journal_mode={settings[0]}, synchronous={levels.get(settings[1], settings[1])})"
+            f"  (peer: journal_mode={settings[0]},"
+            f" synchronous={levels.get(settings[1], settings[1])})"
         )
     else:
-        print("  esactors/peer: not measured (peer skipped)")
+        print()
     return 0
 
 
