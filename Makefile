@@ -12,7 +12,7 @@ WORKERS ?= 1
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,examples,docs,postgres,charts,otel]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,examples,docs,postgres,charts,otel,uvloop]'
 	touch $(STAMP)
 
 install: $(STAMP)

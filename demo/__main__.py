@@ -9,13 +9,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib.util
 import sys
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal
 
-import anyio
 import msgspec
 
 from demo._backend import backend_of, scratch_schema
@@ -40,12 +37,12 @@ from demo._loadtest._charts import ChartsMissing, sweep_png, timeline_png
 from demo._loadtest._charts import require as require_charts
 from demo._loadtest._html import html_report
 from demo._logging import configured_logging
+from demo._loop import LoopUnavailable, resolve
+from demo._loop import run as run_on
 from demo._simulate import add_arguments as add_simulate_arguments
 from demo._simulate import run_cli as run_simulate
 from demo._tour import tour
 from store import StoreError
-
-T = TypeVar("T")
 
 SWEEP = (1, 10, 100, 1_000)
 SWEEP_SECONDS = 5.0
@@ -121,7 +118,20 @@ def _add_load_arguments(load: argparse.ArgumentParser) -> None:
         help="the exponent of --distribution zipf: rank k drawn with weight 1/k**S"
         " (default 1.0; larger is more skewed)",
     )
-    load.add_argument("--uvloop", action="store_true", help="run on uvloop (must be installed)")
+    load.add_argument(
+        "--loop",
+        choices=("auto", "asyncio", "uvloop"),
+        default="auto",
+        help="the event loop: auto (default: uvloop when installed, else asyncio), asyncio"
+        " or uvloop",
+    )
+    load.add_argument(
+        "--uvloop",
+        dest="loop",
+        action="store_const",
+        const="uvloop",
+        help="the same as --loop uvloop",
+    )
     load.add_argument("--seed", type=int, default=0)
 
 
@@ -177,14 +187,11 @@ def _add_report_arguments(load: argparse.ArgumentParser) -> None:
     )
 
 
-def _run(fn: Callable[[], Awaitable[T]], *, uvloop: bool) -> T:
-    options: dict[str, Any] = {"use_uvloop": True} if uvloop else {}
-    return anyio.run(fn, backend="asyncio", backend_options=options)
-
-
 def _loadtest(args: argparse.Namespace) -> int:
-    if args.uvloop and importlib.util.find_spec("uvloop") is None:
-        print("--uvloop: uvloop is not installed (pip install uvloop)", file=sys.stderr)
+    try:
+        loop = resolve(args.loop)
+    except LoopUnavailable as error:
+        print(f"loadtest: {error}", file=sys.stderr)
         return 2
     commands = 100_000 if args.commands is None else args.commands
     duration = args.duration
@@ -223,7 +230,7 @@ def _loadtest(args: argparse.Namespace) -> int:
         print(f"loadtest: {refused}", file=sys.stderr)
         return 2
     if options.processes > 1:
-        return _loadtest_processes(options, thresholds, args)
+        return _loadtest_processes(options, thresholds, args, loop)
     postgres = backend_of(args.db) == "postgresql"
     if args.sweep and args.db not in (None, ":memory:") and not postgres:
         print("loadtest: --sweep runs each row on a fresh store; drop --db", file=sys.stderr)
@@ -241,7 +248,7 @@ def _loadtest(args: argparse.Namespace) -> int:
             return await run_load(run)
 
         try:
-            report = _run(one, uvloop=args.uvloop)
+            report = run_on(one, loop)
         except StoreError as error:  # the store cannot be opened: nothing ran
             print(f"loadtest: {error}", file=sys.stderr)
             return 2
@@ -299,7 +306,7 @@ def _write_outputs(
             shown["db"] = reports[0].db
             if args.sweep:
                 shown["concurrency"] = ", ".join(f"{c:,}" for c in SWEEP) + " (--sweep)"
-            shown["uvloop"] = args.uvloop
+            shown["loop"] = reports[0].loop
             shown["threshold"] = " ".join(args.threshold) or None
             page = html_report(reports, shown, sweep=args.sweep)
             Path(args.html).write_text(page, encoding="utf-8")
@@ -316,7 +323,10 @@ def _write_outputs(
 
 
 def _loadtest_processes(
-    options: LoadOptions, thresholds: list[Threshold], args: argparse.Namespace
+    options: LoadOptions,
+    thresholds: list[Threshold],
+    args: argparse.Namespace,
+    loop: Literal["asyncio", "uvloop"],
 ) -> int:
     """`loadtest --processes N` (N > 1): one run on N worker processes."""
     if args.sweep:
@@ -324,10 +334,10 @@ def _loadtest_processes(
         return 2
 
     async def several() -> ProcessesReport:
-        return await run_processes(options, uvloop=args.uvloop)
+        return await run_processes(options, uvloop=loop == "uvloop")
 
     try:
-        report = _run(several, uvloop=args.uvloop)
+        report = run_on(several, loop)
     except StoreError as error:  # the store cannot be opened: nothing ran
         print(f"loadtest: {error}", file=sys.stderr)
         return 2
@@ -364,7 +374,7 @@ def main(argv: list[str] | None = None) -> int:
         async def walk() -> None:
             await tour(sys.stdout)
 
-        _run(walk, uvloop=False)
+        run_on(walk, "asyncio")
         return 0
 
 

@@ -98,7 +98,7 @@ async def _run(options: LoadOptions, label: str, uvloop: bool) -> ProcessesRepor
         for account, amount in report.deposits.items():
             deposits[account] = deposits.get(account, 0) + amount
     store_ok = await _store_matches(options, accounts, deposits)
-    return _combine(options, label, setup, reports, store_ok)
+    return _combine(options, label, setup, reports, store_ok, "uvloop" if uvloop else "asyncio")
 
 
 async def _open_accounts(options: LoadOptions) -> list[str]:
@@ -234,6 +234,7 @@ def _combine(
     setup: float,
     reports: list[_ChildReport],
     store_ok: bool,
+    loop: str,
 ) -> ProcessesReport:
     figures = [r.figures for r in reports]
     seconds = max(r.ended for r in reports) - min(r.started for r in reports)
@@ -274,6 +275,7 @@ def _combine(
         seed=options.seed,
         distribution=options.distribution,
         zipf_exponent=options.zipf_exponent if options.distribution == "zipf" else None,
+        loop=loop,
     )
 
 

@@ -95,6 +95,7 @@ class LoadReport(msgspec.Struct, frozen=True):
         seed: the seed used.
         distribution: how commands picked their account: "uniform" or "zipf".
         zipf_exponent: the exponent of "zipf" (None for "uniform").
+        loop: the event loop the run ran on: "asyncio" or "uvloop".
         processes: 1 (the load ran in this process; see `ProcessesReport` for more).
         timeline: the measured phase interval by interval (`TimelinePoint`): commands
             answered, their rate, latency p50 and p99.
@@ -129,6 +130,7 @@ class LoadReport(msgspec.Struct, frozen=True):
     seed: int
     distribution: str = "uniform"
     zipf_exponent: float | None = None
+    loop: str = "asyncio"
     processes: int = 1
     cpu_ms_per_command: float = 0.0
     timeline: list[TimelinePoint] = []
@@ -149,7 +151,7 @@ def render(report: LoadReport) -> str:
     head = (
         f"mix {report.mix}: {report.commands:,} commands over {report.aggregates:,} aggregates"
         f"{_drawn(report)}, concurrency {report.concurrency:,}, synchronous={report.synchronous},"
-        f" {report.writer} writer, backend {report.backend}, db {report.db}"
+        f" {report.writer} writer, backend {report.backend}, db {report.db}, {report.loop}"
     )
     rate = (
         f"  {report.commands_per_s:,.0f} commands/s, {report.events_per_s:,.0f} events/s"
@@ -262,6 +264,7 @@ class ProcessesReport(msgspec.Struct, frozen=True):
         seed: the run's seed.
         distribution, zipf_exponent: how commands picked their account (as in
             `LoadReport`).
+        loop: the workers' event loop: "asyncio" or "uvloop".
         thresholds: the `--threshold` checks and their outcome.
     """
 
@@ -293,6 +296,7 @@ class ProcessesReport(msgspec.Struct, frozen=True):
     seed: int
     distribution: str = "uniform"
     zipf_exponent: float | None = None
+    loop: str = "asyncio"
     thresholds: list[ThresholdResult] = []
 
 
@@ -313,7 +317,7 @@ def render_processes(report: ProcessesReport) -> str:
         f"mix {report.mix} on {report.processes} processes: {report.commands:,} commands over"
         f" {report.aggregates:,} aggregates{_drawn(report)}, concurrency {report.concurrency:,} each,"
         f" synchronous={report.synchronous}, {report.writer} writer, backend"
-        f" {report.backend}, db {report.db}"
+        f" {report.backend}, db {report.db}, {report.loop}"
     )
     lines = [
         head,

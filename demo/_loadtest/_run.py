@@ -19,6 +19,7 @@ from demo._loadtest._instruments import _AckLog, _LagSampler, _MeasuredBalances,
 from demo._loadtest._options import LoadOptions
 from demo._loadtest._report import LoadReport, Percentiles
 from demo._loadtest._timeline import TimelinePoint
+from demo._loop import loop_name
 from demo.bank import Account, BalancesView
 from readmodels import ProjectionHandle
 from store import StoreStatistics
@@ -182,6 +183,7 @@ def _report(
         seed=options.seed,
         distribution=options.distribution,
         zipf_exponent=options.zipf_exponent if options.distribution == "zipf" else None,
+        loop=loop_name(),
         cpu_ms_per_command=round(measured.cpu * 1000.0 / answered, 4) if answered else 0.0,
         timeline=measured.timeline,
     )

@@ -13,6 +13,7 @@ from pathlib import Path
 import anyio
 import pytest
 
+import demo._loop
 from demo.__main__ import main
 from demo._loadtest import LoadOptions, LoadTestError, Percentiles, run_load
 from tests.demo._acks import missing_acks, read_acks, version_gaps
@@ -139,13 +140,37 @@ def test_options_that_cannot_run_are_refused_with_a_message(
     assert message in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("flag", [["--loop", "uvloop"], ["--uvloop"]])
 def test_uvloop_is_refused_clearly_when_it_is_not_installed(
-    capsys: pytest.CaptureFixture[str],
+    flag: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    if importlib.util.find_spec("uvloop") is not None:
-        pytest.skip("uvloop is installed: the refusal cannot be seen")
-    assert main(["loadtest", "--uvloop", "--commands", "1"]) == 2
-    assert "uvloop is not installed" in capsys.readouterr().err
+    monkeypatch.setattr(demo._loop, "uvloop_installed", lambda: False)
+    assert main(["loadtest", *flag, "--commands", "1"]) == 2
+    assert "--loop uvloop: uvloop is not installed" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("loop", "installed", "ran"),
+    [
+        ("auto", False, "asyncio"),
+        ("auto", True, "uvloop"),
+        ("asyncio", True, "asyncio"),
+        ("uvloop", True, "uvloop"),
+    ],
+)
+def test_the_report_names_the_loop_that_ran(
+    loop: str,
+    installed: bool,
+    ran: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    if installed and importlib.util.find_spec("uvloop") is None:
+        pytest.skip("uvloop is not installed (the uvloop extra)")
+    monkeypatch.setattr(demo._loop, "uvloop_installed", lambda: installed)
+    argv = ["loadtest", "--loop", loop, "--commands", "50", "--aggregates", "5", "--json"]
+    assert main([*argv, "--db", ":memory:"]) == 0
+    assert json.loads(capsys.readouterr().out)["loop"] == ran
 
 
 def test_progress_lines_go_to_stderr_when_asked() -> None:
