@@ -187,54 +187,77 @@ def _add_report_arguments(load: argparse.ArgumentParser) -> None:
     )
 
 
+class _Refused(Exception):
+    """The load test cannot run as asked; the message says why (exit status 2)."""
+
+
 def _loadtest(args: argparse.Namespace) -> int:
     try:
         loop = resolve(args.loop)
-    except LoopUnavailable as error:
+        options = _load_options(args)
+        report_type = ProcessesReport if options.processes > 1 else LoadReport
+        thresholds = parse_thresholds(args.threshold, report_type)
+        refused = _outputs_refused(args, options)
+        if refused is not None:
+            raise _Refused(refused)
+        if options.processes > 1:
+            return _loadtest_processes(options, thresholds, args, loop)
+        reports = _run_rows(args, options, thresholds, loop)
+    except (LoopUnavailable, LoadTestError, StoreError, _Refused) as error:
+        # StoreError: the store cannot be opened, so nothing ran
         print(f"loadtest: {error}", file=sys.stderr)
         return 2
-    commands = 100_000 if args.commands is None else args.commands
+    if args.sweep and not args.json:
+        for report in reports:
+            lines = render_thresholds(report.thresholds, f"concurrency {report.concurrency:,}: ")
+            if lines:
+                print("\n".join(lines), flush=True)
+    written = _write_outputs(args, options, reports)
+    if written != 0:
+        return written
+    return 1 if any(not t.passed for r in reports for t in r.thresholds) else 0
+
+
+def _load_options(args: argparse.Namespace) -> LoadOptions:
+    """The options the arguments ask for (`LoadTestError` names what cannot run)."""
     duration = args.duration
+    if args.sweep and args.commands is None and duration is None:
+        duration = SWEEP_SECONDS
     try:
         processes: Any = int(args.processes)
     except ValueError:
         processes = args.processes  # refused by LoadOptions, by name
-    if args.sweep and args.commands is None and duration is None:
-        duration = SWEEP_SECONDS
-    try:
-        options = LoadOptions(
-            aggregates=args.aggregates,
-            commands=commands,
-            duration=duration,
-            concurrency=args.concurrency,
-            db=args.db,
-            synchronous=args.synchronous,
-            writer=args.writer,
-            mix=args.mix,
-            projection=args.projection,
-            distribution=args.distribution,
-            zipf_exponent=args.zipf_exponent,
-            seed=args.seed,
-            ack_log=args.ack_log,
-            progress=args.progress,
-            progress_interval=args.progress_interval,
-            processes=processes,
-        )
-        report_type = ProcessesReport if options.processes > 1 else LoadReport
-        thresholds = parse_thresholds(args.threshold, report_type)
-    except LoadTestError as error:
-        print(f"loadtest: {error}", file=sys.stderr)
-        return 2
-    refused = _outputs_refused(args, options)
-    if refused is not None:
-        print(f"loadtest: {refused}", file=sys.stderr)
-        return 2
-    if options.processes > 1:
-        return _loadtest_processes(options, thresholds, args, loop)
+    return LoadOptions(
+        aggregates=args.aggregates,
+        commands=100_000 if args.commands is None else args.commands,
+        duration=duration,
+        concurrency=args.concurrency,
+        db=args.db,
+        synchronous=args.synchronous,
+        writer=args.writer,
+        mix=args.mix,
+        projection=args.projection,
+        distribution=args.distribution,
+        zipf_exponent=args.zipf_exponent,
+        seed=args.seed,
+        ack_log=args.ack_log,
+        progress=args.progress,
+        progress_interval=args.progress_interval,
+        processes=processes,
+    )
+
+
+def _run_rows(
+    args: argparse.Namespace,
+    options: LoadOptions,
+    thresholds: list[Threshold],
+    loop: Literal["asyncio", "uvloop"],
+) -> list[LoadReport]:
+    """Run the load in this process (once, or once per concurrency with `--sweep`),
+    printing each report as it comes."""
     postgres = backend_of(args.db) == "postgresql"
     if args.sweep and args.db not in (None, ":memory:") and not postgres:
-        print("loadtest: --sweep runs each row on a fresh store; drop --db", file=sys.stderr)
-        return 2
+        raise _Refused("--sweep runs each row on a fresh store; drop --db")
     runs = [dataclasses.replace(options, concurrency=c) for c in SWEEP] if args.sweep else [options]
     if args.sweep and not args.json:
         print(SWEEP_HEADER, flush=True)
@@ -247,11 +270,7 @@ def _loadtest(args: argparse.Namespace) -> int:
                     return await run_load(dataclasses.replace(run, db=url))
             return await run_load(run)
 
-        try:
-            report = run_on(one, loop)
-        except StoreError as error:  # the store cannot be opened: nothing ran
-            print(f"loadtest: {error}", file=sys.stderr)
-            return 2
+        report = run_on(one, loop)
         report = msgspec.structs.replace(report, thresholds=check_thresholds(thresholds, report))
         reports.append(report)
         if args.json:
@@ -261,15 +280,7 @@ def _loadtest(args: argparse.Namespace) -> int:
             print(sweep_row(report), flush=True)
         else:
             print("\n".join([render(report), *render_thresholds(report.thresholds)]), flush=True)
-    if args.sweep and not args.json:
-        for report in reports:
-            lines = render_thresholds(report.thresholds, f"concurrency {report.concurrency:,}: ")
-            if lines:
-                print("\n".join(lines), flush=True)
-    written = _write_outputs(args, options, reports)
-    if written != 0:
-        return written
-    return 1 if any(not t.passed for r in reports for t in r.thresholds) else 0
+    return reports
 
 
 def _outputs_refused(args: argparse.Namespace, options: LoadOptions) -> str | None:
