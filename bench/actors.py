@@ -86,6 +86,8 @@ class Run:
     p50_ms: float
     p95_ms: float
     p99_ms: float
+    cpu_us: float
+    """CPU time of the process (every thread) per command over the timed phase."""
     lag_p99_ms: float = 0.0
 
 
@@ -93,13 +95,13 @@ def _owned(concurrency: int) -> list[list[int]]:
     return [list(range(c, AGGREGATES, concurrency)) for c in range(concurrency)]
 
 
-def _summary(count: int, seconds: float, latencies: list[float]) -> Run:
+def _summary(count: int, seconds: float, cpu: float, latencies: list[float]) -> Run:
     latencies.sort()
 
     def pct(p: float) -> float:
         return 1000 * latencies[min(len(latencies) - 1, int(p * len(latencies)))]
 
-    return Run(count / seconds, pct(0.50), pct(0.95), pct(0.99))
+    return Run(count / seconds, pct(0.50), pct(0.95), pct(0.99), cpu * 1e6 / count)
 
 
 async def run_actors(
@@ -139,14 +141,14 @@ async def run_actors(
                 await router.ask(str(ids[k % n]), Add(1))
                 record(clock() - started)
 
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         async with anyio.create_task_group() as tg:
             for ids in owned:
                 tg.start_soon(caller, ids)
-        seconds = time.perf_counter() - started
+        seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
         if projection:
             await handle.wait_for(await system.store.last_position(), timeout=60)
-    run = _summary(len(latencies), seconds, latencies)
+    run = _summary(len(latencies), seconds, cpu, latencies)
     if not projection:
         return run
     lags = sorted(
@@ -186,12 +188,12 @@ async def run_bare(path: Path, concurrency: int, commands: int, writer: str = "t
                 record(clock() - started)
                 versions[i] = result.last_version
 
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         async with anyio.create_task_group() as tg:
             for ids in owned:
                 tg.start_soon(caller, ids)
-        seconds = time.perf_counter() - started
-    return _summary(len(latencies), seconds, latencies)
+        seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+    return _summary(len(latencies), seconds, cpu, latencies)
 
 
 def _median(runs: list[Run]) -> Run:
@@ -200,6 +202,7 @@ def _median(runs: list[Run]) -> Run:
         statistics.median(r.p50_ms for r in runs),
         statistics.median(r.p95_ms for r in runs),
         statistics.median(r.p99_ms for r in runs),
+        statistics.median(r.cpu_us for r in runs),
         statistics.median(r.lag_p99_ms for r in runs),
     )
 
@@ -254,15 +257,17 @@ async def main(argv: Sequence[str] | None = None) -> None:
     )
     header = (
         f"{'in flight':>9} | {'ask cmd/s':>9} | {'p50 ms':>6} | {'p95 ms':>6} | {'p99 ms':>6}"
-        f" | {'bare/s':>8} | {'bare p99':>8} | {'ratio':>5} | {'lag p99':>7}"
+        f" | {'CPU µs':>6} | {'bare/s':>8} | {'bare p99':>8} | {'bare µs':>7} | {'ratio':>5}"
+        f" | {'lag p99':>7}"
     )
     print(header)
     print("-" * len(header))
     for concurrency, actor, bare in rows:
         print(
             f"{concurrency:>9} | {actor.rate:>9,.0f} | {actor.p50_ms:>6.2f} | {actor.p95_ms:>6.2f}"
-            f" | {actor.p99_ms:>6.2f} | {bare.rate:>8,.0f} | {bare.p99_ms:>8.2f}"
-            f" | {actor.rate / bare.rate:>5.2f} | {actor.lag_p99_ms:>7.2f}"
+            f" | {actor.p99_ms:>6.2f} | {actor.cpu_us:>6.1f} | {bare.rate:>8,.0f}"
+            f" | {bare.p99_ms:>8.2f} | {bare.cpu_us:>7.1f} | {actor.rate / bare.rate:>5.2f}"
+            f" | {actor.lag_p99_ms:>7.2f}"
         )
 
 

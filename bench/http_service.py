@@ -31,6 +31,7 @@ from typing import Any
 
 import anyio
 import anyio.abc
+import psutil  # type: ignore[import-untyped]
 import structlog
 
 from actors import open_system
@@ -41,7 +42,10 @@ ROOT = Path(__file__).resolve().parents[1]
 Message = MutableMapping[str, Any]
 
 
-async def run_ask(path: Path, requests: int, concurrency: int, accounts: int) -> float:
+async def run_ask(
+    path: Path, requests: int, concurrency: int, accounts: int
+) -> tuple[float, float]:
+    """Seconds and CPU seconds (this process) of the deposits through `ask`."""
     async with open_system(path) as system:
         router = system.aggregates(Account)
         for index in range(accounts):
@@ -52,14 +56,17 @@ async def run_ask(path: Path, requests: int, concurrency: int, accounts: int) ->
                 account = f"b{n % accounts}"
                 await router.ask(account, Deposit(account, 1))
 
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         async with anyio.create_task_group() as tg:
             for worker in range(concurrency):
                 tg.start_soon(client, worker)
-        return time.perf_counter() - started
+        return time.perf_counter() - started, time.process_time() - cpu
 
 
-async def run_app(path: Path, requests: int, concurrency: int, accounts: int) -> float:
+async def run_app(
+    path: Path, requests: int, concurrency: int, accounts: int
+) -> tuple[float, float]:
+    """Seconds and CPU seconds (this process) of the deposits through the ASGI app."""
     app = create_app(path, ServiceSettings())
 
     async def post(path: str, body: bytes) -> int:
@@ -107,11 +114,17 @@ async def run_app(path: Path, requests: int, concurrency: int, accounts: int) ->
                 status = await post(f"/accounts/b{n % accounts}/deposit", b'{"amount": 1}')
                 assert status == 200, status
 
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         async with anyio.create_task_group() as tg:
             for worker in range(concurrency):
                 tg.start_soon(client, worker)
-        return time.perf_counter() - started
+        return time.perf_counter() - started, time.process_time() - cpu
+
+
+def _cpu(process: psutil.Process) -> float:
+    """The CPU seconds (user and system) `process` has used so far."""
+    times = process.cpu_times()
+    return float(times.user + times.system)
 
 
 class _Connection:
@@ -143,7 +156,11 @@ class _Connection:
         return int(lines[0].split()[1])
 
 
-async def run_uvicorn(path: Path, requests: int, concurrency: int, accounts: int) -> float:
+async def run_uvicorn(
+    path: Path, requests: int, concurrency: int, accounts: int
+) -> tuple[float, float]:
+    """Seconds and CPU seconds (this client and the server process) of the deposits
+    over HTTP to the service under uvicorn."""
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
         listener.listen(1024)
@@ -172,11 +189,13 @@ async def run_uvicorn(path: Path, requests: int, concurrency: int, accounts: int
                     )
                     assert status == 200, status
 
-        started = time.perf_counter()
+        server = psutil.Process(process.pid)
+        started, cpu = time.perf_counter(), time.process_time() + _cpu(server)
         async with anyio.create_task_group() as tg:
             for worker in range(concurrency):
                 tg.start_soon(client, worker)
-        return time.perf_counter() - started
+        seconds = time.perf_counter() - started
+        return seconds, time.process_time() + _cpu(server) - cpu
     finally:
         process.send_signal(signal.SIGTERM)
         await process.wait()
@@ -188,12 +207,13 @@ async def main(requests: int, concurrency: int, accounts: int, ways: list[str]) 
     print(f"{requests} deposits, {concurrency} concurrent callers, {accounts} accounts")
     for way in ways:
         with tempfile.TemporaryDirectory() as directory:
-            seconds = await runners[way](
+            seconds, cpu = await runners[way](
                 Path(directory) / "bench.db", requests, concurrency, accounts
             )
         print(
             f"{way:>8}: {requests / seconds:10,.0f} commands/s"
-            f"  ({seconds * 1e6 / requests:,.0f} us per command)"
+            f"  ({seconds * 1e6 / requests:,.0f} µs per command,"
+            f" CPU {cpu * 1e6 / requests:,.0f} µs per command)"
         )
 
 
