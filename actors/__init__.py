@@ -26,9 +26,9 @@ from actors._errors import (
     ShuttingDown,
     TooManyAttempts,
 )
-from actors._generic import ActorRef
 from actors._options import SystemOptions
-from actors._process import (
+from actors._plain import ActorRef
+from actors._process_manager import (
     ParkedStep,
     ProcessManager,
     ProcessManagerHandle,

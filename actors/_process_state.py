@@ -1,8 +1,8 @@
 """What a running process manager holds (`_ProcessState`: its partitions, the
 checkpoints of those held elsewhere, its dead letters, waiters and counters), shared by
 the modules that make up its handle: `_process_steps` (carrying an event's steps
-through), `_process_leases` (the partitions' leases and the fair share) and `_process`
-(`ProcessManagerHandle`: what callers see, the run).
+through), `_process_leases` (the partitions' leases and the fair share) and
+`_process_manager` (`ProcessManagerHandle`: what callers see, the run).
 """
 
 from __future__ import annotations

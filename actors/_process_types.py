@@ -1,7 +1,7 @@
 """The public types of process managers: the `ProcessManager` base, its options
 (`ProcessManagerOptions`), what a running one reports (`ProcessManagerStatistics`,
 `ParkedStep`), what it needs of its system (`ProcessHost`) and how streams are hashed
-over partitions (`partition_of`). The runtime is `actors._process`.
+over partitions (`partition_of`). The runtime is `actors._process_manager`.
 """
 
 from __future__ import annotations

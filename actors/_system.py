@@ -16,9 +16,9 @@ from actors._actor import AggregateActor
 from actors._aggregate import Aggregate, CommandT, EventT, StateT
 from actors._dispatch import StepRefused
 from actors._errors import InvalidOption, ShuttingDown
-from actors._generic import ActorRef, start_plain
 from actors._options import SYSTEM_FIELDS, SystemOptions
-from actors._process import (
+from actors._plain import ActorRef, start_plain
+from actors._process_manager import (
     ProcessManager,
     ProcessManagerHandle,
     ProcessManagerOptions,

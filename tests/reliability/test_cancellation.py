@@ -20,7 +20,7 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-import actors._generic
+import actors._plain
 import store._groupcommit
 import store._sqlite
 import store._sqlite_connect
@@ -480,7 +480,7 @@ async def test_can4_the_checker_catches_a_cycle_that_waits_for_its_timeout(
     report: Report, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The broken variant: no ask chain is tracked, so a cycle waits on itself.
-    monkeypatch.setattr(actors._generic, "current_chain", tuple)
+    monkeypatch.setattr(actors._plain, "current_chain", tuple)
     violations = check_cycle(await _ask_cycle(("a", "b"), ask_timeout=0.3))
     report.record("CAN-4", broken_variant="no ask chain", caught=len(violations))
     assert any("AskTimeout" in v or "hung" in v for v in violations)

@@ -31,7 +31,7 @@ from actors import (
     SystemOptions,
     open_system,
 )
-from actors._process import ProcessManagerOptions
+from actors._process_manager import ProcessManagerOptions
 from bus._bus import BusOptions
 from readmodels._projection import ProjectionOptions
 from store import NO_STREAM, EventRegistry, InvalidStreamId, StoreOptions, open_store
