@@ -26,7 +26,7 @@ from actors._errors import (
     ShuttingDown,
     TooManyAttempts,
 )
-from actors._options import SystemOptions
+from actors._options import AggregateSettings, OpenSystemSettings, SystemOptions, SystemSettings
 from actors._plain import ActorRef
 from actors._process_manager import (
     ParkedStep,
@@ -45,6 +45,7 @@ __all__ = [
     "ActorSystem",
     "Aggregate",
     "AggregateRouter",
+    "AggregateSettings",
     "AskTimeout",
     "Command",
     "CommandDecoder",
@@ -56,6 +57,7 @@ __all__ = [
     "InvalidCommand",
     "InvalidOption",
     "MailboxFull",
+    "OpenSystemSettings",
     "Overloaded",
     "ParkedStep",
     "ProcessManager",
@@ -70,6 +72,7 @@ __all__ = [
     "ShuttingDown",
     "StepRefused",
     "SystemOptions",
+    "SystemSettings",
     "SystemStatistics",
     "TooManyAttempts",
     "open_system",

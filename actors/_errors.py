@@ -15,7 +15,7 @@ ActorError
 ├── TooManyAttempts            the append kept conflicting with another writer
 ├── RestartLimitExceeded       the actor failed too often in a row; it is parked
 ├── ReentrantAskError          an ask that would wait on itself (directly or in a cycle)
-└── InvalidOption              an option of open_system outside its range (ValueError too)
+└── InvalidOption              an unknown option, or one outside its range (ValueError too)
 ```
 Every message names the aggregate type and id (or stream) concerned and what to do;
 the same values are kept on attributes, and the underlying error is the `__cause__`.
@@ -213,35 +213,31 @@ class ReentrantAskError(ActorError):
 
 
 class InvalidOption(ActorError, ValueError):
-    """An option of `open_system` (a `SystemOptions` field) is outside its range;
-    nothing was opened.
+    """An option of the actor runtime is not one it takes, or not a value it takes:
+    a field of `SystemOptions` or `ProcessManagerOptions`, a keyword of `open_system` or
+    `ActorSystem.aggregates`, or an argument checked the same way (`spawn`'s
+    `mailbox_capacity`, `snapshot_every`, `wait_for`'s `position` and `timeout`).
+    Nothing was opened or started.
 
     Attributes:
         name: the option.
         value: the value given.
-        low, high: the range it must be in (inclusive).
+        expected: what it takes (its range or its type); for an unknown option, the
+            options there are.
+        where: what it is an option of, as the message begins ("" for `SystemOptions`).
+        unknown: whether `name` is no option at all.
     """
 
     def __init__(
-        self,
-        name: str,
-        value: object,
-        low: float,
-        high: float,
-        *,
-        none_allowed: bool = False,
-        why: str = "",
-        expected: str = "",
+        self, name: str, value: object, expected: str, where: str = "", unknown: bool = False
     ) -> None:
-        if expected:  # not a range: what it must be
-            super().__init__(f"{name} must be {expected}, not {value!r}")
-            self.name, self.value, self.low, self.high = name, value, low, high
-            return
-        kind = "an int" if isinstance(low, int) else "a number of seconds"
-        extra = " or None" if none_allowed else ""
-        bound = f" ({why})" if why else ""
-        super().__init__(f"{name} must be {kind} from {low} to {high}{bound}{extra}, not {value!r}")
-        self.name, self.value, self.low, self.high = name, value, low, high
+        if unknown:
+            message = f"{where}unknown option {name!r}; {expected}"
+        else:
+            message = f"{where}{name} must be {expected}, not {value!r}"
+        super().__init__(message)
+        self.name, self.value, self.expected = name, value, expected
+        self.where, self.unknown = where, unknown
 
-    def __reduce__(self) -> tuple[type[InvalidOption], tuple[str, object, float, float]]:
-        return (type(self), (self.name, self.value, self.low, self.high))
+    def __reduce__(self) -> tuple[type[InvalidOption], tuple[str, object, str, str, bool]]:
+        return (type(self), (self.name, self.value, self.expected, self.where, self.unknown))

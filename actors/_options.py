@@ -1,13 +1,27 @@
-"""The limits and tuning of an actor system (`SystemOptions`), checked on creation."""
+"""The limits and tuning of an actor system (`SystemOptions`), checked on creation, and
+the keywords that give them (`SystemSettings`, `AggregateSettings`)."""
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
+from typing import Final, Literal, TypedDict
 
 from actors._errors import InvalidOption
 
-__all__ = ["OPTION_RANGES", "SYSTEM_FIELDS", "SystemOptions"]
+__all__ = [
+    "AGGREGATE_FIELDS",
+    "OPTION_RANGES",
+    "STORE_KEYS",
+    "SYSTEM_FIELDS",
+    "AggregateSettings",
+    "OpenSystemSettings",
+    "SystemOptions",
+    "SystemSettings",
+    "in_range",
+    "merge_options",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +94,7 @@ class SystemOptions:
 
     def __post_init__(self) -> None:
         if type(self.follow) is not bool:
-            raise InvalidOption("follow", self.follow, 0, 1, expected="a bool")
+            raise InvalidOption("follow", self.follow, "a bool")
         for name, (low, high) in OPTION_RANGES.items():
             value = getattr(self, name)
             if value is None and name == "idle_timeout":
@@ -88,7 +102,17 @@ class SystemOptions:
             whole = isinstance(low, int)
             kind = int if whole else int | float
             if not isinstance(value, kind) or isinstance(value, bool) or not low <= value <= high:
-                raise InvalidOption(name, value, low, high, none_allowed=name == "idle_timeout")
+                expected = in_range(low, high, none_allowed=name == "idle_timeout")
+                raise InvalidOption(name, value, expected)
+
+
+def in_range(low: float, high: float, *, none_allowed: bool = False, why: str = "") -> str:
+    """What an option with range `low`..`high` takes, as `InvalidOption` says it: "an
+    int from 1 to 1000 (why) or None"."""
+    kind = "an int" if isinstance(low, int) else "a number of seconds"
+    bound = f" ({why})" if why else ""
+    extra = " or None" if none_allowed else ""
+    return f"{kind} from {low} to {high}{bound}{extra}"
 
 
 _YEAR = 365 * 24 * 3600.0
@@ -113,4 +137,99 @@ OPTION_RANGES: dict[str, tuple[int, int] | tuple[float, float]] = {
 }
 
 
-SYSTEM_FIELDS = frozenset(f.name for f in dataclasses.fields(SystemOptions))
+SYSTEM_FIELDS: Final = frozenset(f.name for f in dataclasses.fields(SystemOptions))
+
+
+class SystemSettings(TypedDict, total=False):
+    """The `SystemOptions` fields as keywords, each optional: the type of `open_system`'s
+    `**settings` (`open_system(path, ask_timeout=5.0)`). The keys are the fields, one
+    for one; the values are checked by `SystemOptions`."""
+
+    mailbox_capacity: int
+    max_queued_commands: int
+    max_batch: int
+    max_events_per_append: int
+    ask_timeout: float
+    max_live_actors: int
+    idle_timeout: float | None
+    max_attempts: int
+    max_restarts: int
+    restart_backoff: float
+    park_for: float
+    max_backoff: float
+    recent_command_ids: int
+    load_page_size: int
+    grace: float
+    follow: bool
+
+
+class AggregateSettings(TypedDict, total=False):
+    """The `SystemOptions` fields one aggregate type may set apart from the system's
+    (`system.aggregates(Account, mailbox_capacity=64)`): those of its mailboxes, its
+    batches, its retries and restarts. The others (`grace`, `follow`, the system-wide
+    caps, `idle_timeout`) are the whole system's and go to `open_system`."""
+
+    mailbox_capacity: int
+    max_batch: int
+    max_events_per_append: int
+    ask_timeout: float
+    max_attempts: int
+    max_restarts: int
+    restart_backoff: float
+    park_for: float
+    max_backoff: float
+    recent_command_ids: int
+    load_page_size: int
+
+
+AGGREGATE_FIELDS: Final = AggregateSettings.__optional_keys__
+
+
+# TypedDict named again as a base: on Python < 3.12 the API reference (pdoc) cannot
+# otherwise tell where the inherited keys come from.
+class OpenSystemSettings(SystemSettings, TypedDict, total=False):
+    """The keywords of `open_system`: the `SystemOptions` fields (`SystemSettings`), and
+    the store's options, which go to `open_store` when `open_system` opens the store
+    from a path or URL (the `StoreOptions` fields, and PostgreSQL's `schema`)."""
+
+    synchronous: Literal["FULL", "NORMAL"]
+    busy_timeout: float
+    busy_retries: int
+    max_event_bytes: int
+    # max_events_per_append: one key, SystemOptions' (its batches' appends); the store
+    # keeps its default, which open_system checks it against
+    max_stream_id_bytes: int
+    max_pending_appends: int
+    max_batch_events: int
+    max_read_limit: int
+    writer: Literal["thread", "process"]
+    watch_interval: float
+    schema: str | None
+
+
+STORE_KEYS: Final = OpenSystemSettings.__optional_keys__ - SYSTEM_FIELDS
+"""The keywords of `open_system` that go to the store."""
+
+
+def merge_options(
+    base: SystemOptions,
+    settings: Mapping[str, object],
+    allowed: Collection[str],
+    *,
+    where: str,
+    elsewhere: str = "",
+) -> SystemOptions:
+    """`base` with `settings` (keywords of `allowed`) put in, checked by `SystemOptions`.
+
+    Raises:
+        InvalidOption: a keyword not in `allowed` (naming it and the ones there are;
+            `elsewhere` says where the system's others go), or a value out of range.
+    """
+    unknown = sorted(set(settings) - set(allowed))
+    if unknown:
+        name = unknown[0]
+        known = ", ".join(sorted(allowed))
+        raise InvalidOption(
+            name, settings[name], f"the options are {known}{elsewhere}", where, unknown=True
+        )
+    return dataclasses.replace(base, **settings) if settings else base  # type: ignore[arg-type]

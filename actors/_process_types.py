@@ -16,7 +16,7 @@ import msgspec
 
 from actors._aggregate import Aggregate, Event
 from actors._dispatch import Dispatch
-from actors._errors import Rejected
+from actors._errors import InvalidOption, Rejected
 from actors._router import AggregateRouter
 from bus import EventBus
 from store import EventStore, RecordedEvent
@@ -87,7 +87,8 @@ class ProcessManager:
 
 @dataclass(frozen=True, slots=True)
 class ProcessManagerOptions:
-    """Tuning of a running process manager; every limit is finite.
+    """Tuning of a running process manager; every limit is finite. A value out of its
+    range is refused with `InvalidOption`, naming the option.
 
     Attributes:
         concurrency: events handled at once per partition (events of one stream still
@@ -125,23 +126,22 @@ class ProcessManagerOptions:
         for field in ("concurrency", "max_attempts", "max_parked", "queue_size"):
             value = getattr(self, field)
             if type(value) is not int or value < 1:
-                raise ValueError(f"{field} must be a positive int, not {value!r}")
+                raise InvalidOption(field, value, "a positive int")
         for field in ("retry_delay", "ask_timeout"):
             value = getattr(self, field)
             if value is None and field == "ask_timeout":
                 continue
             if not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
-                raise ValueError(f"{field} must be a finite number >= 0, not {value!r}")
+                extra = " or None" if field == "ask_timeout" else ""
+                raise InvalidOption(field, value, f"a finite number of seconds >= 0{extra}")
         if type(self.lease) is not bool:
-            raise ValueError(f"lease must be a bool, not {self.lease!r}")
+            raise InvalidOption("lease", self.lease, "a bool")
         ttl = self.lease_ttl
         if type(ttl) not in (int, float) or not 0.05 <= ttl <= 3600:
-            raise ValueError(
-                f"lease_ttl must be a number of seconds from 0.05 to 3600, not {ttl!r}"
-            )
+            raise InvalidOption("lease_ttl", ttl, "a number of seconds from 0.05 to 3600")
         if type(self.partitions) is not int or not 1 <= self.partitions <= _MAX_PARTITIONS:
-            raise ValueError(
-                f"partitions must be an int from 1 to {_MAX_PARTITIONS}, not {self.partitions!r}"
+            raise InvalidOption(
+                "partitions", self.partitions, f"an int from 1 to {_MAX_PARTITIONS}"
             )
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from typing import Any, Protocol, TypeVar, TypeVarTuple, Unpack
@@ -16,7 +15,16 @@ from actors._actor import AggregateActor
 from actors._aggregate import Aggregate, CommandT, EventT, StateT
 from actors._dispatch import StepRefused
 from actors._errors import InvalidOption, ShuttingDown
-from actors._options import SYSTEM_FIELDS, SystemOptions
+from actors._options import (
+    AGGREGATE_FIELDS,
+    STORE_KEYS,
+    SYSTEM_FIELDS,
+    AggregateSettings,
+    OpenSystemSettings,
+    SystemOptions,
+    in_range,
+    merge_options,
+)
 from actors._plain import ActorRef, start_plain
 from actors._process_manager import (
     ProcessManager,
@@ -154,25 +162,27 @@ class ActorSystem:
         aggregate: type[Aggregate[StateT, CommandT, EventT]] | Aggregate[StateT, CommandT, EventT],
         *,
         snapshot_every: int | None = None,
-        **options: Any,
+        **settings: Unpack[AggregateSettings],
     ) -> AggregateRouter[StateT, CommandT, EventT]:
         """The router of an aggregate type (a class, or an instance to use), created on
         first use; its event types are registered with the store's registry then.
 
         Args:
             snapshot_every: overrides the class's `snapshot_every`.
-            **options: `SystemOptions` fields to override for this aggregate type
-                (`mailbox_capacity`, `max_batch`, `max_attempts`...).
+            **settings: `SystemOptions` fields to set apart for this aggregate type
+                (`AggregateSettings` lists them: `mailbox_capacity`, `max_batch`,
+                `max_attempts`...); the others are the whole system's.
 
         Raises:
             TypeError: the aggregate declares no event types.
+            InvalidOption: an unknown or system-wide option, or a value out of range.
             ValueError: the router exists already with other options.
         """
         instance = aggregate() if isinstance(aggregate, type) else aggregate
         kind = type(instance)
         existing = self._routers.get(kind)
         if existing is not None:
-            if options or (
+            if settings or (
                 snapshot_every is not None and snapshot_every != existing.snapshot_every
             ):
                 raise ValueError(
@@ -190,11 +200,17 @@ class ActorSystem:
                 f"stream category {kind.category!r} of {kind.__qualname__} is used by"
                 " another aggregate type; set a distinct category"
             )
-        _register(self.store.registry, kind.event_types)
-        router_options = dataclasses.replace(self.options, **options) if options else self.options
+        router_options = merge_options(
+            self.options,
+            settings,
+            AGGREGATE_FIELDS,
+            where=f"aggregates({kind.__name__}): ",
+            elsewhere=" (the others are the whole system's: give them to open_system)",
+        )
         every = snapshot_every if snapshot_every is not None else kind.snapshot_every
         if every is not None and (type(every) is not int or every < 1):
-            raise ValueError(f"snapshot_every must be a positive int or None, not {every!r}")
+            raise InvalidOption("snapshot_every", every, "a positive int or None")
+        _register(self.store.registry, kind.event_types)
         router = AggregateRouter(self._registry, self.store, instance, router_options, every)
         self._routers[kind] = router
         return router
@@ -212,6 +228,7 @@ class ActorSystem:
 
         Raises:
             ValueError: a live actor already has this name.
+            InvalidOption: `mailbox_capacity` is not a positive int.
             ShuttingDown: the system stopped accepting work.
         """
         registry = self._registry
@@ -221,7 +238,7 @@ class ActorSystem:
             raise ValueError(f"an actor named {name!r} is already running")
         capacity = self.options.mailbox_capacity if mailbox_capacity is None else mailbox_capacity
         if type(capacity) is not int or capacity < 1:
-            raise ValueError(f"mailbox_capacity must be a positive int, not {capacity!r}")
+            raise InvalidOption("mailbox_capacity", capacity, "a positive int")
         return start_plain(registry, self._tg, name, handler, capacity, self.options.ask_timeout)
 
     async def project(self, projection: Projectable[R], *, from_position: int = 0) -> R:
@@ -348,16 +365,20 @@ async def open_system(
     store: str | os.PathLike[str] | EventStore,
     *,
     registry: EventRegistry | None = None,
-    **options: Any,
+    options: SystemOptions | None = None,
+    **settings: Unpack[OpenSystemSettings],
 ) -> AsyncIterator[ActorSystem]:
     """Open an actor system on an event store: a path (opened here, and closed on exit)
     or an already open store (used, not closed).
 
     Args:
-        store: a SQLite file path, ":memory:", or an open `EventStore`.
+        store: a SQLite file path, ":memory:", a `postgresql://` URL, or an open
+            `EventStore`.
         registry: the event registry of a store opened here.
-        **options: `SystemOptions` fields (`mailbox_capacity`, `ask_timeout`...); the
-            rest go to `open_store` when it opens the store (`synchronous`...).
+        options: the system's options whole (default: `SystemOptions()`).
+        **settings: `SystemOptions` fields (`mailbox_capacity`, `ask_timeout`...), each
+            over the one in `options`; and, when it opens the store, `open_store`'s
+            options (`synchronous`, `writer`...). `OpenSystemSettings` lists them all.
 
     It owns an event bus over the store (`system.bus`, from `bus.open_bus`). On exit
     the system stops accepting commands (`ShuttingDown`), drains every mailbox (up to
@@ -366,13 +387,23 @@ async def open_system(
     task outlives the block.
 
     Raises:
-        InvalidOption: an option is out of its range (`SystemOptions` lists them), or
-            `load_page_size` or `max_events_per_append` is over the store's
-            `max_read_limit` or `max_events_per_append`.
+        InvalidOption: an unknown option (naming it and the ones there are), an option
+            out of its range (`SystemOptions` lists them), or `load_page_size` or
+            `max_events_per_append` over the store's `max_read_limit` or
+            `max_events_per_append`. The store's options are checked by the store.
+        TypeError: a store's option, or `registry`, with a store already open.
     """
     telemetry.resolve()  # tracing and metrics on if the application set OpenTelemetry up
-    system_options = SystemOptions(**{k: v for k, v in options.items() if k in SYSTEM_FIELDS})
-    store_options = {k: v for k, v in options.items() if k not in SYSTEM_FIELDS}
+    if options is not None and not isinstance(options, SystemOptions):
+        raise InvalidOption("options", options, "a SystemOptions or None", "open_system: ")
+    store_options = {k: v for k, v in settings.items() if k in STORE_KEYS}
+    system_options = merge_options(
+        options or SystemOptions(),
+        {k: v for k, v in settings.items() if k not in STORE_KEYS},
+        SYSTEM_FIELDS,
+        where="open_system: ",
+        elsewhere=f"; and when it opens the store, the store's {', '.join(sorted(STORE_KEYS))}",
+    )
     async with contextlib.AsyncExitStack() as stack:
         if isinstance(store, str | os.PathLike):
             opened: EventStore = await stack.enter_async_context(
@@ -395,7 +426,7 @@ async def open_system(
             cap = getattr(getattr(opened, "options", None), limit, None)
             value = getattr(system_options, name)
             if type(cap) is int and value > cap:
-                raise InvalidOption(name, value, 1, cap, why=f"the store's {limit}")
+                raise InvalidOption(name, value, in_range(1, cap, why=f"the store's {limit}"))
         bus = await stack.enter_async_context(open_bus(opened, follow=system_options.follow))
         async with anyio.create_task_group() as tg:
             system = ActorSystem(opened, bus, tg, system_options)

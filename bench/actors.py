@@ -22,7 +22,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import assert_never
+from typing import Literal, assert_never
 
 import anyio
 import msgspec
@@ -30,6 +30,9 @@ import msgspec
 from actors import Aggregate, Command, Event, open_system
 from readmodels import Projection
 from store import NO_STREAM, EventRegistry, RecordedEvent, open_store
+
+WriterKind = Literal["thread", "process"]
+"""The store's `writer` option: where its write transactions run."""
 
 AGGREGATES = 1_000
 
@@ -105,7 +108,7 @@ def _summary(count: int, seconds: float, cpu: float, latencies: list[float]) -> 
 
 
 async def run_actors(
-    path: Path, concurrency: int, commands: int, *, projection: bool, writer: str = "thread"
+    path: Path, concurrency: int, commands: int, *, projection: bool, writer: WriterKind = "thread"
 ) -> Run:
     per_caller = max(commands // concurrency, 1)
     latencies: list[float] = []
@@ -157,7 +160,9 @@ async def run_actors(
     return dataclasses.replace(run, lag_p99_ms=lags[min(len(lags) - 1, int(0.99 * len(lags)))])
 
 
-async def run_bare(path: Path, concurrency: int, commands: int, writer: str = "thread") -> Run:
+async def run_bare(
+    path: Path, concurrency: int, commands: int, writer: WriterKind = "thread"
+) -> Run:
     per_caller = max(commands // concurrency, 1)
     latencies: list[float] = []
     async with open_store(

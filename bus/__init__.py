@@ -8,7 +8,7 @@ starts behind or falls behind. Imports only `store`.
 
 from __future__ import annotations
 
-from bus._bus import BusOptions, EventBus, EventSource, open_bus
+from bus._bus import BusOptions, BusSettings, EventBus, EventSource, open_bus
 from bus._errors import BusClosed, BusError, InvalidSubscription
 from bus._subscription import Batch, Subscription, SubscriptionStatistics
 
@@ -17,6 +17,7 @@ __all__ = [
     "BusClosed",
     "BusError",
     "BusOptions",
+    "BusSettings",
     "EventBus",
     "EventSource",
     "InvalidSubscription",

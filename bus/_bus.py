@@ -21,10 +21,11 @@ sequence whoever wrote it; `Subscription.nudge()` still makes one read the store
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Final, TypedDict, Unpack
 
 import anyio
 
@@ -34,7 +35,7 @@ from bus._source import EventSource
 from bus._subscription import Subscription, SubscriptionStatistics
 from store import RecordedEvent, faults, get_logger
 
-__all__ = ["BusOptions", "EventBus", "EventSource", "open_bus"]
+__all__ = ["BusOptions", "BusSettings", "EventBus", "EventSource", "open_bus"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +69,20 @@ class BusOptions:
             raise InvalidSubscription(
                 f"poll_interval must be a number of seconds from 0.01 to 3600, not {interval!r}"
             )
+
+
+class BusSettings(TypedDict, total=False):
+    """The `BusOptions` fields as keywords, each optional: the type of `open_bus`'s
+    `**settings` (`open_bus(store, follow=False)`). The keys are the fields, one for
+    one; the values are checked by `BusOptions`."""
+
+    queue_size: int
+    catch_up_page: int
+    follow: bool
+    poll_interval: float
+
+
+_FIELDS: Final = frozenset(f.name for f in dataclasses.fields(BusOptions))
 
 
 class EventBus:
@@ -282,14 +297,17 @@ def _check_types(label: str, event_types: Iterable[str] | None) -> frozenset[str
 
 
 @contextlib.asynccontextmanager
-async def open_bus(source: EventSource, **options: Any) -> AsyncIterator[EventBus]:
+async def open_bus(
+    source: EventSource, *, options: BusOptions | None = None, **settings: Unpack[BusSettings]
+) -> AsyncIterator[EventBus]:
     """Open an event bus over `source` (a store): it publishes every local commit and,
     with `follow` (the default), every commit of other processes too.
 
     Args:
         source: the store whose commits are published.
-        **options: fields of `BusOptions` (`queue_size`, `catch_up_page`, `follow`,
-            `poll_interval`).
+        options: the bus's options whole (default: `BusOptions()`).
+        **settings: fields of `BusOptions` (`queue_size`, `catch_up_page`, `follow`,
+            `poll_interval`), each over the one in `options`.
 
     Yields:
         The bus, registered as a commit listener, its follower running. On exit the
@@ -297,9 +315,21 @@ async def open_bus(source: EventSource, **options: Any) -> AsyncIterator[EventBu
         iterations end).
 
     Raises:
-        InvalidSubscription: a bad option.
+        InvalidSubscription: an unknown option (naming it and the ones there are), or a
+            value `BusOptions` refuses.
     """
-    opts = BusOptions(**options)
+    if options is not None and not isinstance(options, BusOptions):
+        raise InvalidSubscription(
+            f"open_bus: options must be a BusOptions or None, not {options!r}"
+        )
+    unknown = sorted(settings.keys() - _FIELDS)
+    if unknown:
+        raise InvalidSubscription(
+            f"open_bus: unknown option {unknown[0]!r}; the options are {', '.join(sorted(_FIELDS))}"
+        )
+    opts = options or BusOptions()
+    if settings:
+        opts = dataclasses.replace(opts, **settings)
     bus = EventBus(source, opts, await source.last_position())
     remove = source.add_commit_listener(bus._publish)
     body_error: BaseException | None = None

@@ -3,7 +3,8 @@
 ```
 BusError
 ├── BusClosed              the bus (or the subscription) was closed
-└── InvalidSubscription    a bad argument to `subscribe` (also a ValueError)
+└── InvalidSubscription    a bad argument to `subscribe`, or a bad or unknown option of
+                           `open_bus` (also a ValueError)
 ```
 """
 
@@ -21,4 +22,5 @@ class BusClosed(BusError):
 
 
 class InvalidSubscription(BusError, ValueError):
-    """An argument of `subscribe` is invalid (position, queue size, filters, name)."""
+    """An argument of `subscribe` is invalid (position, queue size, filters, name), or an
+    option of the bus (`open_bus`, `BusOptions`) is unknown or out of its range."""

@@ -19,6 +19,7 @@ import sys
 import structlog
 from starlette.applications import Starlette
 
+from actors import OpenSystemSettings
 from examples.bank_service._app import DATABASE_ENV, create_app
 from examples.bank_service._service import ServiceSettings
 from examples.bank_service._telemetry import add_trace_ids, configure_telemetry
@@ -68,7 +69,7 @@ def worker_app() -> Starlette:
     Raises:
         ValueError: `BANK_SERVICE_GRACE` is not a number of seconds.
     """
-    options: dict[str, float] = {}
+    options: OpenSystemSettings = {}
     raw = os.environ.get(GRACE_ENV)
     if raw is not None:
         grace = parse_seconds(raw)

@@ -12,7 +12,7 @@ got from a command (read your own writes).
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +25,7 @@ from starlette.requests import Request
 from actors import (
     ActorSystem,
     AggregateRouter,
+    OpenSystemSettings,
     ProcessManagerHandle,
     ShuttingDown,
     open_system,
@@ -71,7 +72,7 @@ class ServiceSettings:
     max_body_bytes: int = 16_384
     consistency_timeout: float = 2.0
     retry_after: int = 1
-    system_options: Mapping[str, Any] = field(default_factory=dict)
+    system_options: OpenSystemSettings = field(default_factory=lambda: OpenSystemSettings())
 
     def __post_init__(self) -> None:
         if type(self.max_body_bytes) is not int or self.max_body_bytes < 1:

@@ -4,22 +4,27 @@
 from __future__ import annotations
 
 import dataclasses
+import typing
 from typing import Any
 
 import anyio
 import pytest
 
 from actors import (
+    AggregateSettings,
     AskTimeout,
     InvalidOption,
     MailboxFull,
+    OpenSystemSettings,
     Overloaded,
+    ProcessManagerOptions,
     SystemOptions,
+    SystemSettings,
     open_system,
 )
 from actors._options import OPTION_RANGES
 from demo.bank import Account, Deposit, InsufficientFunds, OpenAccount, Withdraw
-from store import open_store
+from store import StoreOptions, open_store
 
 
 def _ends() -> list[tuple[str, Any]]:
@@ -120,3 +125,89 @@ def test_every_option_has_a_range() -> None:
     fields = {f.name for f in dataclasses.fields(SystemOptions)}
     assert fields - {"idle_timeout", "follow"} <= set(OPTION_RANGES)  # follow: a bool
     assert set(OPTION_RANGES) <= fields
+
+
+def _fields(struct: type[Any]) -> set[str]:
+    return {f.name for f in dataclasses.fields(struct)}
+
+
+def test_the_settings_keys_are_the_options_fields_with_their_types() -> None:
+    assert typing.get_type_hints(SystemSettings) == typing.get_type_hints(SystemOptions)
+    assert SystemSettings.__required_keys__ == frozenset()
+    assert OpenSystemSettings.__optional_keys__ == (
+        _fields(SystemOptions) | _fields(StoreOptions) | {"schema"}
+    )
+    hints = typing.get_type_hints(AggregateSettings)
+    assert hints.items() <= typing.get_type_hints(SystemOptions).items()
+    # what one aggregate type cannot set apart: the whole system's
+    assert set(SystemSettings.__optional_keys__ - AggregateSettings.__optional_keys__) == {
+        "max_queued_commands",
+        "max_live_actors",
+        "idle_timeout",
+        "grace",
+        "follow",
+    }
+
+
+@pytest.mark.parametrize("opened", [False, True])
+async def test_an_unknown_option_of_open_system_is_refused_naming_it_and_the_others(
+    opened: bool,
+) -> None:
+    async with open_store(":memory:") as store:
+        target = store if opened else ":memory:"
+        with pytest.raises(
+            InvalidOption, match=r"^open_system: unknown option 'mailbox_size'; "
+        ) as caught:
+            async with open_system(target, mailbox_size=8):  # type: ignore[call-arg]
+                pass
+    error = caught.value
+    assert (error.name, error.value, error.unknown) == ("mailbox_size", 8, True)
+    for valid in ("mailbox_capacity", "ask_timeout", "synchronous", "writer"):
+        assert valid in str(error)
+
+
+async def test_a_whole_options_struct_is_taken_and_keywords_override_it() -> None:
+    base = SystemOptions(ask_timeout=3.0, grace=2.0)
+    async with open_system(":memory:", options=base, grace=1.0, synchronous="NORMAL") as system:
+        assert system.options == dataclasses.replace(base, grace=1.0)
+    with pytest.raises(InvalidOption, match="options must be a SystemOptions or None"):
+        async with open_system(":memory:", options={"grace": 1.0}):  # type: ignore[arg-type]
+            pass
+
+
+async def test_aggregates_refuses_an_unknown_or_system_wide_option_naming_it() -> None:
+    async with open_system(":memory:") as system:
+        for name in ("mailbox_size", "grace"):
+            with pytest.raises(
+                InvalidOption, match=rf"^aggregates\(Account\): unknown option '{name}'; "
+            ) as caught:
+                system.aggregates(Account, **{name: 1})
+            assert caught.value.name == name
+            assert "mailbox_capacity" in str(caught.value)
+        with pytest.raises(InvalidOption, match="max_batch must be an int from 1 to"):
+            system.aggregates(Account, max_batch=0)
+        with pytest.raises(InvalidOption, match="snapshot_every must be a positive int or None"):
+            system.aggregates(Account, snapshot_every=0)
+        # nothing refused was kept: the router is made on the next, good call
+        router = system.aggregates(Account, max_batch=4)
+        assert router.options.max_batch == 4
+        assert router.options.grace == system.options.grace
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("concurrency", 0),
+        ("max_parked", True),
+        ("retry_delay", float("nan")),
+        ("ask_timeout", -1.0),
+        ("lease", 1),
+        ("lease_ttl", 0.01),
+        ("partitions", 2000),
+    ],
+)
+def test_a_process_manager_option_out_of_range_is_an_invalid_option(name: str, value: Any) -> None:
+    with pytest.raises(InvalidOption, match=rf"^{name} must be ") as caught:
+        ProcessManagerOptions(**{name: value})
+    assert (caught.value.name, caught.value.value) == (name, value)
+    assert isinstance(caught.value, ValueError)

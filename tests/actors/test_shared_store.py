@@ -174,5 +174,5 @@ async def test_follow_must_be_a_bool() -> None:
     from actors import InvalidOption
 
     with pytest.raises(InvalidOption, match="follow must be a bool"):
-        async with open_system(":memory:", follow="yes"):
+        async with open_system(":memory:", follow="yes"):  # type: ignore[arg-type]
             pass

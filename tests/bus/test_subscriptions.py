@@ -1,12 +1,23 @@
 from __future__ import annotations
 
+import dataclasses
+import typing
+
 import anyio
 import pytest
 from anyio import wait_all_tasks_blocked
 from anyio.abc import TaskGroup, TaskStatus
 from anyio.lowlevel import checkpoint
 
-from bus import BusClosed, EventBus, InvalidSubscription, Subscription, open_bus
+from bus import (
+    BusClosed,
+    BusOptions,
+    BusSettings,
+    EventBus,
+    InvalidSubscription,
+    Subscription,
+    open_bus,
+)
 from store import RecordedEvent, SQLiteEventStore, open_store
 from tests._events import Deposited, Opened, Withdrawn, append_deposits, registry
 
@@ -359,6 +370,33 @@ async def test_bad_subscribe_arguments_raise_a_clear_error(
             async with bus.subscribe(**kwargs):  # type: ignore[arg-type]  # bad on purpose
                 pass
         assert bus.statistics() == ()
+
+
+def test_the_bus_settings_keys_are_the_options_fields_with_their_types() -> None:
+    assert typing.get_type_hints(BusSettings) == typing.get_type_hints(BusOptions)
+    assert BusSettings.__required_keys__ == frozenset()
+
+
+async def test_an_unknown_bus_option_is_refused_naming_it_and_the_others() -> None:
+    async with open_store(":memory:", registry=registry()) as store:
+        with pytest.raises(
+            InvalidSubscription,
+            match=r"^open_bus: unknown option 'queue'; the options are catch_up_page, follow,"
+            r" poll_interval, queue_size$",
+        ):
+            async with open_bus(store, queue=5):  # type: ignore[call-arg]
+                pass
+
+
+async def test_a_whole_bus_options_struct_is_taken_and_keywords_override_it() -> None:
+    async with open_store(":memory:", registry=registry()) as store:
+        base = BusOptions(queue_size=7, follow=False)
+        async with open_bus(store, options=base, catch_up_page=3) as bus:
+            assert bus._options == dataclasses.replace(base, catch_up_page=3)
+            assert bus._follower is None
+        with pytest.raises(InvalidSubscription, match="options must be a BusOptions"):
+            async with open_bus(store, options={"follow": False}):  # type: ignore[arg-type]
+                pass
 
 
 async def test_bad_bus_options_raise_a_clear_error() -> None:

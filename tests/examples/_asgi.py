@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping, MutableMapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Unpack
 
 import anyio
 import anyio.abc
@@ -17,6 +17,7 @@ import httpx
 import msgspec
 from starlette.applications import Starlette
 
+from actors import OpenSystemSettings
 from examples.bank_service import Bank, ServiceSettings, bank_of, create_app
 from store import AppendResult, EventStore
 from tests.actors.support import _Wrapper
@@ -79,7 +80,7 @@ async def serve(
     database: str | EventStore | None,
     *,
     settings: ServiceSettings | None = None,
-    **system_options: Any,
+    **system_options: Unpack[OpenSystemSettings],
 ) -> AsyncIterator[Running]:
     """Start the bank service on `database`, yield it with a client, then shut it down
     (unless the body already did, through `running.lifespan`)."""
