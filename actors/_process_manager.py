@@ -45,7 +45,7 @@ import contextlib
 import anyio
 import anyio.abc
 
-from actors._errors import ShuttingDown
+from actors._errors import InvalidOption, ShuttingDown
 from actors._process_leases import _Leasing
 from actors._process_types import (
     ParkedStep,
@@ -56,7 +56,7 @@ from actors._process_types import (
     partition_of,
 )
 from actors._telemetry import watch_process
-from bus import BusClosed
+from bus import BusClosed, ConsistencyTimeout
 
 __all__ = [
     "ParkedStep",
@@ -115,35 +115,53 @@ class ProcessManagerHandle(_Leasing):
         )
 
     async def wait_for(self, position: int, *, timeout: float = 10.0) -> None:  # noqa: ASYNC109
+        # (a timeout of its own: the error names the manager and both positions)
         """Wait until every event up to `position` has been handled (here, or by the
         process holding a partition: its checkpoint, read every fifth of `lease_ttl`).
 
-        Raises:
-            TimeoutError: not reached within `timeout` seconds.
-            ShuttingDown: the manager stopped before reaching it.
+        Returns at once if it already has, even once the manager stopped. Pass the
+        `position` of an ask's result to wait for what that command's events call for.
 
-        Cancellation: only the wait is cancelled.
+        Raises:
+            InvalidOption: `position` is not an int >= 0, or `timeout` not a number of
+                seconds >= 0 (checked first).
+            ShuttingDown: the manager stopped (`stop()`, or its system shut down)
+                before reaching `position`: at once if it had stopped already, else as
+                soon as it stops.
+            ConsistencyTimeout: not reached within `timeout` seconds (a `TimeoutError`;
+                names the manager, the target and the position reached). The manager
+                goes on.
+
+        Cancellation: only the wait is abandoned; the manager goes on.
         """
+        where = f"process manager {self.name!r}: wait_for's "
+        if type(position) is not int or position < 0:
+            raise InvalidOption("position", position, "an int >= 0", where)
+        if type(timeout) not in (int, float) or not timeout >= 0:
+            raise InvalidOption("timeout", timeout, "a number of seconds >= 0", where)
         if self.position >= position:
             return
-        if not self._running:
-            raise ShuttingDown(f"process manager {self.name!r} stopped at {self.position}")
+        self._raise_if_stopped(position)
         reached = anyio.Event()
         waiter = (position, reached)
         self._waiters.append(waiter)
         try:
-            with anyio.fail_after(timeout):
+            with anyio.move_on_after(timeout):
                 await reached.wait()
-        except TimeoutError:
-            raise TimeoutError(
-                f"process manager {self.name!r} reached position {self.position}, not"
-                f" {position}, within {timeout}s"
-            ) from None
         finally:
             if waiter in self._waiters:
                 self._waiters.remove(waiter)
-        if self.position < position:
-            raise ShuttingDown(f"process manager {self.name!r} stopped at {self.position}")
+        if self.position >= position:
+            return
+        self._raise_if_stopped(position)
+        raise ConsistencyTimeout("process manager", self.name, position, self.position, timeout)
+
+    def _raise_if_stopped(self, target: int) -> None:
+        if not self._running:
+            raise ShuttingDown(
+                f"process manager {self.name!r} stopped at position {self.position};"
+                f" it will not reach position {target}"
+            )
 
     async def stop(self) -> None:
         """Stop consuming events, save the checkpoints, give up the leases (another

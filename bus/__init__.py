@@ -9,7 +9,7 @@ starts behind or falls behind. Imports only `store`.
 from __future__ import annotations
 
 from bus._bus import BusOptions, BusSettings, EventBus, EventSource, open_bus
-from bus._errors import BusClosed, BusError, InvalidSubscription
+from bus._errors import BusClosed, BusError, ConsistencyTimeout, InvalidSubscription
 from bus._subscription import Batch, Subscription, SubscriptionStatistics
 
 __all__ = [
@@ -18,6 +18,7 @@ __all__ = [
     "BusError",
     "BusOptions",
     "BusSettings",
+    "ConsistencyTimeout",
     "EventBus",
     "EventSource",
     "InvalidSubscription",

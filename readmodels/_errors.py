@@ -2,14 +2,17 @@
 
 ```
 ReadModelError
-├── ConsistencyTimeout     wait_for gave up before the projection reached a position
-├── ProjectionStopped      the projection stopped (or failed) before reaching it
+├── ProjectionStopped      the projection stopped (or failed) before reaching a position
 ├── TooManyParked          more poison events than the dead-letter limit
 └── InvalidProjection      a bad argument or option (also a ValueError)
 ```
+`wait_for` gives up with `ConsistencyTimeout`, the bus's (`bus.ConsistencyTimeout`, a
+`bus.BusError` and a `TimeoutError`), re-exported here: process managers raise the same.
 """
 
 from __future__ import annotations
+
+from bus import ConsistencyTimeout
 
 __all__ = [
     "ConsistencyTimeout",
@@ -22,30 +25,6 @@ __all__ = [
 
 class ReadModelError(Exception):
     """Base class of every error the read models raise."""
-
-
-class ConsistencyTimeout(ReadModelError, TimeoutError):
-    """A projection did not reach the awaited position in time.
-
-    Attributes:
-        projection: the projection's name.
-        target: the position waited for.
-        reached: the position it had applied when the wait gave up.
-        timeout: the seconds waited.
-    """
-
-    def __init__(self, projection: str, target: int, reached: int, timeout: float) -> None:
-        super().__init__(
-            f"projection {projection!r} reached position {reached}, not {target}, within"
-            f" {timeout}s; it is behind (see its statistics) or the position was written"
-            " by another process this one has not read yet"
-        )
-        self.projection, self.target, self.reached, self.timeout = (
-            projection,
-            target,
-            reached,
-            timeout,
-        )
 
 
 class ProjectionStopped(ReadModelError):

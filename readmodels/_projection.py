@@ -253,24 +253,32 @@ class ProjectionHandle(Generic[View]):
         # (a timeout of its own: the error names the projection and both positions)
         """Wait until the view reflects everything up to `position` (read your writes).
 
-        Returns at once if it already does. Pass the `last_position` of an append's
-        result to see that append in the view.
+        Returns at once if it already does, even once the projection stopped. Pass the
+        `position` of an ask's result (or the `last_position` of an append's) to see
+        that command in the view. A position beyond anything this process's bus has
+        seen makes the projection read the store at once (another process wrote it).
 
         Raises:
-            ConsistencyTimeout: not reached within `timeout` seconds (names the
-                projection, the target and the position reached).
-            ProjectionStopped: the projection stopped or failed first.
-            InvalidProjection: `position` is not an int >= 0 or `timeout` is negative.
+            InvalidProjection: `position` is not an int >= 0, or `timeout` not a number
+                of seconds >= 0 (checked first).
+            ProjectionStopped: the projection stopped, or failed (the failure is the
+                cause), before reaching `position`: at once if it had stopped already,
+                else as soon as it stops.
+            ConsistencyTimeout: not reached within `timeout` seconds (a `TimeoutError`;
+                names the projection, the target and the position reached). The
+                projection goes on.
 
         Cancellation: only the wait is abandoned; the projection goes on.
         """
         if type(position) is not int or position < 0:
             raise InvalidProjection(
-                f"projection {self.name!r}: wait_for position must be an int >= 0, not {position!r}"
+                f"projection {self.name!r}: wait_for's position must be an int >= 0,"
+                f" not {position!r}"
             )
-        if not isinstance(timeout, int | float) or timeout < 0:
+        if type(timeout) not in (int, float) or not timeout >= 0:
             raise InvalidProjection(
-                f"projection {self.name!r}: timeout must be >= 0 seconds, not {timeout!r}"
+                f"projection {self.name!r}: wait_for's timeout must be a number of seconds"
+                f" >= 0, not {timeout!r}"
             )
         if self._position >= position:
             return
@@ -290,7 +298,7 @@ class ProjectionHandle(Generic[View]):
         if self._position >= position:
             return
         self._raise_if_stopped(position)
-        raise ConsistencyTimeout(self.name, position, self._position, timeout)
+        raise ConsistencyTimeout("projection", self.name, position, self._position, timeout)
 
     def _raise_if_stopped(self, target: int) -> None:
         if not self._stopped:

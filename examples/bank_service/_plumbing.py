@@ -71,12 +71,14 @@ class ReadYourWrites:
                     await self._moved.wait()
             if self._bus.head < position:
                 # Never fanned out here in time: maybe never committed at all.
-                raise ConsistencyTimeout(handle.name, position, handle.position, timeout)
+                raise ConsistencyTimeout(
+                    "projection", handle.name, position, handle.position, timeout
+                )
         remaining = max(deadline - anyio.current_time(), 0.0)
         try:
             await handle.wait_for(position, timeout=remaining)
         except ConsistencyTimeout as exc:
-            raise ConsistencyTimeout(handle.name, position, exc.reached, timeout) from None
+            raise ConsistencyTimeout(exc.kind, exc.name, position, exc.reached, timeout) from None
 
     def close(self) -> None:
         """Stop listening to the bus's follower."""

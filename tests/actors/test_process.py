@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import anyio
 import pytest
+from anyio import wait_all_tasks_blocked
 
 from actors import (
     ActorSystem,
     Dispatch,
+    InvalidOption,
     ProcessManager,
     ProcessManagerOptions,
     Rejected,
+    ShuttingDown,
     open_system,
 )
+from bus import ConsistencyTimeout
 from store import RecordedEvent
 from tests.actors.domain import Account, AccountNotOpen, Deposit, Deposited, OpenAccount, Withdraw
 
@@ -200,3 +205,103 @@ def test_options_are_checked() -> None:
         ProcessManagerOptions(concurrency=0)
     with pytest.raises(ValueError, match="retry_delay"):
         ProcessManagerOptions(retry_delay=float("nan"))
+
+
+async def test_wait_for_times_out_with_consistency_timeout_naming_the_positions() -> None:
+    with anyio.fail_after(20):
+        async with open_system(":memory:") as system:
+            await _open(system, "src-4", "mirror-4")
+            manager = await system.run_process_manager(Mirror())
+            last = await _deposit(system, "src-4", 5)
+            await manager.wait_for(last)
+            await manager.wait_for(last, timeout=0)  # already there: no waiting at all
+            with pytest.raises(ConsistencyTimeout) as caught:
+                await manager.wait_for(last + 50, timeout=0.01)
+            error = caught.value
+            assert (error.kind, error.name, error.target, error.reached) == (
+                "process manager",
+                "mirror",
+                last + 50,
+                manager.position,
+            )
+            assert str(error).startswith(
+                f"process manager 'mirror' reached position {manager.position},"
+                f" not {last + 50}, within 0.01s"
+            )
+            assert isinstance(error, TimeoutError)
+            assert manager._waiters == []  # the timed-out wait left nothing behind
+            assert manager.running  # only the wait gave up
+            later = await _deposit(system, "src-4", 6)
+            await manager.wait_for(later)
+            assert await _balance(system, "mirror-4") == 11
+
+
+@pytest.mark.parametrize(
+    ("position", "wait", "name"),
+    [
+        (-1, 1.0, "position"),
+        (True, 1.0, "position"),
+        (1.5, 1.0, "position"),
+        ("3", 1.0, "position"),
+        (1, -1.0, "timeout"),
+        (1, float("nan"), "timeout"),
+        (1, "1", "timeout"),
+        (1, False, "timeout"),
+    ],
+)
+async def test_wait_for_refuses_a_bad_position_or_timeout_first(
+    position: Any, wait: Any, name: str
+) -> None:
+    with anyio.fail_after(20):
+        async with open_system(":memory:") as system:
+            manager = await system.run_process_manager(Mirror())
+            for _ in range(2):  # running, then stopped: the arguments are checked first
+                with pytest.raises(
+                    InvalidOption, match=rf"^process manager 'mirror': wait_for's {name} must be"
+                ) as caught:
+                    await manager.wait_for(position, timeout=wait)
+                given = wait if name == "timeout" else position
+                assert (caught.value.name, caught.value.value) == (name, given)
+                assert isinstance(caught.value, ValueError)
+                await manager.stop()
+
+
+async def test_wait_for_on_a_stopped_manager_returns_if_reached_and_raises_if_not() -> None:
+    with anyio.fail_after(20):
+        async with open_system(":memory:") as system:
+            await _open(system, "src-5", "mirror-5")
+            manager = await system.run_process_manager(Mirror())
+            last = await _deposit(system, "src-5", 5)
+            await manager.wait_for(last)
+            await manager.stop()
+            assert not manager.running
+            reached = manager.position
+            await manager.wait_for(reached)  # reached before it stopped
+            with pytest.raises(
+                ShuttingDown,
+                match=rf"^process manager 'mirror' stopped at position {reached};"
+                rf" it will not reach position {reached + 1}$",
+            ):
+                await manager.wait_for(reached + 1)
+
+
+async def test_stopping_a_manager_ends_pending_waits_with_shutting_down() -> None:
+    with anyio.fail_after(20):
+        async with open_system(":memory:") as system:
+            manager = await system.run_process_manager(Mirror())
+            errors: list[ShuttingDown] = []
+
+            async def waiter() -> None:
+                try:
+                    await manager.wait_for(100, timeout=30)
+                except ShuttingDown as exc:
+                    errors.append(exc)
+
+            async with anyio.create_task_group() as waiting:
+                waiting.start_soon(waiter)
+                await wait_all_tasks_blocked()
+                assert len(manager._waiters) == 1
+                await manager.stop()
+            (error,) = errors
+            assert "will not reach position 100" in str(error)
+            assert manager._waiters == []

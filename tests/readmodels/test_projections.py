@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+from typing import Any
+
 import anyio
 import pytest
 from anyio import wait_all_tasks_blocked
 from structlog.testing import capture_logs
 
-from bus import open_bus
+from bus import BusError, open_bus
 from readmodels import (
     ConsistencyTimeout,
     InvalidProjection,
@@ -80,10 +82,15 @@ async def test_wait_for_returns_at_once_when_reached_and_times_out_naming_positi
         with pytest.raises(ConsistencyTimeout) as caught:
             await handle.wait_for(5, timeout=0.01)
         error = caught.value
-        assert (error.projection, error.target, error.reached) == ("Balances", 5, 2)
-        assert "'Balances'" in str(error)
-        assert "5" in str(error)
+        assert (error.kind, error.name, error.target, error.reached) == (
+            "projection",
+            "Balances",
+            5,
+            2,
+        )
+        assert str(error).startswith("projection 'Balances' reached position 2, not 5, within")
         assert isinstance(error, TimeoutError)
+        assert isinstance(error, BusError)
         assert handle._waiters == []  # the timed-out wait left nothing behind
         await append_deposits(store, "acct-1", [3, 4, 5])
         await handle.wait_for(5)
@@ -409,11 +416,21 @@ async def test_bad_positions_raise_a_clear_error() -> None:
             with pytest.raises(InvalidProjection, match="event_types"):
                 await start_projection(tg, store, bus, wrong)
         handle = await start_projection(tg, store, bus, Balances())
-        with pytest.raises(InvalidProjection, match="position"):
-            await handle.wait_for(-3)
-        with pytest.raises(InvalidProjection, match="timeout"):
-            await handle.wait_for(1, timeout=-1)
-        await handle.stop()
+        bad_waits: list[tuple[Any, Any, str]] = [
+            (-3, 1.0, "position"),
+            (True, 1.0, "position"),
+            (1.5, 1.0, "position"),
+            (1, -1, "timeout"),
+            (1, float("nan"), "timeout"),
+            (1, False, "timeout"),
+        ]
+        for _ in range(2):  # running, then stopped: the arguments are checked first
+            for position, timeout, name in bad_waits:
+                with pytest.raises(
+                    InvalidProjection, match=rf"^projection 'Balances': wait_for's {name} must be"
+                ):
+                    await handle.wait_for(position, timeout=timeout)
+            await handle.stop()
 
 
 async def test_a_poison_event_in_one_projection_leaves_the_others_alone(store_target: str) -> None:
