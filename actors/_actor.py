@@ -17,7 +17,7 @@ import contextlib
 import anyio
 
 from actors._actor_decide import _Deciding
-from actors._actor_state import READ_STATE, _Parked, _Planned, _refusal, _Reload, _Restart
+from actors._actor_state import READ_STATE, _Planned, _Quarantined, _refusal, _Reload, _Restart
 from actors._aggregate import CommandResult
 from actors._errors import EvolveError, RestartLimitExceeded
 from actors._mailbox import Envelope
@@ -51,13 +51,13 @@ class AggregateActor(_Deciding):
                 await self._load()
                 host.loaded(self.aggregate_id)
                 await self._serve()
-        except _Parked as parked:
-            error = parked.error
+        except _Quarantined as quarantined:
+            error = quarantined.error
         except Exception as exc:  # noqa: BLE001 - a crash stays in this actor: reported
             error = exc
             host.restarted()
             self._log.error("actor.crashed", exc_info=exc)
-            host.park(self.aggregate_id, exc)
+            host.quarantine(self.aggregate_id, exc)
         except BaseException as exc:
             error = exc
             raise
@@ -120,8 +120,8 @@ class AggregateActor(_Deciding):
         if restarts > options.max_restarts:
             error = RestartLimitExceeded(self.stream_id, restarts)
             self._log.error("actor.restart_limit", restarts=restarts)
-            host.park(self.aggregate_id, error)
-            raise _Parked(error)
+            host.quarantine(self.aggregate_id, error)
+            raise _Quarantined(error)
         self._log.warning("actor.restarting", restarts=restarts)
         if restarts > 1:
             delay = min(options.restart_backoff * 2 ** (restarts - 2), options.max_backoff)
@@ -133,7 +133,7 @@ class AggregateActor(_Deciding):
     def claim(self) -> bool:
         """Let the calling task run one command itself, if the actor is idle.
 
-        An idle actor (loaded, parked waiting for work, nothing queued) would only be
+        An idle actor (loaded, waiting for work, nothing queued) would only be
         woken to run this one command: the caller runs it instead, on its own task,
         which saves two task switches per command. Commands still never interleave:
         while the caller runs, the actor task does not take work.
@@ -211,7 +211,7 @@ class AggregateActor(_Deciding):
                 todo, reload = await self._attempt(todo)
                 if reload:
                     await self._catch_up()
-        except (_Restart, _Parked) as exc:
+        except (_Restart, _Quarantined) as exc:
             self.failure = exc
         except Exception as exc:  # noqa: BLE001 - handed to the actor task, which reports it
             self.failure = exc

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from actors._actor_state import _MAX_FOREIGN, ActorState, _Parked
+from actors._actor_state import _MAX_FOREIGN, ActorState, _Quarantined
 from actors._errors import RecoveryError, ShuttingDown
 from store import EventDecodeError, RecordedEvent, StoreClosed, StoreError
 
@@ -70,7 +70,9 @@ class _Loading(ActorState):
             error.__cause__ = exc
             self._fail_load(error)
         except StoreClosed as exc:
-            raise _Parked(ShuttingDown(f"the store closed while loading {stream_id!r}")) from exc
+            raise _Quarantined(
+                ShuttingDown(f"the store closed while loading {stream_id!r}")
+            ) from exc
         except StoreError as exc:
             error = RecoveryError(stream_id, version, "", f"{type(exc).__name__}: {exc}")
             error.__cause__ = exc
@@ -135,5 +137,5 @@ class _Loading(ActorState):
             event_type=error.event_type,
             exc_info=error,
         )
-        self.host.park(self.aggregate_id, error)
-        raise _Parked(error)
+        self.host.quarantine(self.aggregate_id, error)
+        raise _Quarantined(error)

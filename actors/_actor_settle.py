@@ -287,7 +287,7 @@ class _Settling(_Loading):
             host.conflicted()
             self.behind = max(self.behind, error.actual)
             # Lost a race: read the stream's latest state rather than fold up to the
-            # version that append saw, which the other writer has often passed by
+            # version that append saw, which the concurrent appends have often passed by
             # then (measured on two processes: a fifth fewer `TooManyAttempts`).
             self.unsure = True
             max_attempts = host.options.max_attempts

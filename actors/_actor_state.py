@@ -56,7 +56,10 @@ class _Reload(Exception):
     wait until the store settled it, then reload."""
 
 
-class _Parked(Exception):
+class _Quarantined(Exception):
+    """Internal: the actor failed for good (its load, or `max_restarts`); the host
+    quarantined its aggregate and `error` goes to the callers."""
+
     def __init__(self, error: BaseException) -> None:
         super().__init__(str(error))
         self.error = error
@@ -126,9 +129,9 @@ class ActorState:
         # The actor task's own scope, entered once in `run`: shielded only while it
         # appends (a scope per append cost a third of the actor task's time).
         self._scope = anyio.CancelScope()
-        # The actor task is busy unless parked waiting for work; `inline` is set while a
+        # The actor task is busy unless idle, waiting for work; `inline` is set while a
         # caller runs a command on its own task (see `claim`); `failure` is what such a
-        # caller leaves for the actor task to deal with (restart, reload, park).
+        # caller leaves for the actor task to deal with (restart, reload, quarantine).
         self.busy = True
         self.inline = False
         self.failure: BaseException | None = None

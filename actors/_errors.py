@@ -12,8 +12,8 @@ ActorError
 ├── CommandFailed              decide raised something other than Rejected
 ├── EvolveError                evolve raised on an event decide had just emitted
 ├── RecoveryError              a stored event could not be decoded or evolved at load
-├── TooManyAttempts            the append kept conflicting with another writer
-├── RestartLimitExceeded       the actor failed too often in a row; it is parked
+├── TooManyAttempts            the append kept conflicting with concurrent appends
+├── RestartLimitExceeded       the actor failed too often in a row; it is quarantined
 ├── ReentrantAskError          an ask that would wait on itself (directly or in a cycle)
 └── InvalidOption              an unknown option, or one outside its range (ValueError too)
 ```
@@ -166,7 +166,8 @@ class RecoveryError(ActorError):
 
 
 class TooManyAttempts(ActorError):
-    """The command's append conflicted with another writer on every attempt.
+    """The command's append conflicted with a concurrent append (another process's, or
+    another system's on the same store) on every attempt.
 
     The last `ConcurrencyError` is the `__cause__`; nothing of the command was stored.
     """
@@ -174,21 +175,23 @@ class TooManyAttempts(ActorError):
     def __init__(self, stream_id: str, attempts: int) -> None:
         super().__init__(
             f"stream {stream_id!r} changed under the command {attempts} times in a row"
-            " (another writer); nothing was stored: retry later or find the other writer"
+            " (appended to by another process); nothing was stored: retry later, or find"
+            " what else appends to it"
         )
         self.stream_id, self.attempts = stream_id, attempts
 
 
 class RestartLimitExceeded(ActorError):
-    """The actor failed (load or evolve) too many times in a row and is parked.
+    """The actor failed (load or evolve) too many times in a row and is quarantined.
 
-    Commands for it are refused until `until` (loop time) passes; the next one after
-    that reloads it from the store.
+    Commands for it are refused with this error for `quarantine_for` seconds (doubled
+    per quarantine in a row, up to `max_backoff`); the next one after that reloads it
+    from the store.
     """
 
     def __init__(self, stream_id: str, restarts: int) -> None:
         super().__init__(
-            f"the actor for {stream_id!r} failed {restarts} times in a row and is parked;"
+            f"the actor for {stream_id!r} failed {restarts} times in a row and is quarantined;"
             " see the cause, fix the data or code, then send again"
         )
         self.stream_id, self.restarts = stream_id, restarts

@@ -1,7 +1,7 @@
 """What an aggregate actor needs of its host: the `ActorHost` protocol.
 
 The host (one per aggregate type, owned by its `AggregateRouter`) owns what the actors
-of that type share: the counters (bumped through its methods), the parking of
+of that type share: the counters (bumped through its methods), the quarantine of
 aggregates that cannot be loaded, snapshot saving, and the way back to the registry
 of live actors. The actor module depends on this protocol only, not on the router.
 """
@@ -70,15 +70,15 @@ class ActorHost(Protocol):
         """The actor restarted (or reloads after an unknown outcome)."""
 
     def conflicted(self) -> None:
-        """An append conflicted with another writer."""
+        """An append conflicted with another append to the stream (another process's)."""
 
     # -- lifecycle --------------------------------------------------------------------
 
     def loaded(self, aggregate_id: str) -> None:
-        """The actor of `aggregate_id` loaded: it is no longer parked."""
+        """The actor of `aggregate_id` loaded: it is no longer quarantined."""
 
-    def park(self, aggregate_id: str, error: BaseException) -> None:
-        """Refuse commands for `aggregate_id` with `error` for a while."""
+    def quarantine(self, aggregate_id: str, error: BaseException) -> None:
+        """Refuse commands for `aggregate_id` with `error` for a while (`quarantine_for`)."""
 
     def forget(self, actor: LiveActor) -> None:
         """`actor` ended."""

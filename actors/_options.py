@@ -34,7 +34,7 @@ class SystemOptions:
     `max_queued_commands` and `max_live_actors` up to 100,000,000; `max_attempts` and
     `max_restarts` up to 1,000; all from 1, except `max_restarts` and
     `recent_command_ids` (from 0). Seconds: `ask_timeout` from 0.001 and
-    `idle_timeout` from 0, both up to a year; `restart_backoff`, `park_for`,
+    `idle_timeout` from 0, both up to a year; `restart_backoff`, `quarantine_for`,
     `max_backoff` and `grace` from 0 to 3,600. `open_system` also keeps
     `load_page_size` and `max_events_per_append` within the store's limits.
 
@@ -52,17 +52,18 @@ class SystemOptions:
             used one is passivated.
         idle_timeout: seconds without a command after which an actor is passivated
             (None: only the live-actor cap passivates).
-        max_attempts: tries of a command whose append conflicts with another writer
+        max_attempts: tries of a command whose append conflicts with a concurrent append
             before the caller gets `TooManyAttempts`.
-        max_restarts: consecutive restarts of an actor before it is parked
+        max_restarts: consecutive restarts of an actor before it is quarantined
             (`RestartLimitExceeded`).
         restart_backoff: the delay before the second restart in a row, seconds; it
             doubles per further consecutive restart, up to `max_backoff` (the first
             restart is immediate).
-        park_for: how long an aggregate whose load failed (or that hit
-            `max_restarts`) refuses commands with that error before the next command
-            tries again, seconds; doubles per consecutive failure up to `max_backoff`.
-        max_backoff: the longest restart delay or parking time, seconds.
+        quarantine_for: how long an aggregate whose load failed (or that hit
+            `max_restarts`) is quarantined: it refuses commands with that error before
+            the next command tries again, seconds; doubles per consecutive failure up
+            to `max_backoff`.
+        max_backoff: the longest restart delay or quarantine, seconds.
         recent_command_ids: command results an actor remembers (beyond them, a resent
             command id is looked up in the store).
         load_page_size: events read per page when loading or reading history.
@@ -85,7 +86,7 @@ class SystemOptions:
     max_attempts: int = 3
     max_restarts: int = 5
     restart_backoff: float = 0.05
-    park_for: float = 0.5
+    quarantine_for: float = 0.5
     max_backoff: float = 10.0
     recent_command_ids: int = 64
     load_page_size: int = 1_000
@@ -131,7 +132,7 @@ OPTION_RANGES: dict[str, tuple[int, int] | tuple[float, float]] = {
     "ask_timeout": (0.001, _YEAR),
     "idle_timeout": (0.0, _YEAR),
     "restart_backoff": (0.0, 3600.0),
-    "park_for": (0.0, 3600.0),
+    "quarantine_for": (0.0, 3600.0),
     "max_backoff": (0.0, 3600.0),
     "grace": (0.0, 3600.0),
 }
@@ -155,7 +156,7 @@ class SystemSettings(TypedDict, total=False):
     max_attempts: int
     max_restarts: int
     restart_backoff: float
-    park_for: float
+    quarantine_for: float
     max_backoff: float
     recent_command_ids: int
     load_page_size: int
@@ -176,7 +177,7 @@ class AggregateSettings(TypedDict, total=False):
     max_attempts: int
     max_restarts: int
     restart_backoff: float
-    park_for: float
+    quarantine_for: float
     max_backoff: float
     recent_command_ids: int
     load_page_size: int
@@ -211,6 +212,10 @@ STORE_KEYS: Final = OpenSystemSettings.__optional_keys__ - SYSTEM_FIELDS
 """The keywords of `open_system` that go to the store."""
 
 
+RENAMED: Final = {"park_for": "quarantine_for"}
+"""Options renamed before the first release: an old name is refused, naming the new."""
+
+
 def merge_options(
     base: SystemOptions,
     settings: Mapping[str, object],
@@ -229,7 +234,12 @@ def merge_options(
     if unknown:
         name = unknown[0]
         known = ", ".join(sorted(allowed))
+        renamed = f"it is {RENAMED[name]} now; " if name in RENAMED else ""
         raise InvalidOption(
-            name, settings[name], f"the options are {known}{elsewhere}", where, unknown=True
+            name,
+            settings[name],
+            f"{renamed}the options are {known}{elsewhere}",
+            where,
+            unknown=True,
         )
     return dataclasses.replace(base, **settings) if settings else base  # type: ignore[arg-type]

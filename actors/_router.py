@@ -1,7 +1,7 @@
 """The router of one aggregate type: spawn on demand, ask/tell, time travel.
 
 `AggregateHost` is what the router's actors share (the `ActorHost` they see): the
-counters of the type, the parking of aggregates that cannot be loaded, snapshots.
+counters of the type, the quarantine of aggregates that cannot be loaded, snapshots.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ T = TypeVar("T")
 
 
 @dataclass(slots=True)
-class Parking:
+class Quarantine:
     """An aggregate refusing commands with `error` until `until` (the `count`th time)."""
 
     error: BaseException
@@ -57,7 +57,7 @@ class Parking:
 
 class AggregateHost:
     """What the actors of one aggregate type share (implements `ActorHost`): its
-    counters, the parking of aggregates that cannot be loaded, snapshot saving.
+    counters, the quarantine of aggregates that cannot be loaded, snapshot saving.
 
     Owned by the type's router; its actors change it only through its methods.
     """
@@ -65,7 +65,7 @@ class AggregateHost:
     __slots__ = (
         "_clock",
         "_log",
-        "_parked",
+        "_quarantined",
         "aggregate",
         "commands",
         "conflicts",
@@ -98,7 +98,7 @@ class AggregateHost:
         self.registry = registry
         self.load: Load = registry.load
         self.name = type(aggregate).__name__
-        self._parked: dict[str, Parking] = {}
+        self._quarantined: dict[str, Quarantine] = {}
         self._clock: Callable[[], float] = asyncio.get_running_loop().time
         self._log: Any = get_logger("actors.system")
         # counters (read by system.statistics())
@@ -134,7 +134,7 @@ class AggregateHost:
         self.restarts += 1
 
     def conflicted(self) -> None:
-        """An append conflicted with another writer."""
+        """An append conflicted with another append to the stream (another process's)."""
         self.conflicts += 1
 
     def check_load(self, stream_id: str) -> None:
@@ -146,28 +146,29 @@ class AggregateHost:
             self.overloaded += 1
             raise Overloaded(stream_id, queued, limit)
 
-    # -- parking ------------------------------------------------------------------------
+    # -- quarantine ---------------------------------------------------------------------
 
-    def parked(self, aggregate_id: str) -> BaseException | None:
-        """The error `aggregate_id` is refused with now, if it is parked."""
-        parked = self._parked.get(aggregate_id)
-        if parked is not None and self._clock() < parked.until:
-            return parked.error
+    def quarantined(self, aggregate_id: str) -> BaseException | None:
+        """The error `aggregate_id` is refused with now, if it is quarantined."""
+        quarantine = self._quarantined.get(aggregate_id)
+        if quarantine is not None and self._clock() < quarantine.until:
+            return quarantine.error
         return None
 
     def loaded(self, aggregate_id: str) -> None:
-        """The actor of `aggregate_id` loaded: it is no longer parked."""
-        self._parked.pop(aggregate_id, None)
+        """The actor of `aggregate_id` loaded: it is no longer quarantined."""
+        self._quarantined.pop(aggregate_id, None)
 
-    def park(self, aggregate_id: str, error: BaseException) -> None:
-        """Refuse commands for `aggregate_id` with `error` for a backoff period."""
+    def quarantine(self, aggregate_id: str, error: BaseException) -> None:
+        """Refuse commands for `aggregate_id` with `error` for `quarantine_for`, doubled
+        per quarantine in a row (up to `max_backoff`)."""
         options = self.options
-        previous = self._parked.get(aggregate_id)
+        previous = self._quarantined.get(aggregate_id)
         count = 1 if previous is None else previous.count + 1
-        delay = min(options.park_for * 2 ** (count - 1), options.max_backoff)
-        self._parked[aggregate_id] = Parking(error, count, self._clock() + delay)
-        if len(self._parked) > options.max_live_actors:
-            self._parked.pop(next(iter(self._parked)))
+        delay = min(options.quarantine_for * 2 ** (count - 1), options.max_backoff)
+        self._quarantined[aggregate_id] = Quarantine(error, count, self._clock() + delay)
+        if len(self._quarantined) > options.max_live_actors:
+            self._quarantined.pop(next(iter(self._quarantined)))
 
     # -- the rest -----------------------------------------------------------------------
 
@@ -209,7 +210,7 @@ class AggregateRouter(Generic[StateT, CommandT, EventT]):
         self.name = type(aggregate).__name__
         self.category = type(aggregate).category
         self.host = AggregateHost(aggregate, options, snapshot_every, store, registry)
-        """What this type's actors share: counters, parking, snapshots."""
+        """What this type's actors share: counters, quarantine, snapshots."""
         self._store = store
         self._registry = registry
         self._prefix = self.category + "-"
@@ -283,7 +284,7 @@ class AggregateRouter(Generic[StateT, CommandT, EventT]):
             Overloaded: the actor is busy and `max_queued_commands` commands already
                 wait across the system; refused at once, not enqueued.
             AskTimeout: no reply within the timeout (the command may still be applied).
-            TooManyAttempts: the append kept conflicting with another writer.
+            TooManyAttempts: the append kept conflicting with concurrent appends.
             RecoveryError, RestartLimitExceeded: the aggregate cannot be loaded now.
             ShuttingDown: the system stopped accepting commands; not applied.
             ReentrantAskError: the ask would wait on an actor up its own ask chain.
@@ -395,7 +396,7 @@ class AggregateRouter(Generic[StateT, CommandT, EventT]):
         if actor is not None:
             return actor
         self._check_id(aggregate_id, stream_id)  # only ids that passed have live actors
-        error = self.host.parked(aggregate_id)
+        error = self.host.quarantined(aggregate_id)
         if error is not None:
             raise error.with_traceback(None)
         predecessor = registry.predecessor(stream_id)

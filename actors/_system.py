@@ -82,8 +82,8 @@ class SystemStatistics(msgspec.Struct, frozen=True):
         rejections: commands refused by `decide` (`Rejected`).
         failures: commands failed by a bug in decide or evolve.
         restarts: actor restarts (evolve failures, unknown append outcomes, failed loads).
-        conflicts: appends refused because another writer (another process) had moved
-            the stream on; the actor reloaded and retried them.
+        conflicts: appends refused because a concurrent append (another process's) had
+            moved the stream on; the actor reloaded and retried them.
         passivations: actors stopped for idleness or by the live-actor cap.
         snapshots: snapshots taken.
         dropped_replies: results of applied commands whose caller had gone (timed out

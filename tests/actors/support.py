@@ -40,7 +40,7 @@ class GatedStore(_Wrapper):
 
 
 class InterloperStore(_Wrapper):
-    """Before each of the next `times` appends, another writer appends `intruder` to the
+    """Before each of the next `times` appends, an intruder appends `intruder` to the
     same stream: the actor's expected version is stale every time."""
 
     def __init__(self, inner: EventStore, intruder: msgspec.Struct, times: int) -> None:

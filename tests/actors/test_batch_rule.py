@@ -1,6 +1,6 @@
 """The batch rule: every command is decided on exactly the state left by the commands
 before it that committed, even when an earlier command of the same batch did not write
-(a duplicate, an idempotency conflict, a conflict with another writer)."""
+(a duplicate, an idempotency conflict, a conflict with a concurrent append)."""
 
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ class LoadGate(_Wrapper):
 
 
 class Interloper(LoadGate):
-    """Also: before each of the next `interlopes` appends, another writer appends
+    """Also: before each of the next `interlopes` appends, an intruder appends
     `intruder` to the stream (by default a deposit of 1,000)."""
 
     def __init__(self, inner: EventStore, intruder: msgspec.Struct | None = None) -> None:
@@ -170,7 +170,7 @@ async def test_a_command_behind_an_idempotency_conflict_is_decided_without_its_e
 
 
 async def test_a_refusal_behind_a_conflicting_append_is_decided_again(bank: Any) -> None:
-    """Another writer deposits 1,000 just before the batch's append: the withdrawal
+    """An intruder deposits 1,000 just before the batch's append: the withdrawal
     that the batch's own first withdrawal would have left uncovered is decided again on
     the stored balance, not refused on a state that never committed."""
     system, gate = bank
@@ -218,7 +218,7 @@ async def test_the_same_command_id_at_once_works_without_remembered_ids() -> Non
 async def test_an_append_behind_a_failed_one_is_not_sent_on_the_version_another_wrote() -> None:
     """Two appends of one batch (commands with ids): the first conflicts because another
     writer appended one event; the second, decided on the first's effect, expects the
-    version the other writer's event happens to reach. Sent together, it committed
+    version the intruder's event happens to reach. Sent together, it committed
     there: a withdrawal of 150 from an account holding 0. It is decided again instead."""
     async with open_store(":memory:") as inner:
         gate = Interloper(inner, Withdrawn(amount=100))

@@ -1,4 +1,4 @@
-"""Supervision (POI-1, POI-3), conflicts with another writer (OCC), appends of unknown outcome."""
+"""Supervision (POI-1, POI-3), conflicts with concurrent appends (OCC), appends of unknown outcome."""
 
 from __future__ import annotations
 
@@ -60,15 +60,17 @@ async def test_a_failing_evolve_in_a_batch_keeps_the_commands_around_it() -> Non
             assert system.statistics().restarts == 1
 
 
-async def test_repeated_restarts_park_the_actor() -> None:
-    async with open_system(":memory:", max_restarts=2, restart_backoff=0, park_for=60) as system:
+async def test_repeated_restarts_quarantine_the_actor() -> None:
+    async with open_system(
+        ":memory:", max_restarts=2, restart_backoff=0, quarantine_for=60
+    ) as system:
         counters = system.aggregates(Counter)
         await counters.ask("loop", Increment(by=1))
         for _ in range(2):
             with pytest.raises(EvolveError):
                 await counters.ask("loop", Poison())
         with pytest.raises(EvolveError):
-            await counters.ask("loop", Poison())  # the third in a row: parked after it
+            await counters.ask("loop", Poison())  # the third in a row: quarantined after it
         with pytest.raises(RestartLimitExceeded):
             await counters.ask("loop", Increment(by=1))
         assert await system.store.stream_version("counter-loop") == 1
@@ -153,8 +155,8 @@ def _incremented(by: int) -> Incremented:
     return Incremented(by=by)
 
 
-async def test_restarts_separated_by_successes_do_not_park_the_actor() -> None:
-    async with open_system(":memory:", max_restarts=1, park_for=60) as system:
+async def test_restarts_separated_by_successes_do_not_quarantine_the_actor() -> None:
+    async with open_system(":memory:", max_restarts=1, quarantine_for=60) as system:
         counters = system.aggregates(Counter)
         await counters.ask("s", Increment(by=1))
         for _ in range(4):

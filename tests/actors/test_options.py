@@ -211,3 +211,11 @@ def test_a_process_manager_option_out_of_range_is_an_invalid_option(name: str, v
         ProcessManagerOptions(**{name: value})
     assert (caught.value.name, caught.value.value) == (name, value)
     assert isinstance(caught.value, ValueError)
+
+
+async def test_a_renamed_option_is_refused_naming_its_new_name() -> None:
+    with pytest.raises(
+        InvalidOption, match=r"^open_system: unknown option 'park_for'; it is quarantine_for now; "
+    ):
+        async with open_system(":memory:", park_for=1.0):  # type: ignore[call-arg]
+            pass

@@ -211,7 +211,7 @@ async def test_an_undecodable_stored_event_gives_a_recovery_error_and_others_wor
     async with open_store(path, registry=EventRegistry([Stranger, Incremented])) as store:
         await store.append("counter-bad", [Incremented(by=1)], expected_version=NO_STREAM)
         await store.append("counter-bad", [Stranger()], expected_version=1)
-    async with open_system(path, park_for=60) as system:
+    async with open_system(path, quarantine_for=60) as system:
         counters = system.aggregates(Counter)
         with anyio.fail_after(5):
             with pytest.raises(RecoveryError) as caught:
@@ -223,7 +223,7 @@ async def test_an_undecodable_stored_event_gives_a_recovery_error_and_others_wor
                 "test.stranger",
             )
             started = time.monotonic()
-            with pytest.raises(RecoveryError):  # parked: refused without reloading
+            with pytest.raises(RecoveryError):  # quarantined: refused without reloading
                 await counters.ask("bad", Increment(by=1))
             assert time.monotonic() - started < 5
             assert (await counters.ask("good", Increment(by=1))).version == 1

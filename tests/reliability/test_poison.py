@@ -11,7 +11,7 @@ import pytest
 from actors import CommandFailed, RecoveryError, open_system
 from actors._actor import AggregateActor
 from actors._actor_state import _Restart
-from actors._router import AggregateHost, Parking
+from actors._router import AggregateHost, Quarantine
 from bus import open_bus
 from readmodels import ProjectionOptions, start_projection
 from readmodels._projection import ProjectionHandle
@@ -139,7 +139,7 @@ async def test_poi1_checker_catches_a_poison_command_that_crashes_its_actor(
     report: Report, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The broken variant: a decide error is treated like an evolve error, as a crash of
-    # the actor (answered, then reloaded from the store and, past max_restarts, parked).
+    # the actor (answered, then reloaded from the store and, past max_restarts, quarantined).
     decide = AggregateActor._decide
 
     def crash_on_failure(self: AggregateActor, envelope: Any, state: Any) -> Any:
@@ -246,7 +246,7 @@ async def test_poi2_checker_catches_a_projection_that_skips_poison(
 
 
 async def test_poi3_recovery_failure(report: Report) -> None:
-    async with open_system(":memory:", park_for=60, ask_timeout=5) as system:
+    async with open_system(":memory:", quarantine_for=60, ask_timeout=5) as system:
         counters = system.aggregates(Counter)
         await system.store.append(
             "counter-bad", [Incremented(by=1), Incremented(by=2)], expected_version=NO_STREAM
@@ -263,7 +263,7 @@ async def test_poi3_recovery_failure(report: Report) -> None:
             "test.counter.poisoned",
         )
         others = [(await counters.ask(f"ok{i}", Increment(by=1))).version for i in range(20)]
-        with anyio.fail_after(6), pytest.raises(RecoveryError):  # parked: refused fast
+        with anyio.fail_after(6), pytest.raises(RecoveryError):  # quarantined: refused fast
             await counters.ask("bad", Increment(by=1))
         version = await system.store.stream_version("counter-bad")
     report.record(
@@ -300,7 +300,7 @@ async def _dead_stream(window: float) -> dict[str, Any]:
     async with open_store(":memory:") as inner:
         dead = DeadStreamStore(inner, "counter-dead")
         async with open_system(
-            dead.as_store(), park_for=0.05, max_backoff=2.0, ask_timeout=2
+            dead.as_store(), quarantine_for=0.05, max_backoff=2.0, ask_timeout=2
         ) as system:
             counters = system.aggregates(Counter)
             sent = refused = other = 0
@@ -333,8 +333,8 @@ async def _dead_stream(window: float) -> dict[str, Any]:
 
 def check_backoff(figures: dict[str, Any]) -> list[str]:
     """Violations of POI-4: every command to the broken aggregate refused with its
-    error, the healthy one untouched, and loads backing off (parking doubles per failure:
-    about log2(window / park_for) loads, far fewer than commands)."""
+    error, the healthy one untouched, and loads backing off (the quarantine doubles per
+    failure: about log2(window / quarantine_for) loads, far fewer than commands)."""
     found: list[str] = []
     if figures["refused"] != figures["commands"] or figures["other_errors"]:
         found.append(f"refused {figures['refused']} of {figures['commands']}")
@@ -355,10 +355,11 @@ async def test_poi4_restart_backoff(report: Report) -> None:
 async def test_poi4_checker_catches_a_restart_loop_without_backoff(
     report: Report, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def park_flat(self: AggregateHost, aggregate_id: str, error: Any) -> None:
-        self._parked[aggregate_id] = Parking(error, 1, self._clock() + self.options.park_for)
+    def quarantine_flat(self: AggregateHost, aggregate_id: str, error: Any) -> None:
+        until = self._clock() + self.options.quarantine_for
+        self._quarantined[aggregate_id] = Quarantine(error, 1, until)
 
-    monkeypatch.setattr(AggregateHost, "park", park_flat)
+    monkeypatch.setattr(AggregateHost, "quarantine", quarantine_flat)
     figures = await _dead_stream(1.0)
     violations = check_backoff(figures)
     report.record("POI-4", broken_variant="no backoff", caught=len(violations))
