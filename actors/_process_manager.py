@@ -128,9 +128,9 @@ class ProcessManagerHandle(_Leasing):
             ShuttingDown: the manager stopped (`stop()`, or its system shut down)
                 before reaching `position`: at once if it had stopped already, else as
                 soon as it stops.
-            ConsistencyTimeout: not reached within `timeout` seconds (a `TimeoutError`;
-                names the manager, the target and the position reached). The manager
-                goes on.
+            ConsistencyTimeout: not reached within `timeout` seconds
+                (`bus.ConsistencyTimeout`, a `TimeoutError`; names the manager, the
+                target and the position reached). The manager goes on.
 
         Cancellation: only the wait is abandoned; the manager goes on.
         """
