@@ -107,6 +107,12 @@ def _add_load_arguments(load: argparse.ArgumentParser) -> None:
         default=True,
         help="follow with a live Balances read model (default on)",
     )
+    load.add_argument(
+        "--cold",
+        action="store_true",
+        help="passivate every actor after the setup: the measured commands load their"
+        " accounts from the store on first touch (one process only)",
+    )
     load.add_argument("--uvloop", action="store_true", help="run on uvloop (must be installed)")
     load.add_argument("--seed", type=int, default=0)
 
@@ -196,6 +202,7 @@ def _loadtest(args: argparse.Namespace) -> int:
             progress=args.progress,
             progress_interval=args.progress_interval,
             processes=processes,
+            cold=args.cold,
         )
         report_type = ProcessesReport if options.processes > 1 else LoadReport
         thresholds = parse_thresholds(args.threshold, report_type)

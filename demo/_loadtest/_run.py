@@ -71,6 +71,7 @@ class _Measured:
     before: StoreStatistics  # when the measured phase began
     after: StoreStatistics  # when it ended
     outcome: dict[str, int | float | bool]
+    live_actors: int
     lags: list[float]
     projection_ok: bool | None
     timeline: list[TimelinePoint]
@@ -99,6 +100,8 @@ async def _run(
         run = _Run(options, workload, ack_log, progress)
         began = time.perf_counter()
         await workload.setup(system, run.send_all)
+        if options.cold:
+            await _passivate_all(system)
         setup = time.perf_counter() - began
         before = system.store.statistics()
         sampler.measuring = True
@@ -106,6 +109,7 @@ async def _run(
         seconds = await run.load()
         cpu = time.process_time() - cpu
         after = system.store.statistics()
+        live_actors = system.statistics().live_actors
         began = time.perf_counter()
         with anyio.fail_after(SETTLE_TIMEOUT):
             outcome = await workload.settle(system)
@@ -120,11 +124,22 @@ async def _run(
         before,
         after,
         outcome,
+        live_actors,
         sampler.samples,
         projection_ok,
         timeline,
     )
     return _report(options, label, run.counters, measured)
+
+
+async def _passivate_all(system: ActorSystem) -> None:
+    """Passivate every actor (the setup left them idle) and wait until they ended, so
+    the measured phase loads each account again on its first command."""
+    system.passivate_idle(0.0)
+    # No event tells when the passivated actors ended: each does within a few turns
+    # of the loop (its mailbox is empty), so look every 10 ms.
+    while system.statistics().stopping_actors:  # noqa: ASYNC110
+        await anyio.sleep(0.01)
 
 
 async def _projection_ok(
@@ -181,6 +196,8 @@ def _report(
         peak_rss_mb=round(_peak_rss_mb(), 1),
         seed=options.seed,
         cpu_ms_per_command=round(measured.cpu * 1000.0 / answered, 4) if answered else 0.0,
+        cold=options.cold,
+        live_actors=measured.live_actors,
         timeline=measured.timeline,
     )
 
