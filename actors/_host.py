@@ -8,13 +8,16 @@ of live actors. The actor module depends on this protocol only, not on the route
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from actors._aggregate import Aggregate
 from actors._mailbox import Load
 from actors._options import SystemOptions
 from actors._registry import LiveActor
 from store import EventStore
+
+if TYPE_CHECKING:
+    from actors._actor_load import GroupLoader
 
 __all__ = ["ActorHost"]
 
@@ -45,6 +48,11 @@ class ActorHost(Protocol):
     @property
     def store(self) -> EventStore:
         """The event store."""
+        ...
+
+    @property
+    def loader(self) -> GroupLoader:
+        """Reads the first pages of the streams loading at the same moment together."""
         ...
 
     @property

@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any, Generic, TypeVar
 
 from actors._actor import READ_STATE, AggregateActor
+from actors._actor_load import GroupLoader
 from actors._aggregate import Aggregate, CommandResult, CommandT, EventT, StateT
 from actors._context import current_chain
 from actors._deadline import deliver
@@ -72,6 +73,7 @@ class AggregateHost:
         "dropped_replies",
         "failures",
         "load",
+        "loader",
         "name",
         "options",
         "overloaded",
@@ -97,6 +99,7 @@ class AggregateHost:
         self.store = store
         self.registry = registry
         self.load: Load = registry.load
+        self.loader = GroupLoader(store, options.load_page_size)
         self.name = type(aggregate).__name__
         self._parked: dict[str, Parking] = {}
         self._clock: Callable[[], float] = asyncio.get_running_loop().time
