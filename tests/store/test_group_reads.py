@@ -20,8 +20,11 @@ async def test_each_stream_gets_the_page_read_stream_gives(store: SQLiteEventSto
     for (stream_id, start), page in zip(starts, got, strict=True):
         alone = await store.read_stream(stream_id, from_version=start, limit=4)
         assert page == alone
-    assert [e.version for e in got[0]] == [1, 2, 3, 4]  # a full page: read on from 5
-    assert [e.version for e in got[2]] == [4, 5, 6, 7]
+    first, third = got[0], got[2]
+    assert isinstance(first, list)
+    assert isinstance(third, list)
+    assert [e.version for e in first] == [1, 2, 3, 4]  # a full page: read on from 5
+    assert [e.version for e in third] == [4, 5, 6, 7]
     assert got[1] == got[3] == got[5] == []
     assert await store.read_streams([], limit=4) == []
 
