@@ -10,7 +10,8 @@ commands find their actor cold and load it (snapshot, events, fold) first. Per r
 as medians over the runs: commands/s, latency p50/p99, projection lag p99, CPU per
 command (every thread of the process), actors loaded per second, live actors at the
 end, and the time the garbage collector took during the measured phase (`gc.callbacks`)
-with the number of full (generation 2) collections. The floor: latency p99 <= 100 ms
+with the number of full (generation 2) collections (`--gc-threshold N` runs with the
+collector's first threshold at N, to see what tuning it does). The floor: latency p99 <= 100 ms
 and projection lag p99 <= 50 ms.
 """
 
@@ -52,6 +53,8 @@ async def _one(args: argparse.Namespace) -> dict[str, Any]:
     """One run in this process: the load test's report plus the GC figures."""
     from demo._loadtest import LoadOptions, _driver, run_load
 
+    if args.gc_threshold is not None:
+        gc.set_threshold(args.gc_threshold, *gc.get_threshold()[1:])
     clock = _GcClock()
     gc.callbacks.append(clock)
     load = _driver._Run.load
@@ -104,6 +107,13 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--db", help="a postgresql:// URL (default: a temporary SQLite file)")
+    parser.add_argument(
+        "--gc-threshold",
+        type=int,
+        metavar="N",
+        help="the collector's first threshold for the runs (gc.set_threshold(N, ...);"
+        " default: Python's, 700)",
+    )
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
