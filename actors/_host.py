@@ -8,16 +8,14 @@ of live actors. The actor module depends on this protocol only, not on the route
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from actors._aggregate import Aggregate
+from actors._group_load import GroupLoader
 from actors._mailbox import Load
 from actors._options import SystemOptions
 from actors._registry import LiveActor
 from store import EventStore
-
-if TYPE_CHECKING:
-    from actors._actor_load import GroupLoader
 
 __all__ = ["ActorHost"]
 

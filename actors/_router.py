@@ -14,7 +14,6 @@ from datetime import datetime
 from typing import Any, Generic, TypeVar
 
 from actors._actor import READ_STATE, AggregateActor
-from actors._actor_load import GroupLoader
 from actors._aggregate import Aggregate, CommandResult, CommandT, EventT, StateT
 from actors._context import current_chain
 from actors._deadline import deliver
@@ -26,6 +25,7 @@ from actors._errors import (
     ReentrantAskError,
     ShuttingDown,
 )
+from actors._group_load import GroupLoader
 from actors._mailbox import Envelope, Load, Mailbox
 from actors._options import SystemOptions
 from actors._registry import LiveActor, Registry
