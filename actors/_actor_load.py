@@ -47,8 +47,14 @@ class _Loading(ActorState):
                 if snapshot is not None:
                     state, version, start = snapshot.state, snapshot.version, snapshot.version
             page_size = host.options.load_page_size
+            loader = host.loader
+            first = not catch_up and loader.limit == page_size
             while True:
-                page = await store.read_stream(stream_id, from_version=start, limit=page_size)
+                if first:  # with the other loads waiting now (see GroupLoader)
+                    first = False
+                    page = await loader.first_page(stream_id, start)
+                else:
+                    page = await store.read_stream(stream_id, from_version=start, limit=page_size)
                 for recorded in page:
                     position = recorded.position
                     if recorded.version <= version:

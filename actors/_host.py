@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from actors._aggregate import Aggregate
+from actors._group_load import GroupLoader
 from actors._mailbox import Load
 from actors._options import SystemOptions
 from actors._registry import LiveActor
@@ -45,6 +46,11 @@ class ActorHost(Protocol):
     @property
     def store(self) -> EventStore:
         """The event store."""
+        ...
+
+    @property
+    def loader(self) -> GroupLoader:
+        """Reads the first pages of the streams loading at the same moment together."""
         ...
 
     @property

@@ -25,6 +25,7 @@ from actors._errors import (
     ReentrantAskError,
     ShuttingDown,
 )
+from actors._group_load import GroupLoader
 from actors._mailbox import Envelope, Load, Mailbox
 from actors._options import SystemOptions
 from actors._registry import LiveActor, Registry
@@ -72,6 +73,7 @@ class AggregateHost:
         "dropped_replies",
         "failures",
         "load",
+        "loader",
         "name",
         "options",
         "overloaded",
@@ -97,6 +99,7 @@ class AggregateHost:
         self.store = store
         self.registry = registry
         self.load: Load = registry.load
+        self.loader = GroupLoader(store, options.load_page_size)
         self.name = type(aggregate).__name__
         self._quarantined: dict[str, Quarantine] = {}
         self._clock: Callable[[], float] = asyncio.get_running_loop().time

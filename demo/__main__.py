@@ -105,6 +105,12 @@ def _add_load_arguments(load: argparse.ArgumentParser) -> None:
         help="follow with a live Balances read model (default on)",
     )
     load.add_argument(
+        "--cold",
+        action="store_true",
+        help="passivate every actor after the setup: the measured commands load their"
+        " accounts from the store on first touch (one process only)",
+    )
+    load.add_argument(
         "--distribution",
         choices=("uniform", "zipf"),
         default="uniform",
@@ -244,6 +250,7 @@ def _load_options(args: argparse.Namespace) -> LoadOptions:
         progress=args.progress,
         progress_interval=args.progress_interval,
         processes=processes,
+        cold=args.cold,
     )
 
 

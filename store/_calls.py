@@ -15,7 +15,7 @@ import msgspec
 from store import faults
 from store._codec import EventRegistry
 from store._decode import _snapshot
-from store._errors import InvalidLease, ReadTooLarge
+from store._errors import EventDecodeError, InvalidLease, InvalidReadArgument, ReadTooLarge
 from store._logging import LibraryLogger
 from store._options import StoreOptions
 from store._prepare import (
@@ -39,7 +39,10 @@ from store._prepare import (
 )
 from store._records import AppendResult, Lease, RecordedEvent, Snapshot
 
-__all__: list[str] = []
+__all__: list[str] = ["MAX_GROUP_READ"]
+
+MAX_GROUP_READ = 500
+"""The most streams one `read_streams` call reads (its query binds three values each)."""
 
 S = TypeVar("S")
 
@@ -94,6 +97,47 @@ class _StoreCalls(abc.ABC):
         if len(rows) > cap:
             raise ReadTooLarge(stream_id, low, cap)
         return rows
+
+    async def read_streams(
+        self, starts: Sequence[tuple[str, int]], *, limit: int
+    ) -> list[list[RecordedEvent] | EventDecodeError]:
+        """The first page of several streams in one query: for each `(stream_id,
+        from_version)` of `starts`, its events with versions `from_version` to
+        `from_version + limit - 1`, in order, as `read_stream(stream_id,
+        from_version=from_version, limit=limit)` would return them (a stream's versions
+        are 1, 2, 3... without gaps, so that range is its next page). One answer per
+        entry, in the order of `starts`; a stream whose events cannot be decoded gets
+        its `EventDecodeError` in its place, and the other streams are unaffected.
+
+        What group loading uses: the actors waiting to load at the same moment share
+        one query (one thread hop, one round trip) instead of one each.
+
+        Args:
+            starts: at most `MAX_GROUP_READ` entries (a stream may appear once).
+            limit: the page size, capped by `max_read_limit`.
+
+        Raises:
+            InvalidStreamId, InvalidReadArgument: a bad argument; nothing was read.
+            StoreError: the query failed (for every stream of the call).
+        """
+        call = "read_streams"
+        if len(starts) > MAX_GROUP_READ:
+            raise InvalidReadArgument(
+                call, "starts", f"<{len(starts)} entries>", f"at most {MAX_GROUP_READ} entries"
+            )
+        page = _limit(call, limit, self.options.max_read_limit)
+        ranges: list[tuple[str, int, int]] = []
+        seen: set[str] = set()
+        for stream_id, from_version in starts:
+            self._check_stream_id(stream_id)
+            if stream_id in seen:
+                raise InvalidReadArgument(call, "starts", stream_id, "each stream at most once")
+            seen.add(stream_id)
+            low = _bound(f"read_streams({stream_id!r})", "from_version", from_version)
+            ranges.append((stream_id, low, min(low + page - 1, _MAX_VERSION)))
+        if not ranges:
+            return []
+        return await self._read_streams(ranges)
 
     async def read_stream_until(
         self, stream_id: str, at: datetime | float, *, limit: int | None = None
@@ -352,6 +396,13 @@ class _StoreCalls(abc.ABC):
         self, stream_id: str, low: int, high: int, limit: int
     ) -> list[RecordedEvent]:
         """At most `limit` events of `stream_id` with versions `low..high`, in order."""
+
+    @abc.abstractmethod
+    async def _read_streams(
+        self, ranges: list[tuple[str, int, int]]
+    ) -> list[list[RecordedEvent] | EventDecodeError]:
+        """For each (stream id, low, high) of `ranges` (distinct streams), its events
+        with versions `low..high` in order, or the error decoding them raised."""
 
     @abc.abstractmethod
     async def _first_version_after(self, stream_id: str, moment: float) -> int | None:

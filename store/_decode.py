@@ -19,6 +19,24 @@ S = TypeVar("S")
 _meta_decoder = msgspec.msgpack.Decoder(dict[str, str])
 
 
+def _decode_groups(
+    registry: EventRegistry, ranges: list[tuple[str, int, int]], rows: list[Any]
+) -> list[list[RecordedEvent] | EventDecodeError]:
+    """Rows of several streams (ordered by version within each), decoded stream by
+    stream, one answer per entry of `ranges`: its events, or the error decoding them
+    raised (which leaves the other streams' answers alone)."""
+    by_stream: dict[str, list[Any]] = {stream_id: [] for stream_id, _, _ in ranges}
+    for row in rows:
+        by_stream[row[1]].append(row)
+    out: list[list[RecordedEvent] | EventDecodeError] = []
+    for stream_id, _, _ in ranges:
+        try:
+            out.append(_decode_rows(registry, by_stream[stream_id]))
+        except EventDecodeError as exc:
+            out.append(exc)
+    return out
+
+
 def _decode_rows(registry: EventRegistry, rows: list[Any]) -> list[RecordedEvent]:
     """Rows of (position, stream id, version, tag, schema version, payload, metadata,
     command id, recorded at, checksum) as records, each checked against its checksum."""

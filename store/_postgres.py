@@ -24,8 +24,9 @@ import asyncpg
 from store import faults
 from store._batch import _Append, _BatchResult, _Write
 from store._codec import EventRegistry
-from store._decode import _decode_rows
+from store._decode import _decode_groups, _decode_rows
 from store._errors import (
+    EventDecodeError,
     InvalidCheckpoint,
     LeaseLost,
     StoreClosed,
@@ -225,6 +226,16 @@ class PostgresEventStore(GroupCommitStore):
         self, stream_id: str, low: int, high: int, limit: int
     ) -> list[RecordedEvent]:
         return await self._read(self._queries.read_stream, stream_id, low, high, limit)
+
+    async def _read_streams(
+        self, ranges: list[tuple[str, int, int]]
+    ) -> list[list[RecordedEvent] | EventDecodeError]:
+        rows = await self._call(
+            "fetch",
+            self._queries.read_streams,
+            ([r[0] for r in ranges], [r[1] for r in ranges], [r[2] for r in ranges]),
+        )
+        return _decode_groups(self.registry, ranges, rows)
 
     async def _first_version_after(self, stream_id: str, moment: float) -> int | None:
         value = await self._value(self._queries.first_version_after, stream_id, moment)

@@ -25,6 +25,12 @@ class _Queries:
             f"SELECT {_COLUMNS} FROM {s}.events WHERE stream_id = $1"  # noqa: S608
             " AND version >= $2 AND version <= $3 ORDER BY version LIMIT $4"
         )
+        self.read_streams = (
+            f"SELECT {', '.join('e.' + c for c in _COLUMNS.split(', '))}"  # noqa: S608
+            " FROM unnest($1::text[], $2::bigint[], $3::bigint[]) AS w(stream_id, low, high)"
+            f" JOIN {s}.events AS e ON e.stream_id = w.stream_id"
+            " AND e.version >= w.low AND e.version <= w.high ORDER BY e.stream_id, e.version"
+        )
         self.read_all = (
             f"SELECT {_COLUMNS} FROM {s}.events WHERE position >= $1 AND position <= $2"  # noqa: S608
             " AND ($3::text[] IS NULL OR event_type = ANY($3))"

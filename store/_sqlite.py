@@ -25,8 +25,8 @@ import anyio.abc
 from store import _sqlite_batch
 from store._batch import _Append, _BatchResult, _Write
 from store._codec import EventRegistry
-from store._decode import _decode_rows
-from store._errors import StoreClosed, StoreError, StoreUnavailable
+from store._decode import _decode_groups, _decode_rows
+from store._errors import EventDecodeError, StoreClosed, StoreError, StoreUnavailable
 from store._options import StoreOptions
 from store._prepare import Fence
 from store._records import Lease, RecordedEvent
@@ -52,6 +52,17 @@ _READ_STREAM: Final = (
     "SELECT position, stream_id, version, event_type, schema_version, data, metadata,"
     " command_id, recorded_at, checksum FROM events"
     " WHERE stream_id = ? AND version >= ? AND version <= ? ORDER BY version LIMIT ?"
+)
+# Several streams' pages in one statement: the ranges come as a JSON array of
+# [stream id, low, high] (one bound value however many streams), each matched on the
+# (stream_id, version) index.
+_READ_STREAMS: Final = (
+    "SELECT e.position, e.stream_id, e.version, e.event_type, e.schema_version, e.data,"
+    " e.metadata, e.command_id, e.recorded_at, e.checksum FROM json_each(?) AS w"
+    " JOIN events AS e ON e.stream_id = json_extract(w.value, '$[0]')"
+    " AND e.version >= json_extract(w.value, '$[1]')"
+    " AND e.version <= json_extract(w.value, '$[2]')"
+    " ORDER BY e.stream_id, e.version"
 )
 _READ_ALL: Final = (
     "SELECT position, stream_id, version, event_type, schema_version, data, metadata,"
@@ -168,6 +179,18 @@ class SQLiteEventStore(_ProcessWriter):
         self, stream_id: str, low: int, high: int, limit: int
     ) -> list[RecordedEvent]:
         return await self._read(_READ_STREAM, (stream_id, low, high, limit))
+
+    async def _read_streams(
+        self, ranges: list[tuple[str, int, int]]
+    ) -> list[list[RecordedEvent] | EventDecodeError]:
+        self._check_readable()
+        registry = self.registry
+        params = (_json.encode(ranges),)
+
+        def run(conn: sqlite3.Connection) -> list[list[RecordedEvent] | EventDecodeError]:
+            return _decode_groups(registry, ranges, conn.execute(_READ_STREAMS, params).fetchall())
+
+        return await self._read_call(run)
 
     async def _first_version_after(self, stream_id: str, moment: float) -> int | None:
         value = await self._scalar(_FIRST_VERSION_AFTER, (stream_id, moment))

@@ -61,6 +61,9 @@ class LoadOptions:
         progress: print a progress line to stderr: "auto" (only on a terminal),
             "always" (one line per interval; for tools reading a pipe), "never".
         progress_interval: seconds between progress lines.
+        cold: passivate every actor after the setup, so the measured phase loads each
+            account from the store on its first command (first-touch loads: snapshot,
+            events, fold) instead of finding it live (one process only).
         processes: worker OS processes, each with an actor system of its own on the
             same store, sending to the same accounts (1: the load runs in this process;
             more: a SQLite file or PostgreSQL, the deposit mix, `commands` divided
@@ -83,6 +86,7 @@ class LoadOptions:
     progress: Literal["auto", "always", "never"] = "auto"
     progress_interval: float = 0.5
     processes: int = 1
+    cold: bool = False
 
     def __post_init__(self) -> None:
         for name in ("aggregates", "commands", "concurrency"):
@@ -127,6 +131,10 @@ class LoadOptions:
             )
         if processes == 1:
             return
+        if self.cold:
+            raise LoadTestError(
+                f"--cold passivates the actors of this process: drop --processes {processes}"
+            )
         if self.db == ":memory:":
             raise LoadTestError(
                 f"--processes {processes} share one store: a SQLite file or a PostgreSQL"

@@ -97,6 +97,10 @@ class LoadReport(msgspec.Struct, frozen=True):
         zipf_exponent: the exponent of "zipf" (None for "uniform").
         loop: the event loop the run ran on: "asyncio" or "uvloop".
         processes: 1 (the load ran in this process; see `ProcessesReport` for more).
+        cold: every actor was passivated before the measured phase (`--cold`): each
+            account was loaded from the store by its first measured command.
+        live_actors: actors live when the measured phase ended (with `cold`: the
+            accounts loaded during it).
         timeline: the measured phase interval by interval (`TimelinePoint`): commands
             answered, their rate, latency p50 and p99.
         thresholds: the `--threshold` checks and their outcome.
@@ -133,6 +137,8 @@ class LoadReport(msgspec.Struct, frozen=True):
     loop: str = "asyncio"
     processes: int = 1
     cpu_ms_per_command: float = 0.0
+    cold: bool = False
+    live_actors: int = 0
     timeline: list[TimelinePoint] = []
     thresholds: list[ThresholdResult] = []
 

@@ -72,6 +72,7 @@ class _Measured:
     before: StoreStatistics  # when the measured phase began
     after: StoreStatistics  # when it ended
     outcome: dict[str, int | float | bool]
+    live_actors: int
     lags: list[float]
     projection_ok: bool | None
     timeline: list[TimelinePoint]
@@ -100,6 +101,8 @@ async def _run(
         run = _Run(options, workload, ack_log, progress)
         began = time.perf_counter()
         await workload.setup(system, run.send_all)
+        if options.cold:
+            await _passivate_all(system)
         setup = time.perf_counter() - began
         before = system.store.statistics()
         sampler.measuring = True
@@ -107,6 +110,7 @@ async def _run(
         seconds = await run.load()
         cpu = time.process_time() - cpu
         after = system.store.statistics()
+        live_actors = system.statistics().live_actors
         began = time.perf_counter()
         with anyio.fail_after(SETTLE_TIMEOUT):
             outcome = await workload.settle(system)
@@ -121,11 +125,22 @@ async def _run(
         before,
         after,
         outcome,
+        live_actors,
         sampler.samples,
         projection_ok,
         timeline,
     )
     return _report(options, label, run.counters, measured)
+
+
+async def _passivate_all(system: ActorSystem) -> None:
+    """Passivate every actor (the setup left them idle) and wait until they ended, so
+    the measured phase loads each account again on its first command."""
+    system.passivate_idle(0.0)
+    # No event tells when the passivated actors ended: each does within a few turns
+    # of the loop (its mailbox is empty), so look every 10 ms.
+    while system.statistics().stopping_actors:  # noqa: ASYNC110
+        await anyio.sleep(0.01)
 
 
 async def _projection_ok(
@@ -185,6 +200,8 @@ def _report(
         zipf_exponent=options.zipf_exponent if options.distribution == "zipf" else None,
         loop=loop_name(),
         cpu_ms_per_command=round(measured.cpu * 1000.0 / answered, 4) if answered else 0.0,
+        cold=options.cold,
+        live_actors=measured.live_actors,
         timeline=measured.timeline,
     )
 

@@ -3,6 +3,7 @@ its refusals, progress lines and the sweep."""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import io
 import json
@@ -205,6 +206,27 @@ def test_a_duration_run_sends_at_least_one_command_per_client() -> None:
     report = anyio.run(run_load, options)
     assert report.commands >= 8
     assert report.acknowledged == report.commands
+
+
+def test_a_cold_run_loads_each_account_its_commands_touch() -> None:
+    """With `cold`, the setup's actors are passivated: the measured commands load only
+    the accounts they touch (at most one per command), and every command still lands."""
+    options = LoadOptions(
+        aggregates=200, commands=12, concurrency=4, db=":memory:", progress="never", cold=True
+    )
+    report = anyio.run(run_load, options)
+    assert report.cold
+    assert report.acknowledged == report.commands == 12
+    assert 1 <= report.live_actors <= 12
+    assert report.projection_ok is True
+    warm = anyio.run(run_load, dataclasses.replace(options, cold=False))
+    assert not warm.cold
+    assert warm.live_actors == 200
+
+
+def test_cold_is_refused_with_several_processes() -> None:
+    with pytest.raises(LoadTestError, match="--cold passivates the actors of this process"):
+        LoadOptions(processes=2, db="x.db", cold=True)
 
 
 def test_the_sweep_prints_a_header_and_one_row_per_concurrency(
