@@ -68,6 +68,10 @@ class SystemOptions:
             command id is looked up in the store).
         load_page_size: events read per page when loading or reading history.
         grace: seconds shutdown waits for mailboxes to drain before cancelling.
+        gc_threshold: the garbage collector's first threshold while the system is open
+            (`gc.set_threshold`'s first argument), raised to at least this for the
+            whole process and put back when the last open system closes; None leaves
+            the collector alone. From 700 (Python's default) to 10,000,000.
         follow: whether the system's bus follows the commits of other processes on
             the same store, so its projections and process managers see them and its
             live actors reload streams others wrote (a bool; see docs/deployment.md).
@@ -91,6 +95,7 @@ class SystemOptions:
     recent_command_ids: int = 64
     load_page_size: int = 1_000
     grace: float = 10.0
+    gc_threshold: int | None = 20_000
     follow: bool = True
 
     def __post_init__(self) -> None:
@@ -98,12 +103,12 @@ class SystemOptions:
             raise InvalidOption("follow", self.follow, "a bool")
         for name, (low, high) in OPTION_RANGES.items():
             value = getattr(self, name)
-            if value is None and name == "idle_timeout":
+            if value is None and name in NONE_ALLOWED:
                 continue
             whole = isinstance(low, int)
             kind = int if whole else int | float
             if not isinstance(value, kind) or isinstance(value, bool) or not low <= value <= high:
-                expected = in_range(low, high, none_allowed=name == "idle_timeout")
+                expected = in_range(low, high, none_allowed=name in NONE_ALLOWED)
                 raise InvalidOption(name, value, expected)
 
 
@@ -135,7 +140,10 @@ OPTION_RANGES: dict[str, tuple[int, int] | tuple[float, float]] = {
     "quarantine_for": (0.0, 3600.0),
     "max_backoff": (0.0, 3600.0),
     "grace": (0.0, 3600.0),
+    "gc_threshold": (700, 10_000_000),
 }
+NONE_ALLOWED: Final = frozenset({"idle_timeout", "gc_threshold"})
+"""The options that take None too (no idle timeout; the collector left alone)."""
 
 
 SYSTEM_FIELDS: Final = frozenset(f.name for f in dataclasses.fields(SystemOptions))
@@ -161,6 +169,7 @@ class SystemSettings(TypedDict, total=False):
     recent_command_ids: int
     load_page_size: int
     grace: float
+    gc_threshold: int | None
     follow: bool
 
 
@@ -168,7 +177,7 @@ class AggregateSettings(TypedDict, total=False):
     """The `SystemOptions` fields one aggregate type may set apart from the system's
     (`system.aggregates(Account, mailbox_capacity=64)`): those of its mailboxes, its
     batches, its retries and restarts. The others (`grace`, `follow`, the system-wide
-    caps, `idle_timeout`) are the whole system's and go to `open_system`."""
+    caps, `idle_timeout`, `gc_threshold`) are the whole system's and go to `open_system`."""
 
     mailbox_capacity: int
     max_batch: int

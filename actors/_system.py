@@ -15,6 +15,7 @@ from actors._actor import AggregateActor
 from actors._aggregate import Aggregate, CommandT, EventT, StateT
 from actors._dispatch import StepRefused
 from actors._errors import InvalidOption, ShuttingDown
+from actors._gc import raised_gc_threshold
 from actors._options import (
     AGGREGATE_FIELDS,
     STORE_KEYS,
@@ -405,6 +406,7 @@ async def open_system(
         elsewhere=f"; and when it opens the store, the store's {', '.join(sorted(STORE_KEYS))}",
     )
     async with contextlib.AsyncExitStack() as stack:
+        stack.enter_context(raised_gc_threshold(system_options.gc_threshold))
         if isinstance(store, str | os.PathLike):
             opened: EventStore = await stack.enter_async_context(
                 open_store(store, registry=registry, **store_options)

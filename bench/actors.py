@@ -27,7 +27,8 @@ from typing import Literal, assert_never
 import anyio
 import msgspec
 
-from actors import Aggregate, Command, Event, open_system
+from actors import Aggregate, Command, Event, SystemOptions, open_system
+from actors._gc import raised_gc_threshold
 from readmodels import Projection
 from store import NO_STREAM, EventRegistry, RecordedEvent, open_store
 
@@ -163,6 +164,13 @@ async def run_actors(
 async def run_bare(
     path: Path, concurrency: int, commands: int, writer: WriterKind = "thread"
 ) -> Run:
+    """The same appends through `store.append`, with the collector tuned as a system
+    tunes it (`SystemOptions.gc_threshold`), so the two sides differ by the runtime only."""
+    with raised_gc_threshold(SystemOptions().gc_threshold):
+        return await _run_bare(path, concurrency, commands, writer)
+
+
+async def _run_bare(path: Path, concurrency: int, commands: int, writer: WriterKind) -> Run:
     per_caller = max(commands // concurrency, 1)
     latencies: list[float] = []
     async with open_store(

@@ -145,6 +145,7 @@ def test_the_settings_keys_are_the_options_fields_with_their_types() -> None:
         "max_live_actors",
         "idle_timeout",
         "grace",
+        "gc_threshold",
         "follow",
     }
 
