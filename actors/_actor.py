@@ -21,7 +21,8 @@ from actors._actor_state import READ_STATE, _Planned, _Quarantined, _refusal, _R
 from actors._aggregate import CommandResult
 from actors._errors import EvolveError, RestartLimitExceeded
 from actors._mailbox import Envelope
-from store import StoreError, get_logger
+from store import StoreError
+from store._logging import get_logger
 
 __all__ = ["READ_STATE", "AggregateActor"]
 

@@ -19,7 +19,7 @@ from actors._deadline import deliver
 from actors._errors import MailboxFull, ReentrantAskError, ShuttingDown
 from actors._mailbox import Envelope, Mailbox
 from actors._registry import Registry
-from store import get_logger
+from store._logging import get_logger
 
 __all__ = ["ActorRef", "start_plain"]
 

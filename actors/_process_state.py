@@ -16,7 +16,8 @@ import anyio.abc
 
 from actors._process_partition import _Partition
 from actors._process_types import ParkedStep, ProcessHost, ProcessManager, ProcessManagerOptions
-from store import Lease, get_logger
+from store import Lease
+from store._logging import get_logger
 
 __all__: list[str] = []
 

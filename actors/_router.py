@@ -38,9 +38,9 @@ from store import (
     Lease,
     NaiveDatetime,
     RecordedEvent,
-    get_logger,
     telemetry,
 )
+from store._logging import get_logger
 
 __all__ = ["AggregateHost", "AggregateRouter"]
 

@@ -37,7 +37,8 @@ from actors._registry import Registry
 from actors._router import AggregateRouter
 from actors._telemetry import watch_system
 from bus import EventBus, open_bus
-from store import EventRegistry, EventStore, RecordedEvent, get_logger, open_store, telemetry
+from store import EventRegistry, EventStore, RecordedEvent, open_store, telemetry
+from store._logging import get_logger
 
 __all__ = [
     "ActorSystem",

@@ -33,7 +33,8 @@ from bus._errors import BusClosed, InvalidSubscription
 from bus._follow import Follower
 from bus._source import EventSource
 from bus._subscription import Subscription, SubscriptionStatistics
-from store import RecordedEvent, faults, get_logger
+from store import RecordedEvent, faults
+from store._logging import get_logger
 
 __all__ = ["BusOptions", "BusSettings", "EventBus", "EventSource", "open_bus"]
 

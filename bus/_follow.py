@@ -22,7 +22,8 @@ import anyio
 import anyio.abc
 
 from bus._source import EventSource
-from store import RecordedEvent, StoreClosed, StoreError, get_logger
+from store import RecordedEvent, StoreClosed, StoreError
+from store._logging import get_logger
 
 __all__ = ["GRACE", "Follower"]
 

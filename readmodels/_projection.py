@@ -39,7 +39,8 @@ from readmodels._errors import (
     TooManyParked,
 )
 from readmodels._telemetry import applied, dead_letter, watch
-from store import RecordedEvent, faults, get_logger, telemetry
+from store import RecordedEvent, faults, telemetry
+from store._logging import get_logger
 
 __all__ = [
     "DeadLetter",

@@ -41,7 +41,6 @@ from store._errors import (
     UnregisteredEventType,
 )
 from store._groupcommit import CommitListener
-from store._logging import get_logger
 from store._open import open_store
 from store._options import StoreOptions
 from store._protocol import EventStore
@@ -98,6 +97,5 @@ __all__ = [
     "UnknownEventType",
     "UnregisteredEventType",
     "Upcaster",
-    "get_logger",
     "open_store",
 ]

@@ -6,7 +6,7 @@ import pytest
 import structlog
 from structlog.testing import capture_logs
 
-from store import get_logger
+from store._logging import get_logger
 
 
 @pytest.fixture
