@@ -11,6 +11,7 @@ This package imports nothing else of esactors.
 
 from __future__ import annotations
 
+from store._answer import CommitListener
 from store._codec import EventRegistry, Upcaster
 from store._errors import (
     ConcurrencyError,
@@ -40,7 +41,6 @@ from store._errors import (
     UnknownEventType,
     UnregisteredEventType,
 )
-from store._groupcommit import CommitListener
 from store._open import open_store
 from store._options import StoreOptions
 from store._protocol import EventStore

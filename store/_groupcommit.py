@@ -1,11 +1,12 @@
 """What every backend's store shares: appends queued for one writer, committed in groups.
 
-`append` checks and encodes on the caller's task, then queues; one writer task takes
-everything queued (up to `max_batch_events` events) and commits it as one batch, so the
-per-commit cost is paid per batch, not per append. A backend subclasses
-`GroupCommitStore`: it commits one batch (`_commit_batch`) and answers the queries of
-the checked calls (`store/_calls.py`); the queue, answering callers, commit listeners,
-counters and closing are here.
+`append` checks and encodes on the caller's task (`store/_append.py`), then queues; one
+writer task takes everything queued (up to `max_batch_events` events) and commits it as
+one batch, so the per-commit cost is paid per batch, not per append. A backend
+subclasses `GroupCommitStore`: it commits one batch (`_commit_batch`) and answers the
+queries of the checked calls (`store/_calls.py`); the queue, the writer's loop, commit
+listeners and closing are here, answering a committed batch's callers and counting it
+in `store/_answer.py`.
 """
 
 from __future__ import annotations
@@ -22,30 +23,21 @@ import anyio
 import anyio.abc
 import msgspec
 
-from store import faults, telemetry
-from store._batch import _Append, _BatchResult, _fail_batch, _recorded, _Write, _WriteResult
+from store import telemetry
+from store._answer import CommitListener, Counters, answer_batch
+from store._append import AppendPreparer
+from store._batch import _Append, _BatchResult, _fail_batch, _Write
 from store._calls import _StoreCalls
 from store._codec import EventRegistry
-from store._errors import InvalidExpectedVersion, LeaseLost, StoreClosed, StoreError
+from store._errors import StoreClosed, StoreError
 from store._logging import get_logger
 from store._options import StoreOptions
-from store._prepare import (
-    Fence,
-    _check_new_stream_id,
-    _command_digest,
-    _encode_events,
-    _encode_metadata,
-    _fence,
-)
-from store._records import STREAM_EXISTS, AppendResult, Lease, RecordedEvent, StoreStatistics
-from store._telemetry import record_commit
+from store._prepare import Fence
+from store._records import AppendResult, Lease, StoreStatistics
 
-__all__ = ["CommitListener", "GroupCommitStore"]
+__all__ = ["GroupCommitStore"]
 
 S = TypeVar("S")
-
-CommitListener = Callable[[Sequence[RecordedEvent]], None]
-"""Called by the writer, in position order, with the events of each committed batch."""
 
 _Future = asyncio.Future
 # A statement that changes nothing (in SQLite and PostgreSQL alike): queued behind every
@@ -55,7 +47,8 @@ _SETTLED_SQL: Final = "SELECT 1"
 
 class GroupCommitStore(_StoreCalls):
     """The part of an event store every backend shares: `append` and its queue, the
-    writer task's loop, answering callers and listeners after a commit, statistics.
+    writer task's loop, handing each committed batch to its listeners and callers,
+    statistics.
 
     A backend implements `_commit_batch` (one batch, one transaction) and the query
     hooks of `_StoreCalls` (reads, snapshots, checkpoints, their arguments already
@@ -70,8 +63,6 @@ class GroupCommitStore(_StoreCalls):
         self.registry = registry
         self.options = options
         self._pending: deque[_Append | _Write] = deque()
-        # Stream ids that passed `_check_stream_id` (exact str only; bounded).
-        self._valid_stream_ids: set[str] = set()
         self._wake = asyncio.Event()
         self._room = asyncio.Event()
         self._room.set()
@@ -81,16 +72,13 @@ class GroupCommitStore(_StoreCalls):
         self._writer_done = asyncio.Event()
         self._listeners: list[CommitListener] = []
         self._last_position = last_position  # of the last batch answered
-        # statistics (event-loop side)
-        self._appends = 0
-        self._events = 0
-        self._rejected = 0
-        self._batches = 0
-        self._commit_seconds = 0.0
-        self._commit_seconds_max = 0.0
+        self._counters = Counters()
         self._snapshot_decoders: dict[type[Any], msgspec.msgpack.Decoder[Any]] = {}
         # The loop the store was opened on: its writer task and every future live there.
         self._loop = asyncio.get_running_loop()
+        self._preparer = AppendPreparer(registry, options, self._loop)
+        self._prepare = self._preparer.prepare
+        self._valid_stream_ids = self._preparer.valid_stream_ids
         self._log = get_logger("store", path=path)
         telemetry.resolve()  # tracing and metrics on if the application set OpenTelemetry up
         # The task group the store serves in (the writer's), once `_serving` runs: a
@@ -150,48 +138,23 @@ class GroupCommitStore(_StoreCalls):
         `command_id`).
         """
         if self._closing:
-            raise self._failure or StoreClosed(
-                f"the store {self.path!r} is closed; append to {stream_id!r} refused"
-            )
-        if type(stream_id) is not str or stream_id not in self._valid_stream_ids:
-            self._check_stream_id(stream_id)
-        if type(expected_version) is not int or expected_version < STREAM_EXISTS:
-            raise InvalidExpectedVersion(stream_id, expected_version)
-        options = self.options
-        rows = _encode_events(self.registry, stream_id, events, options)
-        meta: dict[str, str] | None = None
-        meta_bytes = None
-        if metadata:
-            meta, meta_bytes = _encode_metadata(stream_id, metadata)
-        digest = None
-        if command_id is not None:
-            digest = _command_digest(stream_id, command_id, rows)
-        checked_fence = None
-        if fence is not None:
-            checked_fence = _fence(f"append({stream_id!r})", fence, options.max_stream_id_bytes)
+            raise self._closed(f"; append to {stream_id!r} refused")
+        item = self._prepare(stream_id, expected_version, events, command_id, metadata, fence)
         pending = self._pending
-        if len(pending) >= options.max_pending_appends:
+        if len(pending) >= self.options.max_pending_appends:
             await self._wait_for_room(stream_id)
-        future: asyncio.Future[AppendResult] = _Future(loop=self._loop)
-        item = _Append(
-            stream_id,
-            expected_version,
-            events,
-            rows,
-            meta,
-            meta_bytes,
-            command_id,
-            digest,
-            future,
-            checked_fence,
-        )
         if telemetry.tracer is not None:
             item.queued_at = time.perf_counter()  # the commit span's wait
         pending.append(item)
         wake = self._wake
         if not wake.is_set():
             wake.set()
-        return await future
+        return await item.future
+
+    def _closed(self, refused: str = "") -> StoreError:
+        """What a write gets once the store stopped taking them: the writer's failure,
+        or `StoreClosed` (its message ending in `refused`)."""
+        return self._failure or StoreClosed(f"the store {self.path!r} is closed{refused}")
 
     async def _wait_for_room(self, stream_id: str) -> None:
         while len(self._pending) >= self.options.max_pending_appends:
@@ -214,9 +177,7 @@ class GroupCommitStore(_StoreCalls):
         self._check_stream_id(stream_id)
 
     def _check_stream_id(self, stream_id: object) -> None:
-        if type(stream_id) is str and stream_id in self._valid_stream_ids:
-            return
-        _check_new_stream_id(stream_id, self._valid_stream_ids, self.options.max_stream_id_bytes)
+        self._preparer.check_stream_id(stream_id)
 
     async def wait_settled(self) -> None:
         """Return once every append submitted before this call has committed or failed,
@@ -261,7 +222,7 @@ class GroupCommitStore(_StoreCalls):
         None. With `fence` the statement runs only while that lease is held at its
         epoch (checked in the batch's transaction); else `LeaseLost`."""
         if self._closing:
-            raise self._failure or StoreClosed(f"the store {self.path!r} is closed")
+            raise self._closed()
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending.append(_Write(sql, params, future, fence, returning=returning))
         self._wake.set()
@@ -359,83 +320,7 @@ class GroupCommitStore(_StoreCalls):
     ) -> None:
         """Answer a committed batch's callers, after its listeners have seen it."""
         self._last_position = result.last_position
-        if telemetry.active and appends:
-            record_commit(appends, result)
-        if result.write_error is not None:
-            for write in writes:
-                if not write.future.done():
-                    write.future.set_exception(result.write_error)
-        elif result.write_results is not None:
-            _answer_writes(writes, result.write_results)
-        else:
-            for write in writes:
-                if not write.future.done():
-                    write.future.set_result(None)
-        if faults.enabled:
-            await faults.hit_async("after_commit_before_publish")
-        outcomes = result.outcomes
-        listeners = self._listeners
-        committed = 0
-        events = 0
-        rejected = 0
-        if listeners:
-            # Listeners see the batch before any appender is answered.
-            published: list[RecordedEvent] = []
-            recorded_at = result.recorded_at
-            for item, outcome in zip(appends, outcomes, strict=True):
-                if isinstance(outcome, AppendResult):
-                    if not outcome.duplicate:
-                        committed += 1
-                        events += len(item.rows)
-                        _recorded(item, outcome, recorded_at, published)
-                else:
-                    rejected += 1
-            self._count(committed, events, rejected, writes, result.commit_seconds)
-            if published:
-                for listener in tuple(listeners):
-                    try:
-                        listener(published)
-                    except Exception:  # noqa: BLE001 - isolated and reported; the writer goes on
-                        self._log.error(
-                            "store.listener_failed", listener=repr(listener), exc_info=True
-                        )
-            if faults.enabled:
-                await faults.hit_async("after_commit_before_reply")
-            for item, outcome in zip(appends, outcomes, strict=True):
-                future = item.future
-                if not future.done():
-                    if isinstance(outcome, AppendResult):
-                        future.set_result(outcome)
-                    else:
-                        future.set_exception(outcome)
-            return
-        # No listener: count and answer in one pass.
-        if faults.enabled:
-            await faults.hit_async("after_commit_before_reply")
-        for item, outcome in zip(appends, outcomes, strict=True):
-            future = item.future
-            if isinstance(outcome, AppendResult):
-                if not outcome.duplicate:
-                    committed += 1
-                    events += len(item.rows)
-                if not future.done():
-                    future.set_result(outcome)
-            else:
-                rejected += 1
-                if not future.done():
-                    future.set_exception(outcome)
-        self._count(committed, events, rejected, writes, result.commit_seconds)
-
-    def _count(
-        self, committed: int, events: int, rejected: int, writes: list[_Write], seconds: float
-    ) -> None:
-        self._rejected += rejected
-        if committed or writes:
-            self._batches += 1
-            self._appends += committed
-            self._events += events
-            self._commit_seconds += seconds
-            self._commit_seconds_max = max(self._commit_seconds_max, seconds)
+        await answer_batch(appends, writes, result, self._listeners, self._counters, self._log)
 
     def _fail_pending(self, error: StoreError) -> None:
         while self._pending:
@@ -456,19 +341,7 @@ class GroupCommitStore(_StoreCalls):
 
     def statistics(self) -> StoreStatistics:
         """Counters since the store was opened (a frozen snapshot)."""
-        batches = self._batches
-        return StoreStatistics(
-            appends=self._appends,
-            events=self._events,
-            rejected=self._rejected,
-            batches=batches,
-            events_per_batch=self._events / batches if batches else 0.0,
-            appends_per_batch=self._appends / batches if batches else 0.0,
-            commit_ms_mean=1000 * self._commit_seconds / batches if batches else 0.0,
-            commit_ms_max=1000 * self._commit_seconds_max,
-            pending=len(self._pending),
-            last_position=self._last_position,
-        )
+        return self._counters.statistics(len(self._pending), self._last_position)
 
     @property
     def closed(self) -> bool:
@@ -504,21 +377,6 @@ class GroupCommitStore(_StoreCalls):
             if len(group.exceptions) != 1 or not isinstance(group.exceptions[0], Exception):
                 raise
             _reraise(group.exceptions[0])
-
-
-def _answer_writes(writes: list[_Write], results: list[_WriteResult]) -> None:
-    """Answer the keyed writes of a committed batch from their results: the row asked
-    for, or `LeaseLost` for a write whose fence failed."""
-    for write, (lost, row) in zip(writes, results, strict=True):
-        future = write.future
-        if future.done():
-            continue
-        if lost and write.fence is not None:
-            name, owner, epoch = write.fence
-            holder, holder_epoch = (None, None) if row is None else (str(row[0]), int(row[1]))
-            future.set_exception(LeaseLost(name, owner, epoch, holder, holder_epoch))
-        else:
-            future.set_result(row)
 
 
 def _reraise(error: Exception) -> NoReturn:

@@ -238,7 +238,7 @@ class _ProcessWriter(GroupCommitStore):
                 )
         # Every append committed, so their positions are one contiguous run.
         events = done.results[-1][3] - done.results[0][2] + 1 if appends else 0
-        self._count(len(appends), events, 0, [], done.seconds)
+        self._counters.count(len(appends), events, 0, [], done.seconds)
 
 
 def _outcomes(appends: list[_Append], done: _wire.Done) -> list[_Outcome]:

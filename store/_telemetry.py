@@ -1,6 +1,6 @@
 """The store's telemetry: one span and two measurements per committed batch.
 
-Called by the writer (`GroupCommitStore._answer`) only while `store.telemetry.active`.
+Called by the writer (`store._answer.answer_batch`) only while `store.telemetry.active`.
 The span `esactors.store.commit` is a root of its own trace, linked to the spans that
 asked for its appends (the trace context an append's metadata carries, `traceparent`,
 as the actors store it): a batch carries the appends of many traces, and a span has
