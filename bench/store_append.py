@@ -53,8 +53,8 @@ import structlog
 from store import NO_STREAM, EventRegistry, StoreStatistics, open_store
 from store._options import StoreOptions
 from store._schema import migrate
-from store._sqlite_batch import _INSERT_PLAIN_EVENT
 from store._sqlite_connect import _configure
+from store._sqlite_rows import _INSERT_PLAIN_EVENT
 
 
 class Deposited(msgspec.Struct, frozen=True, tag="bench.deposited"):

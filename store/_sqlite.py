@@ -31,7 +31,7 @@ from store._options import StoreOptions
 from store._prepare import Fence
 from store._records import Lease, RecordedEvent
 from store._schema import migrate
-from store._sqlite_batch import _SELECT_LAST_POSITION, _SELECT_VERSION, _BatchWriter, _json
+from store._sqlite_batch import _SELECT_LAST_POSITION, _BatchWriter, _json
 from store._sqlite_connect import (
     _checkpoint_wal,
     _connect,
@@ -41,6 +41,7 @@ from store._sqlite_connect import (
 )
 from store._sqlite_errors import _SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_PROTOCOL, _code, _translate
 from store._sqlite_process import _ProcessWriter, _start_process
+from store._sqlite_rows import _SELECT_VERSION
 from store._sqlite_watch import Watcher
 
 __all__ = ["SQLiteEventStore", "open_sqlite_store"]

@@ -36,7 +36,7 @@ from bus._bus import BusOptions
 from readmodels._projection import ProjectionOptions
 from store import NO_STREAM, EventRegistry, InvalidStreamId, StoreOptions, open_store
 from store._codec import UpcasterFailed
-from store._sqlite_batch import (
+from store._sqlite_rows import (
     _INSERT_COMMANDS,
     _INSERT_EVENTS,
     _INSERT_PLAIN_EVENTS,
