@@ -1,9 +1,9 @@
 """The PostgreSQL event store: the SQLite store's contract on a server, for many processes.
 
-One writer connection per store commits every waiting append as one batch, in one round
-trip (`store._postgres_batch.write_batch`); the position counter row it locks orders the
-commits of every process writing to the database, so positions are gap-free and in
-commit order. Reads go through a small pool of other connections. Each batch notifies
+One writer connection per store (`store._postgres_writer`) commits every waiting append
+as one batch, in one round trip (`store._postgres_batch.write_batch`); the position
+counter row it locks orders the commits of every process writing to the database, so
+positions are gap-free and in commit order. Reads go through a small pool of other connections. Each batch notifies
 the schema's channel at its commit; `wait_for_commit` listens there on a connection of
 its own (`store._postgres_listen`). The queue, answering callers and listeners are
 `GroupCommitStore`'s, as for SQLite. Needs asyncpg (the `postgres` extra) and the
@@ -14,14 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, Final, TypeVar
 
 import anyio
 import asyncpg
 
-from store import faults
 from store._batch import _Append, _BatchResult, _Write
 from store._codec import EventRegistry
 from store._decode import _decode_groups, _decode_rows
@@ -33,17 +31,9 @@ from store._errors import (
     StoreError,
     StoreUnavailable,
 )
-from store._groupcommit import _SETTLED_SQL, GroupCommitStore
+from store._groupcommit import GroupCommitStore
 from store._options import StoreOptions
-from store._postgres_batch import (
-    LEASE_LOST,
-    AppendOutcome,
-    CheckpointWrite,
-    SnapshotWrite,
-    StreamVersions,
-    append_result,
-    write_batch,
-)
+from store._postgres_batch import CheckpointWrite, SnapshotWrite
 from store._postgres_connect import (
     _CONNECTION_LOST,
     _checked_options,
@@ -56,23 +46,17 @@ from store._postgres_connect import (
 from store._postgres_listen import Listener, channel_name
 from store._postgres_queries import _Queries
 from store._postgres_schema import current_schema, migrate
+from store._postgres_writer import CHECKPOINT, SNAPSHOT, PostgresWriter
 from store._prepare import Fence
-from store._records import AppendResult, Lease, RecordedEvent
+from store._records import Lease, RecordedEvent
 
 __all__ = ["PostgresEventStore", "open_postgres_store"]
 
 S = TypeVar("S")
 
-# `_Write.sql` of the keyed writes this backend queues (they ride in the batch function).
-_SNAPSHOT: Final = "snapshot"
-_CHECKPOINT: Final = "checkpoint"
-
 _READ_POOL_SIZE: Final = 4
 # A queue at least this long is committed in two halves (`_batch_size`).
 _SPLIT_FROM: Final = 64
-# Reconnecting the writer after a lost connection: first delay, doubling, capped.
-_RECONNECT_DELAY: Final = 0.05
-_RECONNECT_DELAY_MAX: Final = 2.0
 
 
 class _Connecting:
@@ -112,12 +96,10 @@ class PostgresEventStore(GroupCommitStore):
         self.schema = schema
         """The PostgreSQL schema holding the store's tables."""
         self._connect_args = connect
-        self._writer: asyncpg.Connection | None = writer
+        self._writer = PostgresWriter(target, connect, schema, options.busy_timeout, writer)
         self._readers = readers
         self._queries = _Queries(schema)
         self._readers_closed = False
-        # The writer's stream versions (`_commit_batch` proposes versions from them).
-        self._versions = StreamVersions()
         # `wait_for_commit`'s listening connection, opened by its first call.
         self._listener = Listener(
             target,
@@ -137,60 +119,7 @@ class PostgresEventStore(GroupCommitStore):
     # -- the writer ---------------------------------------------------------------------
 
     async def _commit_batch(self, appends: list[_Append], writes: list[_Write]) -> _BatchResult:
-        snapshots: list[SnapshotWrite] = []
-        checkpoints: list[CheckpointWrite] = []
-        for write in writes:
-            if write.sql == _SNAPSHOT:
-                snapshots.append(write.params[0])
-            elif write.sql == _CHECKPOINT:
-                checkpoints.append(write.params[0])
-            else:
-                assert write.sql == _SETTLED_SQL  # a barrier: answered with the batch
-        conn = await self._writer_connection()
-        started = time.perf_counter()
-        recorded_at = time.time()
-        if faults.enabled:
-            faults.hit("before_begin")
-        try:
-            result = await write_batch(
-                conn,
-                self.schema,
-                appends,
-                recorded_at,
-                snapshots=snapshots,
-                checkpoints=checkpoints,
-                versions=self._versions,
-                fences=[item.fence for item in appends] if self._any_fence(appends) else None,
-            )
-        except _CONNECTION_LOST as exc:
-            # The connection broke (or stopped answering) with the batch sent: it may have
-            # committed. Its callers get an outcome-unknown error; the next batch
-            # reconnects.
-            self._writer = None
-            with contextlib.suppress(Exception):
-                conn.terminate()
-            raise StoreUnavailable(
-                f"the connection to {self.path} was lost during a commit: the outcome of"
-                f" its {len(appends)} appends is unknown; resend them with their command"
-                f" ids ({type(exc).__name__}: {exc})"
-            ) from exc
-        outcomes = [
-            _lease_lost(item, outcome)
-            if outcome.kind == LEASE_LOST
-            else append_result(item, outcome)
-            for item, outcome in zip(appends, result.outcomes, strict=True)
-        ]
-        last_position = self._last_position
-        for outcome in reversed(outcomes):
-            if isinstance(outcome, AppendResult) and not outcome.duplicate:
-                last_position = outcome.last_position
-                break
-        write_error = None
-        if result.write_error is not None:
-            write_error = StoreError(f"a snapshot or checkpoint write failed: {result.write_error}")
-        return _BatchResult(
-            outcomes, recorded_at, time.perf_counter() - started, write_error, last_position
-        )
+        return await self._writer.commit(appends, writes, self._last_position)
 
     def _batch_size(self, queued: int) -> int:
         """Half of a long queue: the other half is ready to go as soon as this batch
@@ -198,24 +127,6 @@ class PostgresEventStore(GroupCommitStore):
         callers (who append again meanwhile). Taking everything would leave the server
         idle while they run."""
         return queued if queued < _SPLIT_FROM else -(-queued // 2)
-
-    async def _writer_connection(self) -> asyncpg.Connection:
-        """The writer's connection, connecting again (with backoff, within the busy
-        timeout) after a lost one."""
-        conn = self._writer
-        if conn is not None and not conn.is_closed():
-            return conn
-        delay = _RECONNECT_DELAY
-        deadline = time.monotonic() + self.options.busy_timeout
-        while True:
-            try:
-                conn = self._writer = await _connect(self.path, self._connect_args)
-                return conn
-            except StoreUnavailable:
-                if time.monotonic() + delay > deadline:
-                    raise
-            await anyio.sleep(delay)
-            delay = min(delay * 2, _RECONNECT_DELAY_MAX)
 
     def _translate_error(self, exc: BaseException, what: str) -> StoreError:
         return _translate(exc, what, self.path)
@@ -364,12 +275,12 @@ class PostgresEventStore(GroupCommitStore):
         snapshot = SnapshotWrite(
             stream_id, version, state_type, schema_version, data, checksum, recorded_at
         )
-        await self._enqueue_write(_SNAPSHOT, (snapshot,))
+        await self._enqueue_write(SNAPSHOT, (snapshot,))
 
     async def _write_checkpoint(self, name: str, position: int, updated_at: float) -> None:
         if "\x00" in name:
             raise InvalidCheckpoint(name, "it contains a NUL character (PostgreSQL text cannot)")
-        await self._enqueue_write(_CHECKPOINT, (CheckpointWrite(name, position, updated_at),))
+        await self._enqueue_write(CHECKPOINT, (CheckpointWrite(name, position, updated_at),))
 
     async def _write_fenced_checkpoint(
         self, name: str, position: int, updated_at: float, fence: Fence
@@ -385,13 +296,6 @@ class PostgresEventStore(GroupCommitStore):
             raise LeaseLost(
                 lease, owner, epoch, holder, None if holder_epoch is None else int(holder_epoch)
             )
-
-    @staticmethod
-    def _any_fence(appends: list[_Append]) -> bool:
-        for item in appends:
-            if item.fence is not None:
-                return True
-        return False
 
     async def _acquire_lease(self, name: str, owner: str, ttl: float) -> Lease | None:
         return _lease(await self._row(self._queries.acquire_lease, name, owner, ttl))
@@ -500,10 +404,7 @@ class PostgresEventStore(GroupCommitStore):
                 await self._log_conn.close()
         with contextlib.suppress(Exception):
             await self._readers.close()
-        conn = self._writer
-        if conn is not None:
-            with contextlib.suppress(Exception):
-                await conn.close()
+        await self._writer.close()
 
 
 def _lease(row: Any) -> Lease | None:
@@ -512,14 +413,6 @@ def _lease(row: Any) -> Lease | None:
         return None
     name, owner, epoch, expires_at = row
     return Lease(str(name), str(owner), int(epoch), float(expires_at))
-
-
-def _lease_lost(item: _Append, outcome: AppendOutcome) -> LeaseLost:
-    """The `LeaseLost` of fenced append `item`, refused by the batch function."""
-    assert item.fence is not None
-    name, owner, epoch = item.fence
-    holder = outcome.recorded_stream
-    return LeaseLost(name, owner, epoch, holder, None if holder is None else outcome.actual)
 
 
 @contextlib.asynccontextmanager

@@ -27,7 +27,7 @@ from store import (
     UnknownEventType,
     open_store,
 )
-from store import _postgres as postgres_module
+from store import _postgres_writer as postgres_writer_module
 from store import _sqlite_batch as batch_module
 from store._groupcommit import GroupCommitStore
 from store._postgres import PostgresEventStore
@@ -244,7 +244,7 @@ async def test_read_stream_until_returns_the_stream_as_it_stood_at_a_moment(
 ) -> None:
     clock = _Clock(1000.0)
     if isinstance(store, PostgresEventStore):
-        monkeypatch.setattr(postgres_module, "time", clock)
+        monkeypatch.setattr(postgres_writer_module, "time", clock)
     elif isinstance(store, SQLiteEventStore) and store._process is not None:
         pytest.skip("recorded_at is stamped in the writer process, out of monkeypatch's reach")
     monkeypatch.setattr(batch_module, "time", clock)

@@ -220,7 +220,7 @@ async def _terminate(admin: asyncpg.Connection, pid: int) -> None:
 
 
 def _writer_pid(store: PostgresEventStore) -> int:
-    conn = store._writer
+    conn = store._writer.conn
     assert conn is not None
     return int(conn.get_server_pid())
 
@@ -253,8 +253,8 @@ async def test_the_writers_connection_has_the_application_name(
             assert name == "esactors-reader"
         # a name the URL gives wins
         async with open_postgres_store(postgres_url + "&application_name=billing") as store:
-            assert store._writer is not None
-            assert await store._writer.fetchval("SHOW application_name") == "billing"
+            assert store._writer.conn is not None
+            assert await store._writer.conn.fetchval("SHOW application_name") == "billing"
             async with store._readers.acquire() as reader:
                 assert await reader.fetchval("SHOW application_name") == "billing"
     finally:
