@@ -404,14 +404,8 @@ def _arrays(appends: Sequence[BatchAppend], known: dict[str, int]) -> _Arrays:
         expected.append(wanted)
         counts.append(count)
         command_id = item.command_id
-        if command_id is not None:
-            if item.digest is None:
-                raise ValueError(f"command id {command_id!r} comes without a digest")
-            if "\x00" in command_id:
-                raise ValueError(f"command id {command_id!r} contains a NUL character")
-            if command_id in command_ids:
-                careful = True  # a resend, or a conflict, within the batch
-            command_ids.add(command_id)
+        if command_id is not None and _repeated_command(command_id, item.digest, command_ids):
+            careful = True  # a resend, or a conflict, within the batch
         digests.append(item.digest)
         metadata_bytes = item.metadata_bytes
         if metadata_bytes is not None:
@@ -428,20 +422,55 @@ def _arrays(appends: Sequence[BatchAppend], known: dict[str, int]) -> _Arrays:
             row_commands.append(command_id)
         else:
             multi = True
-            for tag, schema_version, payload, checksum in rows:
-                tags.append(tag)
-                schema_versions.append(schema_version)
-                data.append(payload)
-                checksums.append(checksum)
-            row_streams.extend([stream_id] * count)
-            row_versions.extend(range(base + 1, base + count + 1))
-            row_metadata.extend([metadata_bytes] * count)
-            row_commands.extend([command_id] * count)
+            _add_rows(arrays, item, base, row_metadata, row_commands)
     arrays.metadata = row_metadata if has_metadata else None
     arrays.commands = row_commands if command_ids else None
     arrays.careful = careful
     arrays.multi = multi
     return arrays
+
+
+def _repeated_command(command_id: str, digest: bytes | None, seen: set[str]) -> bool:
+    """Whether `command_id` is in `seen` (the batch's command ids so far: a resend, or
+    a conflict, within the batch), adding it; `ValueError` for a command id without a
+    digest or with a NUL character."""
+    if digest is None:
+        raise ValueError(f"command id {command_id!r} comes without a digest")
+    if "\x00" in command_id:
+        raise ValueError(f"command id {command_id!r} contains a NUL character")
+    if command_id in seen:
+        return True
+    seen.add(command_id)
+    return False
+
+
+def _add_rows(
+    arrays: _Arrays,
+    item: BatchAppend,
+    base: int,
+    row_metadata: list[bytes | None],
+    row_commands: list[str | None],
+) -> None:
+    """Add the rows of `item`, an append of several events whose stream is at `base`
+    before it, to `arrays` (and its metadata and command id per row to `row_metadata`
+    and `row_commands`)."""
+    rows = item.rows
+    count = len(rows)
+    tags, schema_versions, data, checksums = (
+        arrays.tags,
+        arrays.schema_versions,
+        arrays.data,
+        arrays.checksums,
+    )
+    for tag, schema_version, payload, checksum in rows:
+        tags.append(tag)
+        schema_versions.append(schema_version)
+        data.append(payload)
+        checksums.append(checksum)
+    arrays.streams.extend([item.stream_id] * count)
+    arrays.versions.extend(range(base + 1, base + count + 1))
+    row_metadata.extend([item.metadata_bytes] * count)
+    row_commands.extend([item.command_id] * count)
 
 
 def _check_writes(
