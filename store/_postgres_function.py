@@ -1,6 +1,17 @@
 """The batch-append function of the PostgreSQL store, as the migration creates it: the
 plpgsql that decides and writes a whole batch under the position counter's lock (see
-`store._postgres_batch` for how it is called and `store._postgres_schema` for where)."""
+`store._postgres_batch` for how it is called and `store._postgres_schema` for where).
+
+`_append_batch_function` is one long text on purpose, not cut into pieces like the
+Python around it: it is the source of one server-side function, and one call of that
+function is one statement, so one transaction. Its fast path, its careful path (one
+append after another on the stored state), the fences, and the snapshot and checkpoint
+writes must all run inside that statement, under the counter's row lock and in one
+round trip; splitting it into several functions would only move the same text into
+more `CREATE FUNCTION`s (each one more object for the migrations to keep in step),
+and into several statements would hold the lock across round trips to the client.
+A schema migrated once keeps the function it was created with, so changing this text
+takes a new migration too (`store._postgres_schema`)."""
 
 from __future__ import annotations
 
