@@ -398,7 +398,8 @@ async def open_system(
     telemetry.resolve()  # tracing and metrics on if the application set OpenTelemetry up
     if options is not None and not isinstance(options, SystemOptions):
         raise InvalidOption("options", options, "a SystemOptions or None", "open_system: ")
-    store_options = {k: v for k, v in settings.items() if k in STORE_KEYS}
+    # The store checks these itself (InvalidStoreOption), whatever their static type.
+    store_options: dict[str, Any] = {k: v for k, v in settings.items() if k in STORE_KEYS}
     system_options = merge_options(
         options or SystemOptions(),
         {k: v for k, v in settings.items() if k not in STORE_KEYS},

@@ -50,8 +50,8 @@ import anyio
 import msgspec
 import structlog
 
-from store import NO_STREAM, EventRegistry, StoreStatistics, open_store
-from store._options import StoreOptions
+from store import NO_STREAM, EventRegistry, StoreSettings, StoreStatistics, open_store
+from store._options import StoreOptions, Synchronous, Writer
 from store._schema import migrate
 from store._sqlite_connect import _configure
 from store._sqlite_rows import _INSERT_PLAIN_EVENT
@@ -66,7 +66,7 @@ class Deposited(msgspec.Struct, frozen=True, tag="bench.deposited"):
 
 
 RAW_TRANSACTION_ROWS = 1_000
-WRITERS = ("thread", "process")
+WRITERS: tuple[Writer, ...] = ("thread", "process")
 PG_COLUMNS = (
     "position",
     "stream_id",
@@ -88,10 +88,10 @@ class Workload:
     streams: int
     callers: int
     events_per_append: int
-    synchronous: str
+    synchronous: Synchronous
     max_batch_events: int | None = None  # the store's option; None: its default
 
-    def store_options(self) -> dict[str, int]:
+    def store_options(self) -> StoreSettings:
         """Options for `open_store` beyond the defaults."""
         if self.max_batch_events is None:
             return {}
@@ -145,20 +145,17 @@ def plan(workload: Workload) -> list[list[int]]:
     return out
 
 
-async def run_store(path: Path, workload: Workload, writer: str = "thread") -> StoreRun:
+async def run_store(path: Path, workload: Workload, writer: Writer = "thread") -> StoreRun:
     events = make_events(workload)
     schedule = plan(workload)
     # An aggregate actor knows its stream id; build them before the clock starts.
     names = [stream_name(index) for index in range(workload.streams)]
     registry = EventRegistry([Deposited])
     children = _children_cpu()
-    async with open_store(
-        path,
-        registry=registry,
-        synchronous=workload.synchronous,
-        writer=writer,
-        **workload.store_options(),
-    ) as store:
+    settings = workload.store_options()
+    settings["synchronous"] = workload.synchronous
+    settings["writer"] = writer
+    async with open_store(path, registry=registry, **settings) as store:
 
         async def caller(streams: Sequence[int]) -> None:
             versions: dict[int, int] = {}
@@ -375,12 +372,11 @@ async def run_pg_store(url: str, workload: Workload) -> tuple[StoreRun, float | 
     registry = EventRegistry([Deposited])
     schema = fresh_schema()
     separator = "&" if "?" in url else "?"
+    settings = workload.store_options()
+    settings["synchronous"] = workload.synchronous
     try:
         async with open_store(
-            f"{url}{separator}schema={schema}",
-            registry=registry,
-            synchronous=workload.synchronous,
-            **workload.store_options(),
+            f"{url}{separator}schema={schema}", registry=registry, **settings
         ) as store:
 
             async def caller(streams: Sequence[int]) -> None:
@@ -624,7 +620,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if args.db is not None:
         return main_pg(args, workload)
-    writers: tuple[str, ...] = WRITERS if args.writer == "both" else (args.writer,)
+    writers: tuple[Writer, ...] = WRITERS if args.writer == "both" else (args.writer,)
     quiet = args.json
     info = machine()
     if not quiet:
@@ -646,10 +642,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"  {'max ms':>7}"
         )
     rows = raw_rows(workload)
-    store_runs: dict[str, list[StoreRun]] = {writer: [] for writer in writers}
+    store_runs: dict[Writer, list[StoreRun]] = {writer: [] for writer in writers}
     raw_runs: list[RawRun] = []
     for run in range(1, args.runs + 1):
-        this_run: dict[str, StoreRun] = {}
+        this_run: dict[Writer, StoreRun] = {}
         for writer in writers:
             with tempfile.TemporaryDirectory(prefix="store-bench-", dir=args.dir) as tmp:
                 this_run[writer] = anyio.run(run_store, Path(tmp) / "store.db", workload, writer)
@@ -670,7 +666,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
     raw_median = statistics.median(r.events_per_second for r in raw_runs)
     raw_cpu = statistics.median(r.cpu_us_per_event for r in raw_runs)
-    summaries: dict[str, dict[str, float]] = {}
+    summaries: dict[Writer, dict[str, float]] = {}
     for writer, runs in store_runs.items():
         store_median = statistics.median(s.events_per_second for s in runs)
         summaries[writer] = {

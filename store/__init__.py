@@ -42,7 +42,7 @@ from store._errors import (
     UnregisteredEventType,
 )
 from store._open import open_store
-from store._options import StoreOptions
+from store._options import StoreOptions, StoreSettings
 from store._protocol import EventStore
 from store._records import (
     ANY,
@@ -91,6 +91,7 @@ __all__ = [
     "StoreError",
     "StoreFull",
     "StoreOptions",
+    "StoreSettings",
     "StoreStatistics",
     "StoreUnavailable",
     "TooManyEvents",

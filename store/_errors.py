@@ -310,20 +310,26 @@ class InvalidCheckpoint(InvalidArgument):
 
 class InvalidStoreOption(InvalidArgument):
     """A store option (a `StoreOptions` field, or an `open_store` keyword) is outside
-    its range; the store was not opened.
+    its range, or there is no option of that name; the store was not opened.
 
     Attributes:
         name: the option.
         value: the value given.
-        allowed: the values it takes (its range, or its choices).
+        allowed: the values it takes (its range, or its choices); for an unknown
+            option, the names of the options there are.
+        unknown: whether there is no option named `name` (a misspelling).
     """
 
-    def __init__(self, name: str, value: object, allowed: str) -> None:
-        super().__init__(f"store option {name} must be {allowed}, not {value!r}")
-        self.name, self.value, self.allowed = name, value, allowed
+    def __init__(self, name: str, value: object, allowed: str, unknown: bool = False) -> None:
+        if unknown:
+            message = f"there is no store option {name} (given {value!r}); the options: {allowed}"
+        else:
+            message = f"store option {name} must be {allowed}, not {value!r}"
+        super().__init__(message)
+        self.name, self.value, self.allowed, self.unknown = name, value, allowed, unknown
 
-    def __reduce__(self) -> tuple[type[InvalidStoreOption], tuple[str, object, str]]:
-        return (type(self), (self.name, self.value, self.allowed))
+    def __reduce__(self) -> tuple[type[InvalidStoreOption], tuple[str, object, str, bool]]:
+        return (type(self), (self.name, self.value, self.allowed, self.unknown))
 
 
 class InvalidLease(InvalidArgument):

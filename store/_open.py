@@ -5,10 +5,11 @@ from __future__ import annotations
 import importlib
 import os
 from contextlib import AbstractAsyncContextManager
-from typing import Any, Final, cast
+from typing import Final, Unpack, cast
 
 from store._codec import EventRegistry
-from store._errors import StoreUnavailable
+from store._errors import InvalidStoreOption, StoreUnavailable
+from store._options import StoreOptions, StoreSettings, resolve_options
 from store._protocol import EventStore
 from store._sqlite import SQLiteEventStore, open_sqlite_store
 
@@ -22,7 +23,9 @@ def open_store(
     target: str | os.PathLike[str],
     *,
     registry: EventRegistry | None = None,
-    **options: Any,
+    schema: str | None = None,
+    options: StoreOptions | None = None,
+    **settings: Unpack[StoreSettings],
 ) -> AbstractAsyncContextManager[SQLiteEventStore]:
     """Open (creating and migrating it if needed) the event store at `target`.
 
@@ -35,27 +38,39 @@ def open_store(
             (needs `pip install 'esactors[postgres]'`).
         registry: the event types the store can append and read (a new, empty one if
             omitted; register types on `store.registry`).
-        **options: fields of `StoreOptions` (`synchronous`, `busy_timeout`, limits...).
+        schema: PostgreSQL only: the schema holding the tables (default: the URL's
+            `schema` parameter, or the connection's current schema).
+        options: the store's options as one `StoreOptions` (default: the defaults).
+        **settings: `StoreOptions` fields as keywords (`StoreSettings`: `synchronous`,
+            `busy_timeout`, limits...), each replacing that field of `options`:
+            `open_store(path, options=tuned, synchronous="NORMAL")`.
 
     On exit the writer commits every append it has accepted, the WAL is checkpointed
     and the connections are closed; appends made after exit raise `StoreClosed`.
 
     Raises:
+        InvalidStoreOption: an option out of its range, one there is none of (the
+            error names it and lists the options), or a `schema` for a SQLite store;
+            raised before anything is opened.
         StoreUnavailable: the file or its directory cannot be opened or written (or,
             for a PostgreSQL URL, the PostgreSQL store is not installed).
         StoreCorrupted: the file is not a SQLite database or is damaged.
     """
+    opts = resolve_options(options, settings)
     if isinstance(target, str) and target.partition("://")[0].lower() in _POSTGRES_SCHEMES:
         # Typed as SQLite's store, as `open_store` always was (callers annotate it so):
         # the PostgreSQL store is an `EventStore` but has no SQLite-only methods (backup).
         return cast(
-            AbstractAsyncContextManager[SQLiteEventStore], _open_postgres(target, registry, options)
+            AbstractAsyncContextManager[SQLiteEventStore],
+            _open_postgres(target, registry, schema, opts),
         )
-    return open_sqlite_store(target, registry=registry, **options)
+    if schema is not None:
+        raise InvalidStoreOption("schema", schema, "None for a SQLite store (PostgreSQL's)")
+    return open_sqlite_store(target, registry=registry, options=opts)
 
 
 def _open_postgres(
-    url: str, registry: EventRegistry | None, options: dict[str, Any]
+    url: str, registry: EventRegistry | None, schema: str | None, options: StoreOptions
 ) -> AbstractAsyncContextManager[EventStore]:
     """The PostgreSQL store, imported only now: SQLite users need neither it nor asyncpg."""
     try:
@@ -69,7 +84,9 @@ def _open_postgres(
             f" extra ({exc.name} is missing): pip install 'esactors[postgres]'"
         ) from exc
     opener = module.open_postgres_store
-    store: AbstractAsyncContextManager[EventStore] = opener(url, registry=registry, **options)
+    store: AbstractAsyncContextManager[EventStore] = opener(
+        url, registry=registry, schema=schema, options=options
+    )
     return store
 
 

@@ -1,13 +1,15 @@
-"""The store's options: `StoreOptions`, its literals and the range of each option."""
+"""The store's options: `StoreOptions`, its literals and the range of each option, and
+`StoreSettings`, the same fields as the openers' keywords."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
-from typing import Final, Literal
+from typing import Final, Literal, TypedDict
 
 from store._errors import InvalidStoreOption
 
-__all__ = ["StoreOptions", "Synchronous", "Writer"]
+__all__ = ["StoreOptions", "StoreSettings", "Synchronous", "Writer", "resolve_options"]
 
 Synchronous = Literal["FULL", "NORMAL"]
 Writer = Literal["thread", "process"]
@@ -99,3 +101,49 @@ class StoreOptions:
             raise InvalidStoreOption(
                 "watch_interval", interval, "a number of seconds from 0.001 to 60"
             )
+
+
+class StoreSettings(TypedDict, total=False):
+    """The fields of `StoreOptions` as keywords, each optional: what the store's openers
+    take as `**settings` (`open_store(path, synchronous="NORMAL")`), typed for the type
+    checker. Type your own wrapper's keywords with it to pass them on checked:
+    `def open_mine(path: str, **settings: Unpack[StoreSettings])`.
+
+    A name that is not a field is refused at run time too (`InvalidStoreOption`, naming
+    it and listing the fields); each value is checked as `StoreOptions` checks it.
+    """
+
+    synchronous: Synchronous
+    busy_timeout: float
+    busy_retries: int
+    max_event_bytes: int
+    max_events_per_append: int
+    max_stream_id_bytes: int
+    max_pending_appends: int
+    max_batch_events: int
+    max_read_limit: int
+    writer: Writer
+    watch_interval: float
+
+
+_FIELDS: Final = tuple(field.name for field in dataclasses.fields(StoreOptions))
+
+
+def resolve_options(options: StoreOptions | None, settings: StoreSettings) -> StoreOptions:
+    """What an opener runs with: `options` (None: the defaults) with each field named in
+    `settings` replaced by its value, checked.
+
+    Raises:
+        InvalidStoreOption: a name in `settings` that is not a `StoreOptions` field (the
+            error lists them), a value out of its range, or `options` not a
+            `StoreOptions`.
+    """
+    for name, value in settings.items():
+        if name not in _FIELDS:
+            raise InvalidStoreOption(name, value, ", ".join(_FIELDS), unknown=True)
+    if options is None:
+        return StoreOptions(**settings)
+    given: object = options  # checked: an untyped caller may pass anything
+    if not isinstance(given, StoreOptions):
+        raise InvalidStoreOption("options", given, "a StoreOptions, or None")
+    return dataclasses.replace(options, **settings) if settings else options

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Sequence
-from typing import Any, Final, TypeVar
+from typing import Any, Final, TypeVar, Unpack
 
 import anyio
 import asyncpg
@@ -32,7 +32,7 @@ from store._errors import (
     StoreUnavailable,
 )
 from store._groupcommit import GroupCommitStore
-from store._options import StoreOptions
+from store._options import StoreOptions, StoreSettings
 from store._postgres_batch import CheckpointWrite, SnapshotWrite
 from store._postgres_connect import (
     _CONNECTION_LOST,
@@ -421,7 +421,8 @@ async def open_postgres_store(
     *,
     registry: EventRegistry | None = None,
     schema: str | None = None,
-    **options: Any,
+    options: StoreOptions | None = None,
+    **settings: Unpack[StoreSettings],
 ) -> AsyncIterator[PostgresEventStore]:
     """Open (migrating it if needed) the event store in a PostgreSQL database.
 
@@ -431,8 +432,10 @@ async def open_postgres_store(
         registry: the event types the store can append and read.
         schema: the schema holding the tables (default: the URL's `schema` parameter, or
             the connection's current schema); created if missing.
-        **options: `StoreOptions` fields. `synchronous="FULL"` (default) commits with
-            `synchronous_commit=on` (an acknowledged append survives a crash of the
+        options: the store's options as one `StoreOptions` (default: the defaults).
+        **settings: `StoreOptions` fields as keywords (`StoreSettings`), each
+            replacing that field of `options`. Here, `synchronous="FULL"` (default)
+            commits with `synchronous_commit=on` (an acknowledged append survives a crash of the
             server); "NORMAL" with `off` (a server crash may lose the last commits).
             `busy_timeout` bounds connecting and reconnecting; a batch waits for
             another connection's lock up to `busy_timeout * (busy_retries + 1)` (then
@@ -447,9 +450,10 @@ async def open_postgres_store(
         StoreUnavailable: the server cannot be reached, refuses the credentials, or has
             no such database (named by host, port and database, never the password);
             or the event loop is not asyncio (asyncpg runs on asyncio only).
-        InvalidStoreOption: a bad option (`writer="process"`, a bad schema name).
+        InvalidStoreOption: a bad option (`writer="process"`, a bad schema name, one
+            out of its range or one there is none of).
     """
-    dsn, schema, where, opts = _checked_options(url, schema, options)
+    dsn, schema, where, opts = _checked_options(url, schema, options, settings)
     connect, reader_settings = _connections(dsn, opts)
     writer = await _connect(where, connect)
     readers, schema, last_position = await _open_schema(

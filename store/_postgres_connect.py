@@ -5,13 +5,13 @@ errors (naming host, port and database, never the password)."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Final, NamedTuple
+from typing import Final, NamedTuple
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 
 from store._errors import InvalidStoreOption, StoreError, StoreUnavailable
-from store._options import StoreOptions
+from store._options import StoreOptions, StoreSettings, resolve_options
 from store._postgres_schema import check_schema_name
 
 __all__: list[str] = []
@@ -56,12 +56,13 @@ def _split_url(url: str, schema: str | None) -> tuple[str, str | None, str]:
 
 
 def _checked_options(
-    url: str, schema: str | None, options: dict[str, Any]
+    url: str, schema: str | None, options: StoreOptions | None, settings: StoreSettings
 ) -> tuple[str, str | None, str, StoreOptions]:
     """`open_postgres_store`'s arguments checked: the URL asyncpg connects with, the
     schema named (None: the connection's current one), the URL as errors show it, and
-    the options. Raises `StoreUnavailable` off asyncio, `InvalidStoreOption` for a bad
-    option or schema name."""
+    the options (`options` with `settings` replacing its fields). Raises
+    `StoreUnavailable` off asyncio, `InvalidStoreOption` for a bad option or schema
+    name."""
     dsn, schema, where = _split_url(url, schema)
     try:
         asyncio.get_running_loop()
@@ -70,7 +71,7 @@ def _checked_options(
             f"the PostgreSQL store ({where}) runs on asyncio only (asyncpg needs it):"
             " run it under anyio's asyncio backend"
         ) from None
-    opts = StoreOptions(**options)
+    opts = resolve_options(options, settings)
     if opts.writer != "thread":
         raise InvalidStoreOption(
             "writer", opts.writer, "'thread' (the PostgreSQL store writes on a connection)"

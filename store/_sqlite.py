@@ -16,7 +16,7 @@ import os
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Any, Final, TypeVar
+from typing import Any, Final, TypeVar, Unpack
 
 import aiosqlite
 import anyio
@@ -27,7 +27,7 @@ from store._batch import _Append, _BatchResult, _Write
 from store._codec import EventRegistry
 from store._decode import _decode_groups, _decode_rows
 from store._errors import EventDecodeError, StoreClosed, StoreError, StoreUnavailable
-from store._options import StoreOptions
+from store._options import StoreOptions, StoreSettings, resolve_options
 from store._prepare import Fence
 from store._records import Lease, RecordedEvent
 from store._schema import migrate
@@ -404,7 +404,8 @@ async def open_sqlite_store(
     path: str | os.PathLike[str],
     *,
     registry: EventRegistry | None = None,
-    **options: Any,
+    options: StoreOptions | None = None,
+    **settings: Unpack[StoreSettings],
 ) -> AsyncIterator[SQLiteEventStore]:
     """Open (creating and migrating it if needed) the event store in SQLite file `path`.
 
@@ -413,16 +414,19 @@ async def open_sqlite_store(
             in-memory store that lives as long as the context.
         registry: the event types the store can append and read (a new, empty one if
             omitted; register types on `store.registry`).
-        **options: fields of `StoreOptions` (`synchronous`, `busy_timeout`, limits...).
+        options: the store's options as one `StoreOptions` (default: the defaults).
+        **settings: `StoreOptions` fields as keywords (`StoreSettings`: `synchronous`,
+            `busy_timeout`, limits...), each replacing that field of `options`.
 
     On exit the writer commits every append it has accepted, the WAL is checkpointed
     and both connections are closed; appends made after exit raise `StoreClosed`.
 
     Raises:
+        InvalidStoreOption: an option out of its range, or one there is none of.
         StoreUnavailable: the file or its directory cannot be opened or written.
         StoreCorrupted: the file is not a SQLite database or is damaged.
     """
-    opts = StoreOptions(**options)
+    opts = resolve_options(options, settings)
     path = os.fspath(path)
     memory = path == ":memory:"
     if memory and opts.writer == "process":

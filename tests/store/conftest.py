@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from store import SQLiteEventStore, open_store
+from store._options import Writer
 from tests.store._events import make_registry
 
 
@@ -27,12 +28,12 @@ def store_path(store_kind: str, tmp_path: Path, request: pytest.FixtureRequest) 
 
 
 @pytest.fixture
-def store_writer(store_kind: str) -> str:
+def store_writer(store_kind: str) -> Writer:
     """The `writer` option that goes with `store_path`."""
     return "process" if store_kind == "process" else "thread"
 
 
 @pytest.fixture
-async def store(store_path: str, store_writer: str) -> AsyncIterator[SQLiteEventStore]:
+async def store(store_path: str, store_writer: Writer) -> AsyncIterator[SQLiteEventStore]:
     async with open_store(store_path, registry=make_registry(), writer=store_writer) as opened:
         yield opened

@@ -31,6 +31,7 @@ from store import (
     StoreError,
     open_store,
 )
+from store._options import Writer
 from tests.store._events import Deposited, Noted, Opened, make_registry
 from tests.store._helpers import writer_held
 
@@ -65,6 +66,7 @@ ERRORS = [
     InvalidSnapshot("s", "its version must be an int", "count"),
     InvalidCheckpoint("p", "its position must be an int"),
     InvalidStoreOption("max_read_limit", 0, "an int from 1 to 2**62"),
+    InvalidStoreOption("max_read_limt", 5, "synchronous, busy_timeout, ...", unknown=True),
     InvalidEvent("s", "test.deposited", Deposited, "$.amount", "Expected `int` - at `$.amount`"),
     InvalidExpectedVersion("s", "1"),
     store_package.UnregisteredEventType("s", Noted),
@@ -299,7 +301,7 @@ INT_OPTIONS = (
 
 
 @pytest.mark.parametrize("writer", ["thread", "process"])
-async def test_every_option_at_its_largest_value_works(tmp_path: Path, writer: str) -> None:
+async def test_every_option_at_its_largest_value_works(tmp_path: Path, writer: Writer) -> None:
     largest: dict[str, Any] = dict.fromkeys(INT_OPTIONS, 2**62)
     async with open_store(
         tmp_path / "e.db",

@@ -21,6 +21,7 @@ from store import (
     StoreClosed,
     open_store,
 )
+from store._options import Writer
 from store._sqlite_connect import _in_thread
 from tests.store._events import Deposited, Noted, make_registry
 from tests.store._helpers import read_everything, stored_rows, writer_held
@@ -266,7 +267,7 @@ async def test_the_unique_constraint_is_the_final_guard_when_the_version_cache_i
 
 
 async def test_appends_beyond_max_pending_appends_wait_for_room(
-    store_path: str, store_writer: str
+    store_path: str, store_writer: Writer
 ) -> None:
     done: list[AppendResult] = []
     async with open_store(

@@ -30,6 +30,7 @@ from store import (
 from store import _postgres_writer as postgres_writer_module
 from store import _sqlite_batch as batch_module
 from store._groupcommit import GroupCommitStore
+from store._options import Writer
 from store._postgres import PostgresEventStore
 from tests.store._events import Deposited, Noted, Opened, make_registry
 from tests.store._helpers import read_everything, writer_held
@@ -431,7 +432,7 @@ async def test_checkpoints_save_and_load(store: SQLiteEventStore) -> None:
 
 async def test_commit_listeners_see_every_committed_event_in_position_order(
     store_path: str,
-    store_writer: str,
+    store_writer: Writer,
 ) -> None:
     seen: list[RecordedEvent] = []
     removed: list[RecordedEvent] = []

@@ -23,6 +23,7 @@ from store import (
     StoreUnavailable,
     open_store,
 )
+from store._options import Writer
 from store._sqlite_connect import _configure, _in_thread
 from tests.store._events import Deposited, Noted, make_registry
 from tests.store._helpers import stored_rows, wal_size
@@ -157,7 +158,7 @@ async def test_a_full_database_refuses_whole_appends_and_recovers_when_there_is_
 
 
 async def test_an_error_in_the_store_context_propagates_unwrapped(
-    store_path: str, store_writer: str
+    store_path: str, store_writer: Writer
 ) -> None:
     async def conflict_inside_the_store() -> None:
         async with open_store(store_path, registry=make_registry(), writer=store_writer) as store:
@@ -170,7 +171,9 @@ async def test_an_error_in_the_store_context_propagates_unwrapped(
     assert caught.value.__context__ is None
 
 
-async def test_a_closed_store_refuses_appends_and_reads(store_path: str, store_writer: str) -> None:
+async def test_a_closed_store_refuses_appends_and_reads(
+    store_path: str, store_writer: Writer
+) -> None:
     async with open_store(store_path, registry=make_registry(), writer=store_writer) as store:
         await store.append("s", [Deposited(1)], expected_version=NO_STREAM)
     assert store.closed

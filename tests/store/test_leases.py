@@ -26,6 +26,7 @@ from store import (
     SQLiteEventStore,
     open_store,
 )
+from store._options import Writer
 from store._postgres_schema import migrate, quote_ident
 from store._schema import _V1
 from tests._postgres import postgres_connection
@@ -342,7 +343,7 @@ def _shared(store_kind: str) -> None:
 
 
 async def test_leases_survive_reopening_the_store(
-    store_kind: str, store_path: str, store_writer: str
+    store_kind: str, store_path: str, store_writer: Writer
 ) -> None:
     _shared(store_kind)
     async with open_store(store_path, registry=make_registry(), writer=store_writer) as store:
@@ -358,7 +359,7 @@ async def test_leases_survive_reopening_the_store(
 
 
 async def test_two_stores_on_one_database_racing_for_leases_get_one_winner_each(
-    store_kind: str, store_path: str, store_writer: str
+    store_kind: str, store_path: str, store_writer: Writer
 ) -> None:
     _shared(store_kind)
     names = [f"pm.partition/{i}" for i in range(16)]

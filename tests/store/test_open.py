@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from store import SQLiteEventStore, StoreUnavailable, open_store
+from store import SQLiteEventStore, StoreOptions, StoreUnavailable, open_store
 
 
 async def test_a_path_or_memory_opens_sqlite(tmp_path: Path) -> None:
@@ -68,4 +68,9 @@ async def test_a_postgres_url_opens_the_postgres_store(monkeypatch: pytest.Monke
     async with open_store("postgres://db/x", max_read_limit=5) as opened:
         got: object = opened
     assert got == "the postgres store"
-    assert calls == [("postgres://db/x", {"registry": None, "max_read_limit": 5})]
+    assert calls == [
+        (
+            "postgres://db/x",
+            {"registry": None, "schema": None, "options": StoreOptions(max_read_limit=5)},
+        )
+    ]

@@ -57,7 +57,7 @@ async def test_a_memory_store_refuses_the_writer_process() -> None:
 
 async def test_an_unknown_writer_is_refused_by_name(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"writer must be 'thread' or 'process', not 'fork'"):
-        async with open_store(tmp_path / "events.db", writer="fork"):
+        async with open_store(tmp_path / "events.db", writer="fork"):  # type: ignore[arg-type]
             pass
 
 
