@@ -1,11 +1,12 @@
 """An append checked and encoded on its caller's task, ready for the writer's queue.
 
 `AppendPreparer.prepare` turns the arguments of `GroupCommitStore.append` into the
-`_Append` the writer takes: the stream id, the expected version, the events (encoded,
-each checked to decode back), the metadata, the command id (and its digest) and the
-fence, each refused with an error of its own before anything is queued, so a bad append
-never fails the batch beside it. It keeps the stream ids that passed (a bounded set),
-which makes the check of an id seen before a set lookup.
+`_Append` the writer takes: the expected version, the events (encoded, each checked to
+decode back), the metadata, the command id (and its digest) and the fence, each refused
+with an error of its own before anything is queued, so a bad append never fails the
+batch beside it. `check_stream_id` checks the stream id (the store calls it first) and
+keeps the ids that passed (a bounded set), which makes the check of an id seen before a
+set lookup.
 """
 
 from __future__ import annotations
@@ -63,10 +64,9 @@ class AppendPreparer:
         metadata: Mapping[str, str] | None,
         fence: Lease | None,
     ) -> _Append:
-        """The append of these arguments (see `GroupCommitStore.append`), with a new
-        future; raises the `InvalidArgument` of the first one at fault."""
-        if type(stream_id) is not str or stream_id not in self.valid_stream_ids:
-            self.check_stream_id(stream_id)
+        """The append of these arguments (see `GroupCommitStore.append`; `stream_id`
+        already checked by the store, through `check_stream_id`), with a new future;
+        raises the `InvalidArgument` of the first one at fault."""
         if type(expected_version) is not int or expected_version < STREAM_EXISTS:
             raise InvalidExpectedVersion(stream_id, expected_version)
         options = self._options

@@ -39,7 +39,6 @@ __all__ = ["GroupCommitStore"]
 
 S = TypeVar("S")
 
-_Future = asyncio.Future
 # A statement that changes nothing (in SQLite and PostgreSQL alike): queued behind every
 # pending append, its commit tells `wait_settled` that they are settled.
 _SETTLED_SQL: Final = "SELECT 1"
@@ -139,6 +138,8 @@ class GroupCommitStore(_StoreCalls):
         """
         if self._closing:
             raise self._closed(f"; append to {stream_id!r} refused")
+        if type(stream_id) is not str or stream_id not in self._valid_stream_ids:
+            self._check_stream_id(stream_id)
         item = self._prepare(stream_id, expected_version, events, command_id, metadata, fence)
         pending = self._pending
         if len(pending) >= self.options.max_pending_appends:
