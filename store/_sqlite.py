@@ -435,26 +435,7 @@ async def open_sqlite_store(
             " connection, which another process cannot share"
         )
     _prepare_file(path)
-    writer = await _connect(path, opts, memory=memory)
-    reader = writer
-    process = None
-    try:
-        await _in_thread(writer, migrate)
-        if not memory:
-            reader = await _connect(path, opts, memory=False)
-        data_version, last_position = await _in_thread(writer, _state)
-        if opts.writer == "process":
-            process = await _start_process(path, opts)
-    except BaseException as exc:
-        with anyio.CancelScope(shield=True):
-            await writer.close()
-            if reader is not writer:
-                await reader.close()
-        if isinstance(exc, sqlite3.Error):
-            raise _translate(exc, f"opening {path!r}") from exc
-        if isinstance(exc, RuntimeError):
-            raise StoreUnavailable(str(exc)) from exc
-        raise
+    writer, reader, data_version, last_position, process = await _open_file(path, opts, memory)
     store = SQLiteEventStore(
         path,
         registry or EventRegistry(),
@@ -483,3 +464,33 @@ async def open_sqlite_store(
                 await reader.close()
             await writer.close()
         store._log.info("store.closed", position=store._last_position)
+
+
+async def _open_file(
+    path: str, opts: StoreOptions, memory: bool
+) -> tuple[aiosqlite.Connection, aiosqlite.Connection, int, int, anyio.abc.Process | None]:
+    """The store's file opened and migrated: the write connection, the read connection
+    (the same one for ":memory:"), the file's data version and last position, and the
+    writer process (`writer="process"`). On an error what was opened is closed and the
+    error raised as the store's."""
+    writer = await _connect(path, opts, memory=memory)
+    reader = writer
+    process = None
+    try:
+        await _in_thread(writer, migrate)
+        if not memory:
+            reader = await _connect(path, opts, memory=False)
+        data_version, last_position = await _in_thread(writer, _state)
+        if opts.writer == "process":
+            process = await _start_process(path, opts)
+    except BaseException as exc:
+        with anyio.CancelScope(shield=True):
+            await writer.close()
+            if reader is not writer:
+                await reader.close()
+        if isinstance(exc, sqlite3.Error):
+            raise _translate(exc, f"opening {path!r}") from exc
+        if isinstance(exc, RuntimeError):
+            raise StoreUnavailable(str(exc)) from exc
+        raise
+    return writer, reader, data_version, last_position, process
