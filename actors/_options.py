@@ -6,9 +6,10 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
-from typing import Final, Literal, TypedDict
+from typing import Final, TypedDict
 
 from actors._errors import InvalidOption
+from store import StoreSettings
 
 __all__ = [
     "AGGREGATE_FIELDS",
@@ -197,23 +198,13 @@ AGGREGATE_FIELDS: Final = AggregateSettings.__optional_keys__
 
 # TypedDict named again as a base: on Python < 3.12 the API reference (pdoc) cannot
 # otherwise tell where the inherited keys come from.
-class OpenSystemSettings(SystemSettings, TypedDict, total=False):
+class OpenSystemSettings(SystemSettings, StoreSettings, TypedDict, total=False):
     """The keywords of `open_system`: the `SystemOptions` fields (`SystemSettings`), and
     the store's options, which go to `open_store` when `open_system` opens the store
-    from a path or URL (the `StoreOptions` fields, and PostgreSQL's `schema`)."""
+    from a path or URL (the `StoreOptions` fields, `StoreSettings`, and PostgreSQL's
+    `schema`). `max_events_per_append` is one key, `SystemOptions`' (its batches'
+    appends): the store keeps its own default, which `open_system` checks it against."""
 
-    synchronous: Literal["FULL", "NORMAL"]
-    busy_timeout: float
-    busy_retries: int
-    max_event_bytes: int
-    # max_events_per_append: one key, SystemOptions' (its batches' appends); the store
-    # keeps its default, which open_system checks it against
-    max_stream_id_bytes: int
-    max_pending_appends: int
-    max_batch_events: int
-    max_read_limit: int
-    writer: Literal["thread", "process"]
-    watch_interval: float
     schema: str | None
 
 
