@@ -102,8 +102,8 @@ class ProcessManagerOptions:
     """Tuning of a running process manager; every limit is finite.
 
     Attributes:
-        concurrency: events handled at once per partition (events of one stream still
-            in order).
+        concurrency: events handled at once per partition (events with one
+            `sequence_key`, by default of one stream, still in order).
         max_attempts: tries of one command through transient failures (a full
             mailbox, an overloaded system, a timeout, `TooManyAttempts` when several
             processes write its stream at once) before parking: 10, with the backoff
