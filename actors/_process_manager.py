@@ -11,8 +11,8 @@ The runtime (`run_process_manager`) drives it:
   `":c<j>"` for compensations). An event handled twice (a crash before its checkpoint
   was saved) therefore re-sends commands the aggregates recognise as duplicates: the
   effect happens once.
-- Up to `concurrency` events are handled at once, but events of one stream are handled
-  in order. The checkpoint only moves over a contiguous prefix of handled positions (a
+- Up to `concurrency` events are handled at once, but events with one
+  `sequence_key` (by default: of one stream) are handled in order. The checkpoint only moves over a contiguous prefix of handled positions (a
   low watermark), never past an event still in flight.
 - A refused step (`Rejected`) goes to `compensate`; the refusal and the commands that
   undo it are recorded in the log (a `StepRefused` event, see `actors._dispatch`)

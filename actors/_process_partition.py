@@ -1,5 +1,5 @@
 """One partition of a running process manager (`_Partition`): its subscription, its
-in-flight events (those of one stream in order), and its checkpoint, a low watermark
+in-flight events (those with one sequence key, by default of one stream, in order), and its checkpoint, a low watermark
 saved fenced by the partition's lease; and what it needs of its handle
 (`_PartitionHost`).
 """
@@ -124,10 +124,14 @@ class _Partition:
                                 continue
                             await limiter.acquire_on_behalf_of(recorded.position)
                             done = anyio.Event()
-                            previous = self.tails.get(recorded.stream_id)
-                            self.tails[recorded.stream_id] = done
+                            try:
+                                key = manager.sequence_key(recorded)
+                            except Exception:  # noqa: BLE001 - a bug there: the stream orders
+                                key = recorded.stream_id
+                            previous = self.tails.get(key)
+                            self.tails[key] = done
                             self.in_flight[recorded.position] = done
-                            tg.start_soon(self._handle, recorded, previous, done, limiter)
+                            tg.start_soon(self._handle, recorded, key, previous, done, limiter)
                         self.delivered = batch.position
                         self.changed.set()
                         handle._progress()
@@ -143,6 +147,7 @@ class _Partition:
     async def _handle(
         self,
         recorded: RecordedEvent,
+        key: str,
         previous: anyio.Event | None,
         done: anyio.Event,
         limiter: anyio.CapacityLimiter,
@@ -169,8 +174,8 @@ class _Partition:
         finally:
             limiter.release_on_behalf_of(recorded.position)
             done.set()
-            if self.tails.get(recorded.stream_id) is done:
-                del self.tails[recorded.stream_id]
+            if self.tails.get(key) is done:
+                del self.tails[key]
         del self.in_flight[recorded.position]
         self.handle._handled += 1
         self.handle._progress()

@@ -72,6 +72,18 @@ class ProcessManager:
         """The commands `recorded` calls for, in the order to send them."""
         return ()
 
+    def sequence_key(self, recorded: RecordedEvent) -> str:
+        """Events with the same key are handled one after another, in their order
+        (each once the commands of the one before went through); events with different
+        keys at once. Default: the stream, so the events of one stream are in order.
+
+        A manager whose instances (one order, one transfer) hear of events from busy
+        streams shared by many instances (a warehouse, an account) keys by the instance
+        instead: then the events of a busy stream about different instances do not wait
+        for each other. Must be pure and cheap; should it raise, the stream is the key.
+        """
+        return recorded.stream_id
+
     def compensate(
         self, recorded: RecordedEvent, dispatch: Dispatch, error: Rejected
     ) -> Sequence[Dispatch]:
@@ -91,8 +103,8 @@ class ProcessManagerOptions:
     range is refused with `InvalidOption`, naming the option.
 
     Attributes:
-        concurrency: events handled at once per partition (events of one stream still
-            in order).
+        concurrency: events handled at once per partition (events with one
+            `sequence_key`, by default of one stream, still in order).
         max_attempts: tries of one command through transient failures (a full
             mailbox, an overloaded system, a timeout, `TooManyAttempts` when several
             processes write its stream at once) before parking: 10, with the backoff
@@ -112,7 +124,7 @@ class ProcessManagerOptions:
             manager: each takes about its share of the live processes.
     """
 
-    concurrency: int = 64
+    concurrency: int = 256
     max_attempts: int = 10
     retry_delay: float = 0.01
     max_parked: int = 1_000

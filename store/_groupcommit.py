@@ -42,6 +42,10 @@ S = TypeVar("S")
 # A statement that changes nothing (in SQLite and PostgreSQL alike): queued behind every
 # pending append, its commit tells `wait_settled` that they are settled.
 _SETTLED_SQL: Final = "SELECT 1"
+# Appends without a fence (clients') a batch takes beyond its fenced ones while
+# process managers' commands come (see `_take`).
+_UNFENCED_FLOOR: Final = 16
+_FENCED_MEMORY: Final = 8
 
 
 class GroupCommitStore(_StoreCalls):
@@ -72,6 +76,7 @@ class GroupCommitStore(_StoreCalls):
         self._listeners: list[CommitListener] = []
         self._last_position = last_position  # of the last batch answered
         self._counters = Counters()
+        self._since_fenced = _FENCED_MEMORY  # batches since one took fenced appends (`_take`)
         self._snapshot_decoders: dict[type[Any], msgspec.msgpack.Decoder[Any]] = {}
         # The loop the store was opened on: its writer task and every future live there.
         self._loop = asyncio.get_running_loop()
@@ -274,22 +279,51 @@ class GroupCommitStore(_StoreCalls):
         return queued
 
     def _take(self, most: int) -> tuple[list[_Append], list[_Write]]:
-        """Take up to `most` queued items (and at most `max_batch_events` events)."""
+        """Take up to `most` queued items (and at most `max_batch_events` events).
+
+        Fair to process managers: while their commands come (fenced by their leases,
+        in this batch or one of the `_FENCED_MEMORY` before), a batch takes at most as many appends
+        without a fence (clients') as fenced ones, plus `_UNFENCED_FLOOR`; the other
+        clients' appends stay queued, in order, for the next batch, and so does every
+        keyed write queued behind one of them (`wait_settled` waits for what was queued
+        before it). A client waits while its append is queued, so under a heavy load of
+        clients the process managers get about half of the writer's batches (and of
+        the loop's time) and keep up, rather than falling ever further behind; without
+        process managers nothing is held back.
+        """
         pending = self._pending
         max_events = self.options.max_batch_events
         appends: list[_Append] = []
         writes: list[_Write] = []
+        kept: list[_Append | _Write] = []  # left queued for the next batch, in order
         taken = 0
+        fenced = 0
+        unfenced = 0
+        limit = _UNFENCED_FLOOR if self._since_fenced < _FENCED_MEMORY else None
         while pending and taken < max_events and most > 0:
             item = pending.popleft()
             most -= 1
             if item.future.cancelled():
                 continue
             if type(item) is _Append:
+                if item.fence is not None:
+                    fenced += 1
+                    if limit is None:
+                        limit = _UNFENCED_FLOOR
+                elif limit is not None and unfenced >= limit + fenced:
+                    kept.append(item)
+                    continue
+                else:
+                    unfenced += 1
                 appends.append(item)
                 taken += len(item.rows)
+            elif kept:
+                kept.append(item)
             else:
                 writes.append(cast(_Write, item))
+        if kept:
+            pending.extendleft(reversed(kept))
+        self._since_fenced = 0 if fenced else min(self._since_fenced + 1, _FENCED_MEMORY)
         if not self._room.is_set():
             self._room.set()
         return appends, writes

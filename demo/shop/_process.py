@@ -76,6 +76,14 @@ class OrderFulfilment(ProcessManager):
             case _:
                 return []
 
+    def sequence_key(self, recorded: RecordedEvent) -> str:
+        """The order: a warehouse's or an account's events about different orders go
+        at once, each order's steps in order."""
+        event = recorded.event
+        if isinstance(event, StockReserved | OrderCharged):
+            return event.order_id
+        return aggregate_id(recorded, Order)
+
     def compensate(
         self, recorded: RecordedEvent, dispatch: Dispatch, error: Rejected
     ) -> Sequence[Dispatch]:

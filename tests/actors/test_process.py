@@ -172,6 +172,44 @@ async def test_events_of_one_stream_are_handled_in_their_order() -> None:
                 assert [r.event for r in history[1:]] == expected
 
 
+class Funnel(Mirror):
+    """Copies the deposits of every source stream into one account, all with one
+    sequence key: handled one after another, in the log's order."""
+
+    name = "funnel"
+
+    def react(self, recorded: RecordedEvent) -> Sequence[Dispatch]:
+        (step,) = super().react(recorded)
+        return [Dispatch(Account, "mirror-all", step.command)]
+
+    def sequence_key(self, recorded: RecordedEvent) -> str:
+        return "all"
+
+
+async def test_events_with_one_sequence_key_are_handled_in_their_order() -> None:
+    amounts = [a for a in range(1, 41) if a != 13]
+    with anyio.fail_after(30):
+        async with open_system(":memory:") as system:
+            await _open(system, *(f"src-{n}" for n in range(4)), "mirror-all")
+            # Stored before the manager starts, the four streams interleaved: with the
+            # stream as the key they would be handled four at once.
+            async with anyio.create_task_group() as tg:
+                for n in range(4):
+                    tg.start_soon(_deposit, system, f"src-{n}", *amounts)
+            manager = await system.run_process_manager(
+                Funnel(), options=ProcessManagerOptions(concurrency=16)
+            )
+            head = await system.store.last_position()
+            await manager.wait_for(head)
+            deposits = [
+                r.event
+                for r in await system.store.read_all(to_position=head, limit=None)
+                if r.stream_id.startswith("account-src-") and isinstance(r.event, Deposited)
+            ]
+            history = await system.aggregates(Account).history("mirror-all")
+            assert [r.event for r in history[1:]] == deposits
+
+
 async def test_closing_mid_flight_loses_and_duplicates_nothing(durable_target: str) -> None:
     path = durable_target
     amounts = [a for a in range(1, 101) if a != 13]

@@ -439,3 +439,47 @@ async def test_a_postgres_schema_at_version_2_is_migrated_to_leases_and_fences(
         assert lease is not None
         await store.append("s", [Deposited(1)], expected_version=NO_STREAM, fence=lease)
         assert await store.stream_version("s") == 1
+
+
+async def test_a_process_managers_fenced_appends_go_ahead_of_a_crowd_of_clients(
+    tmp_path: Path,
+) -> None:
+    """While fenced appends (a process manager's) come, a batch takes at most as many
+    unfenced ones (clients') as fenced ones plus a few: a fenced append queued behind a
+    crowd of clients commits before most of them, and what queued after the crowd (a
+    `wait_settled`) still waits for all of it."""
+    async with open_store(str(tmp_path / "fair.db"), registry=make_registry()) as store:
+        lease = await store.acquire_lease("pm", "me", LONG)
+        assert lease is not None
+        positions: dict[str, int] = {}
+        settled_after: list[int] = []
+
+        async def append(stream_id: str, fence: Lease | None) -> None:
+            result = await store.append(
+                stream_id, [Deposited(1)], expected_version=NO_STREAM, fence=fence
+            )
+            positions[stream_id] = result.last_position
+
+        async def settle() -> None:
+            await store.wait_settled()
+            settled_after.append(await store.last_position())
+
+        with anyio.fail_after(WAIT):
+            async with anyio.create_task_group() as tg, writer_held(store):
+                for n in range(20):
+                    tg.start_soon(append, f"client-{n}", None)
+                    await anyio.wait_all_tasks_blocked()
+                tg.start_soon(append, "pm-1", lease)
+                await anyio.wait_all_tasks_blocked()
+                for n in range(20, 100):
+                    tg.start_soon(append, f"client-{n}", None)
+                    await anyio.wait_all_tasks_blocked()
+                tg.start_soon(append, "pm-2", lease)
+                await anyio.wait_all_tasks_blocked()
+                tg.start_soon(settle)
+                await anyio.wait_all_tasks_blocked()
+        clients = sorted(p for s, p in positions.items() if s.startswith("client-"))
+        assert positions["pm-1"] < clients[20]  # in its queue order: before the rest
+        # pm-2 was queued behind all 100 clients; it commits before most of them.
+        assert sum(p > positions["pm-2"] for p in clients) >= 50
+        assert settled_after == [102]
