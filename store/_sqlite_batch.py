@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 import msgspec
@@ -80,6 +80,11 @@ _SELECT_VERSION: Final = "SELECT max(version) FROM events WHERE stream_id = ?"
 _SELECT_MOVED: Final = (
     "SELECT stream_id, max(version) FROM events WHERE position > ? GROUP BY stream_id"
 )
+_READ_FOREIGN: Final = (
+    "SELECT position, stream_id, version, event_type, schema_version, data, metadata,"
+    " command_id, recorded_at, checksum FROM events"
+    " WHERE position > ? AND position <= ? ORDER BY position"
+)
 _REFRESH_LIMIT: Final = 20_000
 """The most events of other connections the version cache is refreshed from; past
 them it is cleared (and read again per stream) instead."""
@@ -109,6 +114,10 @@ class _BatchWriter:
         self._last_position = last_position
         self._fast_busy = False  # the connection's busy timeout set to 0 (see `_begin`)
         self._max_rows_per_statement = 0  # read from the connection by the first insert
+        # Called, inside the transaction, with (first, last, rows): the events other
+        # connections committed since this one last looked (positions first to last,
+        # rows as `SQLiteEventStore` reads them). None: only their versions are read.
+        self.on_foreign: Callable[[int, int, list[Any]], None] | None = None
 
     def _write_batch(
         self, conn: sqlite3.Connection, appends: Sequence[_FencedBatchAppend], writes: list[_Write]
@@ -196,11 +205,20 @@ class _BatchWriter:
             row = conn.execute(_SELECT_LAST_POSITION).fetchone()
             last = int(row[0] or 0)
             versions = self._versions
-            if versions and 0 < last - self._last_position <= _REFRESH_LIMIT:
-                for stream_id, version in conn.execute(_SELECT_MOVED, (self._last_position,)):
+            known = self._last_position
+            on_foreign = self.on_foreign
+            if 0 < last - known <= _REFRESH_LIMIT and on_foreign is not None:
+                # The events themselves: this process's bus hands them on at once.
+                rows = conn.execute(_READ_FOREIGN, (known, last)).fetchall()
+                for row in rows:  # in position order: a stream's last row is its version
+                    if row[1] in versions:
+                        versions[row[1]] = row[2]
+                on_foreign(known + 1, last, rows)
+            elif versions and 0 < last - known <= _REFRESH_LIMIT:
+                for stream_id, version in conn.execute(_SELECT_MOVED, (known,)):
                     if stream_id in versions:
                         versions[stream_id] = int(version)
-            elif last != self._last_position:
+            elif last != known:
                 versions.clear()
             self._last_position = last
 
