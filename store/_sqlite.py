@@ -202,7 +202,7 @@ class SQLiteEventStore(_ProcessWriter):
         listeners = self._foreign_listeners
         if not listeners:
             return
-        known = self.registry.tags()
+        known = set(self.registry.tags())
         try:
             events = self._decode_rows([row for row in rows if row[3] in known])
         except Exception:  # noqa: BLE001 - a read of the store reports it

@@ -85,6 +85,10 @@ _READ_FOREIGN: Final = (
     " command_id, recorded_at, checksum FROM events"
     " WHERE position > ? AND position <= ? ORDER BY position"
 )
+_HAND_ON_LIMIT: Final = 2_000
+"""The most events of other connections a batch reads to hand on (`on_foreign`): past
+them, only their versions are read, and the bus's follower reads the events in pages
+on the reader's thread rather than the event loop decoding them all at once."""
 _REFRESH_LIMIT: Final = 20_000
 """The most events of other connections the version cache is refreshed from; past
 them it is cleared (and read again per stream) instead."""
@@ -207,7 +211,7 @@ class _BatchWriter:
             versions = self._versions
             known = self._last_position
             on_foreign = self.on_foreign
-            if 0 < last - known <= _REFRESH_LIMIT and on_foreign is not None:
+            if 0 < last - known <= _HAND_ON_LIMIT and on_foreign is not None:
                 # The events themselves: this process's bus hands them on at once.
                 rows = conn.execute(_READ_FOREIGN, (known, last)).fetchall()
                 for row in rows:  # in position order: a stream's last row is its version
