@@ -48,9 +48,7 @@ class _Loading(ActorState):
                     state, version, start = snapshot.state, snapshot.version, snapshot.version
             page_size = host.options.load_page_size
             loader = host.loader
-            # A catch-up's first page too: after another process's commit moved many
-            # streams, their conflicted actors read them together.
-            first = loader.limit == page_size
+            first = not catch_up and loader.limit == page_size
             while True:
                 if first:  # with the other loads waiting now (see GroupLoader)
                     first = False

@@ -22,9 +22,7 @@ _GroupRead = Callable[..., Awaitable[list[list[RecordedEvent] | EventDecodeError
 class GroupLoader:
     """Group loading: the loads of one aggregate type waiting at the same moment read
     their streams' first pages in one store query (`read_streams`), like group commit
-    for reads: one thread hop or round trip for many actors instead of one each. The
-    catch-ups after conflicts go the same way (a commit of another process conflicts
-    with many of this one's appends at once; each actor then reads from its version on).
+    for reads: one thread hop or round trip for many actors instead of one each.
 
     At most one group read is in flight; the loads that come meanwhile wait for it and
     go together in the next one (up to 256 streams), run by the first of them. A load

@@ -10,7 +10,7 @@ import msgspec
 
 from actors import RecoveryError, open_system
 from store import ANY, EventStore, RecordedEvent, StoreUnavailable, open_store
-from tests.actors.domain import Counter, Increment, Incremented
+from tests.actors.domain import Counter, Incremented
 from tests.actors.support import _Wrapper
 
 
@@ -131,50 +131,3 @@ async def test_a_stream_that_cannot_be_decoded_fails_only_its_actor(
             # The others stay live and keep taking commands.
             assert (await router.state("3")).count == 3
     assert any(Counter.stream_id("bad") in group and len(group) > 1 for group in store.groups)
-
-
-class RacedGroupStore(CountingGroupStore):
-    """`CountingGroupStore`, and before the first append to each stream another writer
-    appends `Incremented(by=100)` to it: every such append conflicts."""
-
-    def __init__(self, inner: EventStore) -> None:
-        super().__init__(inner)
-        self.raced: set[str] = set()
-
-    async def append(self, stream_id: str, events: Sequence[msgspec.Struct], **kw: Any) -> Any:
-        if stream_id not in self.raced:
-            self.raced.add(stream_id)
-            await self.inner.append(stream_id, [Incremented(by=100)], expected_version=ANY)
-        return await self.inner.append(stream_id, events, **kw)
-
-
-async def test_catch_ups_after_conflicts_at_the_same_moment_share_reads(
-    store_path: str,
-) -> None:
-    count = 24
-    async with open_store(store_path) as inner:
-        inner.registry.register(Incremented)
-        store = RacedGroupStore(inner)
-        async with open_system(store.as_store()) as system:
-            router = system.aggregates(Counter)
-            async with anyio.create_task_group() as tg:
-                for n in range(count):
-                    tg.start_soon(router.state, str(n))  # loaded, each at version 0
-            store.groups.clear()
-            results: dict[str, Any] = {}
-
-            async def increment(name: str) -> None:
-                results[name] = await router.ask(name, Increment(by=1))
-
-            async with anyio.create_task_group() as tg:
-                for n in range(count):
-                    tg.start_soon(increment, str(n))
-            assert system.statistics().conflicts == count
-            for n in range(count):
-                # decided again on the other writer's event: after it, not over it
-                assert results[str(n)].version == 2
-                assert (await router.state(str(n))).value == 101
-    caught_up = [stream_id for group in store.groups for stream_id in group]
-    assert sorted(caught_up) == sorted(Counter.stream_id(str(n)) for n in range(count))
-    assert len(store.groups) < count // 4  # grouped: far fewer reads than catch-ups
-    assert store.singles == []
