@@ -155,6 +155,25 @@ class EventBus:
         self._published = max(self._published, events[-1].position)
         self._fan_out(events[0].position, events[-1].position, events)
 
+    def _foreign(self, first: int, last: int, events: Sequence[RecordedEvent]) -> None:
+        """Positions `first` to `last`, other processes' commits the store's writer met
+        (`events`: those this process decodes): fanned out as the follower's reads are
+        when they follow `published`, which saves the follower reading them; after a
+        gap, the follower reads from `published` on at once."""
+        follower = self._follower
+        if follower is None:
+            return
+        published = self._published
+        if last <= published:
+            return
+        if first > published + 1:
+            follower.gap(last)
+            return
+        if first <= published:
+            events = [e for e in events if e.position > published]
+            first = published + 1
+        self._feed(first, last, events)
+
     def _feed(self, first: int, last: int, events: Sequence[RecordedEvent]) -> None:
         """The follower's positions `first` to `last` (just past `published`), read from
         the store: `events` are those this process can decode."""
@@ -333,6 +352,13 @@ async def open_bus(
         opts = dataclasses.replace(opts, **settings)
     bus = EventBus(source, opts, await source.last_position())
     remove = source.add_commit_listener(bus._publish)
+    # A SQLite store's writer meets other processes' commits when it takes the write
+    # lock: handed on from there, they need no read of the follower's.
+    add_foreign = getattr(source, "add_foreign_listener", None)
+    if add_foreign is not None and bus._follower is not None:
+        remove_foreign = add_foreign(bus._foreign)
+    else:
+        remove_foreign = None
     body_error: BaseException | None = None
     try:
         async with anyio.create_task_group() as tg:
@@ -347,6 +373,8 @@ async def open_bus(
                 tg.cancel_scope.cancel()
     finally:
         remove()
+        if remove_foreign is not None:
+            remove_foreign()
         bus._close()
     if body_error is not None:
         raise body_error

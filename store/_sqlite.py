@@ -49,6 +49,9 @@ __all__ = ["SQLiteEventStore", "open_sqlite_store"]
 T = TypeVar("T")
 S = TypeVar("S")
 
+ForeignListener = Callable[[int, int, Sequence[RecordedEvent]], None]
+"""`SQLiteEventStore.add_foreign_listener`'s listener: (first, last, events)."""
+
 _READ_STREAM: Final = (
     "SELECT position, stream_id, version, event_type, schema_version, data, metadata,"
     " command_id, recorded_at, checksum FROM events"
@@ -167,6 +170,49 @@ class SQLiteEventStore(_ProcessWriter):
         self._batch = _BatchWriter(path, options, data_version, last_position)
         self._reader_closed = False
         self._watcher: Watcher | None = None  # started by the first `wait_for_commit`
+        self._foreign_listeners: list[ForeignListener] = []
+        if process is None and path != ":memory:":
+            self._batch.on_foreign = self._foreign_from_writer
+
+    # -- other processes' commits, as the writer meets them ------------------------------
+
+    def add_foreign_listener(self, listener: ForeignListener) -> Callable[[], None]:
+        """Call `listener(first, last, events)` on the event loop with the commits of
+        other connections (other processes) the writer met when it took the write lock:
+        positions `first` to `last`, all committed by others, `events` those of them
+        this process decodes (a follower skips the others too). Only the thread writer
+        on a file meets them; a batch that fails to decode is not handed on (a read of
+        the store reports it). It must not block; an exception it raises is logged and
+        otherwise ignored. Returns a function that removes the listener.
+        """
+        self._foreign_listeners.append(listener)
+
+        def remove() -> None:
+            with contextlib.suppress(ValueError):
+                self._foreign_listeners.remove(listener)
+
+        return remove
+
+    def _foreign_from_writer(self, first: int, last: int, rows: list[Any]) -> None:
+        """On the writer's thread, in its transaction: hand the rows to the loop."""
+        if self._foreign_listeners:
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                self._loop.call_soon_threadsafe(self._hand_foreign, first, last, rows)
+
+    def _hand_foreign(self, first: int, last: int, rows: list[Any]) -> None:
+        listeners = self._foreign_listeners
+        if not listeners:
+            return
+        known = set(self.registry.tags())
+        try:
+            events = self._decode_rows([row for row in rows if row[3] in known])
+        except Exception:  # noqa: BLE001 - a read of the store reports it
+            return
+        for listener in tuple(listeners):
+            try:
+                listener(first, last, events)
+            except Exception:  # noqa: BLE001 - isolated and reported
+                self._log.error("store.listener_failed", listener=repr(listener), exc_info=True)
 
     async def _commit_batch(self, appends: list[_Append], writes: list[_Write]) -> _BatchResult:
         return await _in_thread(self._writer, self._batch._write_batch, appends, writes)

@@ -1,8 +1,9 @@
 """The SQLite write transaction of one batch (`_BatchWriter`), wherever it runs.
 
 Expected versions are checked inside the transaction, under SQLite's write lock, against
-versions this connection knows are current: a cache that `PRAGMA data_version`
-invalidates whenever another connection (another process) has committed. A conflicting
+versions this connection knows are current: a cache refreshed from the events other
+connections (other processes) committed whenever `PRAGMA data_version` says they did
+(positions follow commit order: they are those past its last position). A conflicting
 append is rejected alone; `UNIQUE(stream_id, version)` stays the final guard, and should
 it ever fire the batch is redone with one savepoint per append. Positions are assigned
 inside the transaction, so they follow commit order with no gaps. Here: the transaction
@@ -15,8 +16,8 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import time
-from collections.abc import Sequence
-from typing import Final
+from collections.abc import Callable, Sequence
+from typing import Any, Final
 
 import msgspec
 
@@ -42,6 +43,22 @@ _SELECT_VERSIONS: Final = (
     "SELECT stream_id, max(version) FROM events"
     " WHERE stream_id IN (SELECT value FROM json_each(?)) GROUP BY stream_id"
 )
+_SELECT_VERSION: Final = "SELECT max(version) FROM events WHERE stream_id = ?"
+_SELECT_MOVED: Final = (
+    "SELECT stream_id, max(version) FROM events WHERE position > ? GROUP BY stream_id"
+)
+_READ_FOREIGN: Final = (
+    "SELECT position, stream_id, version, event_type, schema_version, data, metadata,"
+    " command_id, recorded_at, checksum FROM events"
+    " WHERE position > ? AND position <= ? ORDER BY position"
+)
+_HAND_ON_LIMIT: Final = 2_000
+"""The most events of other connections a batch reads to hand on (`on_foreign`): past
+them, only their versions are read, and the bus's follower reads the events in pages
+on the reader's thread rather than the event loop decoding them all at once."""
+_REFRESH_LIMIT: Final = 20_000
+"""The most events of other connections the version cache is refreshed from; past
+them it is cleared (and read again per stream) instead."""
 _SELECT_LAST_POSITION: Final = "SELECT max(position) FROM events"
 _SELECT_LEASE_HOLDER: Final = "SELECT owner, epoch FROM leases WHERE name = ?"
 _IN_LIST_CHUNK: Final = 2_000
@@ -54,8 +71,8 @@ class _BatchWriter:
 
     Runs where the write connection lives: on aiosqlite's worker thread (the default
     writer) or in the writer process (`writer="process"`). Its state is that
-    connection's: the streams' current versions (a cache that `PRAGMA data_version`
-    invalidates when another connection commits) and the last position.
+    connection's: the streams' current versions (a cache refreshed from the events of
+    other connections when `PRAGMA data_version` changes) and the last position.
     """
 
     def __init__(
@@ -68,6 +85,10 @@ class _BatchWriter:
         self._last_position = last_position
         self._fast_busy = False  # the connection's busy timeout set to 0 (see `_begin`)
         self._rows = RowInserter()  # inserts the accepted appends' rows
+        # Called, inside the transaction, with (first, last, rows): the events other
+        # connections committed since this one last looked (positions first to last,
+        # rows as `SQLiteEventStore` reads them). None: only their versions are read.
+        self.on_foreign: Callable[[int, int, list[Any]], None] | None = None
 
     def _write_batch(
         self, conn: sqlite3.Connection, appends: Sequence[_FencedBatchAppend], writes: list[_Write]
@@ -148,11 +169,29 @@ class _BatchWriter:
                 time.sleep(0.0001 if waited < 0.05 else 0.001)
         data_version = int(conn.execute("PRAGMA data_version").fetchone()[0])
         if data_version != self._data_version:
-            # Another connection committed since we last looked: forget what we knew.
+            # Another connection committed since we last looked. Positions follow commit
+            # order and events are never rewritten: the streams it moved are those of
+            # the events past our last position, the others' versions still hold.
             self._data_version = data_version
-            self._versions.clear()
             row = conn.execute(_SELECT_LAST_POSITION).fetchone()
-            self._last_position = int(row[0] or 0)
+            last = int(row[0] or 0)
+            versions = self._versions
+            known = self._last_position
+            on_foreign = self.on_foreign
+            if 0 < last - known <= _HAND_ON_LIMIT and on_foreign is not None:
+                # The events themselves: this process's bus hands them on at once.
+                rows = conn.execute(_READ_FOREIGN, (known, last)).fetchall()
+                for row in rows:  # in position order: a stream's last row is its version
+                    if row[1] in versions:
+                        versions[row[1]] = row[2]
+                on_foreign(known + 1, last, rows)
+            elif versions and 0 < last - known <= _REFRESH_LIMIT:
+                for stream_id, version in conn.execute(_SELECT_MOVED, (known,)):
+                    if stream_id in versions:
+                        versions[stream_id] = int(version)
+            elif last != known:
+                versions.clear()
+            self._last_position = last
 
     def _rollback(self, conn: sqlite3.Connection) -> None:
         self._versions.clear()

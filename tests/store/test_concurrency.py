@@ -266,6 +266,42 @@ async def test_the_unique_constraint_is_the_final_guard_when_the_version_cache_i
     assert (await store.append("s", [Deposited(4)], expected_version=1)).last_version == 2
 
 
+async def test_the_version_cache_follows_what_another_connection_committed(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "events.db"
+    registry = make_registry()
+    async with (
+        open_store(path, registry=registry) as mine,
+        open_store(path, registry=registry) as theirs,
+    ):
+        assert isinstance(mine, SQLiteEventStore)
+        for stream_id in ("moved", "kept"):
+            await mine.append(stream_id, [Deposited(1)], expected_version=NO_STREAM)
+        await theirs.append("moved", [Deposited(2), Deposited(3)], expected_version=1)
+        await theirs.append("new", [Deposited(4)], expected_version=NO_STREAM)
+        assert (await mine.append("kept", [Deposited(5)], expected_version=1)).last_version == 2
+        # The writer refreshed what it knew from the other's events rather than forget
+        # it (streams it never wrote are read when first appended to).
+        assert mine._batch._versions == {"moved": 3, "kept": 2}
+        # "moved" is at 3: an append expecting 1 is refused with the version it really
+        # has, one expecting 3 goes in.
+        with pytest.raises(ConcurrencyError) as refused:
+            await mine.append("moved", [Deposited(6)], expected_version=1)
+        assert (refused.value.expected, refused.value.actual) == (1, 3)
+        assert (await mine.append("moved", [Deposited(7)], expected_version=3)).last_version == 4
+        assert (await mine.append("new", [Deposited(8)], expected_version=1)).last_version == 2
+    async with open_store(path, registry=registry) as store:
+        everything = await read_everything(store)
+    assert [e.position for e in everything] == list(range(1, 9))
+    assert [(e.stream_id, e.version) for e in everything if e.stream_id == "moved"] == [
+        ("moved", 1),
+        ("moved", 2),
+        ("moved", 3),
+        ("moved", 4),
+    ]
+
+
 async def test_appends_beyond_max_pending_appends_wait_for_room(
     store_path: str, store_writer: Writer
 ) -> None:
