@@ -362,6 +362,42 @@ def _register(registry: EventRegistry, types: tuple[type[Any], ...]) -> None:
     registry.register(*(tp for tp in types if not registry.is_registered(tp)))
 
 
+async def _store_of(
+    stack: contextlib.AsyncExitStack,
+    store: str | os.PathLike[str] | EventStore,
+    registry: EventRegistry | None,
+    store_options: dict[str, Any],
+) -> EventStore:
+    """The store `open_system` runs on: opened here from a path or URL (and closed by
+    `stack`), or the open store it was given."""
+    if isinstance(store, str | os.PathLike):
+        return await stack.enter_async_context(
+            open_store(store, registry=registry, **store_options)
+        )
+    if store_options or registry is not None:
+        raise TypeError(
+            f"options {sorted(store_options)} and registry apply only when"
+            " open_system opens the store from a path"
+        )
+    return store
+
+
+def _check_store_limits(store: EventStore, options: SystemOptions) -> None:
+    """Refuse a page or an append larger than the store takes.
+
+    The store cuts a larger page to its limit, and a load stops at the first short page:
+    the actor would serve a state missing the end of its stream. Likewise an append of a
+    batch over the store's limit would fail every time."""
+    for name, limit in (
+        ("load_page_size", "max_read_limit"),
+        ("max_events_per_append", "max_events_per_append"),
+    ):
+        cap = getattr(getattr(store, "options", None), limit, None)
+        value = getattr(options, name)
+        if type(cap) is int and value > cap:
+            raise InvalidOption(name, value, in_range(1, cap, why=f"the store's {limit}"))
+
+
 @contextlib.asynccontextmanager
 async def open_system(
     store: str | os.PathLike[str] | EventStore,
@@ -409,28 +445,8 @@ async def open_system(
     )
     async with contextlib.AsyncExitStack() as stack:
         stack.enter_context(raised_gc_threshold(system_options.gc_threshold))
-        if isinstance(store, str | os.PathLike):
-            opened: EventStore = await stack.enter_async_context(
-                open_store(store, registry=registry, **store_options)
-            )
-        else:
-            if store_options or registry is not None:
-                raise TypeError(
-                    f"options {sorted(store_options)} and registry apply only when"
-                    " open_system opens the store from a path"
-                )
-            opened = store
-        # The store cuts a larger page to its limit, and a load stops at the first short
-        # page: the actor would serve a state missing the end of its stream.
-        # Likewise an append of a batch over the store's limit would fail every time.
-        for name, limit in (
-            ("load_page_size", "max_read_limit"),
-            ("max_events_per_append", "max_events_per_append"),
-        ):
-            cap = getattr(getattr(opened, "options", None), limit, None)
-            value = getattr(system_options, name)
-            if type(cap) is int and value > cap:
-                raise InvalidOption(name, value, in_range(1, cap, why=f"the store's {limit}"))
+        opened = await _store_of(stack, store, registry, store_options)
+        _check_store_limits(opened, system_options)
         bus = await stack.enter_async_context(open_bus(opened, follow=system_options.follow))
         async with anyio.create_task_group() as tg:
             system = ActorSystem(opened, bus, tg, system_options)
