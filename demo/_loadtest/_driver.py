@@ -40,7 +40,8 @@ class _Counters:
 
 def _workload(options: LoadOptions) -> Workload:
     count = max(options.aggregates, 2) if options.mix == "bank" else options.aggregates
-    pick = picker(count, options.distribution, options.zipf_exponent, options.seed)
+    hot = options.seed if options.zipf_seed is None else options.zipf_seed
+    pick = picker(count, options.distribution, options.zipf_exponent, hot)
     if options.mix == "bank":
         return BankWorkload(options.aggregates, options.seed, pick)
     if options.mix == "shop":

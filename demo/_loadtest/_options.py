@@ -56,6 +56,8 @@ class LoadOptions:
             or "zipf" (the account of rank k with probability proportional to
             1 / k**zipf_exponent; see `demo._distribution`).
         zipf_exponent: the exponent s of `zipf` (> 0; 1 is the classic law).
+        zipf_seed: seeds which accounts are hot under `zipf` (None: `seed`); the
+            workers of a `processes` run all get the run's, so they agree.
         seed: seeds the choice of accounts and amounts (and which accounts are hot).
         ack_log: append one line per acknowledged command to this file.
         progress: print a progress line to stderr: "auto" (only on a terminal),
@@ -81,6 +83,7 @@ class LoadOptions:
     projection: bool = True
     distribution: Distribution = "uniform"
     zipf_exponent: float = 1.0
+    zipf_seed: int | None = None
     seed: int = 0
     ack_log: str | None = None
     progress: Literal["auto", "always", "never"] = "auto"
@@ -117,6 +120,8 @@ class LoadOptions:
             raise LoadTestError(
                 f"--zipf-exponent must be > 0 and at most {MAX_ZIPF_EXPONENT:g}, not {exponent!r}"
             )
+        if self.zipf_seed is not None and type(self.zipf_seed) is not int:
+            raise LoadTestError(f"zipf_seed must be an int or None, not {self.zipf_seed!r}")
         if not 0 < self.progress_interval < math.inf:
             raise LoadTestError(
                 f"--progress-interval must be > 0 seconds, not {self.progress_interval!r}"

@@ -222,6 +222,7 @@ def _child_options(options: LoadOptions, index: int) -> str:
         options,
         commands=share + (1 if index < extra else 0),
         seed=options.seed + index,
+        zipf_seed=options.seed if options.zipf_seed is None else options.zipf_seed,
         progress="never",
         processes=1,
     )

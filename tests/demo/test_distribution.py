@@ -8,11 +8,15 @@ import json
 import random
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from demo.__main__ import main
 from demo._distribution import picker
 from demo._loadtest import LoadOptions, LoadTestError
+from demo._loadtest._driver import _workload
+from demo._loadtest._processes import _child_options
+from demo._workloads import DepositWorkload
 
 
 def test_uniform_draws_what_randrange_draws() -> None:
@@ -75,3 +79,18 @@ def test_a_zipf_run_reports_its_distribution_and_stays_consistent(
     assert report["acknowledged"] == 600
     assert report["errors"] == 0
     assert report["projection_ok"] is True
+
+
+def test_the_workers_of_a_processes_run_agree_on_the_hot_accounts() -> None:
+    options = LoadOptions(processes=2, distribution="zipf", zipf_exponent=1.2, seed=5)
+    children = [msgspec.json.decode(_child_options(options, i), type=LoadOptions) for i in (0, 1)]
+    assert children[0].seed != children[1].seed  # each worker draws its own commands
+
+    def hottest(child: LoadOptions) -> str:
+        workload = _workload(child)
+        assert isinstance(workload, DepositWorkload)
+        rng = random.Random(9)
+        seen = collections.Counter(workload.pick(rng) for _ in range(20_000))
+        return workload.accounts[seen.most_common(1)[0][0]]
+
+    assert hottest(children[0]) == hottest(children[1]) == hottest(options)
