@@ -16,6 +16,8 @@ from actors._errors import EvolveError, Rejected, TooManyAttempts
 from actors._mailbox import Envelope
 from store import (
     AppendResult,
+    ChainBroken,
+    ChainedAppend,
     ConcurrencyError,
     IdempotencyConflict,
     InvalidArgument,
@@ -83,18 +85,45 @@ class _Settling(_Loading):
         outcomes: list[AppendResult | BaseException | None],
         expected: int,
     ) -> None:
-        """Append the segments one after another, each once the ones before it
-        committed as decided (it was decided on the state they leave); stop at the
-        first that did not, leaving the rest unsent (None: decided again). Sent
-        together, a later one could commit on top of another process's events when an
-        earlier one failed and the other process had written as many events."""
+        """Append the segments in order, each committed only if the ones before it
+        committed as decided (it was decided on the state they leave): a chain
+        (`append_chain`), which the store may commit in one batch. From the first that
+        did not, the rest stay None (decided again). Not as separate appends: a later
+        one could then commit on top of another process's events when an earlier one
+        failed and the other process had written as many events."""
+        if len(segments) == 1:  # the common case: one append, no chain
+            outcomes[0] = await self._append(segments[0], expected)
+            return
+        links: list[ChainedAppend] = []
+        link_of: dict[int, int] = {}  # segment index: its link's index (those with events)
         for index, segment in enumerate(segments):
-            outcome = outcomes[index] = await self._append(segment, expected)
-            if outcome is not _NO_EVENTS and (
-                not isinstance(outcome, AppendResult) or outcome.duplicate
-            ):
+            events = [event for planned in segment for event in planned.events]
+            if events:
+                envelope = segment[0].envelope
+                link_of[index] = len(links)
+                if len(segment) == 1:
+                    link = ChainedAppend(
+                        events, envelope.command_id, envelope.metadata, envelope.fence
+                    )
+                else:
+                    link = ChainedAppend(events, None, envelope.metadata)
+                links.append(link)
+        try:
+            results = await self.store.append_chain(
+                self.stream_id, links, expected_version=expected
+            )
+        except Exception as exc:  # noqa: BLE001 - the first append's outcome; the rest unsent
+            results = [exc]
+        for index in range(len(segments)):
+            at = link_of.get(index)
+            if at is None:
+                outcomes[index] = _NO_EVENTS
+                continue
+            if at >= len(results) or isinstance(results[at], ChainBroken):
                 return
-            expected += sum(len(p.events) for p in segment)
+            outcome = outcomes[index] = results[at]
+            if not isinstance(outcome, AppendResult) or outcome.duplicate:
+                return
 
     def _segments(self, plan: list[_Planned]) -> list[list[_Planned]]:
         limit = self.host.options.max_events_per_append

@@ -12,8 +12,10 @@ This package imports nothing else of esactors.
 from __future__ import annotations
 
 from store._answer import CommitListener
+from store._chain import ChainedAppend, ChainOutcome
 from store._codec import EventRegistry, Upcaster
 from store._errors import (
+    ChainBroken,
     ConcurrencyError,
     CorruptEvent,
     EventDecodeError,
@@ -61,6 +63,9 @@ __all__ = [
     "NO_STREAM",
     "STREAM_EXISTS",
     "AppendResult",
+    "ChainBroken",
+    "ChainOutcome",
+    "ChainedAppend",
     "CommitListener",
     "ConcurrencyError",
     "CorruptEvent",

@@ -29,6 +29,13 @@ class _Append(msgspec.Struct, gc=False):
     future: asyncio.Future[AppendResult]
     fence: tuple[str, str, int] | None = None  # lease name, owner, epoch
     queued_at: float = 0.0  # perf_counter() when queued, stamped only while tracing
+    # A chained append (`append_chain`): the append it commits only after, if any.
+    after: _Append | None = None
+    # Set when the writer takes it into a batch: that batch's serial, its index there,
+    # and the index there of the append it is chained to (-1: none, or one committed).
+    batch: int = -1
+    slot: int = -1
+    chained: int = -1
 
 
 class _BatchAppend(Protocol):
@@ -50,11 +57,18 @@ class _BatchAppend(Protocol):
 
 
 class _FencedBatchAppend(_BatchAppend, Protocol):  # noqa: PYI046 - used by the SQLite batch
-    """An append that may carry a fence: what the SQLite batch transaction reads."""
+    """An append that may carry a fence and be chained: what the SQLite batch
+    transaction reads."""
 
     @property
     def fence(self) -> tuple[str, str, int] | None:
         """The lease (name, owner, epoch) the append is fenced by, or None."""
+        ...
+
+    @property
+    def chained(self) -> int:
+        """The index, in the same batch, of the append this one commits only after
+        (it is refused unless that one committed as a fresh append); -1 for none."""
         ...
 
 
@@ -91,7 +105,8 @@ the write asked for it (`returning`), or None."""
 
 _Outcome = AppendResult | StoreError
 """What became of one append of a committed batch: its result, or why it was refused
-(`ConcurrencyError`, `IdempotencyConflict`, `LeaseLost`) while the rest of the batch committed."""
+(`ConcurrencyError`, `IdempotencyConflict`, `LeaseLost`, `ChainBroken`) while the rest of
+the batch committed."""
 
 
 class _BatchResult:

@@ -45,6 +45,7 @@ from datetime import datetime
 from store._records import ANY, NO_STREAM, STREAM_EXISTS
 
 __all__ = [
+    "ChainBroken",
     "ConcurrencyError",
     "CorruptEvent",
     "EventDecodeError",
@@ -97,6 +98,27 @@ class ConcurrencyError(StoreError):
 
     def __reduce__(self) -> tuple[type[ConcurrencyError], tuple[str, int, int]]:
         return (type(self), (self.stream_id, self.expected, self.actual))
+
+
+class ChainBroken(StoreError):
+    """An append of a chain (`append_chain`) was not written because the append before
+    it in the chain did not commit as a fresh append (it was refused, failed, was a
+    duplicate, or was withdrawn); nothing of this one was written.
+
+    Attributes:
+        stream_id: the stream appended to.
+        expected: the expected version this append carried.
+    """
+
+    def __init__(self, stream_id: str, expected: int) -> None:
+        super().__init__(
+            f"append to stream {stream_id!r} at expected version {expected} not written:"
+            " the append before it in the chain did not commit as a fresh append"
+        )
+        self.stream_id, self.expected = stream_id, expected
+
+    def __reduce__(self) -> tuple[type[ChainBroken], tuple[str, int]]:
+        return (type(self), (self.stream_id, self.expected))
 
 
 class IdempotencyConflict(StoreError):

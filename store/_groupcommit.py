@@ -21,6 +21,7 @@ from typing import Any, Final, NoReturn, TypeVar, cast
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 import msgspec
 
 from store import telemetry
@@ -28,8 +29,9 @@ from store._answer import CommitListener, Counters, answer_batch
 from store._append import AppendPreparer
 from store._batch import _Append, _BatchResult, _fail_batch, _Write
 from store._calls import _StoreCalls
+from store._chain import ChainedAppend, ChainOutcome, append_one_by_one, next_expected
 from store._codec import EventRegistry
-from store._errors import StoreClosed, StoreError
+from store._errors import ChainBroken, StoreClosed, StoreError
 from store._logging import get_logger
 from store._options import StoreOptions
 from store._prepare import Fence
@@ -57,7 +59,12 @@ class GroupCommitStore(_StoreCalls):
     hooks of `_StoreCalls` (reads, snapshots, checkpoints, their arguments already
     checked there); it may run a writer loop of its own in place of
     `_run_writer` (the SQLite writer process does), using `_take` and `_answer`.
+    A backend whose batch transaction refuses an append whose `chained` one (by index
+    in the batch) did not commit fresh sets `_chains`: `append_chain` then queues a
+    whole chain at once; otherwise it appends one after another.
     """
+
+    _chains = False
 
     def __init__(
         self, path: str, registry: EventRegistry, options: StoreOptions, last_position: int
@@ -77,6 +84,7 @@ class GroupCommitStore(_StoreCalls):
         self._last_position = last_position  # of the last batch answered
         self._counters = Counters()
         self._since_fenced = _FENCED_MEMORY  # batches since one took fenced appends (`_take`)
+        self._batch_serial = 0  # of the batch `_take` last took
         self._snapshot_decoders: dict[type[Any], msgspec.msgpack.Decoder[Any]] = {}
         # The loop the store was opened on: its writer task and every future live there.
         self._loop = asyncio.get_running_loop()
@@ -156,6 +164,74 @@ class GroupCommitStore(_StoreCalls):
         if not wake.is_set():
             wake.set()
         return await item.future
+
+    async def append_chain(
+        self,
+        stream_id: str,
+        chain: Sequence[ChainedAppend],
+        *,
+        expected_version: int,
+    ) -> list[ChainOutcome]:
+        """Append each of `chain` to `stream_id` in order, each only if the one before
+        it committed as a fresh append (not refused, failed or a duplicate): the first
+        expects `expected_version`, each next one the version the one before leaves.
+
+        One commit can take the whole chain (an actor's batch of commands that each
+        carry a command id): where `append` would wait for a commit per append. The
+        chain is not one transaction: the appends before a refused one stay committed.
+
+        Returns:
+            One outcome per append, in order: its `AppendResult`, or the error it got,
+            as `append` would raise it, or `ChainBroken` for one not written because
+            the one before it did not commit as a fresh append.
+
+        Cancellation: as for `append`, of each append of the chain.
+        """
+        if not self._chains or len(chain) < 2:
+            return await append_one_by_one(self.append, stream_id, chain, expected_version)
+        if self._closing:
+            raise self._closed(f"; append to {stream_id!r} refused")
+        if type(stream_id) is not str or stream_id not in self._valid_stream_ids:
+            self._check_stream_id(stream_id)
+        outcomes: list[ChainOutcome] = []
+        items: list[_Append] = []
+        expected = expected_version
+        previous: _Append | None = None
+        for link in chain:
+            if len(items) < len(outcomes):  # one before it was refused here
+                outcomes.append(ChainBroken(stream_id, expected))
+            else:
+                try:
+                    item = self._prepare(
+                        stream_id, expected, link.events, link.command_id, link.metadata, link.fence
+                    )
+                except Exception as exc:  # noqa: BLE001 - this append's outcome
+                    outcomes.append(exc)
+                else:
+                    item.after = previous
+                    previous = item
+                    items.append(item)
+                    outcomes.append(ChainBroken(stream_id, expected))  # until answered
+            expected = next_expected(expected, len(link.events))
+        if len(self._pending) >= self.options.max_pending_appends:
+            await self._wait_for_room(stream_id)
+        tracing = telemetry.tracer is not None
+        for item in items:
+            if tracing:
+                item.queued_at = time.perf_counter()
+            self._pending.append(item)
+        self._wake.set()
+        try:
+            for index, item in enumerate(items):
+                try:
+                    outcomes[index] = await item.future
+                except Exception as exc:  # noqa: BLE001 - this append's outcome
+                    outcomes[index] = exc
+        finally:
+            for item in items:  # cancelled: withdraw what the writer did not take
+                if not item.future.done():
+                    item.future.cancel()
+        return outcomes
 
     def _closed(self, refused: str = "") -> StoreError:
         """What a write gets once the store stopped taking them: the writer's failure,
@@ -265,6 +341,8 @@ class GroupCommitStore(_StoreCalls):
                     continue
                 appends, writes = self._take(self._batch_size(len(pending)))
                 if not appends and not writes:
+                    if pending:  # chained appends whose batch is being answered
+                        await anyio.lowlevel.checkpoint()
                     continue
                 with anyio.CancelScope(shield=True):
                     await self._commit(appends, writes)
@@ -300,12 +378,18 @@ class GroupCommitStore(_StoreCalls):
         fenced = 0
         unfenced = 0
         limit = _UNFENCED_FLOOR if self._since_fenced < _FENCED_MEMORY else None
+        self._batch_serial = serial = self._batch_serial + 1
         while pending and taken < max_events and most > 0:
             item = pending.popleft()
             most -= 1
             if item.future.cancelled():
                 continue
             if type(item) is _Append:
+                after = item.after
+                if after is not None and not self._link(item, after, serial):
+                    if not item.future.done():  # its predecessor is in a batch in flight
+                        kept.append(item)
+                    continue
                 if item.fence is not None:
                     fenced += 1
                     if limit is None:
@@ -315,6 +399,7 @@ class GroupCommitStore(_StoreCalls):
                     continue
                 else:
                     unfenced += 1
+                item.batch, item.slot = serial, len(appends)
                 appends.append(item)
                 taken += len(item.rows)
             elif kept:
@@ -327,6 +412,25 @@ class GroupCommitStore(_StoreCalls):
         if not self._room.is_set():
             self._room.set()
         return appends, writes
+
+    @staticmethod
+    def _link(item: _Append, after: _Append, serial: int) -> bool:
+        """Whether chained `item` can go in batch `serial`: its predecessor `after` is
+        in that batch (`item.chained` is then its index), or committed fresh before.
+        False when `after` is still in a batch not answered (`item` waits) or did not
+        commit fresh (`item` is answered `ChainBroken`)."""
+        if after.batch == serial:
+            item.chained = after.slot
+            return True
+        future = after.future
+        if not future.done():
+            return False
+        if not future.cancelled() and future.exception() is None and not future.result().duplicate:
+            item.chained = -1
+            item.after = None
+            return True
+        item.future.set_exception(ChainBroken(item.stream_id, item.expected))
+        return False
 
     async def _commit(self, appends: list[_Append], writes: list[_Write]) -> None:
         try:

@@ -8,6 +8,7 @@ from typing import Protocol, TypeVar
 
 import msgspec
 
+from store._chain import ChainedAppend, ChainOutcome
 from store._codec import EventRegistry
 from store._records import AppendResult, Lease, RecordedEvent, Snapshot, StoreStatistics
 
@@ -49,6 +50,19 @@ class EventStore(Protocol):
             ConcurrencyError: the stream is at another version; nothing written.
             LeaseLost: `fence` is no longer held; this append alone wrote nothing.
         """
+        ...
+
+    async def append_chain(
+        self,
+        stream_id: str,
+        chain: Sequence[ChainedAppend],
+        *,
+        expected_version: int,
+    ) -> list[ChainOutcome]:
+        """Append each of `chain` to `stream_id` in order, each only if the one before
+        it committed as a fresh append, the first at `expected_version`; one outcome
+        per append (`ChainBroken` for one not written because the one before it did not
+        commit fresh). A backend may commit the whole chain in one batch."""
         ...
 
     async def read_stream(

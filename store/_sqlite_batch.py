@@ -24,6 +24,7 @@ import msgspec
 from store import faults
 from store._batch import _BatchResult, _FencedBatchAppend, _Outcome, _Write, _WriteResult
 from store._errors import (
+    ChainBroken,
     ConcurrencyError,
     IdempotencyConflict,
     LeaseLost,
@@ -211,8 +212,8 @@ class _BatchWriter:
         *,
         careful: bool,
     ) -> list[_Outcome]:
-        """Decide each append in order (a duplicate or conflicting command id, a lost
-        fence, the expected version) and insert the accepted ones' rows and commands.
+        """Decide each append in order (the append it is chained to, a duplicate or
+        conflicting command id, a lost fence, the expected version) and insert the accepted ones' rows and commands.
         Careful: each append in a savepoint of its own, on versions read afresh (the
         redo after `UNIQUE(stream_id, version)` fired); otherwise all rows at once."""
         if not appends:
@@ -227,6 +228,12 @@ class _BatchWriter:
         accept = accepted.append
         for item in appends:
             stream_id = item.stream_id
+            chained = item.chained
+            if chained >= 0:
+                before = outcomes[chained]
+                if not isinstance(before, AppendResult) or before.duplicate:
+                    append_outcome(ChainBroken(stream_id, item.expected))
+                    continue
             command_id = item.command_id
             if command_id is not None:
                 seen = known.get(command_id)

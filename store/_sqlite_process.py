@@ -17,12 +17,14 @@ from typing import Final, cast
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 import msgspec
 
 from store import _wire, faults, telemetry
 from store._batch import _Append, _BatchResult, _fail_batch, _Outcome, _Write
 from store._codec import EventRegistry
 from store._errors import (
+    ChainBroken,
     ConcurrencyError,
     IdempotencyConflict,
     LeaseLost,
@@ -46,6 +48,8 @@ writer process in two halves, so one half is answered while the other commits.""
 class _ProcessWriter(GroupCommitStore):
     """A store whose batches may commit in a writer process (`_run_process_writer`)
     instead of on the writer task (`_run_writer`): this is the event loop's side."""
+
+    _chains = True  # the batch transaction refuses an append whose chained one did not commit
 
     def __init__(
         self,
@@ -125,6 +129,12 @@ class _ProcessWriter(GroupCommitStore):
                 most = -(-most // free)  # share the queue out over the free slots
             appends, writes = self._take(most)
             if not appends and not writes:
+                # What is left waits for its chain's batch in flight to be answered.
+                if pending and in_flight:
+                    self._slot.clear()
+                    await self._slot.wait()
+                elif pending:  # answered, its callers not yet: let that finish
+                    await anyio.lowlevel.checkpoint()
                 continue
             wire = _wire.AppendWire
             batch = _wire.Batch(
@@ -137,6 +147,7 @@ class _ProcessWriter(GroupCommitStore):
                         item.command_id,
                         item.digest,
                         item.fence,
+                        item.chained,
                     )
                     for item in appends
                 ],
@@ -255,6 +266,8 @@ def _outcomes(appends: list[_Append], done: _wire.Done) -> list[_Outcome]:
             outcomes[index] = ConcurrencyError(item.stream_id, a, b)
         elif kind == "idempotency":
             outcomes[index] = IdempotencyConflict(cast(str, item.command_id), item.stream_id, text)
+        elif kind == "chain_broken":
+            outcomes[index] = ChainBroken(item.stream_id, a)
         elif kind == "lease_lost" and item.fence is not None:
             name, owner, epoch = item.fence
             outcomes[index] = LeaseLost(name, owner, epoch, text or None, a if text else None)

@@ -34,6 +34,7 @@ class AppendWire(msgspec.Struct, frozen=True, array_like=True, gc=False):
     command_id: str | None
     digest: bytes | None  # of the command's events, when it has a command id
     fence: tuple[str, str, int] | None = None  # the lease's name, owner and epoch
+    chained: int = -1  # the index in the batch of the append this one follows, or -1
 
 
 class Setup(msgspec.Struct, frozen=True, array_like=True, tag="setup"):
@@ -65,7 +66,8 @@ class Done(msgspec.Struct, frozen=True, array_like=True, tag="done"):
     in `others`: (index, kind, text, a, b), kind "duplicate" (results[i] holds the first
     commit), "conflict" (a = expected, b = actual), "idempotency" (text = the stream
     the command id was recorded on), "lease_lost" (text = the lease's owner now, ""
-    when there is no such lease; a = its epoch) or an error class name (text = its
+    when there is no such lease; a = its epoch), "chain_broken" (a = its expected
+    version) or an error class name (text = its
     message). `write_results`: per keyed write, (lost, row) as `_batch._WriteResult`
     when one was fenced or returning, else None."""
 

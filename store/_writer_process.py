@@ -21,7 +21,7 @@ from typing import Any, BinaryIO, cast
 
 from store import _wire
 from store._batch import _Outcome, _Write
-from store._errors import ConcurrencyError, IdempotencyConflict, LeaseLost
+from store._errors import ChainBroken, ConcurrencyError, IdempotencyConflict, LeaseLost
 from store._options import StoreOptions
 from store._records import AppendResult
 from store._sqlite_batch import _BatchWriter
@@ -68,6 +68,8 @@ def done(
             others.append((index, "idempotency", outcome.recorded_stream_id, 0, 0))
         elif isinstance(outcome, LeaseLost):
             others.append((index, "lease_lost", outcome.holder or "", outcome.holder_epoch or 0, 0))
+        elif isinstance(outcome, ChainBroken):
+            others.append((index, "chain_broken", "", outcome.expected, 0))
         else:
             others.append((index, type(outcome).__name__, str(outcome), 0, 0))
     return results

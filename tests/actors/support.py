@@ -8,7 +8,8 @@ from typing import Any, cast
 import anyio
 import msgspec
 
-from store import ANY, AppendResult, EventStore, RecordedEvent
+from store import ANY, AppendResult, ChainedAppend, ChainOutcome, EventStore, RecordedEvent
+from store._chain import append_one_by_one
 
 
 class _Wrapper:
@@ -17,6 +18,12 @@ class _Wrapper:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
+
+    async def append_chain(
+        self, stream_id: str, chain: Sequence[ChainedAppend], *, expected_version: int
+    ) -> list[ChainOutcome]:
+        # Through this wrapper's `append`, so that its faults and gates apply.
+        return await append_one_by_one(self.append, stream_id, chain, expected_version)
 
     def as_store(self) -> EventStore:
         # The wrapper forwards every other method to a real store.

@@ -23,7 +23,15 @@ from demo.bank import (
     Withdraw,
     Withdrawn,
 )
-from store import ANY, EventStore, IdempotencyConflict, RecordedEvent, open_store
+from store import (
+    ANY,
+    ChainedAppend,
+    ChainOutcome,
+    EventStore,
+    IdempotencyConflict,
+    RecordedEvent,
+    open_store,
+)
 from tests.actors.support import _Wrapper
 
 
@@ -44,6 +52,12 @@ class LoadGate(_Wrapper):
             await self.gate.wait()
         return await self.inner.read_stream(stream_id, **kw)
 
+    async def append_chain(
+        self, stream_id: str, chain: Sequence[ChainedAppend], *, expected_version: int
+    ) -> list[ChainOutcome]:
+        # The store's own chain (one batch), not one append after another.
+        return await self.inner.append_chain(stream_id, chain, expected_version=expected_version)
+
 
 class Interloper(LoadGate):
     """Also: before each of the next `interlopes` appends, an intruder appends
@@ -59,6 +73,14 @@ class Interloper(LoadGate):
             self.interlopes -= 1
             await self.inner.append(stream_id, [self.intruder], expected_version=ANY)
         return await self.inner.append(stream_id, events, **kw)
+
+    async def append_chain(
+        self, stream_id: str, chain: Sequence[ChainedAppend], *, expected_version: int
+    ) -> list[ChainOutcome]:
+        if self.interlopes:
+            self.interlopes -= 1
+            await self.inner.append(stream_id, [self.intruder], expected_version=ANY)
+        return await self.inner.append_chain(stream_id, chain, expected_version=expected_version)
 
 
 Outcome = CommandResult[Any] | BaseException
@@ -246,3 +268,27 @@ async def test_an_append_behind_a_failed_one_is_not_sent_on_the_version_another_
                 "Withdrawn",
                 "Deposited",
             ]
+
+
+async def test_a_batch_of_commands_with_ids_commits_as_one_chain(bank: Any) -> None:
+    """Each command with an id is an append of its own, yet the batch's appends share
+    one commit (a chain): a process manager's commands to one busy aggregate do not
+    wait a commit each."""
+    system, gate = bank
+    accounts = system.aggregates(Account)
+    await accounts.ask("k", OpenAccount(account_id="k", owner="ada"))
+    commits: list[list[str | None]] = []
+
+    def listen(events: Sequence[RecordedEvent]) -> None:
+        commits.append([e.command_id for e in events])
+
+    system.store.add_commit_listener(listen)
+
+    def deposit(n: int) -> Callable[[], Awaitable[CommandResult[Any]]]:
+        return lambda: accounts.ask("k", Deposit(account_id="k", amount=n), command_id=f"d{n}")
+
+    outcomes = await _one_batch(system, gate, "k", [deposit(n) for n in range(1, 5)])
+    assert [o.version for o in outcomes if isinstance(o, CommandResult)] == [2, 3, 4, 5]
+    assert commits == [["d1", "d2", "d3", "d4"]]
+    stored = await system.store.read_stream("account-k")
+    assert [e.command_id for e in stored] == [None, "d1", "d2", "d3", "d4"]
