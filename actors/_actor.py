@@ -5,7 +5,8 @@ One actor per aggregate instance. It takes every command waiting in its mailbox 
 as few appends as possible: consecutive commands without a command id share one
 append; a command with a command id gets its own append (the store records the id with
 exactly that command's events, in the same transaction). The appends of one batch go
-out one after another, each once the one before it committed as decided. Each caller
+out as one chain (`EventStore.append_chain`), each committed only if the one before it
+committed as decided. Each caller
 gets its own result or error. Replies go out only after the store committed (durable
 ack).
 """

@@ -1,6 +1,6 @@
 """Appending a decided plan and answering by the outcome: the plan cut into appends
 (consecutive commands without a command id share one; a command with an id goes alone),
-appended one after another, each once the ones before it committed as decided; then
+appended as one chain, each committed only if the ones before it committed as decided; then
 every command answered from what committed, refused with its held-back verdict, or
 handed back to be decided again on the stored state."""
 
