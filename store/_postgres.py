@@ -81,6 +81,8 @@ class PostgresEventStore(GroupCommitStore):
     clock); a batch's fenced appends are checked by its own statement.
     """
 
+    _chains = True  # the batch function refuses an append whose chained one did not commit
+
     def __init__(
         self,
         target: str,

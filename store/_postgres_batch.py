@@ -62,7 +62,7 @@ import asyncpg
 import msgspec
 
 from store._batch import _BatchAppend
-from store._errors import ConcurrencyError, IdempotencyConflict, StoreError
+from store._errors import ChainBroken, ConcurrencyError, IdempotencyConflict, StoreError
 from store._postgres_listen import channel_name
 from store._postgres_schema import quote_ident
 from store._records import ANY, STREAM_EXISTS, AppendResult
@@ -71,6 +71,7 @@ __all__ = [
     "CONCURRENCY",
     "DUPLICATE",
     "IDEMPOTENCY_CONFLICT",
+    "CHAIN_BROKEN",
     "LEASE_LOST",
     "OK",
     "AppendOutcome",
@@ -98,6 +99,9 @@ _WRITE_ERROR: Final = 4
 LEASE_LOST: Final = 5
 """Its fence's lease has another owner or epoch (or no row): `recorded_stream` is the
 lease's owner now (None: no such lease), `actual` its epoch. Nothing was written."""
+CHAIN_BROKEN: Final = 6
+"""The append it is chained to (`write_batch`'s `chained`) was not accepted as a fresh
+append. Nothing was written."""
 
 
 BatchAppend = _BatchAppend
@@ -219,7 +223,7 @@ def _texts(values: Sequence[str]) -> str:
     return '{"' + joined + '"}'
 
 
-def _query(schema: str, fenced: bool = False) -> str:
+def _query(schema: str, fenced: bool = False, chained: bool = False) -> str:
     """The batch statement of `schema`: the function's call, materialized (run once, to
     the end, before anything else of the statement), then `pg_notify` on the schema's
     channel ($28) with the batch's last position, only if the batch wrote events: the
@@ -227,12 +231,17 @@ def _query(schema: str, fenced: bool = False) -> str:
     last written position is its highest `last_positions` of an accepted append (none:
     nothing written). The notification goes out when the statement's transaction
     commits, never before, and not at all if it rolls back."""
-    key = f"{schema}\x00fenced" if fenced else schema
+    key = f"{schema}\x00{fenced:d}{chained:d}"
     query = _QUERIES.get(key)
     if query is None:
-        # A batch with fences passes them too ($30 to $32); one without keeps the call
-        # it always had (the fence arguments default to NULL).
-        params = _PARAMS + (", $30::text[], $31::text[], $32::bigint[]" if fenced else "")
+        # A batch with fences passes them too ($30 to $32), one with chained appends
+        # those and the links ($33); one without keeps the call it always had (the
+        # later arguments default to NULL).
+        params = _PARAMS
+        if fenced or chained:
+            params += ", $30::text[], $31::text[], $32::bigint[]"
+        if chained:
+            params += ", $33::integer[]"
         query = _QUERIES[key] = (
             "WITH r AS MATERIALIZED (SELECT start_position, kinds, first_versions,"  # noqa: S608 (a quoted identifier)
             " last_versions, first_positions, last_positions, actuals, recorded_streams,"
@@ -258,6 +267,7 @@ async def write_batch(
     checkpoints: Sequence[CheckpointWrite] = (),
     versions: StreamVersions | None = None,
     fences: Sequence[tuple[str, str, int] | None] | None = None,
+    chained: Sequence[int] | None = None,
 ) -> BatchResult:
     """Commit `appends` (and the snapshot and checkpoint upserts) in one statement.
 
@@ -283,6 +293,10 @@ async def write_batch(
     fence's owner and epoch, after its command id was looked up (a duplicate is still
     answered as one). Such a batch takes the careful path if a fence failed.
 
+    `chained` (one per append: the index in `appends` of the append it is chained to,
+    -1 for none; None: none is) makes the function refuse alone (`CHAIN_BROKEN`) an
+    append whose predecessor was not accepted as a fresh append.
+
     Raises `ValueError` before sending anything for text PostgreSQL cannot store (a NUL
     character), a command id without a digest or an append without events; asyncpg's
     errors as they come. A time limit is the connection's `statement_timeout` (server
@@ -296,8 +310,12 @@ async def write_batch(
     """
     arrays = _arrays(appends, versions.versions if versions is not None else {})
     fence_args = _check_writes(appends, snapshots, checkpoints, fences)
+    if chained is not None:
+        if len(chained) != len(appends):
+            raise ValueError(f"{len(chained)} chain links for {len(appends)} appends")
+        fence_args = (fence_args or (None, None, None)) + ([index + 1 for index in chained],)
     record = await conn.fetchrow(
-        _query(schema, bool(fence_args)),
+        _query(schema, bool(fence_args), chained is not None),
         *_arguments(
             schema,
             arrays,
@@ -609,6 +627,8 @@ def append_result(item: BatchAppend, outcome: AppendOutcome) -> AppendResult | S
         )
     if kind == CONCURRENCY:
         return ConcurrencyError(item.stream_id, item.expected, outcome.actual)
+    if kind == CHAIN_BROKEN:
+        return ChainBroken(item.stream_id, item.expected)
     if kind == IDEMPOTENCY_CONFLICT:
         assert item.command_id is not None
         assert outcome.recorded_stream is not None

@@ -23,7 +23,8 @@ def _append_batch_function(s: str) -> str:
     batch) and, only when the careful path decided the batch, one array per outcome
     field (kinds: 0 ok, 1 duplicate, 2 concurrency conflict, 3 idempotency conflict,
     5 lease lost: `actuals` holds the lease's epoch now and `recorded_streams` its owner,
-    NULL when there is no such lease);
+    NULL when there is no such lease; 6 chain broken: the append it is chained to was
+    not accepted as a fresh append);
     `kinds` NULL means every append was accepted as the client proposed. `write_error`:
     the snapshot/checkpoint writes failed (the appends still commit, as in SQLite).
 
@@ -59,7 +60,9 @@ CREATE FUNCTION {s}.esactors_append_batch(
     p_cp_times        double precision[] DEFAULT NULL, -- per checkpoint: updated_at
     p_fence_names     text[] DEFAULT NULL,   -- per append: its fence's lease name, owner
     p_fence_owners    text[] DEFAULT NULL,   --   and epoch (NULL: not fenced); NULL
-    p_fence_epochs    bigint[] DEFAULT NULL  --   arrays: no fenced append in the batch
+    p_fence_epochs    bigint[] DEFAULT NULL, --   arrays: no fenced append in the batch
+    p_chained         integer[] DEFAULT NULL -- per append: the append (1-based) it is
+                                             --   chained to, 0: none (NULL: none is)
 )
 RETURNS TABLE (
     start_position   bigint,
@@ -276,6 +279,11 @@ BEGIN
             o_actual := array_fill(0::bigint, ARRAY[n]);
             o_ref := array_fill(0, ARRAY[n]);
             FOR i IN 1..n LOOP
+                IF p_chained IS NOT NULL AND p_chained[i] > 0
+                   AND o_kind[p_chained[i]] <> 0 THEN
+                    o_kind[i] := 6;  -- the one it is chained to was not accepted fresh
+                    CONTINUE;
+                END IF;
                 g := v_groups[i];
                 IF g > 0 THEN
                     IF v_stored[i] = 1 THEN  -- committed before: the first result again

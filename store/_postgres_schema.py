@@ -12,7 +12,7 @@ The tables have the SQLite store's names and columns (`events`, `commands`, `sna
   once the previous commit is visible).
 - `schema_version`: one row per migration applied (version, applied_at).
 - `esactors_append_batch(...)`: the plpgsql function that runs a whole batch in one
-  statement (see `store._postgres_batch`).
+  statement (see `store._postgres_batch`); version 4 added chained appends.
 - `leases` (version 3): one row per lease name (owner, epoch, expires_at, updated_at;
   times by the server's clock), never deleted.
 
@@ -158,8 +158,9 @@ def _v2(s: str) -> tuple[str, ...]:
 
 
 def _v3(s: str) -> tuple[str, ...]:
-    """Version 3, in schema `s` (already quoted): leases, and the batch function with
-    fences (it replaces version 2's, which had no fence arguments)."""
+    """Version 3, in schema `s` (already quoted): leases, and drops version 2's batch
+    function (it had no fence arguments). Version 3 created the batch function with
+    fences; version 4 creates its current form, so a new schema creates it once."""
     return (
         f"""
         CREATE TABLE {s}.leases (
@@ -177,16 +178,31 @@ def _v3(s: str) -> tuple[str, ...]:
             double precision, text[], bigint[], text[], bigint[], bytea[], bigint[],
             double precision[], text[], bigint[], double precision[])
         """,
+    )
+
+
+def _v4(s: str) -> tuple[str, ...]:
+    """Version 4, in schema `s` (already quoted): the batch function with chained
+    appends (it replaces version 3's, which had no `p_chained` argument)."""
+    return (
+        f"""
+        DROP FUNCTION IF EXISTS {s}.esactors_append_batch(
+            text[], bigint[], text[], bigint[], bytea, integer[], bigint[], bytea[], text[],
+            bigint[], integer[], bytea[], text[], bigint[], boolean, bigint,
+            double precision, text[], bigint[], text[], bigint[], bytea[], bigint[],
+            double precision[], text[], bigint[], double precision[], text[], text[],
+            bigint[])
+        """,
         _append_batch_function(s),
     )
 
 
 def _migrations(schema: str) -> tuple[tuple[str, ...], ...]:
     s = quote_ident(schema)
-    return (_v1(s), _v2(s), _v3(s))
+    return (_v1(s), _v2(s), _v3(s), _v4(s))
 
 
-SCHEMA_VERSION: Final = 3
+SCHEMA_VERSION: Final = 4
 """The version `migrate` brings a schema to: the number of migrations."""
 assert len(_migrations("public")) == SCHEMA_VERSION
 

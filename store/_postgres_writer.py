@@ -96,6 +96,7 @@ class PostgresWriter:
                 checkpoints=checkpoints,
                 versions=self._versions,
                 fences=[item.fence for item in appends] if _any_fence(appends) else None,
+                chained=_links(appends),
             )
         except _CONNECTION_LOST as exc:
             # The connection broke (or stopped answering) with the batch sent: it may have
@@ -157,6 +158,15 @@ def _any_fence(appends: list[_Append]) -> bool:
         if item.fence is not None:
             return True
     return False
+
+
+def _links(appends: list[_Append]) -> list[int] | None:
+    """Per append, the index in the batch of the one it is chained to (-1: none); None
+    when no append of the batch is chained to another in it."""
+    for item in appends:
+        if item.chained >= 0:
+            return [item.chained for item in appends]
+    return None
 
 
 def _lease_lost(item: _Append, outcome: AppendOutcome) -> LeaseLost:

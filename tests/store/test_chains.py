@@ -1,6 +1,6 @@
 """Chained appends (`append_chain`): each append of a chain commits only if the one
-before it committed as a fresh append, on every backend; where the backend chains in
-its batch transaction (SQLite), the whole chain takes one commit."""
+before it committed as a fresh append, and the whole chain takes one commit, on every
+backend."""
 
 from __future__ import annotations
 
@@ -62,9 +62,7 @@ async def test_a_chain_commits_in_order_each_with_its_command_id(store: SQLiteEv
     ]
     assert stored[0].metadata == {"k": "1"}
     assert stored[1].metadata == {}
-    # One commit for the chain where the backend chains in its batch; else one each.
-    assert len(batches) == (1 if store._chains else 3)
-    assert store._chains == (not store.path.startswith("postgresql"))
+    assert len(batches) == 1  # one commit for the whole chain
 
 
 async def test_a_refused_append_breaks_the_rest_even_where_the_versions_line_up(

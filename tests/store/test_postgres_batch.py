@@ -24,6 +24,7 @@ import pytest
 
 from store._errors import ConcurrencyError, IdempotencyConflict
 from store._postgres_batch import (
+    CHAIN_BROKEN,
     CONCURRENCY,
     DUPLICATE,
     IDEMPOTENCY_CONFLICT,
@@ -37,6 +38,9 @@ from store._postgres_batch import (
 )
 from store._postgres_schema import (
     SCHEMA_VERSION,
+    _bootstrap,
+    _migrations,
+    _record_version,
     check_schema_name,
     migrate,
     quote_ident,
@@ -420,6 +424,65 @@ async def test_concurrent_migrations_of_one_empty_schema(schema: str) -> None:
     finally:
         for c in connections:
             await c.close()
+
+
+async def test_a_batch_refuses_an_append_chained_to_one_it_did_not_accept(
+    conn: asyncpg.Connection, schema: str
+) -> None:
+    """`chained`: the second append expects the version the first would leave, which
+    the other writer's append (earlier in the batch) happens to reach: refused all the
+    same, as is the third, chained to it; the fourth is chained to nothing."""
+    batch = [
+        Append("s", ANY, rows(b"other")),
+        Append("s", NO_STREAM, rows(b"first")),
+        Append("s", 1, rows(b"second")),
+        Append("s", 2, rows(b"third")),
+        Append("t", NO_STREAM, rows(b"t")),
+    ]
+    result = await write_batch(conn, schema, batch, 0.0, chained=[-1, -1, 1, 2, -1])
+    broken = AppendOutcome(CHAIN_BROKEN, 0, 0, 0, 0, 0, None)
+    assert result.outcomes == [ok(1, 1, 1, 1), conflict(1), broken, broken, ok(1, 1, 2, 2)]
+    assert [e[3] for e in await events(conn, schema)] == [b"other", b"t"]
+    with pytest.raises(ValueError, match="2 chain links for 1 appends"):
+        await write_batch(conn, schema, [Append("u", ANY, rows(b"u"))], 0.0, chained=[-1, 0])
+
+
+async def test_a_version_3_schema_gets_the_batch_function_with_chains(schema: str) -> None:
+    """A schema at version 3 holds the batch function without `p_chained`: version 4
+    replaces it (an overload left beside it would make every call ambiguous)."""
+    c = await connect()
+    s = quote_ident(schema)
+    try:
+        async with c.transaction():
+            for statement in _bootstrap(s):
+                await c.execute(statement)
+            for number, statements in enumerate(_migrations(schema)[:3], start=1):
+                for statement in statements:
+                    await c.execute(statement)
+                await c.execute(_record_version(s), number)
+            # Version 3's function: its arguments as they were, its body beside the point.
+            v3_args = (
+                "text[], bigint[], text[], bigint[], bytea, integer[], bigint[], bytea[],"
+                " text[], bigint[], integer[], bytea[], text[], bigint[], boolean, bigint,"
+                " double precision, text[], bigint[], text[], bigint[], bytea[], bigint[],"
+                " double precision[], text[], bigint[], double precision[], text[], text[],"
+                " bigint[]"
+            )
+            await c.execute(
+                f"CREATE FUNCTION {s}.esactors_append_batch({v3_args}) RETURNS integer"
+                " LANGUAGE sql AS 'SELECT 3'"
+            )
+        assert await migrate(c, schema) == 3
+        arguments = await c.fetch(
+            "SELECT p.pronargs FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace"
+            " WHERE n.nspname = $1 AND p.proname = 'esactors_append_batch'",
+            schema,
+        )
+        assert [row[0] for row in arguments] == [31]
+        result = await write_batch(c, schema, [Append("s", NO_STREAM, rows(b"x"))], 0.0)
+        assert result.outcomes == [ok(1, 1, 1, 1)]
+    finally:
+        await c.close()
 
 
 async def test_a_newer_schema_is_refused(conn: asyncpg.Connection, schema: str) -> None:
