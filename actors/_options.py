@@ -54,7 +54,8 @@ class SystemOptions:
         idle_timeout: seconds without a command after which an actor is passivated
             (None: only the live-actor cap passivates).
         max_attempts: tries of a command whose append conflicts with a concurrent append
-            before the caller gets `TooManyAttempts`.
+            before the caller gets `TooManyAttempts`. Two processes' actors of a busy
+            aggregate race at each try, so a command can lose several in a row.
         max_restarts: consecutive restarts of an actor before it is quarantined
             (`RestartLimitExceeded`).
         restart_backoff: the delay before the second restart in a row, seconds; it
@@ -88,7 +89,7 @@ class SystemOptions:
     ask_timeout: float = 30.0
     max_live_actors: int = 100_000
     idle_timeout: float | None = 600.0
-    max_attempts: int = 3
+    max_attempts: int = 10
     max_restarts: int = 5
     restart_backoff: float = 0.05
     quarantine_for: float = 0.5
