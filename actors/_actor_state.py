@@ -18,6 +18,19 @@ from actors._host import ActorHost
 from actors._mailbox import Envelope, Mailbox
 from store import AppendResult, RecordedEvent
 
+_backend: tuple[type[anyio.Event], type[anyio.CancelScope]] | None = None
+
+
+def _event_and_scope() -> tuple[anyio.Event, anyio.CancelScope]:
+    """A new `anyio.Event` and `anyio.CancelScope` of the running backend's classes,
+    looked up once: `anyio.Event()` and `anyio.CancelScope()` ask which library runs on
+    every call, twice per actor loaded (esactors runs on asyncio only)."""
+    global _backend
+    if _backend is None:
+        _backend = (type(anyio.Event()), type(anyio.CancelScope()))
+    event, scope = _backend
+    return event(), scope()
+
 __all__: list[str] = []
 
 
@@ -116,7 +129,7 @@ class ActorState:
         self.stream_id = stream_id
         self.predecessor = predecessor
         self.mailbox = Mailbox(host.options.mailbox_capacity, host.load)
-        self.done = anyio.Event()
+        self.done, self._scope = _event_and_scope()
         self.state: Any = self.aggregate.initial
         self.version = 0
         self.position = 0
@@ -126,9 +139,8 @@ class ActorState:
         self.recent: OrderedDict[str, tuple[object, CommandResult[Any]]] = OrderedDict()
         self._log: Any = None
         self._current: list[Envelope] = []
-        # The actor task's own scope, entered once in `run`: shielded only while it
-        # appends (a scope per append cost a third of the actor task's time).
-        self._scope = anyio.CancelScope()
+        # `_scope`, the actor task's own, is entered once in `run`: shielded only while
+        # it appends (a scope per append cost a third of the actor task's time).
         # The actor task is busy unless idle, waiting for work; `inline` is set while a
         # caller runs a command on its own task (see `claim`); `failure` is what such a
         # caller leaves for the actor task to deal with (restart, reload, quarantine).
