@@ -47,6 +47,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         f" {MAX_PROCESSES})",
     )
     parser.add_argument(
+        "--partitions",
+        type=int,
+        metavar="N",
+        help="partitions of each of the bank's and the shop's process managers, each"
+        " leased on its own so that the processes share them (default: 1 with one"
+        " process, two per process with several)",
+    )
+    parser.add_argument(
         "--lease-ttl",
         type=float,
         default=2.0,
@@ -104,6 +112,7 @@ def run_cli(args: argparse.Namespace) -> int:
             settle_timeout=args.settle_timeout,
             processes=processes,
             lease_ttl=args.lease_ttl,
+            partitions=args.partitions,
             chaos=args.chaos,
             chaos_interval=args.chaos_interval,
             ack_log=args.ack_log,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from actors import InvalidOption, ProcessManagerOptions
+
 __all__ = ["MAX_PROCESSES", "SimOptions", "SimulationError"]
 
 MAX_PROCESSES = 64
@@ -37,6 +39,9 @@ class SimOptions:
             under leases (each manager runs in one process at a time).
         lease_ttl: seconds a process manager's lease lasts unless renewed: a killed
             holder is replaced within about 1.2 times this.
+        partitions: the partitions the bank's and the shop's process managers are
+            each split into, each leased on its own, so that several processes share
+            them (None: 1 with one process, two per process with several).
         chaos: with `processes` > 1, kill a random worker with SIGKILL every
             `chaos_interval` seconds while the customers act (never the last one
             alive) and start a new one in its place.
@@ -55,6 +60,7 @@ class SimOptions:
     settle_timeout: float = 300.0
     processes: int = 1
     lease_ttl: float = 2.0
+    partitions: int | None = None
     chaos: bool = False
     chaos_interval: float = 3.0
     ack_log: str | None = None
@@ -79,10 +85,22 @@ class SimOptions:
             raise SimulationError(
                 f"--lease-ttl must be a number of seconds from 0.05 to 3600, not {self.lease_ttl!r}"
             )
+        if self.partitions is not None:
+            try:  # the process managers' own check
+                ProcessManagerOptions(partitions=self.partitions)
+            except InvalidOption as error:
+                raise SimulationError(f"--partitions: {error}") from None
         if not _seconds(self.chaos_interval) or not 0 < self.chaos_interval < math.inf:
             raise SimulationError(
                 f"--chaos-interval must be a number of seconds > 0, not {self.chaos_interval!r}"
             )
+
+    @property
+    def manager_partitions(self) -> int:
+        """The partitions of each process manager (`partitions`, or its default)."""
+        if self.partitions is not None:
+            return self.partitions
+        return 1 if self.processes == 1 else 2 * self.processes
 
     def _check_processes(self) -> None:
         processes = self.processes

@@ -376,6 +376,7 @@ def _combine(
         ok=all(i.ok for i in invariants),
         processes=options.processes,
         lease_ttl=options.lease_ttl,
+        partitions=options.manager_partitions,
         chaos=options.chaos,
         chaos_interval=options.chaos_interval,
         kills=chaos.kills,

@@ -42,7 +42,8 @@ class WorkerFigures(msgspec.Struct, frozen=True):
             (`duplicates`: acknowledged with the first result of a command a killed
             worker had already committed, so stored once).
         seconds: wall time while its customers acted.
-        held: the process managers it held a lease on at the end.
+        held: the process managers it held leases of at the end, each with the
+            partitions it held, as `name[0,2]`.
         takeovers: leases it took (its first ones included); lost: leases it lost.
         read_models_ok: its live read models equal a rebuild from position 0.
     """
@@ -93,6 +94,8 @@ class SimReport(msgspec.Struct, frozen=True):
         ok: every invariant holds.
         processes: worker processes (1: the run was in this process).
         lease_ttl: the process managers' lease, in seconds.
+        partitions: the partitions of each of the bank's and the shop's process
+            managers.
         chaos: whether workers were killed (`chaos_interval`: seconds between kills).
         kills, restarts: workers killed with SIGKILL, and started in their place.
         takeovers: process manager leases the surviving workers took (their first
@@ -129,6 +132,7 @@ class SimReport(msgspec.Struct, frozen=True):
     ok: bool
     processes: int = 1
     lease_ttl: float = 2.0
+    partitions: int = 1
     chaos: bool = False
     chaos_interval: float = 3.0
     kills: int = 0
@@ -195,8 +199,8 @@ def _processes(report: SimReport) -> list[str]:
         else "no chaos"
     )
     head = (
-        f"  {report.processes} worker processes, process manager leases of"
-        f" {report.lease_ttl:g} s; {chaos}; {report.takeovers:,} lease takeovers;"
+        f"  {report.processes} worker processes, process managers in"
+        f" {report.partitions} partitions under leases of {report.lease_ttl:g} s; {chaos}; {report.takeovers:,} lease takeovers;"
         f" {report.duplicates:,} commands resent after a restart"
     )
     columns = (

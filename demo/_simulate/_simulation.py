@@ -165,5 +165,6 @@ def _report(
         invariants=checked.invariants,
         ok=all(i.ok for i in checked.invariants),
         lease_ttl=options.lease_ttl,
+        partitions=options.manager_partitions,
         duplicates=counts.duplicates,
     )

@@ -32,8 +32,12 @@ async def _project(system: ActorSystem) -> list[ProjectionHandle[Any]]:
 async def _manage(system: ActorSystem, options: SimOptions) -> list[ProcessManagerHandle]:
     """Start the bank's and the shop's process managers, and the couriers, each under a
     lease of `options.lease_ttl` (with several processes, each runs in one of them at a
-    time; the others stand by and take over from a holder that died)."""
-    lease = ProcessManagerOptions(lease_ttl=options.lease_ttl)
+    time; the others stand by and take over from a holder that died). The bank's and
+    the shop's are split into `options.manager_partitions` partitions, each leased on
+    its own; the couriers are one (their concurrency is the number of couriers)."""
+    lease = ProcessManagerOptions(
+        lease_ttl=options.lease_ttl, partitions=options.manager_partitions
+    )
     couriers = ProcessManagerOptions(concurrency=options.couriers, lease_ttl=options.lease_ttl)
     return [
         await system.run_process_manager(TransferProcess(), options=lease),

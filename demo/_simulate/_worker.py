@@ -112,7 +112,7 @@ async def _work(
         rejected=counts.rejected,
         errors=counts.errors,
         seconds=round(seconds, 3),
-        held=tuple(s.name for s in stats if s.held),
+        held=tuple(f"{s.name}[{','.join(map(str, s.held))}]" for s in stats if s.held),
         takeovers=sum(s.takeovers for s in stats),
         lost=sum(s.lost for s in stats),
         read_models_ok=rebuilt.get("read_models_rebuild", False),

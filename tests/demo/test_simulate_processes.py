@@ -26,10 +26,23 @@ def check_two(report: dict[str, Any]) -> None:
     assert [w["customers"] for w in report["workers"]] == [4, 4]
     assert sum(w["commands"] for w in report["workers"]) == report["steps"] == 300
     assert all(w["read_models_ok"] for w in report["workers"])
-    # Each process manager is held by one worker: its lease.
-    held = sorted(name for w in report["workers"] for name in w["held"])
-    assert held == sorted(report["process_managers"])
-    assert report["takeovers"] >= len(report["process_managers"])
+    # Each partition of each process manager is held by one worker: its lease. The
+    # bank's and the shop's come in two partitions per process, the couriers in one.
+    assert report["partitions"] == 4
+    held = sorted(
+        (name, int(index))
+        for w in report["workers"]
+        for entry in w["held"]
+        for name, indexes in [entry[:-1].split("[")]
+        for index in indexes.split(",")
+    )
+    expected = sorted(
+        (name, index)
+        for name in report["process_managers"]
+        for index in range(1 if name == "demo.simulate.couriers" else 4)
+    )
+    assert held == expected
+    assert report["takeovers"] >= len(expected)
 
 
 @pytest.mark.slow
@@ -38,6 +51,7 @@ def test_two_processes_on_a_sqlite_file_hold_every_invariant(
 ) -> None:
     assert main(["simulate", "--db", str(tmp_path / "one.db"), *SMALL, "--json"]) == 0
     one = json.loads(capsys.readouterr().out)
+    assert one["partitions"] == 1  # one process: each process manager whole
     argv = ["simulate", "--processes", "2", "--db", str(tmp_path / "two.db"), *SMALL, "--json"]
     assert main(argv) == 0
     two = json.loads(capsys.readouterr().out)
@@ -89,6 +103,7 @@ async def test_two_processes_on_postgresql_hold_every_invariant(
         (["--chaos-interval", "inf"], "--chaos-interval must be a number of seconds > 0"),
         (["--chaos-interval", "nan"], "--chaos-interval must be a number of seconds > 0"),
         (["--lease-ttl", "0.01"], "--lease-ttl must be a number of seconds from 0.05 to 3600"),
+        (["--partitions", "0"], "--partitions: partitions must be an int from 1 to 1024, not 0"),
     ],
 )
 def test_bad_values_are_refused_with_a_message_naming_the_option(
