@@ -31,6 +31,7 @@ def _event_and_scope() -> tuple[anyio.Event, anyio.CancelScope]:
     event, scope = _backend
     return event(), scope()
 
+
 __all__: list[str] = []
 
 
