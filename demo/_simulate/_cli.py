@@ -51,8 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         metavar="N",
         help="partitions of each of the bank's and the shop's process managers, each"
-        " leased on its own so that the processes share them (default: 1 with one"
-        " process, two per process with several)",
+        " leased on its own so that the processes share them (default: one per process)",
     )
     parser.add_argument(
         "--lease-ttl",

@@ -41,7 +41,7 @@ class SimOptions:
             holder is replaced within about 1.2 times this.
         partitions: the partitions the bank's and the shop's process managers are
             each split into, each leased on its own, so that several processes share
-            them (None: 1 with one process, two per process with several).
+            them (None: one per process).
         chaos: with `processes` > 1, kill a random worker with SIGKILL every
             `chaos_interval` seconds while the customers act (never the last one
             alive) and start a new one in its place.
@@ -98,9 +98,7 @@ class SimOptions:
     @property
     def manager_partitions(self) -> int:
         """The partitions of each process manager (`partitions`, or its default)."""
-        if self.partitions is not None:
-            return self.partitions
-        return 1 if self.processes == 1 else 2 * self.processes
+        return self.processes if self.partitions is None else self.partitions
 
     def _check_processes(self) -> None:
         processes = self.processes

@@ -26,9 +26,11 @@ def check_two(report: dict[str, Any]) -> None:
     assert [w["customers"] for w in report["workers"]] == [4, 4]
     assert sum(w["commands"] for w in report["workers"]) == report["steps"] == 300
     assert all(w["read_models_ok"] for w in report["workers"])
-    # Each partition of each process manager is held by one worker: its lease. The
-    # bank's and the shop's come in two partitions per process, the couriers in one.
-    assert report["partitions"] == 4
+    # Each partition of each process manager is held by at most one worker: its lease
+    # (at the end one may be between two workers, handed over to even them out; the
+    # settled invariant says every one was handled). The bank's and the shop's come in
+    # one partition per process, the couriers in one.
+    assert report["partitions"] == 2
     held = sorted(
         (name, int(index))
         for w in report["workers"]
@@ -39,10 +41,11 @@ def check_two(report: dict[str, Any]) -> None:
     expected = sorted(
         (name, index)
         for name in report["process_managers"]
-        for index in range(1 if name == "demo.simulate.couriers" else 4)
+        for index in range(1 if name == "demo.simulate.couriers" else 2)
     )
-    assert held == expected
-    assert report["takeovers"] >= len(expected)
+    assert len(set(held)) == len(held)
+    assert set(held) <= set(expected)
+    assert report["takeovers"] >= len(held)
 
 
 @pytest.mark.slow

@@ -74,6 +74,7 @@ def check(
         "SCALE-1",
         backend=backend,
         processes=sim.processes,
+        partitions=sim.partitions,
         seconds=sim.seconds,
         kills=sim.kills,
         restarts=sim.restarts,
