@@ -68,10 +68,10 @@ from store._postgres_schema import quote_ident
 from store._records import ANY, STREAM_EXISTS, AppendResult
 
 __all__ = [
+    "CHAIN_BROKEN",
     "CONCURRENCY",
     "DUPLICATE",
     "IDEMPOTENCY_CONFLICT",
-    "CHAIN_BROKEN",
     "LEASE_LOST",
     "OK",
     "AppendOutcome",
