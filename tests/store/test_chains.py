@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import anyio
+import anyio.abc
 import pytest
 
 from store import (
@@ -172,3 +173,35 @@ async def test_a_chain_across_batches_waits_for_each_batch(
         )
         assert _kinds(bad) == ["ConcurrencyError", "ChainBroken", "ChainBroken"]
         assert await store.stream_version("a") == 5
+
+
+async def test_a_chain_cancelled_before_the_writer_took_it_writes_nothing(
+    store: SQLiteEventStore,
+) -> None:
+    """Cancelled while its appends still wait in the queue, the chain is withdrawn
+    whole: the writer takes none of it, and an append queued after it commits."""
+    done: list[str] = []
+
+    async def chain(*, task_status: anyio.abc.TaskStatus[anyio.CancelScope]) -> None:
+        with anyio.CancelScope() as scope:
+            task_status.started(scope)
+            await store.append_chain(
+                "s",
+                [ChainedAppend([Opened("ada")]), ChainedAppend([Deposited(5)])],
+                expected_version=NO_STREAM,
+            )
+            done.append("chain")
+
+    async def later() -> None:
+        await store.append("t", [Noted("after")], expected_version=NO_STREAM)
+        done.append("later")
+
+    async with anyio.create_task_group() as tg, writer_held(store):
+        scope = await tg.start(chain)
+        await anyio.wait_all_tasks_blocked()
+        scope.cancel()
+        tg.start_soon(later)
+        await anyio.wait_all_tasks_blocked()
+    assert done == ["later"]
+    assert await store.stream_version("s") == 0
+    assert await store.stream_version("t") == 1
