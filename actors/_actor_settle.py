@@ -97,16 +97,9 @@ class _Settling(_Loading):
         links: list[ChainedAppend] = []
         link_of: dict[int, int] = {}  # segment index: its link's index (those with events)
         for index, segment in enumerate(segments):
-            events = [event for planned in segment for event in planned.events]
-            if events:
-                envelope = segment[0].envelope
+            link = _link(segment)
+            if link is not None:
                 link_of[index] = len(links)
-                if len(segment) == 1:
-                    link = ChainedAppend(
-                        events, envelope.command_id, envelope.metadata, envelope.fence
-                    )
-                else:
-                    link = ChainedAppend(events, None, envelope.metadata)
                 links.append(link)
         try:
             results = await self.store.append_chain(
@@ -146,21 +139,17 @@ class _Settling(_Loading):
         return segments
 
     async def _append(self, segment: list[_Planned], expected: int) -> AppendResult | BaseException:
-        events = [event for planned in segment for event in planned.events]
-        if not events:
+        link = _link(segment)
+        if link is None:
             return _NO_EVENTS
-        command_id = fence = None
-        envelope = segment[0].envelope
-        if len(segment) == 1:
-            command_id, fence = envelope.command_id, envelope.fence
         try:
             return await self.store.append(
                 self.stream_id,
-                events,
+                link.events,
                 expected_version=expected,
-                command_id=command_id,
-                metadata=envelope.metadata,  # the first command's trace context, if traced
-                fence=fence,
+                command_id=link.command_id,
+                metadata=link.metadata,
+                fence=link.fence,
             )
         except Exception as exc:  # noqa: BLE001 - each segment's callers get their own outcome
             return exc
@@ -446,3 +435,15 @@ class _Settling(_Loading):
             host.failed()
             self._log.debug("command.failed", command=type(envelope.command).__name__)
         envelope.fail(error)
+
+
+def _link(segment: list[_Planned]) -> ChainedAppend | None:
+    """The append of `segment`'s events (None: it has none): a command alone carries its
+    command id and fence; the first command's metadata (its trace context, if traced)."""
+    events = [event for planned in segment for event in planned.events]
+    if not events:
+        return None
+    envelope = segment[0].envelope
+    if len(segment) == 1:
+        return ChainedAppend(events, envelope.command_id, envelope.metadata, envelope.fence)
+    return ChainedAppend(events, None, envelope.metadata)

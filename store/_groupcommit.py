@@ -193,25 +193,21 @@ class GroupCommitStore(_StoreCalls):
             raise self._closed(f"; append to {stream_id!r} refused")
         if type(stream_id) is not str or stream_id not in self._valid_stream_ids:
             self._check_stream_id(stream_id)
-        outcomes: list[ChainOutcome] = []
         items: list[_Append] = []
+        refused: Exception | None = None  # why the append after the last item was not queued
         expected = expected_version
         previous: _Append | None = None
         for link in chain:
-            if len(items) < len(outcomes):  # one before it was refused here
-                outcomes.append(ChainBroken(stream_id, expected))
-            else:
-                try:
-                    item = self._prepare(
-                        stream_id, expected, link.events, link.command_id, link.metadata, link.fence
-                    )
-                except Exception as exc:  # noqa: BLE001 - this append's outcome
-                    outcomes.append(exc)
-                else:
-                    item.after = previous
-                    previous = item
-                    items.append(item)
-                    outcomes.append(ChainBroken(stream_id, expected))  # until answered
+            try:
+                item = self._prepare(
+                    stream_id, expected, link.events, link.command_id, link.metadata, link.fence
+                )
+            except Exception as exc:  # noqa: BLE001 - this append's outcome; the rest broken
+                refused = exc
+                break
+            item.after = previous
+            previous = item
+            items.append(item)
             expected = next_expected(expected, len(link.events))
         if len(self._pending) >= self.options.max_pending_appends:
             await self._wait_for_room(stream_id)
@@ -221,16 +217,22 @@ class GroupCommitStore(_StoreCalls):
                 item.queued_at = time.perf_counter()
             self._pending.append(item)
         self._wake.set()
+        outcomes: list[ChainOutcome] = []
         try:
-            for index, item in enumerate(items):
+            for item in items:
                 try:
-                    outcomes[index] = await item.future
+                    outcomes.append(await item.future)
                 except Exception as exc:  # noqa: BLE001 - this append's outcome
-                    outcomes[index] = exc
+                    outcomes.append(exc)
         finally:
             for item in items:  # cancelled: withdraw what the writer did not take
                 if not item.future.done():
                     item.future.cancel()
+        if refused is not None:
+            outcomes.append(refused)
+            for index in range(len(items) + 1, len(chain)):  # not sent: the rest broken
+                expected = next_expected(expected, len(chain[index - 1].events))
+                outcomes.append(ChainBroken(stream_id, expected))
         return outcomes
 
     def _closed(self, refused: str = "") -> StoreError:
