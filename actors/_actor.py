@@ -18,12 +18,21 @@ import contextlib
 import anyio
 
 from actors._actor_decide import _Deciding
-from actors._actor_state import READ_STATE, _Planned, _Quarantined, _refusal, _Reload, _Restart
+from actors._actor_state import (
+    READ_STATE,
+    _new_event,
+    _new_scope,
+    _Planned,
+    _Quarantined,
+    _refusal,
+    _Reload,
+    _Restart,
+)
 from actors._aggregate import CommandResult
 from actors._errors import EvolveError, RestartLimitExceeded
+from actors._host import ActorHost
 from actors._mailbox import Envelope
 from store import StoreError
-from store._logging import get_logger
 
 __all__ = ["READ_STATE", "AggregateActor"]
 
@@ -33,26 +42,41 @@ class AggregateActor(_Deciding):
 
     Its fields are `ActorState`'s; loading is `_Loading`'s, appending and answering
     `_Settling`'s, deciding a batch `_Deciding`'s. Here: the task's life (wait for the
-    predecessor, load, serve the mailbox, restart with backoff) and the inline fast path.
+    predecessor, load, serve the mailbox, restart with backoff, end the task when idle)
+    and the inline fast path, which also loads an actor on its first command.
     """
 
     __slots__ = ()
 
+    def __init__(
+        self,
+        host: ActorHost,
+        aggregate_id: str,
+        stream_id: str,
+        predecessor: AggregateActor | None,
+    ) -> None:
+        super().__init__(host, aggregate_id, stream_id, predecessor)
+        self.mailbox.owner = self
+
     # -- lifecycle ----------------------------------------------------------------------
 
     async def run(self) -> None:
-        """The actor's task: wait for its predecessor, load, serve until closed."""
+        """The actor's task (started by `wake`): load if not loaded, serve the mailbox,
+        and end either idle (the actor stays live, without a task) or closed and drained
+        (the actor ends)."""
         host = self.host
-        self._log = get_logger("actors", aggregate=host.name, stream_id=self.stream_id)
         error: BaseException | None = None
+        self._scope = scope = _new_scope()
         try:
-            with self._scope:
-                if self.predecessor is not None:
-                    await self.predecessor.done.wait()
-                    self.predecessor = None
-                await self._load()
-                host.loaded(self.aggregate_id)
-                await self._serve()
+            with scope:
+                failure = self.failure
+                if isinstance(failure, _Quarantined):  # left by a caller's inline load
+                    self.failure = None
+                    raise failure
+                if not self.loaded and not (self.mailbox.closed and not len(self.mailbox)):
+                    await self._first_load()
+                if self.loaded and await self._serve():
+                    return  # idle: the next command runs inline or starts a task again
         except _Quarantined as quarantined:
             error = quarantined.error
         except Exception as exc:  # noqa: BLE001 - a crash stays in this actor: reported
@@ -64,20 +88,54 @@ class AggregateActor(_Deciding):
             error = exc
             raise
         finally:
-            leftover = self._current + self.mailbox.drain()
-            self._current = []
-            self.mailbox.close()
-            host.forget(self)
-            if leftover:
-                refusal = _refusal(error, self.stream_id)
-                for envelope in leftover:
-                    envelope.fail(refusal)
+            host.task_ended()
+            if self.running:  # not idle: the actor ends
+                self._end(error)
+
+    def wake(self) -> None:
+        """Start the actor's task if it has none and no caller runs it inline (its
+        mailbox calls this when work arrives or it closes, and no task waits on it)."""
+        if not self.running and not self.inline:
+            self.running = self.busy = True
+            self.host.start(self)
+
+    def _end(self, error: BaseException | None) -> None:
+        """Close and forget the actor; refuse what it holds with `error`'s refusal."""
+        mailbox = self.mailbox
+        mailbox.owner = None  # ended: nothing wakes it again
+        leftover = [*self._current, *mailbox.drain()]
+        self._current = ()
+        mailbox.close()
+        self.host.forget(self)
+        if leftover:
+            refusal = _refusal(error, self.stream_id)
+            for envelope in leftover:
+                envelope.fail(refusal)
+        self.ended = True
+        if self.done is not None:
             self.done.set()
 
-    async def _serve(self) -> None:
+    async def _first_load(self) -> None:
+        """Wait for the predecessor to end, then build the state from the store."""
+        predecessor = self.predecessor
+        if predecessor is not None:
+            if not predecessor.ended:
+                done = predecessor.done
+                if done is None:
+                    done = predecessor.done = _new_event()
+                await done.wait()
+            self.predecessor = None
+        await self._load()
+        self.loaded = True
+        self.host.loaded(self.aggregate_id)
+
+    async def _serve(self) -> bool:
+        """Serve the mailbox until it is closed and drained (False), or until it is
+        empty and the system has `idle_actor_tasks` tasks waiting already (True: the
+        task ends, the actor stays live)."""
         mailbox = self.mailbox
-        limit = self.host.options.max_batch
-        self.in_a_row = 0
+        host = self.host
+        limit = host.options.max_batch
         while True:
             if self.inline:
                 await mailbox.wait_signal()  # the caller running inline pokes when done
@@ -101,11 +159,15 @@ class AggregateActor(_Deciding):
             batch = mailbox.take(limit)
             if not batch:
                 if mailbox.closed:
-                    return
+                    return False
+                if not host.idle_slot():
+                    self.running = self.busy = False
+                    return True
                 self.busy = False
                 try:
                     await mailbox.wait()
                 finally:
+                    host.idle_done()
                     self.busy = True
                 continue
             try:
@@ -135,9 +197,10 @@ class AggregateActor(_Deciding):
     def claim(self) -> bool:
         """Let the calling task run one command itself, if the actor is idle.
 
-        An idle actor (loaded, waiting for work, nothing queued) would only be
-        woken to run this one command: the caller runs it instead, on its own task,
-        which saves two task switches per command. Commands still never interleave:
+        An idle actor (without a task, or with one waiting for work; nothing queued)
+        would only be woken to run this one command: the caller runs it instead, on its
+        own task, which saves starting or switching to the actor's task; on the first
+        command, the caller also loads the actor. Commands still never interleave:
         while the caller runs, the actor task does not take work.
         """
         if (
@@ -146,20 +209,32 @@ class AggregateActor(_Deciding):
             or self.failure is not None
             or self.mailbox.closed
             or len(self.mailbox)
-            or (self.behind > self.version and not self._absorb())
+            or (self.loaded and self.behind > self.version and not self._absorb())
         ):
             return False
         self.inline = True
         return True
 
-    async def run_inline(self, envelope: Envelope) -> None:
+    async def run_inline(self, envelope: Envelope) -> bool:
         """Decide, persist and answer `envelope` on the caller's task (after `claim`).
+
+        On the actor's first command the caller loads it first; commands that came
+        meanwhile wait in the mailbox, and `envelope` then joins them at its head, to
+        be decided as one batch with them by the actor's task: True is returned, and
+        the caller waits for its reply.
 
         Cancellation: the caller's command is then of unknown outcome (its append may
         commit), so the actor task reloads from the store before it serves anything
         else.
         """
         try:
+            if not self.loaded:
+                await self._first_load()
+                if len(self.mailbox):
+                    self.mailbox.requeue([envelope])
+                    return True
+                if self.behind > self.version:
+                    await self._catch_up()
             todo = [envelope]
             if envelope.command_id is None:
                 # The lean path (one decide, one append, one answer), written out here
@@ -194,7 +269,7 @@ class AggregateActor(_Deciding):
                         every = host.snapshot_every
                         if every is not None and last // every != version // every:
                             await host.save_snapshot(self.stream_id, last, state)
-                        return
+                        return False
                 else:
                     # A refusal or a no-op writes nothing that checks the version:
                     # confirm the state it was decided on before answering.
@@ -218,11 +293,21 @@ class AggregateActor(_Deciding):
         except Exception as exc:  # noqa: BLE001 - handed to the actor task, which reports it
             self.failure = exc
         except BaseException:
-            self.failure = _Reload()
+            if self.loaded:  # else cancelled while loading: nothing was appended
+                self.failure = _Reload()
             raise
         finally:
-            self.inline = False
+            self._inline_done()
+        return False
+
+    def _inline_done(self) -> None:
+        """A caller finished running inline: hand what is left to the actor's task."""
+        self.inline = False
+        mailbox = self.mailbox
+        if self.running:
             # Wake the actor task if it waits for us (busy: it was woken meanwhile, by
             # a command or by closing), or has work to do.
-            if self.busy or self.failure is not None or len(self.mailbox):
-                self.mailbox.poke()
+            if self.busy or self.failure is not None or len(mailbox):
+                mailbox.poke()
+        elif self.failure is not None or len(mailbox) or mailbox.closed:
+            self.wake()

@@ -28,7 +28,7 @@ class _Deciding(_Settling):
             todo, reload = await self._attempt(todo)
             if reload:
                 await self._catch_up()
-        self._current = []
+        self._current = ()
 
     async def _attempt(self, todo: list[Envelope]) -> tuple[list[Envelope], bool]:
         """Decide, persist and answer `todo`.
@@ -99,7 +99,7 @@ class _Deciding(_Settling):
             retry, reload = await self._persist(plan)
         if evolve_failed is not None:
             # What came before is committed; the rest waits for the reloaded state.
-            self._current = []
+            self._current = ()
             self.mailbox.requeue(retry + rest)  # at the head, in order, before newer ones
             raise _Restart from evolve_failed
         return retry + rest, reload
@@ -119,7 +119,8 @@ class _Deciding(_Settling):
                     first.followers = []
                 first.followers.append(envelope)
             return True
-        known = self.recent.get(command_id)
+        recent = self.recent
+        known = None if recent is None else recent.get(command_id)
         if known is not None:
             if known[0] != envelope.command:
                 self._conflict(envelope, command_id)

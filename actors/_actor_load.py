@@ -9,8 +9,11 @@ from typing import Any
 from actors._actor_state import _MAX_FOREIGN, ActorState, _Quarantined
 from actors._errors import RecoveryError, ShuttingDown
 from store import EventDecodeError, RecordedEvent, StoreClosed, StoreError
+from store._logging import get_logger
 
 __all__: list[str] = []
+
+_LOG = get_logger("actors")
 
 
 class _Loading(ActorState):
@@ -85,8 +88,10 @@ class _Loading(ActorState):
             self._fail_load(error)
         self.state, self.version, self.position = state, version, position
         self.unsure = False
-        self.foreign = [e for e in self.foreign if e.version > version]
-        self._log.debug("actor.loaded", version=version)
+        foreign = self.foreign
+        if foreign:
+            self.foreign = [e for e in foreign if e.version > version]
+        _LOG.debug("actor.loaded", aggregate=self.host.name, stream_id=stream_id, version=version)
 
     async def _catch_up(self) -> None:
         """Bring the state up to the stream's version as last seen (`behind`): from the
@@ -105,6 +110,8 @@ class _Loading(ActorState):
             return
         self.behind = max(self.behind, recorded.version)
         foreign = self.foreign
+        if foreign is None:
+            foreign = self.foreign = []
         following = foreign[-1].version + 1 if foreign else self.version + 1
         if recorded.version == following and len(foreign) < _MAX_FOREIGN:
             foreign.append(recorded)

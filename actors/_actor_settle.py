@@ -6,6 +6,7 @@ handed back to be decided again on the stored state."""
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
@@ -48,6 +49,7 @@ class _Settling(_Loading):
             await self._append_in_order(segments, outcomes, base)
         else:
             scope = self._scope
+            assert scope is not None  # the actor's task runs this: `run` set it
             scope.shield = True
             try:
                 await self._append_in_order(segments, outcomes, base)
@@ -418,6 +420,8 @@ class _Settling(_Loading):
         limit = self.host.options.recent_command_ids
         if limit:
             recent = self.recent
+            if recent is None:
+                recent = self.recent = OrderedDict()
             recent[command_id] = (command, result)
             if len(recent) > limit:
                 recent.popitem(last=False)

@@ -8,6 +8,7 @@ task's life, the inline fast path).
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Sequence
 from typing import Any
 
 import anyio
@@ -17,19 +18,29 @@ from actors._errors import ShuttingDown
 from actors._host import ActorHost
 from actors._mailbox import Envelope, Mailbox
 from store import AppendResult, RecordedEvent
+from store._logging import get_logger
 
 _backend: tuple[type[anyio.Event], type[anyio.CancelScope]] | None = None
 
 
-def _event_and_scope() -> tuple[anyio.Event, anyio.CancelScope]:
-    """A new `anyio.Event` and `anyio.CancelScope` of the running backend's classes,
-    looked up once: `anyio.Event()` and `anyio.CancelScope()` ask which library runs on
-    every call, twice per actor loaded (esactors runs on asyncio only)."""
+def _classes() -> tuple[type[anyio.Event], type[anyio.CancelScope]]:
+    """The running backend's `anyio.Event` and `anyio.CancelScope` classes, looked up
+    once: `anyio.Event()` and `anyio.CancelScope()` ask which library runs on every call
+    (esactors runs on asyncio only)."""
     global _backend
     if _backend is None:
         _backend = (type(anyio.Event()), type(anyio.CancelScope()))
-    event, scope = _backend
-    return event(), scope()
+    return _backend
+
+
+def _new_event() -> anyio.Event:
+    """A new event (see `_classes`)."""
+    return _classes()[0]()
+
+
+def _new_scope() -> anyio.CancelScope:
+    """A new cancel scope (see `_classes`)."""
+    return _classes()[1]()
 
 
 __all__: list[str] = []
@@ -92,23 +103,26 @@ class ActorState:
 
     __slots__ = (
         "_current",
-        "_log",
+        "_logger",
         "_scope",
         "aggregate",
         "aggregate_id",
         "behind",
         "busy",
         "done",
+        "ended",
         "failure",
         "foreign",
         "host",
         "in_a_row",
         "inline",
         "last_used",
+        "loaded",
         "mailbox",
         "position",
         "predecessor",
         "recent",
+        "running",
         "state",
         "store",
         "stream_id",
@@ -130,23 +144,32 @@ class ActorState:
         self.stream_id = stream_id
         self.predecessor = predecessor
         self.mailbox = Mailbox(host.options.mailbox_capacity, host.load)
-        self.done, self._scope = _event_and_scope()
+        # Set when the actor ended (its successor waits for it): made on first wait.
+        self.ended = False
+        self.done: anyio.Event | None = None
+        self._scope: anyio.CancelScope | None = None  # the running task's (see `run`)
         self.state: Any = self.aggregate.initial
         self.version = 0
         self.position = 0
         self.last_used = 0.0  # set by the registry (least recently used first)
         # command id -> (the command, its result): a resend of the same command is
         # answered from here; the same id with another command is an IdempotencyConflict.
-        self.recent: OrderedDict[str, tuple[object, CommandResult[Any]]] = OrderedDict()
-        self._log: Any = None
-        self._current: list[Envelope] = []
-        # `_scope`, the actor task's own, is entered once in `run`: shielded only while
-        # it appends (a scope per append cost a third of the actor task's time).
-        # The actor task is busy unless idle, waiting for work; `inline` is set while a
-        # caller runs a command on its own task (see `claim`); `failure` is what such a
-        # caller leaves for the actor task to deal with (restart, reload, quarantine).
-        self.busy = True
+        # Made with the first command id (a live actor's fields are kept few: the
+        # collector walks them all).
+        self.recent: OrderedDict[str, tuple[object, CommandResult[Any]]] | None = None
+        self._logger: Any = None  # made on first use (see `_log`)
+        self._current: Sequence[Envelope] = ()
+        # An actor has a task only while it has work, or while it waits idle for its
+        # next command (up to `idle_actor_tasks` actors across the system do): a live
+        # actor without one holds only its state and mailbox. `running`: it has a task
+        # (started by `wake`). `busy`: that task is not waiting idle. `inline`: a caller
+        # runs a command on its own task (see `claim`); `failure` is what such a caller
+        # leaves for the actor task to deal with (restart, reload, quarantine).
+        # `loaded`: the state was built from the store (by a task or a caller inline).
+        self.running = False
+        self.busy = False
         self.inline = False
+        self.loaded = False
         self.failure: BaseException | None = None
         self.in_a_row = 0  # restarts in a row, reset by a command that succeeds
         # The stream's version as another process wrote it, when the bus's follower, a
@@ -155,8 +178,18 @@ class ActorState:
         # reach it, else from the store. `unsure`: only a read of the store will do (an
         # outcome is unknown, or an append lost a race).
         self.behind = 0
-        self.foreign: list[RecordedEvent] = []
+        self.foreign: list[RecordedEvent] | None = None  # made by the first `offer`
         self.unsure = False
+
+    @property
+    def _log(self) -> Any:
+        """This actor's logger, bound to its aggregate and stream (made on first use)."""
+        log = self._logger
+        if log is None:
+            log = self._logger = get_logger(
+                "actors", aggregate=self.host.name, stream_id=self.stream_id
+            )
+        return log
 
 
 def _refusal(error: BaseException | None, stream_id: str) -> BaseException:

@@ -19,7 +19,7 @@ import anyio
 from actors._errors import AskTimeout, MailboxFull
 from actors._mailbox import Envelope, Mailbox
 
-__all__ = ["deliver"]
+__all__ = ["deliver", "reply"]
 
 T = TypeVar("T")
 
@@ -130,6 +130,16 @@ async def deliver(
         return await future
     finally:
         handle.cancel()
+
+
+async def reply(future: asyncio.Future[T], name: str, wait: float) -> T:
+    """Wait for `future` (an envelope already in a mailbox) within `wait` seconds.
+
+    Raises:
+        AskTimeout: no reply within `wait`.
+    """
+    _expiry(future.get_loop()).add(future, name, wait)
+    return await future
 
 
 def _expire(future: asyncio.Future[Any], name: str, timeout: float) -> None:

@@ -4,8 +4,9 @@ CPython runs a young-generation collection every 700 net allocations of containe
 objects (`gc.get_threshold()[0]`), and a full one as those collections add up. Under
 load an actor system keeps thousands of short-lived containers alive at any moment
 (each command in flight holds coroutines, futures and tuples), and every live actor
-about forty long-lived ones, so at the default each young collection traverses a few
-thousand objects every hundred commands or so, and each full one every live actor:
+a few long-lived ones (many more while its task waits idle: docs/architecture.md), so
+at the default each young collection traverses a few thousand objects every hundred
+commands or so, and each full one every live actor:
 with 1,000 commands in flight the collector took about a quarter of the process's
 CPU, and with 17,000 actors loading, more than half of the wall time in a dozen full
 collections. A first threshold of 20,000 collects the young generation twenty-eight

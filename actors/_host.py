@@ -89,5 +89,18 @@ class ActorHost(Protocol):
     def forget(self, actor: LiveActor) -> None:
         """`actor` ended."""
 
+    def start(self, actor: LiveActor) -> None:
+        """Start `actor`'s task (`run`) in the system's task group."""
+
+    def task_ended(self) -> None:
+        """The task `start` started ended."""
+
+    def idle_slot(self) -> bool:
+        """Whether an actor task may wait idle for its next command (fewer than
+        `idle_actor_tasks` do); if so, it counts until `idle_done`."""
+
+    def idle_done(self) -> None:
+        """An actor task that took an idle slot stopped waiting."""
+
     async def save_snapshot(self, stream_id: str, version: int, state: Any) -> None:
         """Save a snapshot; reports a failure, never raises it."""

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 
 from store import Lease
 
-__all__ = ["Envelope", "Load", "Mailbox"]
+__all__ = ["Envelope", "Load", "Mailbox", "Owner"]
 
 
 class Envelope(msgspec.Struct, gc=False):
@@ -68,23 +68,35 @@ class Load:
         self.queued = 0
 
 
+class Owner(Protocol):
+    """The actor a mailbox wakes when no task waits on it."""
+
+    def wake(self) -> None:
+        """Work arrived, or the mailbox closed: start serving it if nothing does."""
+
+
 class Mailbox:
     """A bounded FIFO of envelopes for one actor.
 
     `load` is shared by the mailboxes of one actor system: every envelope entering or
     leaving the deque is counted there, so the system can refuse work (`Overloaded`)
     once too many commands wait across all its actors.
+
+    When an envelope arrives or the mailbox closes, the task waiting on it (`wait`) is
+    woken; with none waiting, its `owner` (an actor without a task) is told instead.
     """
 
-    __slots__ = ("_items", "_room", "_waiter", "capacity", "closed", "load")
+    __slots__ = ("_items", "_room", "_waiter", "capacity", "closed", "load", "owner")
 
     def __init__(self, capacity: int, load: Load | None = None) -> None:
         self.capacity = capacity
         self.load = Load() if load is None else load
+        self.owner: Owner | None = None
         self.closed = False
         self._items: deque[Envelope] = deque()
         self._waiter: asyncio.Future[None] | None = None
-        self._room: deque[asyncio.Future[None]] = deque()
+        # Senders waiting for room, made by the first (most mailboxes never fill).
+        self._room: deque[asyncio.Future[None]] | None = None
 
     def __len__(self) -> int:
         return len(self._items)
@@ -102,6 +114,8 @@ class Mailbox:
             self._waiter = None
             if not waiter.done():
                 waiter.set_result(None)
+        elif self.owner is not None:
+            self.owner.wake()
         return True
 
     async def wait_room(self) -> None:
@@ -111,7 +125,10 @@ class Mailbox:
         to the next waiting sender, so no slot goes unused.
         """
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._room.append(future)
+        room = self._room
+        if room is None:
+            room = self._room = deque()
+        room.append(future)
         try:
             await future
         except BaseException:
@@ -119,7 +136,7 @@ class Mailbox:
                 self._wake_room(1)
             else:
                 try:
-                    self._room.remove(future)
+                    room.remove(future)
                 except ValueError:
                     pass
             raise
@@ -136,6 +153,8 @@ class Mailbox:
             self._waiter = None
             if not waiter.done():
                 waiter.set_result(None)
+        elif self.owner is not None:
+            self.owner.wake()
         if self._room and len(items) < self.capacity:
             self._wake_room(self.capacity - len(items))
         return True
@@ -194,14 +213,16 @@ class Mailbox:
             self._waiter = None
             if not waiter.done():
                 waiter.set_result(None)
-        self._wake_room(len(self._room))
+        elif self.owner is not None:
+            self.owner.wake()
+        self._wake_room(len(self._room or ()))
 
     def drain(self) -> list[Envelope]:
         """Remove and return everything queued (used when the actor cannot serve it)."""
         batch = list(self._items)
         self._items.clear()
         self.load.queued -= len(batch)
-        self._wake_room(len(self._room))
+        self._wake_room(len(self._room or ()))
         return batch
 
     def requeue(self, envelopes: list[Envelope]) -> None:

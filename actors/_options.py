@@ -32,7 +32,8 @@ class SystemOptions:
     Each option has a range, checked here (`InvalidOption` names the option and its
     range); every value in it works. Counts: `mailbox_capacity`, `max_batch`,
     `max_events_per_append`, `recent_command_ids` and `load_page_size` up to 1,000,000;
-    `max_queued_commands` and `max_live_actors` up to 100,000,000; `max_attempts` and
+    `max_queued_commands` and `max_live_actors` up to 100,000,000; `idle_actor_tasks`
+    from 0 to 1,000,000; `max_attempts` and
     `max_restarts` up to 1,000; all from 1, except `max_restarts` and
     `recent_command_ids` (from 0). Seconds: `ask_timeout` from 0.001 and
     `idle_timeout` from 0, both up to a year; `restart_backoff`, `quarantine_for`,
@@ -51,6 +52,12 @@ class SystemOptions:
         ask_timeout: the default timeout of `ask`, seconds.
         max_live_actors: live actors across the system; past it, the least recently
             used one is passivated.
+        idle_actor_tasks: live actors across the system whose task waits for their
+            next command when they run out of work; past it, an idle actor's task ends
+            and the actor stays live without one (its state and mailbox only): its next
+            command runs on the caller's task, or starts a task. A waiting task is
+            woken faster than one is started, and an actor without one holds far
+            fewer objects for the garbage collector to walk (docs/architecture.md).
         idle_timeout: seconds without a command after which an actor is passivated
             (None: only the live-actor cap passivates).
         max_attempts: tries of a command whose append conflicts with a concurrent append
@@ -88,6 +95,7 @@ class SystemOptions:
     max_events_per_append: int = 5_000
     ask_timeout: float = 30.0
     max_live_actors: int = 100_000
+    idle_actor_tasks: int = 1_000
     idle_timeout: float | None = 600.0
     max_attempts: int = 10
     max_restarts: int = 5
@@ -132,6 +140,7 @@ OPTION_RANGES: dict[str, tuple[int, int] | tuple[float, float]] = {
     "max_batch": (1, 1_000_000),
     "max_events_per_append": (1, 1_000_000),
     "max_live_actors": (1, 100_000_000),
+    "idle_actor_tasks": (0, 1_000_000),
     "max_attempts": (1, 1_000),
     "max_restarts": (0, 1_000),
     "recent_command_ids": (0, 1_000_000),
@@ -162,6 +171,7 @@ class SystemSettings(TypedDict, total=False):
     max_events_per_append: int
     ask_timeout: float
     max_live_actors: int
+    idle_actor_tasks: int
     idle_timeout: float | None
     max_attempts: int
     max_restarts: int

@@ -29,7 +29,7 @@ class LiveActor(Protocol):
     last_used: float
 
     async def run(self) -> None:
-        """The actor's task: serve until its mailbox is closed and drained."""
+        """The actor's task: serve until idle, or until its mailbox is closed and drained."""
         ...
 
 
@@ -58,7 +58,11 @@ class Registry(Generic[A]):
     """The live and stopping actors of a system, and whether it admits messages."""
 
     def __init__(
-        self, task_group: anyio.abc.TaskGroup, max_live_actors: int, max_queued: int
+        self,
+        task_group: anyio.abc.TaskGroup,
+        max_live_actors: int,
+        max_queued: int,
+        max_idle_tasks: int = 1_000,
     ) -> None:
         self.accepting = True
         """False once shutdown began (read on every command: a plain attribute)."""
@@ -68,6 +72,9 @@ class Registry(Generic[A]):
         self.load = Load()  # envelopes queued across the aggregate actors' mailboxes
         self.max_queued = max_queued  # past it, commands that would queue are refused
         self.passivations = 0
+        self.tasks = 0  # aggregate actor tasks running or waiting
+        self.idle_tasks = 0  # aggregate actor tasks waiting for their next command
+        self.max_idle_tasks = max_idle_tasks  # past it, an idle actor ends its task
         self._tg = task_group
         self._max_live = max_live_actors
         self._clock = asyncio.get_running_loop().time
@@ -100,15 +107,24 @@ class Registry(Generic[A]):
         return self.stopping.get(stream_id)
 
     def admit(self, actor: A) -> A:
-        """Start `actor` as the live actor of its stream, passivating the least
-        recently used ones past the live-actor cap."""
+        """Make `actor` the live actor of its stream, passivating the least recently
+        used ones past the live-actor cap. It has no task yet: its first command runs
+        inline on the caller's task, or starts one (`start`)."""
         live = self.live
         while len(live) >= self._max_live:
             self.passivate(next(iter(live.values())))
         actor.last_used = self._clock()
         live[actor.stream_id] = actor
-        self._tg.start_soon(actor.run)
         return actor
+
+    def start(self, actor: A) -> None:
+        """Start `actor`'s task in the system's task group (it calls `task_ended`)."""
+        self.tasks += 1
+        self._tg.start_soon(actor.run)
+
+    def task_ended(self) -> None:
+        """An aggregate actor's task ended (idle, or with the actor)."""
+        self.tasks -= 1
 
     def passivate(self, actor: A) -> None:
         """Close `actor`'s mailbox: it serves what is queued, then ends."""

@@ -16,7 +16,7 @@ from typing import Any, Generic, TypeVar
 from actors._actor import READ_STATE, AggregateActor
 from actors._aggregate import Aggregate, CommandResult, CommandT, EventT, StateT
 from actors._context import current_chain
-from actors._deadline import deliver
+from actors._deadline import deliver, reply
 from actors._decode import CommandCheck
 from actors._errors import (
     MailboxFull,
@@ -179,6 +179,26 @@ class AggregateHost:
         """`actor` ended."""
         self.registry.forget(actor)
 
+    def start(self, actor: LiveActor) -> None:
+        """Start `actor`'s task (`run`) in the system's task group."""
+        self.registry.start(actor)
+
+    def task_ended(self) -> None:
+        """The task `start` started ended."""
+        self.registry.task_ended()
+
+    def idle_slot(self) -> bool:
+        """Whether an actor task may wait idle for its next command; if so, counted."""
+        registry = self.registry
+        if registry.idle_tasks < registry.max_idle_tasks:
+            registry.idle_tasks += 1
+            return True
+        return False
+
+    def idle_done(self) -> None:
+        """An actor task that took an idle slot stopped waiting."""
+        self.registry.idle_tasks -= 1
+
     async def save_snapshot(self, stream_id: str, version: int, state: Any) -> None:
         """Save a snapshot; a failure is reported, never raised (an optimisation)."""
         try:
@@ -329,7 +349,7 @@ class AggregateRouter(Generic[StateT, CommandT, EventT]):
             # Fast path: the actor is idle, so run the command on this task. It waits
             # only on the store, whose own timeouts bound it.
             try:
-                await actor.run_inline(envelope)
+                queued = await actor.run_inline(envelope)
             finally:
                 # Answered, then cancelled while the actor caught up (a reload after the
                 # answer): the answer is dropped with the caller, not logged as lost.
@@ -337,6 +357,8 @@ class AggregateRouter(Generic[StateT, CommandT, EventT]):
                     future.exception()
             if future.done():
                 return future.result()
+            if queued:  # at the head of the mailbox, behind nothing
+                return await reply(future, actor.stream_id, self.options.ask_timeout)
         return await self._deliver(aggregate_id, actor, envelope, future, timeout)
 
     async def _deliver(

@@ -78,6 +78,9 @@ class SystemStatistics(msgspec.Struct, frozen=True):
     Attributes:
         live_actors: actors serving commands now.
         stopping_actors: passivated actors still draining their mailbox.
+        actor_tasks: aggregate actors with a task of their own now: working, or waiting
+            for their next command (at most `idle_actor_tasks` of them waiting); the
+            other live actors have none until a command needs one.
         queued: commands waiting in all mailboxes.
         max_mailbox_depth: the deepest mailbox right now.
         commands: commands answered with a result (including duplicates).
@@ -96,6 +99,7 @@ class SystemStatistics(msgspec.Struct, frozen=True):
 
     live_actors: int
     stopping_actors: int
+    actor_tasks: int
     queued: int
     max_mailbox_depth: int
     commands: int
@@ -136,7 +140,10 @@ class ActorSystem:
         self._tg = task_group
         self._routers: dict[type[Any], AggregateRouter[Any, Any, Any]] = {}
         self._registry: Registry[AggregateActor] = Registry(
-            task_group, options.max_live_actors, options.max_queued_commands
+            task_group,
+            options.max_live_actors,
+            options.max_queued_commands,
+            options.idle_actor_tasks,
         )
         self._log: Any = get_logger("actors.system")
         # Process managers record refused steps in the log: every system reads them.
@@ -290,6 +297,7 @@ class ActorSystem:
         return SystemStatistics(
             live_actors=len(registry.live),
             stopping_actors=len(registry.stopping),
+            actor_tasks=registry.tasks,
             queued=sum(depths),
             max_mailbox_depth=max(depths, default=0),
             commands=sum(h.commands for h in hosts),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import anyio
 import pytest
 
@@ -12,9 +14,15 @@ from actors import (
     TooManyAttempts,
     open_system,
 )
-from store import ANY, ConcurrencyError, StoreUnavailable, open_store
+from store import ANY, ConcurrencyError, EventStore, RecordedEvent, StoreUnavailable, open_store
 from tests.actors.domain import Boom, Counter, CounterState, Increment, Incremented, Poison
-from tests.actors.support import CountingStore, FailingStore, GatedStore, InterloperStore
+from tests.actors.support import (
+    CountingStore,
+    FailingStore,
+    GatedStore,
+    InterloperStore,
+    _Wrapper,
+)
 
 
 async def test_a_failing_evolve_restarts_the_actor_from_the_store(store_path: str) -> None:
@@ -60,20 +68,45 @@ async def test_a_failing_evolve_in_a_batch_keeps_the_commands_around_it() -> Non
             assert system.statistics().restarts == 1
 
 
-async def test_repeated_restarts_quarantine_the_actor() -> None:
-    async with open_system(
-        ":memory:", max_restarts=2, restart_backoff=0, quarantine_for=60
-    ) as system:
-        counters = system.aggregates(Counter)
-        await counters.ask("loop", Increment(by=1))
-        for _ in range(2):
-            with pytest.raises(EvolveError):
-                await counters.ask("loop", Poison())
-        with pytest.raises(EvolveError):
-            await counters.ask("loop", Poison())  # the third in a row: quarantined after it
-        with pytest.raises(RestartLimitExceeded):
+class ReadSignal(_Wrapper):
+    """Sets `read` after each stream read (a wrapper: loads read stream by stream)."""
+
+    def __init__(self, inner: EventStore) -> None:
+        super().__init__(inner)
+        self.read = anyio.Event()
+
+    async def read_stream(self, stream_id: str, **kw: Any) -> list[RecordedEvent]:
+        try:
+            return await self.inner.read_stream(stream_id, **kw)
+        finally:
+            self.read.set()
+
+
+@pytest.mark.parametrize("idle_actor_tasks", [0, 1_000])  # 0: no task between commands
+async def test_repeated_restarts_quarantine_the_actor(idle_actor_tasks: int) -> None:
+    async with open_store(":memory:") as inner:
+        signal = ReadSignal(inner)
+        async with open_system(
+            signal.as_store(),
+            max_restarts=2,
+            restart_backoff=0,
+            quarantine_for=60,
+            idle_actor_tasks=idle_actor_tasks,
+        ) as system:
+            counters = system.aggregates(Counter)
             await counters.ask("loop", Increment(by=1))
-        assert await system.store.stream_version("counter-loop") == 1
+            for _ in range(2):
+                signal.read = anyio.Event()
+                with pytest.raises(EvolveError):
+                    await counters.ask("loop", Poison())
+                await signal.read.wait()  # the restart's reload
+                await anyio.wait_all_tasks_blocked()  # with 0 idle tasks, its task ended
+                assert system.statistics().actor_tasks == (idle_actor_tasks > 0)
+            with pytest.raises(EvolveError):
+                await counters.ask("loop", Poison())  # the third in a row: quarantined
+            with pytest.raises(RestartLimitExceeded):
+                await counters.ask("loop", Increment(by=1))
+            assert await system.store.stream_version("counter-loop") == 1
 
 
 async def test_a_conflict_with_another_writer_reloads_and_retries(store_path: str) -> None:

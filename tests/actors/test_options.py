@@ -143,6 +143,7 @@ def test_the_settings_keys_are_the_options_fields_with_their_types() -> None:
     assert set(SystemSettings.__optional_keys__ - AggregateSettings.__optional_keys__) == {
         "max_queued_commands",
         "max_live_actors",
+        "idle_actor_tasks",
         "idle_timeout",
         "grace",
         "gc_threshold",
