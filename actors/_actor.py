@@ -94,10 +94,15 @@ class AggregateActor(_Deciding):
 
     def wake(self) -> None:
         """Start the actor's task if it has none and no caller runs it inline (its
-        mailbox calls this when work arrives or it closes, and no task waits on it)."""
-        if not self.running and not self.inline:
-            self.running = self.busy = True
-            self.host.start(self)
+        mailbox calls this when work arrives or it closes, and no task waits on it).
+        Closed with nothing to serve (passivated while idle), it ends here instead."""
+        if self.running or self.inline:
+            return
+        if self.mailbox.closed and not len(self.mailbox) and self.failure is None:
+            self._end(None)
+            return
+        self.running = self.busy = True
+        self.host.start(self)
 
     def _end(self, error: BaseException | None) -> None:
         """Close and forget the actor; refuse what it holds with `error`'s refusal."""

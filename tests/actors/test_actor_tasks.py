@@ -76,7 +76,9 @@ async def test_passivating_an_actor_without_a_task_ends_it() -> None:
         async with open_system(counting.as_store(), idle_actor_tasks=0) as system:
             counters = system.aggregates(Counter)
             await counters.ask("p", Increment(by=4))
+            tasks = len(asyncio.all_tasks())
             assert system.passivate_idle(older_than=0) == 1
+            assert len(asyncio.all_tasks()) == tasks  # ended at once, without a task
             stats = await _settled(system)
             assert (stats.live_actors, stats.stopping_actors, stats.actor_tasks) == (0, 0, 0)
             assert (await counters.ask("p", Increment(by=1))).version == 2
