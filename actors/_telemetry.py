@@ -80,6 +80,12 @@ class _Instruments:
             "esactors.actors.live", [self._live], unit="{actor}", description="Live actors"
         )
         meter.create_observable_gauge(
+            "esactors.actors.tasks",
+            [self._tasks],
+            unit="{actor}",
+            description="Live aggregate actors with a task of their own (working or waiting)",
+        )
+        meter.create_observable_gauge(
             "esactors.mailbox.queued",
             [self._queued],
             unit="{command}",
@@ -115,6 +121,12 @@ class _Instruments:
 
         found = self._statistics()
         return [Observation(sum(s.live_actors for s in found))] if found else []
+
+    def _tasks(self, options: Any) -> Iterable[Any]:
+        from opentelemetry.metrics import Observation
+
+        found = self._statistics()
+        return [Observation(sum(s.actor_tasks for s in found))] if found else []
 
     def _queued(self, options: Any) -> Iterable[Any]:
         from opentelemetry.metrics import Observation

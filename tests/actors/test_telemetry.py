@@ -327,8 +327,15 @@ async def test_gauges_read_the_live_system_managers_and_projections(
         [(attributes, batches)] = otel.points("esactors.projection.apply.lag")
         assert attributes == {"esactors.projection": "test.poisoned"}
         assert batches >= 1
+        counters.tell("c3", Increment())  # through the mailbox: its actor gets a task
+        await counters.state("c3")
+        tasks = system.statistics().actor_tasks
+        assert tasks >= 1
+        assert otel.points("esactors.actors.tasks") == [({}, tasks)]
+        assert otel.points("esactors.actors.live") == [({}, 3)]
     # a closed system is no longer reported
     assert otel.points("esactors.actors.live") == []
+    assert otel.points("esactors.actors.tasks") == []
     assert otel.points("esactors.process.position") == []
 
 
