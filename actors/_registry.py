@@ -62,7 +62,7 @@ class Registry(Generic[A]):
         task_group: anyio.abc.TaskGroup,
         max_live_actors: int,
         max_queued: int,
-        max_idle_tasks: int = 1_000,
+        max_idle_tasks: int,
     ) -> None:
         self.accepting = True
         """False once shutdown began (read on every command: a plain attribute)."""
