@@ -88,6 +88,7 @@ class AggregateActor(_Deciding):
             error = exc
             raise
         finally:
+            self._scope = None  # the task's own: not kept by an actor at rest
             host.task_ended()
             if self.running:  # not idle: the actor ends
                 self._end(error)
