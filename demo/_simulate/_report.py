@@ -42,8 +42,9 @@ class WorkerFigures(msgspec.Struct, frozen=True):
             (`duplicates`: acknowledged with the first result of a command a killed
             worker had already committed, so stored once).
         seconds: wall time while its customers acted.
-        held: the process managers it held leases of at the end, each with the
-            partitions it held, as `name[0,2]`.
+        held: the process managers it held leases of when the parent asked the
+            workers to check (all at once), each with the partitions it held, as
+            `name[0,2]`.
         takeovers: leases it took (its first ones included); lost: leases it lost.
         read_models_ok: its live read models equal a rebuild from position 0.
     """

@@ -90,11 +90,14 @@ async def _work(
             await _expect(pipe, _Settle)
             tell(_Settled(await _settled(system, managers, options.settle_timeout)))
             await _expect(pipe, _Check)
+            # The partitions held, as every worker sees them at once (the parent asks
+            # all of them together): a hand-over can still move one between two
+            # workers while each checks the store, which takes each its own time.
+            stats = [h.statistics() for h in managers]
             head = await system.store.last_position()
             invariants, by_type = await check_store(
                 system, live, head=head, since=before, timeout=options.settle_timeout
             )
-            stats = [h.statistics() for h in managers]
             process_managers = {h.name: _statistics(h) for h in managers}
     finally:
         if ack_log is not None:
