@@ -126,6 +126,18 @@ class Registry(Generic[A]):
         """An aggregate actor's task ended (idle, or with the actor)."""
         self.tasks -= 1
 
+    def idle_slot(self) -> bool:
+        """Whether an actor task may wait for its next command (fewer than
+        `max_idle_tasks` do); if so, it counts until `idle_done`."""
+        if self.idle_tasks < self.max_idle_tasks:
+            self.idle_tasks += 1
+            return True
+        return False
+
+    def idle_done(self) -> None:
+        """An actor task that took an idle slot stopped waiting."""
+        self.idle_tasks -= 1
+
     def passivate(self, actor: A) -> None:
         """Close `actor`'s mailbox: it serves what is queued, then ends."""
         stream_id = actor.stream_id

@@ -189,15 +189,11 @@ class AggregateHost:
 
     def idle_slot(self) -> bool:
         """Whether an actor task may wait idle for its next command; if so, counted."""
-        registry = self.registry
-        if registry.idle_tasks < registry.max_idle_tasks:
-            registry.idle_tasks += 1
-            return True
-        return False
+        return self.registry.idle_slot()
 
     def idle_done(self) -> None:
         """An actor task that took an idle slot stopped waiting."""
-        self.registry.idle_tasks -= 1
+        self.registry.idle_done()
 
     async def save_snapshot(self, stream_id: str, version: int, state: Any) -> None:
         """Save a snapshot; a failure is reported, never raised (an optimisation)."""
