@@ -14,6 +14,8 @@ ack).
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Awaitable
+from typing import Any
 
 import anyio
 
@@ -32,7 +34,7 @@ from actors._aggregate import CommandResult
 from actors._errors import EvolveError, RestartLimitExceeded
 from actors._host import ActorHost
 from actors._mailbox import Envelope
-from store import StoreError
+from store import AppendResult, ChainBroken, StoreError
 
 __all__ = ["READ_STATE", "AggregateActor"]
 
@@ -219,6 +221,7 @@ class AggregateActor(_Deciding):
         ):
             return False
         self.inline = True
+        self.holders = 1
         return True
 
     async def run_inline(self, envelope: Envelope) -> bool:
@@ -254,21 +257,18 @@ class AggregateActor(_Deciding):
                     host = self.host
                     version = self.version
                     try:
-                        result = await self.store.append(
-                            self.stream_id,
-                            events,
-                            expected_version=version,
-                            metadata=envelope.metadata,
-                        )
+                        result = await self._lead(envelope, events, state, version)
                     except Exception as exc:  # noqa: BLE001 - settled like any failed append
+                        self.tip = None  # nothing more rides on it
                         planned = _Planned(envelope, events, state, version + len(events))
                         todo, reload = self._settle([[planned]], [exc], [])
                         if reload:
                             await self._catch_up()
                     else:
-                        self.state = state
-                        self.version = last = result.last_version
-                        self.position = position = result.last_position
+                        last = result.last_version
+                        position = result.last_position
+                        if last > self.version:  # (a rider's answer may have come first)
+                            self.state, self.version, self.position = state, last, position
                         host.answered()
                         envelope.reply(CommandResult(events, last, position))
                         self.in_a_row = 0
@@ -299,17 +299,132 @@ class AggregateActor(_Deciding):
         except Exception as exc:  # noqa: BLE001 - handed to the actor task, which reports it
             self.failure = exc
         except BaseException:
+            self.tip = None
             if self.loaded:  # else cancelled while loading: nothing was appended
                 self.failure = _Reload()
             raise
         finally:
-            self._inline_done()
+            self._leave()
         return False
 
+    def _lead(
+        self, envelope: Envelope, events: tuple[Any, ...], state: Any, version: int
+    ) -> Awaitable[AppendResult]:
+        """Queue the append of a command run inline, as the `tip` commands that come
+        meanwhile may ride on (with `append` when the store cannot chain)."""
+        queue = self.host.queue_append
+        item = (
+            None
+            if queue is None
+            else queue(self.stream_id, events, version, envelope.metadata, None)
+        )
+        if item is None:
+            return self.store.append(
+                self.stream_id, events, expected_version=version, metadata=envelope.metadata
+            )
+        self.tip, self.tip_state = item, state
+        self.tip_version = version + len(events)
+        return item.future
+
+    async def ride(self, envelope: Envelope) -> bool | None:
+        """Run `envelope` on the caller's task while other callers run the actor inline
+        with an append in flight (the `tip`): decided on the state that append leaves,
+        appended chained to it (committed only if it committed as decided), answered
+        when its own append commits. Saves the round a command to a busy actor would
+        otherwise wait in the mailbox: for the append in flight, then for its own.
+
+        None: it cannot ride (nothing in flight to chain to, commands wait in the
+        mailbox, the actor must catch up or recover, the command writes nothing on that
+        state, the store's queue is full); deliver it to the mailbox. False: answered.
+        True: it is to be decided again (an append before it did not commit as
+        decided): it joins the head of the mailbox, in order, once no caller runs the
+        actor inline; wait for its reply.
+        """
+        tip = self.tip
+        if (
+            tip is None
+            or len(self.mailbox)
+            or self.failure is not None
+            or self.mailbox.closed
+            or self.behind > self.tip_version
+            or self.holders > self.host.options.max_batch
+        ):
+            return None
+        decided = self._decide(envelope, self.tip_state)
+        if not (isinstance(decided, tuple) and decided[0]):
+            return None  # refusals and no-ops are answered on committed state only
+        events, state = decided
+        host = self.host
+        version = self.tip_version
+        queue = host.queue_append
+        assert queue is not None  # a tip is an item it queued
+        item = queue(self.stream_id, events, version, envelope.metadata, tip)
+        if item is None:
+            return None
+        self.tip, self.tip_state = item, state
+        self.tip_version = version + len(events)
+        self.holders += 1
+        host.rode()
+        try:
+            try:
+                result = await item.future
+            except ChainBroken:
+                self.tip = None
+                self._derail([envelope])
+                return True
+            except Exception as exc:  # noqa: BLE001 - settled like any failed append
+                self.tip = None
+                planned = _Planned(envelope, events, state, version + len(events))
+                retry, reload = self._settle([[planned]], [exc], [])
+                if reload and self.failure is None:
+                    self.failure = _Reload()  # the actor's task reloads before serving
+                if retry:
+                    self._derail(retry)
+                    return True
+                return False
+            last = result.last_version
+            position = result.last_position
+            if last > self.version:
+                self.state, self.version, self.position = state, last, position
+            host.answered()
+            envelope.reply(CommandResult(events, last, position))
+            self.in_a_row = 0
+            every = host.snapshot_every
+            if every is not None and last // every != version // every:
+                await host.save_snapshot(self.stream_id, last, state)
+            return False
+        except BaseException:
+            self.tip = None
+            if self.failure is None:
+                self.failure = _Reload()  # its append may commit: reload before serving
+            raise
+        finally:
+            self._leave()
+
+    def _derail(self, envelopes: list[Envelope]) -> None:
+        derailed = self.derailed
+        if derailed is None:
+            self.derailed = list(envelopes)
+        else:
+            derailed.extend(envelopes)
+
+    def _leave(self) -> None:
+        """A caller running the actor inline (or riding) is done; the last one hands
+        what is left to the actor's task."""
+        self.holders -= 1
+        if not self.holders:
+            self._inline_done()
+
     def _inline_done(self) -> None:
-        """A caller finished running inline: hand what is left to the actor's task."""
+        """No caller runs the actor inline any more: hand what is left (riders'
+        commands to decide again first) to the actor's task."""
         self.inline = False
+        self.tip = self.tip_state = None
         mailbox = self.mailbox
+        derailed = self.derailed
+        if derailed is not None:
+            self.derailed = None
+            mailbox.requeue(derailed)
         if self.running:
             # Wake the actor task if it waits for us (busy: it was woken meanwhile, by
             # a command or by closing), or has work to do.

@@ -109,10 +109,12 @@ class ActorState:
         "aggregate_id",
         "behind",
         "busy",
+        "derailed",
         "done",
         "ended",
         "failure",
         "foreign",
+        "holders",
         "host",
         "in_a_row",
         "inline",
@@ -126,6 +128,9 @@ class ActorState:
         "state",
         "store",
         "stream_id",
+        "tip",
+        "tip_state",
+        "tip_version",
         "unsure",
         "version",
     )
@@ -169,6 +174,16 @@ class ActorState:
         self.running = False
         self.busy = False
         self.inline = False
+        # While callers run inline, a command that arrives may ride: decided on the
+        # state the last append in flight (`tip`) leaves and chained to it (see
+        # `AggregateActor.ride`). `holders`: the callers running inline (the one that
+        # claimed the actor and the riders); `derailed`: riders' commands to decide
+        # again once the last of them is done (a link before theirs did not commit).
+        self.tip: Any = None
+        self.tip_state: Any = None
+        self.tip_version = 0
+        self.holders = 0
+        self.derailed: list[Envelope] | None = None
         self.loaded = False
         self.failure: BaseException | None = None
         self.in_a_row = 0  # restarts in a row, reset by a command that succeeds

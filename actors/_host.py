@@ -8,7 +8,8 @@ of live actors. The actor module depends on this protocol only, not on the route
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol, TypeAlias
 
 from actors._aggregate import Aggregate
 from actors._group_load import GroupLoader
@@ -16,6 +17,11 @@ from actors._mailbox import Load
 from actors._options import SystemOptions
 from actors._registry import LiveActor
 from store import EventStore
+from store._batch import _Append
+
+QueueAppend: TypeAlias = Callable[
+    [str, Sequence[Any], int, Mapping[str, str] | None, _Append | None], _Append | None
+]
 
 __all__ = ["ActorHost"]
 
@@ -49,6 +55,11 @@ class ActorHost(Protocol):
         ...
 
     @property
+    def queue_append(self) -> QueueAppend | None:
+        """The store's `queue_append` (None: it cannot chain across batches)."""
+        ...
+
+    @property
     def loader(self) -> GroupLoader:
         """Reads the first pages of the streams loading at the same moment together."""
         ...
@@ -74,6 +85,9 @@ class ActorHost(Protocol):
 
     def restarted(self) -> None:
         """The actor restarted (or reloads after an unknown outcome)."""
+
+    def rode(self) -> None:
+        """A command rode on an append in flight (see `AggregateActor.ride`)."""
 
     def conflicted(self) -> None:
         """An append conflicted with another append to the stream (another process's)."""

@@ -40,6 +40,7 @@ from store import (
     RecordedEvent,
     telemetry,
 )
+from store._groupcommit import GroupCommitStore
 from store._logging import get_logger
 
 __all__ = ["AggregateHost", "AggregateRouter"]
@@ -77,9 +78,11 @@ class AggregateHost:
         "name",
         "options",
         "overloaded",
+        "queue_append",
         "registry",
         "rejections",
         "restarts",
+        "rides",
         "snapshot_every",
         "snapshots",
         "store",
@@ -100,6 +103,8 @@ class AggregateHost:
         self.registry = registry
         self.load: Load = registry.load
         self.loader = GroupLoader(store, options.load_page_size)
+        # Riders (`AggregateActor.ride`) need a store that chains across batches.
+        self.queue_append = store.queue_append if isinstance(store, GroupCommitStore) else None
         self.name = type(aggregate).__name__
         self._quarantined: dict[str, Quarantine] = {}
         self._clock: Callable[[], float] = asyncio.get_running_loop().time
@@ -110,6 +115,7 @@ class AggregateHost:
         self.failures = 0
         self.restarts = 0
         self.conflicts = 0
+        self.rides = 0
         self.snapshots = 0
         self.dropped_replies = 0
         self.overloaded = 0
@@ -139,6 +145,10 @@ class AggregateHost:
     def conflicted(self) -> None:
         """An append conflicted with another append to the stream (another process's)."""
         self.conflicts += 1
+
+    def rode(self) -> None:
+        """A command rode on an append in flight (see `AggregateActor.ride`)."""
+        self.rides += 1
 
     def check_load(self, stream_id: str) -> None:
         """Refuse a command that would wait in a mailbox once `max_queued_commands`
@@ -354,6 +364,17 @@ class AggregateRouter(Generic[StateT, CommandT, EventT]):
             if future.done():
                 return future.result()
             if queued:  # at the head of the mailbox, behind nothing
+                return await reply(future, actor.stream_id, self.options.ask_timeout)
+        elif timeout is None and actor.tip is not None and envelope.command_id is None:
+            # Callers run the actor inline with an append in flight: ride on it.
+            try:
+                derailed = await actor.ride(envelope)
+            finally:
+                if future.done() and not future.cancelled():
+                    future.exception()
+            if future.done():
+                return future.result()
+            if derailed:  # to the head of the mailbox once the callers are done
                 return await reply(future, actor.stream_id, self.options.ask_timeout)
         return await self._deliver(aggregate_id, actor, envelope, future, timeout)
 

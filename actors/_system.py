@@ -89,6 +89,9 @@ class SystemStatistics(msgspec.Struct, frozen=True):
         restarts: actor restarts (evolve failures, unknown append outcomes, failed loads).
         conflicts: appends refused because a concurrent append (another process's) had
             moved the stream on; the actor reloaded and retried them.
+        rides: commands that reached an actor while callers ran it with an append in
+            flight, and were decided on the state that append leaves and chained to
+            it, rather than queued behind it.
         passivations: actors stopped for idleness or by the live-actor cap.
         snapshots: snapshots taken.
         dropped_replies: results of applied commands whose caller had gone (timed out
@@ -107,6 +110,7 @@ class SystemStatistics(msgspec.Struct, frozen=True):
     failures: int
     restarts: int
     conflicts: int
+    rides: int
     passivations: int
     snapshots: int
     dropped_replies: int
@@ -305,6 +309,7 @@ class ActorSystem:
             failures=sum(h.failures for h in hosts),
             restarts=sum(h.restarts for h in hosts),
             conflicts=sum(h.conflicts for h in hosts),
+            rides=sum(h.rides for h in hosts),
             passivations=registry.passivations,
             snapshots=sum(h.snapshots for h in hosts),
             dropped_replies=sum(h.dropped_replies for h in hosts),

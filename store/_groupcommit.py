@@ -235,6 +235,41 @@ class GroupCommitStore(_StoreCalls):
                 outcomes.append(ChainBroken(stream_id, expected))
         return outcomes
 
+    def queue_append(
+        self,
+        stream_id: str,
+        events: Sequence[msgspec.Struct],
+        expected_version: int,
+        metadata: Mapping[str, str] | None,
+        after: _Append | None,
+    ) -> _Append | None:
+        """Queue an append without waiting for it (no command id, no fence): the
+        returned item's `future` gets what `append` would return or raise. With
+        `after` (an item this returned before, for the same stream), it commits only
+        if that one committed as a fresh append, else it gets `ChainBroken`: the
+        actors chain a command decided on the state an append in flight leaves.
+
+        None, with nothing queued, when this backend cannot chain across batches or
+        the queue is full (`max_pending_appends`): use `append`, which waits for room.
+        Raises what `append` raises before queueing (a bad append, a closed store).
+        Cancelling the future withdraws the append, as cancelling `append` does.
+        """
+        if not self._chains or len(self._pending) >= self.options.max_pending_appends:
+            return None
+        if self._closing:
+            raise self._closed(f"; append to {stream_id!r} refused")
+        if type(stream_id) is not str or stream_id not in self._valid_stream_ids:
+            self._check_stream_id(stream_id)
+        item = self._prepare(stream_id, expected_version, events, None, metadata, None)
+        item.after = after
+        if telemetry.tracer is not None:
+            item.queued_at = time.perf_counter()
+        self._pending.append(item)
+        wake = self._wake
+        if not wake.is_set():
+            wake.set()
+        return item
+
     def _closed(self, refused: str = "") -> StoreError:
         """What a write gets once the store stopped taking them: the writer's failure,
         or `StoreClosed` (its message ending in `refused`)."""
