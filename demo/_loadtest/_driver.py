@@ -68,35 +68,19 @@ class _Run:
         self.on_ack: Callable[[str, Command, CommandResult[Any]], None] | None = None
         """Called with (aggregate id, command, result) per acknowledged measured command."""
 
-    async def send(
-        self, router: Router, aggregate_id: str, command: Command, measure: bool
-    ) -> None:
+    async def send(self, router: Router, aggregate_id: str, command: Command) -> None:
+        """Send one command of the setup (not measured; counted when refused or failed)."""
         counters = self.counters
-        began = time.perf_counter()
         try:
             result = await router.ask(aggregate_id, command)
         except Rejected:
             counters.rejected += 1
-            if measure:
-                self.timeline.record(time.perf_counter(), None)
             return
         except Exception as error:  # noqa: BLE001 - counted and reported by type
-            counters.errors += 1
-            name = type(error).__name__
-            counters.error_types[name] = counters.error_types.get(name, 0) + 1
-            if measure:
-                self.timeline.record(time.perf_counter(), None)
+            self._count_error(error)
             return
         if self.ack_log is not None:
             self.ack_log.write(router.stream_id(aggregate_id), result.version, result.position)
-        if measure:
-            now = time.perf_counter()
-            latency = (now - began) * 1000.0
-            counters.latencies.append(latency)
-            self.timeline.record(now, latency)
-            counters.acknowledged += 1
-            if self.on_ack is not None:
-                self.on_ack(aggregate_id, command, result)
 
     async def send_all(self, steps: list[Step]) -> None:
         """Send `steps` (setup, not measured) with the run's concurrency."""
@@ -107,17 +91,23 @@ class _Run:
             while next_index < len(steps):
                 router, aggregate_id, command = steps[next_index]
                 next_index += 1
-                await self.send(router, aggregate_id, command, False)
+                await self.send(router, aggregate_id, command)
 
         async with anyio.create_task_group() as tg:
             for _ in range(min(self.options.concurrency, len(steps))):
                 tg.start_soon(worker)
 
     async def worker(self, index: int) -> None:
+        """Send commands one after another until the run's commands are issued or its
+        deadline passed: `send`, measured, written out here (one coroutine frame less
+        per command: the driver's own cost is part of what the run measures)."""
         options = self.options
         rng = random.Random(f"{options.seed}-{index}")
         step = self.workload.step
         counters = self.counters
+        latencies = counters.latencies
+        record = self.timeline.record
+        clock = time.perf_counter
         limit = math.inf if options.duration is not None else options.commands
         # The deadline is checked after each command, so every client sends at least
         # one even when its task starts late (a loaded machine, a GC pause).
@@ -125,9 +115,37 @@ class _Run:
             n = counters.issued
             counters.issued += 1
             router, aggregate_id, command = step(rng, n)
-            await self.send(router, aggregate_id, command, True)
-            if time.perf_counter() >= self.deadline:
+            began = clock()
+            try:
+                result = await router.ask(aggregate_id, command)
+            except Rejected:
+                counters.rejected += 1
+                now = clock()
+                record(now, None)
+            except Exception as error:  # noqa: BLE001 - counted and reported by type
+                self._count_error(error)
+                now = clock()
+                record(now, None)
+            else:
+                if self.ack_log is not None:
+                    self.ack_log.write(
+                        router.stream_id(aggregate_id), result.version, result.position
+                    )
+                now = clock()
+                latency = (now - began) * 1000.0
+                latencies.append(latency)
+                record(now, latency)
+                counters.acknowledged += 1
+                if self.on_ack is not None:
+                    self.on_ack(aggregate_id, command, result)
+            if now >= self.deadline:
                 break
+
+    def _count_error(self, error: Exception) -> None:
+        counters = self.counters
+        counters.errors += 1
+        name = type(error).__name__
+        counters.error_types[name] = counters.error_types.get(name, 0) + 1
 
     async def load(self) -> float:
         """Start the clock and keep `concurrency` workers sending until the commands are

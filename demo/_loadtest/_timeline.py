@@ -28,6 +28,7 @@ SKETCH_RATIO = 1.02
 the geometric middle of its bin, within 1% of the true one."""
 
 _LOG_RATIO = math.log(SKETCH_RATIO)
+_log = math.log
 _MIN_MS = 0.001  # the first bin's lower bound; below it everything is in bin 0
 _MAX_BIN = 1_400  # 0.001 ms x 1.02^1400 is over 10^9 ms: beyond, everything is in it
 
@@ -50,12 +51,6 @@ class TimelinePoint(msgspec.Struct, frozen=True):
     commands_per_s: float
     latency_ms_p50: float | None
     latency_ms_p99: float | None
-
-
-def _bin(latency_ms: float) -> int:
-    if latency_ms <= _MIN_MS:
-        return 0
-    return min(_MAX_BIN, int(math.log(latency_ms / _MIN_MS) / _LOG_RATIO))
 
 
 def _quantile(sketch: dict[int, int], q: float) -> float | None:
@@ -103,7 +98,11 @@ class _Timeline:
         counts[index] += 1
         if latency_ms is not None:
             sketch = self.sketches[index]
-            key = _bin(latency_ms)
+            key = (  # its bin (written out: this runs once per command)
+                0
+                if latency_ms <= _MIN_MS
+                else min(_MAX_BIN, int(_log(latency_ms / _MIN_MS) / _LOG_RATIO))
+            )
             sketch[key] = sketch.get(key, 0) + 1
 
     def _coarsen(self) -> None:
