@@ -47,7 +47,8 @@ class SystemOptions:
             it, a command that would wait in a mailbox is refused at once with
             `Overloaded` (an `ask` to an idle actor runs on the caller's task and is
             not queued).
-        max_batch: the most commands an actor takes from its mailbox at once.
+        max_batch: the most commands an actor takes from its mailbox at once, and the
+            most that ride at once on its appends in flight (`statistics().rides`).
         max_events_per_append: the most events one append of a batch carries.
         ask_timeout: the default timeout of `ask`, seconds.
         max_live_actors: live actors across the system; past it, the least recently
