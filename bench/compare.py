@@ -18,7 +18,8 @@ a fresh temporary file for every run. Runs alternate A, B, C1, C8, A, B, C1, C8.
 
 It prints each round, then the medians, the CPU time per command of each side (this
 process, every thread; for A the store's writer thread included), and A against the
-peer's faster setting by median (and per round against that round's faster peer).
+peer's faster setting by median (and per round against that round's faster peer), and
+whether that meets the floor (25x on SQLite, 20x on PostgreSQL).
 
 With `--db postgresql://...` the same workload runs on that PostgreSQL server instead,
 alternating A, C1, C8, A, C1, C8...: A is esactors' PostgreSQL store (synchronous=FULL:
@@ -55,6 +56,8 @@ from demo.bank import Account, Deposit, OpenAccount
 
 ACCOUNTS = 1_000
 IN_FLIGHT = 1_000
+SQLITE_FLOOR = 25.0  # esactors against the peer's faster setting, on SQLite
+POSTGRES_FLOOR = 20.0  # and on PostgreSQL
 
 
 def make_plan(commands: int, seed: int) -> list[tuple[int, int]]:
@@ -186,8 +189,11 @@ def _threads(n: int) -> str:
     return f"{n} thread{'s' if n > 1 else ''}"
 
 
-def _print_medians(a: _Side, others: Sequence[_Side], peers: dict[int, _Side]) -> None:
-    """The medians row, CPU per command, and A against the peer's faster setting."""
+def _print_medians(
+    a: _Side, others: Sequence[_Side], peers: dict[int, _Side], floor: float
+) -> None:
+    """The medians row, CPU per command, and A against the peer's faster setting, with
+    whether that meets `floor` (the ratio of medians)."""
     a_med = a.median()
     assert a_med is not None
     cells = "  ".join(_rate(side.median()) for side in others)
@@ -212,6 +218,8 @@ def _print_medians(a: _Side, others: Sequence[_Side], peers: dict[int, _Side]) -
         + ", ".join(f"{_threads(n)} {side.median():,.0f}/s" for n, side in measured.items())
         + f"); per round against that round's faster peer: {per_run}"
     )
+    met = "met" if a_med / best >= floor else "not met"
+    print(f"floor: esactors/peer >= {floor:g}x: {met}")
 
 
 def _server_version(url: str) -> str:
@@ -262,7 +270,7 @@ def main_postgres(args: argparse.Namespace) -> int:
                 )
             )
         print(f"{run:>6}  {_rate(rate)}  {'  '.join(cells)}", flush=True)
-    _print_medians(a, list(peers.values()), peers)
+    _print_medians(a, list(peers.values()), peers, POSTGRES_FLOOR)
     return 0
 
 
@@ -321,7 +329,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"  {rate / raw.events_per_second:>5.2f}",
             flush=True,
         )
-    _print_medians(a, [b, *peers.values()], peers)
+    _print_medians(a, [b, *peers.values()], peers, SQLITE_FLOOR)
     a_med, b_med = a.median(), b.median()
     assert a_med is not None
     assert b_med is not None

@@ -10,6 +10,11 @@ model). Runs alternate (runtime, load test, runtime...) so both see the machine 
 nearly the same moment; the ratio of the medians is the figure to watch.
 
     python -m bench.loadtest --runs 5 --concurrency 1000
+    python -m bench.loadtest --runs 3 --concurrency 1 100 1000    # with every floor
+
+After the table it prints each floor of the load test whose number in flight ran: p50
+<= 0.5 ms at 1, p99 <= 10 ms at 100, and at 1,000 the load test >= 0.9 of the runtime
+and its projection lag p99 <= 20 ms.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ ACCOUNTS = 1_000
 @dataclass(frozen=True)
 class Run:
     rate: float
+    p50_ms: float
     p99_ms: float
     lag_p99_ms: float
     cpu_us: float  # process CPU time per command
@@ -53,8 +59,12 @@ class _StampedBalances(Balances):
 
 
 def _p99(values: list[float]) -> float:
+    return _quantile(values, 0.99)
+
+
+def _quantile(values: list[float], q: float) -> float:
     values.sort()
-    return values[min(len(values) - 1, int(0.99 * len(values)))] if values else 0.0
+    return values[min(len(values) - 1, int(q * len(values)))] if values else 0.0
 
 
 async def run_runtime(path: Path, concurrency: int, commands: int, seed: int) -> Run:
@@ -107,6 +117,7 @@ async def run_runtime(path: Path, concurrency: int, commands: int, seed: int) ->
     lags = [1000 * (at - published[p]) for p, at in applied.items() if p in published]
     return Run(
         len(latencies) / seconds,
+        1000 * _quantile(latencies, 0.5),
         1000 * _p99(latencies),
         _p99(lags),
         1e6 * cpu / len(latencies),
@@ -126,6 +137,7 @@ async def run_loadtest(path: Path, concurrency: int, commands: int, seed: int) -
     report = await run_load(options)
     return Run(
         report.commands_per_s,
+        report.latency_ms.p50,
         report.latency_ms.p99,
         report.projection_lag_ms_p99 or 0.0,
         1000 * report.cpu_ms_per_command,
@@ -135,6 +147,7 @@ async def run_loadtest(path: Path, concurrency: int, commands: int, seed: int) -
 def _median(runs: list[Run]) -> Run:
     return Run(
         statistics.median(r.rate for r in runs),
+        statistics.median(r.p50_ms for r in runs),
         statistics.median(r.p99_ms for r in runs),
         statistics.median(r.lag_p99_ms for r in runs),
         statistics.median(r.cpu_us for r in runs),
@@ -146,21 +159,28 @@ async def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--runs", type=int, default=5, help="runs per side (median)")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1000])
     parser.add_argument("--commands", type=int, default=30_000, help="commands per run")
+    parser.add_argument(
+        "--commands-at-1",
+        type=int,
+        default=3_000,
+        help="commands per run at 1 in flight (one at a time: fewer do)",
+    )
     args = parser.parse_args(argv)
     rows: list[tuple[int, Run, Run, float]] = []
     with tempfile.TemporaryDirectory() as tmp:
         for concurrency in args.concurrency:
             runtime: list[Run] = []
             loadtest: list[Run] = []
+            commands = args.commands_at_1 if concurrency == 1 else args.commands
             for n in range(args.runs):
                 runtime.append(
                     await run_runtime(
-                        Path(tmp, f"r-{concurrency}-{n}.db"), concurrency, args.commands, n
+                        Path(tmp, f"r-{concurrency}-{n}.db"), concurrency, commands, n
                     )
                 )
                 loadtest.append(
                     await run_loadtest(
-                        Path(tmp, f"l-{concurrency}-{n}.db"), concurrency, args.commands, n
+                        Path(tmp, f"l-{concurrency}-{n}.db"), concurrency, commands, n
                     )
                 )
             ratios = [lt.rate / rt.rate for rt, lt in zip(runtime, loadtest, strict=True)]
@@ -174,16 +194,41 @@ async def main(argv: Sequence[str] | None = None) -> None:
     )
     header = (
         f"{'in flight':>9} | {'runtime/s':>9} | {'p99 ms':>6} | {'lag p99':>7} | {'cpu us':>6}"
-        f" | {'loadtest/s':>10} | {'p99 ms':>6} | {'lag p99':>7} | {'cpu us':>6} | {'ratio':>5}"
+        f" | {'loadtest/s':>10} | {'p50 ms':>6} | {'p99 ms':>6} | {'lag p99':>7}"
+        f" | {'cpu us':>6} | {'ratio':>5}"
     )
     print(header)
     print("-" * len(header))
     for concurrency, rt, lt, ratio in rows:
         print(
             f"{concurrency:>9} | {rt.rate:>9,.0f} | {rt.p99_ms:>6.1f} | {rt.lag_p99_ms:>7.2f}"
-            f" | {rt.cpu_us:>6.0f} | {lt.rate:>10,.0f} | {lt.p99_ms:>6.1f}"
+            f" | {rt.cpu_us:>6.0f} | {lt.rate:>10,.0f} | {lt.p50_ms:>6.2f} | {lt.p99_ms:>6.1f}"
             f" | {lt.lag_p99_ms:>7.2f} | {lt.cpu_us:>6.0f} | {ratio:>5.2f}"
         )
+    for line in floors(rows):
+        print(line)
+
+
+def floors(rows: Sequence[tuple[int, Run, Run, float]]) -> list[str]:
+    """The load test's floors, each with its figure (medians) and whether it is met: those
+    whose number of commands in flight was run."""
+    lines = []
+    for concurrency, _, loadtest, ratio in rows:
+        checks = []
+        if concurrency == 1:
+            checks.append(("p50", loadtest.p50_ms, "<=", 0.5, "ms"))
+        if concurrency == 100:
+            checks.append(("p99", loadtest.p99_ms, "<=", 10.0, "ms"))
+        if concurrency == 1000:
+            checks.append(("load test / runtime", ratio, ">=", 0.9, ""))
+            checks.append(("projection lag p99", loadtest.lag_p99_ms, "<=", 20.0, "ms"))
+        for name, figure, sense, floor, unit in checks:
+            met = figure <= floor if sense == "<=" else figure >= floor
+            lines.append(
+                f"floor at {concurrency} in flight: {name} {figure:.2f}{unit}"
+                f" {sense} {floor:g}{unit}: {'met' if met else 'not met'}"
+            )
+    return lines
 
 
 if __name__ == "__main__":
