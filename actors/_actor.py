@@ -34,7 +34,7 @@ from actors._aggregate import CommandResult
 from actors._errors import EvolveError, RestartLimitExceeded
 from actors._host import ActorHost
 from actors._mailbox import Envelope
-from store import AppendResult, ChainBroken, StoreError
+from store import AppendResult, ChainBroken, ConcurrencyError, StoreError
 
 __all__ = ["READ_STATE", "AggregateActor"]
 
@@ -376,8 +376,11 @@ class AggregateActor(_Deciding):
                 self.tip = None
                 planned = _Planned(envelope, events, state, version + len(events))
                 retry, reload = self._settle([[planned]], [exc], [])
-                if reload and self.failure is None:
-                    self.failure = _Reload()  # the actor's task reloads before serving
+                if reload and not isinstance(exc, ConcurrencyError) and self.failure is None:
+                    # Of unknown outcome: the actor's task waits for the store to
+                    # settle it, then reloads. (A conflict wrote nothing: the task
+                    # catches up to the version it saw before serving, as usual.)
+                    self.failure = _Reload()
                 if retry:
                     self._derail(retry)
                     return True
