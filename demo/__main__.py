@@ -105,6 +105,12 @@ def _add_load_arguments(load: argparse.ArgumentParser) -> None:
         help="follow with a live Balances read model (default on)",
     )
     load.add_argument(
+        "--own-accounts",
+        action="store_true",
+        help="with --processes: each worker draws from accounts of its own (as when each"
+        " aggregate's commands are routed to one process), so their appends never conflict",
+    )
+    load.add_argument(
         "--cold",
         action="store_true",
         help="passivate every actor after the setup: the measured commands load their"
@@ -251,6 +257,7 @@ def _load_options(args: argparse.Namespace) -> LoadOptions:
         progress_interval=args.progress_interval,
         processes=processes,
         cold=args.cold,
+        own_accounts=args.own_accounts,
     )
 
 

@@ -119,9 +119,13 @@ def _manager_counts(handles: Sequence[ProcessManagerHandle]) -> Outcome:
 class DepositWorkload:
     """Deposits of 1-10,000 cents into accounts drawn by `pick`."""
 
-    def __init__(self, aggregates: int, pick: Pick | None = None) -> None:
+    def __init__(
+        self, aggregates: int, pick: Pick | None = None, share: tuple[int, int] | None = None
+    ) -> None:
         self.accounts = _ids("", aggregates)
-        self.pick = pick or uniform(len(self.accounts))
+        # `share` (index, of): commands go to every `of`-th account from `index` only.
+        self.drawn = self.accounts if share is None else self.accounts[share[0] :: share[1]]
+        self.pick = pick or uniform(len(self.drawn))
         self.router: Router | None = None
 
     async def setup(self, system: ActorSystem, send_all: SendAll) -> None:
@@ -132,7 +136,7 @@ class DepositWorkload:
     def step(self, rng: random.Random, n: int) -> Step:
         """A deposit into an account drawn by `pick`."""
         assert self.router is not None
-        account = self.accounts[self.pick(rng)]
+        account = self.drawn[self.pick(rng)]
         return self.router, account, Deposit(account, rng.randint(1, 10_000))
 
     async def settle(self, system: ActorSystem) -> Outcome:

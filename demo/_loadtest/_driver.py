@@ -40,13 +40,16 @@ class _Counters:
 
 def _workload(options: LoadOptions) -> Workload:
     count = max(options.aggregates, 2) if options.mix == "bank" else options.aggregates
+    share = options.account_share
+    if share is not None:  # a worker with accounts of its own: draws among them
+        count = len(range(share[0], options.aggregates, share[1]))
     hot = options.seed if options.zipf_seed is None else options.zipf_seed
     pick = picker(count, options.distribution, options.zipf_exponent, hot)
     if options.mix == "bank":
         return BankWorkload(options.aggregates, options.seed, pick)
     if options.mix == "shop":
         return ShopWorkload(options.aggregates, options.commands, options.seed, pick)
-    return DepositWorkload(options.aggregates, pick)
+    return DepositWorkload(options.aggregates, pick, share)
 
 
 class _Run:

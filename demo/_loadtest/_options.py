@@ -70,6 +70,12 @@ class LoadOptions:
             same store, sending to the same accounts (1: the load runs in this process;
             more: a SQLite file or PostgreSQL, the deposit mix, `commands` divided
             between them or each for `duration`; no progress lines).
+        own_accounts: with `processes` > 1, each worker draws only from its own share of
+            the accounts (those whose index modulo `processes` is the worker's), as
+            when a router sends each aggregate's commands to one process: no two
+            processes decide on one account, so none of their appends conflict.
+        account_share: (worker index, workers) of a worker run with `own_accounts`, set
+            by the parent for each worker; None otherwise.
     """
 
     aggregates: int = 1_000
@@ -90,6 +96,8 @@ class LoadOptions:
     progress_interval: float = 0.5
     processes: int = 1
     cold: bool = False
+    own_accounts: bool = False
+    account_share: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         for name in ("aggregates", "commands", "concurrency"):
@@ -135,7 +143,17 @@ class LoadOptions:
                 f"--processes must be an integer from 1 to {MAX_PROCESSES}, not {processes!r}"
             )
         if processes == 1:
+            if self.own_accounts and self.account_share is None:
+                raise LoadTestError(
+                    "--own-accounts shares the accounts out between worker processes:"
+                    " give --processes 2 or more"
+                )
             return
+        if self.own_accounts and self.aggregates < processes:
+            raise LoadTestError(
+                f"--own-accounts gives each of --processes {processes} accounts of its own:"
+                f" give at least {processes} --aggregates, not {self.aggregates}"
+            )
         if self.cold:
             raise LoadTestError(
                 f"--cold passivates the actors of this process: drop --processes {processes}"

@@ -225,6 +225,7 @@ def _child_options(options: LoadOptions, index: int) -> str:
         zipf_seed=options.seed if options.zipf_seed is None else options.zipf_seed,
         progress="never",
         processes=1,
+        account_share=(index, options.processes) if options.own_accounts else None,
     )
     return msgspec.json.encode(child).decode()
 
@@ -277,6 +278,7 @@ def _combine(
         distribution=options.distribution,
         zipf_exponent=options.zipf_exponent if options.distribution == "zipf" else None,
         loop=loop,
+        own_accounts=options.own_accounts,
     )
 
 

@@ -150,6 +150,11 @@ def _drawn(report: LoadReport | ProcessesReport) -> str:
     return f" (drawn by {report.distribution}, s={report.zipf_exponent:g})"
 
 
+def _owned(report: ProcessesReport) -> str:
+    """Whether each process drew from accounts of its own."""
+    return " (each process its own share)" if report.own_accounts else ""
+
+
 def render(report: LoadReport) -> str:
     """The report as a few human-readable lines."""
     lat = report.latency_ms
@@ -272,6 +277,7 @@ class ProcessesReport(msgspec.Struct, frozen=True):
             `LoadReport`).
         loop: the workers' event loop: "asyncio" or "uvloop".
         thresholds: the `--threshold` checks and their outcome.
+        own_accounts: each worker drew from accounts of its own (`--own-accounts`).
     """
 
     processes: int
@@ -304,6 +310,7 @@ class ProcessesReport(msgspec.Struct, frozen=True):
     zipf_exponent: float | None = None
     loop: str = "asyncio"
     thresholds: list[ThresholdResult] = []
+    own_accounts: bool = False
 
 
 class _ChildReport(msgspec.Struct, frozen=True, tag="report", tag_field="kind"):
@@ -321,7 +328,8 @@ def render_processes(report: ProcessesReport) -> str:
     """A several-process report as a few human-readable lines."""
     head = (
         f"mix {report.mix} on {report.processes} processes: {report.commands:,} commands over"
-        f" {report.aggregates:,} aggregates{_drawn(report)}, concurrency {report.concurrency:,} each,"
+        f" {report.aggregates:,} aggregates{_drawn(report)}{_owned(report)},"
+        f" concurrency {report.concurrency:,} each,"
         f" synchronous={report.synchronous}, {report.writer} writer, backend"
         f" {report.backend}, db {report.db}, {report.loop}"
     )

@@ -94,3 +94,29 @@ def test_the_workers_of_a_processes_run_agree_on_the_hot_accounts() -> None:
         return workload.accounts[seen.most_common(1)[0][0]]
 
     assert hottest(children[0]) == hottest(children[1]) == hottest(options)
+
+
+def test_with_own_accounts_each_worker_draws_from_its_share_only() -> None:
+    options = LoadOptions(processes=3, aggregates=10, own_accounts=True, db="x.db", seed=2)
+    drawn: list[set[str]] = []
+    for index in range(3):
+        child = msgspec.json.decode(_child_options(options, index), type=LoadOptions)
+        assert child.account_share == (index, 3)
+        workload = _workload(child)
+        assert isinstance(workload, DepositWorkload)
+        workload.router = object()  # type: ignore[assignment]  # step only names it
+        rng = random.Random(index)
+        drawn.append({workload.step(rng, n)[1] for n in range(2_000)})
+    accounts = DepositWorkload(10).accounts
+    assert drawn == [set(accounts[index::3]) for index in range(3)]
+
+
+def test_without_own_accounts_every_worker_draws_from_all() -> None:
+    options = LoadOptions(processes=2, aggregates=10, db="x.db")
+    child = msgspec.json.decode(_child_options(options, 1), type=LoadOptions)
+    assert child.account_share is None
+    workload = _workload(child)
+    assert isinstance(workload, DepositWorkload)
+    workload.router = object()  # type: ignore[assignment]  # step only names it
+    rng = random.Random(1)
+    assert {workload.step(rng, n)[1] for n in range(2_000)} == set(workload.accounts)

@@ -270,3 +270,10 @@ def test_the_tour_walks_through_the_bank_and_the_shop(capsys: pytest.CaptureFixt
     assert "ada's order o-1: shipped, parcel TRK-" in out
     assert out.rstrip().endswith("ada holds 9700 cents")
     assert "once the runtime" not in out
+
+
+def test_own_accounts_needs_several_processes_and_an_account_for_each() -> None:
+    with pytest.raises(LoadTestError, match="--own-accounts shares the accounts out"):
+        LoadOptions(own_accounts=True)
+    with pytest.raises(LoadTestError, match="give at least 3 --aggregates, not 2"):
+        LoadOptions(processes=3, aggregates=2, db="x.db", own_accounts=True)

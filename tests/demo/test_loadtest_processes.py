@@ -63,6 +63,21 @@ def test_two_processes_on_a_sqlite_file_share_the_accounts_and_agree_with_the_st
 
 
 @pytest.mark.slow
+def test_two_processes_with_accounts_of_their_own_never_conflict(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = tmp_path / "load.db"
+    argv = ["loadtest", "--processes", "2", *SMALL, "--db", str(db), "--own-accounts"]
+    assert main([*argv, "--concurrency", "50", "--json"]) == 0
+    (line,) = capsys.readouterr().out.splitlines()
+    report = json.loads(line)
+    check_report(report, 600)
+    assert report["own_accounts"] is True
+    assert report["conflicts"] == 0
+    assert version_gaps(db) == []
+
+
+@pytest.mark.slow
 def test_two_processes_without_a_db_share_one_temporary_file(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
