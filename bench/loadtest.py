@@ -6,8 +6,10 @@ SQLite file with synchronous=FULL, a live `Balances` read model following over t
 The runtime side is the least code that does it: C tasks calling `router.ask`. The load
 test side is `python -m demo loadtest` run in this process (`run_load`), with its
 instruments (latency per command, the timeline, lag samples, the final check of the read
-model). Runs alternate (runtime, load test, runtime...) so both see the machine at
-nearly the same moment; the ratio of the medians is the figure to watch.
+model). Runs alternate in pairs, each side first in every other pair (runtime, load
+test, load test, runtime...), so both see the machine at nearly the same moment and
+neither always runs second; the ratio (the median of the pairs' ratios) is the figure
+to watch.
 
     python -m bench.loadtest --runs 5 --concurrency 1000
     python -m bench.loadtest --runs 3 --concurrency 1 100 1000    # with every floor
@@ -173,16 +175,26 @@ async def main(argv: Sequence[str] | None = None) -> None:
             loadtest: list[Run] = []
             commands = args.commands_at_1 if concurrency == 1 else args.commands
             for n in range(args.runs):
-                runtime.append(
-                    await run_runtime(
-                        Path(tmp, f"r-{concurrency}-{n}.db"), concurrency, commands, n
+                # Each side goes first every other pair: neither always runs on the
+                # heap and collector the other left.
+                first_runtime = n % 2 == 0
+                if first_runtime:
+                    runtime.append(
+                        await run_runtime(
+                            Path(tmp, f"r-{concurrency}-{n}.db"), concurrency, commands, n
+                        )
                     )
-                )
                 loadtest.append(
                     await run_loadtest(
                         Path(tmp, f"l-{concurrency}-{n}.db"), concurrency, commands, n
                     )
                 )
+                if not first_runtime:
+                    runtime.append(
+                        await run_runtime(
+                            Path(tmp, f"r-{concurrency}-{n}.db"), concurrency, commands, n
+                        )
+                    )
             ratios = [lt.rate / rt.rate for rt, lt in zip(runtime, loadtest, strict=True)]
             rows.append(
                 (concurrency, _median(runtime), _median(loadtest), statistics.median(ratios))

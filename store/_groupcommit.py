@@ -252,7 +252,8 @@ class GroupCommitStore(_StoreCalls):
         None, with nothing queued, when this backend cannot chain across batches or
         the queue is full (`max_pending_appends`): use `append`, which waits for room.
         Raises what `append` raises before queueing (a bad append, a closed store).
-        Cancelling the future withdraws the append, as cancelling `append` does.
+        Cancelling the future before the writer took the append withdraws it, as
+        cancelling `append` does.
         """
         if not self._chains or len(self._pending) >= self.options.max_pending_appends:
             return None
