@@ -6,7 +6,8 @@ SQLite file with synchronous=FULL, a live `Balances` read model following over t
 The runtime side is the least code that does it: C tasks calling `router.ask`. The load
 test side is `python -m demo loadtest` run in this process (`run_load`), with its
 instruments (latency per command, the timeline, lag samples, the final check of the read
-model). Runs alternate in pairs, each side first in every other pair (runtime, load
+model). Both run on the event loop the load test takes by default (uvloop when it is
+installed). Runs alternate in pairs, each side first in every other pair (runtime, load
 test, load test, runtime...), so both see the machine at nearly the same moment and
 neither always runs second; the ratio (the median of the pairs' ratios) is the figure
 to watch.
@@ -33,6 +34,7 @@ from pathlib import Path
 import anyio
 
 from actors import open_system
+from demo import _loop as demo_loop
 from demo._loadtest import LoadOptions, run_load
 from demo.bank import Account, Balances, BalancesView, Deposit, OpenAccount
 from store import RecordedEvent
@@ -200,7 +202,8 @@ async def main(argv: Sequence[str] | None = None) -> None:
                 (concurrency, _median(runtime), _median(loadtest), statistics.median(ratios))
             )
     print(
-        f"deposit mix, {ACCOUNTS} accounts, synchronous=FULL, thread writer, live Balances;"
+        f"deposit mix, {ACCOUNTS} accounts, synchronous=FULL, thread writer, live Balances,"
+        f" {demo_loop.loop_name()};"
         f" {args.commands} commands per run, median of {args.runs} alternating runs"
         " (CPU: the whole process over the measured phase, per command)"
     )
@@ -244,4 +247,5 @@ def floors(rows: Sequence[tuple[int, Run, Run, float]]) -> list[str]:
 
 
 if __name__ == "__main__":
-    anyio.run(main, backend="asyncio")
+    # Both sides on the loop `python -m demo loadtest` picks by default (`--loop auto`).
+    demo_loop.run(main, demo_loop.resolve("auto"))
