@@ -50,7 +50,7 @@ async def _balances(store: EventStore, stream_id: str = "account-acc") -> list[i
         name = type(event).__name__
         if name == "Deposited":
             amounts.append(event.amount)
-        elif name == "Withdrew":
+        elif name == "Withdrawn":
             amounts.append(-event.amount)
     return amounts
 
