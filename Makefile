@@ -44,6 +44,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.compare
 	$(BIN)/python -m bench.loadtest --runs 3 --concurrency 1 100 1000
 	$(BIN)/python -m bench.cold_actors --runs 3
+	$(BIN)/python -m bench.settle --runs 3
 
 # The PostgreSQL store's benchmarks, on the server POSTGRES_URL names (each run in a
 # schema of its own, dropped after): make bench-postgres POSTGRES_URL=postgresql://...
