@@ -142,8 +142,16 @@ class LoadOptions:
             raise LoadTestError(
                 f"--processes must be an integer from 1 to {MAX_PROCESSES}, not {processes!r}"
             )
+        share = self.account_share
+        if share is not None and not (
+            len(share) == 2 and 0 <= share[0] < share[1] <= self.aggregates
+        ):
+            raise LoadTestError(
+                f"account_share must be (worker index, workers) with the index below the"
+                f" workers and at most --aggregates ({self.aggregates}) workers, not {share!r}"
+            )
         if processes == 1:
-            if self.own_accounts and self.account_share is None:
+            if self.own_accounts and share is None:
                 raise LoadTestError(
                     "--own-accounts shares the accounts out between worker processes:"
                     " give --processes 2 or more"

@@ -277,3 +277,11 @@ def test_own_accounts_needs_several_processes_and_an_account_for_each() -> None:
         LoadOptions(own_accounts=True)
     with pytest.raises(LoadTestError, match="give at least 3 --aggregates, not 2"):
         LoadOptions(processes=3, aggregates=2, db="x.db", own_accounts=True)
+
+
+@pytest.mark.parametrize("share", [(2, 2), (-1, 2), (0, 11)])
+def test_a_workers_account_share_must_name_a_worker_and_leave_it_accounts(
+    share: tuple[int, int],
+) -> None:
+    with pytest.raises(LoadTestError, match="account_share must be"):
+        LoadOptions(aggregates=10, account_share=share)
