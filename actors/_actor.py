@@ -265,16 +265,8 @@ class AggregateActor(_Deciding):
                         if reload:
                             await self._catch_up()
                     else:
-                        last = result.last_version
-                        position = result.last_position
-                        if last > self.version:  # (a rider's answer may have come first)
-                            self.state, self.version, self.position = state, last, position
-                        host.answered()
-                        envelope.reply(CommandResult(events, last, position))
-                        self.in_a_row = 0
-                        every = host.snapshot_every
-                        if every is not None and last // every != version // every:
-                            await host.save_snapshot(self.stream_id, last, state)
+                        if self._committed(envelope, events, state, version, result):
+                            await host.save_snapshot(self.stream_id, result.last_version, state)
                         return False
                 else:
                     # A refusal or a no-op writes nothing that checks the version:
@@ -385,16 +377,8 @@ class AggregateActor(_Deciding):
                     self._derail(retry)
                     return True
                 return False
-            last = result.last_version
-            position = result.last_position
-            if last > self.version:
-                self.state, self.version, self.position = state, last, position
-            host.answered()
-            envelope.reply(CommandResult(events, last, position))
-            self.in_a_row = 0
-            every = host.snapshot_every
-            if every is not None and last // every != version // every:
-                await host.save_snapshot(self.stream_id, last, state)
+            if self._committed(envelope, events, state, version, result):
+                await host.save_snapshot(self.stream_id, result.last_version, state)
             return False
         except BaseException:
             self.tip = None
@@ -403,6 +387,26 @@ class AggregateActor(_Deciding):
             raise
         finally:
             self._leave()
+
+    def _committed(
+        self,
+        envelope: Envelope,
+        events: tuple[Any, ...],
+        state: Any,
+        version: int,
+        result: AppendResult,
+    ) -> bool:
+        """The append of `envelope`'s `events`, decided at `version`, committed: the
+        actor takes the state it leaves and answers. Whether a snapshot is due."""
+        last = result.last_version
+        position = result.last_position
+        if last > self.version:  # never back: a later append's answer may come first
+            self.state, self.version, self.position = state, last, position
+        self.host.answered()
+        envelope.reply(CommandResult(events, last, position))
+        self.in_a_row = 0
+        every = self.host.snapshot_every
+        return every is not None and last // every != version // every
 
     def _derail(self, envelopes: list[Envelope]) -> None:
         derailed = self.derailed
