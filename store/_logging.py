@@ -19,6 +19,16 @@ __all__ = ["LibraryLogger", "get_logger"]
 
 _fallback: Any = None
 
+# What a filtering bound logger (`structlog.make_filtering_bound_logger`, the usual
+# wrapper class) has as the method of a level it drops: one function shared by them all.
+_DROPPED = structlog.make_filtering_bound_logger(logging.CRITICAL).debug
+
+
+def _drops(level: str) -> bool:
+    """Whether the configured wrapper class drops `level` without a look at the event:
+    then building the bound logger (several µs) is skipped too."""
+    return getattr(structlog.get_config()["wrapper_class"], level, None) is _DROPPED
+
 
 def get_logger(name: str, **context: Any) -> LibraryLogger:
     """A structlog logger named `name` with `context` bound, for library code.
@@ -45,12 +55,12 @@ class LibraryLogger:
 
     def debug(self, event: str, **values: Any) -> None:
         """Log at debug level (dropped unless the application configured structlog)."""
-        if structlog.is_configured():
+        if structlog.is_configured() and not _drops("debug"):
             self._configured().debug(event, **values)
 
     def info(self, event: str, **values: Any) -> None:
         """Log at info level (dropped unless the application configured structlog)."""
-        if structlog.is_configured():
+        if structlog.is_configured() and not _drops("info"):
             self._configured().info(event, **values)
 
     def warning(self, event: str, **values: Any) -> None:

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import structlog
@@ -52,3 +54,29 @@ def test_a_logger_made_before_configuration_follows_it(unconfigured: None) -> No
             "log_level": "error",
         },
     ]
+
+
+def test_a_level_the_configuration_filters_out_builds_no_logger(
+    unconfigured: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A filtered debug call on the hot path (an actor's load) costs a lookup, not the
+    binding of a logger; a level that passes still logs through the configuration."""
+    structlog.configure(
+        wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
+        processors=[structlog.testing.LogCapture()],
+    )
+    built: list[str] = []
+    real = structlog.get_logger
+
+    def counting(*args: Any, **kw: Any) -> Any:
+        built.append(args[0] if args else "")
+        return real(*args, **kw)
+
+    monkeypatch.setattr(structlog, "get_logger", counting)
+    log = get_logger("actors", aggregate="account")
+    log.debug("actor.loaded", version=3)
+    assert built == []
+    with capture_logs() as logs:
+        log.info("actor.restarting")
+    assert built == ["actors"]
+    assert logs == [{"aggregate": "account", "event": "actor.restarting", "log_level": "info"}]
