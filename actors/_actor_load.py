@@ -51,7 +51,7 @@ class _Loading(ActorState):
                     state, version, start = snapshot.state, snapshot.version, snapshot.version
             page_size = host.options.load_page_size
             loader = host.loader
-            first = not catch_up and loader.limit == page_size
+            first = loader.limit == page_size
             while True:
                 if first:  # with the other loads waiting now (see GroupLoader)
                     first = False

@@ -11,8 +11,11 @@ as medians over the runs: commands/s, latency p50/p99, projection lag p99, CPU p
 command (every thread of the process), actors loaded per second, live actors at the
 end, and the time the garbage collector took during the measured phase (`gc.callbacks`)
 with the number of full (generation 2) collections (`--gc-threshold N` runs with the
-collector's first threshold at N, to see what tuning it does). The floor: latency p99 <= 100 ms
-and projection lag p99 <= 50 ms.
+collector's first threshold at N, to see what tuning it does). Also the loads' group
+reads (`read_streams`): how many, streams per read, and the wall time of one read per
+stream read, p50 and p99 (on a SQLite file they run on the event loop's thread, which
+they block that long: `StoreOptions.loop_reads`). Runs on the load test's event loop
+(uvloop when installed). The floor: latency p99 <= 100 ms and projection lag p99 <= 50 ms.
 """
 
 from __future__ import annotations
@@ -24,9 +27,10 @@ import statistics
 import subprocess
 import sys
 import time
+from functools import partial
 from typing import Any
 
-import anyio
+from demo._loop import resolve, run
 
 LATENCY_P99_FLOOR_MS = 100.0
 LAG_P99_FLOOR_MS = 50.0
@@ -52,6 +56,7 @@ class _GcClock:
 async def _one(args: argparse.Namespace) -> dict[str, Any]:
     """One run in this process: the load test's report plus the GC figures."""
     from demo._loadtest import LoadOptions, _driver, run_load
+    from store import SQLiteEventStore
 
     if args.gc_threshold is not None:
         gc.set_threshold(args.gc_threshold, *gc.get_threshold()[1:])
@@ -67,6 +72,18 @@ async def _one(args: argparse.Namespace) -> dict[str, Any]:
             clock.on = False
 
     _driver._Run.load = measured  # type: ignore[method-assign]
+    reads: list[tuple[int, float]] = []  # (streams, seconds) per group read, measured
+    read_streams = SQLiteEventStore.read_streams
+
+    async def timed(self: SQLiteEventStore, starts: Any, *, limit: int) -> Any:
+        began = time.perf_counter()
+        try:
+            return await read_streams(self, starts, limit=limit)
+        finally:
+            if clock.on:
+                reads.append((len(starts), time.perf_counter() - began))
+
+    SQLiteEventStore.read_streams = timed  # type: ignore[method-assign,assignment]
     options = LoadOptions(
         aggregates=args.aggregates,
         commands=args.commands,
@@ -79,6 +96,7 @@ async def _one(args: argparse.Namespace) -> dict[str, Any]:
     )
     report = await run_load(options)
     seconds = report.seconds or 1e-9
+    per_stream = sorted(t / n * 1e6 for n, t in reads) or [0.0]
     return {
         "commands_per_s": report.commands_per_s,
         "latency_ms_p50": report.latency_ms.p50,
@@ -91,6 +109,10 @@ async def _one(args: argparse.Namespace) -> dict[str, Any]:
         "gc_full": clock.full,
         "errors": report.errors,
         "seconds": report.seconds,
+        "group_reads": len(reads),
+        "streams_per_read": round(sum(n for n, _ in reads) / max(len(reads), 1), 2),
+        "read_us_per_stream_p50": round(per_stream[len(per_stream) // 2], 1),
+        "read_us_per_stream_p99": round(per_stream[int(len(per_stream) * 0.99)], 1),
     }
 
 
@@ -117,7 +139,7 @@ def main() -> None:
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(anyio.run(_one, args)), flush=True)
+        print(json.dumps(run(partial(_one, args), resolve("auto"))), flush=True)
         return
     runs: list[dict[str, Any]] = []
     command = [sys.executable, "-m", "bench.cold_actors", "--one", *sys.argv[1:]]

@@ -55,6 +55,16 @@ class StoreOptions:
             another process committed (SQLite: `PRAGMA data_version`, a read of shared
             memory; 0.001 to 60, default 0.02). PostgreSQL is told by `NOTIFY` and
             does not poll at this interval.
+        loop_reads: True (default): the group reads actors' loads make (`read_streams`,
+            pages of at most 1,000 events) run on the event loop's own thread, through
+            a read-only connection of their own that never waits for a lock (a read
+            that meets one goes to the reader thread). That saves the thread hop, the
+            GIL handed back and forth per row, and the wait for the loop to take the
+            answer, but blocks the loop while SQLite reads (a few µs per stream with
+            the file in the operating system's cache: docs/performance.md). False:
+            every read takes the reader thread; choose it when the file sits on
+            storage slow enough that a read from it would stall the loop (a network
+            file system). SQLite files only; PostgreSQL reads are asynchronous anyway.
     """
 
     synchronous: Synchronous = "FULL"
@@ -68,6 +78,7 @@ class StoreOptions:
     max_read_limit: int = 100_000
     writer: Writer = "thread"
     watch_interval: float = 0.02
+    loop_reads: bool = True
 
     def __post_init__(self) -> None:
         if self.synchronous not in ("FULL", "NORMAL"):
@@ -96,6 +107,8 @@ class StoreOptions:
                 f"a number of seconds from {_MIN_BUSY_TIMEOUT} to {_MAX_BUSY_TIMEOUT:,}"
                 " (SQLite counts it in int32 milliseconds)",
             )
+        if type(self.loop_reads) is not bool:
+            raise InvalidStoreOption("loop_reads", self.loop_reads, "True or False")
         interval = self.watch_interval
         if type(interval) not in (int, float) or not 0.001 <= interval <= 60:
             raise InvalidStoreOption(
@@ -124,6 +137,7 @@ class StoreSettings(TypedDict, total=False):
     max_read_limit: int
     writer: Writer
     watch_interval: float
+    loop_reads: bool
 
 
 _FIELDS: Final = tuple(field.name for field in dataclasses.fields(StoreOptions))

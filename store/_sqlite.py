@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, Final, TypeVar, Unpack
@@ -36,6 +37,7 @@ from store._sqlite_connect import (
     _checkpoint_wal,
     _connect,
     _in_thread,
+    _open_loop_reader,
     _prepare_file,
     _state,
 )
@@ -143,6 +145,9 @@ _SELECT_COMMAND: Final = (
 )
 _RETRYABLE_READ: Final = frozenset({_SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_PROTOCOL})
 _READ_RETRIES: Final = 3
+_LOOP_READ_MAX_PAGE: Final = 1_000
+"""The largest page a group read makes on the event loop's thread (`loop_reads`); a
+larger one goes to the reader thread, so a loop read stays short."""
 
 
 class SQLiteEventStore(_ProcessWriter):
@@ -169,6 +174,11 @@ class SQLiteEventStore(_ProcessWriter):
         # what the write connection knows is current: the writer thread's state
         self._batch = _BatchWriter(path, options, data_version, last_position)
         self._reader_closed = False
+        # reads on the event loop's thread (`loop_reads`): opened by the first one,
+        # used only on the thread that opened it
+        self._loop_reader: sqlite3.Connection | None = None
+        self._loop_thread = 0
+        self._loop_reads = options.loop_reads and path != ":memory:"
         self._watcher: Watcher | None = None  # started by the first `wait_for_commit`
         self._foreign_listeners: list[ForeignListener] = []
         if process is None and path != ":memory:":
@@ -232,12 +242,43 @@ class SQLiteEventStore(_ProcessWriter):
     ) -> list[list[RecordedEvent] | EventDecodeError]:
         self._check_readable()
         registry = self.registry
-        params = (_json.encode(ranges),)
+        sql: str
+        params: tuple[Any, ...]
+        if len(ranges) == 1:  # the plain statement: a fifth cheaper than json_each's
+            stream_id, low, high = ranges[0]
+            sql, params = _READ_STREAM, (stream_id, low, high, high - low + 1)
+        else:
+            sql, params = _READ_STREAMS, (_json.encode(ranges),)
+        if self._loop_reads and ranges[0][2] - ranges[0][1] < _LOOP_READ_MAX_PAGE:
+            conn = self._loop_connection()
+            if conn is not None:
+                try:
+                    rows = conn.execute(sql, params).fetchall()
+                except sqlite3.Error:
+                    pass  # a lock, say: the reader thread waits it out, or reports it
+                else:
+                    return _decode_groups(registry, ranges, rows)
 
         def run(conn: sqlite3.Connection) -> list[list[RecordedEvent] | EventDecodeError]:
-            return _decode_groups(registry, ranges, conn.execute(_READ_STREAMS, params).fetchall())
+            return _decode_groups(registry, ranges, conn.execute(sql, params).fetchall())
 
         return await self._read_call(run)
+
+    def _loop_connection(self) -> sqlite3.Connection | None:
+        """The connection for reads on the event loop's thread, opened by the first one;
+        None on another thread, or when it cannot be opened (reads then take the reader
+        thread, and this is not tried again)."""
+        conn = self._loop_reader
+        if conn is None:
+            try:
+                conn = _open_loop_reader(self.path)
+            except sqlite3.Error:
+                self._loop_reads = False
+                return None
+            self._loop_reader, self._loop_thread = conn, threading.get_ident()
+        elif threading.get_ident() != self._loop_thread:
+            return None
+        return conn
 
     async def _first_version_after(self, stream_id: str, moment: float) -> int | None:
         value = await self._scalar(_FIRST_VERSION_AFTER, (stream_id, moment))
@@ -501,6 +542,9 @@ async def open_sqlite_store(
     finally:
         with anyio.CancelScope(shield=True):
             store._reader_closed = True
+            store._loop_reads = False
+            if store._loop_reader is not None:
+                store._loop_reader.close()
             if store._watcher is not None:
                 store._watcher.close()
             if not memory:

@@ -100,6 +100,21 @@ async def _connect(path: str, options: StoreOptions, *, memory: bool) -> aiosqli
     return opened
 
 
+def _open_loop_reader(path: str) -> sqlite3.Connection:
+    """A read-only connection for reads made on the event loop's own thread (see
+    `StoreOptions.loop_reads`). It never waits for a lock (busy_timeout 0: a read that
+    meets one goes to the reader thread, which waits), and may be closed from another
+    thread (the store guards which thread reads with it)."""
+    conn = sqlite3.connect(path, timeout=0, isolation_level=None, check_same_thread=False)
+    try:
+        conn.execute("PRAGMA query_only = ON")
+        conn.execute("PRAGMA cache_size = -32768")  # as the other connections
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
 def _state(conn: sqlite3.Connection) -> tuple[int, int]:
     data_version = int(conn.execute("PRAGMA data_version").fetchone()[0])
     last = conn.execute(_sqlite_batch._SELECT_LAST_POSITION).fetchone()[0]

@@ -39,7 +39,7 @@ class AppendWire(msgspec.Struct, frozen=True, array_like=True, gc=False):
 
 class Setup(msgspec.Struct, frozen=True, array_like=True, tag="setup"):
     path: str
-    options: dict[str, str | int | float]
+    options: dict[str, str | bool | int | float]
 
 
 class WriteWire(msgspec.Struct, frozen=True, array_like=True, gc=False):

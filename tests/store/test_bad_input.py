@@ -387,6 +387,8 @@ INT_OPTIONS = (
         ({"busy_timeout": 2_147_484}, "busy_timeout"),  # would wrap: no wait at all
         ({"busy_timeout": 1e300}, "busy_timeout"),
         ({"writer": "fork"}, "writer"),
+        ({"loop_reads": 1}, "loop_reads"),
+        ({"loop_reads": "no"}, "loop_reads"),
         *(({name: 2**62 + 1}, name) for name in INT_OPTIONS),
         *(({name: 2**64}, name) for name in INT_OPTIONS),
     ],
