@@ -361,10 +361,14 @@ class AggregateActor(_Deciding):
             try:
                 result = await item.future
             except ChainBroken:
+                # The exception's traceback holds this frame: without the appends
+                # (which the collector does not track) it holds no cycle back to it.
+                item = tip = None
                 self.tip = None
                 self._derail([envelope])
                 return True
             except Exception as exc:  # noqa: BLE001 - settled like any failed append
+                item = tip = None  # as above
                 self.tip = None
                 planned = _Planned(envelope, events, state, version + len(events))
                 retry, reload = self._settle([[planned]], [exc], [])

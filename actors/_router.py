@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
+import anyio.lowlevel
+
 from actors._actor import READ_STATE, AggregateActor
 from actors._aggregate import Aggregate, CommandResult, CommandT, EventT, StateT
 from actors._context import current_chain
@@ -38,6 +40,7 @@ from store import (
     Lease,
     NaiveDatetime,
     RecordedEvent,
+    StoreClosed,
     telemetry,
 )
 from store._groupcommit import GroupCommitStore
@@ -338,9 +341,16 @@ class AggregateRouter(Generic[StateT, CommandT, EventT]):
         future: asyncio.Future[CommandResult[EventT]] = loop.create_future()
         envelope = Envelope(command, command_id, future, chain, fence=fence)
         sending = self._send(aggregate_id, actor, envelope, future, timeout)
-        if telemetry.active:
-            return await traced_ask(self.name, actor.stream_id, envelope, sending)
-        return await sending
+        try:
+            if telemetry.active:
+                return await traced_ask(self.name, actor.stream_id, envelope, sending)
+            return await sending
+        except (StoreClosed, ShuttingDown):
+            # The system's tasks sit in the caller's cancel scope too: cancelled, the
+            # store may close under a command that never had to wait. The caller
+            # gets its own cancellation, as at any other wait.
+            await anyio.lowlevel.checkpoint_if_cancelled()
+            raise
 
     async def _send(
         self,

@@ -201,8 +201,10 @@ class _StoreCalls(_LeaseCalls):
         backend has one to spare (PostgreSQL: opened by the first call, closed with the
         store), so the follower never waits behind the actors' reads to hand other
         processes' commits on. Same arguments and errors as `read_all`; one caller at a
-        time. SQLite reads on its reader connection: a second reader thread there costs
-        more in contention for the interpreter lock than the queue it would skip."""
+        time. SQLite reads on the event loop's thread (`StoreOptions.loop_reads`, pages
+        of at most 1,000 events: a shorter page than `limit` then, read on from its
+        end), else on its reader connection: a second reader thread there costs more
+        in contention for the interpreter lock than the queue it would skip."""
         call = "read_log"
         high = _bound(call, "to_position", to_position)
         low = max(_bound(call, "from_position", from_position), 0)

@@ -163,7 +163,14 @@ class GroupCommitStore(_StoreCalls):
         wake = self._wake
         if not wake.is_set():
             wake.set()
-        return await item.future
+        try:
+            return await item.future
+        except BaseException:
+            # The exception's traceback holds this frame. With `item` in it, that made a
+            # cycle (frame, item, its future, the exception) through an append the
+            # collector does not track (`_Append`), so it was never freed.
+            del item
+            raise
 
     async def append_chain(
         self,
@@ -223,7 +230,10 @@ class GroupCommitStore(_StoreCalls):
                 try:
                     outcomes.append(await item.future)
                 except Exception as exc:  # noqa: BLE001 - this append's outcome
-                    outcomes.append(exc)
+                    # Without its traceback: it holds this frame, whose `items` hold
+                    # the futures holding the exception, through appends the collector
+                    # does not track (`_Append`): a cycle it would never free.
+                    outcomes.append(exc.with_traceback(None))
         finally:
             for item in items:  # cancelled: withdraw what the writer did not take
                 if not item.future.done():
@@ -467,6 +477,7 @@ class GroupCommitStore(_StoreCalls):
             item.chained = -1
             item.after = None
             return True
+        item.after = None  # nothing holds on to the one that failed
         item.future.set_exception(ChainBroken(item.stream_id, item.expected))
         return False
 

@@ -55,16 +55,18 @@ class StoreOptions:
             another process committed (SQLite: `PRAGMA data_version`, a read of shared
             memory; 0.001 to 60, default 0.02). PostgreSQL is told by `NOTIFY` and
             does not poll at this interval.
-        loop_reads: True (default): the group reads actors' loads make (`read_streams`,
-            pages of at most 1,000 events) run on the event loop's own thread, through
+        loop_reads: True (default): the group reads actors' loads make (`read_streams`)
+            and the bus follower's reads of other processes' commits (`read_log`),
+            pages of at most 1,000 events, run on the event loop's own thread, through
             a read-only connection of their own that never waits for a lock (a read
             that meets one goes to the reader thread). That saves the thread hop, the
             GIL handed back and forth per row, and the wait for the loop to take the
-            answer, but blocks the loop while SQLite reads (a few µs per stream with
-            the file in the operating system's cache: docs/performance.md). False:
-            every read takes the reader thread; choose it when the file sits on
-            storage slow enough that a read from it would stall the loop (a network
-            file system). SQLite files only; PostgreSQL reads are asynchronous anyway.
+            answer, but blocks the loop while SQLite reads (tens of µs for a stream
+            of a few events with the file in the operating system's cache:
+            docs/benchmarks.md, "Cold actors"). False: every read takes the reader
+            thread; choose it when the file sits on storage slow enough that a read
+            from it would stall the loop (a network file system). SQLite files only;
+            PostgreSQL reads are asynchronous anyway.
     """
 
     synchronous: Synchronous = "FULL"

@@ -268,7 +268,9 @@ UNBOUNDED_ALLOWED = {
     # None turns idle passivation off; the actor count is still capped by max_live_actors
     ("SystemOptions", "idle_timeout"),
 }
-_NOT_LIMITS = frozenset({"synchronous", "writer", "follow", "lease"})  # switches, not limits
+_NOT_LIMITS = frozenset(
+    {"synchronous", "writer", "follow", "lease", "loop_reads"}
+)  # switches, not limits
 
 
 def unbounded_defaults(classes: tuple[type[Any], ...]) -> list[str]:

@@ -142,3 +142,26 @@ async def test_a_memory_store_reads_on_its_one_connection(monkeypatch: pytest.Mo
         assert await store.read_streams(starts, limit=3) == expected
         assert len(thread_reads) == 1
         assert store._loop_reader is None
+
+
+@pytest.mark.parametrize("loop_reads", [True, False])
+async def test_the_followers_log_reads_on_the_loop_thread_a_page_at_most_the_bound(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, loop_reads: bool
+) -> None:
+    async with open_store(tmp_path / "events.db", loop_reads=loop_reads) as store:
+        await _filled(store)
+        bound = 4
+        monkeypatch.setattr(sqlite_store, "_LOOP_READ_MAX_PAGE", bound)
+        thread_reads = _count_thread_reads(store, monkeypatch)
+        everything = await store.read_all(from_position=0)
+        assert len(everything) == 9
+        page = await store.read_log(from_position=1, to_position=9, limit=100)
+        typed = await store.read_log(
+            from_position=1, to_position=9, limit=100, event_types=["test.noted"]
+        )
+        if loop_reads:  # a shorter page, as a cut one: the follower reads on from it
+            assert page == typed == everything[:bound]
+            assert len(thread_reads) == 1  # read_all's
+        else:
+            assert page == typed == everything
+            assert len(thread_reads) == 3
