@@ -10,7 +10,9 @@ once; that read covers the local batch too, since it is committed.
 
 A head reported by the store may be this process's own commit whose events the writer
 is about to publish: the feed task first waits a moment (`GRACE`) for local publishes to
-cover it, and reads the store only for what they did not.
+cover it, and reads the store only for what they did not. A store that knows other
+processes committed past what the bus published (`others_head`: PostgreSQL, by the
+session each notification came from) is read at once instead.
 """
 
 from __future__ import annotations
@@ -113,7 +115,7 @@ class Follower:
                 self._wake = anyio.Event()
                 await self._wake.wait()
                 continue
-            if not self._gap:
+            if not self._gap and getattr(self._source, "others_head", 0) <= bus.published:
                 with anyio.move_on_after(GRACE):
                     while bus.published < self._target:
                         await self._moved.wait()

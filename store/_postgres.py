@@ -110,6 +110,7 @@ class PostgresEventStore(GroupCommitStore):
                 command_timeout=connect.timeout,
             ),
             channel_name(schema),
+            self._writer_pid,
         )
         self._caught_up = 0  # the listener's connect the head was read after
         # `read_log`'s connection (the bus's follower), opened by its first call.
@@ -316,42 +317,49 @@ class PostgresEventStore(GroupCommitStore):
         rows = await self._call("fetch", self._queries.read_leases, (prefix,))
         return [lease for row in rows if (lease := _lease(row)) is not None]
 
+    @property
+    def others_head(self) -> int:
+        """The highest position other processes' commits were notified up to (0 before
+        the first): the follower reads at once for those, without waiting for this
+        process's own publishes to cover the head."""
+        return self._listener.others
+
+    def _writer_pid(self) -> int | None:
+        conn = self._writer.conn
+        return None if conn is None else conn.get_server_pid()
+
     async def _read_log(
         self, low: int, high: int, tags: list[str] | None, limit: int
     ) -> list[RecordedEvent]:
+        """`read_log`'s query on its own connection, on the caller's task (one caller at
+        a time: the follower) and shielded, so a cancelled caller lets the query finish
+        rather than break the connection (what `_call`'s task does for the pool, at two
+        more turns of the loop); a connection the server ended is opened again, once."""
         async with self._log_lock:
-            tasks = self._tasks
-            if self._readers_closed or tasks is None:
+            if self._readers_closed or self._tasks is None:
                 raise StoreClosed(f"the store {self.path} is closed")
-            future: asyncio.Future[Any] = self._loop.create_future()
-            tasks.start_soon(self._read_log_into, future, (low, high, tags, None, limit))
-            rows = await future
+            args = (low, high, tags, None, limit)
+            try:
+                with anyio.CancelScope(shield=True):
+                    for attempt in range(2):
+                        conn = self._log_conn
+                        if conn is None or conn.is_closed():
+                            settings = _named(self._connect_args.dsn, {}, "esactors-follower")
+                            conn = self._log_conn = await _connect(
+                                self.path, self._connect_args._replace(server_settings=settings)
+                            )
+                        try:
+                            rows = await conn.fetch(self._queries.read_all, *args)
+                            break
+                        except _CONNECTION_LOST:
+                            self._log_conn = None
+                            if attempt:
+                                raise
+            except StoreError:
+                raise
+            except Exception as exc:  # the driver's, as the store's error
+                raise _translate(exc, "read", self.path) from exc
         return _decode_rows(self.registry, rows)
-
-    async def _read_log_into(self, future: asyncio.Future[Any], args: tuple[Any, ...]) -> None:
-        """`read_log`'s query on its own connection, in a task of the store's (see
-        `_call`); a connection the server ended is opened again, once."""
-        try:
-            for attempt in range(2):
-                conn = self._log_conn
-                if conn is None or conn.is_closed():
-                    settings = _named(self._connect_args.dsn, {}, "esactors-follower")
-                    conn = self._log_conn = await _connect(
-                        self.path, self._connect_args._replace(server_settings=settings)
-                    )
-                try:
-                    result = await conn.fetch(self._queries.read_all, *args)
-                    break
-                except _CONNECTION_LOST:
-                    self._log_conn = None
-                    if attempt:
-                        raise
-        except Exception as exc:  # noqa: BLE001 - the reader's, never the store's task group's
-            if not future.done():
-                future.set_exception(_translate(exc, "read", self.path))
-        else:
-            if not future.done():
-                future.set_result(result)
 
     async def _read(self, sql: str, *args: Any) -> list[RecordedEvent]:
         rows = await self._call("fetch", sql, args)

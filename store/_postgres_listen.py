@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections.abc import Callable
 from typing import Final
 
 import asyncpg
@@ -52,9 +53,19 @@ class Listener:
     `head` or when the connection is lost, whichever comes first. Runs on the store's
     asyncio loop (asyncpg calls the callbacks there)."""
 
-    def __init__(self, where: str, connect: _Connect, channel: str) -> None:
+    def __init__(
+        self,
+        where: str,
+        connect: _Connect,
+        channel: str,
+        own_pid: Callable[[], int | None] = lambda: None,
+    ) -> None:
         self.head = 0
         """The highest position notified (or read by the store's catch-up), 0 at first."""
+        self.others = 0
+        """The highest position notified by a session other than `own_pid()`'s (the
+        store's writer): commits of other processes, 0 until one is notified."""
+        self._own_pid = own_pid
         self._where = where
         self._connect_args = connect
         self._channel = channel
@@ -133,6 +144,8 @@ class Listener:
         if type(payload) is str and payload.isascii() and payload.isdigit():
             position = int(payload)
             if position <= _MAX_POSITION:
+                if pid != self._own_pid() and position > self.others:
+                    self.others = position
                 self.note(position)
 
     def _on_lost(self, conn: object) -> None:

@@ -13,6 +13,7 @@ import anyio
 import pytest
 
 from bus import Subscription, open_bus
+from bus import _follow as follow
 from store import RecordedEvent, StoreUnavailable
 from tests._events import Deposited, Withdrawn
 
@@ -160,3 +161,41 @@ async def test_a_failed_catch_up_read_is_retried_by_the_next_call() -> None:
         with pytest.raises(StoreUnavailable, match="cannot be read"):
             await subscription.next_batch()
         assert await next_positions(subscription) == ([1, 2, 3], 3)
+
+
+class OthersLog(ManualLog):
+    """A log that tells the follower when it moved, and how far other processes'
+    commits reach (`others_head`, as the PostgreSQL store knows from its notifications)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.others_head = 0
+        self._moved = anyio.Event()
+
+    def commit_by_another(self, count: int) -> None:
+        """Another process commits: never published here; the hint says so."""
+        self.commit(count)
+        self.others_head = len(self.events)
+        self._moved.set()
+
+    async def wait_for_commit(self, after: int, *, timeout: float) -> int:  # noqa: ASYNC109
+        with anyio.move_on_after(timeout):
+            while len(self.events) <= after:
+                self._moved = anyio.Event()
+                await self._moved.wait()
+        return len(self.events)
+
+
+async def test_commits_of_other_processes_are_read_without_the_grace(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The grace waits for this process's own publishes to cover a head; a head the
+    store knows other processes committed is read at once."""
+    monkeypatch.setattr(follow, "GRACE", 60.0)  # waited for, it fails the test
+    log = OthersLog()
+    async with open_bus(log) as bus, bus.subscribe() as subscription:
+        log.commit_by_another(2)
+        assert await next_positions(subscription) == ([1, 2], 2)
+        log.commit_by_another(1)
+        assert await next_positions(subscription) == ([3], 3)
+    assert log.reads >= 2

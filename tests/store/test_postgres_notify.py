@@ -140,6 +140,27 @@ async def test_a_commit_of_another_store_wakes_the_waiter_well_before_the_timeou
         assert [e.event for e in events] == [Noted("a"), Noted("b")]
 
 
+async def test_others_head_counts_only_the_commits_of_other_stores(postgres_url: str) -> None:
+    """The follower reads at once past `others_head` (no grace for its own publishes):
+    notifications from the store's own writer must not raise it, another's must."""
+    async with _store(postgres_url) as a, _store(postgres_url) as b:
+        await _listening(a)
+        assert a.others_head == 0
+
+        async def heard(position: int) -> None:
+            while a._listener.head < position:  # raised by the notification
+                await a._listener.changed().wait()
+
+        with anyio.fail_after(WOKEN):
+            await heard(await _note(a, "s-1"))
+            assert a.others_head == 0
+            theirs = await _note(b, "s-2")
+            await heard(theirs)
+            await heard(await _note(a, "s-3"))
+        assert a.others_head == theirs
+        assert b.others_head == 0  # b never listened
+
+
 async def test_a_head_already_above_is_answered_at_once_and_a_quiet_wait_times_out(
     postgres_url: str,
 ) -> None:
