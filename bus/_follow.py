@@ -78,13 +78,27 @@ class Follower:
 
     # -- the tasks ----------------------------------------------------------------------
 
+    def heard(self, position: int) -> None:
+        """Another process committed up to `position` (the store's callback, where it
+        has one: PostgreSQL's notifications): read it now, a turn of the loop before
+        the watch task would wake."""
+        if position > self._bus.published:
+            self._target = max(self._target, position)
+            self._wake.set()
+
     async def run(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
         """Run the watch and feed tasks until cancelled (or the store closes)."""
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(self._watch, tg.cancel_scope)
-            task_status.started()
-            await self._feed()
-            tg.cancel_scope.cancel()
+        add = getattr(self._source, "add_others_listener", None)
+        remove = add(self.heard) if add is not None else None
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._watch, tg.cancel_scope)
+                task_status.started()
+                await self._feed()
+                tg.cancel_scope.cancel()
+        finally:
+            if remove is not None:
+                remove()
 
     async def _watch(self, scope: anyio.CancelScope) -> None:
         bus = self._bus

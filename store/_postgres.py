@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, Final, TypeVar, Unpack
 
 import anyio
@@ -115,7 +115,7 @@ class PostgresEventStore(GroupCommitStore):
         self._caught_up = 0  # the listener's connect the head was read after
         # `read_log`'s connection (the bus's follower), opened by its first call.
         self._log_conn: asyncpg.Connection | None = None
-        self._log_lock = anyio.Lock()
+        self._log_lock = anyio.Lock(fast_acquire=True)  # no turn of the loop when free
         # The task connecting it now (in the store's task group), if one is.
         self._listening: _Connecting | None = None
 
@@ -323,6 +323,20 @@ class PostgresEventStore(GroupCommitStore):
         the first): the follower reads at once for those, without waiting for this
         process's own publishes to cover the head."""
         return self._listener.others
+
+    def add_others_listener(self, listener: Callable[[int], None]) -> Callable[[], None]:
+        """Call `listener(position)` on the event loop as soon as a notification raises
+        `others_head` to `position` (the bus's follower reads at once, one turn of the
+        loop before `wait_for_commit` would wake it). It must not block; one that
+        raises is removed. Returns a function that removes it."""
+        listeners = self._listener.on_others
+        listeners.append(listener)
+
+        def remove() -> None:
+            with contextlib.suppress(ValueError):
+                listeners.remove(listener)
+
+        return remove
 
     def _writer_pid(self) -> int | None:
         conn = self._writer.conn

@@ -66,6 +66,9 @@ class Listener:
         """The highest position notified by a session other than `own_pid()`'s (the
         store's writer): commits of other processes, 0 until one is notified."""
         self._own_pid = own_pid
+        self.on_others: list[Callable[[int], None]] = []
+        """Called with `others` each time a notification raises it (on the loop; they
+        must not block, and one that raises is dropped from the list)."""
         self._where = where
         self._connect_args = connect
         self._channel = channel
@@ -146,6 +149,11 @@ class Listener:
             if position <= _MAX_POSITION:
                 if pid != self._own_pid() and position > self.others:
                     self.others = position
+                    for listener in tuple(self.on_others):
+                        try:
+                            listener(position)
+                        except Exception:  # noqa: BLE001 - a broken listener stops hearing
+                            self.on_others.remove(listener)
                 self.note(position)
 
     def _on_lost(self, conn: object) -> None:

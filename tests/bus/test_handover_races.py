@@ -199,3 +199,33 @@ async def test_commits_of_other_processes_are_read_without_the_grace(
         log.commit_by_another(1)
         assert await next_positions(subscription) == ([3], 3)
     assert log.reads >= 2
+
+
+class CallbackLog(ManualLog):
+    """A log whose hint never wakes a waiter, but which calls the follower back when
+    another process commits (`add_others_listener`, as the PostgreSQL store does)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.others: list[Callable[[int], None]] = []
+
+    def add_others_listener(self, listener: Callable[[int], None]) -> Callable[[], None]:
+        self.others.append(listener)
+        return lambda: self.others.remove(listener)
+
+    def commit_by_another(self, count: int) -> None:
+        self.commit(count)
+        for listener in self.others:
+            listener(len(self.events))
+
+
+async def test_the_store_s_callback_wakes_the_follower_for_another_process_s_commit() -> None:
+    log = CallbackLog()
+    # No poll in the test's time: only the callback can make the follower read.
+    async with open_bus(log, poll_interval=60.0) as bus, bus.subscribe() as subscription:
+        assert len(log.others) == 1
+        log.commit_by_another(1)
+        assert await next_positions(subscription) == ([1], 1)  # its first catch-up, say
+        log.commit_by_another(2)  # the subscription is live now: only the follower reads
+        assert await next_positions(subscription) == ([2, 3], 3)
+    assert log.others == []  # removed with the bus

@@ -146,6 +146,8 @@ async def test_others_head_counts_only_the_commits_of_other_stores(postgres_url:
     async with _store(postgres_url) as a, _store(postgres_url) as b:
         await _listening(a)
         assert a.others_head == 0
+        called: list[int] = []
+        remove = a.add_others_listener(called.append)
 
         async def heard(position: int) -> None:
             while a._listener.head < position:  # raised by the notification
@@ -158,7 +160,12 @@ async def test_others_head_counts_only_the_commits_of_other_stores(postgres_url:
             await heard(theirs)
             await heard(await _note(a, "s-3"))
         assert a.others_head == theirs
+        assert called == [theirs]  # at once, and not for its own
         assert b.others_head == 0  # b never listened
+        remove()
+        with anyio.fail_after(WOKEN):
+            await heard(await _note(b, "s-4"))
+        assert called == [theirs]
 
 
 async def test_a_head_already_above_is_answered_at_once_and_a_quiet_wait_times_out(
