@@ -271,10 +271,7 @@ class SQLiteEventStore(_ProcessWriter):
         if self._loop_reads:
             self._check_readable()
             limit = min(limit, _LOOP_READ_MAX_PAGE)
-            if tags is None:
-                rows = self._loop_read(_READ_ALL, (low, high, limit))
-            else:
-                rows = self._loop_read(_READ_ALL_TYPES, (low, high, _json.encode(tags), limit))
+            rows = self._loop_read(*_read_all_statement(low, high, tags, None, limit))
             if rows is not None:
                 return self._decode_rows(rows)
         return await self._read_all(low, high, tags, None, limit)
@@ -314,16 +311,7 @@ class SQLiteEventStore(_ProcessWriter):
     async def _read_all(
         self, low: int, high: int, tags: list[str] | None, prefix: str | None, limit: int
     ) -> list[RecordedEvent]:
-        if tags is not None and prefix:
-            types = _json.encode(tags)
-            return await self._read(
-                _READ_ALL_TYPES_PREFIX, (low, high, types, len(prefix), prefix, limit)
-            )
-        if tags is not None:
-            return await self._read(_READ_ALL_TYPES, (low, high, _json.encode(tags), limit))
-        if prefix:
-            return await self._read(_READ_ALL_PREFIX, (low, high, len(prefix), prefix, limit))
-        return await self._read(_READ_ALL, (low, high, limit))
+        return await self._read(*_read_all_statement(low, high, tags, prefix, limit))
 
     async def _stream_version(self, stream_id: str) -> int:
         return int(await self._scalar(_SELECT_VERSION, (stream_id,)) or 0)
@@ -503,6 +491,19 @@ class SQLiteEventStore(_ProcessWriter):
             return int(row[0] or 0) if row is not None else 0
 
         return await self._read_call(run)
+
+
+def _read_all_statement(
+    low: int, high: int, tags: list[str] | None, prefix: str | None, limit: int
+) -> tuple[str, tuple[Any, ...]]:
+    """`read_all`'s statement for its filters, and its parameters."""
+    if tags is not None and prefix:
+        return _READ_ALL_TYPES_PREFIX, (low, high, _json.encode(tags), len(prefix), prefix, limit)
+    if tags is not None:
+        return _READ_ALL_TYPES, (low, high, _json.encode(tags), limit)
+    if prefix:
+        return _READ_ALL_PREFIX, (low, high, len(prefix), prefix, limit)
+    return _READ_ALL, (low, high, limit)
 
 
 def _lease(row: Sequence[Any] | None) -> Lease | None:
