@@ -34,6 +34,7 @@ from actors._aggregate import CommandResult
 from actors._errors import EvolveError, RestartLimitExceeded
 from actors._host import ActorHost
 from actors._mailbox import Envelope
+from actors._redecide import Redecision
 from store import AppendResult, ChainBroken, ConcurrencyError, StoreError
 
 __all__ = ["READ_STATE", "AggregateActor"]
@@ -256,8 +257,13 @@ class AggregateActor(_Deciding):
                     events, state = decided
                     host = self.host
                     version = self.version
+                    redecision = (
+                        Redecision(self.aggregate, (envelope.command,), self.state, version, None)
+                        if host.options.decide_in_store
+                        else None
+                    )
                     try:
-                        result = await self._lead(envelope, events, state, version)
+                        result = await self._lead(envelope, events, state, version, redecision)
                     except Exception as exc:  # noqa: BLE001 - settled like any failed append
                         self.tip = None  # nothing more rides on it
                         planned = _Planned(envelope, events, state, version + len(events))
@@ -265,6 +271,8 @@ class AggregateActor(_Deciding):
                         if reload:
                             await self._catch_up()
                     else:
+                        if result.first_version != version + 1:  # decided again in the store
+                            events, state, version = self._redecided(redecision, result)
                         if self._committed(envelope, events, state, version, result):
                             await host.save_snapshot(self.stream_id, result.last_version, state)
                         return False
@@ -300,7 +308,12 @@ class AggregateActor(_Deciding):
         return False
 
     def _lead(
-        self, envelope: Envelope, events: tuple[Any, ...], state: Any, version: int
+        self,
+        envelope: Envelope,
+        events: tuple[Any, ...],
+        state: Any,
+        version: int,
+        redecision: Redecision | None,
     ) -> Awaitable[AppendResult]:
         """Queue the append of a command run inline, as the `tip` commands that come
         meanwhile may ride on (with `append` when the store cannot chain)."""
@@ -308,7 +321,7 @@ class AggregateActor(_Deciding):
         item = (
             None
             if queue is None
-            else queue(self.stream_id, events, version, envelope.metadata, None)
+            else queue(self.stream_id, events, version, envelope.metadata, None, redecision)
         )
         if item is None:
             return self.store.append(
@@ -338,7 +351,7 @@ class AggregateActor(_Deciding):
             or len(self.mailbox)
             or self.failure is not None
             or self.mailbox.closed
-            or self.behind > self.tip_version
+            or (self.behind > self.tip_version and tip.redecide is None)
             or self.holders > self.host.options.max_batch
         ):
             return None
@@ -350,7 +363,12 @@ class AggregateActor(_Deciding):
         version = self.tip_version
         queue = host.queue_append
         assert queue is not None  # a tip is an item it queued
-        item = queue(self.stream_id, events, version, envelope.metadata, tip)
+        redecision = (
+            Redecision(self.aggregate, (envelope.command,), self.tip_state, version, tip.redecide)
+            if host.options.decide_in_store
+            else None
+        )
+        item = queue(self.stream_id, events, version, envelope.metadata, tip, redecision)
         if item is None:
             return None
         self.tip, self.tip_state = item, state
@@ -381,6 +399,8 @@ class AggregateActor(_Deciding):
                     self._derail(retry)
                     return True
                 return False
+            if result.first_version != version + 1:  # decided again in the store
+                events, state, version = self._redecided(redecision, result)
             if self._committed(envelope, events, state, version, result):
                 await host.save_snapshot(self.stream_id, result.last_version, state)
             return False
@@ -391,6 +411,20 @@ class AggregateActor(_Deciding):
             raise
         finally:
             self._leave()
+
+    def _redecided(
+        self, redecision: Redecision | None, result: AppendResult
+    ) -> tuple[tuple[Any, ...], Any, int]:
+        """A command's append the store decided again (`Redecision`) committed: its
+        events, the state they leave and the version it was decided on. Nothing more
+        rides on it: the commands riding on it were decided on the state it was first
+        decided to leave (the store decided them again too, or broke their chain)."""
+        assert redecision is not None, result
+        assert redecision.events is not None, result
+        if self.tip is not None and self.tip.redecide is redecision:
+            self.tip = None
+        self.host.redecided()
+        return redecision.events, redecision.state, result.first_version - 1
 
     def _committed(
         self,

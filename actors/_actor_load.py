@@ -104,34 +104,38 @@ class _Loading(ActorState):
     def offer(self, recorded: RecordedEvent) -> None:
         """An event of this stream the bus's follower read (another process wrote it,
         or this actor's own append, read before its answer came): kept to fold before
-        the next decision. At most `_MAX_FOREIGN` are kept; past them, a read of the
-        store catches up."""
+        the next decision, in version order. It may come before the answer to this
+        actor's own append it follows (another process appended right after it, and
+        that commit was handed on first): kept past the gap, which that answer fills.
+        At most `_MAX_FOREIGN` are kept; past them, a read of the store catches up."""
         if recorded.version <= self.version:
             return
         self.behind = max(self.behind, recorded.version)
         foreign = self.foreign
         if foreign is None:
             foreign = self.foreign = []
-        following = foreign[-1].version + 1 if foreign else self.version + 1
-        if recorded.version == following and len(foreign) < _MAX_FOREIGN:
+        if foreign and recorded.version <= foreign[-1].version:
+            return  # handed on twice (the writer and the follower)
+        if len(foreign) < _MAX_FOREIGN:
             foreign.append(recorded)
-        elif recorded.version > following:
-            foreign.clear()  # not contiguous with what is kept: the store tells
+        else:
+            foreign.clear()  # the store tells
 
     def _absorb(self) -> bool:
-        """Fold the kept events that follow `version` onto the state; whether it then
-        reaches `behind`. An event `evolve` refuses is left to a load, which reports it."""
+        """Fold the kept events that follow `version` onto the state, up to the first
+        gap; whether it then reaches `behind`. An event `evolve` refuses is left to a
+        load, which reports it."""
         foreign = self.foreign
         if foreign:
             state, version, position = self.state, self.version, self.position
             evolve = self.aggregate.evolve
             used = 0
             for recorded in foreign:
+                if recorded.version > version + 1:
+                    break  # a gap: an answer still to come, or the store tells
                 used += 1
                 if recorded.version <= version:
                     continue
-                if recorded.version != version + 1:
-                    break
                 try:
                     state = evolve(state, recorded.event)
                 except Exception:  # noqa: BLE001 - the load reads it again and reports it

@@ -15,6 +15,7 @@ from actors._actor_state import _NO_EVENTS, READ_STATE, _decide_again, _Planned
 from actors._aggregate import CommandResult
 from actors._errors import EvolveError, Rejected, TooManyAttempts
 from actors._mailbox import Envelope
+from actors._redecide import Redecision
 from store import (
     AppendResult,
     ChainBroken,
@@ -94,7 +95,22 @@ class _Settling(_Loading):
         one could then commit on top of another process's events when an earlier one
         failed and the other process had written as many events."""
         if len(segments) == 1:  # the common case: one append, no chain
-            outcomes[0] = await self._append(segments[0], expected)
+            segment = segments[0]
+            redecision = self._redecision(segment, expected)
+            outcome = outcomes[0] = await self._append(segment, expected, redecision)
+            if (
+                redecision is not None
+                and isinstance(outcome, AppendResult)
+                and outcome.first_version != expected + 1
+            ):
+                # Decided again in the store, on the events another process appended:
+                # the plan is what that decided.
+                assert redecision.events is not None, outcome
+                self.host.redecided()
+                version = outcome.first_version - 1
+                for planned, (events, state) in zip(segment, redecision.steps, strict=True):
+                    version += len(events)
+                    planned.events, planned.state, planned.version = events, state, version
             return
         links: list[ChainedAppend] = []
         link_of: dict[int, int] = {}  # segment index: its link's index (those with events)
@@ -140,10 +156,44 @@ class _Settling(_Loading):
             segments.append(current)
         return segments
 
-    async def _append(self, segment: list[_Planned], expected: int) -> AppendResult | BaseException:
+    def _redecision(self, segment: list[_Planned], expected: int) -> Redecision | None:
+        """The `Redecision` of a segment's append, if the store may decide it again: its
+        commands each wrote events (or are state queries), carry no command id and no
+        fence."""
+        host = self.host
+        if not host.options.decide_in_store or host.queue_append is None:
+            return None
+        for planned in segment:
+            envelope = planned.envelope
+            if (
+                not (planned.events or envelope.command is READ_STATE)
+                or planned.error is not None
+                or envelope.command_id is not None
+                or envelope.fence is not None
+            ):
+                return None
+        if not any(planned.events for planned in segment):
+            return None  # nothing to append
+        commands = [planned.envelope.command for planned in segment]
+        return Redecision(self.aggregate, commands, self.state, expected, None)
+
+    async def _append(
+        self, segment: list[_Planned], expected: int, redecision: Redecision | None = None
+    ) -> AppendResult | BaseException:
         link = _link(segment)
         if link is None:
             return _NO_EVENTS
+        if redecision is not None:
+            queue = self.host.queue_append
+            assert queue is not None  # `_redecision` checked
+            try:
+                item = queue(self.stream_id, link.events, expected, link.metadata, None, redecision)
+                if item is not None:
+                    return await item.future
+            except Exception as exc:  # noqa: BLE001 - as below
+                # Without its traceback: it holds this frame and its `item`, whose future
+                # holds the exception, through an append the collector does not track.
+                return exc.with_traceback(None)
         try:
             return await self.store.append(
                 self.stream_id,

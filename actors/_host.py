@@ -17,10 +17,11 @@ from actors._mailbox import Load
 from actors._options import SystemOptions
 from actors._registry import LiveActor
 from store import EventStore
-from store._batch import _Append
+from store._batch import Redecision, _Append
 
 QueueAppend: TypeAlias = Callable[
-    [str, Sequence[Any], int, Mapping[str, str] | None, _Append | None], _Append | None
+    [str, Sequence[Any], int, Mapping[str, str] | None, _Append | None, Redecision | None],
+    _Append | None,
 ]
 
 __all__ = ["ActorHost"]
@@ -91,6 +92,9 @@ class ActorHost(Protocol):
 
     def conflicted(self) -> None:
         """An append conflicted with another append to the stream (another process's)."""
+
+    def redecided(self) -> None:
+        """An append was decided again in the store's transaction (`Redecision`)."""
 
     # -- lifecycle --------------------------------------------------------------------
 

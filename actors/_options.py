@@ -88,6 +88,14 @@ class SystemOptions:
             Off, one process alone on its store saves the follower's idle cost;
             answers stay right either way (an unwritten answer is confirmed against
             the stream's version in the store).
+        decide_in_store: whether a command whose append lost a race (another
+            process appended to its stream after the actor decided) is decided again
+            inside the store's write transaction, under its lock, on the events it
+            missed, rather than refused there and decided again after a read (a bool;
+            SQLite's thread writer does this, other stores ignore it; see
+            docs/architecture.md). `decide` and `evolve` then run on the store's
+            writer thread too, and must be pure, as always: no I/O, no shared
+            mutable state.
     """
 
     mailbox_capacity: int = 1024
@@ -108,10 +116,12 @@ class SystemOptions:
     grace: float = 10.0
     gc_threshold: int | None = 20_000
     follow: bool = True
+    decide_in_store: bool = True
 
     def __post_init__(self) -> None:
-        if type(self.follow) is not bool:
-            raise InvalidOption("follow", self.follow, "a bool")
+        for name in ("follow", "decide_in_store"):
+            if type(getattr(self, name)) is not bool:
+                raise InvalidOption(name, getattr(self, name), "a bool")
         for name, (low, high) in OPTION_RANGES.items():
             value = getattr(self, name)
             if value is None and name in NONE_ALLOWED:
@@ -184,12 +194,14 @@ class SystemSettings(TypedDict, total=False):
     grace: float
     gc_threshold: int | None
     follow: bool
+    decide_in_store: bool
 
 
 class AggregateSettings(TypedDict, total=False):
     """The `SystemOptions` fields one aggregate type may set apart from the system's
     (`system.aggregates(Account, mailbox_capacity=64)`): those of its mailboxes, its
-    batches, its retries and restarts. The others (`grace`, `follow`, the system-wide
+    batches, its retries and restarts, and whether the store decides its commands again
+    (`decide_in_store`). The others (`grace`, `follow`, the system-wide
     caps, `idle_timeout`, `gc_threshold`) are the whole system's and go to `open_system`."""
 
     mailbox_capacity: int
@@ -203,6 +215,7 @@ class AggregateSettings(TypedDict, total=False):
     max_backoff: float
     recent_command_ids: int
     load_page_size: int
+    decide_in_store: bool
 
 
 AGGREGATE_FIELDS: Final = AggregateSettings.__optional_keys__

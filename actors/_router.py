@@ -82,6 +82,7 @@ class AggregateHost:
         "options",
         "overloaded",
         "queue_append",
+        "redecisions",
         "registry",
         "rejections",
         "restarts",
@@ -118,6 +119,7 @@ class AggregateHost:
         self.failures = 0
         self.restarts = 0
         self.conflicts = 0
+        self.redecisions = 0
         self.rides = 0
         self.snapshots = 0
         self.dropped_replies = 0
@@ -148,6 +150,10 @@ class AggregateHost:
     def conflicted(self) -> None:
         """An append conflicted with another append to the stream (another process's)."""
         self.conflicts += 1
+
+    def redecided(self) -> None:
+        """An append was decided again in the store's transaction (`Redecision`)."""
+        self.redecisions += 1
 
     def rode(self) -> None:
         """A command rode on an append in flight (see `AggregateActor.ride`)."""

@@ -89,6 +89,9 @@ class SystemStatistics(msgspec.Struct, frozen=True):
         restarts: actor restarts (evolve failures, unknown append outcomes, failed loads).
         conflicts: appends refused because a concurrent append (another process's) had
             moved the stream on; the actor reloaded and retried them.
+        redecisions: appends a concurrent append had passed that the store decided
+            again in its transaction, on the events they missed (`decide_in_store`),
+            rather than refusing them: no conflict, no reload.
         rides: commands that reached an actor while callers ran it with an append in
             flight, and were decided on the state that append leaves and chained to
             it, rather than queued behind it.
@@ -110,6 +113,7 @@ class SystemStatistics(msgspec.Struct, frozen=True):
     failures: int
     restarts: int
     conflicts: int
+    redecisions: int
     rides: int
     passivations: int
     snapshots: int
@@ -309,6 +313,7 @@ class ActorSystem:
             failures=sum(h.failures for h in hosts),
             restarts=sum(h.restarts for h in hosts),
             conflicts=sum(h.conflicts for h in hosts),
+            redecisions=sum(h.redecisions for h in hosts),
             rides=sum(h.rides for h in hosts),
             passivations=registry.passivations,
             snapshots=sum(h.snapshots for h in hosts),

@@ -6,18 +6,21 @@ decode back), the metadata, the command id (and its digest) and the fence, each 
 with an error of its own before anything is queued, so a bad append never fails the
 batch beside it. `check_stream_id` checks the stream id (the store calls it first) and
 keeps the ids that passed (a bounded set), which makes the check of an id seen before a
-set lookup.
+set lookup. `AppendPreparer.redecided` encodes the events an append's `redecide` decided
+again, in the writer's transaction, as `prepare` encodes the first ones.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import msgspec
 
 from store._batch import _Append
 from store._codec import EventRegistry
+from store._decode import _decode_rows
 from store._errors import InvalidExpectedVersion
 from store._options import StoreOptions
 from store._prepare import (
@@ -94,3 +97,24 @@ class AppendPreparer:
             future,
             checked_fence,
         )
+
+    def redecided(self, item: _Append, missed: list[Any], version: int) -> bool:
+        """On the writer's thread, inside its transaction: have `item`, an append whose
+        expected version the stream passed, decide its events again (`item.redecide`)
+        on the events it `missed` (rows as the SQLite store reads them), the stream
+        being at `version`. True when it did: `item` then holds the new events, encoded,
+        and expects `version`. False leaves `item` as it was (refused as a conflict):
+        no `redecide`, or it declined, failed or decided events that do not encode (the
+        actor decides again on its own task, where such an error reaches the caller)."""
+        redecide = item.redecide
+        if redecide is None:
+            return False
+        try:
+            events = redecide(_decode_rows(self._registry, missed), version)
+            if not events:
+                return False
+            rows = _encode_events(self._registry, item.stream_id, events, self._options)
+        except Exception:  # noqa: BLE001 - left to the conflict's own path, which reports it
+            return False
+        item.events, item.rows, item.expected, item.rebased = events, rows, version, True
+        return True

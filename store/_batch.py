@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import msgspec
 
 from store._errors import StoreError
 from store._records import AppendResult, RecordedEvent
+
+Redecision = Callable[[list[RecordedEvent], int], Sequence[Any] | None]
+"""Given the events of the stream an append missed (in version order, each right after
+the one before, the first right after the version it expected; none when the append it
+is chained to was decided again in the same batch) and the stream's version after them,
+the events to append instead on that version, or None to leave it refused. Called on
+the writer's thread, inside its transaction."""
 
 
 class _Append(msgspec.Struct, gc=False):
@@ -39,6 +46,11 @@ class _Append(msgspec.Struct, gc=False):
     batch: int = -1
     slot: int = -1
     chained: int = -1
+    # Decides the append's events again when another append passed its expected
+    # version (`GroupCommitStore.queue_append`); `rebased` once it did: the append then
+    # holds the events it decided, which commit on the stream's version then.
+    redecide: Redecision | None = None
+    rebased: bool = False
 
 
 class _BatchAppend(Protocol):

@@ -27,7 +27,7 @@ import msgspec
 from store import telemetry
 from store._answer import CommitListener, Counters, answer_batch
 from store._append import AppendPreparer
-from store._batch import _Append, _BatchResult, _fail_batch, _Write
+from store._batch import Redecision, _Append, _BatchResult, _fail_batch, _Write
 from store._calls import _StoreCalls
 from store._chain import ChainedAppend, ChainOutcome, append_one_by_one, next_expected
 from store._codec import EventRegistry
@@ -252,12 +252,22 @@ class GroupCommitStore(_StoreCalls):
         expected_version: int,
         metadata: Mapping[str, str] | None,
         after: _Append | None,
+        redecide: Redecision | None = None,
     ) -> _Append | None:
         """Queue an append without waiting for it (no command id, no fence): the
         returned item's `future` gets what `append` would return or raise. With
         `after` (an item this returned before, for the same stream), it commits only
-        if that one committed as a fresh append, else it gets `ChainBroken`: the
-        actors chain a command decided on the state an append in flight leaves.
+        if that one committed as a fresh append as decided, else it gets `ChainBroken`:
+        the actors chain a command decided on the state an append in flight leaves.
+
+        With `redecide`, where the backend can (the SQLite thread writer), an append
+        whose expected version another append passed is not refused at once: in the
+        writer's transaction, under the write lock, `redecide` gets the events it
+        missed and may decide the append's events again on the stream's version (see
+        `store._batch.Redecision`). Its result then shows the new place (its first
+        version is not `expected_version + 1`), and the commit listeners get the new
+        events. An append chained to one decided again is decided again too (with
+        no events missed), or gets `ChainBroken`.
 
         None, with nothing queued, when this backend cannot chain across batches or
         the queue is full (`max_pending_appends`): use `append`, which waits for room.
@@ -273,6 +283,7 @@ class GroupCommitStore(_StoreCalls):
             self._check_stream_id(stream_id)
         item = self._prepare(stream_id, expected_version, events, None, metadata, None)
         item.after = after
+        item.redecide = redecide
         if telemetry.tracer is not None:
             item.queued_at = time.perf_counter()
         self._pending.append(item)
@@ -464,16 +475,21 @@ class GroupCommitStore(_StoreCalls):
     @staticmethod
     def _link(item: _Append, after: _Append, serial: int) -> bool:
         """Whether chained `item` can go in batch `serial`: its predecessor `after` is
-        in that batch (`item.chained` is then its index), or committed fresh before.
-        False when `after` is still in a batch not answered (`item` waits) or did not
-        commit fresh (`item` is answered `ChainBroken`)."""
+        in that batch (`item.chained` is then its index), or committed fresh, as
+        decided, before. False when `after` is still in a batch not answered (`item`
+        waits) or did not commit fresh as decided (`item` is answered `ChainBroken`)."""
         if after.batch == serial:
             item.chained = after.slot
             return True
         future = after.future
         if not future.done():
             return False
-        if not future.cancelled() and future.exception() is None and not future.result().duplicate:
+        if (
+            not future.cancelled()
+            and future.exception() is None
+            and not future.result().duplicate
+            and not after.rebased
+        ):
             item.chained = -1
             item.after = None
             return True

@@ -183,8 +183,11 @@ class SQLiteEventStore(_ProcessWriter):
         self._loop_reads = options.loop_reads and path != ":memory:"
         self._watcher: Watcher | None = None  # started by the first `wait_for_commit`
         self._foreign_listeners: list[ForeignListener] = []
-        if process is None and path != ":memory:":
-            self._batch.on_foreign = self._foreign_from_writer
+        if process is None:
+            # The appends decide again in the transaction where they live (the thread).
+            self._batch.redecide = self._preparer.redecided
+            if path != ":memory:":
+                self._batch.on_foreign = self._foreign_from_writer
 
     # -- other processes' commits, as the writer meets them ------------------------------
 

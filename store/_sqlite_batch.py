@@ -45,6 +45,13 @@ _SELECT_VERSIONS: Final = (
     " WHERE stream_id IN (SELECT value FROM json_each(?)) GROUP BY stream_id"
 )
 _SELECT_VERSION: Final = "SELECT max(version) FROM events WHERE stream_id = ?"
+_READ_MISSED: Final = (
+    "SELECT position, stream_id, version, event_type, schema_version, data, metadata,"
+    " command_id, recorded_at, checksum FROM events"
+    " WHERE stream_id = ? AND version > ? AND version <= ? ORDER BY version"
+)
+"""The events of one stream an append's expected version missed: what a redecision
+folds before deciding again (`Redecide`)."""
 _SELECT_MOVED: Final = (
     "SELECT stream_id, max(version) FROM events WHERE position > ? GROUP BY stream_id"
 )
@@ -57,6 +64,10 @@ _HAND_ON_LIMIT: Final = 2_000
 """The most events of other connections a batch reads to hand on (`on_foreign`): past
 them, only their versions are read, and the bus's follower reads the events in pages
 on the reader's thread rather than the event loop decoding them all at once."""
+_KEPT_PER_STREAM: Final = 8
+_KEPT_STREAMS: Final = 50_000
+"""Other connections' rows kept for redecisions (`_BatchWriter._keep_foreign`): the last
+8 of a stream, of at most 50,000 streams."""
 _REFRESH_LIMIT: Final = 20_000
 """The most events of other connections the version cache is refreshed from; past
 them it is cleared (and read again per stream) instead."""
@@ -65,6 +76,10 @@ _SELECT_LEASE_HOLDER: Final = "SELECT owner, epoch FROM leases WHERE name = ?"
 _IN_LIST_CHUNK: Final = 2_000
 _VERSION_CACHE_LIMIT: Final = 200_000
 _json = msgspec.json.Encoder()
+
+Redecide = Callable[[Any, list[Any], int], bool]
+"""`_BatchWriter.redecide`: (the append, the rows it missed, the stream's version)
+(`AppendPreparer.redecided`)."""
 
 
 class _BatchWriter:
@@ -90,6 +105,16 @@ class _BatchWriter:
         # connections committed since this one last looked (positions first to last,
         # rows as `SQLiteEventStore` reads them). None: only their versions are read.
         self.on_foreign: Callable[[int, int, list[Any]], None] | None = None
+        # Called, inside the transaction, on an append whose expected version another
+        # append passed, when it carries a `redecide` (only `_Append`s do): with the
+        # rows it missed (as `SQLiteEventStore` reads them; empty when the append it is
+        # chained to was decided again in this batch) and the stream's version. True:
+        # it now holds the events decided again on that version (see `Redecide`).
+        self.redecide: Redecide | None = None
+        # The last rows of other connections `_begin` read (to hand on), by stream, in
+        # version order: what an append to be decided again missed is most often
+        # among them (`_keep_foreign`).
+        self._foreign_rows: dict[str, list[Any]] = {}
 
     def _write_batch(
         self, conn: sqlite3.Connection, appends: Sequence[_FencedBatchAppend], writes: list[_Write]
@@ -186,6 +211,8 @@ class _BatchWriter:
                     if row[1] in versions:
                         versions[row[1]] = row[2]
                 on_foreign(known + 1, last, rows)
+                if self.redecide is not None:
+                    self._keep_foreign(rows)
             elif versions and 0 < last - known <= _REFRESH_LIMIT:
                 for stream_id, version in conn.execute(_SELECT_MOVED, (known,)):
                     if stream_id in versions:
@@ -226,6 +253,7 @@ class _BatchWriter:
         accepted: list[tuple[_FencedBatchAppend, AppendResult]] = []  # to insert
         append_outcome = outcomes.append
         accept = accepted.append
+        redecide = self.redecide
         for item in appends:
             stream_id = item.stream_id
             chained = item.chained
@@ -234,6 +262,13 @@ class _BatchWriter:
                 if not isinstance(before, AppendResult) or before.duplicate:
                     append_outcome(ChainBroken(stream_id, item.expected))
                     continue
+                if getattr(appends[chained], "rebased", False):
+                    # Decided on the state the one before it was decided to leave, which
+                    # never committed: decided again on the one it left, or broken.
+                    current = versions.get(stream_id, 0)
+                    if redecide is None or not redecide(item, [], current):
+                        append_outcome(ChainBroken(stream_id, item.expected))
+                        continue
             command_id = item.command_id
             if command_id is not None:
                 seen = known.get(command_id)
@@ -253,6 +288,12 @@ class _BatchWriter:
                 expected != current
                 and expected != ANY
                 and (expected != STREAM_EXISTS or current == 0)
+            ) and not (
+                redecide is not None
+                and current > expected >= 0
+                and command_id is None
+                and getattr(item, "redecide", None) is not None
+                and self._redecide(conn, redecide, item, current)
             ):
                 append_outcome(ConcurrencyError(stream_id, expected, current))
                 continue
@@ -274,6 +315,41 @@ class _BatchWriter:
         self._last_position = position
         self._remember(versions)
         return outcomes
+
+    def _redecide(
+        self,
+        conn: sqlite3.Connection,
+        redecide: Redecide,
+        item: _FencedBatchAppend,
+        current: int,
+    ) -> bool:
+        """Offer `item`, which expected a version `current` has passed, the events it
+        missed to decide again on; True when it did (it now expects `current`)."""
+        expected = item.expected
+        stream_id = item.stream_id
+        kept = self._foreign_rows.get(stream_id, ())
+        rows = [row for row in kept if expected < row[2] <= current]
+        if len(rows) != current - expected:
+            # Not all among the rows kept: read them (fewer rows than versions then
+            # means some are this batch's, not inserted yet).
+            rows = conn.execute(_READ_MISSED, (stream_id, expected, current)).fetchall()
+        return len(rows) == current - expected and redecide(item, rows, current)
+
+    def _keep_foreign(self, rows: list[Any]) -> None:
+        """Keep `rows` (other connections', in position order) as the last
+        `_KEPT_PER_STREAM` of each stream, for `_redecide`; at most `_KEPT_STREAMS`
+        streams (past them, the kept rows start over)."""
+        kept = self._foreign_rows
+        if len(kept) > _KEPT_STREAMS:
+            kept.clear()
+        for row in rows:
+            stream = kept.get(row[1])
+            if stream is None:
+                kept[row[1]] = [row]
+            else:
+                stream.append(row)
+                if len(stream) > _KEPT_PER_STREAM:
+                    del stream[0]
 
     def _remember(self, versions: dict[str, int]) -> None:
         """Keep the batch's stream `versions` in the cache (they are the cache itself

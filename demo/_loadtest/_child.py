@@ -106,7 +106,7 @@ async def _work(options: LoadOptions, index: int, control: _Control) -> _ChildRe
             run.on_ack = on_ack
             _tell({"kind": "ready"})
             await control.expect("go")
-            before, conflicts = system.store.statistics(), system.statistics().conflicts
+            before, counted = system.store.statistics(), system.statistics()
             cpu = time.process_time()
             sampler.measuring = stamps.acking = stamps.applying = True
             started = time.time()
@@ -114,7 +114,9 @@ async def _work(options: LoadOptions, index: int, control: _Control) -> _ChildRe
             ended = time.time()
             cpu = time.process_time() - cpu
             stamps.acking = False
-            after, conflicts = system.store.statistics(), system.statistics().conflicts - conflicts
+            after, ended_with = system.store.statistics(), system.statistics()
+            conflicts = ended_with.conflicts - counted.conflicts
+            redecisions = ended_with.redecisions - counted.redecisions
             _tell({"kind": "loaded"})
             await control.expect("check")
             projection_ok: bool | None = None
@@ -139,6 +141,7 @@ async def _work(options: LoadOptions, index: int, control: _Control) -> _ChildRe
         errors=counters.errors,
         error_types=dict(counters.error_types),
         conflicts=conflicts,
+        redecisions=redecisions,
         seconds=round(seconds, 3),
         commands_per_s=round(answered / seconds, 1) if seconds else 0.0,
         latency_ms=Percentiles.of(counters.latencies),

@@ -263,6 +263,7 @@ def _combine(
         errors=sum(f.errors for f in figures),
         error_types=error_types,
         conflicts=sum(f.conflicts for f in figures),
+        redecisions=sum(f.redecisions for f in figures),
         seconds=round(seconds, 3),
         commands_per_s=round(acknowledged / seconds, 1) if seconds > 0 else 0.0,
         cpu_seconds=round(cpu, 3),

@@ -218,6 +218,8 @@ class ProcessFigures(msgspec.Struct, frozen=True):
         acknowledged, rejected, errors, error_types: as in `LoadReport`.
         conflicts: appends refused because another process had moved the stream on,
             reloaded and retried by the runtime (`system.statistics().conflicts`).
+        redecisions: appends another process had passed that the store decided again
+            in its transaction instead (`system.statistics().redecisions`).
         seconds: its own measured phase.
         commands_per_s: `commands / seconds`.
         latency_ms: its per-command latency (send to durable reply).
@@ -237,6 +239,7 @@ class ProcessFigures(msgspec.Struct, frozen=True):
     errors: int
     error_types: dict[str, int]
     conflicts: int
+    redecisions: int
     seconds: float
     commands_per_s: float
     latency_ms: Percentiles
@@ -256,6 +259,7 @@ class ProcessesReport(msgspec.Struct, frozen=True):
             (concurrency: commands in flight in each process).
         commands, acknowledged, rejected, errors, error_types: summed over processes.
         conflicts: appends retried after another process's write, summed.
+        redecisions: appends decided again in the store's transaction, summed.
         seconds: the common window: first process's start to last process's end.
         commands_per_s: acknowledged commands (all processes) / `seconds`.
         cpu_seconds: the processes' CPU time over their measured phases, summed.
@@ -294,6 +298,7 @@ class ProcessesReport(msgspec.Struct, frozen=True):
     errors: int
     error_types: dict[str, int]
     conflicts: int
+    redecisions: int
     seconds: float
     commands_per_s: float
     cpu_seconds: float
@@ -340,7 +345,8 @@ def render_processes(report: ProcessesReport) -> str:
             f" (setup {report.setup_seconds:.2f} s), CPU {report.cpu_ms_per_command} ms/command"
         ),
         (
-            f"  conflicts {report.conflicts} (retried), rejected {report.rejected},"
+            f"  conflicts {report.conflicts} (retried), decided again in the store"
+            f" {report.redecisions}, rejected {report.rejected},"
             f" errors {report.errors}" + (f" {report.error_types}" if report.error_types else "")
         ),
     ]

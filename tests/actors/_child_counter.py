@@ -20,7 +20,6 @@ async def main(path: str, name: str) -> None:
     acked = 0
     gave_up = 0
     errors: Tally[str] = Tally()
-    conflicts = 0
     async with open_system(path, max_attempts=50) as system:
         counters = system.aggregates(Counter)
 
@@ -44,8 +43,14 @@ async def main(path: str, name: str) -> None:
         async with anyio.create_task_group() as tg:
             for index in range(CLIENTS):
                 tg.start_soon(client, index)
-        conflicts = system.statistics().conflicts
-    summary = {"acked": acked, "gave_up": gave_up, "conflicts": conflicts, "errors": dict(errors)}
+        stats = system.statistics()
+    summary = {
+        "acked": acked,
+        "gave_up": gave_up,
+        "conflicts": stats.conflicts,
+        "redecisions": stats.redecisions,
+        "errors": dict(errors),
+    }
     sys.stdout.write(json.dumps(summary) + "\n")
 
 

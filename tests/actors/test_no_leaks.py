@@ -56,7 +56,7 @@ async def test_conflicting_appends_and_chains_leave_nothing_alive(durable_target
 
 async def test_riders_behind_a_conflict_leave_nothing_alive(durable_target: str) -> None:
     async with (
-        open_system(durable_target, follow=False) as a,
+        open_system(durable_target, follow=False, decide_in_store=False) as a,
         open_system(durable_target, follow=False) as b,
     ):
         await _opened(a)

@@ -123,7 +123,7 @@ async def test_a_batch_append_over_the_stores_limit_is_refused_at_open() -> None
 
 def test_every_option_has_a_range() -> None:
     fields = {f.name for f in dataclasses.fields(SystemOptions)}
-    assert fields - {"idle_timeout", "follow"} <= set(OPTION_RANGES)  # follow: a bool
+    assert fields - {"idle_timeout", "follow", "decide_in_store"} <= set(OPTION_RANGES)  # bools
     assert set(OPTION_RANGES) <= fields
 
 
@@ -183,7 +183,7 @@ async def test_aggregates_refuses_an_unknown_or_system_wide_option_naming_it() -
             with pytest.raises(
                 InvalidOption, match=rf"^aggregates\(Account\): unknown option '{name}'; "
             ) as caught:
-                system.aggregates(Account, **{name: 1})
+                system.aggregates(Account, **{name: 1})  # type: ignore[arg-type]
             assert caught.value.name == name
             assert "mailbox_capacity" in str(caught.value)
         with pytest.raises(InvalidOption, match="max_batch must be an int from 1 to"):
@@ -221,3 +221,10 @@ async def test_a_renamed_option_is_refused_naming_its_new_name() -> None:
     ):
         async with open_system(":memory:", park_for=1.0):  # type: ignore[call-arg]
             pass
+
+
+@pytest.mark.parametrize("name", ["follow", "decide_in_store"])
+def test_a_switch_takes_a_bool_only(name: str) -> None:
+    with pytest.raises(InvalidOption, match=f"{name}.*a bool") as caught:
+        SystemOptions(**{name: 1})  # type: ignore[arg-type]
+    assert caught.value.name == name

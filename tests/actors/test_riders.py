@@ -109,9 +109,11 @@ async def test_riders_behind_an_append_that_lost_a_race_are_decided_again_in_ord
 ) -> None:
     """Another process deposits 1,000 behind A's back: the first append conflicts, the
     riders chained to it are not written (whatever their expected versions), and all are
-    decided again on the stream's latest state, in the order they were sent."""
+    decided again on the stream's latest state, in the order they were sent. (With
+    `decide_in_store`, SQLite's writer decides them again itself instead:
+    tests/actors/test_decide_in_store.py.)"""
     async with (
-        open_system(durable_target, follow=False) as a,
+        open_system(durable_target, follow=False, decide_in_store=False) as a,
         open_system(durable_target, follow=False) as b,
     ):
         await _opened(a)

@@ -15,7 +15,7 @@ import anyio
 import pytest
 
 from actors import ActorSystem, open_system
-from demo.bank import Account, Deposit, InsufficientFunds, OpenAccount, Withdraw
+from demo.bank import Account, Deposit, Deposited, InsufficientFunds, OpenAccount, Withdraw
 from store import EventStore, RecordedEvent, open_store
 from tests.actors.domain import Counter, Increment
 from tests.actors.support import _Wrapper
@@ -178,3 +178,24 @@ async def test_follow_must_be_a_bool() -> None:
     with pytest.raises(InvalidOption, match="follow must be a bool"):
         async with open_system(":memory:", follow="yes"):  # type: ignore[arg-type]
             pass
+
+
+async def test_another_process_event_before_the_actor_own_answer_is_kept_past_the_gap(
+    tmp_path: str,
+) -> None:
+    """Another process appended right after this actor's append, and that commit was
+    handed on before this actor's own answer: the event is kept past the gap the answer
+    then fills, and folded without a read of the store."""
+    async with open_system(f"{tmp_path}/events.db", follow=False) as system:
+        await opened_at_100(system)
+        actor: Any = system._registry.live["account-acc"]
+        assert actor.version == 2
+        later = RecordedEvent("account-acc", 4, 4, "bank.deposited", 1, Deposited(7), {}, 0.0)
+        actor.offer(later)
+        assert actor.behind == 4
+        assert not actor._absorb()
+        # the answer to its own append at version 3 arrives
+        actor.state = Account().evolve(actor.state, Deposited(3))
+        actor.version = 3
+        assert actor._absorb()
+        assert (actor.version, actor.state.balance) == (4, 110)

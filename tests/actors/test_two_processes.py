@@ -1,6 +1,7 @@
 """Two OS processes run the actor runtime on one store (a SQLite file, a PostgreSQL
 schema) and hammer one aggregate: each has its own actor for it, so their appends
-conflict; the actors reload and retry, and no update is lost or applied twice."""
+conflict; the actors reload and retry (or SQLite's writer decides them again), and no
+update is lost or applied twice."""
 
 from __future__ import annotations
 
@@ -61,8 +62,10 @@ async def test_two_processes_on_one_aggregate_lose_no_update(durable_target: str
     # a command that gave up (TooManyAttempts) wrote nothing
     assert len(hot) == acked
     assert sum(len(c) for c in cold) == acked
-    # the retry path really ran: the two processes' actors did conflict
-    assert sum(s["conflicts"] for s in summaries.values()) > 0
+    # the retry path really ran: the two processes' actors did race (SQLite's writer
+    # decides a command that lost the race again itself; PostgreSQL refuses it)
+    raced = "conflicts" if path.startswith("postgresql") else "redecisions"
+    assert sum(s[raced] for s in summaries.values()) > 0
 
 
 async def _line(stream: anyio.abc.ByteReceiveStream) -> str:

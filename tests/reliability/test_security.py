@@ -269,7 +269,7 @@ UNBOUNDED_ALLOWED = {
     ("SystemOptions", "idle_timeout"),
 }
 _NOT_LIMITS = frozenset(
-    {"synchronous", "writer", "follow", "lease", "loop_reads"}
+    {"synchronous", "writer", "follow", "lease", "loop_reads", "decide_in_store"}
 )  # switches, not limits
 
 

@@ -1,0 +1,186 @@
+"""An append another connection passed, decided again in the writer's transaction
+(`queue_append(..., redecide)`, SQLite's thread writer).
+
+Two stores on one file stand for two processes: `other` appends, and `store`, whose
+append expected an older version, gets the events it missed inside its transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from store import (
+    NO_STREAM,
+    AppendResult,
+    ChainBroken,
+    ConcurrencyError,
+    RecordedEvent,
+    SQLiteEventStore,
+    open_store,
+)
+from store._batch import _Append
+from tests.store._events import Deposited, Noted, Unregistered, make_registry
+
+
+class Recorder:
+    """A `Redecision` that records its calls and answers with `answer(missed, version)`."""
+
+    def __init__(self, answer: Any) -> None:
+        self.answer = answer
+        self.calls: list[tuple[list[tuple[int, object]], int]] = []
+
+    def __call__(self, missed: list[RecordedEvent], version: int) -> Sequence[Any] | None:
+        self.calls.append(([(r.version, r.event) for r in missed], version))
+        result: Sequence[Any] | None = self.answer(missed, version)
+        return result
+
+
+def _sum_plus(amount: int) -> Recorder:
+    """Decides a deposit of `amount` plus every deposit it missed."""
+    return Recorder(lambda missed, _v: [Deposited(amount + sum(r.event.amount for r in missed))])
+
+
+@pytest.fixture
+async def two(tmp_path: Path) -> AsyncIterator[tuple[SQLiteEventStore, SQLiteEventStore]]:
+    path = str(tmp_path / "events.db")
+    async with (
+        open_store(path, registry=make_registry()) as store,
+        open_store(path, registry=make_registry()) as other,
+    ):
+        yield store, other
+
+
+def _queue(
+    store: SQLiteEventStore,
+    events: Sequence[Any],
+    expected: int,
+    redecide: Any,
+    after: _Append | None = None,
+) -> _Append:
+    item = store.queue_append("s", events, expected, None, after, redecide)
+    assert item is not None
+    return item
+
+
+async def test_the_missed_events_decide_the_append_again(
+    two: tuple[SQLiteEventStore, SQLiteEventStore],
+) -> None:
+    store, other = two
+    await store.append("s", [Deposited(1)], expected_version=NO_STREAM)
+    await other.append("s", [Deposited(10), Deposited(20)], expected_version=1)
+    seen: list[RecordedEvent] = []
+    store.add_commit_listener(lambda events: seen.extend(events))
+    redecide = _sum_plus(5)
+    result = await _queue(store, [Deposited(5)], 1, redecide).future
+    assert redecide.calls == [([(2, Deposited(10)), (3, Deposited(20))], 3)]
+    assert (result.first_version, result.last_version) == (4, 4)
+    assert not result.duplicate
+    stored = await store.read_stream("s")
+    assert [e.event for e in stored] == [Deposited(1), Deposited(10), Deposited(20), Deposited(35)]
+    assert [(e.version, e.event) for e in seen] == [(4, Deposited(35))]  # the new events
+
+
+async def test_an_append_still_on_the_latest_version_is_not_decided_again(
+    two: tuple[SQLiteEventStore, SQLiteEventStore],
+) -> None:
+    store, _other = two
+    redecide = _sum_plus(5)
+    result = await _queue(store, [Deposited(5)], NO_STREAM, redecide).future
+    assert result.first_version == 1
+    assert redecide.calls == []
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        lambda missed, version: None,  # it declines (the command is refused there)
+        lambda missed, version: [],  # it writes nothing there
+        lambda missed, version: 1 / 0,  # domain code failed
+        lambda missed, version: [Unregistered(1)],  # an event the store refuses
+    ],
+    ids=["declined", "no events", "raised", "unregistered"],
+)
+async def test_an_append_not_decided_again_is_refused_as_before(
+    two: tuple[SQLiteEventStore, SQLiteEventStore], answer: Any
+) -> None:
+    store, other = two
+    await other.append("s", [Deposited(10)], expected_version=NO_STREAM)
+    redecide = Recorder(answer)
+    with pytest.raises(ConcurrencyError) as caught:
+        await _queue(store, [Deposited(5)], NO_STREAM, redecide).future
+    assert (caught.value.stream_id, caught.value.expected, caught.value.actual) == ("s", 0, 1)
+    assert len(redecide.calls) == 1
+    assert [e.event for e in await store.read_stream("s")] == [Deposited(10)]
+
+
+async def test_an_append_chained_to_one_decided_again_is_decided_on_what_it_left(
+    two: tuple[SQLiteEventStore, SQLiteEventStore],
+) -> None:
+    """Both in one batch: the chained one gets no missed events and the version the
+    first one's new events end at."""
+    store, other = two
+    await other.append("s", [Deposited(10)], expected_version=NO_STREAM)
+    first = _sum_plus(1)
+    second = Recorder(lambda missed, version: [Noted(f"after {version}")])
+    lead = _queue(store, [Deposited(1), Deposited(1)], NO_STREAM, first)
+    rider = _queue(store, [Noted("after 2")], 2, second, after=lead)
+    assert (await lead.future).last_version == 2
+    assert (await rider.future).first_version == 3
+    assert second.calls == [([], 2)]
+    stored = [e.event for e in await store.read_stream("s")]
+    assert stored == [Deposited(10), Deposited(11), Noted("after 2")]
+
+
+async def test_a_chained_append_whose_versions_line_up_by_chance_is_not_taken_as_decided(
+    two: tuple[SQLiteEventStore, SQLiteEventStore],
+) -> None:
+    """The first append decided two events on version 0; another process wrote one,
+    and deciding again gave one: the stream is at 2, which the chained append expects,
+    but it was decided on a state that never committed. Without a redecision of its
+    own it is broken, not committed."""
+    store, other = two
+    await other.append("s", [Deposited(10)], expected_version=NO_STREAM)
+    lead = _queue(store, [Deposited(1), Deposited(1)], NO_STREAM, _sum_plus(1))
+    rider = _queue(store, [Noted("decided on 2")], 2, None, after=lead)
+    assert (await lead.future).last_version == 2
+    with pytest.raises(ChainBroken):
+        await rider.future
+    assert await store.stream_version("s") == 2
+
+
+async def test_an_append_chained_across_batches_to_one_decided_again_is_broken(
+    two: tuple[SQLiteEventStore, SQLiteEventStore],
+) -> None:
+    """Its predecessor committed, decided again, in an earlier batch: what the chained
+    append was decided on never committed, whatever the versions."""
+    store, other = two
+    await other.append("s", [Deposited(10)], expected_version=NO_STREAM)
+    lead = _queue(store, [Deposited(1)], NO_STREAM, _sum_plus(1))
+    result: AppendResult = await lead.future
+    assert result.first_version == 2
+    rider_redecide = _sum_plus(1)
+    rider = _queue(store, [Deposited(1)], 1, rider_redecide, after=lead)
+    with pytest.raises(ChainBroken):
+        await rider.future
+    assert rider_redecide.calls == []
+    assert await store.stream_version("s") == 2
+
+
+async def test_the_process_writer_refuses_as_before(tmp_path: Path) -> None:
+    """Domain code cannot run in the writer process: the append conflicts."""
+    path = str(tmp_path / "events.db")
+    async with (
+        open_store(path, registry=make_registry(), writer="process") as store,
+        open_store(path, registry=make_registry()) as other,
+    ):
+        await other.append("s", [Deposited(10)], expected_version=NO_STREAM)
+        redecide = _sum_plus(5)
+        item = store.queue_append("s", [Deposited(5)], NO_STREAM, None, None, redecide)
+        assert item is not None
+        with pytest.raises(ConcurrencyError):
+            await item.future
+        assert redecide.calls == []
