@@ -56,8 +56,14 @@ async def main(path: str, name: str, commands: int, broken: bool) -> None:
         async with anyio.create_task_group() as tg:
             for index in range(CLIENTS):
                 tg.start_soon(client, index)
-        conflicts = system.statistics().conflicts
-    summary = {"acked": acked, "errors": errors, "gave_up": gave_up, "conflicts": conflicts}
+        stats = system.statistics()
+    summary = {
+        "acked": acked,
+        "errors": errors,
+        "gave_up": gave_up,
+        "conflicts": stats.conflicts,
+        "redecisions": stats.redecisions,
+    }
     sys.stdout.write(json.dumps(summary) + "\n")
     sys.stdout.flush()
 
