@@ -115,6 +115,10 @@ class _BatchWriter:
         # version order: what an append to be decided again missed is most often
         # among them (`_keep_foreign`).
         self._foreign_rows: dict[str, list[Any]] = {}
+        # How long the last `_begin` waited for another connection's write lock,
+        # seconds, and how many appends that batch carried.
+        self.lock_wait = 0.0
+        self.last_appends = 0
 
     def _write_batch(
         self, conn: sqlite3.Connection, appends: Sequence[_FencedBatchAppend], writes: list[_Write]
@@ -122,6 +126,7 @@ class _BatchWriter:
         """One transaction for the whole batch, where the write connection lives (the
         connection's worker thread, or the writer process)."""
         started = time.perf_counter()
+        self.last_appends = len(appends)
         if faults.enabled:
             faults.hit("before_begin")
         self._begin(conn)
@@ -178,13 +183,16 @@ class _BatchWriter:
             self._fast_busy = True
         started = time.monotonic()
         limit = self.options.busy_timeout * (self.options.busy_retries + 1)
+        refused = False
         while True:
             try:
                 conn.execute("BEGIN IMMEDIATE")
+                self.lock_wait = time.monotonic() - started if refused else 0.0
                 break
             except sqlite3.OperationalError as exc:
                 if _code(exc) not in (_SQLITE_BUSY, _SQLITE_LOCKED):
                     raise
+                refused = True
                 waited = time.monotonic() - started
                 if waited >= limit:
                     raise StoreUnavailable(

@@ -1,0 +1,106 @@
+"""The SQLite writer lets its queue grow before a batch when the last one waited for
+another process's write lock (`SQLiteEventStore._gathering`): that lock is most likely
+still held, and the appends that come meanwhile join the batch."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+import pytest
+
+from store import NO_STREAM, SQLiteEventStore, open_store
+from store._options import StoreOptions
+from store._sqlite import _GATHER_FROM, _MAX_GATHERING
+from store._sqlite_batch import _BatchWriter
+from tests.store._events import Deposited, make_registry
+
+
+class _Busy:
+    """A connection that says when a `BEGIN IMMEDIATE` found the lock taken."""
+
+    def __init__(self, conn: sqlite3.Connection, refused: threading.Event) -> None:
+        self._conn = conn
+        self._refused = refused
+
+    def execute(self, sql: str, *args: Any) -> Any:
+        try:
+            return self._conn.execute(sql, *args)
+        except sqlite3.OperationalError:
+            if sql == "BEGIN IMMEDIATE":
+                self._refused.set()
+            raise
+
+
+async def test_the_batch_writer_measures_its_wait_for_another_connection_lock(
+    tmp_path: Path,
+) -> None:
+    path = str(tmp_path / "events.db")
+    async with open_store(path, registry=make_registry()):
+        pass  # the schema
+    holder = sqlite3.connect(path, isolation_level=None)
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    try:
+        writer = _BatchWriter(path, StoreOptions(), 0, 0)
+        writer._begin(conn)
+        conn.execute("ROLLBACK")
+        assert writer.lock_wait == 0.0
+        holder.execute("BEGIN IMMEDIATE")
+        refused = threading.Event()
+        thread = threading.Thread(target=writer._begin, args=(_Busy(conn, refused),))
+        thread.start()
+        assert refused.wait(timeout=30)  # the writer met the lock at least once
+        holder.execute("ROLLBACK")  # the writer gets it now
+        thread.join(timeout=30)
+        assert not thread.is_alive()
+        conn.execute("ROLLBACK")
+        # it waited at least once (a tenth of a millisecond) before it got the lock
+        assert writer.lock_wait >= 0.0001
+    finally:
+        holder.close()
+        conn.close()
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> Any:
+    async with open_store(str(tmp_path / "events.db"), registry=make_registry()) as opened:
+        yield opened
+
+
+@pytest.mark.parametrize(
+    ("waited", "appends", "gather"),
+    [
+        (0.0, 1_000, 0.0),  # no other process held the lock
+        (0.002, 1_000, 0.002),
+        (0.050, 1_000, _MAX_GATHERING),
+        (0.002, _GATHER_FROM - 1, 0.0),  # a small batch: nothing much would come
+    ],
+)
+async def test_the_writer_gathers_as_long_as_the_last_batch_waited_for_the_lock(
+    store: SQLiteEventStore, waited: float, appends: int, gather: float
+) -> None:
+    batch = store._batch
+    batch.lock_wait, batch.last_appends = waited, appends
+    assert store._gathering() == gather
+
+
+@pytest.mark.parametrize("waited", [0.0, _MAX_GATHERING])
+async def test_appends_queued_while_the_writer_gathers_share_its_batch(
+    store: SQLiteEventStore, waited: float
+) -> None:
+    batch = store._batch
+    batch.lock_wait, batch.last_appends = waited, _GATHER_FROM
+    before = store.statistics().batches
+    first = store.queue_append("a", [Deposited(1)], NO_STREAM, None, None)
+    await anyio.lowlevel.checkpoint()  # the writer wakes: takes `first`, or gathers
+    second = store.queue_append("b", [Deposited(2)], NO_STREAM, None, None)
+    assert first is not None
+    assert second is not None
+    with anyio.fail_after(30):
+        await first.future
+        await second.future
+    assert store.statistics().batches - before == (1 if waited else 2)
