@@ -6,6 +6,10 @@ the answers are the same either way."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
 import anyio
 import pytest
 
@@ -19,6 +23,18 @@ def _in_store(target: str) -> bool:
     return not target.startswith("postgresql")
 
 
+@asynccontextmanager
+async def _two(target: str, **options: Any) -> AsyncIterator[tuple[ActorSystem, ActorSystem]]:
+    """Two systems on `target` (`a` with `options`) that do not follow each other, as
+    two processes would be, with account `acc` opened at 100 through `a`."""
+    async with (
+        open_system(target, follow=False, **options) as a,
+        open_system(target, follow=False) as b,
+    ):
+        await opened_at_100(a)
+        yield a, b
+
+
 def _retried(system: ActorSystem) -> tuple[int, int]:
     stats = system.statistics()
     return stats.redecisions, stats.conflicts
@@ -27,11 +43,7 @@ def _retried(system: ActorSystem) -> tuple[int, int]:
 async def test_a_deposit_is_decided_again_on_another_process_deposit(
     durable_target: str,
 ) -> None:
-    async with (
-        open_system(durable_target, follow=False) as a,
-        open_system(durable_target, follow=False) as b,
-    ):
-        await opened_at_100(a)
+    async with _two(durable_target) as (a, b):
         before = _retried(a)
         await b.aggregates(Account).ask("acc", Deposit("acc", 1000))
         result = await a.aggregates(Account).ask("acc", Deposit("acc", 5))
@@ -48,11 +60,7 @@ async def test_a_deposit_is_decided_again_on_another_process_deposit(
 async def test_a_withdrawal_the_missed_events_refuse_is_refused(durable_target: str) -> None:
     """Decided again in the store, the withdrawal is refused there: it is left to
     conflict, and the actor refuses it on the state it reads."""
-    async with (
-        open_system(durable_target, follow=False) as a,
-        open_system(durable_target, follow=False) as b,
-    ):
-        await opened_at_100(a)
+    async with _two(durable_target) as (a, b):
         await b.aggregates(Account).ask("acc", Withdraw("acc", 100))
         with pytest.raises(InsufficientFunds):
             await a.aggregates(Account).ask("acc", Withdraw("acc", 50))
@@ -67,11 +75,7 @@ async def test_commands_riding_on_an_append_decided_again_are_decided_again(
     """A command run inline and the ones riding on its append, all decided on a state
     another process passed: in the store's batch, the first is decided again on the
     missed deposit and each rider on what the one before it left."""
-    async with (
-        open_system(durable_target, follow=False) as a,
-        open_system(durable_target, follow=False) as b,
-    ):
-        await opened_at_100(a)
+    async with _two(durable_target) as (a, b):
         await b.aggregates(Account).ask("acc", Deposit("acc", 1000))
         outcomes = await _together(a, [Deposit("acc", n) for n in range(1, 5)])
         assert sorted(o.version for o in outcomes) == [4, 5, 6, 7]
@@ -88,11 +92,7 @@ async def test_a_batch_from_the_mailbox_is_decided_again_as_one_append(tmp_path:
     """Commands told (queued in the mailbox) are decided as one batch on the actor's
     task, one append for all: decided again together, each answered with its own."""
     path = f"{tmp_path}/events.db"
-    async with (
-        open_system(path, follow=False) as a,
-        open_system(path, follow=False) as b,
-    ):
-        await opened_at_100(a)
+    async with _two(path) as (a, b):
         await b.aggregates(Account).ask("acc", Deposit("acc", 1000))
         accounts = a.aggregates(Account)
         for amount in (1, 2, 3):
@@ -107,11 +107,7 @@ async def test_a_batch_from_the_mailbox_is_decided_again_as_one_append(tmp_path:
 
 async def test_off_it_conflicts_and_decides_again_after_a_read(tmp_path: str) -> None:
     path = f"{tmp_path}/events.db"
-    async with (
-        open_system(path, follow=False, decide_in_store=False) as a,
-        open_system(path, follow=False) as b,
-    ):
-        await opened_at_100(a)
+    async with _two(path, decide_in_store=False) as (a, b):
         await b.aggregates(Account).ask("acc", Deposit("acc", 1000))
         result = await a.aggregates(Account).ask("acc", Deposit("acc", 5))
         assert result.version == 4
