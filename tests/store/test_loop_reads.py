@@ -39,6 +39,17 @@ def _count_thread_reads(store: SQLiteEventStore, monkeypatch: pytest.MonkeyPatch
     return calls
 
 
+async def _read_twice(store: SQLiteEventStore, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Fill `store`, read its streams twice (each time checked against what they hold)
+    and return the reads the reader thread made meanwhile."""
+    starts = await _filled(store)
+    expected = await _expected(store, starts)
+    thread_reads = _count_thread_reads(store, monkeypatch)
+    assert await store.read_streams(starts, limit=3) == expected
+    assert await store.read_streams(starts, limit=3) == expected
+    return thread_reads
+
+
 async def _expected(store: SQLiteEventStore, starts: list[tuple[str, int]]) -> list[Any]:
     return [await store.read_stream(s, from_version=v, limit=3) for s, v in starts]
 
@@ -90,11 +101,7 @@ async def test_a_loop_read_that_meets_a_lock_is_made_on_the_reader_thread(
 
     monkeypatch.setattr(sqlite_store, "_open_loop_reader", locked)
     async with open_store(tmp_path / "events.db") as store:
-        starts = await _filled(store)
-        expected = await _expected(store, starts)
-        thread_reads = _count_thread_reads(store, monkeypatch)
-        assert await store.read_streams(starts, limit=3) == expected
-        assert await store.read_streams(starts, limit=3) == expected
+        thread_reads = await _read_twice(store, monkeypatch)
         assert len(thread_reads) == 2  # each tried on the loop first, then read there
         assert store._loop_reader is not None
 
@@ -110,11 +117,7 @@ async def test_a_loop_connection_that_cannot_open_turns_loop_reads_off(
 
     monkeypatch.setattr(sqlite_store, "_open_loop_reader", failing)
     async with open_store(tmp_path / "events.db") as store:
-        starts = await _filled(store)
-        expected = await _expected(store, starts)
-        thread_reads = _count_thread_reads(store, monkeypatch)
-        assert await store.read_streams(starts, limit=3) == expected
-        assert await store.read_streams(starts, limit=3) == expected
+        thread_reads = await _read_twice(store, monkeypatch)
         assert len(opened) == 1  # not tried again
         assert len(thread_reads) == 2
 
