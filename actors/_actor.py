@@ -399,7 +399,9 @@ class AggregateActor(_Deciding):
                     self._derail(retry)
                     return True
                 return False
-            if result.first_version != version + 1:  # decided again in the store
+            if redecision is not None and redecision.events is not None:
+                # Decided again in the store (its first version may still be the one it
+                # was decided at: the append before it may have been decided again too).
                 events, state, version = self._redecided(redecision, result)
             if self._committed(envelope, events, state, version, result):
                 await host.save_snapshot(self.stream_id, result.last_version, state)

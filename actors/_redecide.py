@@ -37,7 +37,7 @@ class Redecision:
     `events` all of them (what the append committed instead), `state` the state after
     the last and `last` the version they end at. An append chained to another (`prev`,
     the one decided before it, on whose outcome it was decided) is decided again on
-    what that one left when that one was, and with no events missed.
+    what that one left when that one was, and the events missed after it.
     """
 
     __slots__ = (
@@ -81,18 +81,16 @@ class Redecision:
         evolve = aggregate.evolve
         prev = self._prev
         if prev is not None and prev.events is not None:
-            if missed or prev.last != version:
-                return None
-            state = prev.state
+            state, at = prev.state, prev.last  # what the one before now leaves
         else:
             state, at = self._base, self._version
-            for recorded in missed:
-                if recorded.version != at + 1:
-                    return None
-                state = evolve(state, recorded.event)
-                at += 1
-            if at != version:
+        for recorded in missed:
+            if recorded.version != at + 1:
                 return None
+            state = evolve(state, recorded.event)
+            at += 1
+        if at != version:
+            return None
         steps: list[tuple[tuple[Any, ...], Any]] = []
         every: list[Any] = []
         after = state

@@ -117,4 +117,5 @@ class AppendPreparer:
         except Exception:  # noqa: BLE001 - left to the conflict's own path, which reports it
             return False
         item.events, item.rows, item.expected, item.rebased = events, rows, version, True
+        item.stale = False
         return True

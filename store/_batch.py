@@ -51,6 +51,11 @@ class _Append(msgspec.Struct, gc=False):
     # holds the events it decided, which commit on the stream's version then.
     redecide: Redecision | None = None
     rebased: bool = False
+    # Chained to an append that committed, decided again, in an earlier batch: decided
+    # on the state that one was first decided to leave, which never committed. It now
+    # expects the version that one ended at, and the writer decides it again on what
+    # that one left (and the events appended since) or breaks its chain.
+    stale: bool = False
 
 
 class _BatchAppend(Protocol):

@@ -484,24 +484,29 @@ class GroupCommitStore(_StoreCalls):
     @staticmethod
     def _link(item: _Append, after: _Append, serial: int) -> bool:
         """Whether chained `item` can go in batch `serial`: its predecessor `after` is
-        in that batch (`item.chained` is then its index), or committed fresh, as
-        decided, before. False when `after` is still in a batch not answered (`item`
-        waits) or did not commit fresh as decided (`item` is answered `ChainBroken`)."""
+        in that batch (`item.chained` is then its index), or committed fresh before: as
+        decided, or decided again in the store when `item` can be too (`item.stale`).
+        False when `after` is still in a batch not answered (`item` waits) or did not
+        commit fresh as decided (`item` is answered `ChainBroken`)."""
         if after.batch == serial:
             item.chained = after.slot
             return True
         future = after.future
         if not future.done():
             return False
-        if (
-            not future.cancelled()
-            and future.exception() is None
-            and not future.result().duplicate
-            and not after.rebased
-        ):
-            item.chained = -1
-            item.after = None
-            return True
+        if not future.cancelled() and future.exception() is None and not future.result().duplicate:
+            if not after.rebased:
+                item.chained = -1
+                item.after = None
+                return True
+            if item.redecide is not None:
+                # Decided on what `after` was first decided to leave; `after` committed
+                # other events (decided again): so is `item`, on what they left.
+                item.chained = -1
+                item.after = None
+                item.expected = future.result().last_version
+                item.stale = True
+                return True
         item.after = None  # nothing holds on to the one that failed
         item.future.set_exception(ChainBroken(item.stream_id, item.expected))
         return False

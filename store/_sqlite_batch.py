@@ -277,6 +277,18 @@ class _BatchWriter:
                     if redecide is None or not redecide(item, [], current):
                         append_outcome(ChainBroken(stream_id, item.expected))
                         continue
+            elif getattr(item, "stale", False):
+                # Chained to one that committed, decided again, in an earlier batch: it
+                # expects the version that one ended at. Decided again on what that one
+                # left and the events appended since, or broken.
+                current = versions.get(stream_id, 0)
+                if (
+                    redecide is None
+                    or current < item.expected
+                    or not self._redecide(conn, redecide, item, current)
+                ):
+                    append_outcome(ChainBroken(stream_id, item.expected))
+                    continue
             command_id = item.command_id
             if command_id is not None:
                 seen = known.get(command_id)

@@ -152,21 +152,40 @@ async def test_a_chained_append_whose_versions_line_up_by_chance_is_not_taken_as
     assert await store.stream_version("s") == 2
 
 
-async def test_an_append_chained_across_batches_to_one_decided_again_is_broken(
+async def test_an_append_chained_across_batches_to_one_decided_again_is_decided_again(
     two: tuple[SQLiteEventStore, SQLiteEventStore],
 ) -> None:
     """Its predecessor committed, decided again, in an earlier batch: what the chained
-    append was decided on never committed, whatever the versions."""
+    append was decided on never committed. It is decided again on the version the
+    predecessor ended at, with the events appended since (here another process's)."""
     store, other = two
     await other.append("s", [Deposited(10)], expected_version=NO_STREAM)
     lead = _queue(store, [Deposited(1)], NO_STREAM, _sum_plus(1))
     result: AppendResult = await lead.future
-    assert result.first_version == 2
+    assert (result.first_version, result.last_version) == (2, 2)
+    await other.append("s", [Deposited(100)], expected_version=2)
     rider_redecide = _sum_plus(1)
     rider = _queue(store, [Deposited(1)], 1, rider_redecide, after=lead)
+    rode = await rider.future
+    assert rider_redecide.calls == [([(3, Deposited(100))], 3)]
+    assert (rode.first_version, rode.last_version) == (4, 4)
+    stored = [e.event for e in await store.read_stream("s")]
+    assert stored == [Deposited(10), Deposited(11), Deposited(100), Deposited(101)]
+
+
+@pytest.mark.parametrize("redecide", [None, Recorder(lambda missed, version: None)])
+async def test_an_append_chained_across_batches_not_decided_again_is_broken(
+    two: tuple[SQLiteEventStore, SQLiteEventStore], redecide: Any
+) -> None:
+    """Even when the versions line up: the predecessor decided again wrote as many
+    events as it was first decided with."""
+    store, other = two
+    await other.append("s", [Deposited(10)], expected_version=NO_STREAM)
+    lead = _queue(store, [Deposited(1)], NO_STREAM, _sum_plus(1))
+    assert (await lead.future).last_version == 2
+    rider = _queue(store, [Deposited(1)], 2, redecide, after=lead)
     with pytest.raises(ChainBroken):
         await rider.future
-    assert rider_redecide.calls == []
     assert await store.stream_version("s") == 2
 
 
