@@ -13,6 +13,7 @@ again, in the writer's transaction, as `prepare` encodes the first ones.
 from __future__ import annotations
 
 import asyncio
+import operator
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -113,7 +114,11 @@ class AppendPreparer:
             events = redecide(_decode_rows(self._registry, missed), version)
             if not events:
                 return False
-            rows = _encode_events(self._registry, item.stream_id, events, self._options)
+            first = item.events
+            if len(events) == len(first) and all(map(operator.eq, events, first)):
+                rows = item.rows  # the same events again (a deposit, say): encoded already
+            else:
+                rows = _encode_events(self._registry, item.stream_id, events, self._options)
         except Exception:  # noqa: BLE001 - left to the conflict's own path, which reports it
             return False
         item.events, item.rows, item.expected, item.rebased = events, rows, version, True

@@ -84,6 +84,21 @@ async def test_the_missed_events_decide_the_append_again(
     assert [(e.version, e.event) for e in seen] == [(4, Deposited(35))]  # the new events
 
 
+async def test_an_append_decided_again_to_the_same_events_commits_them(
+    two: tuple[SQLiteEventStore, SQLiteEventStore],
+) -> None:
+    """Deciding again gave the events it was first decided with (a deposit after
+    another deposit): they commit on the new version, as they were encoded."""
+    store, other = two
+    await other.append("s", [Deposited(10)], expected_version=NO_STREAM)
+    redecide = Recorder(lambda missed, version: (Deposited(5),))
+    result = await _queue(store, [Deposited(5)], NO_STREAM, redecide).future
+    assert redecide.calls == [([(1, Deposited(10))], 1)]
+    assert (result.first_version, result.last_version) == (2, 2)
+    stored = await store.read_stream("s")
+    assert [(e.version, e.event) for e in stored] == [(1, Deposited(10)), (2, Deposited(5))]
+
+
 async def test_an_append_still_on_the_latest_version_is_not_decided_again(
     two: tuple[SQLiteEventStore, SQLiteEventStore],
 ) -> None:
