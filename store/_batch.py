@@ -13,10 +13,11 @@ from store._records import AppendResult, RecordedEvent
 
 Redecision = Callable[[list[RecordedEvent], int], Sequence[Any] | None]
 """Given the events of the stream an append missed (in version order, each right after
-the one before, the first right after the version it expected; none when the append it
-is chained to was decided again in the same batch) and the stream's version after them,
-the events to append instead on that version, or None to leave it refused. Called on
-the writer's thread, inside its transaction."""
+the one before, the first right after the version it expected; when the append it is
+chained to was decided again, those after the version that one ended at: none in the
+same batch) and the stream's version after them, the events to append instead on that
+version, or None to leave it refused. Called on the writer's thread, inside its
+transaction."""
 
 
 class _Append(msgspec.Struct, gc=False):

@@ -264,10 +264,12 @@ class GroupCommitStore(_StoreCalls):
         whose expected version another append passed is not refused at once: in the
         writer's transaction, under the write lock, `redecide` gets the events it
         missed and may decide the append's events again on the stream's version (see
-        `store._batch.Redecision`). Its result then shows the new place (its first
-        version is not `expected_version + 1`), and the commit listeners get the new
-        events. An append chained to one decided again is decided again too (with
-        no events missed), or gets `ChainBroken`.
+        `store._batch.Redecision`). Its result then shows the new place, and the
+        commit listeners get the new events. An append chained to one decided again
+        is decided again too, whatever its version, on what that one left (in a later
+        batch, with the events appended since), or gets `ChainBroken`: its first
+        version may then still be `expected_version + 1` (that one may have decided
+        fewer events), so `redecide` itself must tell its caller it decided again.
 
         None, with nothing queued, when this backend cannot chain across batches or
         the queue is full (`max_pending_appends`): use `append`, which waits for room.
