@@ -44,11 +44,14 @@ async def _wave(
     mixed: bool = False,
 ) -> None:
     """One wave: several commands at once through `a` (`mixed`: through `a` or `b` at
-    random), a few cancelled after a random number of turns of the loop, and now and
-    then a deposit through `b`."""
+    random), some sent a random number of turns of the loop later (often while the
+    batch with the others is being written, so they ride into the next one), a few
+    cancelled after a random number of turns, and now and then a deposit through `b`."""
     routers = a.aggregates(Account), b.aggregates(Account)
 
-    async def send(item: Sent, router: Any, cancel_after: int | None) -> None:
+    async def send(item: Sent, router: Any, cancel_after: int | None, start_after: int = 0) -> None:
+        for _ in range(start_after):  # sent while the batch before it is being written
+            await anyio.lowlevel.checkpoint()
         with anyio.CancelScope() as scope:
             if cancel_after is not None:
 
@@ -74,7 +77,8 @@ async def _wave(
             sent.append(item)
             cancel_after = rng.randint(0, 6) if rng.random() < 0.08 else None
             router = routers[1] if mixed and rng.random() < 0.5 else routers[0]
-            tg.start_soon(send, item, router, cancel_after)
+            start_after = rng.randint(1, 40) if rng.random() < 0.3 else 0
+            tg.start_soon(send, item, router, cancel_after, start_after)
             if rng.random() < 0.05:
                 target = rng.choice(ACCOUNTS)
                 other = Sent(target, Deposit(target, rng.randint(1, 50)))
