@@ -254,3 +254,15 @@ def test_a_switch_to_wal_that_meets_another_opener_is_tried_again() -> None:
     stuck = _BusyThenWal(busy=10**9)
     with pytest.raises(sqlite3.OperationalError, match="locked"):
         _configure(stuck, StoreOptions(busy_timeout=0.05), False)  # type: ignore[arg-type]
+
+
+async def test_the_wal_is_checkpointed_past_10000_pages_not_sqlites_1000(tmp_path: Path) -> None:
+    """About 1,900 pages of appends: at SQLite's default the committing writer would
+    have checkpointed at 1,000 and started the WAL over, keeping the file near 1,000
+    pages; at 10,000 the WAL holds them all."""
+    path = str(tmp_path / "events.db")
+    async with open_store(path, registry=make_registry()) as store:
+        for n in range(30):
+            events = [Noted(f"{n}-{i}-" + "x" * 3_500) for i in range(60)]
+            await store.append(f"s{n}", events, expected_version=NO_STREAM)
+        assert wal_size(path) > 1_500 * 4_096
