@@ -144,7 +144,7 @@ async def _work(options: LoadOptions, index: int, control: _Control) -> _ChildRe
         redecisions=redecisions,
         seconds=round(seconds, 3),
         commands_per_s=round(answered / seconds, 1) if seconds else 0.0,
-        latency_ms=Percentiles.of(counters.latencies),
+        latency_ms=counters.latency_percentiles(),
         events_per_commit=round((after.events - before.events) / batches, 2) if batches else 0.0,
         projection_lag_ms_p99=Percentiles.of(sampler.samples).p99 if handle else None,
         projection_ok=projection_ok,

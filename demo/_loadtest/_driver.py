@@ -10,11 +10,13 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 import anyio
+import msgspec
 
 from actors import Command, CommandResult, Rejected
 from demo._distribution import picker
 from demo._loadtest._instruments import _AckLog
 from demo._loadtest._options import LoadOptions
+from demo._loadtest._report import Percentiles
 from demo._loadtest._timeline import _Timeline
 from demo._workloads import (
     BankWorkload,
@@ -28,6 +30,12 @@ from demo._workloads import (
 __all__: list[str] = []
 
 
+MAX_LATENCY_SAMPLES = 1_000_000
+"""Latencies kept for a run's percentiles: every one up to this many, then a uniform
+reservoir sample of that size, so a long run's memory stays bounded (about 32 MB). The
+longest is kept apart."""
+
+
 @dataclass
 class _Counters:
     issued: int = 0
@@ -35,7 +43,16 @@ class _Counters:
     rejected: int = 0
     errors: int = 0
     error_types: dict[str, int] = field(default_factory=dict)
-    latencies: list[float] = field(default_factory=list)
+    latencies: list[float] = field(default_factory=list)  # ms, see MAX_LATENCY_SAMPLES
+    longest: float = 0.0  # ms
+    sampling: random.Random = field(default_factory=lambda: random.Random(0))
+
+    def latency_percentiles(self) -> Percentiles:
+        """The percentiles of the latencies kept, with the longest of all as the max."""
+        found = Percentiles.of(self.latencies)
+        if not self.latencies:
+            return found
+        return msgspec.structs.replace(found, max=round(self.longest, 3))
 
 
 def _workload(options: LoadOptions) -> Workload:
@@ -109,6 +126,8 @@ class _Run:
         step = self.workload.step
         counters = self.counters
         latencies = counters.latencies
+        keep = MAX_LATENCY_SAMPLES
+        sample = counters.sampling.randrange
         record = self.timeline.record
         clock = time.perf_counter
         limit = math.inf if options.duration is not None else options.commands
@@ -136,7 +155,14 @@ class _Run:
                     )
                 now = clock()
                 latency = (now - began) * 1000.0
-                latencies.append(latency)
+                if len(latencies) < keep:
+                    latencies.append(latency)
+                else:  # a uniform sample of all of them (reservoir)
+                    slot = sample(counters.acknowledged + 1)
+                    if slot < keep:
+                        latencies[slot] = latency
+                if latency > counters.longest:  # noqa: PLR1730 - a compare, not a call (per command)
+                    counters.longest = latency
                 record(now, latency)
                 counters.acknowledged += 1
                 if self.on_ack is not None:

@@ -183,7 +183,7 @@ def _report(
         seconds=round(seconds, 3),
         commands_per_s=round(answered / seconds, 1) if seconds else 0.0,
         events_per_s=round(events / seconds, 1) if seconds else 0.0,
-        latency_ms=Percentiles.of(counters.latencies),
+        latency_ms=counters.latency_percentiles(),
         rejected=counters.rejected,
         errors=counters.errors,
         error_types=dict(counters.error_types),

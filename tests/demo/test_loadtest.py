@@ -285,3 +285,41 @@ def test_a_workers_account_share_must_name_a_worker_and_leave_it_accounts(
 ) -> None:
     with pytest.raises(LoadTestError, match="account_share must be"):
         LoadOptions(aggregates=10, account_share=share)
+
+
+def test_a_long_run_keeps_a_bounded_uniform_sample_of_its_latencies(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Past `MAX_LATENCY_SAMPLES` latencies the run keeps a reservoir of that size (a
+    run of hours would otherwise hold every one), drawn from all of them, not the
+    first ones; the max is the longest of all."""
+    import demo._loadtest._driver as driver
+    from demo._loadtest._timeline import _Timeline
+
+    counted: list[driver._Counters] = []
+    every: list[float] = []  # each latency, in the order the timeline got them
+    percentiles, record = driver._Counters.latency_percentiles, _Timeline.record
+
+    def count(self: driver._Counters) -> Percentiles:
+        counted.append(self)
+        return percentiles(self)
+
+    def note(self: _Timeline, now: float, latency_ms: float | None) -> None:
+        if latency_ms is not None:
+            every.append(latency_ms)
+        record(self, now, latency_ms)
+
+    monkeypatch.setattr(driver, "MAX_LATENCY_SAMPLES", 50)
+    monkeypatch.setattr(driver._Counters, "latency_percentiles", count)
+    monkeypatch.setattr(_Timeline, "record", note)
+    options = LoadOptions(
+        aggregates=20, commands=600, concurrency=10, db=":memory:", progress="never"
+    )
+    report = anyio.run(run_load, options)
+    (counters,) = counted
+    assert report.acknowledged == len(every) == 600
+    assert len(counters.latencies) == 50
+    assert set(counters.latencies) <= set(every)
+    assert counters.latencies != every[:50]  # later ones replaced some of the first
+    assert report.latency_ms.max == round(max(every), 3)
+    assert report.latency_ms.p50 == Percentiles.of(counters.latencies).p50
