@@ -87,7 +87,27 @@ class _Timeline:
     def record(self, now: float, latency_ms: float | None) -> None:
         """One command answered at `now` (`time.perf_counter()`); its latency when it was
         acknowledged (None: rejected or failed, counted but not timed)."""
-        index = max(0, int((now - self.started) / self.width))
+        # Written out, the common case first: this runs once per command.
+        index = int((now - self.started) / self.width)
+        counts = self.counts
+        if not 0 <= index < len(counts):
+            index = self._make_room(index)
+        counts = self.counts  # `_make_room` may have merged them into new lists
+        counts[index] += 1
+        if latency_ms is not None:
+            sketch = self.sketches[index]
+            if latency_ms <= _MIN_MS:
+                key = 0
+            else:
+                key = int(_log(latency_ms / _MIN_MS) / _LOG_RATIO)
+                if key > _MAX_BIN:  # noqa: PLR1730 - a compare, not a call (per command)
+                    key = _MAX_BIN
+            sketch[key] = sketch.get(key, 0) + 1
+
+    def _make_room(self, index: int) -> int:
+        """The interval at `index` (before the first: the first), merging intervals
+        while the run outlasts `MAX_BUCKETS` of them and adding empty ones up to it."""
+        index = max(0, index)
         while index >= MAX_BUCKETS:
             self._coarsen()
             index //= 2
@@ -95,15 +115,7 @@ class _Timeline:
         while len(counts) <= index:
             counts.append(0)
             self.sketches.append({})
-        counts[index] += 1
-        if latency_ms is not None:
-            sketch = self.sketches[index]
-            key = (  # its bin (written out: this runs once per command)
-                0
-                if latency_ms <= _MIN_MS
-                else min(_MAX_BIN, int(_log(latency_ms / _MIN_MS) / _LOG_RATIO))
-            )
-            sketch[key] = sketch.get(key, 0) + 1
+        return index
 
     def _coarsen(self) -> None:
         """Merge adjacent intervals pairwise: half as many, twice as long."""
