@@ -92,7 +92,7 @@ class _Timeline:
         counts = self.counts
         if not 0 <= index < len(counts):
             index = self._make_room(index)
-        counts = self.counts  # `_make_room` may have merged them into new lists
+            counts = self.counts  # merged into new lists, maybe
         counts[index] += 1
         if latency_ms is not None:
             sketch = self.sketches[index]
