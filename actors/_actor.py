@@ -271,7 +271,8 @@ class AggregateActor(_Deciding):
                         if reload:
                             await self._catch_up()
                     else:
-                        if result.first_version != version + 1:  # decided again in the store
+                        if redecision is not None and redecision.events is not None:
+                            # Decided again in the store.
                             events, state, version = self._redecided(redecision, result)
                         if self._committed(envelope, events, state, version, result):
                             await host.save_snapshot(self.stream_id, result.last_version, state)

@@ -100,12 +100,11 @@ class _Settling(_Loading):
             outcome = outcomes[0] = await self._append(segment, expected, redecision)
             if (
                 redecision is not None
+                and redecision.events is not None
                 and isinstance(outcome, AppendResult)
-                and outcome.first_version != expected + 1
             ):
                 # Decided again in the store, on the events another process appended:
                 # the plan is what that decided.
-                assert redecision.events is not None, outcome
                 self.host.redecided()
                 version = outcome.first_version - 1
                 for planned, (events, state) in zip(segment, redecision.steps, strict=True):
