@@ -323,3 +323,37 @@ def test_a_long_run_keeps_a_bounded_uniform_sample_of_its_latencies(
     assert counters.latencies != every[:50]  # later ones replaced some of the first
     assert report.latency_ms.max == round(max(every), 3)
     assert report.latency_ms.p50 == Percentiles.of(counters.latencies).p50
+
+
+def test_the_several_process_stamps_add_nothing_for_the_collector_to_track(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A worker stamps each acknowledgement and each applied event (the cross-process
+    lag): kept as objects the collector tracks, two per command ran it several times as
+    often as the runtime alone does. They are kept in arrays; what they report is
+    unchanged, and capped at `MAX_LAG_SAMPLES` each."""
+    import gc
+
+    import demo._loadtest._instruments as instruments
+
+    monkeypatch.setattr(instruments, "MAX_LAG_SAMPLES", 3_000)
+    stamps = instruments._Stamps()
+    stamps.acking = stamps.applying = True
+    stamps.ack(1)  # the arrays' first growth, outside the count
+    stamps.apply(1)
+    gc.collect()
+    gc.disable()
+    try:
+        tracked = len(gc.get_objects())
+        for position in range(2, 5_001):
+            stamps.ack(position)
+            stamps.apply(position)
+        added = len(gc.get_objects()) - tracked
+    finally:
+        gc.enable()
+    assert added < 10
+    acks, applied = stamps.acks, stamps.applied
+    assert [p for p, _ in acks] == [p for p, _ in applied] == list(range(1, 3_001))
+    times = [t for _, t in acks]
+    assert times == sorted(times)
+    assert all(isinstance(t, float) for t in times)
