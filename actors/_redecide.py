@@ -91,10 +91,26 @@ class Redecision:
             at += 1
         if at != version:
             return None
+        commands = self._commands
+        if len(commands) == 1 and commands[0] is not READ_STATE:
+            # One command (an inline one, or a rider): the same as below, written out.
+            try:
+                events = tuple(decide(state, commands[0]))
+            except Exception:  # noqa: BLE001 - as below
+                return None
+            if not events:
+                return None
+            after = state
+            for event in events:
+                after = evolve(after, event)
+            self._base, self._version = state, version
+            self.steps, self.events, self.state = [(events, after)], events, after
+            self.last = version + len(events)
+            return events
         steps: list[tuple[tuple[Any, ...], Any]] = []
         every: list[Any] = []
         after = state
-        for command in self._commands:
+        for command in commands:
             if command is READ_STATE:  # a state query: answered with the state here
                 steps.append(((), after))
                 continue

@@ -347,13 +347,19 @@ class _BatchWriter:
         missed to decide again on; True when it did (it now expects `current`)."""
         expected = item.expected
         stream_id = item.stream_id
+        missed = current - expected
         kept = self._foreign_rows.get(stream_id, ())
-        rows = [row for row in kept if expected < row[2] <= current]
-        if len(rows) != current - expected:
+        if 0 < missed <= len(kept) and kept[-1][2] == current and kept[-missed][2] == expected + 1:
+            # The common case: the last rows kept are the ones missed (versions only
+            # grow, so `missed` rows from expected + 1 to current are all of them).
+            rows = kept[-missed:]
+        else:
+            rows = [row for row in kept if expected < row[2] <= current]
+        if len(rows) != missed:
             # Not all among the rows kept: read them (fewer rows than versions then
             # means some are this batch's, not inserted yet).
             rows = conn.execute(_READ_MISSED, (stream_id, expected, current)).fetchall()
-        return len(rows) == current - expected and redecide(item, rows, current)
+        return len(rows) == missed and redecide(item, rows, current)
 
     def _keep_foreign(self, rows: list[Any]) -> None:
         """Keep `rows` (other connections', in position order) as the last
