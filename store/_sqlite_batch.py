@@ -348,7 +348,7 @@ class _BatchWriter:
         expected = item.expected
         stream_id = item.stream_id
         missed = current - expected
-        kept = self._foreign_rows.get(stream_id, ())
+        kept: list[Any] = self._foreign_rows.get(stream_id, [])
         if 0 < missed <= len(kept) and kept[-1][2] == current and kept[-missed][2] == expected + 1:
             # The common case: the last rows kept are the ones missed (versions only
             # grow, so `missed` rows from expected + 1 to current are all of them).
