@@ -125,10 +125,14 @@ class _StampedBalances(_MeasuredBalances):
     def __init__(self, sampler: _LagSampler, stamps: _Stamps) -> None:
         super().__init__(sampler)
         self.stamps = stamps
+        self._stamp = stamps.apply
 
     def apply(self, view: BalancesView, recorded: RecordedEvent) -> BalancesView:
-        view = super().apply(view, recorded)
-        self.stamps.apply(recorded.position)
+        # Each step named, not through `super()`: this runs for every event of every
+        # process, twice per command on two processes.
+        view = Balances.apply(self, view, recorded)
+        self._observe(recorded)
+        self._stamp(recorded.position)
         return view
 
 
