@@ -40,6 +40,9 @@ def _decode_groups(
 def _decode_rows(registry: EventRegistry, rows: list[Any]) -> list[RecordedEvent]:
     """Rows of (position, stream id, version, tag, schema version, payload, metadata,
     command id, recorded at, checksum) as records, each checked against its checksum."""
+    # The registry's decode, its common case inlined: this loop runs once per event
+    # read (another process's commits among them).
+    by_tag = registry._by_tag
     decode = registry.decode
     out: list[RecordedEvent] = []
     append = out.append
@@ -50,7 +53,11 @@ def _decode_rows(registry: EventRegistry, rows: list[Any]) -> list[RecordedEvent
                 stream_id, version, tag, schema_version, "its payload fails its checksum"
             )
         try:
-            event = decode(tag, schema_version, data)
+            entry = by_tag.get(tag)
+            if entry is not None and entry.schema_version == schema_version:
+                event = entry.decoder.decode(data)
+            else:
+                event = decode(tag, schema_version, data)
             metadata = _meta_decoder.decode(meta) if meta else {}
         except LookupError:
             raise UnknownEventType.at(stream_id, version, tag, schema_version) from None
