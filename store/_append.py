@@ -15,13 +15,11 @@ from __future__ import annotations
 import asyncio
 import operator
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 import msgspec
 
 from store._batch import _Append
 from store._codec import EventRegistry
-from store._decode import _decode_rows
 from store._errors import InvalidExpectedVersion
 from store._options import StoreOptions
 from store._prepare import (
@@ -31,7 +29,7 @@ from store._prepare import (
     _encode_metadata,
     _fence,
 )
-from store._records import STREAM_EXISTS, AppendResult, Lease
+from store._records import STREAM_EXISTS, AppendResult, Lease, RecordedEvent
 
 __all__ = ["AppendPreparer"]
 
@@ -99,11 +97,10 @@ class AppendPreparer:
             checked_fence,
         )
 
-    def redecided(self, item: _Append, missed: list[Any], version: int) -> bool:
+    def redecided(self, item: _Append, missed: list[RecordedEvent], version: int) -> bool:
         """On the writer's thread, inside its transaction: have `item`, an append whose
         expected version the stream passed, decide its events again (`item.redecide`)
-        on the events it `missed` (rows as the SQLite store reads them), the stream
-        being at `version`. True when it did: `item` then holds the new events, encoded,
+        on the events it `missed`, the stream being at `version`. True when it did: `item` then holds the new events, encoded,
         and expects `version`. False leaves `item` as it was (refused as a conflict):
         no `redecide`, or it declined, failed or decided events that do not encode (the
         actor decides again on its own task, where such an error reaches the caller)."""
@@ -111,7 +108,7 @@ class AppendPreparer:
         if redecide is None:
             return False
         try:
-            events = redecide(_decode_rows(self._registry, missed), version)
+            events = redecide(missed, version)
             if not events:
                 return False
             first = item.events

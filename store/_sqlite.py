@@ -190,8 +190,7 @@ class SQLiteEventStore(_ProcessWriter):
         if process is None:
             # The appends decide again in the transaction where they live (the thread).
             self._batch.redecide = self._preparer.redecided
-            if path != ":memory:":
-                self._batch.on_foreign = self._foreign_from_writer
+            self._batch.decode = self._decode_foreign
 
     # -- other processes' commits, as the writer meets them ------------------------------
 
@@ -204,29 +203,34 @@ class SQLiteEventStore(_ProcessWriter):
         the store reports it). It must not block; an exception it raises is logged and
         otherwise ignored. Returns a function that removes the listener.
         """
-        self._foreign_listeners.append(listener)
+        listeners = self._foreign_listeners
+        listeners.append(listener)
+        if self._process is None and self.path != ":memory:":
+            # The thread writer reads and decodes the events themselves only while
+            # someone takes them (else their versions only).
+            self._batch.on_foreign = self._foreign_from_writer
 
         def remove() -> None:
             with contextlib.suppress(ValueError):
-                self._foreign_listeners.remove(listener)
+                listeners.remove(listener)
+            if not listeners:
+                self._batch.on_foreign = None
 
         return remove
 
-    def _foreign_from_writer(self, first: int, last: int, rows: list[Any]) -> None:
-        """On the writer's thread, in its transaction: hand the rows to the loop."""
-        if self._foreign_listeners:
-            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
-                self._loop.call_soon_threadsafe(self._hand_foreign, first, last, rows)
-
-    def _hand_foreign(self, first: int, last: int, rows: list[Any]) -> None:
-        listeners = self._foreign_listeners
-        if not listeners:
-            return
+    def _decode_foreign(self, rows: list[Any]) -> list[RecordedEvent]:
+        """On the writer's thread: the events of other processes' `rows` this process
+        decodes (of the types its registry knows; a follower skips the others too)."""
         known = set(self.registry.tags())
-        try:
-            events = self._decode_rows([row for row in rows if row[3] in known])
-        except Exception:  # noqa: BLE001 - a read of the store reports it
-            return
+        return self._decode_rows([row for row in rows if row[3] in known])
+
+    def _foreign_from_writer(self, first: int, last: int, events: list[RecordedEvent]) -> None:
+        """On the writer's thread, in its transaction: hand the events to the loop."""
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+            self._loop.call_soon_threadsafe(self._hand_foreign, first, last, events)
+
+    def _hand_foreign(self, first: int, last: int, events: list[RecordedEvent]) -> None:
+        listeners = self._foreign_listeners
         for listener in tuple(listeners):
             try:
                 listener(first, last, events)

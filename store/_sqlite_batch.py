@@ -32,7 +32,7 @@ from store._errors import (
     StoreUnavailable,
 )
 from store._options import StoreOptions
-from store._records import ANY, STREAM_EXISTS, AppendResult
+from store._records import ANY, STREAM_EXISTS, AppendResult, RecordedEvent
 from store._sqlite_errors import _SQLITE_BUSY, _SQLITE_LOCKED, _code, _translate
 from store._sqlite_rows import RowInserter
 
@@ -50,8 +50,8 @@ _READ_MISSED: Final = (
     " command_id, recorded_at, checksum FROM events"
     " WHERE stream_id = ? AND version > ? AND version <= ? ORDER BY version"
 )
-"""The events of one stream an append's expected version missed: what a redecision
-folds before deciding again (`Redecide`)."""
+"""The events of one stream an append's expected version missed, when not among those
+kept: what a redecision folds before deciding again (`Redecide`)."""
 _SELECT_MOVED: Final = (
     "SELECT stream_id, max(version) FROM events WHERE position > ? GROUP BY stream_id"
 )
@@ -66,8 +66,8 @@ them, only their versions are read, and the bus's follower reads the events in p
 on the reader's thread rather than the event loop decoding them all at once."""
 _KEPT_PER_STREAM: Final = 8
 _KEPT_STREAMS: Final = 50_000
-"""Other connections' rows kept for redecisions (`_BatchWriter._keep_foreign`): the last
-8 of a stream, of at most 50,000 streams."""
+"""Other connections' events kept for redecisions (`_BatchWriter._keep_foreign`): the
+last 8 of a stream, of at most 50,000 streams."""
 _REFRESH_LIMIT: Final = 20_000
 """The most events of other connections the version cache is refreshed from; past
 them it is cleared (and read again per stream) instead."""
@@ -77,9 +77,12 @@ _IN_LIST_CHUNK: Final = 2_000
 _VERSION_CACHE_LIMIT: Final = 200_000
 _json = msgspec.json.Encoder()
 
-Redecide = Callable[[Any, list[Any], int], bool]
-"""`_BatchWriter.redecide`: (the append, the rows it missed, the stream's version)
+Redecide = Callable[[Any, list[RecordedEvent], int], bool]
+"""`_BatchWriter.redecide`: (the append, the events it missed, the stream's version)
 (`AppendPreparer.redecided`)."""
+Decode = Callable[[list[Any]], list[RecordedEvent]]
+"""`_BatchWriter.decode`: rows as `SQLiteEventStore` reads them, as the events this
+process decodes (`SQLiteEventStore._decode_foreign`); raises when one does not decode."""
 
 
 class _BatchWriter:
@@ -101,20 +104,24 @@ class _BatchWriter:
         self._last_position = last_position
         self._fast_busy = False  # the connection's busy timeout set to 0 (see `_begin`)
         self._rows = RowInserter()  # inserts the accepted appends' rows
-        # Called, inside the transaction, with (first, last, rows): the events other
-        # connections committed since this one last looked (positions first to last,
-        # rows as `SQLiteEventStore` reads them). None: only their versions are read.
-        self.on_foreign: Callable[[int, int, list[Any]], None] | None = None
+        # Decodes rows of other connections' events: those `_begin` reads, once, for
+        # both `on_foreign` and `redecide`, and those a redecision reads.
+        self.decode: Decode | None = None
+        # Called, inside the transaction, with (first, last, events): the commits of
+        # other connections since this one last looked (positions first to last, the
+        # events `decode` gave). Not called when they did not decode. None: only their
+        # versions are read (and a redecision reads what it missed).
+        self.on_foreign: Callable[[int, int, list[RecordedEvent]], None] | None = None
         # Called, inside the transaction, on an append whose expected version another
         # append passed, when it carries a `redecide` (only `_Append`s do): with the
-        # rows it missed (as `SQLiteEventStore` reads them; empty when the append it is
-        # chained to was decided again in this batch) and the stream's version. True:
-        # it now holds the events decided again on that version (see `Redecide`).
+        # events it missed (empty when the append it is chained to was decided again
+        # in this batch) and the stream's version. True: it now holds the events
+        # decided again on that version (see `Redecide`).
         self.redecide: Redecide | None = None
-        # The last rows of other connections `_begin` read (to hand on), by stream, in
-        # version order: what an append to be decided again missed is most often
+        # The last events of other connections `_begin` read (to hand on), by stream,
+        # in version order: what an append to be decided again missed is most often
         # among them (`_keep_foreign`).
-        self._foreign_rows: dict[str, list[Any]] = {}
+        self._foreign: dict[str, list[RecordedEvent]] = {}
         # How long the last `_begin` waited for another connection's write lock,
         # seconds, and how many appends that batch carried.
         self.lock_wait = 0.0
@@ -211,16 +218,21 @@ class _BatchWriter:
             last = int(row[0] or 0)
             versions = self._versions
             known = self._last_position
-            on_foreign = self.on_foreign
-            if 0 < last - known <= _HAND_ON_LIMIT and on_foreign is not None:
-                # The events themselves: this process's bus hands them on at once.
+            decode, on_foreign = self.decode, self.on_foreign
+            if 0 < last - known <= _HAND_ON_LIMIT and decode and on_foreign:
+                # The events themselves, decoded once: this process's bus hands them on
+                # at once, and the appends decided again here fold them.
                 rows = conn.execute(_READ_FOREIGN, (known, last)).fetchall()
                 for row in rows:  # in position order: a stream's last row is its version
                     if row[1] in versions:
                         versions[row[1]] = row[2]
-                on_foreign(known + 1, last, rows)
-                if self.redecide is not None:
-                    self._keep_foreign(rows)
+                # Not decoded: neither handed on nor kept (the follower's read of them
+                # reports it; an append that missed one is refused as a conflict).
+                events = self._decoded(decode, rows)
+                if events is not None:
+                    on_foreign(known + 1, last, events)
+                    if self.redecide is not None:
+                        self._keep_foreign(events)
             elif versions and 0 < last - known <= _REFRESH_LIMIT:
                 for stream_id, version in conn.execute(_SELECT_MOVED, (known,)):
                     if stream_id in versions:
@@ -348,32 +360,51 @@ class _BatchWriter:
         expected = item.expected
         stream_id = item.stream_id
         missed = current - expected
-        kept: list[Any] = self._foreign_rows.get(stream_id, [])
-        if 0 < missed <= len(kept) and kept[-1][2] == current and kept[-missed][2] == expected + 1:
-            # The common case: the last rows kept are the ones missed (versions only
-            # grow, so `missed` rows from expected + 1 to current are all of them).
-            rows = kept[-missed:]
+        kept = self._foreign.get(stream_id)
+        if kept is None:
+            events = []
+        elif (
+            0 < missed <= len(kept)
+            and kept[-1].version == current
+            and kept[-missed].version == expected + 1
+        ):
+            # The common case: the last events kept are the ones missed (versions only
+            # grow, so `missed` of them from expected + 1 to current are all of them).
+            events = kept[-missed:]
         else:
-            rows = [row for row in kept if expected < row[2] <= current]
-        if len(rows) != missed:
-            # Not all among the rows kept: read them (fewer rows than versions then
+            events = [e for e in kept if expected < e.version <= current]
+        if len(events) != missed:
+            # Not all among the events kept: read them (fewer rows than versions then
             # means some are this batch's, not inserted yet).
             rows = conn.execute(_READ_MISSED, (stream_id, expected, current)).fetchall()
-        return len(rows) == missed and redecide(item, rows, current)
+            decoded = None if self.decode is None else self._decoded(self.decode, rows)
+            if decoded is None:
+                return False
+            events = decoded
+        return len(events) == missed and redecide(item, events, current)
 
-    def _keep_foreign(self, rows: list[Any]) -> None:
-        """Keep `rows` (other connections', in position order) as the last
+    @staticmethod
+    def _decoded(decode: Decode, rows: list[Any]) -> list[RecordedEvent] | None:
+        """`decode(rows)`, or None when one of them does not decode (whoever reads
+        them for a caller reports it)."""
+        try:
+            return decode(rows)
+        except Exception:  # noqa: BLE001 - reported by the reads that need them
+            return None
+
+    def _keep_foreign(self, events: list[RecordedEvent]) -> None:
+        """Keep `events` (other connections', in position order) as the last
         `_KEPT_PER_STREAM` of each stream, for `_redecide`; at most `_KEPT_STREAMS`
-        streams (past them, the kept rows start over)."""
-        kept = self._foreign_rows
+        streams (past them, the kept events start over)."""
+        kept = self._foreign
         if len(kept) > _KEPT_STREAMS:
             kept.clear()
-        for row in rows:
-            stream = kept.get(row[1])
+        for event in events:
+            stream = kept.get(event.stream_id)
             if stream is None:
-                kept[row[1]] = [row]
+                kept[event.stream_id] = [event]
             else:
-                stream.append(row)
+                stream.append(event)
                 if len(stream) > _KEPT_PER_STREAM:
                     del stream[0]
 
