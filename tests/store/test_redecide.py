@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
 from store import (
@@ -97,6 +98,42 @@ async def test_an_append_decided_again_to_the_same_events_commits_them(
     assert (result.first_version, result.last_version) == (2, 2)
     stored = await store.read_stream("s")
     assert [(e.version, e.event) for e in stored] == [(1, Deposited(10)), (2, Deposited(5))]
+
+
+async def test_the_events_handed_on_are_the_ones_decided_again_on_without_a_read(
+    two: tuple[SQLiteEventStore, SQLiteEventStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While something takes the other processes' commits (a system's bus), the writer
+    decodes them once, hands them on and keeps them: an append that missed them is
+    decided again on those, without reading them again. Without a taker it reads their
+    versions only, and the redecision reads what it missed."""
+    import store._sqlite_batch as batch
+
+    store, other = two
+    handed: list[tuple[int, int, list[int]]] = []
+    remove = store.add_foreign_listener(
+        lambda first, last, events: handed.append((first, last, [e.version for e in events]))
+    )
+    read_missed = batch._READ_MISSED
+    monkeypatch.setattr(batch, "_READ_MISSED", "SELECT * FROM no_such_table")
+    await store.append("s", [Deposited(1)], expected_version=NO_STREAM)
+    await other.append("s", [Deposited(10), Deposited(20)], expected_version=1)
+    redecide = _sum_plus(5)
+    result = await _queue(store, [Deposited(5)], 1, redecide).future
+    assert redecide.calls == [([(2, Deposited(10)), (3, Deposited(20))], 3)]
+    assert result.last_version == 4
+    await anyio.wait_all_tasks_blocked()  # the loop ran what the writer handed over
+    assert handed == [(2, 3, [2, 3])]
+
+    remove()
+    monkeypatch.setattr(batch, "_READ_MISSED", read_missed)
+    await other.append("s", [Deposited(30)], expected_version=4)
+    redecide = _sum_plus(1)
+    result = await _queue(store, [Deposited(1)], 4, redecide).future
+    assert redecide.calls == [([(5, Deposited(30))], 5)]
+    assert result.last_version == 6
+    await anyio.wait_all_tasks_blocked()
+    assert handed == [(2, 3, [2, 3])]  # nothing more handed on
 
 
 async def test_an_append_still_on_the_latest_version_is_not_decided_again(
