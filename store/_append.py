@@ -100,10 +100,11 @@ class AppendPreparer:
     def redecided(self, item: _Append, missed: list[RecordedEvent], version: int) -> bool:
         """On the writer's thread, inside its transaction: have `item`, an append whose
         expected version the stream passed, decide its events again (`item.redecide`)
-        on the events it `missed`, the stream being at `version`. True when it did: `item` then holds the new events, encoded,
-        and expects `version`. False leaves `item` as it was (refused as a conflict):
-        no `redecide`, or it declined, failed or decided events that do not encode (the
-        actor decides again on its own task, where such an error reaches the caller)."""
+        on the events it `missed`, the stream being at `version`. True when it did:
+        `item` then holds the new events, encoded, and expects `version`. False leaves
+        `item` as it was (refused as a conflict): no `redecide`, or it declined, failed
+        or decided events that do not encode (the actor decides again on its own task,
+        where such an error reaches the caller)."""
         redecide = item.redecide
         if redecide is None:
             return False
