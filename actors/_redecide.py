@@ -91,26 +91,10 @@ class Redecision:
             at += 1
         if at != version:
             return None
-        commands = self._commands
-        if len(commands) == 1 and commands[0] is not READ_STATE:
-            # One command (an inline one, or a rider): the same as below, written out.
-            try:
-                events = tuple(decide(state, commands[0]))
-            except Exception:  # noqa: BLE001 - as below
-                return None
-            if not events:
-                return None
-            after = state
-            for event in events:
-                after = evolve(after, event)
-            self._base, self._version = state, version
-            self.steps, self.events, self.state = [(events, after)], events, after
-            self.last = version + len(events)
-            return events
         steps: list[tuple[tuple[Any, ...], Any]] = []
-        every: list[Any] = []
+        every: tuple[Any, ...] = ()  # one command's events are this tuple itself
         after = state
-        for command in commands:
+        for command in self._commands:
             if command is READ_STATE:  # a state query: answered with the state here
                 steps.append(((), after))
                 continue
@@ -123,10 +107,10 @@ class Redecision:
             for event in events:
                 after = evolve(after, event)
             steps.append((events, after))
-            every.extend(events)
+            every += events
         # From here on: the state this append now rests on, should the transaction be
         # redone (its appends decided again from there).
         self._base, self._version = state, version
-        self.steps, self.events, self.state = steps, tuple(every), after
+        self.steps, self.events, self.state = steps, every, after
         self.last = version + len(every)
-        return self.events
+        return every
