@@ -22,6 +22,11 @@ With `--own-accounts` the many side gives each process accounts of its own
 (`loadtest --own-accounts`: as when each aggregate's commands are routed to one
 process), so none of its appends conflict: what the shared accounts cost.
 
+The many side's workers run each pinned to a CPU of its own when there are no more of
+them than CPUs (`loadtest --pin`, its default); `--no-pin` leaves them to the OS, and
+the summary says where they ran. The one process is never pinned: its writer thread
+may use the other core.
+
     python -m bench.scaleout --rounds 5 --duration 5
     python -m bench.scaleout --rounds 3 --own-accounts
     python -m bench.scaleout --db postgresql://postgres@127.0.0.1/test --rounds 3
@@ -62,6 +67,12 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="the many side's processes draw from accounts of their own (no conflicts)",
     )
+    parser.add_argument(
+        "--pin",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="the many side's workers pinned to a CPU each (loadtest --pin; default: its own)",
+    )
     return parser
 
 
@@ -96,6 +107,8 @@ def run_once(args: argparse.Namespace, processes: int) -> dict[str, Any]:
     argv += ["--writer", args.writer, "--progress", "never"]
     if processes > 1 and args.own_accounts:
         argv.append("--own-accounts")
+    if processes > 1 and args.pin is not None:
+        argv.append("--pin" if args.pin else "--no-pin")
     schema = f"esactors_scaleout_{uuid.uuid4().hex[:12]}"
     if args.db is not None:
         argv += ["--db", _with_schema(args.db, schema)]
@@ -149,6 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     ones: list[float] = []
     manys: list[float] = []
     ratios: list[float] = []  # each round's, its two runs side by side
+    placed: set[str] = set()  # where the many side's workers ran
     for n in range(1, args.rounds + 1):
         one = run_once(args, 1)
         two = run_once(args, many)
@@ -156,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
         ones.append(r1)
         manys.append(r2)
         ratios.append(r2 / r1)
+        cpus = two.get("cpus")
+        placed.add("by the OS" if cpus is None else "pinned to CPUs " + ", ".join(map(str, cpus)))
         cpu1 = one["cpu_all"] * 1000 / max(one["acknowledged"], 1)
         cpu2 = two["cpu_all"] * 1000 / max(two["acknowledged"], 1)
         print(
@@ -164,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
             f" {one['errors'] + two['errors']:>6,} {_lag(two):>12}",
             flush=True,
         )
+    print(f"{many} processes' workers placed: {'; '.join(sorted(placed))}")
     m1, m2 = statistics.median(ones), statistics.median(manys)
     print(f"median 1 process {m1:,.0f} cmd/s, {many} processes {m2:,.0f} cmd/s:", end=" ")
     print(

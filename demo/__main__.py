@@ -111,6 +111,13 @@ def _add_load_arguments(load: argparse.ArgumentParser) -> None:
         " aggregate's commands are routed to one process), so their appends never conflict",
     )
     load.add_argument(
+        "--pin",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="with --processes: pin each worker to a CPU of its own (Linux; default: when"
+        " there are no more workers than CPUs)",
+    )
+    load.add_argument(
         "--cold",
         action="store_true",
         help="passivate every actor after the setup: the measured commands load their"
@@ -258,6 +265,7 @@ def _load_options(args: argparse.Namespace) -> LoadOptions:
         processes=processes,
         cold=args.cold,
         own_accounts=args.own_accounts,
+        pin=args.pin,
     )
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import sys
 import time
 from typing import Any
@@ -150,6 +151,7 @@ async def _work(options: LoadOptions, index: int, control: _Control) -> _ChildRe
         projection_ok=projection_ok,
         cpu_seconds=round(cpu, 3),
         peak_rss_mb=round(_peak_rss_mb(), 1),
+        cpus=sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
     )
     return _ChildReport(figures, started, ended, stamps.acks, stamps.applied, deposits)
 
@@ -168,6 +170,8 @@ def main(argv: list[str]) -> int:
     try:
         options = msgspec.json.decode(argv[0], type=LoadOptions)
         index = int(argv[1])
+        if options.cpu is not None:  # before any thread starts: they all inherit it
+            os.sched_setaffinity(0, {options.cpu})
         backend_options: dict[str, Any] = {"use_uvloop": True} if "--uvloop" in argv else {}
         anyio.run(_main, options, index, backend="asyncio", backend_options=backend_options)
     except KeyboardInterrupt:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from typing import Literal
 
@@ -76,6 +77,12 @@ class LoadOptions:
             processes decide on one account, so none of their appends conflict.
         account_share: (worker index, workers) of a worker run with `own_accounts`, set
             by the parent for each worker; None otherwise.
+        pin: with `processes` > 1, pin each worker to a CPU of its own
+            (`os.sched_setaffinity`, Linux): True pins them round robin over the CPUs
+            this process may use, False leaves them to the OS, None (the default) pins
+            them when the platform can and there are no more workers than CPUs.
+        cpu: the CPU a worker pins itself to, set by the parent for each worker when
+            it pins them; None otherwise.
     """
 
     aggregates: int = 1_000
@@ -98,6 +105,8 @@ class LoadOptions:
     cold: bool = False
     own_accounts: bool = False
     account_share: tuple[int, int] | None = None
+    pin: bool | None = None
+    cpu: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("aggregates", "commands", "concurrency"):
@@ -150,11 +159,27 @@ class LoadOptions:
                 f"account_share must be (worker index, workers) with the index below the"
                 f" workers and at most --aggregates ({self.aggregates}) workers, not {share!r}"
             )
+        if self.pin is not None and type(self.pin) is not bool:
+            raise LoadTestError(f"pin must be True, False or None, not {self.pin!r}")
+        if self.pin and not hasattr(os, "sched_setaffinity"):
+            raise LoadTestError(
+                "--pin needs os.sched_setaffinity, which this platform lacks: drop --pin"
+            )
+        cpu = self.cpu
+        if cpu is not None and (type(cpu) is not int or cpu < 0 or processes != 1):
+            raise LoadTestError(
+                f"cpu must be a CPU number (>= 0) of one worker process, not {cpu!r}"
+            )
         if processes == 1:
             if self.own_accounts and share is None:
                 raise LoadTestError(
                     "--own-accounts shares the accounts out between worker processes:"
                     " give --processes 2 or more"
+                )
+            if self.pin and cpu is None:
+                raise LoadTestError(
+                    "--pin places worker processes on CPUs of their own: give --processes 2"
+                    " or more (one process runs unpinned)"
                 )
             return
         if self.own_accounts and self.aggregates < processes:

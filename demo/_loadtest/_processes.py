@@ -84,7 +84,8 @@ async def _run(options: LoadOptions, label: str, uvloop: bool) -> ProcessesRepor
     accounts = await _open_accounts(options)
     setup = time.perf_counter() - began
     loading = None if options.duration is None else options.duration + SETTLE_TIMEOUT
-    async with _workers(options, uvloop) as workers:
+    cpus = worker_cpus(options)
+    async with _workers(options, cpus, uvloop) as workers:
         with anyio.fail_after(READY_TIMEOUT):
             await workers.expect("ready")
         await workers.tell("go")
@@ -98,7 +99,8 @@ async def _run(options: LoadOptions, label: str, uvloop: bool) -> ProcessesRepor
         for account, amount in report.deposits.items():
             deposits[account] = deposits.get(account, 0) + amount
     store_ok = await _store_matches(options, accounts, deposits)
-    return _combine(options, label, setup, reports, store_ok, "uvloop" if uvloop else "asyncio")
+    loop = "uvloop" if uvloop else "asyncio"
+    return _combine(options, label, setup, reports, store_ok, loop, cpus)
 
 
 async def _open_accounts(options: LoadOptions) -> list[str]:
@@ -191,15 +193,19 @@ def _unexpected(index: int, message: _Message, kind: str) -> LoadTestError:
 
 
 @asynccontextmanager
-async def _workers(options: LoadOptions, uvloop: bool) -> AsyncIterator[_Workers]:
-    """Start the workers; on the way out kill every one still running, and reap all."""
+async def _workers(
+    options: LoadOptions, cpus: list[int] | None, uvloop: bool
+) -> AsyncIterator[_Workers]:
+    """Start the workers (each pinned to its CPU in `cpus`, if given); on the way out
+    kill every one still running, and reap all."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [_ROOT, env.get("PYTHONPATH")]))
     processes: list[Process] = []
     try:
         for index in range(options.processes):
+            cpu = None if cpus is None else cpus[index]
             command = [sys.executable, "-m", "demo._loadtest._child"]
-            command += [_child_options(options, index), str(index)]
+            command += [_child_options(options, index, cpu), str(index)]
             if uvloop:
                 command.append("--uvloop")
             processes.append(
@@ -215,8 +221,24 @@ async def _workers(options: LoadOptions, uvloop: bool) -> AsyncIterator[_Workers
                 await process.aclose()
 
 
-def _child_options(options: LoadOptions, index: int) -> str:
-    """Worker `index`'s options as JSON: its share of the commands, its own seed."""
+def worker_cpus(options: LoadOptions) -> list[int] | None:
+    """The CPU each worker pins itself to, or None to leave them to the OS (`pin`).
+
+    Pinned, a worker's threads (its event loop and its store's writer, which share one
+    GIL) stay on one core with its caches, and the workers do not take turns on each
+    other's cores.
+    """
+    if options.pin is False or not hasattr(os, "sched_getaffinity"):
+        return None
+    cpus = sorted(os.sched_getaffinity(0))
+    if options.pin is None and options.processes > len(cpus):
+        return None
+    return [cpus[index % len(cpus)] for index in range(options.processes)]
+
+
+def _child_options(options: LoadOptions, index: int, cpu: int | None) -> str:
+    """Worker `index`'s options as JSON: its share of the commands, its own seed,
+    its CPU."""
     share, extra = divmod(options.commands, options.processes)
     child = dataclasses.replace(
         options,
@@ -226,6 +248,8 @@ def _child_options(options: LoadOptions, index: int) -> str:
         progress="never",
         processes=1,
         account_share=(index, options.processes) if options.own_accounts else None,
+        pin=None,
+        cpu=cpu,
     )
     return msgspec.json.encode(child).decode()
 
@@ -237,6 +261,7 @@ def _combine(
     reports: list[_ChildReport],
     store_ok: bool,
     loop: str,
+    cpus: list[int] | None,
 ) -> ProcessesReport:
     figures = [r.figures for r in reports]
     seconds = max(r.ended for r in reports) - min(r.started for r in reports)
@@ -280,6 +305,7 @@ def _combine(
         zipf_exponent=options.zipf_exponent if options.distribution == "zipf" else None,
         loop=loop,
         own_accounts=options.own_accounts,
+        cpus=cpus,
     )
 
 

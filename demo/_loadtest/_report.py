@@ -155,6 +155,13 @@ def _owned(report: ProcessesReport) -> str:
     return " (each process its own share)" if report.own_accounts else ""
 
 
+def _pinned(report: ProcessesReport) -> str:
+    """Where the workers ran, when pinned."""
+    if report.cpus is None:
+        return ""
+    return ", workers pinned to CPUs " + ", ".join(str(cpu) for cpu in report.cpus)
+
+
 def render(report: LoadReport) -> str:
     """The report as a few human-readable lines."""
     lat = report.latency_ms
@@ -230,6 +237,9 @@ class ProcessFigures(msgspec.Struct, frozen=True):
         cpu_seconds: its CPU time (user + system, `time.process_time`) over the
             measured phase (a `--writer process` writer's is not included).
         peak_rss_mb: its peak resident set size.
+        cpus: the CPUs it was allowed to run on during its load
+            (`os.sched_getaffinity`; one when pinned); None where the platform does
+            not say.
     """
 
     index: int
@@ -248,6 +258,7 @@ class ProcessFigures(msgspec.Struct, frozen=True):
     projection_ok: bool | None
     cpu_seconds: float
     peak_rss_mb: float
+    cpus: list[int] | None = None
 
 
 class ProcessesReport(msgspec.Struct, frozen=True):
@@ -282,6 +293,8 @@ class ProcessesReport(msgspec.Struct, frozen=True):
         loop: the workers' event loop: "asyncio" or "uvloop".
         thresholds: the `--threshold` checks and their outcome.
         own_accounts: each worker drew from accounts of its own (`--own-accounts`).
+        cpus: the CPU each worker was pinned to, in worker order (`--pin`); None when
+            the OS placed them.
     """
 
     processes: int
@@ -316,6 +329,7 @@ class ProcessesReport(msgspec.Struct, frozen=True):
     loop: str = "asyncio"
     thresholds: list[ThresholdResult] = []
     own_accounts: bool = False
+    cpus: list[int] | None = None
 
 
 class _ChildReport(msgspec.Struct, frozen=True, tag="report", tag_field="kind"):
@@ -336,7 +350,7 @@ def render_processes(report: ProcessesReport) -> str:
         f" {report.aggregates:,} aggregates{_drawn(report)}{_owned(report)},"
         f" concurrency {report.concurrency:,} each,"
         f" synchronous={report.synchronous}, {report.writer} writer, backend"
-        f" {report.backend}, db {report.db}, {report.loop}"
+        f" {report.backend}, db {report.db}, {report.loop}{_pinned(report)}"
     )
     lines = [
         head,

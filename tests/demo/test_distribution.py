@@ -83,7 +83,9 @@ def test_a_zipf_run_reports_its_distribution_and_stays_consistent(
 
 def test_the_workers_of_a_processes_run_agree_on_the_hot_accounts() -> None:
     options = LoadOptions(processes=2, distribution="zipf", zipf_exponent=1.2, seed=5)
-    children = [msgspec.json.decode(_child_options(options, i), type=LoadOptions) for i in (0, 1)]
+    children = [
+        msgspec.json.decode(_child_options(options, i, None), type=LoadOptions) for i in (0, 1)
+    ]
     assert children[0].seed != children[1].seed  # each worker draws its own commands
 
     def hottest(child: LoadOptions) -> str:
@@ -100,7 +102,7 @@ def test_with_own_accounts_each_worker_draws_from_its_share_only() -> None:
     options = LoadOptions(processes=3, aggregates=10, own_accounts=True, db="x.db", seed=2)
     drawn: list[set[str]] = []
     for index in range(3):
-        child = msgspec.json.decode(_child_options(options, index), type=LoadOptions)
+        child = msgspec.json.decode(_child_options(options, index, None), type=LoadOptions)
         assert child.account_share == (index, 3)
         workload = _workload(child)
         assert isinstance(workload, DepositWorkload)
@@ -113,7 +115,7 @@ def test_with_own_accounts_each_worker_draws_from_its_share_only() -> None:
 
 def test_without_own_accounts_every_worker_draws_from_all() -> None:
     options = LoadOptions(processes=2, aggregates=10, db="x.db")
-    child = msgspec.json.decode(_child_options(options, 1), type=LoadOptions)
+    child = msgspec.json.decode(_child_options(options, 1, None), type=LoadOptions)
     assert child.account_share is None
     workload = _workload(child)
     assert isinstance(workload, DepositWorkload)

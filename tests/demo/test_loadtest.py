@@ -7,6 +7,7 @@ import dataclasses
 import importlib.util
 import io
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -277,6 +278,23 @@ def test_own_accounts_needs_several_processes_and_an_account_for_each() -> None:
         LoadOptions(own_accounts=True)
     with pytest.raises(LoadTestError, match="give at least 3 --aggregates, not 2"):
         LoadOptions(processes=3, aggregates=2, db="x.db", own_accounts=True)
+
+
+def test_pin_needs_several_processes_and_a_platform_that_can() -> None:
+    with pytest.raises(LoadTestError, match="--pin places worker processes on CPUs"):
+        LoadOptions(pin=True)
+    with pytest.raises(LoadTestError, match=r"cpu must be a CPU number \(>= 0\) of one"):
+        LoadOptions(cpu=-1)
+    with pytest.raises(LoadTestError, match="cpu must be a CPU number"):
+        LoadOptions(processes=2, db="x.db", cpu=0)  # the parent's options carry none
+    assert LoadOptions(pin=True, cpu=3).cpu == 3  # a worker's
+
+
+def test_pin_is_refused_where_the_platform_cannot_pin(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delattr(os, "sched_setaffinity", raising=False)
+    with pytest.raises(LoadTestError, match=r"--pin needs os\.sched_setaffinity"):
+        LoadOptions(processes=2, db="x.db", pin=True)
+    assert LoadOptions(processes=2, db="x.db").pin is None  # the default just does not pin
 
 
 @pytest.mark.parametrize("share", [(2, 2), (-1, 2), (0, 11)])

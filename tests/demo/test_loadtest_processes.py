@@ -4,14 +4,19 @@ against the acknowledgements; and the refusals of bad values."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 import anyio
+import msgspec
 import pytest
 
 from demo.__main__ import main
+from demo._loadtest import LoadOptions
+from demo._loadtest._processes import _child_options, worker_cpus
 from tests.demo._acks import missing_acks, read_acks, version_gaps
 from tests.demo.test_postgres import stored
 from tests.demo.test_postgres import version_gaps as postgres_version_gaps
@@ -44,6 +49,11 @@ def check_report(report: dict[str, Any], commands: int) -> None:
     assert report["cross_process_samples"] > 0
 
 
+def unpinned() -> list[int] | None:
+    """The CPUs a worker left to the OS may use: this process's."""
+    return sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+
+
 @pytest.mark.slow
 def test_two_processes_on_a_sqlite_file_share_the_accounts_and_agree_with_the_store(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
@@ -55,6 +65,12 @@ def test_two_processes_on_a_sqlite_file_share_the_accounts_and_agree_with_the_st
     report = json.loads(line)
     check_report(report, 600)
     assert (report["backend"], report["db"]) == ("sqlite", str(db))
+    # Each worker ran where the parent placed it: pinned to a CPU of its own when this
+    # machine has two to give (the default), else wherever the OS put it.
+    placed = worker_cpus(LoadOptions(processes=2, db=str(db)))
+    assert report["cpus"] == placed
+    ran = [process["cpus"] for process in report["per_process"]]
+    assert ran == ([unpinned()] * 2 if placed is None else [[cpu] for cpu in placed])
     logged = read_acks(acks)
     assert len(logged) == 200 + 600  # the openings (by the parent), then the deposits
     assert missing_acks(logged, db) == []
@@ -68,11 +84,13 @@ def test_two_processes_with_accounts_of_their_own_never_conflict(
 ) -> None:
     db = tmp_path / "load.db"
     argv = ["loadtest", "--processes", "2", *SMALL, "--db", str(db), "--own-accounts"]
-    assert main([*argv, "--concurrency", "50", "--json"]) == 0
+    assert main([*argv, "--concurrency", "50", "--no-pin", "--json"]) == 0
     (line,) = capsys.readouterr().out.splitlines()
     report = json.loads(line)
     check_report(report, 600)
     assert report["own_accounts"] is True
+    assert report["cpus"] is None  # not pinned: each worker may run on any CPU
+    assert [process["cpus"] for process in report["per_process"]] == [unpinned()] * 2
     assert report["conflicts"] == 0
     assert version_gaps(db) == []
 
@@ -107,6 +125,19 @@ async def test_two_processes_on_postgresql_share_the_accounts_and_agree_with_the
     assert len(logged) == 200 + 600
     assert [ack for ack in logged if ack not in rows] == []
     assert await postgres_version_gaps(postgres_schema) == []
+
+
+def test_workers_are_pinned_one_per_cpu_when_there_are_enough(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {5, 1, 3}, raising=False)
+    two, four = (LoadOptions(processes=n, db="x.db") for n in (2, 4))
+    assert worker_cpus(two) == [1, 3]  # the CPUs this process may use, in order
+    assert worker_cpus(four) is None  # more workers than CPUs: the OS places them
+    assert worker_cpus(dataclasses.replace(four, pin=True)) == [1, 3, 5, 1]
+    assert worker_cpus(dataclasses.replace(two, pin=False)) is None
+    child = msgspec.json.decode(_child_options(two, 1, 3), type=LoadOptions)
+    assert (child.cpu, child.pin, child.processes) == (3, None, 1)
 
 
 @pytest.mark.parametrize(
