@@ -166,9 +166,12 @@ class LoadOptions:
                 "--pin needs os.sched_setaffinity, which this platform lacks: drop --pin"
             )
         cpu = self.cpu
-        if cpu is not None and (type(cpu) is not int or cpu < 0 or processes != 1):
+        if cpu is not None and (type(cpu) is not int or cpu < 0):
+            raise LoadTestError(f"cpu must be a CPU number (>= 0), not {cpu!r}")
+        if cpu is not None and processes != 1:
             raise LoadTestError(
-                f"cpu must be a CPU number (>= 0) of one worker process, not {cpu!r}"
+                f"cpu pins one worker process (the parent sets it for each worker): drop it"
+                f" with --processes {processes}"
             )
         if processes == 1:
             if self.own_accounts and share is None:
