@@ -285,7 +285,7 @@ def test_pin_needs_several_processes_and_a_platform_that_can() -> None:
         LoadOptions(pin=True)
     with pytest.raises(LoadTestError, match=r"cpu must be a CPU number \(>= 0\), not -1"):
         LoadOptions(cpu=-1)
-    with pytest.raises(LoadTestError, match="cpu pins one worker process .* --processes 2"):
+    with pytest.raises(LoadTestError, match=r"cpu pins one worker process .* --processes 2"):
         LoadOptions(processes=2, db="x.db", cpu=0)  # the parent's options carry none
     assert LoadOptions(pin=True, cpu=3).cpu == 3  # a worker's
 
