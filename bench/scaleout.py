@@ -23,9 +23,9 @@ With `--own-accounts` the many side gives each process accounts of its own
 process), so none of its appends conflict: what the shared accounts cost.
 
 The many side's workers run each pinned to a CPU of its own when there are no more of
-them than CPUs (`loadtest --pin`, its default); `--no-pin` leaves them to the OS, and
-the summary says where they ran. The one process is never pinned: its writer thread
-may use the other core.
+them than CPUs and they write on a thread (`loadtest --pin`, its default); `--no-pin`
+leaves them to the OS, and the summary says where they ran. The one process is never
+pinned: its writer thread may use the other core.
 
     python -m bench.scaleout --rounds 5 --duration 5
     python -m bench.scaleout --rounds 3 --own-accounts

@@ -115,7 +115,7 @@ def _add_load_arguments(load: argparse.ArgumentParser) -> None:
         action=argparse.BooleanOptionalAction,
         default=None,
         help="with --processes: pin each worker to a CPU of its own (Linux; default: when"
-        " there are no more workers than CPUs)",
+        " there are no more workers than CPUs, with the thread writer)",
     )
     load.add_argument(
         "--cold",

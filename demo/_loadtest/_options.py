@@ -80,7 +80,9 @@ class LoadOptions:
         pin: with `processes` > 1, pin each worker to a CPU of its own
             (`os.sched_setaffinity`, Linux): True pins them round robin over the CPUs
             this process may use, False leaves them to the OS, None (the default) pins
-            them when the platform can and there are no more workers than CPUs.
+            them when the platform can, there are no more workers than CPUs and each
+            writes on a thread (not `writer` "process": that worker and its writer
+            process would share one core).
         cpu: the CPU a worker pins itself to, set by the parent for each worker when
             it pins them; None otherwise.
     """

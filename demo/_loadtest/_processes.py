@@ -226,12 +226,13 @@ def worker_cpus(options: LoadOptions) -> list[int] | None:
 
     Pinned, a worker's threads (its event loop and its store's writer, which share one
     GIL) stay on one core with its caches, and the workers do not take turns on each
-    other's cores.
+    other's cores. By default a worker with a writer process of its own (`writer`
+    "process", which inherits the pinning) is left to the OS: it uses more than one core.
     """
     if options.pin is False or not hasattr(os, "sched_getaffinity"):
         return None
     cpus = sorted(os.sched_getaffinity(0))
-    if options.pin is None and options.processes > len(cpus):
+    if options.pin is None and (options.processes > len(cpus) or options.writer == "process"):
         return None
     return [cpus[index % len(cpus)] for index in range(options.processes)]
 

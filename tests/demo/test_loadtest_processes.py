@@ -136,6 +136,9 @@ def test_workers_are_pinned_one_per_cpu_when_there_are_enough(
     assert worker_cpus(four) is None  # more workers than CPUs: the OS places them
     assert worker_cpus(dataclasses.replace(four, pin=True)) == [1, 3, 5, 1]
     assert worker_cpus(dataclasses.replace(two, pin=False)) is None
+    # A writer process inherits its worker's CPU: pinned only when asked.
+    assert worker_cpus(dataclasses.replace(two, writer="process")) is None
+    assert worker_cpus(dataclasses.replace(two, writer="process", pin=True)) == [1, 3]
     child = msgspec.json.decode(_child_options(two, 1, 3), type=LoadOptions)
     assert (child.cpu, child.pin, child.processes) == (3, None, 1)
 
