@@ -27,7 +27,7 @@ them than CPUs and they write on a thread (`loadtest --pin`, its default); `--no
 leaves them to the OS, and the summary says where they ran. The one process is never
 pinned: its writer thread may use the other core.
 
-    python -m bench.scaleout --rounds 5 --duration 5
+    python -m bench.scaleout                 # 7 rounds of 5 s runs
     python -m bench.scaleout --rounds 3 --own-accounts
     python -m bench.scaleout --db postgresql://postgres@127.0.0.1/test --rounds 3
 """
@@ -48,7 +48,7 @@ import anyio
 
 from demo._backend import backend_of, redacted
 
-ROUNDS = 5
+ROUNDS = 7  # the host's speed drifts between runs: more rounds, a steadier median
 DURATION = 5.0
 SQLITE_FLOOR = 1.2  # 2 processes against one, on one SQLite file, the same accounts
 
