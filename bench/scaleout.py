@@ -22,10 +22,9 @@ With `--own-accounts` the many side gives each process accounts of its own
 (`loadtest --own-accounts`: as when each aggregate's commands are routed to one
 process), so none of its appends conflict: what the shared accounts cost.
 
-The many side's workers run each pinned to a CPU of its own when there are no more of
-them than CPUs and they write on a thread (`loadtest --pin`, its default); `--no-pin`
-leaves them to the OS, and the summary says where they ran. The one process is never
-pinned: its writer thread may use the other core.
+With `--pin` the many side's workers run each pinned to a CPU of its own (`loadtest
+--pin`); the summary says where they ran. The one process is never pinned: its writer
+thread may use the other core.
 
     python -m bench.scaleout                 # 7 rounds of 5 s runs
     python -m bench.scaleout --rounds 3 --own-accounts
@@ -68,10 +67,7 @@ def _parser() -> argparse.ArgumentParser:
         help="the many side's processes draw from accounts of their own (no conflicts)",
     )
     parser.add_argument(
-        "--pin",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="the many side's workers pinned to a CPU each (loadtest --pin; default: its own)",
+        "--pin", action="store_true", help="the many side's workers pinned to a CPU each"
     )
     return parser
 
@@ -107,8 +103,8 @@ def run_once(args: argparse.Namespace, processes: int) -> dict[str, Any]:
     argv += ["--writer", args.writer, "--progress", "never"]
     if processes > 1 and args.own_accounts:
         argv.append("--own-accounts")
-    if processes > 1 and args.pin is not None:
-        argv.append("--pin" if args.pin else "--no-pin")
+    if processes > 1 and args.pin:
+        argv.append("--pin")
     schema = f"esactors_scaleout_{uuid.uuid4().hex[:12]}"
     if args.db is not None:
         argv += ["--db", _with_schema(args.db, schema)]

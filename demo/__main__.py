@@ -112,10 +112,8 @@ def _add_load_arguments(load: argparse.ArgumentParser) -> None:
     )
     load.add_argument(
         "--pin",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="with --processes: pin each worker to a CPU of its own (Linux; default: when"
-        " there are no more workers than CPUs, with the thread writer)",
+        action="store_true",
+        help="with --processes: pin each worker to a CPU of its own, round robin (Linux)",
     )
     load.add_argument(
         "--cold",

@@ -78,11 +78,9 @@ class LoadOptions:
         account_share: (worker index, workers) of a worker run with `own_accounts`, set
             by the parent for each worker; None otherwise.
         pin: with `processes` > 1, pin each worker to a CPU of its own
-            (`os.sched_setaffinity`, Linux): True pins them round robin over the CPUs
-            this process may use, False leaves them to the OS, None (the default) pins
-            them when the platform can, there are no more workers than CPUs and each
-            writes on a thread (not `writer` "process": that worker and its writer
-            process would share one core).
+            (`os.sched_setaffinity`, Linux), round robin over the CPUs this process may
+            use (a `writer` "process" inherits its worker's); False (the default)
+            leaves them to the OS.
         cpu: the CPU a worker pins itself to, set by the parent for each worker when
             it pins them; None otherwise.
     """
@@ -107,7 +105,7 @@ class LoadOptions:
     cold: bool = False
     own_accounts: bool = False
     account_share: tuple[int, int] | None = None
-    pin: bool | None = None
+    pin: bool = False
     cpu: int | None = None
 
     def __post_init__(self) -> None:
@@ -161,8 +159,8 @@ class LoadOptions:
                 f"account_share must be (worker index, workers) with the index below the"
                 f" workers and at most --aggregates ({self.aggregates}) workers, not {share!r}"
             )
-        if self.pin is not None and type(self.pin) is not bool:
-            raise LoadTestError(f"pin must be True, False or None, not {self.pin!r}")
+        if type(self.pin) is not bool:
+            raise LoadTestError(f"pin must be True or False, not {self.pin!r}")
         if self.pin and not hasattr(os, "sched_setaffinity"):
             raise LoadTestError(
                 "--pin needs os.sched_setaffinity, which this platform lacks: drop --pin"

@@ -222,18 +222,11 @@ async def _workers(
 
 
 def worker_cpus(options: LoadOptions) -> list[int] | None:
-    """The CPU each worker pins itself to, or None to leave them to the OS (`pin`).
-
-    Pinned, a worker's threads (its event loop and its store's writer, which share one
-    GIL) stay on one core with its caches, and the workers do not take turns on each
-    other's cores. By default a worker with a writer process of its own (`writer`
-    "process", which inherits the pinning) is left to the OS: it uses more than one core.
-    """
-    if options.pin is False or not hasattr(os, "sched_getaffinity"):
+    """The CPU each worker pins itself to (`pin`: round robin over the CPUs this
+    process may use), or None to leave them to the OS."""
+    if not options.pin:
         return None
     cpus = sorted(os.sched_getaffinity(0))
-    if options.pin is None and (options.processes > len(cpus) or options.writer == "process"):
-        return None
     return [cpus[index % len(cpus)] for index in range(options.processes)]
 
 
@@ -249,7 +242,7 @@ def _child_options(options: LoadOptions, index: int, cpu: int | None) -> str:
         progress="never",
         processes=1,
         account_share=(index, options.processes) if options.own_accounts else None,
-        pin=None,
+        pin=False,
         cpu=cpu,
     )
     return msgspec.json.encode(child).decode()

@@ -294,7 +294,7 @@ def test_pin_is_refused_where_the_platform_cannot_pin(monkeypatch: pytest.Monkey
     monkeypatch.delattr(os, "sched_setaffinity", raising=False)
     with pytest.raises(LoadTestError, match=r"--pin needs os\.sched_setaffinity"):
         LoadOptions(processes=2, db="x.db", pin=True)
-    assert LoadOptions(processes=2, db="x.db").pin is None  # the default just does not pin
+    assert LoadOptions(processes=2, db="x.db").pin is False  # the default asks for none
 
 
 @pytest.mark.parametrize("share", [(2, 2), (-1, 2), (0, 11)])
