@@ -196,7 +196,7 @@ class SQLiteEventStore(_ProcessWriter):
 
     def add_foreign_listener(self, listener: ForeignListener) -> Callable[[], None]:
         """Call `listener(first, last, events)` on the event loop with the commits of
-        other connections (other processes) the writer met when it took the write lock:
+        other connections (other processes) the writer met as it began a batch:
         positions `first` to `last`, all committed by others, `events` those of them
         this process decodes (a follower skips the others too). Only the thread writer
         on a file meets them; a batch that fails to decode is not handed on (a read of
@@ -225,7 +225,7 @@ class SQLiteEventStore(_ProcessWriter):
         return self._decode_rows([row for row in rows if row[3] in known])
 
     def _foreign_from_writer(self, first: int, last: int, events: list[RecordedEvent]) -> None:
-        """On the writer's thread, in its transaction: hand the events to the loop."""
+        """On the writer's thread, as it begins a batch: hand the events to the loop."""
         with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
             self._loop.call_soon_threadsafe(self._hand_foreign, first, last, events)
 

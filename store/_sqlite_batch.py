@@ -3,7 +3,8 @@
 Expected versions are checked inside the transaction, under SQLite's write lock, against
 versions this connection knows are current: a cache refreshed from the events other
 connections (other processes) committed whenever `PRAGMA data_version` says they did
-(positions follow commit order: they are those past its last position). A conflicting
+(positions follow commit order: they are those past its last position), read mostly
+before the transaction begins and the rest under the lock (`_BatchWriter._catch_up`). A conflicting
 append is rejected alone; `UNIQUE(stream_id, version)` stays the final guard, and should
 it ever fire the batch is redone with one savepoint per append. Positions are assigned
 inside the transaction, so they follow commit order with no gaps. Here: the transaction
@@ -104,11 +105,11 @@ class _BatchWriter:
         self._last_position = last_position
         self._fast_busy = False  # the connection's busy timeout set to 0 (see `_begin`)
         self._rows = RowInserter()  # inserts the accepted appends' rows
-        # Decodes rows of other connections' events: those `_begin` reads, once, for
-        # both `on_foreign` and `redecide`, and those a redecision reads.
+        # Decodes rows of other connections' events: those `_catch_up` reads, once,
+        # for both `on_foreign` and `redecide`, and those a redecision reads.
         self.decode: Decode | None = None
-        # Called, inside the transaction, with (first, last, events): the commits of
-        # other connections since this one last looked (positions first to last, the
+        # Called, on the writer's side, before or inside the transaction, with
+        # (first, last, events): the commits of other connections since this one last looked (positions first to last, the
         # events `decode` gave). Not called when they did not decode. None: only their
         # versions are read (and a redecision reads what it missed).
         self.on_foreign: Callable[[int, int, list[RecordedEvent]], None] | None = None
@@ -118,7 +119,7 @@ class _BatchWriter:
         # in this batch) and the stream's version. True: it now holds the events
         # decided again on that version (see `Redecide`).
         self.redecide: Redecide | None = None
-        # The last events of other connections `_begin` read (to hand on), by stream,
+        # The last events of other connections `_catch_up` read (to hand on), by stream,
         # in version order: what an append to be decided again missed is most often
         # among them (`_keep_foreign`).
         self._foreign: dict[str, list[RecordedEvent]] = {}
@@ -136,6 +137,7 @@ class _BatchWriter:
         self.last_appends = len(appends)
         if faults.enabled:
             faults.hit("before_begin")
+        self._catch_up(conn)  # most of what the others committed, outside the lock
         self._begin(conn)
         try:
             if faults.enabled:
@@ -208,6 +210,23 @@ class _BatchWriter:
                         f" ({self.options.busy_timeout}s); nothing was written"
                     ) from exc
                 time.sleep(0.0001 if waited < 0.05 else 0.001)
+        self._catch_up(conn)
+
+    def _catch_up(self, conn: sqlite3.Connection) -> None:
+        """Bring what this connection knows up to the commits of other connections:
+        the streams' versions, the last position and, while someone takes them, their
+        events (handed on, and kept for the appends decided again).
+
+        Called twice a batch: first before `BEGIN IMMEDIATE`, outside any transaction,
+        where it reads what the others committed while this process was deciding
+        without holding the write lock they wait for (under two processes busy on one
+        file that took the lock's time per command from about 34 to 26 us); then under
+        the lock, where it reads what they committed in between, most often nothing.
+        Both are sound: committed events never change and positions follow commit
+        order, so the events past the last position read are exactly those not seen
+        yet; and `data_version` is read before them, so a commit landing meanwhile
+        changes it again and the next call reads that one.
+        """
         data_version = int(conn.execute("PRAGMA data_version").fetchone()[0])
         if data_version != self._data_version:
             # Another connection committed since we last looked. Positions follow commit

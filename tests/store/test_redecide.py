@@ -7,6 +7,7 @@ append expected an older version, gets the events it missed inside its transacti
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -134,6 +135,46 @@ async def test_the_events_handed_on_are_the_ones_decided_again_on_without_a_read
     assert result.last_version == 6
     await anyio.wait_all_tasks_blocked()
     assert handed == [(2, 3, [2, 3])]  # nothing more handed on
+
+
+async def test_the_commits_of_others_are_read_before_the_lock_and_the_rest_under_it(
+    two: tuple[SQLiteEventStore, SQLiteEventStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writer reads what the others committed before taking the write lock, and
+    under the lock what they committed in between: both are handed on, in order and
+    once each, and the append is decided again on all of them."""
+    store, other = two
+    handed: list[tuple[int, int, list[int]]] = []
+    store.add_foreign_listener(
+        lambda first, last, events: handed.append((first, last, [e.version for e in events]))
+    )
+    await store.append("s", [Deposited(1)], expected_version=NO_STREAM)
+    await other.append("s", [Deposited(10)], expected_version=1)
+    loop = asyncio.get_running_loop()
+    writer = store._batch
+    begin = writer._begin
+    meanwhile: list[AppendResult] = []
+
+    def begin_after_another_commit(conn: Any) -> None:
+        # On the writer's thread, after its first look and before the lock: the other
+        # store commits (its own writer thread, through the loop, which is free).
+        if not meanwhile:
+            appended = asyncio.run_coroutine_threadsafe(
+                other.append("s", [Deposited(20)], expected_version=2), loop
+            )
+            meanwhile.append(appended.result(timeout=10))
+        begin(conn)
+
+    monkeypatch.setattr(writer, "_begin", begin_after_another_commit)
+    redecide = _sum_plus(5)
+    result = await _queue(store, [Deposited(5)], 1, redecide).future
+    assert meanwhile[0].last_version == 3
+    assert redecide.calls == [([(2, Deposited(10)), (3, Deposited(20))], 3)]
+    assert (result.first_version, result.last_version) == (4, 4)
+    await anyio.wait_all_tasks_blocked()
+    assert handed == [(2, 2, [2]), (3, 3, [3])]  # before the lock, then under it
+    stored = await store.read_stream("s")
+    assert [e.event for e in stored] == [Deposited(1), Deposited(10), Deposited(20), Deposited(35)]
 
 
 async def test_an_append_still_on_the_latest_version_is_not_decided_again(
