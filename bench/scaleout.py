@@ -16,7 +16,11 @@ host's speed drifts between rounds by more than the two sides differ.
 CPU per command, two figures: "all" is the CPU time of the whole command (parent and
 workers, setup and checks included, from the OS's accounting of reaped children) per
 acknowledged command, for both; "load" is the workers' own CPU time over the measured
-phase only (`time.process_time` in each), for two processes.
+phase only (`time.process_time` in each), for two processes. For the many side it also
+prints how many cores the workers kept busy over that phase (their CPU time per second
+of it) and the shares of it their writers spent in write transactions, added up: on a
+SQLite file, one process holds the write lock at a time, so that is how busy the lock
+was.
 
 With `--own-accounts` the many side gives each process accounts of its own
 (`loadtest --own-accounts`: as when each aggregate's commands are routed to one
@@ -125,6 +129,18 @@ async def _run_process(argv: list[str]) -> Any:
     return await anyio.run_process(argv, check=False)
 
 
+def _cores(report: dict[str, Any]) -> float:
+    """Cores the workers kept busy over the measured phase: their CPU per acknowledged
+    command times the acknowledged commands per second."""
+    return float(report["cpu_ms_per_command"]) * float(report["commands_per_s"]) / 1000
+
+
+def _in_transactions(report: dict[str, Any]) -> float:
+    """The workers' shares of the run spent in write transactions, added up: on a
+    SQLite file, how busy its write lock was."""
+    return sum(float(p.get("in_transaction", 0.0)) for p in report.get("per_process") or [])
+
+
 def _lag(report: dict[str, Any]) -> str:
     lag = report.get("cross_process_lag_ms")
     return "-" if not lag else f"{lag['p50']:.1f}/{lag['p99']:.1f}"
@@ -146,12 +162,15 @@ def main(argv: list[str] | None = None) -> int:
     print(
         "# cmd/s: acknowledged commands per second (several processes: over their common"
         " window); cpu ms/cmd all: whole command's CPU / acknowledged; load: the workers'"
-        " CPU over the measured phase / acknowledged; lag: ack in one process to applied"
+        " CPU over the measured phase / acknowledged; cores: the workers' CPU over that"
+        " phase per second; txn: their shares of it in write transactions, added up (on"
+        " SQLite: how busy the file's write lock was); lag: ack in one process to applied"
         " in another, p50/p99 ms"
     )
     header = (
         f"{'round':>5} {'1p cmd/s':>9} {f'{many}p cmd/s':>9} {'ratio':>6}"
         f" {'1p cpu all':>10} {f'{many}p cpu all':>10} {f'{many}p load':>9}"
+        f" {f'{many}p cores':>8} {f'{many}p txn':>7}"
         f" {'conflicts':>9} {'errors':>6} {'lag p50/p99':>12}"
     )
     print(header, flush=True)
@@ -172,7 +191,8 @@ def main(argv: list[str] | None = None) -> int:
         cpu2 = two["cpu_all"] * 1000 / max(two["acknowledged"], 1)
         print(
             f"{n:>5} {r1:>9,.0f} {r2:>9,.0f} {r2 / r1:>6.2f} {cpu1:>10.3f} {cpu2:>10.3f}"
-            f" {two['cpu_ms_per_command']:>9.3f} {two['conflicts']:>9,}"
+            f" {two['cpu_ms_per_command']:>9.3f} {_cores(two):>8.2f} {_in_transactions(two):>7.0%}"
+            f" {two['conflicts']:>9,}"
             f" {one['errors'] + two['errors']:>6,} {_lag(two):>12}",
             flush=True,
         )

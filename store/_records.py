@@ -122,7 +122,10 @@ class StoreStatistics(msgspec.Struct, frozen=True):
         batches: write transactions committed by the writer.
         events_per_batch: mean events per committed transaction.
         appends_per_batch: mean appends per committed transaction.
-        commit_ms_mean, commit_ms_max: time a batch spent in its transaction (thread side).
+        commit_ms_mean, commit_ms_max: time a batch spent in its transaction, on the
+            writer's side: on SQLite from taking the file's write lock to the commit
+            (neither the wait for the lock nor what is done before it), on PostgreSQL
+            from `BEGIN` to the commit.
         pending: appends waiting for the writer right now.
         last_position: the highest position this store has committed or seen.
     """

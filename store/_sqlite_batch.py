@@ -127,17 +127,18 @@ class _BatchWriter:
         # seconds, and how many appends that batch carried.
         self.lock_wait = 0.0
         self.last_appends = 0
+        self._locked_at = 0.0  # `time.perf_counter()` when the last `_begin` took the lock
 
     def _write_batch(
         self, conn: sqlite3.Connection, appends: Sequence[_FencedBatchAppend], writes: list[_Write]
     ) -> _BatchResult:
         """One transaction for the whole batch, where the write connection lives (the
         connection's worker thread, or the writer process)."""
-        started = time.perf_counter()
         self.last_appends = len(appends)
         if faults.enabled:
             faults.hit("before_begin")
         self._catch_up(conn)  # most of what the others committed, outside the lock
+        self._decide_ahead(conn, appends)
         self._begin(conn)
         try:
             if faults.enabled:
@@ -172,7 +173,7 @@ class _BatchWriter:
         return _BatchResult(
             outcomes,
             recorded_at,
-            time.perf_counter() - started,
+            time.perf_counter() - self._locked_at,  # the time it held the write lock
             write_error,
             self._last_position,
             write_results,
@@ -196,6 +197,7 @@ class _BatchWriter:
         while True:
             try:
                 conn.execute("BEGIN IMMEDIATE")
+                self._locked_at = time.perf_counter()
                 self.lock_wait = time.monotonic() - started if refused else 0.0
                 break
             except sqlite3.OperationalError as exc:
@@ -259,6 +261,37 @@ class _BatchWriter:
             elif last != known:
                 versions.clear()
             self._last_position = last
+
+    def _decide_ahead(
+        self, conn: sqlite3.Connection, appends: Sequence[_FencedBatchAppend]
+    ) -> None:
+        """Before the write lock: decide again the appends that others passed, as far
+        as `_catch_up` saw, so that the lock is not held for it.
+
+        Only the plain ones, those `_apply_appends` would decide again by their version
+        alone: neither chained nor stale, without a command id or a fence, on a stream
+        whose version is known. Each then expects the version it was decided on; under
+        the lock `_apply_appends` checks it as any other and, should another process
+        have appended in between, decides it again on what that added (a `Redecision`
+        goes on from the state it reached). One not decided again here is left as it
+        was, for the transaction to decide.
+        """
+        redecide = self.redecide
+        if redecide is None or not self._foreign:  # no other connection's events kept
+            return
+        versions = self._versions
+        for item in appends:
+            if (
+                item.chained >= 0
+                or item.command_id is not None
+                or item.fence is not None
+                or getattr(item, "redecide", None) is None
+                or getattr(item, "stale", False)
+            ):
+                continue
+            current = versions.get(item.stream_id)
+            if current is not None and current > item.expected >= 0:
+                self._redecide(conn, redecide, item, current)
 
     def _rollback(self, conn: sqlite3.Connection) -> None:
         self._versions.clear()

@@ -45,6 +45,7 @@ from demo._loadtest._run import SETTLE_TIMEOUT
 from demo._workloads import Step
 from demo.bank import BalancesView, Deposit
 from readmodels import ProjectionHandle
+from store import StoreStatistics
 
 __all__: list[str] = []
 
@@ -152,8 +153,15 @@ async def _work(options: LoadOptions, index: int, control: _Control) -> _ChildRe
         cpu_seconds=round(cpu, 3),
         peak_rss_mb=round(_peak_rss_mb(), 1),
         cpus=sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        in_transaction=round(_transaction_seconds(before, after) / seconds, 4) if seconds else 0.0,
     )
     return _ChildReport(figures, started, ended, stamps.acks, stamps.applied, deposits)
+
+
+def _transaction_seconds(before: StoreStatistics, after: StoreStatistics) -> float:
+    """Seconds the store's writer spent in write transactions between two snapshots."""
+    spent = after.commit_ms_mean * after.batches - before.commit_ms_mean * before.batches
+    return max(spent, 0.0) / 1000
 
 
 async def _main(options: LoadOptions, index: int) -> None:

@@ -240,6 +240,10 @@ class ProcessFigures(msgspec.Struct, frozen=True):
         cpus: the CPUs it was allowed to run on during its load
             (`os.sched_getaffinity`; one when pinned); None where the platform does
             not say.
+        in_transaction: the share of its measured phase its store's writer spent in
+            write transactions (`StoreStatistics.commit_ms_mean` times the batches).
+            On a SQLite file that is holding the file's write lock, which one process
+            holds at a time: the processes' shares add up to how busy the lock was.
     """
 
     index: int
@@ -259,6 +263,7 @@ class ProcessFigures(msgspec.Struct, frozen=True):
     cpu_seconds: float
     peak_rss_mb: float
     cpus: list[int] | None = None
+    in_transaction: float = 0.0
 
 
 class ProcessesReport(msgspec.Struct, frozen=True):
@@ -367,7 +372,8 @@ def render_processes(report: ProcessesReport) -> str:
     lines.extend(
         f"  process {p.index}: {p.acknowledged:,} acknowledged, {p.commands_per_s:,.0f}/s,"
         f" latency p50 {p.latency_ms.p50} p99 {p.latency_ms.p99} ms, conflicts"
-        f" {p.conflicts}, errors {p.errors}, read model agrees: {p.projection_ok}"
+        f" {p.conflicts}, errors {p.errors}, in transactions {p.in_transaction:.0%},"
+        f" read model agrees: {p.projection_ok}"
         for p in report.per_process
     )
     lag = report.cross_process_lag_ms

@@ -37,6 +37,7 @@ def check_report(report: dict[str, Any], commands: int) -> None:
         assert process["errors"] == 0
         assert process["projection_ok"] is True
         assert process["cpu_seconds"] > 0
+        assert 0 < process["in_transaction"] < 1  # its writer's share of the run
         assert set(process["latency_ms"]) == {"p50", "p95", "p99", "max"}
     assert report["conflicts"] == sum(p["conflicts"] for p in report["per_process"])
     assert report["projection_ok"] is True

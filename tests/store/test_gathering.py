@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -104,3 +105,53 @@ async def test_appends_queued_while_the_writer_gathers_share_its_batch(
         await first.future
         await second.future
     assert store.statistics().batches - before == (1 if waited else 2)
+
+
+class _Clock:
+    """`time` as the batch writer sees it, where each sleep while waiting for the
+    write lock lasts `step` seconds more than it does and the first one lets the lock
+    go (the `holder` connection rolls back)."""
+
+    def __init__(self, holder: sqlite3.Connection, step: float) -> None:
+        self._holder = holder
+        self._step = step
+        self.slept = 0.0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(time, name)
+
+    def perf_counter(self) -> float:
+        return time.perf_counter() + self.slept
+
+    def monotonic(self) -> float:
+        return time.monotonic() + self.slept
+
+    def sleep(self, seconds: float) -> None:
+        if self.slept == 0.0:
+            self._holder.execute("ROLLBACK")
+        self.slept += self._step
+        time.sleep(seconds)
+
+
+async def test_a_batch_counts_the_time_it_held_the_write_lock_not_its_wait_for_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`commit_ms` is the time a batch spent in its transaction: on a SQLite file from
+    taking the write lock to the commit, so that the processes' shares of a run add up
+    to how busy the lock was; the wait for it is not part of it."""
+    import store._sqlite_batch as batch
+
+    path = str(tmp_path / "events.db")
+    async with open_store(path, registry=make_registry(), busy_timeout=1_000.0) as store:
+        holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        try:
+            holder.execute("BEGIN IMMEDIATE")
+            clock = _Clock(holder, step=60.0)
+            monkeypatch.setattr(batch, "time", clock)
+            await store.append("s", [Deposited(1)], expected_version=NO_STREAM)
+        finally:
+            holder.close()
+        assert clock.slept >= 60.0  # it waited a minute, as its clock tells
+        stats = store.statistics()
+        assert stats.batches == 1
+        assert 0 < stats.commit_ms_max < 60_000

@@ -142,7 +142,8 @@ async def test_the_commits_of_others_are_read_before_the_lock_and_the_rest_under
 ) -> None:
     """The writer reads what the others committed before taking the write lock, and
     under the lock what they committed in between: both are handed on, in order and
-    once each, and the append is decided again on all of them."""
+    once each. The append is decided again before the lock on the first, and under it
+    on the rest, going on from where it was."""
     store, other = two
     handed: list[tuple[int, int, list[int]]] = []
     store.add_foreign_listener(
@@ -154,11 +155,21 @@ async def test_the_commits_of_others_are_read_before_the_lock_and_the_rest_under
     writer = store._batch
     begin = writer._begin
     meanwhile: list[AppendResult] = []
+    decided_before_the_lock: list[object] = []
+    missed_so_far: list[int] = []
+
+    def decide(missed: list[RecordedEvent], version: int) -> list[Deposited]:
+        # As a `Redecision` does: it goes on from the state it reached.
+        missed_so_far.extend(r.event.amount for r in missed)
+        return [Deposited(5 + sum(missed_so_far))]
+
+    redecide = Recorder(decide)
 
     def begin_after_another_commit(conn: Any) -> None:
         # On the writer's thread, after its first look and before the lock: the other
         # store commits (its own writer thread, through the loop, which is free).
         if not meanwhile:
+            decided_before_the_lock.extend(redecide.calls)
             appended = asyncio.run_coroutine_threadsafe(
                 other.append("s", [Deposited(20)], expected_version=2), loop
             )
@@ -166,10 +177,10 @@ async def test_the_commits_of_others_are_read_before_the_lock_and_the_rest_under
         begin(conn)
 
     monkeypatch.setattr(writer, "_begin", begin_after_another_commit)
-    redecide = _sum_plus(5)
     result = await _queue(store, [Deposited(5)], 1, redecide).future
     assert meanwhile[0].last_version == 3
-    assert redecide.calls == [([(2, Deposited(10)), (3, Deposited(20))], 3)]
+    assert decided_before_the_lock == [([(2, Deposited(10))], 2)]
+    assert redecide.calls == [([(2, Deposited(10))], 2), ([(3, Deposited(20))], 3)]
     assert (result.first_version, result.last_version) == (4, 4)
     await anyio.wait_all_tasks_blocked()
     assert handed == [(2, 2, [2]), (3, 3, [3])]  # before the lock, then under it
