@@ -4,9 +4,11 @@ Expected versions are checked inside the transaction, under SQLite's write lock,
 versions this connection knows are current: a cache refreshed from the events other
 connections (other processes) committed whenever `PRAGMA data_version` says they did
 (positions follow commit order: they are those past its last position), read mostly
-before the transaction begins and the rest under the lock (`_BatchWriter._catch_up`). A conflicting
-append is rejected alone; `UNIQUE(stream_id, version)` stays the final guard, and should
-it ever fire the batch is redone with one savepoint per append. Positions are assigned
+before the transaction begins and the rest under the lock (`_BatchWriter._catch_up`).
+The appends those events passed are decided again, mostly before the lock too
+(`_BatchWriter._decide_ahead`). A conflicting append is rejected alone;
+`UNIQUE(stream_id, version)` stays the final guard, and should it ever fire the batch is
+redone with one savepoint per append. Positions are assigned
 inside the transaction, so they follow commit order with no gaps. Here: the transaction
 (waiting for the write lock, commit, rollback), deciding each append, and the keyed
 writes; writing the accepted appends' rows is `store._sqlite_rows.RowInserter`'s.
@@ -109,8 +111,8 @@ class _BatchWriter:
         # for both `on_foreign` and `redecide`, and those a redecision reads.
         self.decode: Decode | None = None
         # Called, on the writer's side, before or inside the transaction, with
-        # (first, last, events): the commits of other connections since this one last looked (positions first to last, the
-        # events `decode` gave). Not called when they did not decode. None: only their
+        # (first, last, events): the commits of other connections since this one last
+        # looked (positions first to last, the events `decode` gave). Not called when they did not decode. None: only their
         # versions are read (and a redecision reads what it missed).
         self.on_foreign: Callable[[int, int, list[RecordedEvent]], None] | None = None
         # Called, inside the transaction, on an append whose expected version another
@@ -221,13 +223,12 @@ class _BatchWriter:
 
         Called twice a batch: first before `BEGIN IMMEDIATE`, outside any transaction,
         where it reads what the others committed while this process was deciding
-        without holding the write lock they wait for (under two processes busy on one
-        file that took the lock's time per command from about 34 to 26 us); then under
-        the lock, where it reads what they committed in between, most often nothing.
-        Both are sound: committed events never change and positions follow commit
-        order, so the events past the last position read are exactly those not seen
-        yet; and `data_version` is read before them, so a commit landing meanwhile
-        changes it again and the next call reads that one.
+        without holding the write lock they wait for; then under the lock, where it
+        reads what they committed in between, most often nothing. Both are sound:
+        committed events never change and positions follow commit order, so the events
+        past the last position read are exactly those not seen yet; and `data_version`
+        is read before them, so a commit landing meanwhile changes it again and the
+        next call reads that one.
         """
         data_version = int(conn.execute("PRAGMA data_version").fetchone()[0])
         if data_version != self._data_version:
