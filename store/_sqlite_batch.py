@@ -139,8 +139,8 @@ class _BatchWriter:
         self.last_appends = len(appends)
         if faults.enabled:
             faults.hit("before_begin")
-        self._catch_up(conn)  # most of what the others committed, outside the lock
-        self._decide_ahead(conn, appends)
+        if self._catch_up(conn):  # most of what the others committed, outside the lock
+            self._decide_ahead(conn, appends)
         self._begin(conn)
         try:
             if faults.enabled:
@@ -216,7 +216,7 @@ class _BatchWriter:
                 time.sleep(0.0001 if waited < 0.05 else 0.001)
         self._catch_up(conn)
 
-    def _catch_up(self, conn: sqlite3.Connection) -> None:
+    def _catch_up(self, conn: sqlite3.Connection) -> bool:
         """Bring what this connection knows up to the commits of other connections:
         the streams' versions, the last position and, while someone takes them, their
         events (handed on, and kept for the appends decided again).
@@ -228,46 +228,49 @@ class _BatchWriter:
         committed events never change and positions follow commit order, so the events
         past the last position read are exactly those not seen yet; and `data_version`
         is read before them, so a commit landing meanwhile changes it again and the
-        next call reads that one.
+        next call reads that one. True when others had committed since the last call.
         """
         data_version = int(conn.execute("PRAGMA data_version").fetchone()[0])
-        if data_version != self._data_version:
-            # Another connection committed since we last looked. Positions follow commit
-            # order and events are never rewritten: the streams it moved are those of
-            # the events past our last position, the others' versions still hold.
-            self._data_version = data_version
-            row = conn.execute(_SELECT_LAST_POSITION).fetchone()
-            last = int(row[0] or 0)
-            versions = self._versions
-            known = self._last_position
-            decode, on_foreign = self.decode, self.on_foreign
-            if 0 < last - known <= _HAND_ON_LIMIT and decode and on_foreign:
-                # The events themselves, decoded once: this process's bus hands them on
-                # at once, and the appends decided again here fold them.
-                rows = conn.execute(_READ_FOREIGN, (known, last)).fetchall()
-                for row in rows:  # in position order: a stream's last row is its version
-                    if row[1] in versions:
-                        versions[row[1]] = row[2]
-                # Not decoded: neither handed on nor kept (the follower's read of them
-                # reports it; an append that missed one is refused as a conflict).
-                events = self._decoded(decode, rows)
-                if events is not None:
-                    on_foreign(known + 1, last, events)
-                    if self.redecide is not None:
-                        self._keep_foreign(events)
-            elif versions and 0 < last - known <= _REFRESH_LIMIT:
-                for stream_id, version in conn.execute(_SELECT_MOVED, (known,)):
-                    if stream_id in versions:
-                        versions[stream_id] = int(version)
-            elif last != known:
-                versions.clear()
-            self._last_position = last
+        if data_version == self._data_version:
+            return False
+        # Another connection committed since we last looked. Positions follow commit
+        # order and events are never rewritten: the streams it moved are those of
+        # the events past our last position, the others' versions still hold.
+        self._data_version = data_version
+        row = conn.execute(_SELECT_LAST_POSITION).fetchone()
+        last = int(row[0] or 0)
+        versions = self._versions
+        known = self._last_position
+        decode, on_foreign = self.decode, self.on_foreign
+        if 0 < last - known <= _HAND_ON_LIMIT and decode and on_foreign:
+            # The events themselves, decoded once: this process's bus hands them on
+            # at once, and the appends decided again here fold them.
+            rows = conn.execute(_READ_FOREIGN, (known, last)).fetchall()
+            for row in rows:  # in position order: a stream's last row is its version
+                if row[1] in versions:
+                    versions[row[1]] = row[2]
+            # Not decoded: neither handed on nor kept (the follower's read of them
+            # reports it; an append that missed one is refused as a conflict).
+            events = self._decoded(decode, rows)
+            if events is not None:
+                on_foreign(known + 1, last, events)
+                if self.redecide is not None:
+                    self._keep_foreign(events)
+        elif versions and 0 < last - known <= _REFRESH_LIMIT:
+            for stream_id, version in conn.execute(_SELECT_MOVED, (known,)):
+                if stream_id in versions:
+                    versions[stream_id] = int(version)
+        elif last != known:
+            versions.clear()
+        self._last_position = last
+        return True
 
     def _decide_ahead(
         self, conn: sqlite3.Connection, appends: Sequence[_FencedBatchAppend]
     ) -> None:
-        """Before the write lock: decide again the appends that others passed, as far
-        as `_catch_up` saw, so that the lock is not held for it.
+        """Before the write lock, when others committed since the last batch: decide
+        again the appends they passed, as far as `_catch_up` saw, so that the lock is
+        not held for it (the others are decided again under it, as any).
 
         Only the plain ones, those `_apply_appends` would decide again by their version
         alone: neither chained nor stale, without a command id or a fence, on a stream
