@@ -112,8 +112,9 @@ class _BatchWriter:
         self.decode: Decode | None = None
         # Called, on the writer's side, before or inside the transaction, with
         # (first, last, events): the commits of other connections since this one last
-        # looked (positions first to last, the events `decode` gave). Not called when they did not decode. None: only their
-        # versions are read (and a redecision reads what it missed).
+        # looked (positions first to last, the events `decode` gave). Not called when
+        # they did not decode. None: only their versions are read (and a redecision
+        # reads what it missed).
         self.on_foreign: Callable[[int, int, list[RecordedEvent]], None] | None = None
         # Called, inside the transaction, on an append whose expected version another
         # append passed, when it carries a `redecide` (only `_Append`s do): with the
