@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import anyio
@@ -18,6 +19,7 @@ import pytest
 import demo._loop
 from demo.__main__ import main
 from demo._loadtest import LoadOptions, LoadTestError, Percentiles, run_load
+from store import RecordedEvent
 from tests.demo._acks import missing_acks, read_acks, version_gaps
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -346,24 +348,27 @@ def test_a_long_run_keeps_a_bounded_uniform_sample_of_its_latencies(
 def test_the_several_process_stamps_add_nothing_for_the_collector_to_track(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A worker stamps each acknowledgement and each applied event (the cross-process
-    lag): kept as objects the collector tracks, two per command ran it several times as
-    often as the runtime alone does. They are kept in arrays; what they report is
-    unchanged, and capped at `MAX_LAG_SAMPLES` each."""
+    """A worker stamps the acknowledgements and applied events at every
+    `SAMPLE_EVERY`th position (the cross-process lag): kept as objects the collector
+    tracks, two per command ran it several times as often as the runtime alone does.
+    They are kept in arrays; what they report is unchanged, and capped at
+    `MAX_LAG_SAMPLES` each."""
     import gc
 
     import demo._loadtest._instruments as instruments
 
+    every = instruments.SAMPLE_EVERY
+    assert every > 1
     monkeypatch.setattr(instruments, "MAX_LAG_SAMPLES", 3_000)
     stamps = instruments._Stamps()
     stamps.acking = stamps.applying = True
-    stamps.ack(1)  # the arrays' first growth, outside the count
-    stamps.apply(1)
+    stamps.ack(every)  # the arrays' first growth, outside the count
+    stamps.apply(every)
     gc.collect()
     gc.disable()
     try:
         tracked = len(gc.get_objects())
-        for position in range(2, 5_001):
+        for position in range(every + 1, 5_000 * every + 1):
             stamps.ack(position)
             stamps.apply(position)
         added = len(gc.get_objects()) - tracked
@@ -371,7 +376,38 @@ def test_the_several_process_stamps_add_nothing_for_the_collector_to_track(
         gc.enable()
     assert added < 10
     acks, applied = stamps.acks, stamps.applied
-    assert [p for p, _ in acks] == [p for p, _ in applied] == list(range(1, 3_001))
+    sampled = list(range(every, 3_000 * every + 1, every))
+    assert [p for p, _ in acks] == [p for p, _ in applied] == sampled
     times = [t for _, t in acks]
     assert times == sorted(times)
     assert all(isinstance(t, float) for t in times)
+
+
+def test_the_lag_sampler_measures_the_sampled_positions_from_their_batch(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`observe` measures the events at every `SAMPLE_EVERY`th position, each from the
+    publication of the batch that holds it, and skips the others."""
+    import demo._loadtest._instruments as instruments
+
+    every = instruments.SAMPLE_EVERY
+    now = [1.0]
+    monkeypatch.setattr(time, "perf_counter", lambda: now[0])
+    sampler = instruments._LagSampler()
+    sampler.measuring = True
+
+    def batch(first: int, last: int) -> list[RecordedEvent]:
+        return [
+            RecordedEvent("account-a", p, p, "Deposited", 1, None, {}, 0.0)
+            for p in range(first, last + 1)
+        ]
+
+    first_batch, second_batch = batch(1, 3 * every), batch(3 * every + 1, 5 * every)
+    sampler.published(first_batch)  # at 1.0 s
+    now[0] = 2.0
+    sampler.published(second_batch)
+    now[0] = 3.5
+    for recorded in first_batch + second_batch:
+        sampler.observe(recorded)
+    assert sampler.seen == 5
+    assert sampler.samples == [2500.0] * 3 + [1500.0] * 2
