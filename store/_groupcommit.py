@@ -400,7 +400,7 @@ class GroupCommitStore(_StoreCalls):
                     self._wake.clear()
                     await self._wake.wait()
                     continue
-                gather = self._gathering()
+                gather = self._gathering(len(pending))
                 if gather > 0.0:
                     await anyio.sleep(gather)
                 appends, writes = self._take(self._batch_size(len(pending)))
@@ -414,10 +414,10 @@ class GroupCommitStore(_StoreCalls):
             self._fail_pending(StoreClosed(f"the store {self.path!r} closed before the write"))
             self._writer_done.set()
 
-    def _gathering(self) -> float:
-        """Seconds to let the queue grow before taking the next batch: none here; a
-        backend whose batches wait for another process's lock may take them later,
-        when that lock is about to be free (see `SQLiteEventStore`)."""
+    def _gathering(self, queued: int) -> float:
+        """Seconds to let the queue (`queued` items now) grow before taking the next
+        batch: none here; a backend whose batches wait for another process's lock may
+        take them later, when that lock is about to be free (see `SQLiteEventStore`)."""
         return 0.0
 
     def _batch_size(self, queued: int) -> int:

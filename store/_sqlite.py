@@ -240,15 +240,19 @@ class SQLiteEventStore(_ProcessWriter):
     async def _commit_batch(self, appends: list[_Append], writes: list[_Write]) -> _BatchResult:
         return await _in_thread(self._writer, self._batch._write_batch, appends, writes)
 
-    def _gathering(self) -> float:
+    def _gathering(self, queued: int) -> float:
         """When the last batch waited for another process's write lock, and was not
         small, wait as long (at most `_MAX_GATHERING`) before taking the next: that
         lock is most likely still held, and the appends that come meanwhile join the
         batch instead of waiting for the one after (under two processes busy on one
         file the batches were half as large, each transaction costing about the same).
-        A small batch is taken at once: few appends would come meanwhile."""
+        A small batch is taken at once: few appends would come meanwhile; and so is a
+        queue already holding as many items (`queued`) as the last batch took appends:
+        its callers all came (as when each batch answers every command in flight, and
+        they all send their next before the writer runs), and waiting would only idle
+        the process."""
         batch = self._batch
-        if batch.last_appends < _GATHER_FROM:
+        if batch.last_appends < _GATHER_FROM or queued >= batch.last_appends:
             return 0.0
         return min(batch.lock_wait, _MAX_GATHERING)
 

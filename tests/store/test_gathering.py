@@ -73,20 +73,24 @@ async def store(tmp_path: Path) -> Any:
 
 
 @pytest.mark.parametrize(
-    ("waited", "appends", "gather"),
+    ("waited", "appends", "queued", "gather"),
     [
-        (0.0, 1_000, 0.0),  # no other process held the lock
-        (0.002, 1_000, 0.002),
-        (0.050, 1_000, _MAX_GATHERING),
-        (0.002, _GATHER_FROM - 1, 0.0),  # a small batch: nothing much would come
+        (0.0, 1_000, 1, 0.0),  # no other process held the lock
+        (0.002, 1_000, 1, 0.002),
+        (0.002, 1_000, 999, 0.002),
+        (0.050, 1_000, 1, _MAX_GATHERING),
+        (0.002, _GATHER_FROM - 1, 1, 0.0),  # a small batch: nothing much would come
+        # as many queued as the last batch took: its callers all came already
+        (0.002, 1_000, 1_000, 0.0),
+        (0.050, 1_000, 1_500, 0.0),
     ],
 )
 async def test_the_writer_gathers_as_long_as_the_last_batch_waited_for_the_lock(
-    store: SQLiteEventStore, waited: float, appends: int, gather: float
+    store: SQLiteEventStore, waited: float, appends: int, queued: int, gather: float
 ) -> None:
     batch = store._batch
     batch.lock_wait, batch.last_appends = waited, appends
-    assert store._gathering() == gather
+    assert store._gathering(queued) == gather
 
 
 @pytest.mark.parametrize("waited", [0.0, _MAX_GATHERING])
@@ -105,6 +109,30 @@ async def test_appends_queued_while_the_writer_gathers_share_its_batch(
         await first.future
         await second.future
     assert store.statistics().batches - before == (1 if waited else 2)
+
+
+async def test_a_queue_as_long_as_the_last_batch_is_taken_at_once(
+    store: SQLiteEventStore,
+) -> None:
+    """The last batch waited for the lock, but as many appends as it took are queued
+    already when the writer wakes (every caller it answered sent the next): it takes
+    them without gathering, so one queued a moment later goes to the next batch."""
+    batch = store._batch
+    batch.lock_wait, batch.last_appends = _MAX_GATHERING, _GATHER_FROM
+    before = store.statistics().batches
+    items = [
+        store.queue_append(f"s{n}", [Deposited(n)], NO_STREAM, None, None)
+        for n in range(_GATHER_FROM)
+    ]
+    await anyio.lowlevel.checkpoint()  # the writer wakes and takes them all
+    late = store.queue_append("late", [Deposited(1)], NO_STREAM, None, None)
+    assert late is not None
+    with anyio.fail_after(30):
+        for item in items:
+            assert item is not None
+            await item.future
+        await late.future
+    assert store.statistics().batches - before == 2
 
 
 class _Clock:
