@@ -90,12 +90,13 @@ class SystemOptions:
             the stream's version in the store).
         decide_in_store: whether a command whose append lost a race (another
             process appended to its stream after the actor decided) is decided again
-            inside the store's write transaction, under its lock, on the events it
-            missed, rather than refused there and decided again after a read (a bool;
-            SQLite's thread writer does this, other stores ignore it; see
-            docs/architecture.md). `decide` and `evolve` then run on the store's
-            writer thread too, and must be pure, as always: no I/O, no shared
-            mutable state.
+            by the store's writer on the events it missed, rather than refused there
+            and decided again after a read (a bool; SQLite's thread writer does this
+            inside its write transaction, PostgreSQL's before it sends the batch, on
+            what other processes' notifications announced; the writer process ignores
+            it; see docs/architecture.md). `decide` and `evolve` then run on the
+            store's writer thread (or the event loop) too, and must be pure, as
+            always: no I/O, no shared mutable state.
     """
 
     mailbox_capacity: int = 1024

@@ -4,11 +4,13 @@ A command run inline, or riding on an append in flight, is decided on the state 
 actor knows. When another process appended to the stream meanwhile, the store would
 refuse its append as a conflict, and the actor would read the stream and decide again:
 a wasted decision, a read, and another commit's wait, during which the other process
-may well append again. Given a `Redecision`, the store's writer (SQLite's thread writer)
-instead hands it the events the append missed, read under the write lock inside the
-transaction, and the decision is made again there, on the stream's latest state: the
-append then commits with the new events, and nothing can come between the decision and
-its commit. `decide_in_store` turns it off.
+may well append again. Given a `Redecision`, the store's writer instead hands it the
+events the append missed and the decision is made again on the stream's latest state:
+SQLite's thread writer reads them under the write lock inside its transaction, so
+nothing can come between the decision and its commit; PostgreSQL's, before it sends
+the batch, on what other processes' notifications announced (its statement still
+checks the version). The append then commits with the new events. `decide_in_store`
+turns it off.
 
 Runs on the writer's thread while the actor waits for the append's answer: it reads
 only what it was given (the state the command was decided on, the command, the

@@ -90,8 +90,8 @@ class SystemStatistics(msgspec.Struct, frozen=True):
         conflicts: appends refused because a concurrent append (another process's) had
             moved the stream on; the actor reloaded and retried them.
         redecisions: appends a concurrent append had passed that the store decided
-            again in its transaction, on the events they missed (`decide_in_store`),
-            rather than refusing them: no conflict, no reload.
+            again, on the events they missed (`decide_in_store`), rather than refusing
+            them: no conflict, no reload.
         rides: commands that reached an actor while callers ran it with an append in
             flight, and were decided on the state that append leaves and chained to
             it, rather than queued behind it.

@@ -16,8 +16,8 @@ Redecision = Callable[[list[RecordedEvent], int], Sequence[Any] | None]
 the one before, the first right after the version it expected; when the append it is
 chained to was decided again, those after the version that one ended at: none in the
 same batch) and the stream's version after them, the events to append instead on that
-version, or None to leave it refused. Called on the writer's thread, inside its
-transaction."""
+version, or None to leave it refused. Called on SQLite's writer thread, inside its
+transaction, or on PostgreSQL's event loop before the batch is sent."""
 
 
 class _Append(msgspec.Struct, gc=False):

@@ -61,10 +61,14 @@ class GroupCommitStore(_StoreCalls):
     `_run_writer` (the SQLite writer process does), using `_take` and `_answer`.
     A backend whose batch transaction refuses an append whose `chained` one (by index
     in the batch) did not commit fresh sets `_chains`: `append_chain` then queues a
-    whole chain at once; otherwise it appends one after another.
+    whole chain at once; otherwise it appends one after another. A backend whose
+    writer decides again, on what committed since, an append chained to one that
+    committed decided again in an earlier batch (`_Append.stale`) sets
+    `_redecides_stale`; otherwise such an append gets `ChainBroken`.
     """
 
     _chains = False
+    _redecides_stale = False
 
     def __init__(
         self, path: str, registry: EventRegistry, options: StoreOptions, last_position: int
@@ -260,11 +264,12 @@ class GroupCommitStore(_StoreCalls):
         if that one committed as a fresh append as decided, else it gets `ChainBroken`:
         the actors chain a command decided on the state an append in flight leaves.
 
-        With `redecide`, where the backend can (the SQLite thread writer), an append
-        whose expected version another append passed is not refused at once: in the
-        writer's transaction, under the write lock, `redecide` gets the events it
+        With `redecide`, where the backend can, an append whose expected version
+        another append passed is not refused at once: `redecide` gets the events it
         missed and may decide the append's events again on the stream's version (see
-        `store._batch.Redecision`). Its result then shows the new place, and the
+        `store._batch.Redecision`): SQLite's thread writer in its transaction, under
+        the write lock; PostgreSQL's writer before it sends the batch, on what other
+        processes committed by then (`store._ahead`). Its result then shows the new place, and the
         commit listeners get the new events. An append chained to one decided again
         is decided again too, whatever its version, on what that one left (in a later
         batch, with the events appended since), or gets `ChainBroken`: its first
@@ -483,8 +488,7 @@ class GroupCommitStore(_StoreCalls):
             self._room.set()
         return appends, writes
 
-    @staticmethod
-    def _link(item: _Append, after: _Append, serial: int) -> bool:
+    def _link(self, item: _Append, after: _Append, serial: int) -> bool:
         """Whether chained `item` can go in batch `serial`: its predecessor `after` is
         in that batch (`item.chained` is then its index), or committed fresh before: as
         decided, or decided again in the store when `item` can be too (`item.stale`).
@@ -501,7 +505,7 @@ class GroupCommitStore(_StoreCalls):
                 item.chained = -1
                 item.after = None
                 return True
-            if item.redecide is not None:
+            if item.redecide is not None and self._redecides_stale:
                 # Decided on what `after` was first decided to leave; `after` committed
                 # other events (decided again): so is `item`, on what they left.
                 item.chained = -1

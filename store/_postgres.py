@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, Final, TypeVar, Unpack
 
 import anyio
 import asyncpg
 
+from store._ahead import decide_ahead, plain
 from store._batch import _Append, _BatchResult, _Write
 from store._codec import EventRegistry
 from store._decode import _decode_groups, _decode_rows
@@ -57,6 +59,11 @@ S = TypeVar("S")
 _READ_POOL_SIZE: Final = 4
 # A queue at least this long is committed in two halves (`_batch_size`).
 _SPLIT_FROM: Final = 64
+# The most events of other processes the writer reads before a batch (`_decide_ahead`):
+# past them, only the last ones (an append that missed older ones is checked as any).
+_AHEAD_LIMIT: Final = 2_000
+# The follower's reads kept for the writer's look before a batch (`_from_log`).
+_LOG_READS_KEPT: Final = 16
 
 
 class _Connecting:
@@ -113,6 +120,13 @@ class PostgresEventStore(GroupCommitStore):
             self._writer_pid,
         )
         self._caught_up = 0  # the listener's connect the head was read after
+        # Other processes' commits read for `_decide_ahead` up to this position.
+        self._ahead_seen = last_position
+        # `read_log`'s last pages (the follower's): the last position each covers, its
+        # events, their types.
+        self._log_reads: deque[tuple[int, list[RecordedEvent], list[str] | None]] = deque(
+            maxlen=_LOG_READS_KEPT
+        )
         # `read_log`'s connection (the bus's follower), opened by its first call.
         self._log_conn: asyncpg.Connection | None = None
         self._log_lock = anyio.Lock(fast_acquire=True)  # no turn of the loop when free
@@ -122,7 +136,48 @@ class PostgresEventStore(GroupCommitStore):
     # -- the writer ---------------------------------------------------------------------
 
     async def _commit_batch(self, appends: list[_Append], writes: list[_Write]) -> _BatchResult:
+        if appends and self._listener.others > self._ahead_seen:
+            await self._decide_ahead(appends)
         return await self._writer.commit(appends, writes, self._last_position)
+
+    async def _decide_ahead(self, appends: list[_Append]) -> None:
+        """Other processes committed since the last batch (their notifications say up
+        to where): read what they committed, at most `_AHEAD_LIMIT` events, and decide
+        again the appends of this batch whose streams they moved (`decide_ahead`), so
+        that those commit on the stream's latest version instead of coming back as
+        conflicts. The batch's statement still checks every version: an append whose
+        stream moved again after the read is refused as before. A read that fails
+        leaves the batch as it was."""
+        others = self._listener.others
+        low = max(self._ahead_seen, others - _AHEAD_LIMIT) + 1
+        self._ahead_seen = others
+        if not any(map(plain, appends)):
+            return
+        tags = self.registry.tags()
+        events, low = self._from_log(low, others, tags)
+        if low <= others:
+            with contextlib.suppress(StoreError):  # decided on those before it, if any
+                events += await self._read_all(low, others, tags, None, _AHEAD_LIMIT)
+        decide_ahead(appends, events, self._preparer.redecided)
+
+    def _from_log(self, low: int, high: int, tags: list[str]) -> tuple[list[RecordedEvent], int]:
+        """The events of positions `low` to `high` held by the follower's last reads
+        (`_log_reads`, of the same types), in order, and the first position after the
+        last they cover: the bus's follower reads other processes' commits as soon as
+        they are notified, most often before the writer's next batch. A position they
+        skip is this process's own commit or was read earlier; should it hold an event
+        an append missed, `decide_ahead` does not find all of them and leaves the
+        append as it was."""
+        events: list[RecordedEvent] = []
+        taken = low - 1  # the last position covered so far
+        for covered, page, page_tags in self._log_reads:
+            if covered <= taken or page_tags != tags:
+                continue
+            events.extend(e for e in page if taken < e.position <= high)
+            taken = min(covered, high)
+            if taken >= high:
+                break
+        return events, taken + 1
 
     def _batch_size(self, queued: int) -> int:
         """Half of a long queue: the other half is ready to go as soon as this batch
@@ -373,7 +428,12 @@ class PostgresEventStore(GroupCommitStore):
                 raise
             except Exception as exc:  # the driver's, as the store's error
                 raise _translate(exc, "read", self.path) from exc
-        return _decode_rows(self.registry, rows)
+        events = _decode_rows(self.registry, rows)
+        # Kept for the writer (`_from_log`): a full page covers up to its last event,
+        # a shorter one up to `high` (the positions it skipped hold other types).
+        covered = events[-1].position if len(events) >= limit else high
+        self._log_reads.append((covered, events, tags))
+        return events
 
     async def _read(self, sql: str, *args: Any) -> list[RecordedEvent]:
         rows = await self._call("fetch", sql, args)

@@ -163,6 +163,10 @@ class SQLiteEventStore(_ProcessWriter):
     one writer task; reads use their own connection (WAL readers never block the writer).
     """
 
+    # The thread writer decides a stale append again in its transaction (the writer
+    # process never decides one again, so none of its appends becomes stale).
+    _redecides_stale = True
+
     def __init__(
         self,
         path: str,

@@ -1,8 +1,9 @@
 """Two actor systems on one store, as two processes would be: a command whose append
 another process passed is decided again inside the store's transaction, on the events
 it missed (`decide_in_store`, SQLite's thread writer), rather than refused there and
-decided again after a read. On PostgreSQL it conflicts and is decided again as before;
-the answers are the same either way."""
+decided again after a read. PostgreSQL's writer decides again only on what other
+processes' notifications announced before its batch (tests/store/
+test_postgres_redecide.py); the answers are the same either way."""
 
 from __future__ import annotations
 
@@ -22,6 +23,8 @@ from tests.actors.test_shared_store import opened_at_100
 
 
 def _in_store(target: str) -> bool:
+    """Whether the store decides again here: PostgreSQL's writer does only on what its
+    listener heard, and these systems do not follow (nothing listens)."""
     return not target.startswith("postgresql")
 
 

@@ -115,9 +115,11 @@ async def test_two_systems_deciding_on_the_same_accounts_agree_with_a_replay(
     durable_target: str, seed: int, decide_in_store: bool
 ) -> None:
     """Both systems send whole waves: each decides on states the other keeps passing,
-    so on SQLite most appends are decided again in the store's transaction (a
-    withdrawal refused there conflicts and is refused by its actor); with
-    `decide_in_store` off, or on PostgreSQL, they conflict and are decided again."""
+    so their appends are decided again in the store (on SQLite in the writer's
+    transaction; on PostgreSQL before the batch is sent, when the other's notifications
+    came in time, else they conflict; a withdrawal refused there conflicts and is
+    refused by its actor); with `decide_in_store` off they conflict and are decided
+    again."""
     stats = await _check(
         durable_target,
         seed,
@@ -128,6 +130,11 @@ async def test_two_systems_deciding_on_the_same_accounts_agree_with_a_replay(
     redecisions, conflicts = stats
     if decide_in_store and not durable_target.startswith("postgresql"):
         assert redecisions > 0  # the schedules do exercise it
+    elif decide_in_store:
+        # PostgreSQL's writer decides again only on what the other's notifications
+        # announced before its batch left (store/test_postgres_redecide.py): the races
+        # end either way, depending on when they came.
+        assert redecisions + conflicts > 0
     else:
         assert (redecisions, conflicts > 0) == (0, True)
 

@@ -25,6 +25,7 @@ from store import (
     open_store,
 )
 from store._batch import _Append
+from store._groupcommit import GroupCommitStore
 from tests.store._events import Deposited, Noted, Unregistered, make_registry
 
 
@@ -57,7 +58,7 @@ async def two(tmp_path: Path) -> AsyncIterator[tuple[SQLiteEventStore, SQLiteEve
 
 
 def _queue(
-    store: SQLiteEventStore,
+    store: GroupCommitStore,
     events: Sequence[Any],
     expected: int,
     redecide: Any,

@@ -1,0 +1,92 @@
+"""Deciding appends again on what other processes committed, before their batch is
+written: which appends qualify (`plain`), the events one missed (`missed`), and the
+PostgreSQL writer's step over a whole batch (`decide_ahead`).
+
+An append whose expected version another process passed would be refused as a
+conflict; the actor would read the stream and decide again, and its next try would race
+the other process again. Given its `redecide` (a `Redecision`) and the events it
+missed, the store decides it again instead and the append then expects the version
+those events end at. This is sound wherever it runs: the append's state is the stream's
+committed state at the version it expected, the missed events are the committed ones
+from there, and the writer still checks the version it now expects, so it commits only
+if nothing else was appended to the stream in between (then it is refused as before).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from store._batch import _Append
+from store._records import RecordedEvent
+
+__all__ = ["decide_ahead", "missed", "plain"]
+
+
+def plain(item: _Append) -> bool:
+    """Whether `item` may be decided again by its version alone: neither chained to
+    another append of its batch nor stale, without a command id or a fence, and
+    carrying a `redecide`."""
+    return (
+        item.chained < 0
+        and item.command_id is None
+        and item.fence is None
+        and item.redecide is not None
+        and not item.stale
+    )
+
+
+def missed(
+    kept: Sequence[RecordedEvent], expected: int, current: int
+) -> Sequence[RecordedEvent] | None:
+    """The events of versions `expected + 1` to `current` among `kept` (one stream's,
+    in version order), or None when they are not all there."""
+    count = current - expected
+    if (
+        0 < count <= len(kept)
+        and kept[-1].version == current
+        and kept[-count].version == expected + 1
+    ):
+        # The common case: the last events kept are the ones missed (versions only
+        # grow, so `count` of them from expected + 1 to current are all of them).
+        return kept[-count:]
+    events = [e for e in kept if expected < e.version <= current]
+    return events if len(events) == count else None
+
+
+def decide_ahead(
+    appends: Sequence[_Append],
+    events: Sequence[RecordedEvent],
+    redecided: Callable[[_Append, list[RecordedEvent], int], bool],
+) -> int:
+    """Decide again each `plain` append of a batch whose stream `events` (committed
+    ones, in position order) moved past the version it expected, on the events it
+    missed when `events` hold all of them (`redecided(item, missed, version)`, see
+    `AppendPreparer.redecided`); how many were.
+
+    An append another append of the batch is chained to is left as it is: that one was
+    decided on the state this one was first decided to leave, and would be checked
+    against a version this one's new events may reach by chance.
+    """
+    if not events:
+        return 0
+    by_stream: dict[str, list[RecordedEvent]] = {}
+    for recorded in events:
+        stream = by_stream.get(recorded.stream_id)
+        if stream is None:
+            by_stream[recorded.stream_id] = [recorded]
+        else:
+            stream.append(recorded)
+    leading = {item.chained for item in appends if item.chained >= 0}
+    count = 0
+    for slot, item in enumerate(appends):
+        kept = by_stream.get(item.stream_id)
+        if kept is None or slot in leading or not plain(item):
+            continue
+        current = kept[-1].version
+        expected = item.expected
+        if not current > expected >= 0:
+            continue
+        found = missed(kept, expected, current)
+        if found is not None and redecided(item, list(found), current):
+            count += 1
+    return count

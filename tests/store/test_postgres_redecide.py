@@ -1,0 +1,188 @@
+"""An append another process passed, decided again by PostgreSQL's writer before it
+sends its batch (`queue_append(..., redecide)`): on the events the other processes
+committed, read up to where their notifications said, so that it commits on the
+stream's latest version instead of coming back as a conflict.
+
+Two stores on one schema stand for two processes: `other` appends, and `store`, which
+listens, gets the events its append missed before its batch is written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+import pytest
+
+from store import NO_STREAM, ChainBroken, ConcurrencyError, RecordedEvent, StoreUnavailable
+from store._postgres import PostgresEventStore, open_postgres_store
+from tests.store._events import Deposited, make_registry
+from tests.store.test_postgres_notify import _listening
+from tests.store.test_redecide import Recorder, _queue, _sum_plus
+
+TIMEOUT = 30.0
+
+
+@pytest.fixture
+async def two(postgres_url: str) -> AsyncIterator[tuple[PostgresEventStore, PostgresEventStore]]:
+    async with (
+        open_postgres_store(postgres_url, registry=make_registry()) as store,
+        open_postgres_store(postgres_url, registry=make_registry()) as other,
+    ):
+        yield store, other
+
+
+async def _heard(store: PostgresEventStore, position: int) -> None:
+    """Wait for `store`'s listener to hear another store's commit up to `position`."""
+    with anyio.fail_after(TIMEOUT):
+        while store.others_head < position:
+            await store._listener.changed().wait()
+
+
+async def test_the_missed_events_decide_the_append_again(
+    two: tuple[PostgresEventStore, PostgresEventStore],
+) -> None:
+    store, other = two
+    await _listening(store)
+    await store.append("s", [Deposited(1)], expected_version=NO_STREAM)
+    theirs = await other.append("s", [Deposited(10), Deposited(20)], expected_version=1)
+    await _heard(store, theirs.last_position)
+    seen: list[tuple[int, object]] = []
+    store.add_commit_listener(lambda events: seen.extend((e.version, e.event) for e in events))
+    redecide = _sum_plus(5)
+    with anyio.fail_after(TIMEOUT):
+        result = await _queue(store, [Deposited(5)], 1, redecide).future
+    assert redecide.calls == [([(2, Deposited(10)), (3, Deposited(20))], 3)]
+    assert (result.first_version, result.last_version) == (4, 4)
+    stored = await store.read_stream("s")
+    assert [e.event for e in stored] == [Deposited(1), Deposited(10), Deposited(20), Deposited(35)]
+    assert seen == [(4, Deposited(35))]  # the commit listeners get the new events
+
+
+async def test_a_commit_not_heard_of_is_refused_as_a_conflict(
+    two: tuple[PostgresEventStore, PostgresEventStore],
+) -> None:
+    """Without a notification of the other's commit (the store never listened), the
+    batch goes as it was and its statement refuses the append, as it always did."""
+    store, other = two
+    await store.append("s", [Deposited(1)], expected_version=NO_STREAM)
+    await other.append("s", [Deposited(10)], expected_version=1)
+    redecide = _sum_plus(5)
+    with anyio.fail_after(TIMEOUT), pytest.raises(ConcurrencyError):
+        await _queue(store, [Deposited(5)], 1, redecide).future
+    assert redecide.calls == []
+    assert len(await store.read_stream("s")) == 2
+
+
+async def test_an_append_that_others_of_its_batch_are_chained_to_is_left_as_it_was(
+    two: tuple[PostgresEventStore, PostgresEventStore],
+) -> None:
+    """Its follower was decided on the state it was first decided to leave: decided
+    again, it could end at the very version the follower expects, which would then
+    commit a decision made on a state that never was. Both go as they were: a
+    conflict, and a broken chain."""
+    store, other = two
+    await _listening(store)
+    await store.append("s", [Deposited(1)], expected_version=NO_STREAM)
+    theirs = await other.append("s", [Deposited(10)], expected_version=1)
+    await _heard(store, theirs.last_position)
+    # Decided again to one event, the first would end at 3: the version the follower,
+    # decided on the two events it was first decided to, expects.
+    first_redecide = Recorder(lambda missed, version: [Deposited(50)])
+    follower_redecide = _sum_plus(7)
+    first = _queue(store, [Deposited(5), Deposited(6)], 1, first_redecide)
+    follower = _queue(store, [Deposited(7)], 3, follower_redecide, after=first)
+    with anyio.fail_after(TIMEOUT):
+        with pytest.raises(ConcurrencyError):
+            await first.future
+        with pytest.raises(ChainBroken):
+            await follower.future
+    assert first_redecide.calls == follower_redecide.calls == []
+    assert [e.event for e in await store.read_stream("s")] == [Deposited(1), Deposited(10)]
+
+
+async def test_an_append_chained_to_one_decided_again_in_an_earlier_batch_is_broken(
+    two: tuple[PostgresEventStore, PostgresEventStore],
+) -> None:
+    """The follower was decided on what the first was first decided to leave, which
+    never committed: PostgreSQL's writer does not decide it again (SQLite's does), so
+    its chain breaks and its caller decides it again on the committed state."""
+    store, other = two
+    await _listening(store)
+    await store.append("s", [Deposited(1)], expected_version=NO_STREAM)
+    theirs = await other.append("s", [Deposited(10)], expected_version=1)
+    await _heard(store, theirs.last_position)
+    first_redecide, follower_redecide = _sum_plus(5), _sum_plus(7)
+    first = _queue(store, [Deposited(5)], 1, first_redecide)
+    await anyio.lowlevel.checkpoint()  # the writer takes `first` into a batch
+    assert first.batch >= 0
+    follower = _queue(store, [Deposited(7)], 2, follower_redecide, after=first)
+    with anyio.fail_after(TIMEOUT):
+        result = await first.future
+        with pytest.raises(ChainBroken):
+            await follower.future
+    assert first.rebased
+    assert (result.first_version, result.last_version) == (3, 3)
+    assert follower_redecide.calls == []
+    assert [e.event for e in await store.read_stream("s")] == [
+        Deposited(1),
+        Deposited(10),
+        Deposited(15),
+    ]
+
+
+async def test_a_read_that_fails_leaves_the_batch_as_it_was(
+    two: tuple[PostgresEventStore, PostgresEventStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, other = two
+    await _listening(store)
+    await store.append("s", [Deposited(1)], expected_version=NO_STREAM)
+    theirs = await other.append("s", [Deposited(10)], expected_version=1)
+    await _heard(store, theirs.last_position)
+
+    async def unavailable(*args: object) -> None:
+        raise StoreUnavailable("the server went away")
+
+    monkeypatch.setattr(store, "_read_all", unavailable)
+    redecide: Recorder = _sum_plus(5)
+    with anyio.fail_after(TIMEOUT), pytest.raises(ConcurrencyError):
+        await _queue(store, [Deposited(5)], 1, redecide).future
+    assert redecide.calls == []
+
+
+async def test_what_the_follower_read_is_not_read_again(
+    two: tuple[PostgresEventStore, PostgresEventStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bus's follower reads other processes' commits as soon as they are notified
+    (`read_log`): the writer decides again on those events, and reads only what they do
+    not cover."""
+    store, other = two
+    await _listening(store)
+    await store.append("s", [Deposited(1)], expected_version=NO_STREAM)
+    first = await other.append("s", [Deposited(10)], expected_version=1)
+    await _heard(store, first.last_position)
+    follower = await store.read_log(
+        from_position=2,
+        to_position=first.last_position,
+        limit=100,
+        event_types=store.registry.tags(),
+    )
+    assert [e.version for e in follower] == [2]
+    second = await other.append("s", [Deposited(20)], expected_version=2)
+    await _heard(store, second.last_position)
+    read_all = store._read_all
+    reads: list[tuple[int, int]] = []
+
+    async def counted(low: int, high: int, *args: Any) -> list[RecordedEvent]:
+        reads.append((low, high))
+        return await read_all(low, high, *args)
+
+    monkeypatch.setattr(store, "_read_all", counted)
+    redecide = _sum_plus(5)
+    with anyio.fail_after(TIMEOUT):
+        result = await _queue(store, [Deposited(5)], 1, redecide).future
+    assert redecide.calls == [([(2, Deposited(10)), (3, Deposited(20))], 3)]
+    assert result.last_version == 4
+    assert reads == [(3, 3)]  # only what the follower had not read
