@@ -62,8 +62,8 @@ _SPLIT_FROM: Final = 64
 # The most events of other processes the writer reads before a batch (`_decide_ahead`):
 # past them, only the last ones (an append that missed older ones is checked as any).
 _AHEAD_LIMIT: Final = 2_000
-# The follower's reads kept for the writer's look before a batch (`_from_log`).
-_LOG_READS_KEPT: Final = 16
+# The most pages of the follower's reads kept for that look (`_keep_log_read`).
+_LOG_PAGES_KEPT: Final = 16
 
 
 class _Connecting:
@@ -122,11 +122,10 @@ class PostgresEventStore(GroupCommitStore):
         self._caught_up = 0  # the listener's connect the head was read after
         # Other processes' commits read for `_decide_ahead` up to this position.
         self._ahead_seen = last_position
-        # `read_log`'s last pages (the follower's): the last position each covers, its
-        # events, their types.
-        self._log_reads: deque[tuple[int, list[RecordedEvent], list[str] | None]] = deque(
-            maxlen=_LOG_READS_KEPT
-        )
+        # `read_log`'s last pages (the follower's) for `_from_log`: the last position
+        # each covers, its last events (`_AHEAD_LIMIT` of them in all), their types.
+        self._log_reads: deque[tuple[int, list[RecordedEvent], list[str] | None]] = deque()
+        self._log_kept = 0  # the events in `_log_reads`
         # `read_log`'s connection (the bus's follower), opened by its first call.
         self._log_conn: asyncpg.Connection | None = None
         self._log_lock = anyio.Lock(fast_acquire=True)  # no turn of the loop when free
@@ -429,11 +428,25 @@ class PostgresEventStore(GroupCommitStore):
             except Exception as exc:  # the driver's, as the store's error
                 raise _translate(exc, "read", self.path) from exc
         events = _decode_rows(self.registry, rows)
-        # Kept for the writer (`_from_log`): a full page covers up to its last event,
-        # a shorter one up to `high` (the positions it skipped hold other types).
-        covered = events[-1].position if len(events) >= limit else high
-        self._log_reads.append((covered, events, tags))
+        self._keep_log_read(events, high if len(events) < limit else events[-1].position, tags)
         return events
+
+    def _keep_log_read(
+        self, events: list[RecordedEvent], covered: int, tags: list[str] | None
+    ) -> None:
+        """Keep a page the follower read, covering positions up to `covered` (a full
+        page up to its last event, a shorter one up to where it was asked to read: the
+        positions it skipped hold other types), for the writer's `_from_log`: the last
+        `_AHEAD_LIMIT` events of the last pages (of at most `_LOG_PAGES_KEPT`), all it
+        may use (older ones it skips)."""
+        kept = self._log_reads
+        if len(kept) >= _LOG_PAGES_KEPT:
+            self._log_kept -= len(kept.popleft()[1])
+        tail = events[-_AHEAD_LIMIT:]
+        kept.append((covered, tail, tags))
+        self._log_kept += len(tail)
+        while self._log_kept > _AHEAD_LIMIT and len(kept) > 1:
+            self._log_kept -= len(kept.popleft()[1])
 
     async def _read(self, sql: str, *args: Any) -> list[RecordedEvent]:
         rows = await self._call("fetch", sql, args)

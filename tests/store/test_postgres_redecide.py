@@ -186,3 +186,37 @@ async def test_what_the_follower_read_is_not_read_again(
     assert redecide.calls == [([(2, Deposited(10)), (3, Deposited(20))], 3)]
     assert result.last_version == 4
     assert reads == [(3, 3)]  # only what the follower had not read
+
+
+async def test_the_follower_reads_kept_are_bounded(
+    two: tuple[PostgresEventStore, PostgresEventStore],
+) -> None:
+    """The writer looks at most `_AHEAD_LIMIT` positions back: the follower's pages are
+    kept up to that many events (and `_LOG_PAGES_KEPT` pages), the last ones."""
+    from store import _postgres
+
+    store, _other = two
+
+    def page(first: int, last: int) -> list[RecordedEvent]:
+        return [
+            RecordedEvent("s", p, p, "Deposited", 1, Deposited(p), {}, 0.0)
+            for p in range(first, last + 1)
+        ]
+
+    limit = _postgres._AHEAD_LIMIT
+    tags = store.registry.tags()
+    store._keep_log_read(page(1, 3 * limit), 3 * limit, tags)  # a long catch-up page
+    position = 3 * limit
+    for _ in range(_postgres._LOG_PAGES_KEPT + 5):  # short pages, and empty ones
+        store._keep_log_read(page(position + 1, position + 10), position + 10, tags)
+        store._keep_log_read([], position + 20, tags)
+        position += 20
+    kept = [e for _covered, events, _tags in store._log_reads for e in events]
+    assert len(store._log_reads) <= _postgres._LOG_PAGES_KEPT
+    assert store._log_kept == len(kept) <= limit
+    events, after = store._from_log(position - 39, position, tags)
+    assert [e.position for e in events] == [
+        *range(position - 39, position - 29),
+        *range(position - 19, position - 9),
+    ]
+    assert after == position + 1
