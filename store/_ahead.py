@@ -16,28 +16,26 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from store._batch import _Append
+from store._batch import _Append, _FencedBatchAppend
 from store._records import RecordedEvent
 
 __all__ = ["decide_ahead", "missed", "plain"]
 
 
-def plain(item: _Append) -> bool:
+def plain(item: _FencedBatchAppend) -> bool:
     """Whether `item` may be decided again by its version alone: neither chained to
     another append of its batch nor stale, without a command id or a fence, and
-    carrying a `redecide`."""
+    carrying a `redecide` (the writer process's appends carry none)."""
     return (
         item.chained < 0
         and item.command_id is None
         and item.fence is None
-        and item.redecide is not None
-        and not item.stale
+        and getattr(item, "redecide", None) is not None
+        and not getattr(item, "stale", False)
     )
 
 
-def missed(
-    kept: Sequence[RecordedEvent], expected: int, current: int
-) -> Sequence[RecordedEvent] | None:
+def missed(kept: list[RecordedEvent], expected: int, current: int) -> list[RecordedEvent] | None:
     """The events of versions `expected + 1` to `current` among `kept` (one stream's,
     in version order), or None when they are not all there."""
     count = current - expected
@@ -87,6 +85,6 @@ def decide_ahead(
         if not current > expected >= 0:
             continue
         found = missed(kept, expected, current)
-        if found is not None and redecided(item, list(found), current):
+        if found is not None and redecided(item, found, current):
             count += 1
     return count

@@ -25,6 +25,7 @@ from typing import Any, Final
 import msgspec
 
 from store import faults
+from store._ahead import missed, plain
 from store._batch import _BatchResult, _FencedBatchAppend, _Outcome, _Write, _WriteResult
 from store._errors import (
     ChainBroken,
@@ -286,13 +287,7 @@ class _BatchWriter:
             return
         versions = self._versions
         for item in appends:
-            if (
-                item.chained >= 0
-                or item.command_id is not None
-                or item.fence is not None
-                or getattr(item, "redecide", None) is None
-                or getattr(item, "stale", False)
-            ):
+            if not plain(item):
                 continue
             current = versions.get(item.stream_id)
             if current is not None and current > item.expected >= 0:
@@ -416,29 +411,16 @@ class _BatchWriter:
         missed to decide again on; True when it did (it now expects `current`)."""
         expected = item.expected
         stream_id = item.stream_id
-        missed = current - expected
-        kept = self._foreign.get(stream_id)
-        if kept is None:
-            events = []
-        elif (
-            0 < missed <= len(kept)
-            and kept[-1].version == current
-            and kept[-missed].version == expected + 1
-        ):
-            # The common case: the last events kept are the ones missed (versions only
-            # grow, so `missed` of them from expected + 1 to current are all of them).
-            events = kept[-missed:]
-        else:
-            events = [e for e in kept if expected < e.version <= current]
-        if len(events) != missed:
+        events = missed(self._foreign.get(stream_id, []), expected, current)
+        if events is None:
             # Not all among the events kept: read them (fewer rows than versions then
             # means some are this batch's, not inserted yet).
             rows = conn.execute(_READ_MISSED, (stream_id, expected, current)).fetchall()
             decoded = None if self.decode is None else self._decoded(self.decode, rows)
-            if decoded is None:
+            if decoded is None or len(decoded) != current - expected:
                 return False
             events = decoded
-        return len(events) == missed and redecide(item, events, current)
+        return redecide(item, events, current)
 
     @staticmethod
     def _decoded(decode: Decode, rows: list[Any]) -> list[RecordedEvent] | None:
