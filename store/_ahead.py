@@ -55,18 +55,18 @@ def decide_ahead(
     appends: Sequence[_Append],
     events: Sequence[RecordedEvent],
     redecided: Callable[[_Append, list[RecordedEvent], int], bool],
-) -> int:
+) -> None:
     """Decide again each `plain` append of a batch whose stream `events` (committed
     ones, in position order) moved past the version it expected, on the events it
     missed when `events` hold all of them (`redecided(item, missed, version)`, see
-    `AppendPreparer.redecided`); how many were.
+    `AppendPreparer.redecided`).
 
     An append another append of the batch is chained to is left as it is: that one was
     decided on the state this one was first decided to leave, and would be checked
     against a version this one's new events may reach by chance.
     """
     if not events:
-        return 0
+        return
     by_stream: dict[str, list[RecordedEvent]] = {}
     for recorded in events:
         stream = by_stream.get(recorded.stream_id)
@@ -75,7 +75,6 @@ def decide_ahead(
         else:
             stream.append(recorded)
     leading = {item.chained for item in appends if item.chained >= 0}
-    count = 0
     for slot, item in enumerate(appends):
         kept = by_stream.get(item.stream_id)
         if kept is None or slot in leading or not plain(item):
@@ -85,6 +84,5 @@ def decide_ahead(
         if not current > expected >= 0:
             continue
         found = missed(kept, expected, current)
-        if found is not None and redecided(item, found, current):
-            count += 1
-    return count
+        if found is not None:
+            redecided(item, found, current)
