@@ -26,12 +26,21 @@ With `--own-accounts` the many side gives each process accounts of its own
 (`loadtest --own-accounts`: as when each aggregate's commands are routed to one
 process), so none of its appends conflict: what the shared accounts cost.
 
+After the rounds comes the lag sweep: the many side alone at several commands in flight
+per process (`--lag-levels`, default 250, 500 and 1,000), each level `--lag-rounds`
+times, the levels alternating. Under a closed loop, throughput stops growing once the
+processes are busy (the knee); past it, each command more in flight only waits in a
+queue, and the cross-process lag grows with the burst of commands each batch's answer
+sets going on the event loop. The floor (lag p99 at most 50 ms under load) is judged
+at the knee: the fewest in flight whose median throughput is within 5% of the best
+level's. Every level's figures are printed, the knee's and the others'.
+
 With `--pin` the many side's workers run each pinned to a CPU of its own (`loadtest
 --pin`); the summary says where they ran. The one process is never pinned: its writer
 thread may use the other core.
 
     python -m bench.scaleout                 # 7 rounds of 5 s runs
-    python -m bench.scaleout --rounds 3 --own-accounts
+    python -m bench.scaleout --rounds 3 --own-accounts --lag-rounds 0
     python -m bench.scaleout --db postgresql://postgres@127.0.0.1/test --rounds 3
 """
 
@@ -54,6 +63,10 @@ from demo._backend import backend_of, redacted
 ROUNDS = 7  # the host's speed drifts between runs: more rounds, a steadier median
 DURATION = 5.0
 SQLITE_FLOOR = 1.2  # 2 processes against one, on one SQLite file, the same accounts
+LAG_LEVELS = "250,500,1000"  # commands in flight per process, for the lag sweep
+LAG_ROUNDS = 3
+LAG_FLOOR_MS = 50.0  # cross-process lag p99 at the knee
+KNEE = 0.95  # the knee: the fewest in flight within 5% of the best level's throughput
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -73,7 +86,29 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--pin", action="store_true", help="the many side's workers pinned to a CPU each"
     )
+    parser.add_argument(
+        "--lag-levels",
+        type=_levels,
+        default=_levels(LAG_LEVELS),
+        help=f"the lag sweep's commands in flight per process, comma-separated ({LAG_LEVELS})",
+    )
+    parser.add_argument(
+        "--lag-rounds",
+        type=int,
+        default=LAG_ROUNDS,
+        help=f"runs of each lag sweep level ({LAG_ROUNDS}; 0: no sweep)",
+    )
     return parser
+
+
+def _levels(text: str) -> list[int]:
+    try:
+        levels = sorted({int(part) for part in text.split(",") if part.strip()})
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not comma-separated integers: {text!r}") from None
+    if not levels or levels[0] < 1:
+        raise argparse.ArgumentTypeError(f"at least one level, each 1 or more: {text!r}")
+    return levels
 
 
 def _cpu_of_children() -> float:
@@ -99,11 +134,15 @@ def _with_schema(url: str, name: str) -> str:
     return urlunsplit(parts._replace(query=urlencode([*query, ("schema", name)])))
 
 
-def run_once(args: argparse.Namespace, processes: int) -> dict[str, Any]:
-    """One load test run (a process of its own); its JSON report plus `cpu_all`."""
+def run_once(
+    args: argparse.Namespace, processes: int, concurrency: int | None = None
+) -> dict[str, Any]:
+    """One load test run (a process of its own), `concurrency` in flight per process
+    (default `args.concurrency`); its JSON report plus `cpu_all`."""
+    in_flight = args.concurrency if concurrency is None else concurrency
     argv = [sys.executable, "-m", "demo", "loadtest", "--json", "--mix", "deposit"]
     argv += ["--processes", str(processes), "--duration", str(args.duration)]
-    argv += ["--aggregates", str(args.aggregates), "--concurrency", str(args.concurrency)]
+    argv += ["--aggregates", str(args.aggregates), "--concurrency", str(in_flight)]
     argv += ["--writer", args.writer, "--progress", "never"]
     if processes > 1 and args.own_accounts:
         argv.append("--own-accounts")
@@ -205,7 +244,60 @@ def main(argv: list[str] | None = None) -> int:
     if backend == "sqlite" and many == 2:
         met = "met" if m2 / m1 >= SQLITE_FLOOR else "not met"
         print(f"floor: 2 processes >= {SQLITE_FLOOR:g}x one on a SQLite file: {met}")
+    if args.lag_rounds > 0 and many > 1:
+        lag_sweep(args, many)
     return 0
+
+
+def lag_sweep(args: argparse.Namespace, many: int) -> None:
+    """The many side at each of `args.lag_levels` in flight per process, the levels
+    alternating, `args.lag_rounds` runs each: a row per run, then each level's medians,
+    the knee and the lag floor judged there."""
+    levels: list[int] = args.lag_levels
+    print(
+        f"# lag sweep: {many} processes at {', '.join(f'{n:,}' for n in levels)} in flight"
+        f" per process, {args.lag_rounds} runs each, alternating; cmd p99: the slowest"
+        " process's command latency p99; lag: ack in one process to applied in another"
+    )
+    print(f"{'round':>5} {'in flight':>9} {'cmd/s':>9} {'cmd p99':>8} {'lag p50/p99':>12}")
+    runs: dict[int, list[dict[str, Any]]] = {n: [] for n in levels}
+    for n in range(1, args.lag_rounds + 1):
+        for level in levels:
+            report = run_once(args, many, level)
+            runs[level].append(report)
+            print(
+                f"{n:>5} {level:>9,} {report['commands_per_s']:>9,.0f}"
+                f" {_command_p99(report):>8.1f} {_lag(report):>12}",
+                flush=True,
+            )
+    rates = {level: statistics.median(r["commands_per_s"] for r in runs[level]) for level in levels}
+    lags = {level: [_lag_p99(r) for r in runs[level]] for level in levels}
+    best = max(rates.values())
+    for level in levels:
+        print(
+            f"{level:,} in flight: median {rates[level]:,.0f} cmd/s"
+            f" ({rates[level] / best:.0%} of the best level's), lag p99 median"
+            f" {statistics.median(lags[level]):.1f} ms (runs {min(lags[level]):.1f}"
+            f"-{max(lags[level]):.1f})"
+        )
+    knee = next(level for level in levels if rates[level] >= KNEE * best)
+    lag = statistics.median(lags[knee])
+    met = "met" if lag <= LAG_FLOOR_MS else "not met"
+    print(
+        f"knee: {knee:,} in flight per process (the fewest within {1 - KNEE:.0%} of the best"
+        f" level's throughput); floor: lag p99 <= {LAG_FLOOR_MS:g} ms there: {met}"
+        f" (median {lag:.1f} ms)"
+    )
+
+
+def _command_p99(report: dict[str, Any]) -> float:
+    """The slowest process's command latency p99, ms."""
+    return max(float(p["latency_ms"]["p99"]) for p in report.get("per_process") or [])
+
+
+def _lag_p99(report: dict[str, Any]) -> float:
+    lag = report.get("cross_process_lag_ms")
+    return float(lag["p99"]) if lag else float("nan")
 
 
 if __name__ == "__main__":
