@@ -1,6 +1,8 @@
 """Deciding appends again on what other processes committed, before their batch is
 written: which appends qualify (`plain`), the events one missed (`missed`), and the
-PostgreSQL writer's step over a whole batch (`decide_ahead`).
+PostgreSQL writer's step over a whole batch (`decide_ahead`); and after a batch refused
+some as conflicts, which of those the PostgreSQL writer decides again and sends in its
+next batch instead of answering them (`refused_again`).
 
 An append whose expected version another process passed would be refused as a
 conflict; the actor would read the stream and decide again, and its next try would race
@@ -16,10 +18,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from store._batch import _Append, _FencedBatchAppend
+from store._batch import _Append, _FencedBatchAppend, _Outcome
+from store._errors import ConcurrencyError
 from store._records import RecordedEvent
 
-__all__ = ["decide_ahead", "missed", "plain"]
+__all__ = ["decide_ahead", "missed", "plain", "refused_again"]
 
 
 def plain(item: _FencedBatchAppend) -> bool:
@@ -86,3 +89,27 @@ def decide_ahead(
         found = missed(kept, expected, current)
         if found is not None:
             redecided(item, found, current)
+
+
+def refused_again(appends: Sequence[_Append], outcomes: Sequence[_Outcome], most: int) -> list[int]:
+    """The slots of a batch's appends refused as conflicts (`ConcurrencyError`) that
+    the writer may decide again on what they missed and send in a later batch: each
+    `plain`, expecting a version the stream passed (not `NO_STREAM` or
+    `STREAM_EXISTS`), decided again after a refusal fewer than `most` times, with no
+    append of the batch chained to it (those were refused with it, and are decided
+    again by their callers on what it leaves), one per stream, in the batch's order."""
+    leading = {item.chained for item in appends if item.chained >= 0}
+    slots: list[int] = []
+    streams: set[str] = set()
+    for slot, (item, outcome) in enumerate(zip(appends, outcomes, strict=True)):
+        if (
+            type(outcome) is ConcurrencyError
+            and outcome.actual > item.expected >= 0
+            and item.retried < most
+            and slot not in leading
+            and item.stream_id not in streams
+            and plain(item)
+        ):
+            slots.append(slot)
+            streams.add(item.stream_id)
+    return slots

@@ -57,6 +57,9 @@ class _Append(msgspec.Struct, gc=False):
     # expects the version that one ended at, and the writer decides it again on what
     # that one left (and the events appended since) or breaks its chain.
     stale: bool = False
+    # How many times the writer decided it again after its batch refused it as a
+    # conflict, and sent it in a later batch (PostgreSQL: `store._ahead.refused_again`).
+    retried: int = 0
 
 
 class _BatchAppend(Protocol):

@@ -16,16 +16,17 @@ import asyncio
 import contextlib
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Any, Final, TypeVar, Unpack
+from typing import Any, Final, TypeVar, Unpack, cast
 
 import anyio
 import asyncpg
 
-from store._ahead import decide_ahead, plain
+from store._ahead import decide_ahead, plain, refused_again
 from store._batch import _Append, _BatchResult, _Write
 from store._codec import EventRegistry
 from store._decode import _decode_groups, _decode_rows
 from store._errors import (
+    ConcurrencyError,
     EventDecodeError,
     InvalidCheckpoint,
     LeaseLost,
@@ -64,6 +65,9 @@ _SPLIT_FROM: Final = 64
 _AHEAD_LIMIT: Final = 2_000
 # The most pages of the follower's reads kept for that look (`_keep_log_read`).
 _LOG_PAGES_KEPT: Final = 16
+# How many times the writer decides again an append its batch refused as a conflict
+# and sends it in a later batch (`_answer`), before its caller gets the conflict.
+_RETRIES: Final = 2
 
 
 class _Connecting:
@@ -158,6 +162,63 @@ class PostgresEventStore(GroupCommitStore):
             with contextlib.suppress(StoreError):  # decided on those before it, if any
                 events += await self._read_all(low, others, tags, None, _AHEAD_LIMIT)
         decide_ahead(appends, events, self._preparer.redecided)
+
+    async def _answer(
+        self, appends: list[_Append], writes: list[_Write], result: _BatchResult
+    ) -> None:
+        """Answer a committed batch, all but the appends it refused as conflicts that
+        the writer decides again (`refused_again`): another process committed to their
+        streams between the writer's look and its statement. Those are decided again
+        on what they missed and sent first in the next batch (`_decide_refused`), so
+        their callers neither read the stream nor race again from the start."""
+        slots = refused_again(appends, result.outcomes, _RETRIES)
+        if not slots:
+            await super()._answer(appends, writes, result)
+            return
+        again = set(slots)
+        kept = [slot for slot in range(len(appends)) if slot not in again]
+        outcomes = result.outcomes
+        await super()._answer(
+            [appends[slot] for slot in kept],
+            writes,
+            _BatchResult(
+                [outcomes[slot] for slot in kept],
+                result.recorded_at,
+                result.commit_seconds,
+                result.write_error,
+                result.last_position,
+                result.write_results,
+            ),
+        )
+        refused = [(appends[slot], outcomes[slot]) for slot in slots]
+        await self._decide_refused(cast(list[tuple[_Append, ConcurrencyError]], refused))
+
+    async def _decide_refused(self, refused: list[tuple[_Append, ConcurrencyError]]) -> None:
+        """Read the events each refused append missed (one query for all of them),
+        decide it again on them and queue it first for the next batch; one that cannot
+        be (a failed read, a declined redecision) gets its conflict, as do all of them
+        when the store is closing. A caller who gave up meanwhile is skipped."""
+        ranges = [(item.stream_id, item.expected + 1, error.actual) for item, error in refused]
+        found: Sequence[list[RecordedEvent] | StoreError | None] = [None] * len(refused)
+        if not self._closing:
+            with contextlib.suppress(StoreError):
+                found = await self._read_streams(ranges)
+        again: list[_Append] = []
+        for (item, error), events in zip(refused, found, strict=True):
+            future = item.future
+            if future.done():  # cancelled: withdrawn, as if never taken
+                continue
+            if (
+                isinstance(events, list)
+                and len(events) == error.actual - item.expected
+                and self._preparer.redecided(item, events, error.actual)
+            ):
+                item.retried += 1
+                again.append(item)
+            else:
+                self._counters.rejected += 1
+                future.set_exception(error)
+        self._pending.extendleft(reversed(again))
 
     def _from_log(self, low: int, high: int, tags: list[str]) -> tuple[list[RecordedEvent], int]:
         """The events of positions `low` to `high` held by the follower's last reads

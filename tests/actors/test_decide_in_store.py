@@ -1,9 +1,10 @@
 """Two actor systems on one store, as two processes would be: a command whose append
-another process passed is decided again inside the store's transaction, on the events
-it missed (`decide_in_store`, SQLite's thread writer), rather than refused there and
-decided again after a read. PostgreSQL's writer decides again only on what other
-processes' notifications announced before its batch (tests/store/
-test_postgres_redecide.py); the answers are the same either way."""
+another process passed is decided again in the store, on the events it missed
+(`decide_in_store`), rather than refused there and decided again after a read:
+SQLite's thread writer inside its transaction; PostgreSQL's writer before its batch, on
+what other processes' notifications announced, and after its batch refused the append,
+on the events it reads then (tests/store/test_postgres_redecide.py). The answers are
+the same either way."""
 
 from __future__ import annotations
 
@@ -22,9 +23,10 @@ from tests.actors.test_riders import _together
 from tests.actors.test_shared_store import opened_at_100
 
 
-def _in_store(target: str) -> bool:
-    """Whether the store decides again here: PostgreSQL's writer does only on what its
-    listener heard, and these systems do not follow (nothing listens)."""
+def _rides_in_store(target: str) -> bool:
+    """Whether the store decides commands riding on an append again: PostgreSQL's
+    writer leaves an append others of its batch are chained to as it was (refused,
+    and the riders with it), and these systems do not follow (nothing listens)."""
     return not target.startswith("postgresql")
 
 
@@ -55,9 +57,7 @@ async def test_a_deposit_is_decided_again_on_another_process_deposit(
         assert (result.version, result.events) == (4, (Deposited(5),))
         assert (await a.aggregates(Account).state("acc")).balance == 1105
         after = _retried(a)
-        assert (after[0] - before[0], after[1] - before[1]) == (
-            (1, 0) if _in_store(durable_target) else (0, 1)
-        )
+        assert (after[0] - before[0], after[1] - before[1]) == (1, 0)
         stored = [r.event for r in await a.store.read_stream("account-acc")]
         assert stored[-2:] == [Deposited(1000), Deposited(5)]
 
@@ -87,7 +87,7 @@ async def test_commands_riding_on_an_append_decided_again_are_decided_again(
         assert (await a.aggregates(Account).state("acc")).balance == 1110
         redecided, conflicts = _retried(a)
         assert a.statistics().rides >= 1
-        if _in_store(durable_target):
+        if _rides_in_store(durable_target):
             assert (redecided, conflicts) == (len(outcomes), 0)
         else:
             assert (redecided, conflicts) == (0, 1)

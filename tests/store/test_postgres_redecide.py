@@ -1,7 +1,10 @@
 """An append another process passed, decided again by PostgreSQL's writer before it
 sends its batch (`queue_append(..., redecide)`): on the events the other processes
 committed, read up to where their notifications said, so that it commits on the
-stream's latest version instead of coming back as a conflict.
+stream's latest version instead of coming back as a conflict. And one its batch refused
+all the same (the other committed after the writer looked): decided again on the events
+it missed and sent in the next batch, up to `_RETRIES` times, before its caller gets
+the conflict.
 
 Two stores on one schema stand for two processes: `other` appends, and `store`, which
 listens, gets the events its append missed before its batch is written.
@@ -61,19 +64,109 @@ async def test_the_missed_events_decide_the_append_again(
     assert seen == [(4, Deposited(35))]  # the commit listeners get the new events
 
 
-async def test_a_commit_not_heard_of_is_refused_as_a_conflict(
+async def test_a_commit_not_heard_of_is_refused_then_decided_again_for_the_next_batch(
     two: tuple[PostgresEventStore, PostgresEventStore],
 ) -> None:
     """Without a notification of the other's commit (the store never listened), the
-    batch goes as it was and its statement refuses the append, as it always did."""
+    batch goes as it was and its statement refuses the append; the writer then reads
+    what it missed, decides it again and sends it in its next batch."""
     store, other = two
     await store.append("s", [Deposited(1)], expected_version=NO_STREAM)
     await other.append("s", [Deposited(10)], expected_version=1)
+    redecide = _sum_plus(5)
+    item = _queue(store, [Deposited(5)], 1, redecide)
+    with anyio.fail_after(TIMEOUT):
+        result = await item.future
+    assert redecide.calls == [([(2, Deposited(10))], 2)]
+    assert (result.first_version, result.last_version, item.retried) == (3, 3, 1)
+    stored = await store.read_stream("s")
+    assert [e.event for e in stored] == [Deposited(1), Deposited(10), Deposited(15)]
+    assert store.statistics().rejected == 0
+
+
+async def test_a_refused_append_is_decided_again_at_most_retries_times(
+    two: tuple[PostgresEventStore, PostgresEventStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The other process appends again each time the writer reads what the append
+    missed: each next batch refuses it again, and after `_RETRIES` tries its caller
+    gets the conflict, naming the stream's version then."""
+    from store import _postgres
+
+    store, other = two
+    await store.append("s", [Deposited(1)], expected_version=NO_STREAM)
+    await other.append("s", [Deposited(10)], expected_version=1)
+    read_streams = store._read_streams
+
+    async def raced(ranges: list[tuple[str, int, int]]) -> Any:
+        found = await read_streams(ranges)
+        await other.append("s", [Deposited(100)], expected_version=ranges[0][2])
+        return found
+
+    monkeypatch.setattr(store, "_read_streams", raced)
+    redecide = _sum_plus(5)
+    item = _queue(store, [Deposited(5)], 1, redecide)
+    with anyio.fail_after(TIMEOUT), pytest.raises(ConcurrencyError) as refused:
+        await item.future
+    tries = _postgres._RETRIES
+    assert len(redecide.calls) == item.retried == tries
+    assert redecide.calls[0] == ([(2, Deposited(10))], 2)
+    assert redecide.calls[1:] == [([(v, Deposited(100))], v) for v in range(3, tries + 2)]
+    assert (refused.value.expected, refused.value.actual) == (tries + 1, tries + 2)
+    assert store.statistics().rejected == 1
+    assert [e.event for e in await store.read_stream("s")] == [
+        Deposited(1),
+        Deposited(10),
+        *[Deposited(100)] * tries,
+    ]
+
+
+async def test_a_refused_append_whose_missed_events_cannot_be_read_gets_its_conflict(
+    two: tuple[PostgresEventStore, PostgresEventStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, other = two
+    await store.append("s", [Deposited(1)], expected_version=NO_STREAM)
+    await other.append("s", [Deposited(10)], expected_version=1)
+
+    async def unavailable(*args: object) -> None:
+        raise StoreUnavailable("the server went away")
+
+    monkeypatch.setattr(store, "_read_streams", unavailable)
     redecide = _sum_plus(5)
     with anyio.fail_after(TIMEOUT), pytest.raises(ConcurrencyError):
         await _queue(store, [Deposited(5)], 1, redecide).future
     assert redecide.calls == []
     assert len(await store.read_stream("s")) == 2
+
+
+async def test_a_refused_append_whose_caller_gave_up_is_withdrawn(
+    two: tuple[PostgresEventStore, PostgresEventStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cancelled while the writer read what it missed: neither decided again nor sent,
+    and the writer goes on with the next append."""
+    store, other = two
+    await store.append("s", [Deposited(1)], expected_version=NO_STREAM)
+    await other.append("s", [Deposited(10)], expected_version=1)
+    read_streams = store._read_streams
+    redecide = _sum_plus(5)
+    item = _queue(store, [Deposited(5)], 1, redecide)
+
+    async def abandoned(ranges: list[tuple[str, int, int]]) -> Any:
+        item.future.cancel()
+        return await read_streams(ranges)
+
+    monkeypatch.setattr(store, "_read_streams", abandoned)
+    with anyio.fail_after(TIMEOUT):
+        with pytest.raises(anyio.get_cancelled_exc_class()):
+            await item.future
+        after = await store.append("s", [Deposited(7)], expected_version=2)
+    assert redecide.calls == []
+    assert item.retried == 0
+    assert after.last_version == 3
+    assert [e.event for e in await store.read_stream("s")] == [
+        Deposited(1),
+        Deposited(10),
+        Deposited(7),
+    ]
 
 
 async def test_an_append_that_others_of_its_batch_are_chained_to_is_left_as_it_was(
@@ -136,6 +229,8 @@ async def test_an_append_chained_to_one_decided_again_in_an_earlier_batch_is_bro
 async def test_a_read_that_fails_leaves_the_batch_as_it_was(
     two: tuple[PostgresEventStore, PostgresEventStore], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The writer's look fails: the batch goes as it was and is refused; the append is
+    then decided again from its refusal, on the events it missed read by stream."""
     store, other = two
     await _listening(store)
     await store.append("s", [Deposited(1)], expected_version=NO_STREAM)
@@ -147,9 +242,11 @@ async def test_a_read_that_fails_leaves_the_batch_as_it_was(
 
     monkeypatch.setattr(store, "_read_all", unavailable)
     redecide: Recorder = _sum_plus(5)
-    with anyio.fail_after(TIMEOUT), pytest.raises(ConcurrencyError):
-        await _queue(store, [Deposited(5)], 1, redecide).future
-    assert redecide.calls == []
+    item = _queue(store, [Deposited(5)], 1, redecide)
+    with anyio.fail_after(TIMEOUT):
+        result = await item.future
+    assert redecide.calls == [([(2, Deposited(10))], 2)]
+    assert (result.last_version, item.retried) == (3, 1)
 
 
 async def test_what_the_follower_read_is_not_read_again(
