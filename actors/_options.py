@@ -92,9 +92,10 @@ class SystemOptions:
             process appended to its stream after the actor decided) is decided again
             by the store's writer on the events it missed, rather than refused there
             and decided again after a read (a bool; SQLite's thread writer does this
-            inside its write transaction, PostgreSQL's before it sends the batch, on
-            what other processes' notifications announced; the writer process ignores
-            it; see docs/architecture.md). `decide` and `evolve` then run on the
+            inside its write transaction; PostgreSQL's before it sends the batch, on
+            what other processes' notifications announced, and after its batch
+            refused the append, for the next batch; the writer process ignores it;
+            see docs/architecture.md). `decide` and `evolve` then run on the
             store's writer thread (or the event loop) too, and must be pure, as
             always: no I/O, no shared mutable state.
     """

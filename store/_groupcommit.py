@@ -269,7 +269,8 @@ class GroupCommitStore(_StoreCalls):
         missed and may decide the append's events again on the stream's version (see
         `store._batch.Redecision`): SQLite's thread writer in its transaction, under
         the write lock; PostgreSQL's writer before it sends the batch, on what other
-        processes committed by then (`store._ahead`). Its result then shows the new
+        processes committed by then, and after a batch refused it, for the next one
+        (`store._ahead`). Its result then shows the new
         place, and the commit listeners get the new events. An append chained to one decided again
         is decided again too, whatever its version, on what that one left (in a later
         batch, with the events appended since), or gets `ChainBroken`: its first
