@@ -494,8 +494,20 @@ class GroupCommitStore(_StoreCalls):
         in that batch (`item.chained` is then its index), or committed fresh before: as
         decided, or decided again in the store when `item` can be too (`item.stale`).
         False when `after` is still in a batch not answered (`item` waits) or did not
-        commit fresh as decided (`item` is answered `ChainBroken`)."""
+        commit fresh as decided (`item` is answered `ChainBroken`).
+
+        `after` in that batch may have been decided again already, by a writer that
+        sends a refused append again (PostgreSQL): `item`, decided on what `after` was
+        first decided to leave, is then decided again on what it now leaves (as the
+        writer does for those refused with it), or answered `ChainBroken`: the versions
+        could line up by chance and commit a decision made on a state that never was."""
         if after.batch == serial:
+            if after.rebased and not item.rebased:
+                version = after.expected + len(after.rows)  # where `after` now ends
+                if not self._preparer.redecided(item, [], version):
+                    item.after = None
+                    item.future.set_exception(ChainBroken(item.stream_id, item.expected))
+                    return False
             item.chained = after.slot
             return True
         future = after.future

@@ -84,6 +84,73 @@ async def test_a_commit_not_heard_of_is_refused_then_decided_again_for_the_next_
     assert store.statistics().rejected == 0
 
 
+async def test_an_append_chained_to_a_refused_one_meanwhile_is_decided_on_what_it_now_leaves(
+    two: tuple[PostgresEventStore, PostgresEventStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rider queued while the writer decides a refused append again (chained to it,
+    decided on what it was first decided to leave) goes in the same next batch: it is
+    decided again on what that append now leaves before the batch is sent."""
+    store, other = two
+    await store.append("s", [Deposited(1)], expected_version=NO_STREAM)
+    await other.append("s", [Deposited(10)], expected_version=1)
+    read_streams = store._read_streams
+    first_redecide, rider_redecide = _sum_plus(5), _sum_plus(7)
+    first = _queue(store, [Deposited(5)], 1, first_redecide)
+    riders: list[Any] = []
+
+    async def rider_meanwhile(ranges: list[tuple[str, int, int]]) -> Any:
+        riders.append(_queue(store, [Deposited(7)], 2, rider_redecide, after=first))
+        return await read_streams(ranges)
+
+    monkeypatch.setattr(store, "_read_streams", rider_meanwhile)
+    with anyio.fail_after(TIMEOUT):
+        ours = await first.future
+        theirs = await riders[0].future
+    assert first_redecide.calls == [([(2, Deposited(10))], 2)]
+    assert rider_redecide.calls == [([], 3)]
+    assert (ours.last_version, theirs.first_version) == (3, 4)
+    assert riders[0].rebased
+    assert [e.event for e in await store.read_stream("s")] == [
+        Deposited(1),
+        Deposited(10),
+        Deposited(15),
+        Deposited(7),
+    ]
+
+
+async def test_a_rider_on_a_state_that_never_was_is_broken_though_the_versions_line_up(
+    two: tuple[PostgresEventStore, PostgresEventStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Decided again to one event instead of two, the refused append ends at the very
+    version its rider expects: the rider, which declines to be decided again, gets
+    `ChainBroken` rather than committing a decision made on a state that never was."""
+    store, other = two
+    await store.append("s", [Deposited(1)], expected_version=NO_STREAM)
+    await other.append("s", [Deposited(10)], expected_version=1)
+    read_streams = store._read_streams
+    first_redecide = Recorder(lambda missed, version: [Deposited(50)])
+    declines = Recorder(lambda missed, version: None)
+    first = _queue(store, [Deposited(5), Deposited(6)], 1, first_redecide)
+    riders: list[Any] = []
+
+    async def rider_meanwhile(ranges: list[tuple[str, int, int]]) -> Any:
+        riders.append(_queue(store, [Deposited(7)], 3, declines, after=first))
+        return await read_streams(ranges)
+
+    monkeypatch.setattr(store, "_read_streams", rider_meanwhile)
+    with anyio.fail_after(TIMEOUT):
+        ours = await first.future
+        with pytest.raises(ChainBroken):
+            await riders[0].future
+    assert ours.last_version == 3  # what the rider expected
+    assert declines.calls == [([], 3)]
+    assert [e.event for e in await store.read_stream("s")] == [
+        Deposited(1),
+        Deposited(10),
+        Deposited(50),
+    ]
+
+
 async def test_a_refused_append_is_decided_again_at_most_retries_times(
     two: tuple[PostgresEventStore, PostgresEventStore], monkeypatch: pytest.MonkeyPatch
 ) -> None:
