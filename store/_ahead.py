@@ -1,8 +1,9 @@
 """Deciding appends again on what other processes committed, before their batch is
 written: which appends qualify (`plain`), the events one missed (`missed`), and the
 PostgreSQL writer's step over a whole batch (`decide_ahead`); and after a batch refused
-some as conflicts, which of those the PostgreSQL writer decides again and sends in its
-next batch instead of answering them (`refused_again`).
+some as conflicts, which of those (and of the appends chained to them) the PostgreSQL
+writer decides again and sends in its next batch instead of answering them
+(`refused_again`).
 
 An append whose expected version another process passed would be refused as a
 conflict; the actor would read the stream and decide again, and its next try would race
@@ -19,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from store._batch import _Append, _FencedBatchAppend, _Outcome
-from store._errors import ConcurrencyError
+from store._errors import ChainBroken, ConcurrencyError
 from store._records import RecordedEvent
 
 __all__ = ["decide_ahead", "missed", "plain", "refused_again"]
@@ -91,25 +92,55 @@ def decide_ahead(
             redecided(item, found, current)
 
 
-def refused_again(appends: Sequence[_Append], outcomes: Sequence[_Outcome], most: int) -> list[int]:
-    """The slots of a batch's appends refused as conflicts (`ConcurrencyError`) that
-    the writer may decide again on what they missed and send in a later batch: each
-    `plain`, expecting a version the stream passed (not `NO_STREAM` or
-    `STREAM_EXISTS`), decided again after a refusal fewer than `most` times, with no
-    append of the batch chained to it (those were refused with it, and are decided
-    again by their callers on what it leaves), one per stream, in the batch's order."""
-    leading = {item.chained for item in appends if item.chained >= 0}
-    slots: list[int] = []
+def refused_again(
+    appends: Sequence[_Append], outcomes: Sequence[_Outcome], most: int
+) -> list[list[int]]:
+    """The appends of a batch refused as conflicts (`ConcurrencyError`) that the writer
+    may decide again on what they missed and send in a later batch, as chains of
+    slots in the batch's order: each begins with an append refused so, `plain`,
+    expecting a version the stream passed (not `ANY` or `STREAM_EXISTS`), decided again
+    after a refusal fewer than `most` times, one per stream; then the appends of the
+    batch chained to it, one after another, refused with it (`ChainBroken`), each with
+    a `redecide` and neither a command id nor a fence: decided again, each on what the
+    one before it then leaves. A chain ends at the first that does not qualify (that
+    one, and any after it, get their refusals)."""
+    followers: dict[int, int] = {}  # slot: the slot of the one chained to it
+    branched: set[int] = set()  # slots more than one append is chained to
+    for slot, item in enumerate(appends):
+        if item.chained >= 0:
+            if item.chained in followers:
+                branched.add(item.chained)
+            followers[item.chained] = slot
+    chains: list[list[int]] = []
     streams: set[str] = set()
     for slot, (item, outcome) in enumerate(zip(appends, outcomes, strict=True)):
         if (
             type(outcome) is ConcurrencyError
             and outcome.actual > item.expected >= 0
             and item.retried < most
-            and slot not in leading
             and item.stream_id not in streams
             and plain(item)
         ):
-            slots.append(slot)
+            chain = [slot]
             streams.add(item.stream_id)
-    return slots
+            last = slot
+            while last in followers and last not in branched:
+                follower = followers[last]
+                if not _may_follow(appends[follower], outcomes[follower]):
+                    break
+                chain.append(follower)
+                last = follower
+            chains.append(chain)
+    return chains
+
+
+def _may_follow(item: _Append, outcome: _Outcome) -> bool:
+    """Whether `item`, refused with the append it is chained to, may be decided again
+    on what that one leaves when it is decided again."""
+    return (
+        type(outcome) is ChainBroken
+        and item.command_id is None
+        and item.fence is None
+        and item.redecide is not None
+        and not item.stale
+    )

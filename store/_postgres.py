@@ -16,13 +16,13 @@ import asyncio
 import contextlib
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Any, Final, TypeVar, Unpack, cast
+from typing import Any, Final, TypeVar, Unpack
 
 import anyio
 import asyncpg
 
 from store._ahead import decide_ahead, plain, refused_again
-from store._batch import _Append, _BatchResult, _Write
+from store._batch import _Append, _BatchResult, _Outcome, _Write
 from store._codec import EventRegistry
 from store._decode import _decode_groups, _decode_rows
 from store._errors import (
@@ -167,15 +167,16 @@ class PostgresEventStore(GroupCommitStore):
         self, appends: list[_Append], writes: list[_Write], result: _BatchResult
     ) -> None:
         """Answer a committed batch, all but the appends it refused as conflicts that
-        the writer decides again (`refused_again`): another process committed to their
-        streams between the writer's look and its statement. Those are decided again
-        on what they missed and sent first in the next batch (`_decide_refused`), so
-        their callers neither read the stream nor race again from the start."""
-        slots = refused_again(appends, result.outcomes, _RETRIES)
-        if not slots:
+        the writer decides again, with the appends chained to them (`refused_again`):
+        another process committed to their streams between the writer's look and its
+        statement. Those are decided again on what they missed and sent first in the
+        next batch (`_decide_refused`), so their callers neither read the stream nor
+        race again from the start."""
+        chains = refused_again(appends, result.outcomes, _RETRIES)
+        if not chains:
             await super()._answer(appends, writes, result)
             return
-        again = set(slots)
+        again = {slot for chain in chains for slot in chain}
         kept = [slot for slot in range(len(appends)) if slot not in again]
         outcomes = result.outcomes
         await super()._answer(
@@ -190,34 +191,47 @@ class PostgresEventStore(GroupCommitStore):
                 result.write_results,
             ),
         )
-        refused = [(appends[slot], outcomes[slot]) for slot in slots]
-        await self._decide_refused(cast(list[tuple[_Append, ConcurrencyError]], refused))
+        await self._decide_refused(
+            [[(appends[slot], _refusal(outcomes[slot])) for slot in chain] for chain in chains]
+        )
 
-    async def _decide_refused(self, refused: list[tuple[_Append, ConcurrencyError]]) -> None:
-        """Read the events each refused append missed (one query for all of them),
-        decide it again on them and queue it first for the next batch; one that cannot
-        be (a failed read, a declined redecision) gets its conflict, as do all of them
-        when the store is closing. A caller who gave up meanwhile is skipped."""
-        ranges = [(item.stream_id, item.expected + 1, error.actual) for item, error in refused]
-        found: Sequence[list[RecordedEvent] | StoreError | None] = [None] * len(refused)
+    async def _decide_refused(self, chains: list[list[tuple[_Append, StoreError]]]) -> None:
+        """Read the events each chain's first append missed (one query for all of
+        them), decide it again on them, and each append chained to it on what the one
+        before it now leaves; queue them first, in order, for the next batch. One that
+        cannot be (a failed read, a declined redecision) gets its refusal, and so do
+        those chained to it; all of them when the store is closing. A caller who gave
+        up meanwhile is skipped, and those chained to it get their refusals."""
+        ranges = []
+        for chain in chains:
+            first, refused = chain[0]
+            ranges.append((first.stream_id, first.expected + 1, _actual(refused)))
+        found: Sequence[list[RecordedEvent] | StoreError | None] = [None] * len(chains)
         if not self._closing:
             with contextlib.suppress(StoreError):
                 found = await self._read_streams(ranges)
         again: list[_Append] = []
-        for (item, error), events in zip(refused, found, strict=True):
-            future = item.future
-            if future.done():  # cancelled: withdrawn, as if never taken
-                continue
-            if (
-                isinstance(events, list)
-                and len(events) == error.actual - item.expected
-                and self._preparer.redecided(item, events, error.actual)
-            ):
-                item.retried += 1
-                again.append(item)
-            else:
-                self._counters.rejected += 1
-                future.set_exception(error)
+        redecided = self._preparer.redecided
+        for chain, events, (_stream, low, actual) in zip(chains, found, ranges, strict=True):
+            missed = (
+                events if isinstance(events, list) and len(events) == actual - low + 1 else None
+            )
+            version = actual
+            for index, (item, refused) in enumerate(chain):
+                future = item.future
+                if (
+                    missed is not None
+                    and not future.done()
+                    and redecided(item, missed if index == 0 else [], version)
+                ):
+                    item.retried += 1
+                    again.append(item)
+                    version = item.expected + len(item.rows)
+                    continue
+                missed = None  # the rest of the chain gets its refusals
+                if not future.done():
+                    self._counters.rejected += 1
+                    future.set_exception(refused)
         self._pending.extendleft(reversed(again))
 
     def _from_log(self, low: int, high: int, tags: list[str]) -> tuple[list[RecordedEvent], int]:
@@ -563,6 +577,18 @@ class PostgresEventStore(GroupCommitStore):
         with contextlib.suppress(Exception):
             await self._readers.close()
         await self._writer.close()
+
+
+def _refusal(outcome: _Outcome) -> StoreError:
+    """The refusal of an append `refused_again` picked (never a result)."""
+    assert isinstance(outcome, StoreError)
+    return outcome
+
+
+def _actual(refused: StoreError) -> int:
+    """The version a refused first append of a chain was checked against."""
+    assert isinstance(refused, ConcurrencyError)
+    return refused.actual
 
 
 def _lease(row: Any) -> Lease | None:

@@ -2,9 +2,9 @@
 another process passed is decided again in the store, on the events it missed
 (`decide_in_store`), rather than refused there and decided again after a read:
 SQLite's thread writer inside its transaction; PostgreSQL's writer before its batch, on
-what other processes' notifications announced, and after its batch refused the append,
-on the events it reads then (tests/store/test_postgres_redecide.py). The answers are
-the same either way."""
+what other processes' notifications announced, and after its batch refused the append
+(and those chained to it), on the events it reads then (tests/store/
+test_postgres_redecide.py). The answers are the same either way."""
 
 from __future__ import annotations
 
@@ -21,13 +21,6 @@ from demo.bank import Account, Deposit, Deposited, InsufficientFunds, Withdraw
 from store import SQLiteEventStore
 from tests.actors.test_riders import _together
 from tests.actors.test_shared_store import opened_at_100
-
-
-def _rides_in_store(target: str) -> bool:
-    """Whether the store decides commands riding on an append again: PostgreSQL's
-    writer leaves an append others of its batch are chained to as it was (refused,
-    and the riders with it), and these systems do not follow (nothing listens)."""
-    return not target.startswith("postgresql")
 
 
 @asynccontextmanager
@@ -87,10 +80,7 @@ async def test_commands_riding_on_an_append_decided_again_are_decided_again(
         assert (await a.aggregates(Account).state("acc")).balance == 1110
         redecided, conflicts = _retried(a)
         assert a.statistics().rides >= 1
-        if _rides_in_store(durable_target):
-            assert (redecided, conflicts) == (len(outcomes), 0)
-        else:
-            assert (redecided, conflicts) == (0, 1)
+        assert (redecided, conflicts) == (len(outcomes), 0)
 
 
 async def test_a_batch_from_the_mailbox_is_decided_again_as_one_append(tmp_path: str) -> None:

@@ -1,5 +1,6 @@
 """Which appends a batch refused as conflicts PostgreSQL's writer decides again and
-sends in its next batch (`store._ahead.refused_again`), decided by the batch alone."""
+sends in its next batch, with the appends chained to them (`store._ahead.refused_again`),
+decided by the batch alone."""
 
 from __future__ import annotations
 
@@ -47,7 +48,7 @@ def test_each_plain_append_refused_as_a_conflict_in_the_batchs_order() -> None:
         _conflict(appends[2]),
         ChainBroken("d", 1),
     ]
-    assert refused_again(appends, outcomes, 2) == [0, 2]
+    assert refused_again(appends, outcomes, 2) == [[0], [2]]
 
 
 @pytest.mark.parametrize(
@@ -69,12 +70,42 @@ def test_an_append_that_does_not_qualify_gets_its_conflict(
     assert refused_again([item], [ConcurrencyError("a", item.expected, 3)], 2) == [], why
 
 
-def test_an_append_its_batch_chains_others_to_is_left_to_its_caller() -> None:
-    """Its followers were refused with it (`ChainBroken`); they and it are decided again
-    by their caller, on what it leaves."""
-    first, follower, other = _append("a"), _append("a", expected=2, chained=0), _append("b")
-    outcomes: list[_Outcome] = [_conflict(first), ChainBroken("a", 2), _conflict(other)]
-    assert refused_again([first, follower, other], outcomes, 2) == [2]
+def test_the_appends_chained_to_a_refused_one_follow_it() -> None:
+    """Refused with it (`ChainBroken`), each is decided again on what the one before it
+    then leaves: the chain, in order, one after another."""
+    first, second, third = _append("a"), _append("a", expected=2, chained=0), _append("b")
+    fourth = _append("a", expected=3, chained=1)
+    outcomes: list[_Outcome] = [
+        _conflict(first),
+        ChainBroken("a", 2),
+        _conflict(third),
+        ChainBroken("a", 3),
+    ]
+    assert refused_again([first, second, third, fourth], outcomes, 2) == [[0, 1, 3], [2]]
+
+
+@pytest.mark.parametrize(
+    ("fields", "why"),
+    [
+        ({"redecide": None}, "no redecision to decide it again with"),
+        ({"command_id": "cmd-1"}, "a command id: its resend must find the same events"),
+        ({"fence": ("lease", "owner", 1)}, "fenced by a lease"),
+        ({"stale": True}, "chained across batches too: its caller decides"),
+    ],
+)
+def test_a_chain_ends_at_a_follower_that_does_not_qualify(fields: dict[str, Any], why: str) -> None:
+    first = _append("a")
+    second = _append("a", expected=2, chained=0, **fields)
+    third = _append("a", expected=3, chained=1)
+    outcomes: list[_Outcome] = [_conflict(first), ChainBroken("a", 2), ChainBroken("a", 3)]
+    assert refused_again([first, second, third], outcomes, 2) == [[0]], why
+
+
+def test_a_chain_ends_where_two_appends_are_chained_to_one() -> None:
+    first = _append("a")
+    one, other = _append("a", expected=2, chained=0), _append("a", expected=2, chained=0)
+    outcomes: list[_Outcome] = [_conflict(first), ChainBroken("a", 2), ChainBroken("a", 2)]
+    assert refused_again([first, one, other], outcomes, 2) == [[0]]
 
 
 def test_a_chained_append_refused_as_a_conflict_is_left_to_its_caller() -> None:
@@ -88,13 +119,13 @@ def test_one_append_per_stream() -> None:
     the second would be decided on what the first was to leave."""
     first, second = _append("a"), _append("a")
     outcomes: list[_Outcome] = [_conflict(first), _conflict(second)]
-    assert refused_again([first, second], outcomes, 2) == [0]
+    assert refused_again([first, second], outcomes, 2) == [[0]]
 
 
 def test_an_append_that_expected_no_stream_is_decided_again_on_the_whole_stream() -> None:
     """Decided on the empty state: the events it missed are all of the stream's."""
     item = _append("a", expected=NO_STREAM)
-    assert refused_again([item], [ConcurrencyError("a", NO_STREAM, 2)], 2) == [0]
+    assert refused_again([item], [ConcurrencyError("a", NO_STREAM, 2)], 2) == [[0]]
 
 
 def test_a_conflict_at_a_version_not_past_the_expected_one_is_left_alone() -> None:

@@ -3,8 +3,8 @@ sends its batch (`queue_append(..., redecide)`): on the events the other process
 committed, read up to where their notifications said, so that it commits on the
 stream's latest version instead of coming back as a conflict. And one its batch refused
 all the same (the other committed after the writer looked): decided again on the events
-it missed and sent in the next batch, up to `_RETRIES` times, before its caller gets
-the conflict.
+it missed and sent in the next batch, with the appends chained to it, up to `_RETRIES`
+times, before its caller gets the conflict.
 
 Two stores on one schema stand for two processes: `other` appends, and `store`, which
 listens, gets the events its append missed before its batch is written.
@@ -240,9 +240,11 @@ async def test_an_append_that_others_of_its_batch_are_chained_to_is_left_as_it_w
     two: tuple[PostgresEventStore, PostgresEventStore],
 ) -> None:
     """Its follower was decided on the state it was first decided to leave: decided
-    again, it could end at the very version the follower expects, which would then
-    commit a decision made on a state that never was. Both go as they were: a
-    conflict, and a broken chain."""
+    again before the batch, it could end at the very version the follower expects,
+    which would then commit a decision made on a state that never was. Both go as they
+    were, and the batch refuses them: a conflict, and a broken chain. Then the writer
+    decides the first again on what it missed, and the follower on what the first now
+    leaves, and sends both in its next batch."""
     store, other = two
     await _listening(store)
     await store.append("s", [Deposited(1)], expected_version=NO_STREAM)
@@ -255,12 +257,45 @@ async def test_an_append_that_others_of_its_batch_are_chained_to_is_left_as_it_w
     first = _queue(store, [Deposited(5), Deposited(6)], 1, first_redecide)
     follower = _queue(store, [Deposited(7)], 3, follower_redecide, after=first)
     with anyio.fail_after(TIMEOUT):
-        with pytest.raises(ConcurrencyError):
-            await first.future
+        ours = await first.future
+        after = await follower.future
+    # Decided after the refusal only: on the missed event, then on what the first left.
+    assert first_redecide.calls == [([(2, Deposited(10))], 2)]
+    assert follower_redecide.calls == [([], 3)]
+    assert (ours.last_version, after.first_version, after.last_version) == (3, 4, 4)
+    assert (first.retried, follower.retried) == (1, 1)
+    assert [e.event for e in await store.read_stream("s")] == [
+        Deposited(1),
+        Deposited(10),
+        Deposited(50),
+        Deposited(7),
+    ]
+
+
+async def test_a_follower_that_declines_gets_its_broken_chain(
+    two: tuple[PostgresEventStore, PostgresEventStore],
+) -> None:
+    """The first is decided again after the refusal and commits; its follower, which
+    declines to be decided again on what the first now leaves, gets `ChainBroken`."""
+    store, other = two
+    await store.append("s", [Deposited(1)], expected_version=NO_STREAM)
+    await other.append("s", [Deposited(10)], expected_version=1)
+    first_redecide = _sum_plus(5)
+    declines = Recorder(lambda missed, version: None)
+    first = _queue(store, [Deposited(5)], 1, first_redecide)
+    follower = _queue(store, [Deposited(7)], 2, declines, after=first)
+    with anyio.fail_after(TIMEOUT):
+        ours = await first.future
         with pytest.raises(ChainBroken):
             await follower.future
-    assert first_redecide.calls == follower_redecide.calls == []
-    assert [e.event for e in await store.read_stream("s")] == [Deposited(1), Deposited(10)]
+    assert ours.last_version == 3
+    assert declines.calls == [([], 3)]
+    assert store.statistics().rejected == 1
+    assert [e.event for e in await store.read_stream("s")] == [
+        Deposited(1),
+        Deposited(10),
+        Deposited(15),
+    ]
 
 
 async def test_an_append_chained_to_one_decided_again_in_an_earlier_batch_is_broken(
