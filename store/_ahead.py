@@ -93,13 +93,14 @@ def decide_ahead(
 
 
 def refused_again(
-    appends: Sequence[_Append], outcomes: Sequence[_Outcome], most: int
+    appends: Sequence[_Append], outcomes: Sequence[_Outcome], most: int, reach: int
 ) -> list[list[int]]:
     """The appends of a batch refused as conflicts (`ConcurrencyError`) that the writer
     may decide again on what they missed and send in a later batch, as chains of
     slots in the batch's order: each begins with an append refused so, `plain`,
     expecting a version the stream passed (not `ANY` or `STREAM_EXISTS`), decided again
-    after a refusal fewer than `most` times, one per stream; then the appends of the
+    after a refusal fewer than `most` times, one per stream, while the events they
+    missed add up to at most `reach` (the writer reads them); then the appends of the
     batch chained to it, one after another, refused with it (`ChainBroken`), each with
     a `redecide` and neither a command id nor a fence: decided again, each on what the
     one before it then leaves. A chain ends at the first that does not qualify (that
@@ -116,11 +117,12 @@ def refused_again(
     for slot, (item, outcome) in enumerate(zip(appends, outcomes, strict=True)):
         if (
             type(outcome) is ConcurrencyError
-            and outcome.actual > item.expected >= 0
+            and 0 <= item.expected < outcome.actual <= item.expected + reach
             and item.retried < most
             and item.stream_id not in streams
             and plain(item)
         ):
+            reach -= outcome.actual - item.expected
             chain = [slot]
             streams.add(item.stream_id)
             last = slot

@@ -61,7 +61,9 @@ _READ_POOL_SIZE: Final = 4
 # A queue at least this long is committed in two halves (`_batch_size`).
 _SPLIT_FROM: Final = 64
 # The most events of other processes the writer reads before a batch (`_decide_ahead`):
-# past them, only the last ones (an append that missed older ones is checked as any).
+# past them, only the last ones (an append that missed older ones is checked as any);
+# and the most a batch's refused appends may have missed, in all, for the writer to
+# read them and decide those appends again (`_answer`).
 _AHEAD_LIMIT: Final = 2_000
 # The most pages of the follower's reads kept for that look (`_keep_log_read`).
 _LOG_PAGES_KEPT: Final = 16
@@ -172,7 +174,7 @@ class PostgresEventStore(GroupCommitStore):
         statement. Those are decided again on what they missed and sent first in the
         next batch (`_decide_refused`), so their callers neither read the stream nor
         race again from the start."""
-        chains = refused_again(appends, result.outcomes, _RETRIES)
+        chains = refused_again(appends, result.outcomes, _RETRIES, _AHEAD_LIMIT)
         if not chains:
             await super()._answer(appends, writes, result)
             return

@@ -48,7 +48,7 @@ def test_each_plain_append_refused_as_a_conflict_in_the_batchs_order() -> None:
         _conflict(appends[2]),
         ChainBroken("d", 1),
     ]
-    assert refused_again(appends, outcomes, 2) == [[0], [2]]
+    assert refused_again(appends, outcomes, 2, 100) == [[0], [2]]
 
 
 @pytest.mark.parametrize(
@@ -67,7 +67,7 @@ def test_an_append_that_does_not_qualify_gets_its_conflict(
     fields: dict[str, Any], why: str
 ) -> None:
     item = _append("a", **fields)
-    assert refused_again([item], [ConcurrencyError("a", item.expected, 3)], 2) == [], why
+    assert refused_again([item], [ConcurrencyError("a", item.expected, 3)], 2, 100) == [], why
 
 
 def test_the_appends_chained_to_a_refused_one_follow_it() -> None:
@@ -81,7 +81,7 @@ def test_the_appends_chained_to_a_refused_one_follow_it() -> None:
         _conflict(third),
         ChainBroken("a", 3),
     ]
-    assert refused_again([first, second, third, fourth], outcomes, 2) == [[0, 1, 3], [2]]
+    assert refused_again([first, second, third, fourth], outcomes, 2, 100) == [[0, 1, 3], [2]]
 
 
 @pytest.mark.parametrize(
@@ -98,20 +98,20 @@ def test_a_chain_ends_at_a_follower_that_does_not_qualify(fields: dict[str, Any]
     second = _append("a", expected=2, chained=0, **fields)
     third = _append("a", expected=3, chained=1)
     outcomes: list[_Outcome] = [_conflict(first), ChainBroken("a", 2), ChainBroken("a", 3)]
-    assert refused_again([first, second, third], outcomes, 2) == [[0]], why
+    assert refused_again([first, second, third], outcomes, 2, 100) == [[0]], why
 
 
 def test_a_chain_ends_where_two_appends_are_chained_to_one() -> None:
     first = _append("a")
     one, other = _append("a", expected=2, chained=0), _append("a", expected=2, chained=0)
     outcomes: list[_Outcome] = [_conflict(first), ChainBroken("a", 2), ChainBroken("a", 2)]
-    assert refused_again([first, one, other], outcomes, 2) == [[0]]
+    assert refused_again([first, one, other], outcomes, 2, 100) == [[0]]
 
 
 def test_a_chained_append_refused_as_a_conflict_is_left_to_its_caller() -> None:
     first, follower = _append("a"), _append("a", expected=2, chained=0)
     outcomes: list[_Outcome] = [_committed(), _conflict(follower, 4)]
-    assert refused_again([first, follower], outcomes, 2) == []
+    assert refused_again([first, follower], outcomes, 2, 100) == []
 
 
 def test_one_append_per_stream() -> None:
@@ -119,15 +119,24 @@ def test_one_append_per_stream() -> None:
     the second would be decided on what the first was to leave."""
     first, second = _append("a"), _append("a")
     outcomes: list[_Outcome] = [_conflict(first), _conflict(second)]
-    assert refused_again([first, second], outcomes, 2) == [[0]]
+    assert refused_again([first, second], outcomes, 2, 100) == [[0]]
 
 
 def test_an_append_that_expected_no_stream_is_decided_again_on_the_whole_stream() -> None:
     """Decided on the empty state: the events it missed are all of the stream's."""
     item = _append("a", expected=NO_STREAM)
-    assert refused_again([item], [ConcurrencyError("a", NO_STREAM, 2)], 2) == [[0]]
+    assert refused_again([item], [ConcurrencyError("a", NO_STREAM, 2)], 2, 100) == [[0]]
+
+
+def test_the_events_missed_are_read_up_to_a_reach_in_all() -> None:
+    """Each append taken adds the events it missed to the read; one that would take it
+    past `reach` is left to its caller, and the next may still fit."""
+    a, b, c = _append("a", expected=10), _append("b", expected=10), _append("c", expected=10)
+    outcomes: list[_Outcome] = [_conflict(a, 70), _conflict(b, 60), _conflict(c, 40)]
+    assert refused_again([a, b, c], outcomes, 2, 100) == [[0], [2]]  # 60 + 30; 50 past it
+    assert refused_again([a], [_conflict(a, 111)], 2, 100) == []  # 101 alone
 
 
 def test_a_conflict_at_a_version_not_past_the_expected_one_is_left_alone() -> None:
     item = _append("a", expected=5)
-    assert refused_again([item], [ConcurrencyError("a", 5, 4)], 2) == []
+    assert refused_again([item], [ConcurrencyError("a", 5, 4)], 2, 100) == []
