@@ -84,25 +84,43 @@ async def test_a_commit_not_heard_of_is_refused_then_decided_again_for_the_next_
     assert store.statistics().rejected == 0
 
 
+async def _rider_during_the_read(
+    two: tuple[PostgresEventStore, PostgresEventStore],
+    monkeypatch: pytest.MonkeyPatch,
+    first: tuple[list[Any], Any],
+    rider: tuple[int, Any],
+) -> tuple[Any, list[Any]]:
+    """Stream `s` at version 1, another store's deposit makes it 2; then an append of
+    `first` (events, redecision) expecting 1 is queued, and refused; while the writer
+    reads what it missed, a rider chained to it is queued: a deposit of 7 with `rider`
+    (expected version, redecision). The first append, and a list holding the rider
+    once queued."""
+    store, other = two
+    await store.append("s", [Deposited(1)], expected_version=NO_STREAM)
+    await other.append("s", [Deposited(10)], expected_version=1)
+    read_streams = store._read_streams
+    queued = _queue(store, first[0], 1, first[1])
+    riders: list[Any] = []
+
+    async def rider_meanwhile(ranges: list[tuple[str, int, int]]) -> Any:
+        riders.append(_queue(store, [Deposited(7)], rider[0], rider[1], after=queued))
+        return await read_streams(ranges)
+
+    monkeypatch.setattr(store, "_read_streams", rider_meanwhile)
+    return queued, riders
+
+
 async def test_an_append_chained_to_a_refused_one_meanwhile_is_decided_on_what_it_now_leaves(
     two: tuple[PostgresEventStore, PostgresEventStore], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A rider queued while the writer decides a refused append again (chained to it,
     decided on what it was first decided to leave) goes in the same next batch: it is
     decided again on what that append now leaves before the batch is sent."""
-    store, other = two
-    await store.append("s", [Deposited(1)], expected_version=NO_STREAM)
-    await other.append("s", [Deposited(10)], expected_version=1)
-    read_streams = store._read_streams
+    store = two[0]
     first_redecide, rider_redecide = _sum_plus(5), _sum_plus(7)
-    first = _queue(store, [Deposited(5)], 1, first_redecide)
-    riders: list[Any] = []
-
-    async def rider_meanwhile(ranges: list[tuple[str, int, int]]) -> Any:
-        riders.append(_queue(store, [Deposited(7)], 2, rider_redecide, after=first))
-        return await read_streams(ranges)
-
-    monkeypatch.setattr(store, "_read_streams", rider_meanwhile)
+    first, riders = await _rider_during_the_read(
+        two, monkeypatch, ([Deposited(5)], first_redecide), (2, rider_redecide)
+    )
     with anyio.fail_after(TIMEOUT):
         ours = await first.future
         theirs = await riders[0].future
@@ -124,20 +142,12 @@ async def test_a_rider_on_a_state_that_never_was_is_broken_though_the_versions_l
     """Decided again to one event instead of two, the refused append ends at the very
     version its rider expects: the rider, which declines to be decided again, gets
     `ChainBroken` rather than committing a decision made on a state that never was."""
-    store, other = two
-    await store.append("s", [Deposited(1)], expected_version=NO_STREAM)
-    await other.append("s", [Deposited(10)], expected_version=1)
-    read_streams = store._read_streams
+    store = two[0]
     first_redecide = Recorder(lambda missed, version: [Deposited(50)])
     declines = Recorder(lambda missed, version: None)
-    first = _queue(store, [Deposited(5), Deposited(6)], 1, first_redecide)
-    riders: list[Any] = []
-
-    async def rider_meanwhile(ranges: list[tuple[str, int, int]]) -> Any:
-        riders.append(_queue(store, [Deposited(7)], 3, declines, after=first))
-        return await read_streams(ranges)
-
-    monkeypatch.setattr(store, "_read_streams", rider_meanwhile)
+    first, riders = await _rider_during_the_read(
+        two, monkeypatch, ([Deposited(5), Deposited(6)], first_redecide), (3, declines)
+    )
     with anyio.fail_after(TIMEOUT):
         ours = await first.future
         with pytest.raises(ChainBroken):
